@@ -1,0 +1,109 @@
+//! [`Secret`]: an auth token or SharedKey secret that never prints and is wiped on drop.
+
+use std::{fmt, sync::Arc};
+
+use zeroize::Zeroizing;
+
+/// A signing secret: a Twilio auth token or a SharedKey secret.
+///
+/// The bytes are used exactly as given (an auth token is *not* hex-decoded: Twilio keys the
+/// HMAC with the 32 characters you see in the console). They are wiped from memory when the
+/// last clone is dropped, and they never appear in `Debug` output, which prints
+/// `Secret([redacted])`. There is no `Display` implementation.
+///
+/// Cloning is cheap (a reference count), so resolvers can hand out the same secret to every
+/// request.
+///
+/// ```
+/// use tower_twilio::Secret;
+///
+/// let token = Secret::new("0123456789abcdef0123456789abcdef").unwrap();
+/// assert_eq!(format!("{token:?}"), "Secret([redacted])");
+/// assert!(Secret::new("").is_err());
+/// ```
+#[derive(Clone)]
+pub struct Secret {
+    bytes: Arc<Zeroizing<Box<[u8]>>>,
+}
+
+impl Secret {
+    /// Wraps a secret.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`EmptySecret`] if `secret` is empty: an empty key would make every
+    /// signature trivially computable, so it is refused rather than silently accepted.
+    pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, EmptySecret> {
+        let bytes = Zeroizing::new(secret.into().into_boxed_slice());
+        if bytes.is_empty() {
+            return Err(EmptySecret(()));
+        }
+        Ok(Self {
+            bytes: Arc::new(bytes),
+        })
+    }
+
+    /// The secret's bytes, for computing an HMAC.
+    ///
+    /// Named loudly so that a reader of calling code sees where the secret leaves this type.
+    pub fn expose_secret(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl PartialEq for Secret {
+    /// Compares in constant time (for secrets of equal length).
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose_secret().ct_eq(other.expose_secret()).into()
+    }
+}
+
+impl Eq for Secret {}
+
+/// The error returned by [`Secret::new`] for an empty secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmptySecret(());
+
+impl fmt::Display for EmptySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("signing secret is empty")
+    }
+}
+
+impl std::error::Error for EmptySecret {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let secret = Secret::new("s3cr3t-token-value").unwrap();
+        let shown = format!("{secret:?} {secret:#?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+
+    #[test]
+    fn empty_secret_is_refused() {
+        assert_eq!(
+            Secret::new(Vec::new()).unwrap_err().to_string(),
+            "signing secret is empty"
+        );
+    }
+
+    #[test]
+    fn clones_share_the_bytes() {
+        let a = Secret::new("abc").unwrap();
+        let b = a.clone();
+        assert_eq!(a, b);
+        assert_ne!(a, Secret::new("abd").unwrap());
+        assert_eq!(b.expose_secret(), b"abc");
+    }
+}

@@ -1,0 +1,422 @@
+//! The URL strings a signature may have been computed over.
+//!
+//! Pure: no I/O, no tower types.
+//!
+//! Twilio signs the URL it requested, but "signature generation on the back end is
+//! inconsistent" about ports, so every official library tries more than one spelling. This
+//! module produces, in order:
+//!
+//! 1. **Exact**: the URL as received, and the same URL with its explicit port removed or, when it
+//!    has none, with the scheme's default port added (`:443` for `https`, `:80` otherwise). Port
+//!    handling works on the authority only: `user:pass@` and `[IPv6]` literals stay intact.
+//! 2. **Lenient**, tried only when no exact form matched: what the official libraries compare
+//!    against after re-serialising the URL —
+//!    - twilio-python's `urlparse().geturl()`: lower-case scheme, an empty trailing `?` or `#`
+//!      dropped (± port);
+//!    - twilio-node 6.3.1's WHATWG form (`new URL(url).toString()`: lower-case scheme and host,
+//!      dot segments resolved, non-ASCII and `'` in the query percent-encoded, default port
+//!      dropped) ± port, and that form with its query re-serialised through Node's legacy
+//!      `querystring` module (`%27` becomes `'`, `+` becomes `%20`).
+//!
+//! Accepting the lenient forms keeps the verdict equal to "either official library accepts"
+//! (see the vector suite). They never weaken the secret: each candidate still needs an HMAC
+//! made with it.
+
+use std::borrow::Cow;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+/// The parts of an absolute URL that port handling needs, split without normalising anything.
+struct Split<'a> {
+    /// `scheme://`
+    scheme: &'a str,
+    /// `user:pass@`, or empty.
+    userinfo: &'a str,
+    /// The host, brackets of an IPv6 literal included.
+    host: &'a str,
+    /// `:port` (possibly just `:`), or empty.
+    port: &'a str,
+    /// Everything after the authority: path, query, fragment.
+    rest: &'a str,
+}
+
+fn split(url: &str) -> Option<Split<'_>> {
+    // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://".
+    let colon = url.find("://")?;
+    let scheme = &url[..colon];
+    let mut chars = scheme.chars();
+    if !chars.next()?.is_ascii_alphabetic()
+        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return None;
+    }
+    let after_scheme = colon + 3;
+    let authority_len = url[after_scheme..]
+        .find(['/', '?', '#'])
+        .unwrap_or(url.len() - after_scheme);
+    let authority = &url[after_scheme..after_scheme + authority_len];
+    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let host_and_port = &authority[host_start..];
+    // A colon only starts the port after the closing bracket of an IPv6 literal.
+    let search_from = host_and_port.rfind(']').map_or(0, |bracket| bracket + 1);
+    let port_start = host_and_port[search_from..]
+        .find(':')
+        .map_or(host_and_port.len(), |i| search_from + i);
+    Some(Split {
+        scheme: &url[..after_scheme],
+        userinfo: &authority[..host_start],
+        host: &host_and_port[..port_start],
+        port: &host_and_port[port_start..],
+        rest: &url[after_scheme + authority_len..],
+    })
+}
+
+/// The URL with its explicit port removed; unchanged when it has none.
+///
+/// ```
+/// use tower_twilio::url::remove_port;
+///
+/// assert_eq!(remove_port("https://example.com:8443/sms"), "https://example.com/sms");
+/// assert_eq!(remove_port("https://[2001:db8::1]:8443/sms"), "https://[2001:db8::1]/sms");
+/// assert_eq!(remove_port("https://user:pass@example.com:8443/sms"), "https://user:pass@example.com/sms");
+/// ```
+pub fn remove_port(url: &str) -> Cow<'_, str> {
+    match split(url) {
+        Some(parts) if !parts.port.is_empty() => Cow::Owned(format!(
+            "{}{}{}{}",
+            parts.scheme, parts.userinfo, parts.host, parts.rest
+        )),
+        _ => Cow::Borrowed(url),
+    }
+}
+
+/// The URL with the scheme's default port added (`:443` for `https`, `:80` for anything
+/// else); unchanged when it already has a port.
+///
+/// ```
+/// use tower_twilio::url::add_default_port;
+///
+/// assert_eq!(add_default_port("https://example.com/sms"), "https://example.com:443/sms");
+/// assert_eq!(add_default_port("http://[::1]/sms"), "http://[::1]:80/sms");
+/// assert_eq!(add_default_port("https://example.com:8443/sms"), "https://example.com:8443/sms");
+/// ```
+pub fn add_default_port(url: &str) -> Cow<'_, str> {
+    match split(url) {
+        Some(parts) if parts.port.is_empty() => {
+            let port = if parts.scheme.eq_ignore_ascii_case("https://") {
+                ":443"
+            } else {
+                ":80"
+            };
+            Cow::Owned(format!(
+                "{}{}{}{port}{}",
+                parts.scheme, parts.userinfo, parts.host, parts.rest
+            ))
+        }
+        _ => Cow::Borrowed(url),
+    }
+}
+
+/// The other port spelling of `url`: without its port if it has one, with the default port if
+/// it has none. `None` when `url` has no `scheme://` prefix.
+fn other_port_form(url: &str) -> Option<String> {
+    let parts = split(url)?;
+    Some(if parts.port.is_empty() {
+        add_default_port(url).into_owned()
+    } else {
+        remove_port(url).into_owned()
+    })
+}
+
+/// The exact candidates: the URL as received, then its other port form.
+pub(crate) fn exact_candidates(url: &str) -> (&str, Option<String>) {
+    (url, other_port_form(url))
+}
+
+/// The lenient candidates (see the module docs), without any of the exact ones and without
+/// repeats, in the order they should be tried.
+pub(crate) fn lenient_candidates(url: &str) -> Vec<String> {
+    let mut forms = Vec::new();
+    if let Some(python) = python_geturl(url) {
+        push_with_other_port(&mut forms, python);
+    }
+    if let Ok(parsed) = ::url::Url::parse(url) {
+        let start = forms.len();
+        push_with_other_port(&mut forms, String::from(parsed));
+        let legacy: Vec<String> = forms[start..]
+            .iter()
+            .filter_map(|form| legacy_querystring(form))
+            .collect();
+        forms.extend(legacy);
+    }
+    let (exact, exact_other) = exact_candidates(url);
+    let mut out: Vec<String> = Vec::with_capacity(forms.len());
+    for form in forms {
+        if form != exact && exact_other.as_ref() != Some(&form) && !out.contains(&form) {
+            out.push(form);
+        }
+    }
+    out
+}
+
+fn push_with_other_port(forms: &mut Vec<String>, base: String) {
+    let other = other_port_form(&base);
+    forms.push(base);
+    forms.extend(other);
+}
+
+/// twilio-python's re-serialisation (`urlparse(url).geturl()`) for an absolute URL: the scheme
+/// lower-cased, an empty fragment's `#` and an empty query's `?` dropped. `None` when that
+/// changes nothing.
+fn python_geturl(url: &str) -> Option<String> {
+    let parts = split(url)?;
+    let scheme = parts.scheme.to_ascii_lowercase();
+    let mut rest = parts.rest;
+    let mut fragment = "";
+    if let Some(hash) = rest.find('#') {
+        fragment = &rest[hash..];
+        rest = &rest[..hash];
+        if fragment == "#" {
+            fragment = "";
+        }
+    }
+    if let Some(query) = rest.strip_suffix('?') {
+        if !query.contains('?') {
+            rest = query;
+        }
+    }
+    let normalised = format!(
+        "{scheme}{}{}{}{rest}{fragment}",
+        parts.userinfo, parts.host, parts.port
+    );
+    (normalised != url).then_some(normalised)
+}
+
+/// The characters Node's `querystring.escape` leaves alone: `A–Z a–z 0–9 - _ . ! ~ * ' ( )`.
+const QUERYSTRING_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// Node's `querystring.parse` stops after this many pairs by default.
+const QUERYSTRING_MAX_KEYS: usize = 1000;
+
+/// `url` with everything after its first `?` passed through Node's legacy
+/// `querystring.stringify(querystring.parse(…))`, as twilio-node 6.3.1's last fallback does.
+/// `None` when there is no query or it comes out unchanged.
+///
+/// Written by hand because no crate reproduces that module's output: it decodes `+` and `%XX`
+/// like a form, groups repeated names at their first position, orders array-index-like names
+/// (`"0"`, `"7"`, `"42"`) numerically ahead of the rest (JavaScript object key order), and
+/// re-encodes with its own unreserved set and `%20` for spaces.
+fn legacy_querystring(url: &str) -> Option<String> {
+    let query_start = url.find('?')?;
+    let query = &url[query_start + 1..];
+    if query.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = Vec::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()).take(QUERYSTRING_MAX_KEYS) {
+        match groups.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, values)) => values.push(value),
+            None => groups.push((name, vec![value])),
+        }
+    }
+    // Stable sort: index-like names first, numerically; the others keep insertion order.
+    groups.sort_by_key(|(name, _)| array_index(name).map_or((1, 0), |index| (0, index)));
+
+    let mut out = String::with_capacity(url.len() + 16);
+    out.push_str(&url[..=query_start]);
+    let mut first = true;
+    for (name, values) in &groups {
+        for value in values {
+            if !first {
+                out.push('&');
+            }
+            first = false;
+            out.extend(percent_encoding::utf8_percent_encode(
+                name,
+                QUERYSTRING_UNRESERVED,
+            ));
+            out.push('=');
+            out.extend(percent_encoding::utf8_percent_encode(
+                value,
+                QUERYSTRING_UNRESERVED,
+            ));
+        }
+    }
+    (out != url).then_some(out)
+}
+
+/// The numeric value of a JavaScript array-index property name (`"0"` or no leading zero, below
+/// 2³² − 1), which objects enumerate before every other key.
+fn array_index(name: &str) -> Option<u64> {
+    if name.is_empty() || (name.len() > 1 && name.starts_with('0')) {
+        return None;
+    }
+    if !name.bytes().all(|b| b.is_ascii_digit()) || name.len() > 10 {
+        return None;
+    }
+    let value: u64 = name.parse().ok()?;
+    (value < u64::from(u32::MAX)).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Port handling is authority-aware (TWILIO_SPEC.md §3): rows are url -> other port form.
+    #[test]
+    fn other_port_form_table() {
+        let rows = [
+            (
+                "https://example.com/sms",
+                Some("https://example.com:443/sms"),
+            ),
+            ("http://example.com/sms", Some("http://example.com:80/sms")),
+            (
+                "HTTPS://example.com/sms",
+                Some("HTTPS://example.com:443/sms"),
+            ),
+            (
+                "https://example.com:443/sms",
+                Some("https://example.com/sms"),
+            ),
+            (
+                "https://example.com:8443/sms?a=b:c",
+                Some("https://example.com/sms?a=b:c"),
+            ),
+            // no path at all
+            ("https://example.com", Some("https://example.com:443")),
+            (
+                "https://example.com?x=1",
+                Some("https://example.com:443?x=1"),
+            ),
+            // userinfo stays, including its colon
+            (
+                "https://user:pass@example.com:8443/sms",
+                Some("https://user:pass@example.com/sms"),
+            ),
+            (
+                "https://user:pass@example.com/sms",
+                Some("https://user:pass@example.com:443/sms"),
+            ),
+            // IPv6 literals keep their brackets and inner colons
+            (
+                "https://[2001:db8::1]:8443/sms",
+                Some("https://[2001:db8::1]/sms"),
+            ),
+            (
+                "https://[2001:db8::1]/sms",
+                Some("https://[2001:db8::1]:443/sms"),
+            ),
+            // an empty port counts as a port
+            ("https://example.com:/sms", Some("https://example.com/sms")),
+            // an @ or : in the path or query is not part of the authority
+            (
+                "https://example.com/a@b:c",
+                Some("https://example.com:443/a@b:c"),
+            ),
+            // no scheme://, no port forms
+            ("example.com/sms", None),
+            ("mailto:x@example.com", None),
+            ("1http://example.com/", None),
+        ];
+        for (url, expected) in rows {
+            assert_eq!(other_port_form(url).as_deref(), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn python_geturl_table() {
+        let rows = [
+            ("https://example.com/sms?", Some("https://example.com/sms")),
+            ("https://example.com/sms#", Some("https://example.com/sms")),
+            ("https://example.com/sms?#", Some("https://example.com/sms")),
+            ("HTTPS://example.com/sms", Some("https://example.com/sms")),
+            ("https://example.com/sms?a=1", None),
+            ("https://example.com/sms?a=1#f", None),
+            ("https://Example.com/sms", None),
+        ];
+        for (url, expected) in rows {
+            assert_eq!(python_geturl(url).as_deref(), expected, "{url}");
+        }
+    }
+
+    // Each row was checked against Node 20:
+    // `querystring.stringify(querystring.parse(q))`.
+    #[test]
+    fn legacy_querystring_table() {
+        let rows = [
+            (
+                "https://e.com/v?ToState=Forli%27",
+                Some("https://e.com/v?ToState=Forli'"),
+            ),
+            ("https://e.com/v?a=b+c", Some("https://e.com/v?a=b%20c")),
+            ("https://e.com/v?a=b%20c", None),
+            (
+                "https://e.com/v?a=1&a=2&b",
+                Some("https://e.com/v?a=1&a=2&b="),
+            ),
+            (
+                "https://e.com/v?a=1&b=2&a=3",
+                Some("https://e.com/v?a=1&a=3&b=2"),
+            ),
+            (
+                "https://e.com/v?10=x&2=y&a=z",
+                Some("https://e.com/v?2=y&10=x&a=z"),
+            ),
+            (
+                "https://e.com/v?a=%ZZ&b=%E9",
+                Some("https://e.com/v?a=%25ZZ&b=%EF%BF%BD"),
+            ),
+            ("https://e.com/v?a&&b", Some("https://e.com/v?a=&b=")),
+            ("https://e.com/v?x=%F0%9F%98%80", None),
+            ("https://e.com/v?", None),
+            ("https://e.com/v", None),
+        ];
+        for (url, expected) in rows {
+            assert_eq!(legacy_querystring(url).as_deref(), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn array_index_table() {
+        assert_eq!(array_index("0"), Some(0));
+        assert_eq!(array_index("42"), Some(42));
+        assert_eq!(array_index("4294967294"), Some(4_294_967_294));
+        for no in ["", "01", "-1", "1.5", "4294967295", "99999999999", "a1"] {
+            assert_eq!(array_index(no), None, "{no}");
+        }
+    }
+
+    #[test]
+    fn lenient_candidates_exclude_the_exact_ones() {
+        let url = "https://Example.COM/a/../sms?x='";
+        let lenient = lenient_candidates(url);
+        assert!(
+            lenient.contains(&"https://example.com/sms?x=%27".to_owned()),
+            "{lenient:?}"
+        );
+        assert!(
+            lenient.contains(&"https://example.com:443/sms?x=%27".to_owned()),
+            "{lenient:?}"
+        );
+        assert!(
+            lenient.contains(&"https://example.com/sms?x='".to_owned()),
+            "{lenient:?}"
+        );
+        assert!(!lenient.iter().any(|c| c == url));
+        let mut deduped = lenient.clone();
+        deduped.dedup();
+        assert_eq!(deduped, lenient);
+        // A URL already in normal form has nothing lenient to add but the legacy query form.
+        assert!(lenient_candidates("https://example.com/sms").is_empty());
+    }
+}

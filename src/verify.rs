@@ -1,0 +1,380 @@
+//! Whole-request verification: [`WebhookRequest`] in, [`Verified`] or [`VerifyError`] out.
+//!
+//! Pure: no I/O, no tower types. This is what the middleware calls once it holds the body, and
+//! what tests, fuzzers and benchmarks drive directly.
+//!
+//! ```
+//! use http::Method;
+//! use tower_twilio::{signature, verify::{VerifyError, WebhookRequest}, Secret};
+//!
+//! let token = Secret::new("12345").unwrap();
+//! let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+//! let body = b"CallSid=CA1234567890ABCDE&Caller=%2B14158675309&Digits=1234\
+//!              &From=%2B14158675309&To=%2B18005551212";
+//! let form = "application/x-www-form-urlencoded";
+//!
+//! let request = WebhookRequest::new(&Method::POST, url, body)
+//!     .content_type(form.as_bytes())
+//!     .signature(b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+//! assert!(request.verify([&token]).is_ok());
+//!
+//! let forged = request.signature(b"GvWf1cFY/Q7PnoempGyD5oXAezc=");
+//! assert_eq!(forged.verify([&token]).unwrap_err(), VerifyError::SignatureMismatch);
+//! ```
+//!
+//! # What is signed, by request shape
+//!
+//! | request | string to sign | also checked |
+//! | --- | --- | --- |
+//! | `GET`/`HEAD` (empty body) | the URL | |
+//! | `application/x-www-form-urlencoded` body | the URL ‖ sorted, de-duplicated decoded parameters | |
+//! | other body, `bodySHA256` in the query | the URL | lower-case hex SHA-256 of the raw body equals `bodySHA256` |
+//! | empty body, any or no content type | the URL | |
+//! | anything else | — | rejected: [`VerifyError::UnsupportedContentType`] |
+//!
+//! Each shape is tried against every candidate URL (see [`crate::url`]) and every candidate
+//! secret, in constant time per comparison.
+
+use std::fmt;
+
+use http::{HeaderMap, Method, header};
+
+use crate::{
+    Secret,
+    form::{self, Params, SortOrder},
+    signature::{
+        Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
+        SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, compute_mac,
+    },
+    url,
+};
+
+/// One header's presence on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Header<'a> {
+    #[default]
+    Absent,
+    One(&'a [u8]),
+    Repeated,
+}
+
+impl<'a> Header<'a> {
+    fn from_map(headers: &'a HeaderMap, name: &str) -> Self {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Self::Absent,
+            (Some(value), None) => Self::One(value.as_bytes()),
+            (Some(_), Some(_)) => Self::Repeated,
+        }
+    }
+}
+
+/// The parts of a webhook request that verification reads.
+///
+/// Build it from an `http` request's parts with [`WebhookRequest::from_parts`], or field by
+/// field with [`WebhookRequest::new`] and the setters. It only borrows.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    method: &'a Method,
+    url: &'a str,
+    body: &'a [u8],
+    content_type: Header<'a>,
+    signature: Header<'a>,
+    settings: Header<'a>,
+}
+
+impl<'a> WebhookRequest<'a> {
+    /// A request with no headers yet.
+    ///
+    /// `url` is the full public URL Twilio requested, exactly as requested (see
+    /// [`crate::url`]); `body` is the raw body.
+    pub fn new(method: &'a Method, url: &'a str, body: &'a [u8]) -> Self {
+        Self {
+            method,
+            url,
+            body,
+            content_type: Header::Absent,
+            signature: Header::Absent,
+            settings: Header::Absent,
+        }
+    }
+
+    /// A request whose `Content-Type`, `X-Twilio-Signature` and
+    /// `X-Twilio-Webhooks-Signature-Settings` come from `headers`. A header that appears more
+    /// than once is remembered as repeated, which verification rejects.
+    pub fn from_parts(
+        method: &'a Method,
+        url: &'a str,
+        headers: &'a HeaderMap,
+        body: &'a [u8],
+    ) -> Self {
+        Self {
+            content_type: Header::from_map(headers, header::CONTENT_TYPE.as_str()),
+            signature: Header::from_map(headers, SIGNATURE_HEADER),
+            settings: Header::from_map(headers, SIGNATURE_SETTINGS_HEADER),
+            ..Self::new(method, url, body)
+        }
+    }
+
+    /// Sets the `Content-Type` value.
+    #[must_use]
+    pub fn content_type(mut self, value: &'a [u8]) -> Self {
+        self.content_type = Header::One(value);
+        self
+    }
+
+    /// Sets the `X-Twilio-Signature` value, byte for byte.
+    #[must_use]
+    pub fn signature(mut self, value: &'a [u8]) -> Self {
+        self.signature = Header::One(value);
+        self
+    }
+
+    /// Sets the `X-Twilio-Webhooks-Signature-Settings` value.
+    #[must_use]
+    pub fn signature_settings(mut self, value: &'a [u8]) -> Self {
+        self.settings = Header::One(value);
+        self
+    }
+
+    /// The URL this request is verified against.
+    pub fn url(&self) -> &'a str {
+        self.url
+    }
+
+    /// The parsed settings header: `Ok(None)` when the request has none, which means an
+    /// auth-token signature with HMAC-SHA1.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::MalformedSettings`] when the header is repeated or not UTF-8, and
+    /// [`VerifyError::UnsupportedAlgorithm`] when it names an unknown algorithm.
+    pub fn signature_settings_header(&self) -> Result<Option<SignatureSettings<'a>>, VerifyError> {
+        match self.settings {
+            Header::Absent => Ok(None),
+            Header::Repeated => Err(VerifyError::MalformedSettings),
+            Header::One(value) => SignatureSettings::parse(value)
+                .map(Some)
+                .map_err(|e| match e {
+                    SettingsError::UnsupportedAlgorithm => VerifyError::UnsupportedAlgorithm,
+                    _ => VerifyError::MalformedSettings,
+                }),
+        }
+    }
+
+    /// Verifies the request against each of `secrets` in turn.
+    ///
+    /// Pass every secret that may have signed this request: during an auth-token rotation the
+    /// old and the new token; for a request that carries a settings header, only the secret of
+    /// the SharedKey it names. The error says why the request was refused; the first failing
+    /// check wins, in the order of [`VerifyError`]'s variants.
+    ///
+    /// # Errors
+    ///
+    /// See [`VerifyError`]. An empty `secrets` gives [`VerifyError::SignatureMismatch`].
+    pub fn verify<'s, I>(&self, secrets: I) -> Result<Verified, VerifyError>
+    where
+        I: IntoIterator<Item = &'s Secret>,
+        I::IntoIter: Clone,
+    {
+        let header = match self.signature {
+            Header::Absent => return Err(VerifyError::MissingSignature),
+            Header::Repeated => return Err(VerifyError::DuplicateSignature),
+            Header::One(value) => value,
+        };
+        let algorithm = self
+            .signature_settings_header()?
+            .map_or(Algorithm::HmacSha1, |settings| settings.algorithm());
+        let received =
+            ReceivedSignature::parse(header, algorithm).ok_or(VerifyError::MalformedSignature)?;
+        let payload = self.payload()?;
+
+        let params;
+        let mut canonical = Vec::new();
+        let mut utf16 = None;
+        if let Payload::Form = payload {
+            params = Params::parse(self.body);
+            let pairs = params.as_pairs();
+            form::canonicalize(&pairs, SortOrder::CodePoint, &mut canonical);
+            if form::may_sort_differently_in_utf16(&pairs) {
+                let mut other = Vec::new();
+                form::canonicalize(&pairs, SortOrder::Utf16, &mut other);
+                utf16 = (other != canonical).then_some(other);
+            }
+        }
+        let secrets = secrets.into_iter();
+        let check = |candidate: &str, params: &[u8]| {
+            secrets.clone().position(|secret| {
+                let mac = compute_mac(
+                    secret.expose_secret(),
+                    algorithm,
+                    candidate.as_bytes(),
+                    params,
+                );
+                received.matches(&mac)
+            })
+        };
+        let try_params = |candidate: &str| -> Option<(usize, SortOrder)> {
+            if let Some(index) = check(candidate, &canonical) {
+                return Some((index, SortOrder::CodePoint));
+            }
+            let other = utf16.as_deref()?;
+            check(candidate, other).map(|index| (index, SortOrder::Utf16))
+        };
+
+        let (exact, exact_other) = url::exact_candidates(self.url);
+        let mut found = try_params(exact).map(|m| (m, UrlForm::AsReceived));
+        if found.is_none() {
+            if let Some(other) = exact_other.as_deref() {
+                found = try_params(other).map(|m| (m, UrlForm::OtherPort));
+            }
+        }
+        if found.is_none() {
+            found = url::lenient_candidates(self.url)
+                .iter()
+                .find_map(|candidate| try_params(candidate))
+                .map(|m| (m, UrlForm::Normalized));
+        }
+        let Some(((secret_index, _order), url_form)) = found else {
+            return Err(VerifyError::SignatureMismatch);
+        };
+
+        if let Payload::BodyHash(expected) = payload {
+            let actual = crate::signature::body_sha256_hex(self.body);
+            if actual.as_bytes() != expected.as_bytes() {
+                return Err(VerifyError::BodyHashMismatch);
+            }
+        }
+        Ok(Verified {
+            algorithm,
+            secret_index,
+            url_form,
+        })
+    }
+
+    /// Decides what, besides the URL, is covered by the signature.
+    fn payload(&self) -> Result<Payload, VerifyError> {
+        let content_type = match self.content_type {
+            Header::Absent => None,
+            Header::One(value) => Some(value),
+            Header::Repeated => return Err(VerifyError::UnsupportedContentType),
+        };
+        if content_type.is_some_and(form::is_form_urlencoded) {
+            return Ok(Payload::Form);
+        }
+        if self.body.is_empty() {
+            return Ok(Payload::UrlOnly);
+        }
+        if *self.method == Method::GET || *self.method == Method::HEAD {
+            // Twilio never sends a body with GET; one here would reach the handler unsigned.
+            return Err(VerifyError::UnsupportedContentType);
+        }
+        match body_sha256_param(self.url) {
+            Some(expected) => Ok(Payload::BodyHash(expected)),
+            None => Err(VerifyError::UnsupportedContentType),
+        }
+    }
+}
+
+/// What the signature covers besides the URL.
+enum Payload {
+    UrlOnly,
+    Form,
+    /// The decoded `bodySHA256` value from the query.
+    BodyHash(String),
+}
+
+/// The first `bodySHA256` value in `url`'s query, decoded.
+fn body_sha256_param(url: &str) -> Option<String> {
+    let query = &url[url.find('?')? + 1..];
+    let query = query.split('#').next().unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == BODY_SHA256_PARAM)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Which spelling of the URL the signature matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlForm {
+    /// The URL exactly as received.
+    AsReceived,
+    /// The URL with its port removed, or the default port added.
+    OtherPort,
+    /// A form one of the official libraries produces by re-serialising the URL (see
+    /// [`crate::url`]).
+    Normalized,
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The algorithm the signature was made with.
+    pub algorithm: Algorithm,
+    /// The position, among the secrets passed to [`WebhookRequest::verify`], of the one that
+    /// made the signature.
+    pub secret_index: usize,
+    /// Which spelling of the URL matched.
+    pub url_form: UrlForm,
+}
+
+/// Why a request failed verification.
+///
+/// Verification stops at the first failing check, in the order the variants are listed.
+/// `Display` text is for people and may change; match on the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// No `X-Twilio-Signature` header.
+    MissingSignature,
+    /// More than one `X-Twilio-Signature` header.
+    DuplicateSignature,
+    /// The settings header is repeated or not UTF-8.
+    MalformedSettings,
+    /// The settings header names an algorithm other than `HMAC_SHA1` or `HMAC_SHA256`.
+    UnsupportedAlgorithm,
+    /// The signature header is not what Twilio sends: padded standard base64 of a 20-byte
+    /// (SHA-1) or 32-byte (SHA-256) MAC, with nothing around it.
+    MalformedSignature,
+    /// The body is neither form-encoded nor covered by a `bodySHA256` query parameter (or the
+    /// `Content-Type` is repeated), so the signature cannot cover it.
+    UnsupportedContentType,
+    /// No candidate secret signed any candidate URL with these parameters.
+    SignatureMismatch,
+    /// The signature is good but the body's SHA-256 differs from the signed `bodySHA256`.
+    BodyHashMismatch,
+}
+
+impl VerifyError {
+    /// A short, stable, snake_case name for logs and metrics (`"signature_mismatch"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingSignature => "missing_signature",
+            Self::DuplicateSignature => "duplicate_signature",
+            Self::MalformedSettings => "malformed_settings",
+            Self::UnsupportedAlgorithm => "unsupported_algorithm",
+            Self::MalformedSignature => "malformed_signature",
+            Self::UnsupportedContentType => "unsupported_content_type",
+            Self::SignatureMismatch => "signature_mismatch",
+            Self::BodyHashMismatch => "body_hash_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::MissingSignature => "missing X-Twilio-Signature header",
+            Self::DuplicateSignature => "more than one X-Twilio-Signature header",
+            Self::MalformedSettings => "malformed X-Twilio-Webhooks-Signature-Settings header",
+            Self::UnsupportedAlgorithm => "unsupported signature algorithm",
+            Self::MalformedSignature => "malformed X-Twilio-Signature header",
+            Self::UnsupportedContentType => "request body cannot be covered by the signature",
+            Self::SignatureMismatch => "signature does not match",
+            Self::BodyHashMismatch => "body does not match the signed bodySHA256",
+        })
+    }
+}
+
+impl std::error::Error for VerifyError {}
