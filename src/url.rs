@@ -180,10 +180,10 @@ fn python_geturl(url: &str) -> Option<String> {
             fragment = "";
         }
     }
-    if let Some(query) = rest.strip_suffix('?') {
-        if !query.contains('?') {
-            rest = query;
-        }
+    if let Some(query) = rest.strip_suffix('?')
+        && !query.contains('?')
+    {
+        rest = query;
     }
     let normalised = format!(
         "{scheme}{}{}{}{rest}{fragment}",

@@ -59,6 +59,13 @@ enum Header<'a> {
 }
 
 impl<'a> Header<'a> {
+    fn value(self) -> Option<&'a [u8]> {
+        match self {
+            Self::One(value) => Some(value),
+            Self::Absent | Self::Repeated => None,
+        }
+    }
+
     fn from_map(headers: &'a HeaderMap, name: &str) -> Self {
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
@@ -73,7 +80,10 @@ impl<'a> Header<'a> {
 ///
 /// Build it from an `http` request's parts with [`WebhookRequest::from_parts`], or field by
 /// field with [`WebhookRequest::new`] and the setters. It only borrows.
-#[derive(Debug, Clone, Copy)]
+///
+/// Its `Debug` output names the method, URL and body length, and whether each header is
+/// present, but never shows the received signature or the body.
+#[derive(Clone, Copy)]
 pub struct WebhookRequest<'a> {
     method: &'a Method,
     url: &'a str,
@@ -223,18 +233,18 @@ impl<'a> WebhookRequest<'a> {
         };
 
         let (exact, exact_other) = url::exact_candidates(self.url);
-        let mut found = try_params(exact).map(|m| (m, UrlForm::AsReceived));
-        if found.is_none() {
-            if let Some(other) = exact_other.as_deref() {
-                found = try_params(other).map(|m| (m, UrlForm::OtherPort));
-            }
-        }
-        if found.is_none() {
-            found = url::lenient_candidates(self.url)
-                .iter()
-                .find_map(|candidate| try_params(candidate))
-                .map(|m| (m, UrlForm::Normalized));
-        }
+        let found = try_params(exact)
+            .map(|m| (m, UrlForm::AsReceived))
+            .or_else(|| {
+                let other = exact_other.as_deref()?;
+                try_params(other).map(|m| (m, UrlForm::OtherPort))
+            })
+            .or_else(|| {
+                url::lenient_candidates(self.url)
+                    .iter()
+                    .find_map(|candidate| try_params(candidate))
+                    .map(|m| (m, UrlForm::Normalized))
+            });
         let Some(((secret_index, _order), url_form)) = found else {
             return Err(VerifyError::SignatureMismatch);
         };
@@ -273,6 +283,29 @@ impl<'a> WebhookRequest<'a> {
             Some(expected) => Ok(Payload::BodyHash(expected)),
             None => Err(VerifyError::UnsupportedContentType),
         }
+    }
+}
+
+impl fmt::Debug for WebhookRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn presence(header: Header<'_>) -> &'static str {
+            match header {
+                Header::Absent => "absent",
+                Header::One(_) => "present",
+                Header::Repeated => "repeated",
+            }
+        }
+        f.debug_struct("WebhookRequest")
+            .field("method", self.method)
+            .field("url", &self.url)
+            .field("body_len", &self.body.len())
+            .field(
+                "content_type",
+                &self.content_type.value().map(String::from_utf8_lossy),
+            )
+            .field("signature", &presence(self.signature))
+            .field("settings", &presence(self.settings))
+            .finish()
     }
 }
 
@@ -378,3 +411,315 @@ impl fmt::Display for VerifyError {
 }
 
 impl std::error::Error for VerifyError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signature::{sign, url_with_body_sha256};
+
+    const URL: &str = "https://example.com/twilio/sms?tenant=7";
+    const BODY: &[u8] = b"From=%2B14155550100&Body=Hi+there&AccountSid=AC123";
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+
+    fn token() -> Secret {
+        Secret::new("0123456789abcdef0123456789abcdef").unwrap()
+    }
+
+    fn signed(secret: &Secret, algorithm: Algorithm, url: &str, body: &[u8]) -> String {
+        let params = Params::parse(body);
+        sign(secret.expose_secret(), algorithm, url, params.iter())
+    }
+
+    fn form_request<'a>(url: &'a str, body: &'a [u8], sig: &'a str) -> WebhookRequest<'a> {
+        WebhookRequest::new(&Method::POST, url, body)
+            .content_type(FORM)
+            .signature(sig.as_bytes())
+    }
+
+    #[test]
+    fn form_round_trip() {
+        let sig = signed(&token(), Algorithm::HmacSha1, URL, BODY);
+        let verified = form_request(URL, BODY, &sig).verify([&token()]).unwrap();
+        assert_eq!(verified.algorithm, Algorithm::HmacSha1);
+        assert_eq!(verified.secret_index, 0);
+        assert_eq!(verified.url_form, UrlForm::AsReceived);
+    }
+
+    #[test]
+    fn any_single_change_is_rejected() {
+        let sig = signed(&token(), Algorithm::HmacSha1, URL, BODY);
+        let other_token = Secret::new("0123456789abcdef0123456789abcdeF").unwrap();
+        let cases: [(&str, &str, &[u8], &str, &Secret); 5] = [
+            (
+                "body value",
+                URL,
+                b"From=%2B14155550101&Body=Hi+there&AccountSid=AC123",
+                &sig,
+                &token(),
+            ),
+            (
+                "extra param",
+                URL,
+                b"From=%2B14155550100&Body=Hi+there&AccountSid=AC123&X=1",
+                &sig,
+                &token(),
+            ),
+            (
+                "query",
+                "https://example.com/twilio/sms?tenant=8",
+                BODY,
+                &sig,
+                &token(),
+            ),
+            (
+                "path",
+                "https://example.com/twilio/sms/?tenant=7",
+                BODY,
+                &sig,
+                &token(),
+            ),
+            ("token", URL, BODY, &sig, &other_token),
+        ];
+        for (what, url, body, sig, secret) in cases {
+            assert_eq!(
+                form_request(url, body, sig).verify([secret]),
+                Err(VerifyError::SignatureMismatch),
+                "{what}"
+            );
+        }
+        // Flip one bit of the MAC: still well-formed base64, wrong value.
+        let mut flipped = sig.clone().into_bytes();
+        flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        assert_eq!(
+            form_request(URL, BODY, &flipped).verify([&token()]),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn signing_no_ops_are_accepted() {
+        // Only decoded values are signed: the encoding, the order and exact repeats are not.
+        let sig = signed(&token(), Algorithm::HmacSha1, URL, BODY);
+        for body in [
+            &b"AccountSid=AC123&Body=Hi%20there&From=%2b14155550100"[..],
+            b"From=%2B14155550100&Body=Hi+there&AccountSid=AC123&AccountSid=AC123",
+            b"From=%2B14155550100&&Body=Hi+there&AccountSid=AC123&",
+        ] {
+            assert!(
+                form_request(URL, body, &sig).verify([&token()]).is_ok(),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_problems_have_their_own_reasons() {
+        let sig = signed(&token(), Algorithm::HmacSha1, URL, BODY);
+        let bare = WebhookRequest::new(&Method::POST, URL, BODY).content_type(FORM);
+        assert_eq!(bare.verify([&token()]), Err(VerifyError::MissingSignature));
+
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, FORM.try_into().unwrap());
+        headers.append(SIGNATURE_HEADER, sig.parse().unwrap());
+        headers.append(SIGNATURE_HEADER, sig.parse().unwrap());
+        let twice = WebhookRequest::from_parts(&Method::POST, URL, &headers, BODY);
+        assert_eq!(
+            twice.verify([&token()]),
+            Err(VerifyError::DuplicateSignature)
+        );
+
+        for malformed in [
+            "",
+            " x",
+            "not base64 at all",
+            &sig[..27],
+            &format!("{sig} "),
+        ] {
+            assert_eq!(
+                form_request(URL, BODY, malformed).verify([&token()]),
+                Err(VerifyError::MalformedSignature),
+                "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_header_selects_the_algorithm() {
+        let shared = Secret::new("shared-key-secret").unwrap();
+        let sig = signed(&shared, Algorithm::HmacSha256, URL, BODY);
+        let request = form_request(URL, BODY, &sig)
+            .signature_settings(b"key=webhooks_sharedkey_1,algorithm=HMAC_SHA256");
+        assert_eq!(
+            request.verify([&shared]).unwrap().algorithm,
+            Algorithm::HmacSha256
+        );
+        assert_eq!(
+            request
+                .signature_settings_header()
+                .unwrap()
+                .unwrap()
+                .key_id(),
+            Some("webhooks_sharedkey_1")
+        );
+        // The same signature without the header is read as SHA-1, and is malformed as such.
+        assert_eq!(
+            form_request(URL, BODY, &sig).verify([&shared]),
+            Err(VerifyError::MalformedSignature)
+        );
+        let unknown = request.signature_settings(b"key=k,algorithm=HMAC_SHA512");
+        assert_eq!(
+            unknown.verify([&shared]),
+            Err(VerifyError::UnsupportedAlgorithm)
+        );
+        let not_utf8 = request.signature_settings(b"key=\xff");
+        assert_eq!(
+            not_utf8.verify([&shared]),
+            Err(VerifyError::MalformedSettings)
+        );
+    }
+
+    #[test]
+    fn rotation_reports_which_secret_matched() {
+        let old = Secret::new("old-token").unwrap();
+        let new = Secret::new("new-token").unwrap();
+        let sig = signed(&new, Algorithm::HmacSha1, URL, BODY);
+        let verified = form_request(URL, BODY, &sig).verify([&old, &new]).unwrap();
+        assert_eq!(verified.secret_index, 1);
+        let none: [&Secret; 0] = [];
+        assert_eq!(
+            form_request(URL, BODY, &sig).verify(none),
+            Err(VerifyError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn ports_are_tried_both_ways() {
+        let sig = signed(
+            &token(),
+            Algorithm::HmacSha1,
+            "https://example.com:443/sms",
+            BODY,
+        );
+        let verified = form_request("https://example.com/sms", BODY, &sig)
+            .verify([&token()])
+            .unwrap();
+        assert_eq!(verified.url_form, UrlForm::OtherPort);
+        let sig = signed(
+            &token(),
+            Algorithm::HmacSha1,
+            "https://example.com/sms",
+            BODY,
+        );
+        let verified = form_request("https://example.com:8443/sms", BODY, &sig)
+            .verify([&token()])
+            .unwrap();
+        assert_eq!(verified.url_form, UrlForm::OtherPort);
+    }
+
+    #[test]
+    fn json_body_is_checked_against_bodysha256() {
+        let body = br#"{"MessageSid":"SM123","MessageStatus":"delivered"}"#;
+        let url = url_with_body_sha256("https://example.com/hook", body);
+        let sig = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            &url,
+            Params::default().iter(),
+        );
+        let request = WebhookRequest::new(&Method::POST, &url, body)
+            .content_type(b"application/json")
+            .signature(sig.as_bytes());
+        assert!(request.verify([&token()]).is_ok());
+
+        let tampered = WebhookRequest {
+            body: br#"{"MessageSid":"SM124","MessageStatus":"delivered"}"#,
+            ..request
+        };
+        assert_eq!(
+            tampered.verify([&token()]),
+            Err(VerifyError::BodyHashMismatch)
+        );
+
+        // Upper-case hex is not what Twilio sends.
+        let upper = url.to_ascii_uppercase().replace(
+            "HTTPS://EXAMPLE.COM/HOOK?BODYSHA256",
+            "https://example.com/hook?bodySHA256",
+        );
+        let sig = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            &upper,
+            Params::default().iter(),
+        );
+        let request = WebhookRequest {
+            url: &upper,
+            signature: Header::One(sig.as_bytes()),
+            ..request
+        };
+        assert_eq!(
+            request.verify([&token()]),
+            Err(VerifyError::BodyHashMismatch)
+        );
+    }
+
+    #[test]
+    fn bodies_the_signature_cannot_cover_are_refused() {
+        let url = "https://example.com/hook";
+        let sig = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            url,
+            Params::default().iter(),
+        );
+        let json = WebhookRequest::new(&Method::POST, url, b"{}")
+            .content_type(b"application/json")
+            .signature(sig.as_bytes());
+        assert_eq!(
+            json.verify([&token()]),
+            Err(VerifyError::UnsupportedContentType)
+        );
+        let get_with_body =
+            WebhookRequest::new(&Method::GET, url, b"x=1").signature(sig.as_bytes());
+        assert_eq!(
+            get_with_body.verify([&token()]),
+            Err(VerifyError::UnsupportedContentType)
+        );
+        // An empty body signs as the bare URL whatever its content type.
+        let empty = WebhookRequest::new(&Method::POST, url, b"")
+            .content_type(b"application/json")
+            .signature(sig.as_bytes());
+        assert!(empty.verify([&token()]).is_ok());
+        let get = WebhookRequest::new(&Method::GET, url, b"").signature(sig.as_bytes());
+        assert!(get.verify([&token()]).is_ok());
+    }
+
+    #[test]
+    fn get_signs_the_raw_query_only() {
+        let url = "https://example.com/voice?To=%2B1415&From=a+b&CallSid=CA1";
+        let sig = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            url,
+            Params::default().iter(),
+        );
+        let get = WebhookRequest::new(&Method::GET, url, b"").signature(sig.as_bytes());
+        assert!(get.verify([&token()]).is_ok());
+        // The query is not sorted or re-encoded on the exact path.
+        let reordered = "https://example.com/voice?CallSid=CA1&To=%2B1415&From=a+b";
+        let get = WebhookRequest::new(&Method::GET, reordered, b"").signature(sig.as_bytes());
+        assert_eq!(get.verify([&token()]), Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn error_names_are_stable() {
+        assert_eq!(
+            VerifyError::SignatureMismatch.as_str(),
+            "signature_mismatch"
+        );
+        assert_eq!(
+            VerifyError::MissingSignature.to_string(),
+            "missing X-Twilio-Signature header"
+        );
+    }
+}

@@ -93,7 +93,7 @@ fn every_vector_gets_the_official_libraries_verdict() {
                     verdict_name(actual)
                 )),
                 Err(e) => {
-                    mismatches.push(format!("{file} {}: cannot build request: {e}", vector.id))
+                    mismatches.push(format!("{file} {}: cannot build request: {e}", vector.id));
                 }
             }
         }
