@@ -62,12 +62,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod form;
+pub mod resolver;
 mod secret;
 pub mod signature;
 pub mod url;
 pub mod verify;
 
+pub use resolver::{Credentials, ResolveCredentials};
 pub use secret::{EmptySecret, Secret};
+
+/// A type-erased error, as tower uses for errors that cross middleware boundaries.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // Compile and run the README's Rust blocks as doc tests, so the quick start stays true.
 #[cfg(doctest)]

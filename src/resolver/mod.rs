@@ -1,0 +1,415 @@
+//! Where the secrets come from: the [`ResolveCredentials`] trait, [`Credentials`], and
+//! ready-made resolvers and combinators.
+//!
+//! The middleware asks its resolver once per request, after the body has been read, with a
+//! [`ResolveRequest`]: the `AccountSid` parameter (from a form body, a `GET` query or a JSON
+//! body), the SharedKey id from the settings header, and the request's method, URI, headers and
+//! extensions. The resolver answers with one of three outcomes:
+//!
+//! | answer | meaning | the middleware |
+//! | --- | --- | --- |
+//! | `Ok(Some(credentials))` | these secrets may have signed the request | verifies against them |
+//! | `Ok(None)` | unknown account or SharedKey | 403, [`UnknownAccount`](crate::RejectionKind::UnknownAccount) or [`UnknownSharedKey`](crate::RejectionKind::UnknownSharedKey) |
+//! | `Err(e)` | the lookup itself failed (database down, timeout) | 503, [`ResolverFailed`](crate::RejectionKind::ResolverFailed); never accepts |
+//!
+//! # SharedKeys and auth tokens never mix
+//!
+//! A request that carries `X-Twilio-Webhooks-Signature-Settings: key=<id>,…` is verified only
+//! with the [`Credentials::shared_key`] whose id is `<id>`; a request without it only with
+//! [`Credentials::auth_token`]s. The middleware enforces this whatever the resolver returns, so
+//! a resolver cannot make a SharedKey route silently fall back to the auth token.
+//!
+//! # Closures
+//!
+//! Any `FnMut(ResolveRequest) -> impl Future<Output = Resolution>` is a resolver, so both
+//! `|req| async move { … }` and `async move |req| { … }` work:
+//!
+//! ```
+//! use tower_twilio::{Credentials, Secret, resolver::{ResolveCredentials, ResolveRequest, Resolution}};
+//!
+//! fn assert_resolver<R: ResolveCredentials>(_: R) {}
+//!
+//! let token = Secret::new("0123456789abcdef0123456789abcdef").unwrap();
+//! assert_resolver(move |req: ResolveRequest| {
+//!     let token = token.clone();
+//!     async move {
+//!         Ok(match req.account_sid() {
+//!             Some("AC0123") => Some(Credentials::new().auth_token("primary", token)),
+//!             _ => None,
+//!         })
+//!     }
+//! });
+//! ```
+
+use std::{fmt, future::Future, sync::Arc};
+
+use http::{Extensions, HeaderMap, Method, Uri, request::Parts};
+
+use crate::{BoxError, Secret};
+
+/// What a resolver answers: see the [module docs](self).
+pub type Resolution = Result<Option<Credentials>, BoxError>;
+
+/// Finds the secrets that may have signed a request.
+///
+/// Modelled on tower-http's `AsyncAuthorizeRequest`: the future is an associated type so the
+/// middleware's response future stays nameable and unboxed. Implemented for closures; see the
+/// [module docs](self).
+pub trait ResolveCredentials {
+    /// The future [`resolve`](Self::resolve) returns.
+    type Future: Future<Output = Resolution> + Send + 'static;
+
+    /// Looks up the credentials for `request`.
+    fn resolve(&mut self, request: ResolveRequest) -> Self::Future;
+}
+
+impl<F, Fut> ResolveCredentials for F
+where
+    F: FnMut(ResolveRequest) -> Fut,
+    Fut: Future<Output = Resolution> + Send + 'static,
+{
+    type Future = Fut;
+
+    fn resolve(&mut self, request: ResolveRequest) -> Self::Future {
+        self(request)
+    }
+}
+
+/// A fixed set of credentials is a resolver that always answers with it: the setup for a
+/// single Twilio account.
+///
+/// ```
+/// use tower_twilio::{Credentials, Secret};
+///
+/// let credentials = Credentials::new()
+///     .auth_token("primary", Secret::new("0123456789abcdef0123456789abcdef").unwrap());
+/// // `credentials` can be passed to `TwilioSignatureLayer::new` as it is.
+/// # let _ = credentials;
+/// ```
+impl ResolveCredentials for Credentials {
+    type Future = std::future::Ready<Resolution>;
+
+    fn resolve(&mut self, _request: ResolveRequest) -> Self::Future {
+        std::future::ready(Ok(Some(self.clone())))
+    }
+}
+
+/// What a resolver sees of a request. Cheap to clone.
+///
+/// The middleware has already read the body; the parameters it found are here so that a
+/// resolver never parses the body again.
+#[derive(Clone)]
+pub struct ResolveRequest {
+    inner: Arc<RequestInfo>,
+}
+
+struct RequestInfo {
+    parts: Parts,
+    account_sid: Option<String>,
+    shared_key_id: Option<String>,
+}
+
+impl ResolveRequest {
+    /// A view of a request with these parts and no `AccountSid` or SharedKey id, for testing
+    /// resolvers. Add them with [`with_account_sid`](Self::with_account_sid) and
+    /// [`with_shared_key_id`](Self::with_shared_key_id).
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            inner: Arc::new(RequestInfo {
+                parts,
+                account_sid: None,
+                shared_key_id: None,
+            }),
+        }
+    }
+
+    /// Sets the `AccountSid`.
+    #[must_use]
+    pub fn with_account_sid(mut self, account_sid: impl Into<String>) -> Self {
+        self.info_mut().account_sid = Some(account_sid.into());
+        self
+    }
+
+    /// Sets the SharedKey id.
+    #[must_use]
+    pub fn with_shared_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.info_mut().shared_key_id = Some(key_id.into());
+        self
+    }
+
+    fn info_mut(&mut self) -> &mut RequestInfo {
+        // Builders run before any clone exists; if one does, detach from it.
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let info = &*self.inner;
+            self.inner = Arc::new(RequestInfo {
+                parts: clone_parts(&info.parts),
+                account_sid: info.account_sid.clone(),
+                shared_key_id: info.shared_key_id.clone(),
+            });
+        }
+        Arc::get_mut(&mut self.inner).expect("just made unique")
+    }
+
+    /// The `AccountSid` parameter: from the form body, the query of a `GET`, or the top level
+    /// of a JSON body. `None` when the request has none. Unverified: use it to choose
+    /// secrets, never to authorise.
+    pub fn account_sid(&self) -> Option<&str> {
+        self.inner.account_sid.as_deref()
+    }
+
+    /// The SharedKey id named by `X-Twilio-Webhooks-Signature-Settings` (`key=`), when the
+    /// request carries that header. Such a request is verified only with that SharedKey.
+    pub fn shared_key_id(&self) -> Option<&str> {
+        self.inner.shared_key_id.as_deref()
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.inner.parts.method
+    }
+
+    /// The request target as received.
+    pub fn uri(&self) -> &Uri {
+        &self.inner.parts.uri
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.inner.parts.headers
+    }
+
+    /// The request extensions, e.g. a tenant id an earlier middleware inserted.
+    pub fn extensions(&self) -> &Extensions {
+        &self.inner.parts.extensions
+    }
+
+    pub(crate) fn from_request(
+        parts: Parts,
+        account_sid: Option<String>,
+        shared_key_id: Option<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(RequestInfo {
+                parts,
+                account_sid,
+                shared_key_id,
+            }),
+        }
+    }
+
+    /// Takes the parts back once the resolver is done; clones them if the resolver kept a
+    /// copy of this view.
+    pub(crate) fn into_parts(self) -> Parts {
+        match Arc::try_unwrap(self.inner) {
+            Ok(info) => info.parts,
+            Err(shared) => clone_parts(&shared.parts),
+        }
+    }
+}
+
+fn clone_parts(parts: &Parts) -> Parts {
+    let (mut clone, ()) = http::Request::new(()).into_parts();
+    clone.method = parts.method.clone();
+    clone.uri = parts.uri.clone();
+    clone.version = parts.version;
+    clone.headers = parts.headers.clone();
+    clone.extensions = parts.extensions.clone();
+    clone
+}
+
+impl fmt::Debug for ResolveRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolveRequest")
+            .field("account_sid", &self.account_sid())
+            .field("shared_key_id", &self.shared_key_id())
+            .field("method", self.method())
+            .field("uri", self.uri())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The secrets that may have signed one request, each with a label, and the tenant they belong
+/// to.
+///
+/// Labels say which secret matched (in the verified request context and in events) without
+/// revealing it: `"primary"` and `"secondary"` for an auth-token rotation, `"shared_key:<id>"`
+/// for a SharedKey.
+///
+/// ```
+/// use tower_twilio::{Credentials, Secret};
+///
+/// let credentials = Credentials::new()
+///     .tenant("acme")
+///     .auth_token("primary", Secret::new("new-token").unwrap())
+///     .auth_token("secondary", Secret::new("old-token").unwrap())
+///     .shared_key("webhooks_sharedkey_1", Secret::new("shared-secret").unwrap());
+/// let labels: Vec<&str> = credentials.iter().map(|c| c.label()).collect();
+/// assert_eq!(labels, ["primary", "secondary", "shared_key:webhooks_sharedkey_1"]);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    tenant: Option<Arc<str>>,
+    secrets: Vec<Credential>,
+}
+
+impl Credentials {
+    /// No tenant and no secrets yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names the tenant these credentials belong to; it appears in the verified request
+    /// context and in events.
+    #[must_use]
+    pub fn tenant(mut self, tenant_id: impl Into<Arc<str>>) -> Self {
+        self.tenant = Some(tenant_id.into());
+        self
+    }
+
+    /// Adds an auth token under `label` (e.g. `"primary"`). Add several during a rotation;
+    /// they are tried in the order added.
+    #[must_use]
+    pub fn auth_token(mut self, label: impl Into<Arc<str>>, secret: Secret) -> Self {
+        self.secrets.push(Credential {
+            label: label.into(),
+            kind: CredentialKind::AuthToken,
+            secret,
+        });
+        self
+    }
+
+    /// Adds the secret of the SharedKey with id `key_id`, labelled `shared_key:<key_id>`.
+    #[must_use]
+    pub fn shared_key(mut self, key_id: impl Into<Arc<str>>, secret: Secret) -> Self {
+        let key_id = key_id.into();
+        self.secrets.push(Credential {
+            label: format!("shared_key:{key_id}").into(),
+            kind: CredentialKind::SharedKey { key_id },
+            secret,
+        });
+        self
+    }
+
+    /// The tenant, if named.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The secrets, in the order they are tried.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Credential> + Clone {
+        self.secrets.iter()
+    }
+
+    /// Whether there are no secrets.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    pub(crate) fn tenant_arc(&self) -> Option<&Arc<str>> {
+        self.tenant.as_ref()
+    }
+}
+
+/// One labelled secret.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    label: Arc<str>,
+    kind: CredentialKind,
+    secret: Secret,
+}
+
+impl Credential {
+    /// The label, e.g. `"primary"` or `"shared_key:<id>"`. Safe to log.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether this is an auth token or a SharedKey.
+    pub fn kind(&self) -> &CredentialKind {
+        &self.kind
+    }
+
+    /// The secret itself.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    pub(crate) fn label_arc(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// Whether this credential may verify a request with (`Some`) or without (`None`) a
+    /// SharedKey id in its settings header.
+    pub(crate) fn applies_to(&self, shared_key_id: Option<&str>) -> bool {
+        match (&self.kind, shared_key_id) {
+            (CredentialKind::AuthToken, None) => true,
+            (CredentialKind::SharedKey { key_id }, Some(wanted)) => **key_id == *wanted,
+            _ => false,
+        }
+    }
+}
+
+/// What kind of secret a [`Credential`] holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// An account's (or subaccount's) auth token.
+    AuthToken,
+    /// A SharedKey secret.
+    SharedKey {
+        /// The SharedKey id, as in the settings header's `key=`.
+        key_id: Arc<str>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(s).unwrap()
+    }
+
+    #[test]
+    fn credentials_apply_only_to_their_kind_of_request() {
+        let credentials = Credentials::new()
+            .auth_token("primary", secret("t"))
+            .shared_key("k1", secret("s"));
+        let for_request = |key: Option<&str>| -> Vec<&str> {
+            credentials
+                .iter()
+                .filter(|c| c.applies_to(key))
+                .map(Credential::label)
+                .collect()
+        };
+        assert_eq!(for_request(None), ["primary"]);
+        assert_eq!(for_request(Some("k1")), ["shared_key:k1"]);
+        assert!(for_request(Some("k2")).is_empty());
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let credentials = Credentials::new()
+            .tenant("acme")
+            .auth_token("primary", secret("tok-XYZ"));
+        let shown = format!("{credentials:?}");
+        assert!(
+            shown.contains("acme") && shown.contains("primary"),
+            "{shown}"
+        );
+        assert!(!shown.contains("tok-XYZ"), "{shown}");
+    }
+
+    #[test]
+    fn request_view_gives_back_its_parts() {
+        let (parts, ()) = http::Request::post("/sms").body(()).unwrap().into_parts();
+        let view = ResolveRequest::new(parts)
+            .with_account_sid("AC1")
+            .with_shared_key_id("k");
+        assert_eq!(view.account_sid(), Some("AC1"));
+        assert_eq!(view.shared_key_id(), Some("k"));
+        let kept = view.clone();
+        assert_eq!(view.into_parts().uri, "/sms");
+        assert_eq!(kept.method(), Method::POST);
+    }
+}
