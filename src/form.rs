@@ -21,8 +21,8 @@ pub fn is_form_urlencoded(content_type: &[u8]) -> bool {
 
 /// Decoded form parameters, in the order they were received, repeats kept.
 ///
-/// Decoding follows the URL standard's `application/x-www-form-urlencoded` parser, which is
-/// also what the official libraries use: split on `&`, skip empty pieces, split each piece on
+/// Decoding follows the URL standard's `application/x-www-form-urlencoded` parser, which gives
+/// the same pairs as the parsers the official libraries rely on: split on `&`, skip empty pieces, split each piece on
 /// its first `=` (a piece without `=` is a name with an empty value), turn `+` into a space,
 /// decode `%XX` escapes, keep malformed escapes such as `%ZZ` literally, and replace bytes that
 /// are not UTF-8 with U+FFFD.
@@ -91,9 +91,13 @@ impl<'a> Params<'a> {
     }
 }
 
+/// Shows the parameter names only: values carry message bodies and phone numbers, which do
+/// not belong in logs.
 impl std::fmt::Debug for Params<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        f.debug_struct("Params")
+            .field("names", &self.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 

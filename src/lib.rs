@@ -61,13 +61,17 @@
 //!   `I-Twilio-Idempotency-Token` header or on `MessageSid` + status.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod error;
 pub mod form;
+pub mod public_url;
 pub mod resolver;
 mod secret;
 pub mod signature;
 pub mod url;
 pub mod verify;
 
+pub use error::ConfigError;
+pub use public_url::PublicUrl;
 pub use resolver::{Credentials, ResolveCredentials};
 pub use secret::{EmptySecret, Secret};
 

@@ -34,7 +34,11 @@ impl Secret {
     /// Returns [`EmptySecret`] if `secret` is empty: an empty key would make every
     /// signature trivially computable, so it is refused rather than silently accepted.
     pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, EmptySecret> {
-        let bytes = Zeroizing::new(secret.into().into_boxed_slice());
+        // Copy into an exactly sized box, then wipe the whole original buffer (spare capacity
+        // included) when `original` drops: `into_boxed_slice` could reallocate and free the old
+        // buffer without wiping it.
+        let original = Zeroizing::new(secret.into());
+        let bytes = Zeroizing::new(Box::<[u8]>::from(original.as_slice()));
         if bytes.is_empty() {
             return Err(EmptySecret(()));
         }

@@ -119,7 +119,7 @@ pub fn add_default_port(url: &str) -> Cow<'_, str> {
 
 /// The other port spelling of `url`: without its port if it has one, with the default port if
 /// it has none. `None` when `url` has no `scheme://` prefix.
-fn other_port_form(url: &str) -> Option<String> {
+pub(crate) fn other_port_form(url: &str) -> Option<String> {
     let parts = split(url)?;
     Some(if parts.port.is_empty() {
         add_default_port(url).into_owned()
@@ -128,15 +128,28 @@ fn other_port_form(url: &str) -> Option<String> {
     })
 }
 
-/// The exact candidates: the URL as received, then its other port form.
-pub(crate) fn exact_candidates(url: &str) -> (&str, Option<String>) {
-    (url, other_port_form(url))
+/// `url` with any `user:password@` replaced by `[redacted]@`, for logs and events.
+pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    match split(url) {
+        Some(parts) if !parts.userinfo.is_empty() => Cow::Owned(format!(
+            "{}[redacted]@{}{}{}",
+            parts.scheme, parts.host, parts.port, parts.rest
+        )),
+        _ => Cow::Borrowed(url),
+    }
 }
+
+/// Lenient candidates are not computed for URLs longer than this: a cap on the work a forged
+/// request can cause. Twilio webhook URLs are far shorter.
+const LENIENT_MAX_URL_LEN: usize = 8 * 1024;
 
 /// The lenient candidates (see the module docs), without any of the exact ones and without
 /// repeats, in the order they should be tried.
 pub(crate) fn lenient_candidates(url: &str) -> Vec<String> {
     let mut forms = Vec::new();
+    if url.len() > LENIENT_MAX_URL_LEN {
+        return forms;
+    }
     if let Some(python) = python_geturl(url) {
         push_with_other_port(&mut forms, python);
     }
@@ -149,10 +162,10 @@ pub(crate) fn lenient_candidates(url: &str) -> Vec<String> {
             .collect();
         forms.extend(legacy);
     }
-    let (exact, exact_other) = exact_candidates(url);
+    let exact_other = other_port_form(url);
     let mut out: Vec<String> = Vec::with_capacity(forms.len());
     for form in forms {
-        if form != exact && exact_other.as_ref() != Some(&form) && !out.contains(&form) {
+        if form != url && exact_other.as_ref() != Some(&form) && !out.contains(&form) {
             out.push(form);
         }
     }
@@ -222,10 +235,15 @@ fn legacy_querystring(url: &str) -> Option<String> {
         return None;
     }
     let mut groups: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = Vec::new();
+    let mut index: std::collections::HashMap<Cow<'_, str>, usize> =
+        std::collections::HashMap::new();
     for (name, value) in form_urlencoded::parse(query.as_bytes()).take(QUERYSTRING_MAX_KEYS) {
-        match groups.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, values)) => values.push(value),
-            None => groups.push((name, vec![value])),
+        match index.get(&name) {
+            Some(&i) => groups[i].1.push(value),
+            None => {
+                index.insert(name.clone(), groups.len());
+                groups.push((name, vec![value]));
+            }
         }
     }
     // Stable sort: index-like names first, numerically; the others keep insertion order.
@@ -416,7 +434,7 @@ mod tests {
         let mut deduped = lenient.clone();
         deduped.dedup();
         assert_eq!(deduped, lenient);
-        // A URL already in normal form has nothing lenient to add but the legacy query form.
+        // A URL already in normal form has nothing lenient to add.
         assert!(lenient_candidates("https://example.com/sms").is_empty());
     }
 }

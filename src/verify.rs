@@ -28,8 +28,8 @@
 //! | --- | --- | --- |
 //! | `GET`/`HEAD` (empty body) | the URL | |
 //! | `application/x-www-form-urlencoded` body | the URL ‖ sorted, de-duplicated decoded parameters | |
-//! | other body, `bodySHA256` in the query | the URL | lower-case hex SHA-256 of the raw body equals `bodySHA256` |
-//! | empty body, any or no content type | the URL | |
+//! | other body (even empty), `bodySHA256` in the query | the URL | lower-case hex SHA-256 of the raw body equals `bodySHA256` |
+//! | empty body, no `bodySHA256` | the URL | |
 //! | anything else | — | rejected: [`VerifyError::UnsupportedContentType`] |
 //!
 //! Each shape is tried against every candidate URL (see [`crate::url`]) and every candidate
@@ -91,6 +91,7 @@ pub struct WebhookRequest<'a> {
     content_type: Header<'a>,
     signature: Header<'a>,
     settings: Header<'a>,
+    lenient_urls: bool,
 }
 
 impl<'a> WebhookRequest<'a> {
@@ -106,6 +107,7 @@ impl<'a> WebhookRequest<'a> {
             content_type: Header::Absent,
             signature: Header::Absent,
             settings: Header::Absent,
+            lenient_urls: true,
         }
     }
 
@@ -144,6 +146,17 @@ impl<'a> WebhookRequest<'a> {
     #[must_use]
     pub fn signature_settings(mut self, value: &'a [u8]) -> Self {
         self.settings = Header::One(value);
+        self
+    }
+
+    /// Accepts only the exact URL forms: as received, and with the port removed or the default
+    /// port added. The re-serialised forms the official libraries also accept (see
+    /// [`crate::url`]) are not tried, so a signature made for `/sms` is not accepted at
+    /// `/x/../sms` and a query is never re-encoded. Requests Twilio sends verify either way;
+    /// only the SDKs' leniency towards URLs a proxy re-wrote is given up.
+    #[must_use]
+    pub fn exact_urls_only(mut self) -> Self {
+        self.lenient_urls = false;
         self
     }
 
@@ -232,14 +245,16 @@ impl<'a> WebhookRequest<'a> {
             check(candidate, other).map(|index| (index, SortOrder::Utf16))
         };
 
-        let (exact, exact_other) = url::exact_candidates(self.url);
-        let found = try_params(exact)
+        let found = try_params(self.url)
             .map(|m| (m, UrlForm::AsReceived))
             .or_else(|| {
-                let other = exact_other.as_deref()?;
-                try_params(other).map(|m| (m, UrlForm::OtherPort))
+                let other = url::other_port_form(self.url)?;
+                try_params(&other).map(|m| (m, UrlForm::OtherPort))
             })
             .or_else(|| {
+                if !self.lenient_urls {
+                    return None;
+                }
                 url::lenient_candidates(self.url)
                     .iter()
                     .find_map(|candidate| try_params(candidate))
@@ -272,17 +287,23 @@ impl<'a> WebhookRequest<'a> {
         if content_type.is_some_and(form::is_form_urlencoded) {
             return Ok(Payload::Form);
         }
-        if self.body.is_empty() {
-            return Ok(Payload::UrlOnly);
-        }
-        if *self.method == Method::GET || *self.method == Method::HEAD {
+        let bodyless_method = *self.method == Method::GET || *self.method == Method::HEAD;
+        if bodyless_method {
+            if self.body.is_empty() {
+                return Ok(Payload::UrlOnly);
+            }
             // Twilio never sends a body with GET; one here would reach the handler unsigned.
             return Err(VerifyError::UnsupportedContentType);
         }
-        match body_sha256_param(self.url) {
-            Some(expected) => Ok(Payload::BodyHash(expected)),
-            None => Err(VerifyError::UnsupportedContentType),
+        // A signed bodySHA256 binds the body, even an empty one: a captured JSON request
+        // replayed without its body must fail the hash check.
+        if let Some(expected) = body_sha256_param(self.url) {
+            return Ok(Payload::BodyHash(expected));
         }
+        if self.body.is_empty() {
+            return Ok(Payload::UrlOnly);
+        }
+        Err(VerifyError::UnsupportedContentType)
     }
 }
 
@@ -297,7 +318,7 @@ impl fmt::Debug for WebhookRequest<'_> {
         }
         f.debug_struct("WebhookRequest")
             .field("method", self.method)
-            .field("url", &self.url)
+            .field("url", &url::redact_userinfo(self.url))
             .field("body_len", &self.body.len())
             .field(
                 "content_type",
@@ -660,6 +681,59 @@ mod tests {
         assert_eq!(
             request.verify([&token()]),
             Err(VerifyError::BodyHashMismatch)
+        );
+    }
+
+    #[test]
+    fn json_replayed_without_its_body_fails_the_hash_check() {
+        let body = br#"{"MessageSid":"SM123"}"#;
+        let url = url_with_body_sha256("https://example.com/hook", body);
+        let sig = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            &url,
+            Params::default().iter(),
+        );
+        let emptied = WebhookRequest::new(&Method::POST, &url, b"")
+            .content_type(b"application/json")
+            .signature(sig.as_bytes());
+        assert_eq!(
+            emptied.verify([&token()]),
+            Err(VerifyError::BodyHashMismatch)
+        );
+    }
+
+    #[test]
+    fn exact_urls_only_refuses_re_serialised_forms() {
+        let sig = signed(
+            &token(),
+            Algorithm::HmacSha1,
+            "https://example.com/sms",
+            BODY,
+        );
+        let dotted = form_request("https://example.com/x/../sms", BODY, &sig);
+        assert_eq!(
+            dotted.verify([&token()]).unwrap().url_form,
+            UrlForm::Normalized
+        );
+        assert_eq!(
+            dotted.exact_urls_only().verify([&token()]),
+            Err(VerifyError::SignatureMismatch)
+        );
+        let port = form_request("https://example.com:443/sms", BODY, &sig).exact_urls_only();
+        assert_eq!(
+            port.verify([&token()]).unwrap().url_form,
+            UrlForm::OtherPort
+        );
+    }
+
+    #[test]
+    fn debug_redacts_userinfo() {
+        let request = form_request("https://user:hunter2@example.com/sms", BODY, "x");
+        let shown = format!("{request:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("[redacted]@example.com"),
+            "{shown}"
         );
     }
 

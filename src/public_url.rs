@@ -1,0 +1,882 @@
+//! [`PublicUrl`]: how the middleware rebuilds the URL Twilio requested.
+//!
+//! Twilio signs the URL it called. Behind a TLS terminator, a load balancer or a tunnel, the
+//! application sees another scheme, host, port or path prefix, so the URL has to be rebuilt.
+//! The scheme, host, port and prefix come from one of three places:
+//!
+//! 1. [`PublicUrl::fixed`] — a base URL from configuration (**recommended**): exactly what you
+//!    entered in the Twilio console, minus the path.
+//! 2. [`PublicUrl::request_host`] — the request's own authority (absolute-form target or
+//!    HTTP/2 `:authority`), else its single `Host` header, with a scheme you name. Only right
+//!    when nothing rewrites the host between Twilio and the application.
+//! 3. [`PublicUrl::trust_forwarded`] — RFC 7239 `Forwarded` and/or `X-Forwarded-Proto`,
+//!    `-Host`, `-Port`, `-Prefix`, read **only** when the connecting peer's address is inside the
+//!    configured proxy networks; from any other peer those headers are ignored and the request's
+//!    own authority is used.
+//!
+//! The path and query always come from the raw request target, byte for byte: never decoded,
+//! re-encoded, re-ordered or taken from a router-rewritten path.
+//!
+//! Pure: no I/O, no tower types.
+//!
+//! # Deployment caveat
+//!
+//! Forwarding headers are set by whoever sends the request. Trusting them from an address that
+//! is not your proxy lets anyone choose the URL that gets verified, which is why they are off
+//! by default and tied to proxy networks. Frameworks that rewrite the request path (axum's
+//! `nest`, a proxy that strips a prefix) change what the middleware sees: put the stripped part
+//! in the fixed base URL (`https://api.example.com/app`) or `X-Forwarded-Prefix`.
+
+use std::{fmt, net::IpAddr, sync::Arc};
+
+use http::{HeaderMap, Uri, header, request::Parts};
+use ipnet::IpNet;
+
+use crate::error::ConfigError;
+
+/// Where the scheme, host, port and path prefix of the verified URL come from. See the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct PublicUrl {
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    Fixed { base: Arc<str> },
+    RequestHost { scheme: Scheme },
+    Forwarded(Arc<ForwardedHeaders>),
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scheme {
+    /// `http`
+    Http,
+    /// `https`
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        if value.eq_ignore_ascii_case("https") {
+            Some(Self::Https)
+        } else if value.eq_ignore_ascii_case("http") {
+            Some(Self::Http)
+        } else {
+            None
+        }
+    }
+}
+
+impl PublicUrl {
+    /// A fixed public base URL: scheme, host, optional port, optional path prefix, exactly as
+    /// configured in Twilio (case and all). The request's path and query are appended to it.
+    ///
+    /// ```
+    /// use tower_twilio::PublicUrl;
+    ///
+    /// let public = PublicUrl::fixed("https://api.example.com").unwrap();
+    /// let behind_prefix = PublicUrl::fixed("https://example.com:8443/app/").unwrap();
+    /// assert!(PublicUrl::fixed("api.example.com").is_err());
+    /// assert!(PublicUrl::fixed("https://api.example.com/?x=1").is_err());
+    /// # let _ = (public, behind_prefix);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidPublicUrl`] unless `base` is an absolute `http` or `https` URL
+    /// with a host and without query or fragment.
+    pub fn fixed(base: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &'static str| ConfigError::InvalidPublicUrl {
+            url: base.to_owned(),
+            reason,
+        };
+        let parsed = ::url::Url::parse(base).map_err(|_| invalid("not an absolute URL"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("the URL has no host"));
+        }
+        if base.contains(['?', '#']) {
+            return Err(invalid("the base URL must not have a query or fragment"));
+        }
+        if base.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "the URL contains white space or control characters",
+            ));
+        }
+        Ok(Self {
+            source: Source::Fixed {
+                base: base.trim_end_matches('/').into(),
+            },
+        })
+    }
+
+    /// The request's own authority (absolute-form target or HTTP/2 `:authority`, else its one
+    /// `Host` header) with the given scheme. No forwarding header is read.
+    pub fn request_host(scheme: Scheme) -> Self {
+        Self {
+            source: Source::RequestHost { scheme },
+        }
+    }
+
+    /// Forwarding headers, trusted only from the proxies `headers` names. See
+    /// [`ForwardedHeaders`].
+    pub fn trust_forwarded(headers: ForwardedHeaders) -> Self {
+        Self {
+            source: Source::Forwarded(Arc::new(headers)),
+        }
+    }
+
+    /// Rebuilds the public URL of a request. `peer` is the address of the connecting client,
+    /// when the server provides it.
+    ///
+    /// # Errors
+    ///
+    /// [`UrlError`] when the request has no usable path or authority, or a trusted forwarding
+    /// header holds something that cannot be part of a URL.
+    pub fn reconstruct(&self, parts: &Parts, peer: Option<IpAddr>) -> Result<Resolved, UrlError> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .filter(|pq| pq.starts_with('/'))
+            .ok_or(UrlError::NoPath)?;
+        match &self.source {
+            Source::Fixed { base } => Ok(Resolved {
+                url: join(&[base, path]),
+                client_ip: peer,
+            }),
+            Source::RequestHost { scheme } => {
+                let host = request_authority(&parts.uri, &parts.headers)?;
+                Ok(Resolved {
+                    url: join(&[scheme.as_str(), "://", host, path]),
+                    client_ip: peer,
+                })
+            }
+            Source::Forwarded(config) => config.reconstruct(parts, path, peer),
+        }
+    }
+}
+
+impl fmt::Debug for PublicUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Source::Fixed { base } => f.debug_tuple("Fixed").field(base).finish(),
+            Source::RequestHost { scheme } => f.debug_tuple("RequestHost").field(scheme).finish(),
+            Source::Forwarded(config) => f.debug_tuple("TrustForwarded").field(config).finish(),
+        }
+    }
+}
+
+fn join(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// The request's authority: from the target if absolute, else from its single `Host`.
+fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str, UrlError> {
+    if let Some(authority) = uri.authority() {
+        return Ok(authority.as_str());
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host
+            .to_str()
+            .ok()
+            .filter(|h| valid_host(h))
+            .ok_or(UrlError::InvalidHost),
+        (None, _) => Err(UrlError::MissingHost),
+        (Some(_), Some(_)) => Err(UrlError::DuplicateHost),
+    }
+}
+
+/// A host (with optional port) that can stand in a URL's authority: no delimiters, no space,
+/// no userinfo.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\' | b','))
+}
+
+/// A rebuilt public URL and the client address that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Resolved {
+    /// The URL to verify against.
+    pub url: String,
+    /// The real client's address: from the trusted forwarding chain, else the peer's.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// Which forwarding headers to read, and from which proxies.
+///
+/// ```
+/// use tower_twilio::{PublicUrl, public_url::ForwardedHeaders};
+///
+/// let public = PublicUrl::trust_forwarded(
+///     ForwardedHeaders::x_forwarded()
+///         .trust_proxy("10.0.0.0/8")?
+///         .trust_proxy("127.0.0.1/32")?,
+/// );
+/// # let _ = public;
+/// # Ok::<(), tower_twilio::ConfigError>(())
+/// ```
+///
+/// With a trusted peer, the values are taken as follows:
+///
+/// - `Forwarded` (RFC 7239): walking the elements from the last (added by the nearest proxy)
+///   towards the first, the first element whose `for=` is not itself a trusted proxy describes
+///   the request as the client made it: its `proto=` and `host=` are used and its `for=` is the
+///   client address.
+/// - `X-Forwarded-Proto`, `-Host`, `-Port`, `-Prefix`: the last value (set or appended by the
+///   nearest proxy). `X-Forwarded-For`: the last address that is not a trusted proxy.
+/// - Anything missing falls back to the request's own authority and [`Self::default_scheme`].
+#[derive(Clone, Debug)]
+pub struct ForwardedHeaders {
+    proxies: Vec<IpNet>,
+    rfc7239: bool,
+    x_forwarded: bool,
+    default_scheme: Scheme,
+}
+
+impl ForwardedHeaders {
+    /// Read RFC 7239 `Forwarded` only.
+    pub fn rfc7239() -> Self {
+        Self {
+            proxies: Vec::new(),
+            rfc7239: true,
+            x_forwarded: false,
+            default_scheme: Scheme::Https,
+        }
+    }
+
+    /// Read `X-Forwarded-Proto`, `-Host`, `-Port`, `-Prefix` and `-For` only.
+    pub fn x_forwarded() -> Self {
+        Self {
+            rfc7239: false,
+            x_forwarded: true,
+            ..Self::rfc7239()
+        }
+    }
+
+    /// Read both; `Forwarded` wins where both give a value.
+    pub fn both() -> Self {
+        Self {
+            x_forwarded: true,
+            ..Self::rfc7239()
+        }
+    }
+
+    /// Trusts the proxies in `cidr` (`"10.0.0.0/8"`, `"::1/128"`, or a bare address).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidProxyNetwork`] when `cidr` is neither a network nor an address.
+    pub fn trust_proxy(mut self, cidr: &str) -> Result<Self, ConfigError> {
+        let net = cidr
+            .parse::<IpNet>()
+            .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| ConfigError::InvalidProxyNetwork {
+                cidr: cidr.to_owned(),
+            })?;
+        self.proxies.push(net);
+        Ok(self)
+    }
+
+    /// The scheme when no trusted header names one (default `https`).
+    #[must_use]
+    pub fn default_scheme(mut self, scheme: Scheme) -> Self {
+        self.default_scheme = scheme;
+        self
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    fn reconstruct(
+        &self,
+        parts: &Parts,
+        path: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Resolved, UrlError> {
+        let headers = &parts.headers;
+        let trusted = !self.proxies.is_empty() && peer.is_some_and(|ip| self.is_trusted(ip));
+        if !trusted {
+            let host = request_authority(&parts.uri, headers)?;
+            return Ok(Resolved {
+                url: join(&[self.default_scheme.as_str(), "://", host, path]),
+                client_ip: peer,
+            });
+        }
+
+        let mut proto: Option<Scheme> = None;
+        let mut host: Option<String> = None;
+        let mut client_ip = peer;
+        if self.rfc7239 {
+            if let Some(element) = self.chosen_forwarded_element(headers)? {
+                if let Some(value) = element.proto {
+                    proto = Some(Scheme::parse(&value).ok_or(UrlError::InvalidForwarded)?);
+                }
+                if let Some(value) = element.host {
+                    if !valid_host(&value) {
+                        return Err(UrlError::InvalidForwarded);
+                    }
+                    host = Some(value);
+                }
+                if element.for_ip.is_some() {
+                    client_ip = element.for_ip;
+                }
+            }
+        }
+        let mut port = None;
+        let mut prefix = "";
+        if self.x_forwarded {
+            if proto.is_none() {
+                if let Some(value) = last_value(headers, "x-forwarded-proto")? {
+                    proto = Some(Scheme::parse(value).ok_or(UrlError::InvalidForwarded)?);
+                }
+            }
+            if host.is_none() {
+                if let Some(value) = last_value(headers, "x-forwarded-host")? {
+                    if !valid_host(value) {
+                        return Err(UrlError::InvalidForwarded);
+                    }
+                    host = Some(value.to_owned());
+                }
+            }
+            if let Some(value) = last_value(headers, "x-forwarded-port")? {
+                if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(UrlError::InvalidForwarded);
+                }
+                port = Some(value);
+            }
+            if let Some(value) = last_value(headers, "x-forwarded-prefix")? {
+                let value = value.trim_end_matches('/');
+                if !(value.is_empty() || value.starts_with('/'))
+                    || value.contains(['?', '#', ' '])
+                    || value.starts_with("//")
+                {
+                    return Err(UrlError::InvalidForwarded);
+                }
+                prefix = value;
+            }
+            if client_ip == peer {
+                client_ip = self.x_forwarded_for(headers).or(peer);
+            }
+        }
+
+        let scheme = proto.unwrap_or(self.default_scheme);
+        let host = match host {
+            Some(host) => host,
+            None => request_authority(&parts.uri, headers)?.to_owned(),
+        };
+        let host = match port {
+            // X-Forwarded-Port replaces any port in the host.
+            Some(port) => format!("{}:{port}", strip_port(&host)),
+            None => host,
+        };
+        Ok(Resolved {
+            url: join(&[scheme.as_str(), "://", &host, prefix, path]),
+            client_ip,
+        })
+    }
+
+    fn chosen_forwarded_element(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<ForwardedElement>, UrlError> {
+        let mut elements = Vec::new();
+        for value in headers.get_all(header::FORWARDED) {
+            let value = value.to_str().map_err(|_| UrlError::InvalidForwarded)?;
+            for element in split_unquoted(value, ',') {
+                elements.push(ForwardedElement::parse(element)?);
+            }
+        }
+        // From the nearest proxy outwards: skip elements added for connections from trusted
+        // proxies; the first other one was written by the proxy the client reached.
+        let mut chosen = None;
+        for element in elements.into_iter().rev() {
+            let from_proxy = element.for_ip.is_some_and(|ip| self.is_trusted(ip));
+            chosen = Some(element);
+            if !from_proxy {
+                break;
+            }
+        }
+        Ok(chosen)
+    }
+
+    fn x_forwarded_for(&self, headers: &HeaderMap) -> Option<IpAddr> {
+        let mut chosen = None;
+        let values: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for value in values.into_iter().rev() {
+            let ip = parse_node(value.trim())?;
+            chosen = Some(ip);
+            if !self.is_trusted(ip) {
+                break;
+            }
+        }
+        chosen
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    let search_from = host.rfind(']').map_or(0, |i| i + 1);
+    match host[search_from..].find(':') {
+        Some(i) => &host[..search_from + i],
+        None => host,
+    }
+}
+
+/// The last comma-separated value of a header, across all its lines, trimmed.
+fn last_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, UrlError> {
+    let Some(line) = headers.get_all(name).iter().next_back() else {
+        return Ok(None);
+    };
+    let line = line.to_str().map_err(|_| UrlError::InvalidForwarded)?;
+    Ok(line.rsplit(',').next().map(str::trim))
+}
+
+/// One element of an RFC 7239 `Forwarded` header.
+#[derive(Debug, Default)]
+struct ForwardedElement {
+    for_ip: Option<IpAddr>,
+    proto: Option<String>,
+    host: Option<String>,
+}
+
+impl ForwardedElement {
+    fn parse(element: &str) -> Result<Self, UrlError> {
+        let mut out = Self::default();
+        for pair in split_unquoted(element, ';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let (name, value) = pair.split_once('=').ok_or(UrlError::InvalidForwarded)?;
+            let value = unquote(value.trim()).ok_or(UrlError::InvalidForwarded)?;
+            match name.trim().to_ascii_lowercase().as_str() {
+                "for" => out.for_ip = parse_node(&value),
+                "proto" => out.proto = Some(value),
+                "host" => out.host = Some(value),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Splits on `separator` outside double-quoted strings.
+fn split_unquoted(value: &str, separator: char) -> impl Iterator<Item = &str> {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    value.split(move |c: char| {
+        if escaped {
+            escaped = false;
+            return false;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            c if c == separator && !in_quotes => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
+fn unquote(value: &str) -> Option<String> {
+    let Some(inner) = value.strip_prefix('"') else {
+        return Some(value.to_owned());
+    };
+    let inner = inner.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\\' { chars.next()? } else { c });
+    }
+    Some(out)
+}
+
+/// An RFC 7239 node or an `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`,
+/// `::1`. Obfuscated identifiers and `unknown` give `None`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(canonical_ip(ip));
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        let end = rest.find(']')?;
+        return rest[..end].parse::<IpAddr>().ok().map(canonical_ip);
+    }
+    let (host, _port) = node.rsplit_once(':')?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// Why a request's public URL could not be rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The request target has no path (`*` or authority-form).
+    NoPath,
+    /// No authority in the target and no `Host` header.
+    MissingHost,
+    /// More than one `Host` header.
+    DuplicateHost,
+    /// The `Host` header cannot stand in a URL.
+    InvalidHost,
+    /// A trusted forwarding header is malformed or holds a value that cannot stand in a URL.
+    InvalidForwarded,
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::NoPath => "request target has no path",
+            Self::MissingHost => "request has no Host header",
+            Self::DuplicateHost => "request has more than one Host header",
+            Self::InvalidHost => "Host header cannot be part of a URL",
+            Self::InvalidForwarded => "trusted forwarding header is malformed",
+        })
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(target: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = http::Request::post(target);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    const PROXY: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5)));
+    const STRANGER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9)));
+
+    fn forwarded(config: ForwardedHeaders) -> PublicUrl {
+        PublicUrl::trust_forwarded(config.trust_proxy("10.0.0.0/8").unwrap())
+    }
+
+    fn url(
+        public: &PublicUrl,
+        target: &str,
+        headers: &[(&str, &str)],
+        peer: Option<IpAddr>,
+    ) -> Result<String, UrlError> {
+        public
+            .reconstruct(&parts(target, headers), peer)
+            .map(|r| r.url)
+    }
+
+    #[test]
+    fn fixed_base_keeps_its_spelling_and_takes_the_raw_target() {
+        let public = PublicUrl::fixed("https://Api.Example.com:8443/app/").unwrap();
+        assert_eq!(
+            url(
+                &public,
+                "/sms?b=2&a=%27x'+y",
+                &[("host", "internal:3000")],
+                None
+            )
+            .unwrap(),
+            "https://Api.Example.com:8443/app/sms?b=2&a=%27x'+y"
+        );
+        // Forwarding headers mean nothing to a fixed base.
+        assert_eq!(
+            url(
+                &public,
+                "/sms",
+                &[("x-forwarded-host", "evil.example")],
+                PROXY
+            )
+            .unwrap(),
+            "https://Api.Example.com:8443/app/sms"
+        );
+    }
+
+    #[test]
+    fn fixed_base_rejects_bad_configuration() {
+        for bad in [
+            "",
+            "api.example.com",
+            "ftp://example.com",
+            "https://",
+            "https://example.com/?a",
+            "https://example.com/#f",
+            "https://exa mple.com",
+        ] {
+            assert!(
+                matches!(
+                    PublicUrl::fixed(bad),
+                    Err(ConfigError::InvalidPublicUrl { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(PublicUrl::fixed("https://user:pass@example.com").is_ok());
+    }
+
+    #[test]
+    fn request_host_table() {
+        let public = PublicUrl::request_host(Scheme::Https);
+        assert_eq!(
+            url(&public, "/sms", &[("host", "example.com")], None).unwrap(),
+            "https://example.com/sms"
+        );
+        // An absolute-form target's authority wins over Host.
+        assert_eq!(
+            url(
+                &public,
+                "http://Example.com:81/sms?x",
+                &[("host", "other")],
+                None
+            )
+            .unwrap(),
+            "https://Example.com:81/sms?x"
+        );
+        assert_eq!(url(&public, "/sms", &[], None), Err(UrlError::MissingHost));
+        assert_eq!(
+            url(&public, "/sms", &[("host", "a"), ("host", "b")], None),
+            Err(UrlError::DuplicateHost)
+        );
+        for bad in ["a/b", "a b", "user@host", "a?b", ""] {
+            assert_eq!(
+                url(&public, "/sms", &[("host", bad)], None),
+                Err(UrlError::InvalidHost),
+                "{bad:?}"
+            );
+        }
+        // Forwarding headers are never read.
+        assert_eq!(
+            url(
+                &public,
+                "/sms",
+                &[("host", "example.com"), ("x-forwarded-host", "evil")],
+                PROXY
+            )
+            .unwrap(),
+            "https://example.com/sms"
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_only_count_from_trusted_peers() {
+        let public = forwarded(ForwardedHeaders::both());
+        let spoof = [
+            ("host", "internal:3000"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "proto=http;host=evil.example"),
+        ];
+        assert_eq!(
+            url(&public, "/sms", &spoof, STRANGER).unwrap(),
+            "https://internal:3000/sms"
+        );
+        assert_eq!(
+            url(&public, "/sms", &spoof, None).unwrap(),
+            "https://internal:3000/sms"
+        );
+        assert_eq!(
+            url(&public, "/sms", &spoof, PROXY).unwrap(),
+            "http://evil.example/sms"
+        );
+        // No proxies configured means nobody is trusted.
+        let nobody = PublicUrl::trust_forwarded(ForwardedHeaders::both());
+        assert_eq!(
+            url(&nobody, "/sms", &spoof, PROXY).unwrap(),
+            "https://internal:3000/sms"
+        );
+    }
+
+    #[test]
+    fn x_forwarded_table() {
+        let public = forwarded(ForwardedHeaders::x_forwarded().default_scheme(Scheme::Http));
+        let rows: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[
+                    ("host", "internal"),
+                    ("x-forwarded-proto", "https"),
+                    ("x-forwarded-host", "api.example.com"),
+                ],
+                "https://api.example.com/sms",
+            ),
+            (
+                &[("host", "internal"), ("x-forwarded-proto", "HTTPS")],
+                "https://internal/sms",
+            ),
+            (
+                &[
+                    ("host", "internal:3000"),
+                    ("x-forwarded-port", "8443"),
+                    ("x-forwarded-host", "a.example:1"),
+                ],
+                "http://a.example:8443/sms",
+            ),
+            (
+                &[("host", "internal"), ("x-forwarded-prefix", "/app/")],
+                "http://internal/app/sms",
+            ),
+            // the last value is the nearest proxy's
+            (
+                &[("host", "internal"), ("x-forwarded-proto", "http, https")],
+                "https://internal/sms",
+            ),
+            (
+                &[
+                    ("host", "internal"),
+                    ("x-forwarded-host", "spoofed"),
+                    ("x-forwarded-host", "real"),
+                ],
+                "http://real/sms",
+            ),
+            // RFC 7239 headers are not read in this mode
+            (
+                &[("host", "internal"), ("forwarded", "host=evil")],
+                "http://internal/sms",
+            ),
+        ];
+        for (headers, expected) in rows {
+            assert_eq!(
+                url(&public, "/sms", headers, PROXY).unwrap(),
+                *expected,
+                "{headers:?}"
+            );
+        }
+        for bad in [
+            ("x-forwarded-proto", "ftp"),
+            ("x-forwarded-host", "a/b"),
+            ("x-forwarded-host", "a@b"),
+            ("x-forwarded-port", "80a"),
+            ("x-forwarded-prefix", "app"),
+            ("x-forwarded-prefix", "/a?b"),
+        ] {
+            assert_eq!(
+                url(&public, "/sms", &[("host", "internal"), bad], PROXY),
+                Err(UrlError::InvalidForwarded),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc7239_picks_the_element_the_client_reached() {
+        let public = forwarded(ForwardedHeaders::rfc7239());
+        let resolve = |value: &str| {
+            public.reconstruct(
+                &parts("/sms", &[("host", "internal"), ("forwarded", value)]),
+                PROXY,
+            )
+        };
+        let r = resolve("for=198.51.100.7;proto=https;host=api.example.com").unwrap();
+        assert_eq!(r.url, "https://api.example.com/sms");
+        assert_eq!(r.client_ip, "198.51.100.7".parse().ok());
+        // The client forged the first element; the trusted proxy appended the real one.
+        let r = resolve("for=1.1.1.1;host=evil, for=198.51.100.7;proto=https;host=api.example.com")
+            .unwrap();
+        assert_eq!(r.url, "https://api.example.com/sms");
+        assert_eq!(r.client_ip, "198.51.100.7".parse().ok());
+        // An inner proxy's element is skipped.
+        let r = resolve(
+            "for=\"[2001:db8::7]:443\";proto=https;host=api.example.com, for=10.0.0.9;host=inner",
+        )
+        .unwrap();
+        assert_eq!(r.url, "https://api.example.com/sms");
+        assert_eq!(r.client_ip, "2001:db8::7".parse().ok());
+        // Quoted values with separators inside.
+        let r = resolve("for=198.51.100.7;host=\"api.example.com:8443\"").unwrap();
+        assert_eq!(r.url, "https://api.example.com:8443/sms");
+        assert_eq!(
+            resolve("for=1.2.3.4;proto=gopher").unwrap_err(),
+            UrlError::InvalidForwarded
+        );
+        assert_eq!(
+            resolve("for=1.2.3.4;host=\"a/b\"").unwrap_err(),
+            UrlError::InvalidForwarded
+        );
+        assert_eq!(resolve("garbage").unwrap_err(), UrlError::InvalidForwarded);
+        assert_eq!(
+            resolve("host=\"unterminated").unwrap_err(),
+            UrlError::InvalidForwarded
+        );
+    }
+
+    #[test]
+    fn client_ip_comes_from_the_trusted_chain() {
+        let public = forwarded(ForwardedHeaders::x_forwarded());
+        let r = public
+            .reconstruct(
+                &parts(
+                    "/sms",
+                    &[
+                        ("host", "h"),
+                        ("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.3"),
+                    ],
+                ),
+                PROXY,
+            )
+            .unwrap();
+        assert_eq!(r.client_ip, "198.51.100.7".parse().ok());
+        let r = public
+            .reconstruct(
+                &parts("/sms", &[("host", "h"), ("x-forwarded-for", "6.6.6.6")]),
+                STRANGER,
+            )
+            .unwrap();
+        assert_eq!(r.client_ip, STRANGER);
+    }
+
+    #[test]
+    fn proxy_networks_must_parse() {
+        assert!(ForwardedHeaders::both().trust_proxy("10.0.0.0/8").is_ok());
+        assert!(ForwardedHeaders::both().trust_proxy("::1").is_ok());
+        assert!(matches!(
+            ForwardedHeaders::both().trust_proxy("10.0.0.0/33"),
+            Err(ConfigError::InvalidProxyNetwork { .. })
+        ));
+        // IPv4-mapped peers match IPv4 networks.
+        let config = ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap();
+        assert!(config.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn targets_without_a_path_are_refused() {
+        let public = PublicUrl::fixed("https://example.com").unwrap();
+        let mut p = parts("/x", &[]);
+        p.uri = Uri::from_static("example.com:443");
+        assert_eq!(public.reconstruct(&p, None), Err(UrlError::NoPath));
+    }
+}
