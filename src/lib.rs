@@ -61,19 +61,32 @@
 //!   `I-Twilio-Idempotency-Token` header or on `MessageSid` + status.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod body;
+mod context;
 mod error;
+pub mod events;
 pub mod form;
+mod future;
+mod layer;
 pub mod public_url;
+mod rejection;
 pub mod resolver;
 mod secret;
+mod service;
 pub mod signature;
 pub mod url;
 pub mod verify;
 
+pub use body::{ResponseBody, VerifiedBody};
+pub use context::VerifiedWebhook;
 pub use error::ConfigError;
+pub use future::ResponseFuture;
+pub use layer::{DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer};
 pub use public_url::PublicUrl;
+pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use resolver::{Credentials, ResolveCredentials};
 pub use secret::{EmptySecret, Secret};
+pub use service::TwilioSignature;
 
 /// A type-erased error, as tower uses for errors that cross middleware boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -223,6 +223,12 @@ pub struct Resolved {
     pub client_ip: Option<IpAddr>,
 }
 
+impl Resolved {
+    pub(crate) fn new(url: String, client_ip: Option<IpAddr>) -> Self {
+        Self { url, client_ip }
+    }
+}
+
 /// Which forwarding headers to read, and from which proxies.
 ///
 /// ```
@@ -329,8 +335,13 @@ impl ForwardedHeaders {
         let mut proto: Option<Scheme> = None;
         let mut host: Option<String> = None;
         let mut client_ip = peer;
-        if self.rfc7239 {
-            if let Some(element) = self.chosen_forwarded_element(headers)? {
+        let element = if self.rfc7239 {
+            self.chosen_forwarded_element(headers)?
+        } else {
+            None
+        };
+        if let Some(element) = element {
+            {
                 if let Some(value) = element.proto {
                     proto = Some(Scheme::parse(&value).ok_or(UrlError::InvalidForwarded)?);
                 }
@@ -348,18 +359,18 @@ impl ForwardedHeaders {
         let mut port = None;
         let mut prefix = "";
         if self.x_forwarded {
-            if proto.is_none() {
-                if let Some(value) = last_value(headers, "x-forwarded-proto")? {
-                    proto = Some(Scheme::parse(value).ok_or(UrlError::InvalidForwarded)?);
-                }
+            if proto.is_none()
+                && let Some(value) = last_value(headers, "x-forwarded-proto")?
+            {
+                proto = Some(Scheme::parse(value).ok_or(UrlError::InvalidForwarded)?);
             }
-            if host.is_none() {
-                if let Some(value) = last_value(headers, "x-forwarded-host")? {
-                    if !valid_host(value) {
-                        return Err(UrlError::InvalidForwarded);
-                    }
-                    host = Some(value.to_owned());
+            if host.is_none()
+                && let Some(value) = last_value(headers, "x-forwarded-host")?
+            {
+                if !valid_host(value) {
+                    return Err(UrlError::InvalidForwarded);
                 }
+                host = Some(value.to_owned());
             }
             if let Some(value) = last_value(headers, "x-forwarded-port")? {
                 if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit())

@@ -200,6 +200,20 @@ impl<'a> WebhookRequest<'a> {
         I: IntoIterator<Item = &'s Secret>,
         I::IntoIter: Clone,
     {
+        self.verify_with_params(None, secrets)
+    }
+
+    /// [`verify`](Self::verify) with the form parameters already parsed from this request's
+    /// body, so that the middleware parses once.
+    pub(crate) fn verify_with_params<'s, I>(
+        &self,
+        parsed: Option<&Params>,
+        secrets: I,
+    ) -> Result<Verified, VerifyError>
+    where
+        I: IntoIterator<Item = &'s Secret>,
+        I::IntoIter: Clone,
+    {
         let header = match self.signature {
             Header::Absent => return Err(VerifyError::MissingSignature),
             Header::Repeated => return Err(VerifyError::DuplicateSignature),
@@ -212,11 +226,17 @@ impl<'a> WebhookRequest<'a> {
             ReceivedSignature::parse(header, algorithm).ok_or(VerifyError::MalformedSignature)?;
         let payload = self.payload()?;
 
-        let params;
+        let parsed_here;
         let mut canonical = Vec::new();
         let mut utf16 = None;
         if let Payload::Form = payload {
-            params = Params::parse(self.body);
+            let params = match parsed {
+                Some(params) => params,
+                None => {
+                    parsed_here = Params::parse(self.body);
+                    &parsed_here
+                }
+            };
             let pairs = params.as_pairs();
             form::canonicalize(&pairs, SortOrder::CodePoint, &mut canonical);
             if form::may_sort_differently_in_utf16(&pairs) {
@@ -275,6 +295,13 @@ impl<'a> WebhookRequest<'a> {
             secret_index,
             url_form,
         })
+    }
+
+    /// Whether the body is form-encoded (its parameters are signed).
+    pub(crate) fn is_form(&self) -> bool {
+        self.content_type
+            .value()
+            .is_some_and(form::is_form_urlencoded)
     }
 
     /// Decides what, besides the URL, is covered by the signature.

@@ -1,0 +1,74 @@
+use tracing::Level;
+
+use super::{OnSecurityEvent, SecurityEvent, Severity};
+
+/// The default sink: one `tracing` event per security event, on the target
+/// `"tower_twilio::security"`, at `ERROR` for critical events, `WARN` for warnings and `INFO`
+/// otherwise (or at one fixed level, see [`TracingSink::level`]).
+///
+/// Fields: `event_type`, `reason`, `outcome`, `severity`, `provider`, `tenant_id`,
+/// `account_sid`, `client_ip`, `url`, `method`, `user_agent`, `request_id`. None of them holds
+/// a secret, a signature or a body, so the log is safe to archive.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink {
+    level: Option<Level>,
+}
+
+impl TracingSink {
+    /// The default: level by severity.
+    pub const fn new() -> Self {
+        Self { level: None }
+    }
+
+    /// Emits every event at `level`.
+    #[must_use]
+    pub const fn level(mut self, level: Level) -> Self {
+        self.level = Some(level);
+        self
+    }
+}
+
+/// The target every event is emitted on.
+pub(crate) const TARGET: &str = "tower_twilio::security";
+
+macro_rules! emit {
+    ($level:expr, $event:expr) => {{
+        let e = $event;
+        tracing::event!(
+            target: "tower_twilio::security",
+            $level,
+            event_type = e.event_type(),
+            reason = e.reason.as_str(),
+            outcome = ?e.outcome,
+            severity = e.severity.as_str(),
+            provider = e.provider,
+            tenant_id = e.tenant_id.as_deref(),
+            account_sid = e.account_sid.as_deref(),
+            client_ip = e.client_ip.map(tracing::field::display),
+            url = %e.url,
+            method = %e.method,
+            user_agent = e.user_agent.as_deref(),
+            request_id = e.request_id.as_deref(),
+            "twilio webhook {}",
+            e.event_type()
+        )
+    }};
+}
+
+impl OnSecurityEvent for TracingSink {
+    fn on_security_event(&self, event: &SecurityEvent) {
+        let level = self.level.unwrap_or(match event.severity {
+            Severity::Critical => Level::ERROR,
+            Severity::Warning => Level::WARN,
+            Severity::Info => Level::INFO,
+        });
+        debug_assert_eq!(TARGET, "tower_twilio::security");
+        match level {
+            Level::ERROR => emit!(Level::ERROR, event),
+            Level::WARN => emit!(Level::WARN, event),
+            Level::INFO => emit!(Level::INFO, event),
+            Level::DEBUG => emit!(Level::DEBUG, event),
+            _ => emit!(Level::TRACE, event),
+        }
+    }
+}

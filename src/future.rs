@@ -1,0 +1,560 @@
+//! [`ResponseFuture`]: collect the body, resolve credentials, verify, then call the inner
+//! service or answer with a rejection.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::SystemTime,
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, header, request::Parts};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use serde::Deserialize;
+use tower_service::Service;
+
+use crate::{
+    BoxError, ResolveCredentials,
+    body::{ResponseBody, VerifiedBody},
+    context::VerifiedWebhook,
+    events::{OnSecurityEvent, Outcome, SecurityEvent, Severity},
+    form::Params,
+    layer::Shared,
+    public_url::Resolved,
+    rejection::{Rejection, RejectionKind, RejectionResponse},
+    resolver::{Credentials, Resolution, ResolveRequest},
+    signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
+    url::redact_userinfo,
+    verify::WebhookRequest,
+};
+
+pin_project! {
+    /// The response future of [`TwilioSignature`](crate::TwilioSignature): a state machine
+    /// that reads the body, resolves credentials, verifies, and then runs the inner service or
+    /// answers with the rejection response. Nothing is boxed.
+    pub struct ResponseFuture<S, R, E, T, B>
+    where
+        S: Service<Request<VerifiedBody>>,
+        R: ResolveCredentials,
+    {
+        #[pin]
+        state: State<B, R::Future, S::Future, S, R>,
+        shared: Arc<Shared<E, T>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<B, RF, SF, S, R> {
+        Collecting {
+            #[pin]
+            body: B,
+            buffer: BodyBuffer,
+            request: Option<Pending<S, R>>,
+        },
+        Resolving {
+            #[pin]
+            future: RF,
+            request: Option<Pending<S, R>>,
+        },
+        Inner {
+            #[pin]
+            future: SF,
+        },
+        Rejected {
+            response: Option<Response<Bytes>>,
+        },
+    }
+}
+
+/// Everything the future carries between states about the request in flight.
+struct Pending<S, R> {
+    inner: S,
+    resolver: R,
+    /// `None` while the resolver holds them (inside `view`).
+    parts: Option<Parts>,
+    view: Option<ResolveRequest>,
+    public: Resolved,
+    body: Bytes,
+    params: Option<Params>,
+    account_sid: Option<String>,
+    shared_key_id: Option<String>,
+}
+
+/// The body read so far: no copy when it arrives in one chunk.
+#[derive(Default)]
+enum BodyBuffer {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl BodyBuffer {
+    fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(bytes) => bytes.len(),
+            Self::Many(bytes) => bytes.len(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(chunk),
+            Self::One(first) => {
+                let mut many = BytesMut::with_capacity(first.len() + chunk.len());
+                many.extend_from_slice(&first);
+                many.extend_from_slice(&chunk);
+                Self::Many(many)
+            }
+            Self::Many(mut many) => {
+                many.extend_from_slice(&chunk);
+                Self::Many(many)
+            }
+        };
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Self::Empty => Bytes::new(),
+            Self::One(bytes) => bytes,
+            Self::Many(bytes) => bytes.freeze(),
+        }
+    }
+}
+
+impl<S, R, E, T, B, ResBody> ResponseFuture<S, R, E, T, B>
+where
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
+    R: ResolveCredentials,
+    E: OnSecurityEvent,
+    T: RejectionResponse,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// The synchronous part of `call`: the checks that need no body.
+    pub(crate) fn start(
+        request: Request<B>,
+        inner: S,
+        resolver: R,
+        shared: Arc<Shared<E, T>>,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        let config = &shared.config;
+        let peer = (config.peer_addr)(&parts.extensions);
+        let Ok(public) = config.public_url.reconstruct(&parts, peer) else {
+            let fallback = Resolved::new(parts.uri.to_string(), peer);
+            return Self::rejected(
+                shared,
+                &parts,
+                &fallback,
+                RejectionKind::UnresolvableUrl,
+                None,
+            );
+        };
+        // In report-only mode an unsigned request is still passed on, so its body is read.
+        if !config.report_only && !parts.headers.contains_key(SIGNATURE_HEADER) {
+            return Self::rejected(
+                shared,
+                &parts,
+                &public,
+                RejectionKind::MissingSignature,
+                None,
+            );
+        }
+        // Refuse by Content-Length (hyper reports it as the exact size hint) before reading.
+        if body.size_hint().lower() > config.max_body_size as u64 {
+            return Self::rejected(shared, &parts, &public, RejectionKind::BodyTooLarge, None);
+        }
+        Self {
+            state: State::Collecting {
+                body,
+                buffer: BodyBuffer::Empty,
+                request: Some(Pending {
+                    inner,
+                    resolver,
+                    parts: Some(parts),
+                    view: None,
+                    public,
+                    body: Bytes::new(),
+                    params: None,
+                    account_sid: None,
+                    shared_key_id: None,
+                }),
+            },
+            shared,
+        }
+    }
+
+    fn rejected(
+        shared: Arc<Shared<E, T>>,
+        parts: &Parts,
+        public: &Resolved,
+        kind: RejectionKind,
+        source: Option<BoxError>,
+    ) -> Self {
+        let rejection = match source {
+            Some(source) => Rejection::with_source(kind, source),
+            None => Rejection::new(kind),
+        };
+        emit(&shared, parts, public, kind, Outcome::Rejected, None, None);
+        let mut response = shared.rejection.rejection_response(&rejection);
+        response.extensions_mut().insert(rejection);
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+            shared,
+        }
+    }
+}
+
+/// Builds and sends one security event.
+fn emit<E, T>(
+    shared: &Shared<E, T>,
+    parts: &Parts,
+    public: &Resolved,
+    reason: RejectionKind,
+    outcome: Outcome,
+    tenant_id: Option<Arc<str>>,
+    account_sid: Option<String>,
+) where
+    E: OnSecurityEvent,
+{
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+    };
+    let event = SecurityEvent {
+        reason,
+        outcome,
+        severity: Severity::of(reason, outcome),
+        provider: "twilio",
+        tenant_id,
+        account_sid,
+        client_ip: public.client_ip,
+        url: redact_userinfo(&public.url).into_owned(),
+        method: parts.method.clone(),
+        user_agent: header(header::USER_AGENT.as_str()),
+        request_id: header("x-request-id"),
+        timestamp: SystemTime::now(),
+    };
+    shared.sink.on_security_event(&event);
+}
+
+/// The `AccountSid` of a request: from its form body, else its query, else the top level of a
+/// JSON body.
+fn find_account_sid(params: Option<&Params>, parts: &Parts, body: &[u8]) -> Option<String> {
+    const NAME: &str = "AccountSid";
+    if let Some(sid) = params.and_then(|p| p.get(NAME)) {
+        return Some(sid.to_owned());
+    }
+    if let Some(query) = parts.uri.query()
+        && let Some((_, sid)) = form_urlencoded::parse(query.as_bytes()).find(|(n, _)| n == NAME)
+    {
+        return Some(sid.into_owned());
+    }
+    if is_json(&parts.headers) {
+        #[derive(Deserialize)]
+        struct Sid {
+            #[serde(rename = "AccountSid")]
+            account_sid: Option<String>,
+        }
+        return serde_json::from_slice::<Sid>(body).ok()?.account_sid;
+    }
+    None
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        let essence = ct
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        essence.eq_ignore_ascii_case(b"application/json")
+            || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
+    })
+}
+
+/// What to do next.
+enum Decision<SF, RF = std::future::Pending<()>> {
+    Resolve(RF),
+    Call(SF),
+    Reject(Response<Bytes>),
+}
+
+impl<S, R> Pending<S, R>
+where
+    S: Service<Request<VerifiedBody>>,
+    R: ResolveCredentials,
+{
+    /// The body is in: parse what the resolver needs and ask it.
+    fn begin_resolve<E, T>(&mut self, shared: &Shared<E, T>) -> Decision<S::Future, R::Future>
+    where
+        E: OnSecurityEvent,
+        T: RejectionResponse,
+    {
+        let parts = self
+            .parts
+            .take()
+            .expect("parts are present until resolution");
+        let request =
+            WebhookRequest::from_parts(&parts.method, &self.public.url, &parts.headers, &self.body);
+        let settings = request.signature_settings_header();
+        let is_form = request.is_form();
+        let shared_key_id = match settings {
+            Ok(None) => None,
+            Ok(Some(settings)) => match settings.key_id() {
+                Some(id) => Some(id.to_owned()),
+                None => {
+                    return self.fail(shared, parts, RejectionKind::MalformedSettings, None, None);
+                }
+            },
+            Err(error) => return self.fail(shared, parts, error.into(), None, None),
+        };
+        self.params = if is_form {
+            Some(Params::parse(&self.body))
+        } else if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+            Some(Params::parse(
+                parts.uri.query().unwrap_or_default().as_bytes(),
+            ))
+        } else {
+            None
+        };
+        self.account_sid =
+            find_account_sid(self.params.as_ref().filter(|_| is_form), &parts, &self.body);
+        self.shared_key_id = shared_key_id.clone();
+        let view = ResolveRequest::from_request(parts, self.account_sid.clone(), shared_key_id);
+        let future = self.resolver.resolve(view.clone());
+        self.view = Some(view);
+        Decision::Resolve(future)
+    }
+
+    /// The resolver answered: verify and decide.
+    fn finish<E, T>(
+        &mut self,
+        shared: &Shared<E, T>,
+        resolution: Resolution,
+    ) -> Decision<S::Future, R::Future>
+    where
+        E: OnSecurityEvent,
+        T: RejectionResponse,
+    {
+        let parts = self
+            .view
+            .take()
+            .expect("view is present while resolving")
+            .into_parts();
+        let unknown = if self.shared_key_id.is_some() {
+            RejectionKind::UnknownSharedKey
+        } else {
+            RejectionKind::UnknownAccount
+        };
+        let credentials = match resolution {
+            Err(error) => {
+                return self.fail(
+                    shared,
+                    parts,
+                    RejectionKind::ResolverFailed,
+                    Some(error),
+                    None,
+                );
+            }
+            Ok(None) => return self.fail(shared, parts, unknown, None, None),
+            Ok(Some(credentials)) => credentials,
+        };
+        let key_id = self.shared_key_id.as_deref();
+        let applicable: Vec<&crate::resolver::Credential> = credentials
+            .iter()
+            .filter(|c| c.applies_to(key_id))
+            .collect();
+        if applicable.is_empty() {
+            return self.fail(shared, parts, unknown, None, Some(&credentials));
+        }
+        let mut request =
+            WebhookRequest::from_parts(&parts.method, &self.public.url, &parts.headers, &self.body);
+        if shared.config.exact_urls_only {
+            request = request.exact_urls_only();
+        }
+        let params = self.params.as_ref().filter(|_| request.is_form());
+        match request.verify_with_params(params, applicable.iter().map(|c| c.secret())) {
+            Ok(verified) => {
+                let webhook = VerifiedWebhook {
+                    account_sid: self.account_sid.take(),
+                    tenant_id: credentials.tenant_arc().cloned(),
+                    credential: Arc::clone(applicable[verified.secret_index].label_arc()),
+                    algorithm: verified.algorithm,
+                    url_form: verified.url_form,
+                    params: Arc::new(self.params.take().unwrap_or_default()),
+                    idempotency_token: parts
+                        .headers
+                        .get(IDEMPOTENCY_TOKEN_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    url: redact_userinfo(&self.public.url).into(),
+                };
+                let mut parts = parts;
+                parts.extensions.insert(webhook);
+                Decision::Call(self.call_inner(parts))
+            }
+            Err(error) => self.fail(shared, parts, error.into(), None, Some(&credentials)),
+        }
+    }
+
+    /// Verification failed: reject, or in report-only mode report and pass on.
+    fn fail<E, T>(
+        &mut self,
+        shared: &Shared<E, T>,
+        parts: Parts,
+        kind: RejectionKind,
+        source: Option<BoxError>,
+        credentials: Option<&Credentials>,
+    ) -> Decision<S::Future, R::Future>
+    where
+        E: OnSecurityEvent,
+        T: RejectionResponse,
+    {
+        let tenant = credentials.and_then(|c| c.tenant_arc().cloned());
+        let report_only = shared.config.report_only;
+        let outcome = if report_only {
+            Outcome::PassedInReportOnlyMode
+        } else {
+            Outcome::Rejected
+        };
+        emit(
+            shared,
+            &parts,
+            &self.public,
+            kind,
+            outcome,
+            tenant,
+            self.account_sid.clone(),
+        );
+        if report_only {
+            return Decision::Call(self.call_inner(parts));
+        }
+        let rejection = match source {
+            Some(source) => Rejection::with_source(kind, source),
+            None => Rejection::new(kind),
+        };
+        let mut response = shared.rejection.rejection_response(&rejection);
+        response.extensions_mut().insert(rejection);
+        Decision::Reject(response)
+    }
+
+    fn call_inner(&mut self, parts: Parts) -> S::Future {
+        let body = VerifiedBody::new(std::mem::take(&mut self.body));
+        self.inner.call(Request::from_parts(parts, body))
+    }
+}
+
+impl<S, R, E, T, B, ResBody> Future for ResponseFuture<S, R, E, T, B>
+where
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
+    R: ResolveCredentials,
+    E: OnSecurityEvent,
+    T: RejectionResponse,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Collecting {
+                    mut body,
+                    buffer,
+                    request,
+                } => {
+                    let limit = this.shared.config.max_body_size;
+                    let failure = loop {
+                        match ready!(body.as_mut().poll_frame(cx)) {
+                            None => break None,
+                            Some(Ok(frame)) => {
+                                let Ok(mut data) = frame.into_data() else {
+                                    continue; // trailers
+                                };
+                                if buffer.len() + data.remaining() > limit {
+                                    break Some((RejectionKind::BodyTooLarge, None));
+                                }
+                                buffer.push(data.copy_to_bytes(data.remaining()));
+                            }
+                            Some(Err(error)) => {
+                                break Some((RejectionKind::BodyReadFailed, Some(error.into())));
+                            }
+                        }
+                    };
+                    let mut pending = request.take().expect("polled after completion");
+                    if let Some((kind, source)) = failure {
+                        let parts = pending
+                            .parts
+                            .take()
+                            .expect("parts are present while collecting");
+                        // Nothing to pass on, even in report-only mode.
+                        let rejection = match source {
+                            Some(source) => Rejection::with_source(kind, source),
+                            None => Rejection::new(kind),
+                        };
+                        emit(
+                            this.shared,
+                            &parts,
+                            &pending.public,
+                            kind,
+                            Outcome::Rejected,
+                            None,
+                            None,
+                        );
+                        let mut response = this.shared.rejection.rejection_response(&rejection);
+                        response.extensions_mut().insert(rejection);
+                        this.state.set(State::Rejected {
+                            response: Some(response),
+                        });
+                        continue;
+                    }
+                    pending.body = std::mem::take(buffer).freeze();
+                    match pending.begin_resolve(this.shared) {
+                        Decision::Resolve(future) => this.state.set(State::Resolving {
+                            future,
+                            request: Some(pending),
+                        }),
+                        Decision::Call(future) => this.state.set(State::Inner { future }),
+                        Decision::Reject(response) => this.state.set(State::Rejected {
+                            response: Some(response),
+                        }),
+                    }
+                }
+                StateProj::Resolving { future, request } => {
+                    let resolution = ready!(future.poll(cx));
+                    let mut pending = request.take().expect("polled after completion");
+                    // Drop the resolver's future first so that it releases the request view.
+                    this.state.set(State::Rejected { response: None });
+                    match pending.finish(this.shared, resolution) {
+                        Decision::Resolve(_) => unreachable!("a resolution does not resolve again"),
+                        Decision::Call(future) => this.state.set(State::Inner { future }),
+                        Decision::Reject(response) => this.state.set(State::Rejected {
+                            response: Some(response),
+                        }),
+                    }
+                }
+                StateProj::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Rejected { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                }
+            }
+        }
+    }
+}

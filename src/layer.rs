@@ -1,0 +1,238 @@
+//! [`TwilioSignatureLayer`]: the builder and `tower::Layer`.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use http::Extensions;
+use tower_layer::Layer;
+
+use crate::{
+    ConfigError, PublicUrl,
+    events::{OnSecurityEvent, TracingSink},
+    public_url::Scheme,
+    rejection::{DefaultRejectionResponse, RejectionResponse},
+    service::TwilioSignature,
+};
+
+/// The default body limit: 64 KiB.
+///
+/// The largest standard Twilio webhook, an MMS with a 1600-character body and ten media URLs, is
+/// about 4.4 KB, so the default leaves room for Add-ons results and long WhatsApp payloads
+/// while keeping a flood of large uploads from buffering much. Raise it with
+/// [`TwilioSignatureLayer::max_body_size`] for large Studio JSON bodies.
+pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
+
+/// The connecting peer's address, as the server provides it in the request extensions.
+///
+/// Insert it yourself when serving with hyper directly; for axum's `ConnectInfo` or tonic's
+/// `TcpConnectInfo`, tell the layer where to look with
+/// [`TwilioSignatureLayer::peer_addr_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+type PeerAddrFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
+
+fn default_peer_addr(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<PeerAddr>()
+        .map(|peer| peer.0.ip())
+        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) public_url: PublicUrl,
+    pub(crate) max_body_size: usize,
+    pub(crate) report_only: bool,
+    pub(crate) exact_urls_only: bool,
+    pub(crate) peer_addr: PeerAddrFn,
+}
+
+/// What every clone of the service shares, behind one `Arc`.
+pub(crate) struct Shared<E, T> {
+    pub(crate) config: Config,
+    pub(crate) sink: E,
+    pub(crate) rejection: T,
+}
+
+/// Verifies `X-Twilio-Signature` on every request before the inner service sees it.
+///
+/// See the [crate docs](crate) for an example. Configuration methods return the layer, so they
+/// chain; those that can fail return `Result<Self, ConfigError>` and fail at construction.
+#[must_use]
+pub struct TwilioSignatureLayer<R, E = TracingSink, T = DefaultRejectionResponse> {
+    resolver: R,
+    config: Config,
+    sink: E,
+    rejection: T,
+}
+
+impl<R> TwilioSignatureLayer<R> {
+    /// A layer that takes its secrets from `resolver` (a [`Credentials`](crate::Credentials)
+    /// for a single account, or any [`ResolveCredentials`](crate::ResolveCredentials)).
+    ///
+    /// Defaults: the public URL is the request's own `Host` with `https` (set a fixed one with
+    /// [`public_url`](Self::public_url)), a body limit of [`DEFAULT_MAX_BODY_SIZE`], events go to
+    /// [`TracingSink`], rejections get [`DefaultRejectionResponse`], report-only mode is off.
+    pub fn new(resolver: R) -> Self {
+        Self {
+            resolver,
+            config: Config {
+                public_url: PublicUrl::request_host(Scheme::Https),
+                max_body_size: DEFAULT_MAX_BODY_SIZE,
+                report_only: false,
+                exact_urls_only: false,
+                peer_addr: Arc::new(default_peer_addr),
+            },
+            sink: TracingSink::new(),
+            rejection: DefaultRejectionResponse,
+        }
+    }
+}
+
+impl<R, E, T> TwilioSignatureLayer<R, E, T> {
+    /// Where the scheme, host, port and path prefix of the verified URL come from. Use
+    /// [`PublicUrl::fixed`] with the URL you configured in Twilio.
+    pub fn public_url(mut self, public_url: PublicUrl) -> Self {
+        self.config.public_url = public_url;
+        self
+    }
+
+    /// The largest body accepted, in bytes. A `Content-Length` above it is refused before the
+    /// body is read; a body that streams past it is refused as soon as it does, without
+    /// buffering more. Both get 413.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroBodyLimit`] for 0.
+    pub fn max_body_size(mut self, limit: usize) -> Result<Self, ConfigError> {
+        if limit == 0 {
+            return Err(ConfigError::ZeroBodyLimit);
+        }
+        self.config.max_body_size = limit;
+        Ok(self)
+    }
+
+    /// How to find the connecting peer's address in the request extensions: needed to trust
+    /// forwarding headers from proxies, and for the client address in events. By default
+    /// [`PeerAddr`] and a bare `SocketAddr` are looked for.
+    ///
+    /// ```
+    /// use axum::extract::ConnectInfo;
+    /// use std::net::SocketAddr;
+    /// use tower_twilio::{Credentials, TwilioSignatureLayer};
+    ///
+    /// let layer = TwilioSignatureLayer::new(Credentials::new()).peer_addr_with(|ext| {
+    ///     ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn peer_addr_with<F>(mut self, peer_addr: F) -> Self
+    where
+        F: Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static,
+    {
+        self.config.peer_addr = Arc::new(peer_addr);
+        self
+    }
+
+    /// Accepts only the exact URL spellings (as received, port removed or default port
+    /// added), not the re-serialised forms the official SDKs also accept. See
+    /// [`WebhookRequest::exact_urls_only`](crate::verify::WebhookRequest::exact_urls_only).
+    pub fn exact_urls_only(mut self) -> Self {
+        self.config.exact_urls_only = true;
+        self
+    }
+
+    /// Report-only mode, for rolling verification out on a live system: requests are verified
+    /// and failures reported as events with [`Outcome::PassedInReportOnlyMode`]
+    /// (critical severity), but passed on to the inner service instead of refused. Bodies over
+    /// the limit and unreadable bodies are still refused: there is nothing to pass on.
+    ///
+    /// **Off by default.** While it is on, nothing is protected; an `ERROR` is logged when the
+    /// service is built so that it cannot go unnoticed.
+    ///
+    /// [`Outcome::PassedInReportOnlyMode`]: crate::events::Outcome::PassedInReportOnlyMode
+    pub fn report_only(mut self, enabled: bool) -> Self {
+        self.config.report_only = enabled;
+        self
+    }
+
+    /// Sends security events to `sink` instead (e.g. `(TracingSink::new(), my_sink)` for
+    /// both).
+    pub fn on_security_event<NewE>(self, sink: NewE) -> TwilioSignatureLayer<R, NewE, T>
+    where
+        NewE: OnSecurityEvent,
+    {
+        TwilioSignatureLayer {
+            resolver: self.resolver,
+            config: self.config,
+            sink,
+            rejection: self.rejection,
+        }
+    }
+
+    /// Builds rejection responses with `rejection` instead of [`DefaultRejectionResponse`].
+    pub fn with_rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT>
+    where
+        NewT: RejectionResponse,
+    {
+        TwilioSignatureLayer {
+            resolver: self.resolver,
+            config: self.config,
+            sink: self.sink,
+            rejection,
+        }
+    }
+}
+
+impl<R: Clone, E: Clone, T: Clone> Clone for TwilioSignatureLayer<R, E, T> {
+    fn clone(&self) -> Self {
+        Self {
+            resolver: self.resolver.clone(),
+            config: self.config.clone(),
+            sink: self.sink.clone(),
+            rejection: self.rejection.clone(),
+        }
+    }
+}
+
+impl<S, R, E, T> Layer<S> for TwilioSignatureLayer<R, E, T>
+where
+    R: Clone,
+    E: Clone,
+    T: Clone,
+{
+    type Service = TwilioSignature<S, R, E, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        if self.config.report_only {
+            tracing::error!(
+                target: "tower_twilio::security",
+                "Twilio signature verification is in REPORT-ONLY mode: forged requests are passed on"
+            );
+        }
+        TwilioSignature::new(
+            inner,
+            self.resolver.clone(),
+            Arc::new(Shared {
+                config: self.config.clone(),
+                sink: self.sink.clone(),
+                rejection: self.rejection.clone(),
+            }),
+        )
+    }
+}
+
+impl<R, E, T> fmt::Debug for TwilioSignatureLayer<R, E, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioSignatureLayer")
+            .field("public_url", &self.config.public_url)
+            .field("max_body_size", &self.config.max_body_size)
+            .field("report_only", &self.config.report_only)
+            .field("exact_urls_only", &self.config.exact_urls_only)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,276 @@
+//! Why a request was refused ([`Rejection`], [`RejectionKind`]) and the response it gets
+//! ([`RejectionResponse`]).
+
+use std::{error::Error, fmt, sync::Arc};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::verify::VerifyError;
+
+/// Why the middleware refused a request.
+///
+/// Put into the extensions of every rejection response, including those a custom
+/// [`RejectionResponse`] builds, so outer layers and tests can read it:
+///
+/// ```
+/// # fn check(response: http::Response<()>) {
+/// use tower_twilio::{Rejection, RejectionKind};
+///
+/// if let Some(rejection) = response.extensions().get::<Rejection>() {
+///     assert_eq!(rejection.kind(), RejectionKind::SignatureMismatch);
+/// }
+/// # }
+/// ```
+///
+/// An opaque struct around a [`RejectionKind`], so that context can be added later without a
+/// breaking change. `Display` text is for people and may change; match on [`Self::kind`].
+#[derive(Clone)]
+pub struct Rejection {
+    kind: RejectionKind,
+    source: Option<Arc<dyn Error + Send + Sync>>,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: RejectionKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    pub(crate) fn with_source(kind: RejectionKind, source: crate::BoxError) -> Self {
+        Self {
+            kind,
+            source: Some(Arc::from(source)),
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// The status code of the default response for this rejection.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+}
+
+impl fmt::Debug for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejection")
+            .field("kind", &self.kind)
+            .field("source", &self.source.as_ref().map(|e| e.to_string()))
+            .finish()
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.kind.description()),
+            None => f.pad(self.kind.description()),
+        }
+    }
+}
+
+impl Error for Rejection {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+/// The reason behind a [`Rejection`], with the status code the default response uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// No `X-Twilio-Signature` header. 403.
+    MissingSignature,
+    /// More than one `X-Twilio-Signature` header. 403.
+    DuplicateSignature,
+    /// The signature header is not what Twilio sends (see [`VerifyError::MalformedSignature`]). 403.
+    MalformedSignature,
+    /// The settings header is repeated, not UTF-8, or names no SharedKey id. 403.
+    MalformedSettings,
+    /// The settings header names an algorithm other than `HMAC_SHA1`/`HMAC_SHA256`. 403.
+    UnsupportedAlgorithm,
+    /// The body is neither form-encoded nor covered by `bodySHA256`. 403.
+    UnsupportedContentType,
+    /// No secret signed this request. 403.
+    SignatureMismatch,
+    /// The signature is good but the body does not match the signed `bodySHA256`. 403.
+    BodyHashMismatch,
+    /// The resolver knows no credentials for this request's account. 403.
+    UnknownAccount,
+    /// The resolver knows no secret for the SharedKey id the settings header names. 403.
+    UnknownSharedKey,
+    /// The public URL could not be rebuilt (no path, no or several `Host` headers, a malformed
+    /// trusted forwarding header). 403.
+    UnresolvableUrl,
+    /// The body is larger than the configured limit. 413.
+    BodyTooLarge,
+    /// Reading the body failed. 400.
+    BodyReadFailed,
+    /// The resolver failed (e.g. its database is down). 503: the request may be genuine, and it
+    /// was neither accepted nor confused with a forgery.
+    ResolverFailed,
+}
+
+impl RejectionKind {
+    /// The status code of the default response.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyReadFailed => StatusCode::BAD_REQUEST,
+            Self::ResolverFailed => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// A short, stable, snake_case name for logs and metrics (`"signature_mismatch"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingSignature => "missing_signature",
+            Self::DuplicateSignature => "duplicate_signature",
+            Self::MalformedSignature => "malformed_signature",
+            Self::MalformedSettings => "malformed_settings",
+            Self::UnsupportedAlgorithm => "unsupported_algorithm",
+            Self::UnsupportedContentType => "unsupported_content_type",
+            Self::SignatureMismatch => "signature_mismatch",
+            Self::BodyHashMismatch => "body_hash_mismatch",
+            Self::UnknownAccount => "unknown_account",
+            Self::UnknownSharedKey => "unknown_shared_key",
+            Self::UnresolvableUrl => "unresolvable_url",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyReadFailed => "body_read_failed",
+            Self::ResolverFailed => "resolver_failed",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            Self::MissingSignature => "missing X-Twilio-Signature header",
+            Self::DuplicateSignature => "more than one X-Twilio-Signature header",
+            Self::MalformedSignature => "malformed X-Twilio-Signature header",
+            Self::MalformedSettings => "malformed X-Twilio-Webhooks-Signature-Settings header",
+            Self::UnsupportedAlgorithm => "unsupported signature algorithm",
+            Self::UnsupportedContentType => "request body cannot be covered by the signature",
+            Self::SignatureMismatch => "signature does not match",
+            Self::BodyHashMismatch => "body does not match the signed bodySHA256",
+            Self::UnknownAccount => "no credentials for this account",
+            Self::UnknownSharedKey => "no secret for this SharedKey id",
+            Self::UnresolvableUrl => "public URL could not be rebuilt",
+            Self::BodyTooLarge => "request body too large",
+            Self::BodyReadFailed => "request body could not be read",
+            Self::ResolverFailed => "credential lookup failed",
+        }
+    }
+}
+
+impl fmt::Display for RejectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<VerifyError> for RejectionKind {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::MissingSignature => Self::MissingSignature,
+            VerifyError::DuplicateSignature => Self::DuplicateSignature,
+            VerifyError::MalformedSettings => Self::MalformedSettings,
+            VerifyError::UnsupportedAlgorithm => Self::UnsupportedAlgorithm,
+            VerifyError::MalformedSignature => Self::MalformedSignature,
+            VerifyError::UnsupportedContentType => Self::UnsupportedContentType,
+            VerifyError::BodyHashMismatch => Self::BodyHashMismatch,
+            // Kept explicit so a new VerifyError variant is a compile error here, not a
+            // silent mismatch.
+            VerifyError::SignatureMismatch => Self::SignatureMismatch,
+        }
+    }
+}
+
+/// Builds the response for a rejected request.
+///
+/// Implemented for closures `Fn(&Rejection) -> Response<Bytes>`. Whatever it returns, the
+/// middleware adds the [`Rejection`] to the response's extensions.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::Response;
+/// use tower_twilio::{Credentials, Rejection, TwilioSignatureLayer};
+///
+/// let layer = TwilioSignatureLayer::new(Credentials::new())
+///     .with_rejection_response(|rejection: &Rejection| {
+///         Response::builder()
+///             .status(rejection.status())
+///             .body(Bytes::from_static(b"<Response/>"))
+///             .unwrap()
+///     });
+/// # let _ = layer;
+/// ```
+pub trait RejectionResponse {
+    /// The response for `rejection`.
+    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes>;
+}
+
+impl<F> RejectionResponse for F
+where
+    F: Fn(&Rejection) -> Response<Bytes>,
+{
+    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes> {
+        self(rejection)
+    }
+}
+
+/// The default rejection response: the kind's status code and its reason phrase as a short
+/// `text/plain` body (`Forbidden`). It does not say which check failed; the typed reason is in
+/// the response extensions and in the security event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultRejectionResponse;
+
+impl RejectionResponse for DefaultRejectionResponse {
+    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes> {
+        let status = rejection.status();
+        let mut response = Response::new(Bytes::from_static(
+            status.canonical_reason().unwrap_or("Rejected").as_bytes(),
+        ));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            RejectionKind::SignatureMismatch.status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            RejectionKind::BodyTooLarge.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            RejectionKind::ResolverFailed.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            RejectionKind::BodyReadFailed.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn default_response_is_short_and_generic() {
+        let response = DefaultRejectionResponse
+            .rejection_response(&Rejection::new(RejectionKind::SignatureMismatch));
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.body().as_ref(), b"Forbidden");
+    }
+}

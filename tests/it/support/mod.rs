@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tower_twilio::{
+    Secret,
+    events::{OnSecurityEvent, SecurityEvent},
+    form::Params,
+    signature::{Algorithm, sign},
+};
+
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const PUBLIC: &str = "https://api.example.com";
+pub(crate) const SMS_BODY: &str = "ToCountry=US&ToState=CA&SmsMessageSid=SM0123&NumMedia=0\
+    &ToCity=&FromZip=94105&SmsSid=SM0123&FromState=CA&SmsStatus=received&FromCity=SAN+FRANCISCO\
+    &Body=Hello+%F0%9F%91%8B+world&FromCountry=US&To=%2B14155550199&ToZip=&NumSegments=1\
+    &MessageSid=SM0123&AccountSid=AC0123&From=%2B14155550100&ApiVersion=2010-04-01";
+
+pub(crate) fn token() -> Secret {
+    Secret::new(TOKEN).unwrap()
+}
+
+/// The signature Twilio would send for a form POST to `PUBLIC ‖ path`.
+pub(crate) fn sign_form(secret: &Secret, url: &str, body: &str) -> String {
+    sign(
+        secret.expose_secret(),
+        Algorithm::HmacSha1,
+        url,
+        Params::parse(body.as_bytes()).iter(),
+    )
+}
+
+/// A form POST to `path`, signed for `PUBLIC ‖ path` with `TOKEN`.
+pub(crate) fn signed_post(path: &str, body: &str) -> Request<Full<Bytes>> {
+    let signature = sign_form(&token(), &format!("{PUBLIC}{path}"), body);
+    Request::post(path)
+        .header("host", "internal:3000")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .header("i-twilio-idempotency-token", "idem-1")
+        .header("user-agent", "TwilioProxy/1.1")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+/// Collects a response body.
+pub(crate) async fn body_string<B>(response: Response<B>) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A sink that keeps every event.
+#[derive(Clone, Default)]
+pub(crate) struct RecordingSink {
+    events: Arc<Mutex<Vec<SecurityEvent>>>,
+}
+
+impl RecordingSink {
+    pub(crate) fn events(&self) -> Vec<SecurityEvent> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl OnSecurityEvent for RecordingSink {
+    fn on_security_event(&self, event: &SecurityEvent) {
+        self.events.lock().unwrap().push(event.clone());
+    }
+}
