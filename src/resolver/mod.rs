@@ -40,12 +40,77 @@
 //!     }
 //! });
 //! ```
+//!
+//! # Ready-made resolvers and combinators
+//!
+//! | type | what it does |
+//! | --- | --- |
+//! | [`Credentials`] | one fixed set of secrets for every request (a single account) |
+//! | [`AccountMap`] | an in-memory map by `AccountSid` and by SharedKey id |
+//! | [`Fallback`] (`.or(legacy)`) | asks a preferred resolver, then a legacy one for accounts the first does not know; an error is returned, never passed to the legacy one |
+//! | [`Timeout`] (`.timeout(d)`) | fails a lookup that takes longer than `d` with [`ResolveTimeout`] |
+//! | [`Cache`] (`.cached()`) | keeps hits and misses for their own TTLs (errors are not kept); one lookup per account at a time |
+//!
+//! The methods in parentheses come from [`ResolveCredentialsExt`]. A database-backed setup that
+//! has moved its tokens from a `tenants` table to a `tenant_settings` table reads the new
+//! table first, falls back to the old one, bounds each lookup and caches the answers; here
+//! two `HashMap`s stand in for the tables:
+//!
+//! ```
+//! use std::{collections::HashMap, sync::Arc, time::Duration};
+//! use tower_twilio::{Credentials, Secret, resolver::{ResolveCredentials, ResolveCredentialsExt, ResolveRequest}};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_twilio::BoxError> {
+//! let tenant = |name: &str, token: &str| Ok::<_, tower_twilio::EmptySecret>(
+//!     Credentials::new().tenant(name).auth_token("primary", Secret::new(token)?));
+//! let tenant_settings = Arc::new(HashMap::from([("AC_new", tenant("acme", "new-token")?)]));
+//! let tenants = Arc::new(HashMap::from([
+//!     ("AC_new", tenant("acme", "stale-token")?),
+//!     ("AC_old", tenant("globex", "old-token")?),
+//! ]));
+//!
+//! // A table lookup, e.g. `SELECT … FROM tenant_settings WHERE account_sid = $1`.
+//! let query = |table: Arc<HashMap<&'static str, Credentials>>| move |req: ResolveRequest| {
+//!     let table = Arc::clone(&table);
+//!     async move { Ok(req.account_sid().and_then(|sid| table.get(sid).cloned())) }
+//! };
+//! let mut resolver = query(tenant_settings)
+//!     .or(query(tenants))
+//!     .timeout(Duration::from_secs(2))
+//!     .cached()
+//!     .ttl(Duration::from_secs(60));
+//!
+//! let request = |sid: &str| {
+//!     let (parts, ()) = http::Request::post("/twilio/sms").body(()).unwrap().into_parts();
+//!     ResolveRequest::new(parts).with_account_sid(sid)
+//! };
+//! let found = resolver.resolve(request("AC_new")).await?.expect("in tenant_settings");
+//! assert_eq!(found.iter().next().unwrap().secret(), &Secret::new("new-token")?);
+//! let found = resolver.resolve(request("AC_old")).await?.expect("in the legacy table");
+//! assert_eq!(found.tenant_id(), Some("globex"));
+//! assert!(resolver.resolve(request("AC_unknown")).await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
 
 use std::{fmt, future::Future, sync::Arc};
 
 use http::{Extensions, HeaderMap, Method, Uri, request::Parts};
 
 use crate::{BoxError, Secret};
+
+mod cache;
+mod ext;
+mod fallback;
+mod map;
+mod timeout;
+
+pub use cache::{Cache, CacheFuture};
+pub use ext::ResolveCredentialsExt;
+pub use fallback::{Fallback, FallbackFuture};
+pub use map::AccountMap;
+pub use timeout::{ResolveTimeout, Timeout, TimeoutFuture};
 
 /// What a resolver answers: see the [module docs](self).
 pub type Resolution = Result<Option<Credentials>, BoxError>;
