@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
     Credentials, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
     VerifiedWebhook,
@@ -288,4 +288,404 @@ impl http_body::Body for Chunks {
             40
         ])))))
     }
+}
+
+#[tokio::test]
+async fn resolver_outcomes_are_kept_apart() {
+    let called = Arc::new(AtomicUsize::new(0));
+
+    // Unknown account: 403, one event, handler never runs.
+    let sink = RecordingSink::default();
+    let counter = Arc::clone(&called);
+    let unknown = TwilioSignatureLayer::new(move |_req: ResolveRequest| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok(None) }
+    })
+    .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+    .on_security_event(sink.clone());
+    let response = ServiceBuilder::new()
+        .layer(unknown)
+        .service_fn(|_: Request<VerifiedBody>| async {
+            panic!("handler ran") as Result<Response<Full<Bytes>>, Infallible>
+        })
+        .oneshot(signed_post("/twilio/sms", SMS_BODY))
+        .await
+        .unwrap();
+    assert_rejected(
+        &response,
+        &sink,
+        RejectionKind::UnknownAccount,
+        StatusCode::FORBIDDEN,
+    );
+    assert_eq!(sink.events()[0].account_sid.as_deref(), Some("AC0123"));
+
+    // Lookup failed: 503, one event, handler never runs.
+    let sink = RecordingSink::default();
+    let failing = TwilioSignatureLayer::new(|_req: ResolveRequest| async {
+        Err::<Option<Credentials>, _>("database is down".into())
+    })
+    .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+    .on_security_event(sink.clone());
+    let response = ServiceBuilder::new()
+        .layer(failing)
+        .service_fn(|_: Request<VerifiedBody>| async {
+            panic!("handler ran") as Result<Response<Full<Bytes>>, Infallible>
+        })
+        .oneshot(signed_post("/twilio/sms", SMS_BODY))
+        .await
+        .unwrap();
+    assert_rejected(
+        &response,
+        &sink,
+        RejectionKind::ResolverFailed,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
+    let rejection = response.extensions().get::<Rejection>().unwrap();
+    assert!(
+        rejection.to_string().contains("database is down"),
+        "{rejection}"
+    );
+    assert_eq!(called.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_resolver_sees_the_account_sid_of_form_get_and_json_requests() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let resolver = move |req: ResolveRequest| {
+        record
+            .lock()
+            .unwrap()
+            .push(req.account_sid().map(str::to_owned));
+        async { Ok(Some(Credentials::new().auth_token("primary", token()))) }
+    };
+    let layer = TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC).unwrap());
+    let service = ServiceBuilder::new().layer(layer).service_fn(echo);
+
+    let form = signed_post("/twilio/sms", SMS_BODY);
+    assert_eq!(
+        service.clone().oneshot(form).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let get_url = format!("{PUBLIC}/twilio/voice?CallSid=CA1&AccountSid=AC_GET&From=%2B1415");
+    let get_sig = sign(
+        token().expose_secret(),
+        Algorithm::HmacSha1,
+        &get_url,
+        Params::default().iter(),
+    );
+    let get = Request::get("/twilio/voice?CallSid=CA1&AccountSid=AC_GET&From=%2B1415")
+        .header("x-twilio-signature", get_sig)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = service.clone().oneshot(get).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
+    assert_eq!(webhook.params().get("From"), Some("+1415"));
+
+    let json = br#"{"AccountSid":"AC_JSON","MessageStatus":"delivered"}"#;
+    let json_url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), json);
+    let json_sig = sign(
+        token().expose_secret(),
+        Algorithm::HmacSha1,
+        &json_url,
+        Params::default().iter(),
+    );
+    let json_request = Request::post(json_url.strip_prefix(PUBLIC).unwrap())
+        .header("content-type", "application/json")
+        .header("x-twilio-signature", json_sig)
+        .body(Full::new(Bytes::from_static(json)))
+        .unwrap();
+    let response = service.clone().oneshot(json_request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_string(response).await.as_bytes(), json);
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            Some("AC0123".to_owned()),
+            Some("AC_GET".to_owned()),
+            Some("AC_JSON".to_owned())
+        ]
+    );
+}
+
+/// Two tenants: one mid-rotation (old and new token valid), one on SharedKeys.
+#[tokio::test]
+async fn two_tenants_accept_exactly_what_their_secrets_signed() {
+    let old = tower_twilio::Secret::new("old-token-aaaaaaaaaaaaaaaaaaaaaaa").unwrap();
+    let new = tower_twilio::Secret::new("new-token-bbbbbbbbbbbbbbbbbbbbbbb").unwrap();
+    let shared_key = tower_twilio::Secret::new("shared-key-secret-cccccccccccccc").unwrap();
+    let tenant_b_token = tower_twilio::Secret::new("tenant-b-auth-token-dddddddddddd").unwrap();
+    let rotating = Credentials::new()
+        .tenant("tenant-a")
+        .auth_token("primary", new.clone())
+        .auth_token("secondary", old.clone());
+    let on_shared_keys = Credentials::new()
+        .tenant("tenant-b")
+        .auth_token("primary", tenant_b_token.clone())
+        .shared_key("webhooks_sharedkey_b1", shared_key.clone());
+    let resolver = tower_twilio::resolver::AccountMap::new()
+        .insert_account("AC_A", rotating)
+        .insert_account("AC_B", on_shared_keys.clone())
+        .insert_shared_key("webhooks_sharedkey_b1", on_shared_keys);
+    let sink = RecordingSink::default();
+    let service = ServiceBuilder::new()
+        .layer(
+            TwilioSignatureLayer::new(resolver)
+                .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+                .on_security_event(sink.clone()),
+        )
+        .service_fn(echo);
+
+    let request = |account: &str,
+                   secret: &tower_twilio::Secret,
+                   algorithm: Algorithm,
+                   settings: Option<&str>| {
+        let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
+        let url = format!("{PUBLIC}/twilio/sms");
+        let signature = sign(
+            secret.expose_secret(),
+            algorithm,
+            &url,
+            Params::parse(body.as_bytes()).iter(),
+        );
+        let mut builder = Request::post("/twilio/sms")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature);
+        if let Some(settings) = settings {
+            builder = builder.header("x-twilio-webhooks-signature-settings", settings);
+        }
+        builder.body(Full::new(Bytes::from(body))).unwrap()
+    };
+    let settings = Some("key=webhooks_sharedkey_b1,algorithm=HMAC_SHA256");
+    let cases: Vec<(
+        &str,
+        Request<Full<Bytes>>,
+        Result<(&str, &str), RejectionKind>,
+    )> = vec![
+        (
+            "A new token",
+            request("AC_A", &new, Algorithm::HmacSha1, None),
+            Ok(("tenant-a", "primary")),
+        ),
+        (
+            "A old token",
+            request("AC_A", &old, Algorithm::HmacSha1, None),
+            Ok(("tenant-a", "secondary")),
+        ),
+        (
+            "A signed by B",
+            request("AC_A", &tenant_b_token, Algorithm::HmacSha1, None),
+            Err(RejectionKind::SignatureMismatch),
+        ),
+        (
+            "B auth token",
+            request("AC_B", &tenant_b_token, Algorithm::HmacSha1, None),
+            Ok(("tenant-b", "primary")),
+        ),
+        (
+            "B shared key",
+            request("AC_B", &shared_key, Algorithm::HmacSha256, settings),
+            Ok(("tenant-b", "shared_key:webhooks_sharedkey_b1")),
+        ),
+        // The settings header pins the SharedKey: the auth token is never tried for it.
+        (
+            "B auth token under settings",
+            request("AC_B", &tenant_b_token, Algorithm::HmacSha256, settings),
+            Err(RejectionKind::SignatureMismatch),
+        ),
+        // And a SharedKey signature without the header is not accepted as an auth-token one.
+        (
+            "B shared key without settings",
+            request("AC_B", &shared_key, Algorithm::HmacSha1, None),
+            Err(RejectionKind::SignatureMismatch),
+        ),
+        (
+            "unknown key id",
+            request(
+                "AC_B",
+                &shared_key,
+                Algorithm::HmacSha256,
+                Some("key=nope,algorithm=HMAC_SHA256"),
+            ),
+            Err(RejectionKind::UnknownSharedKey),
+        ),
+        (
+            "unknown account",
+            request("AC_C", &new, Algorithm::HmacSha1, None),
+            Err(RejectionKind::UnknownAccount),
+        ),
+    ];
+    for (what, request, expected) in cases {
+        let response = service.clone().oneshot(request).await.unwrap();
+        match expected {
+            Ok((tenant, label)) => {
+                assert_eq!(response.status(), StatusCode::OK, "{what}");
+                let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
+                assert_eq!(
+                    (webhook.tenant_id(), webhook.credential()),
+                    (Some(tenant), label),
+                    "{what}"
+                );
+            }
+            Err(kind) => {
+                assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+                assert_eq!(
+                    response.extensions().get::<Rejection>().unwrap().kind(),
+                    kind,
+                    "{what}"
+                );
+            }
+        }
+    }
+    assert_eq!(sink.events().len(), 5, "one event per refused request");
+}
+
+#[tokio::test]
+async fn report_only_mode_passes_failures_on_and_reports_them() {
+    let sink = RecordingSink::default();
+    let layer = layer(&sink).report_only(true);
+    let mut forged = signed_post("/twilio/sms", SMS_BODY);
+    forged.headers_mut().remove("x-twilio-signature");
+    let response = send(layer.clone(), forged).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.extensions().get::<VerifiedWebhook>().is_none(),
+        "not marked verified"
+    );
+    let events = sink.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, Outcome::PassedInReportOnlyMode);
+    assert_eq!(events[0].event_type(), "accepted_in_report_only_mode");
+    assert_eq!(events[0].reason, RejectionKind::MissingSignature);
+    // Signed requests are still verified, with no event.
+    let response = send(layer, signed_post("/twilio/sms", SMS_BODY)).await;
+    assert!(response.extensions().get::<VerifiedWebhook>().is_some());
+    assert_eq!(sink.events().len(), 1);
+}
+
+#[tokio::test]
+async fn forwarded_headers_only_matter_from_trusted_peers() {
+    let public = PublicUrl::trust_forwarded(
+        ForwardedHeaders::x_forwarded()
+            .trust_proxy("10.0.0.0/8")
+            .unwrap(),
+    );
+    let sink = RecordingSink::default();
+    let layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(public)
+        .on_security_event(sink.clone());
+    // Signed for the public URL; the app sees http://internal:3000.
+    let from = |peer: &str| {
+        let mut request = signed_post("/twilio/sms", SMS_BODY);
+        request
+            .headers_mut()
+            .insert("x-forwarded-proto", "https".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("x-forwarded-host", "api.example.com".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+        request
+            .extensions_mut()
+            .insert(tower_twilio::PeerAddr(addr));
+        request
+    };
+    let service = ServiceBuilder::new().layer(layer).service_fn(echo);
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from("10.1.2.3"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The same headers from an untrusted peer change nothing: the URL is the request's own.
+    let response = service.clone().oneshot(from("203.0.113.9")).await.unwrap();
+    assert_rejected(
+        &response,
+        &sink,
+        RejectionKind::SignatureMismatch,
+        StatusCode::FORBIDDEN,
+    );
+    let event = &sink.events()[0];
+    assert_eq!(event.url, "https://internal:3000/twilio/sms");
+    assert_eq!(event.client_ip, "203.0.113.9".parse().ok());
+
+    // A spoofed request signed for the attacker's chosen URL fails from an untrusted peer too.
+    let sink = RecordingSink::default();
+    let spoof_layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(PublicUrl::trust_forwarded(
+            ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap(),
+        ))
+        .on_security_event(sink.clone());
+    let mut request = signed_post("/twilio/sms", SMS_BODY);
+    request.headers_mut().insert(
+        "forwarded",
+        "proto=https;host=api.example.com".parse().unwrap(),
+    );
+    request
+        .extensions_mut()
+        .insert(tower_twilio::PeerAddr("203.0.113.9:1".parse().unwrap()));
+    let response = ServiceBuilder::new()
+        .layer(spoof_layer)
+        .service_fn(echo)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_rejected(
+        &response,
+        &sink,
+        RejectionKind::SignatureMismatch,
+        StatusCode::FORBIDDEN,
+    );
+}
+
+#[tokio::test]
+async fn unresolvable_urls_and_unreadable_bodies_are_refused() {
+    let sink = RecordingSink::default();
+    let layer_from_host =
+        TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+            .on_security_event(sink.clone());
+    let mut request = signed_post("/twilio/sms", SMS_BODY);
+    request.headers_mut().remove("host");
+    let response = ServiceBuilder::new()
+        .layer(layer_from_host)
+        .service_fn(echo)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_rejected(
+        &response,
+        &sink,
+        RejectionKind::UnresolvableUrl,
+        StatusCode::FORBIDDEN,
+    );
+
+    struct Broken;
+    impl http_body::Body for Broken {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            std::task::Poll::Ready(Some(Err(std::io::Error::other("connection reset"))))
+        }
+    }
+    let sink = RecordingSink::default();
+    let (parts, _) = signed_post("/twilio/sms", SMS_BODY).into_parts();
+    let response = send(layer(&sink), Request::from_parts(parts, Broken)).await;
+    assert_rejected(
+        &response,
+        &sink,
+        RejectionKind::BodyReadFailed,
+        StatusCode::BAD_REQUEST,
+    );
 }

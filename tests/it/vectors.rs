@@ -113,3 +113,99 @@ fn every_vector_gets_the_official_libraries_verdict() {
 fn verdict_name(valid: bool) -> &'static str {
     if valid { "valid" } else { "invalid" }
 }
+
+/// The vectors whose URL can be an HTTP request target, through the whole middleware: the
+/// public base URL is the vector's scheme and authority, the request target its path and query.
+#[tokio::test]
+async fn vectors_give_the_same_verdict_through_the_middleware() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer, VerifiedBody};
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vectors");
+    let mut checked = 0;
+    let mut mismatches = Vec::new();
+    for path in json_files(&dir) {
+        let Some(vectors) = load(&path) else { continue };
+        for vector in vectors {
+            let Some((base, target)) = split_target(&vector.url) else {
+                continue;
+            };
+            let Ok(public) = PublicUrl::fixed(base) else {
+                continue;
+            };
+            let Ok(secret) = Secret::new(vector.auth_token.as_bytes()) else {
+                continue;
+            };
+            let settings = vector
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("x-twilio-webhooks-signature-settings"))
+                .map(|(_, v)| v.clone());
+            let key_id = settings.as_deref().and_then(|s| {
+                tower_twilio::signature::SignatureSettings::parse(s.as_bytes())
+                    .ok()?
+                    .key_id()
+                    .map(str::to_owned)
+            });
+            let credentials = match key_id {
+                Some(key_id) => Credentials::new().shared_key(key_id, secret),
+                None => Credentials::new().auth_token("primary", secret),
+            };
+            let mut builder = http::Request::builder()
+                .method(vector.method.as_str())
+                .uri(target);
+            for (name, value) in &vector.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            let Ok(request) = builder.body(Full::new(Bytes::from(vector.body.clone()))) else {
+                continue;
+            };
+            let layer = TwilioSignatureLayer::new(credentials)
+                .public_url(public)
+                .on_security_event(());
+            let response = ServiceBuilder::new()
+                .layer(layer)
+                .service_fn(|_: http::Request<VerifiedBody>| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+                })
+                .oneshot(request)
+                .await
+                .unwrap();
+            checked += 1;
+            let actual = response.status() == http::StatusCode::OK;
+            if actual != vector.expected() {
+                mismatches.push(format!(
+                    "{}: expected {}, got {}",
+                    vector.id,
+                    verdict_name(vector.expected()),
+                    response.status()
+                ));
+            }
+        }
+    }
+    println!(
+        "vectors through the middleware: {checked} checked, {} mismatches",
+        mismatches.len()
+    );
+    assert!(
+        checked > 600,
+        "only {checked} vectors had a usable request target"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "mismatching vectors:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+/// Splits `scheme://authority` from the path and query, when the URL is a valid request
+/// target that reassembles to the same string.
+fn split_target(url: &str) -> Option<(&str, &str)> {
+    let after_scheme = url.find("://")? + 3;
+    let path_start = after_scheme + url[after_scheme..].find('/')?;
+    let (base, target) = url.split_at(path_start);
+    let uri: http::Uri = target.parse().ok()?;
+    (uri.path_and_query()?.as_str() == target && !target.contains('#')).then_some((base, target))
+}
