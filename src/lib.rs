@@ -1,64 +1,131 @@
-//! Verify Twilio webhook signatures (`X-Twilio-Signature`) in Tower services: axum, hyper and
-//! tonic.
+//! Accept Twilio webhooks only when Twilio really sent them: a Tower middleware for axum, hyper
+//! and tonic that verifies `X-Twilio-Signature`.
 //!
 //! Twilio signs every webhook with an HMAC of the URL it called and the request's parameters.
-//! This crate recomputes that signature exactly as Twilio's official libraries do, accepting
-//! every request either twilio-python or twilio-node accepts and nothing else (checked against
-//! 850 vectors those libraries produced), compares in constant time, and says *why* a request
-//! was refused.
+//! [`TwilioSignatureLayer`] reads the body (under a size limit), rebuilds the public URL,
+//! asks a [resolver](resolver) for the account's secrets, and recomputes the signature exactly
+//! as Twilio's official libraries do: it accepts every request twilio-python or twilio-node
+//! accepts and nothing else (checked against 850 vectors those libraries produced), compares
+//! in constant time, and answers anything else with a 403 and a [security event](events).
 //!
-//! # Verifying one request
+//! # Example
 //!
-//! [`verify::WebhookRequest`] is the pure verifier: it takes the public URL Twilio requested,
-//! the method, the headers and the raw body, and the secrets that may have signed it.
+//! One signed request passes and reaches the handler with its body untouched; the same request
+//! with one byte changed gets a 403 with a typed [`Rejection`].
 //!
 //! ```
-//! use http::{HeaderMap, Method};
-//! use tower_twilio::{Secret, signature, verify::{VerifyError, WebhookRequest}};
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_twilio::{
+//!     Credentials, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
+//!     VerifiedBody, VerifiedWebhook, form::Params, signature::{Algorithm, sign},
+//! };
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let token = Secret::new("0123456789abcdef0123456789abcdef")?;
-//! let url = "https://example.com/twilio/sms";
-//! let body = b"AccountSid=AC123&From=%2B14155550100&Body=Hello";
+//! let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token.clone()))
+//!     .public_url(PublicUrl::fixed("https://api.example.com")?);
 //!
-//! // What Twilio would send (tests and the signing tool use this too).
-//! let params = tower_twilio::form::Params::parse(body);
-//! let sig = signature::sign(token.expose_secret(), signature::Algorithm::HmacSha1, url, params.iter());
+//! let app = ServiceBuilder::new().layer(twilio).service_fn(|req: Request<VerifiedBody>| async move {
+//!     let webhook = req.extensions().get::<VerifiedWebhook>().expect("only verified requests get here");
+//!     let reply = format!("hello {}", webhook.params().get("From").unwrap_or_default());
+//!     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(reply))))
+//! });
 //!
-//! let mut headers = HeaderMap::new();
-//! headers.insert("content-type", "application/x-www-form-urlencoded".parse()?);
-//! headers.insert("x-twilio-signature", sig.parse()?);
-//! let request = WebhookRequest::from_parts(&Method::POST, url, &headers, body);
-//! assert!(request.verify([&token]).is_ok());
+//! // What Twilio sends: a form POST signed over the public URL and the parameters.
+//! let body = "AccountSid=AC123&From=%2B14155550100&Body=Hi";
+//! let signature = sign(token.expose_secret(), Algorithm::HmacSha1,
+//!     "https://api.example.com/twilio/sms", Params::parse(body.as_bytes()).iter());
+//! let request = |body: &'static str| {
+//!     Request::post("/twilio/sms")
+//!         .header("content-type", "application/x-www-form-urlencoded")
+//!         .header("x-twilio-signature", &signature)
+//!         .body(Full::new(Bytes::from(body)))
+//! };
 //!
-//! // One changed byte of the body and the request is refused.
-//! let forged = WebhookRequest::from_parts(&Method::POST, url, &headers, b"AccountSid=AC123&From=%2B14155550100&Body=Hellp");
-//! assert_eq!(forged.verify([&token]), Err(VerifyError::SignatureMismatch));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! let response = app.clone().oneshot(request(body)?).await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//!
+//! let forged = app.oneshot(request("AccountSid=AC123&From=%2B14155550100&Body=Hj")?).await?;
+//! assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+//! let rejection = forged.extensions().get::<Rejection>().unwrap();
+//! assert_eq!(rejection.kind(), RejectionKind::SignatureMismatch);
+//! # Ok(())
+//! # }
 //! ```
+//!
+//! With axum, apply it to the webhook routes only:
+//!
+//! ```
+//! # use axum::{Router, routing::post};
+//! # use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer};
+//! # async fn incoming_sms() {}
+//! # async fn status_callback() {}
+//! # fn app(credentials: Credentials) -> Result<Router, tower_twilio::ConfigError> {
+//! let twilio = TwilioSignatureLayer::new(credentials)
+//!     .public_url(PublicUrl::fixed("https://api.example.com")?);
+//! let app: Router = Router::new()
+//!     .route("/twilio/sms", post(incoming_sms))
+//!     .route("/twilio/status", post(status_callback))
+//!     .route_layer(twilio);
+//! # Ok(app)
+//! # }
+//! ```
+//!
+//! # What the middleware does, in order
+//!
+//! 1. Rebuilds the public URL ([`PublicUrl`]); refuses a request without the signature header
+//!    or with a `Content-Length` over the limit, without reading the body.
+//! 2. Reads the body, refusing it (413) the moment it passes the limit.
+//! 3. Asks the resolver for the secrets of the request's `AccountSid` or SharedKey id
+//!    ([`resolver`]); an unknown account is a 403, a failed lookup a 503.
+//! 4. Verifies ([`verify`]): a SharedKey request only with that SharedKey, any other only with
+//!    auth tokens (several during a rotation).
+//! 5. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
+//!    in the request extensions, or answers the [`RejectionResponse`] with the [`Rejection`] in
+//!    its extensions and sends one [`SecurityEvent`](events::SecurityEvent).
+//!
+//! The inner service never sees an unverified request (unless you turn on
+//! [report-only mode](TwilioSignatureLayer::report_only)), and the middleware adds no error
+//! type: every rejection is a response.
 //!
 //! # Modules
 //!
 //! | module | what |
 //! | --- | --- |
+//! | [`resolver`] | where the secrets come from: static, map, closure, fallback, cache, timeout |
+//! | [`public_url`] | rebuilding the URL Twilio called, behind proxies |
+//! | [`events`] | security events and their sinks |
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
 //! | [`url`] | the spellings of a URL a signature may have been made over (ports, normal forms) |
-//! | [`verify`] | whole-request verification with a typed [`verify::VerifyError`] |
+//! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`] |
 //!
-//! All four are pure: no I/O, no tower types. They are what the vector suite, fuzzers and
-//! benchmarks drive directly.
+//! `signature`, `form`, `url` and `verify` are pure: no I/O, no tower types.
+//!
+//! # Feature flags
+//!
+//! | name | what | default |
+//! | --- | --- | --- |
+//! | *(none yet)* | | |
 //!
 //! # Security notes
 //!
-//! - Secrets ([`Secret`]) are wiped on drop and never appear in `Debug` output, errors or
-//!   panics; neither do received signatures or bodies.
+//! - Secrets ([`Secret`]) are wiped on drop and never appear in `Debug` output, events, errors
+//!   or panics; neither do received signatures, bodies or URL passwords. The security log is
+//!   safe to archive.
 //! - The signature header is compared byte for byte (no trimming, no case folding), in
 //!   constant time.
 //! - A body the signature cannot cover (neither form-encoded nor hashed through `bodySHA256`)
 //!   is refused, never passed on unverified.
-//! - An unknown algorithm in the settings header is refused, never replaced by a default.
-//! - Twilio signs no timestamp: a captured request can be replayed. De-duplicate on the
-//!   `I-Twilio-Idempotency-Token` header or on `MessageSid` + status.
+//! - An unknown algorithm in the settings header is refused, never replaced by a default; a
+//!   SharedKey request is never verified with an auth token.
+//! - Forwarding headers are ignored unless you enable them for named proxy networks.
+//! - Twilio signs no timestamp: a captured request can be replayed. De-duplicate on
+//!   [`VerifiedWebhook::idempotency_token`] or on `MessageSid` + status.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
