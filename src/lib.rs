@@ -3,7 +3,7 @@
 //!
 //! Twilio signs every webhook with an HMAC of the URL it called and the request's parameters.
 //! [`TwilioSignatureLayer`] reads the body (under a size limit), rebuilds the public URL,
-//! asks a [resolver](resolver) for the account's secrets, and recomputes the signature exactly
+//! asks a [`resolver`] for the account's secrets, and recomputes the signature exactly
 //! as Twilio's official libraries do: it accepts every request twilio-python or twilio-node
 //! accepts and nothing else (checked against 850 vectors those libraries produced), compares
 //! in constant time, and answers anything else with a 403 and a [security event](events).
