@@ -79,6 +79,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body, so that middleware such as tower-http's `Timeout`, which needs
+/// `ResBody: Default`, can sit directly outside this one.
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::rejection(Bytes::new())
+    }
+}
+
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {

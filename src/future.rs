@@ -20,7 +20,10 @@ use crate::{
     BoxError, ResolveCredentials,
     body::{ResponseBody, VerifiedBody},
     context::VerifiedWebhook,
-    events::{OnSecurityEvent, Outcome, SecurityEvent, Severity},
+    events::{
+        OnSecurityEvent, Outcome, SecurityEvent, Severity,
+        log::{OnWebhook, WebhookLogEntry, WebhookStage, next_id},
+    },
     form::Params,
     layer::Shared,
     public_url::Resolved,
@@ -43,6 +46,55 @@ pin_project! {
         #[pin]
         state: State<B, R::Future, S::Future, S, R>,
         shared: Arc<Shared<E, T>>,
+        log: Option<LogGuard>,
+    }
+}
+
+/// Reports one webhook's lifecycle to the webhook log, and its end even if the future is
+/// dropped before it completes (the client went away): nothing goes unrecorded.
+struct LogGuard {
+    log: Arc<dyn OnWebhook + Send + Sync>,
+    entry: WebhookLogEntry,
+    finished: bool,
+}
+
+impl LogGuard {
+    fn received(log: &Arc<dyn OnWebhook + Send + Sync>, parts: &Parts) -> Self {
+        let entry = WebhookLogEntry {
+            id: next_id(),
+            stage: WebhookStage::Received,
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            received_at: SystemTime::now(),
+            webhook: None,
+        };
+        log.on_webhook(&entry);
+        Self {
+            log: Arc::clone(log),
+            entry,
+            finished: false,
+        }
+    }
+
+    fn stage(&mut self, stage: WebhookStage) {
+        if self.finished {
+            return;
+        }
+        self.entry.stage = stage;
+        self.finished = stage.is_final();
+        self.log.on_webhook(&self.entry);
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.stage(WebhookStage::Failed(None));
+    }
+}
+
+fn log_stage(log: &mut Option<LogGuard>, stage: WebhookStage) {
+    if let Some(log) = log {
+        log.stage(stage);
     }
 }
 
@@ -145,30 +197,29 @@ where
     ) -> Self {
         let (parts, body) = request.into_parts();
         let config = &shared.config;
+        let log = config
+            .webhook_log
+            .as_ref()
+            .map(|log| LogGuard::received(log, &parts));
         let peer = (config.peer_addr)(&parts.extensions);
         let Ok(public) = config.public_url.reconstruct(&parts, peer) else {
             let fallback = Resolved::new(parts.uri.to_string(), peer);
-            return Self::rejected(
-                shared,
-                &parts,
-                &fallback,
-                RejectionKind::UnresolvableUrl,
-                None,
-            );
+            let kind = RejectionKind::UnresolvableUrl;
+            return Self::rejected(shared, log, &parts, &fallback, kind);
         };
         // In report-only mode an unsigned request is still passed on, so its body is read.
         if !config.report_only && !parts.headers.contains_key(SIGNATURE_HEADER) {
             return Self::rejected(
                 shared,
+                log,
                 &parts,
                 &public,
                 RejectionKind::MissingSignature,
-                None,
             );
         }
         // Refuse by Content-Length (hyper reports it as the exact size hint) before reading.
         if body.size_hint().lower() > config.max_body_size as u64 {
-            return Self::rejected(shared, &parts, &public, RejectionKind::BodyTooLarge, None);
+            return Self::rejected(shared, log, &parts, &public, RejectionKind::BodyTooLarge);
         }
         Self {
             state: State::Collecting {
@@ -187,30 +238,62 @@ where
                 }),
             },
             shared,
+            log,
         }
     }
 
     fn rejected(
         shared: Arc<Shared<E, T>>,
+        mut log: Option<LogGuard>,
         parts: &Parts,
         public: &Resolved,
         kind: RejectionKind,
-        source: Option<BoxError>,
     ) -> Self {
-        let rejection = match source {
-            Some(source) => Rejection::with_source(kind, source),
-            None => Rejection::new(kind),
-        };
-        emit(&shared, parts, public, kind, Outcome::Rejected, None, None);
-        let mut response = shared.rejection.rejection_response(&rejection);
-        response.extensions_mut().insert(rejection);
+        let response = reject(&shared, &mut log, parts, public, kind, None, None, None);
         Self {
             state: State::Rejected {
                 response: Some(response),
             },
             shared,
+            log,
         }
     }
+}
+
+/// Refuses a request: one security event, the webhook log's final stage, and the rejection
+/// response with the [`Rejection`] in its extensions.
+#[allow(clippy::too_many_arguments)]
+fn reject<E, T>(
+    shared: &Shared<E, T>,
+    log: &mut Option<LogGuard>,
+    parts: &Parts,
+    public: &Resolved,
+    kind: RejectionKind,
+    source: Option<BoxError>,
+    tenant_id: Option<Arc<str>>,
+    account_sid: Option<String>,
+) -> Response<Bytes>
+where
+    E: OnSecurityEvent,
+    T: RejectionResponse,
+{
+    emit(
+        shared,
+        parts,
+        public,
+        kind,
+        Outcome::Rejected,
+        tenant_id,
+        account_sid,
+    );
+    log_stage(log, WebhookStage::Rejected(kind));
+    let rejection = match source {
+        Some(source) => Rejection::with_source(kind, source),
+        None => Rejection::new(kind),
+    };
+    let mut response = shared.rejection.rejection_response(&rejection);
+    response.extensions_mut().insert(rejection);
+    response
 }
 
 /// Builds and sends one security event.
@@ -297,7 +380,11 @@ where
     R: ResolveCredentials,
 {
     /// The body is in: parse what the resolver needs and ask it.
-    fn begin_resolve<E, T>(&mut self, shared: &Shared<E, T>) -> Decision<S::Future, R::Future>
+    fn begin_resolve<E, T>(
+        &mut self,
+        shared: &Shared<E, T>,
+        log: &mut Option<LogGuard>,
+    ) -> Decision<S::Future, R::Future>
     where
         E: OnSecurityEvent,
         T: RejectionResponse,
@@ -308,18 +395,23 @@ where
             .expect("parts are present until resolution");
         let request =
             WebhookRequest::from_parts(&parts.method, &self.public.url, &parts.headers, &self.body);
-        let settings = request.signature_settings_header();
-        let is_form = request.is_form();
-        let shared_key_id = match settings {
+        let shared_key_id = match request.signature_settings_header() {
             Ok(None) => None,
+            // A SharedKey request must say which key, or no secret can be chosen for it.
             Ok(Some(settings)) => match settings.key_id() {
                 Some(id) => Some(id.to_owned()),
                 None => {
-                    return self.fail(shared, parts, RejectionKind::MalformedSettings, None, None);
+                    let kind = RejectionKind::MalformedSettings;
+                    return self.fail(shared, log, parts, kind, None, None);
                 }
             },
-            Err(error) => return self.fail(shared, parts, error.into(), None, None),
+            Err(error) => return self.fail(shared, log, parts, error.into(), None, None),
         };
+        // Everything that needs no secret, before the (possibly remote) lookup.
+        if let Err(error) = request.check_without_secrets() {
+            return self.fail(shared, log, parts, error.into(), None, None);
+        }
+        let is_form = request.is_form();
         self.params = if is_form {
             Some(Params::parse(&self.body))
         } else if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
@@ -342,6 +434,7 @@ where
     fn finish<E, T>(
         &mut self,
         shared: &Shared<E, T>,
+        log: &mut Option<LogGuard>,
         resolution: Resolution,
     ) -> Decision<S::Future, R::Future>
     where
@@ -362,13 +455,14 @@ where
             Err(error) => {
                 return self.fail(
                     shared,
+                    log,
                     parts,
                     RejectionKind::ResolverFailed,
                     Some(error),
                     None,
                 );
             }
-            Ok(None) => return self.fail(shared, parts, unknown, None, None),
+            Ok(None) => return self.fail(shared, log, parts, unknown, None, None),
             Ok(Some(credentials)) => credentials,
         };
         let key_id = self.shared_key_id.as_deref();
@@ -377,7 +471,7 @@ where
             .filter(|c| c.applies_to(key_id))
             .collect();
         if applicable.is_empty() {
-            return self.fail(shared, parts, unknown, None, Some(&credentials));
+            return self.fail(shared, log, parts, unknown, None, Some(&credentials));
         }
         let mut request =
             WebhookRequest::from_parts(&parts.method, &self.public.url, &parts.headers, &self.body);
@@ -401,11 +495,15 @@ where
                         .map(str::to_owned),
                     url: redact_userinfo(&self.public.url).into(),
                 };
+                if let Some(log) = log {
+                    log.entry.webhook = Some(webhook.clone());
+                    log.stage(WebhookStage::Verified);
+                }
                 let mut parts = parts;
                 parts.extensions.insert(webhook);
                 Decision::Call(self.call_inner(parts))
             }
-            Err(error) => self.fail(shared, parts, error.into(), None, Some(&credentials)),
+            Err(error) => self.fail(shared, log, parts, error.into(), None, Some(&credentials)),
         }
     }
 
@@ -413,6 +511,7 @@ where
     fn fail<E, T>(
         &mut self,
         shared: &Shared<E, T>,
+        log: &mut Option<LogGuard>,
         parts: Parts,
         kind: RejectionKind,
         source: Option<BoxError>,
@@ -423,31 +522,32 @@ where
         T: RejectionResponse,
     {
         let tenant = credentials.and_then(|c| c.tenant_arc().cloned());
-        let report_only = shared.config.report_only;
-        let outcome = if report_only {
-            Outcome::PassedInReportOnlyMode
-        } else {
-            Outcome::Rejected
-        };
-        emit(
-            shared,
-            &parts,
-            &self.public,
-            kind,
-            outcome,
-            tenant,
-            self.account_sid.clone(),
-        );
-        if report_only {
+        let account_sid = self.account_sid.clone();
+        if shared.config.report_only {
+            let outcome = Outcome::PassedInReportOnlyMode;
+            emit(
+                shared,
+                &parts,
+                &self.public,
+                kind,
+                outcome,
+                tenant,
+                account_sid,
+            );
+            log_stage(log, WebhookStage::PassedInReportOnlyMode(kind));
             return Decision::Call(self.call_inner(parts));
         }
-        let rejection = match source {
-            Some(source) => Rejection::with_source(kind, source),
-            None => Rejection::new(kind),
-        };
-        let mut response = shared.rejection.rejection_response(&rejection);
-        response.extensions_mut().insert(rejection);
-        Decision::Reject(response)
+        let public = &self.public;
+        Decision::Reject(reject(
+            shared,
+            log,
+            &parts,
+            public,
+            kind,
+            source,
+            tenant,
+            account_sid,
+        ))
     }
 
     fn call_inner(&mut self, parts: Parts) -> S::Future {
@@ -501,28 +601,24 @@ where
                             .take()
                             .expect("parts are present while collecting");
                         // Nothing to pass on, even in report-only mode.
-                        let rejection = match source {
-                            Some(source) => Rejection::with_source(kind, source),
-                            None => Rejection::new(kind),
-                        };
-                        emit(
+                        let public = &pending.public;
+                        let response = reject(
                             this.shared,
+                            this.log,
                             &parts,
-                            &pending.public,
+                            public,
                             kind,
-                            Outcome::Rejected,
+                            source,
                             None,
                             None,
                         );
-                        let mut response = this.shared.rejection.rejection_response(&rejection);
-                        response.extensions_mut().insert(rejection);
                         this.state.set(State::Rejected {
                             response: Some(response),
                         });
                         continue;
                     }
                     pending.body = std::mem::take(buffer).freeze();
-                    match pending.begin_resolve(this.shared) {
+                    match pending.begin_resolve(this.shared, this.log) {
                         Decision::Resolve(future) => this.state.set(State::Resolving {
                             future,
                             request: Some(pending),
@@ -538,7 +634,7 @@ where
                     let mut pending = request.take().expect("polled after completion");
                     // Drop the resolver's future first so that it releases the request view.
                     this.state.set(State::Rejected { response: None });
-                    match pending.finish(this.shared, resolution) {
+                    match pending.finish(this.shared, this.log, resolution) {
                         Decision::Resolve(_) => unreachable!("a resolution does not resolve again"),
                         Decision::Call(future) => this.state.set(State::Inner { future }),
                         Decision::Reject(response) => this.state.set(State::Rejected {
@@ -547,8 +643,19 @@ where
                     }
                 }
                 StateProj::Inner { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                    let result = ready!(future.poll(cx));
+                    let stage = match &result {
+                        Ok(response)
+                            if !response.status().is_client_error()
+                                && !response.status().is_server_error() =>
+                        {
+                            WebhookStage::Processed(response.status())
+                        }
+                        Ok(response) => WebhookStage::Failed(Some(response.status())),
+                        Err(_) => WebhookStage::Failed(None),
+                    };
+                    log_stage(this.log, stage);
+                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { response } => {
                     let response = response.take().expect("polled after completion");

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 
 use crate::{
     ConfigError, PublicUrl,
-    events::{OnSecurityEvent, TracingSink},
+    events::{OnSecurityEvent, TracingSink, log::OnWebhook},
     public_url::Scheme,
     rejection::{DefaultRejectionResponse, RejectionResponse},
     service::TwilioSignature,
@@ -49,6 +49,7 @@ pub(crate) struct Config {
     pub(crate) report_only: bool,
     pub(crate) exact_urls_only: bool,
     pub(crate) peer_addr: PeerAddrFn,
+    pub(crate) webhook_log: Option<Arc<dyn OnWebhook + Send + Sync>>,
 }
 
 /// What every clone of the service shares, behind one `Arc`.
@@ -86,6 +87,7 @@ impl<R> TwilioSignatureLayer<R> {
                 report_only: false,
                 exact_urls_only: false,
                 peer_addr: Arc::new(default_peer_addr),
+                webhook_log: None,
             },
             sink: TracingSink::new(),
             rejection: DefaultRejectionResponse,
@@ -157,6 +159,25 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// [`Outcome::PassedInReportOnlyMode`]: crate::events::Outcome::PassedInReportOnlyMode
     pub fn report_only(mut self, enabled: bool) -> Self {
         self.config.report_only = enabled;
+        self
+    }
+
+    /// Records every webhook's lifecycle (received, verified or rejected, processed or failed
+    /// with the inner service's status) in `log`. See [`OnWebhook`].
+    ///
+    /// ```
+    /// use tower_twilio::{Credentials, TwilioSignatureLayer, events::log::WebhookLogEntry};
+    ///
+    /// let layer = TwilioSignatureLayer::new(Credentials::new()).webhook_log(|entry: &WebhookLogEntry| {
+    ///     println!("webhook {} {} {}", entry.id, entry.path, entry.stage.as_str());
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn webhook_log<L>(mut self, log: L) -> Self
+    where
+        L: OnWebhook + Send + Sync + 'static,
+    {
+        self.config.webhook_log = Some(Arc::new(log));
         self
     }
 

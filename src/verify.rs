@@ -203,6 +203,35 @@ impl<'a> WebhookRequest<'a> {
         self.verify_with_params(None, secrets)
     }
 
+    /// Runs every check that needs no secret: the signature header is present once and well
+    /// formed for the algorithm, the settings header is usable, and the body is one the
+    /// signature can cover. [`verify`](Self::verify) runs these too; the middleware calls this
+    /// first so that a request that cannot pass never costs a credential lookup.
+    ///
+    /// # Errors
+    ///
+    /// The same as [`verify`](Self::verify), except
+    /// [`SignatureMismatch`](VerifyError::SignatureMismatch) and
+    /// [`BodyHashMismatch`](VerifyError::BodyHashMismatch).
+    pub fn check_without_secrets(&self) -> Result<(), VerifyError> {
+        self.prechecked().map(|_| ())
+    }
+
+    /// The checks that need no secret, and what they establish.
+    fn prechecked(&self) -> Result<(Algorithm, ReceivedSignature, Payload), VerifyError> {
+        let header = match self.signature {
+            Header::Absent => return Err(VerifyError::MissingSignature),
+            Header::Repeated => return Err(VerifyError::DuplicateSignature),
+            Header::One(value) => value,
+        };
+        let algorithm = self
+            .signature_settings_header()?
+            .map_or(Algorithm::HmacSha1, |settings| settings.algorithm());
+        let received =
+            ReceivedSignature::parse(header, algorithm).ok_or(VerifyError::MalformedSignature)?;
+        Ok((algorithm, received, self.payload()?))
+    }
+
     /// [`verify`](Self::verify) with the form parameters already parsed from this request's
     /// body, so that the middleware parses once.
     pub(crate) fn verify_with_params<'s, I>(
@@ -214,17 +243,7 @@ impl<'a> WebhookRequest<'a> {
         I: IntoIterator<Item = &'s Secret>,
         I::IntoIter: Clone,
     {
-        let header = match self.signature {
-            Header::Absent => return Err(VerifyError::MissingSignature),
-            Header::Repeated => return Err(VerifyError::DuplicateSignature),
-            Header::One(value) => value,
-        };
-        let algorithm = self
-            .signature_settings_header()?
-            .map_or(Algorithm::HmacSha1, |settings| settings.algorithm());
-        let received =
-            ReceivedSignature::parse(header, algorithm).ok_or(VerifyError::MalformedSignature)?;
-        let payload = self.payload()?;
+        let (algorithm, received, payload) = self.prechecked()?;
 
         let parsed_here;
         let mut canonical = Vec::new();

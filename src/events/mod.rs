@@ -9,12 +9,18 @@
 //! A sink runs inline on the request path: keep it fast, and hand slow work (a database, an
 //! HTTP call) to a channel or task of your own.
 
+pub mod log;
+#[cfg(feature = "sentry")]
+mod sentry;
 mod tracing_sink;
 
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use http::Method;
 
+#[cfg(feature = "sentry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
+pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::rejection::RejectionKind;
 

@@ -1,0 +1,211 @@
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use sentry_core::protocol::{Event, Level, Value};
+
+use super::{OnSecurityEvent, SecurityEvent, Severity};
+
+/// Captures security events in Sentry, with flood control.
+///
+/// Events at or above a severity (default: critical) become Sentry events on the current hub,
+/// so under `sentry-tower`'s per-request hub they join the request's scope. Each carries the
+/// tags `provider`, `event_type`, `severity` and, when known, `tenant_id`, and the rest of the
+/// context (URL, method, client IP, user agent, request id, account SID) as extra data. Never a
+/// secret, a signature or a body.
+///
+/// # Flood control
+///
+/// A burst of forged requests must not become thousands of Sentry events. At most
+/// `max_events` events are captured per event type and tenant in each `period` (default: 10
+/// per minute); the rest are counted, and the next event captured for the same type and tenant
+/// carries the count in the extra field `suppressed_since_last`. The counters are bounded in
+/// number: idle ones are dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_twilio::{Credentials, TwilioSignatureLayer, events::{SentrySink, Severity, TracingSink}};
+///
+/// let sentry = SentrySink::new().rate_limit(5, Duration::from_secs(60));
+/// let layer = TwilioSignatureLayer::new(Credentials::new())
+///     .on_security_event((TracingSink::new(), sentry));
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct SentrySink {
+    min_severity: Severity,
+    flood: Arc<FloodControl>,
+}
+
+impl SentrySink {
+    /// Critical events only, at most 10 per event type and tenant per minute.
+    pub fn new() -> Self {
+        Self {
+            min_severity: Severity::Critical,
+            flood: Arc::new(FloodControl::new(10, Duration::from_secs(60))),
+        }
+    }
+
+    /// Captures events at or above `severity`.
+    #[must_use]
+    pub fn min_severity(mut self, severity: Severity) -> Self {
+        self.min_severity = severity;
+        self
+    }
+
+    /// Captures at most `max_events` per event type and tenant in each `period`.
+    #[must_use]
+    pub fn rate_limit(mut self, max_events: u32, period: Duration) -> Self {
+        self.flood = Arc::new(FloodControl::new(max_events, period));
+        self
+    }
+}
+
+impl Default for SentrySink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for SentrySink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentrySink")
+            .field("min_severity", &self.min_severity)
+            .field("max_events", &self.flood.max_events)
+            .field("period", &self.flood.period)
+            .finish()
+    }
+}
+
+impl OnSecurityEvent for SentrySink {
+    fn on_security_event(&self, event: &SecurityEvent) {
+        if event.severity < self.min_severity {
+            return;
+        }
+        let Some(suppressed) = self
+            .flood
+            .admit(event.event_type(), event.tenant_id.as_ref())
+        else {
+            return;
+        };
+        let mut tags = BTreeMap::new();
+        tags.insert("provider".to_owned(), event.provider.to_owned());
+        tags.insert("event_type".to_owned(), event.event_type().to_owned());
+        tags.insert("severity".to_owned(), event.severity.as_str().to_owned());
+        if let Some(tenant) = &event.tenant_id {
+            tags.insert("tenant_id".to_owned(), tenant.to_string());
+        }
+        let mut extra = BTreeMap::new();
+        let mut put = |name: &str, value: Option<String>| {
+            if let Some(value) = value {
+                extra.insert(name.to_owned(), Value::String(value));
+            }
+        };
+        put("reason", Some(event.reason.as_str().to_owned()));
+        put("url", Some(event.url.clone()));
+        put("method", Some(event.method.to_string()));
+        put("client_ip", event.client_ip.map(|ip| ip.to_string()));
+        put("user_agent", event.user_agent.clone());
+        put("request_id", event.request_id.clone());
+        put("account_sid", event.account_sid.clone());
+        extra.insert("suppressed_since_last".to_owned(), Value::from(suppressed));
+        let sentry_event = Event {
+            level: match event.severity {
+                Severity::Critical => Level::Error,
+                Severity::Warning => Level::Warning,
+                Severity::Info => Level::Info,
+            },
+            logger: Some("tower_twilio::security".to_owned()),
+            message: Some(format!("Twilio webhook {}", event.event_type())),
+            tags,
+            extra,
+            ..Event::default()
+        };
+        sentry_core::capture_event(sentry_event);
+    }
+}
+
+/// Fixed-window rate limit per (event type, tenant), counting what it drops.
+struct FloodControl {
+    max_events: u32,
+    period: Duration,
+    windows: Mutex<HashMap<(&'static str, Option<Arc<str>>), Window>>,
+}
+
+struct Window {
+    started: Instant,
+    captured: u32,
+    suppressed: u64,
+}
+
+/// Counters kept before idle ones are swept.
+const MAX_WINDOWS: usize = 4096;
+
+impl FloodControl {
+    fn new(max_events: u32, period: Duration) -> Self {
+        Self {
+            max_events,
+            period,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(suppressed since the last captured event)` when this event may be captured.
+    fn admit(&self, event_type: &'static str, tenant: Option<&Arc<str>>) -> Option<u64> {
+        let now = Instant::now();
+        // A poisoned lock only means another thread panicked mid-update; the counters are
+        // still usable.
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() >= MAX_WINDOWS {
+            windows.retain(|_, w| now.duration_since(w.started) < self.period);
+        }
+        let window = windows
+            .entry((event_type, tenant.cloned()))
+            .or_insert(Window {
+                started: now,
+                captured: 0,
+                suppressed: 0,
+            });
+        if now.duration_since(window.started) >= self.period {
+            window.started = now;
+            window.captured = 0;
+        }
+        if window.captured < self.max_events {
+            window.captured += 1;
+            Some(std::mem::take(&mut window.suppressed))
+        } else {
+            window.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_control_caps_each_window_and_counts_the_rest() {
+        let flood = FloodControl::new(3, Duration::from_millis(50));
+        let admitted: Vec<_> = (0..10)
+            .map(|_| flood.admit("signature_mismatch", None))
+            .collect();
+        assert_eq!(admitted.iter().filter(|a| a.is_some()).count(), 3);
+        // Another type or tenant has its own window.
+        assert_eq!(flood.admit("unknown_account", None), Some(0));
+        assert_eq!(
+            flood.admit("signature_mismatch", Some(&Arc::from("t1"))),
+            Some(0)
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            flood.admit("signature_mismatch", None),
+            Some(7),
+            "reports what it dropped"
+        );
+        assert_eq!(flood.admit("signature_mismatch", None), Some(0));
+    }
+}
