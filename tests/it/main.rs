@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod events;
+mod frameworks;
 mod middleware;
 mod secrets;
 mod support;
