@@ -110,7 +110,7 @@
 //!
 //! | name | what | default |
 //! | --- | --- | --- |
-//! | *(none yet)* | | |
+//! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
 //!
 //! # Security notes
 //!
