@@ -1,0 +1,347 @@
+//! Builds and signs webhook requests exactly as Twilio sends them.
+//!
+//! The one place that knows what Twilio's requests look like: `examples/send_webhook.rs`
+//! includes it to send them, the example server's tests include it to drive the server, and an
+//! inspector page can include it to show them (`#[path = "…/common/twilio_presets.rs"] mod …;`).
+//! It only builds data (method, URL, headers, body); sending is the includer's business.
+//! Signing goes through the crate's own [`signature::sign`], never a copy of it.
+//!
+//! Each including crate uses a different part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use tower_twilio::signature::{
+    self, Algorithm, IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
+};
+
+/// Every `MessageStatus` value Twilio documents, in the order a message usually goes through
+/// them (the last few are special cases). Servers must keep unknown values as they are.
+pub(crate) const MESSAGE_STATUSES: &[&str] = &[
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "read",
+    "receiving",
+    "received",
+    "accepted",
+    "scheduled",
+    "canceled",
+    "partially_delivered",
+];
+
+/// The `AccountSid` used when none is given: the right shape, but no real account.
+pub(crate) const EXAMPLE_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+
+/// A kind of webhook with realistic parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Preset {
+    /// An incoming SMS ("A message comes in").
+    Sms,
+    /// A message status callback with this `MessageStatus`.
+    Status(String),
+    /// An incoming call ("A call comes in").
+    Voice,
+}
+
+impl Preset {
+    /// The path the example server serves this webhook on.
+    pub(crate) fn path(&self) -> &'static str {
+        match self {
+            Self::Sms => "/twilio/sms",
+            Self::Status(_) => "/twilio/status",
+            Self::Voice => "/twilio/voice",
+        }
+    }
+
+    /// The parameters Twilio sends for this webhook, in Twilio's order, with fresh random SIDs.
+    pub(crate) fn params(&self, account_sid: &str) -> Vec<(String, String)> {
+        let pairs: Vec<(&str, String)> = match self {
+            Self::Sms => {
+                let sid = random_sid("SM");
+                vec![
+                    ("ToCountry", "US".into()),
+                    ("ToState", "CA".into()),
+                    ("SmsMessageSid", sid.clone()),
+                    ("NumMedia", "0".into()),
+                    ("ToCity", String::new()),
+                    ("FromZip", "94105".into()),
+                    ("SmsSid", sid.clone()),
+                    ("FromState", "CA".into()),
+                    ("SmsStatus", "received".into()),
+                    ("FromCity", "SAN FRANCISCO".into()),
+                    ("Body", "Hello \u{1f44b} from send_webhook".into()),
+                    ("FromCountry", "US".into()),
+                    ("To", "+14155550199".into()),
+                    ("ToZip", String::new()),
+                    ("NumSegments", "1".into()),
+                    ("MessageSid", sid),
+                    ("AccountSid", account_sid.into()),
+                    ("From", "+14155550100".into()),
+                    ("ApiVersion", "2010-04-01".into()),
+                ]
+            }
+            Self::Status(status) => {
+                let sid = random_sid("SM");
+                let mut pairs = vec![
+                    ("SmsSid", sid.clone()),
+                    ("SmsStatus", status.clone()),
+                    ("MessageStatus", status.clone()),
+                    ("To", "+14155550100".into()),
+                    ("MessageSid", sid),
+                    ("AccountSid", account_sid.into()),
+                    ("From", "+14155550199".into()),
+                    ("ApiVersion", "2010-04-01".into()),
+                ];
+                // Twilio adds an ErrorCode when a message could not be delivered.
+                match status.as_str() {
+                    "undelivered" => pairs.push(("ErrorCode", "30003".into())),
+                    "failed" => pairs.push(("ErrorCode", "30008".into())),
+                    _ => {}
+                }
+                pairs
+            }
+            Self::Voice => vec![
+                ("Called", "+14155550199".into()),
+                ("ToState", "CA".into()),
+                ("CallerCountry", "US".into()),
+                ("Direction", "inbound".into()),
+                ("CallerState", "CA".into()),
+                ("ToZip", String::new()),
+                ("CallSid", random_sid("CA")),
+                ("To", "+14155550199".into()),
+                ("CallerZip", "94105".into()),
+                ("ToCountry", "US".into()),
+                ("StirVerstat", "TN-Validation-Passed-A".into()),
+                ("CallToken", String::new()),
+                ("CalledZip", String::new()),
+                ("ApiVersion", "2010-04-01".into()),
+                ("CalledCity", String::new()),
+                ("CallStatus", "ringing".into()),
+                ("From", "+14155550100".into()),
+                ("AccountSid", account_sid.into()),
+                ("CalledCountry", "US".into()),
+                ("CallerCity", "SAN FRANCISCO".into()),
+                ("ToCity", String::new()),
+                ("FromCountry", "US".into()),
+                ("Caller", "+14155550100".into()),
+                ("FromCity", "SAN FRANCISCO".into()),
+                ("CalledState", "CA".into()),
+                ("FromZip", "94105".into()),
+                ("FromState", "CA".into()),
+            ],
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+}
+
+/// Parses a `Key=Value` override (the value may be empty or contain `=`).
+pub(crate) fn parse_override(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected Key=Value, got {text:?}")),
+    }
+}
+
+/// Sets each `key` to `value`: replaces every existing value of that key (keeping its place),
+/// or appends the pair when the key is new. `SmsSid` and `SmsMessageSid` follow `MessageSid`,
+/// and `SmsStatus` follows `MessageStatus`, as they do in Twilio's requests, unless they are
+/// overridden themselves.
+pub(crate) fn apply_overrides(params: &mut Vec<(String, String)>, overrides: &[(String, String)]) {
+    let overridden = |name: &str| overrides.iter().any(|(k, _)| k == name);
+    let mut expanded: Vec<(String, String)> = Vec::new();
+    for (key, value) in overrides {
+        expanded.push((key.clone(), value.clone()));
+        let followers: &[&str] = match key.as_str() {
+            "MessageSid" => &["SmsSid", "SmsMessageSid"],
+            "MessageStatus" => &["SmsStatus"],
+            _ => &[],
+        };
+        for follower in followers {
+            if !overridden(follower) && params.iter().any(|(k, _)| k == follower) {
+                expanded.push(((*follower).to_owned(), value.clone()));
+            }
+        }
+    }
+    for (key, value) in expanded {
+        let mut found = false;
+        params.retain_mut(|(k, v)| {
+            if *k != key {
+                return true;
+            }
+            if found {
+                return false; // drop repeats: the override replaces them all
+            }
+            found = true;
+            v.clone_from(&value);
+            true
+        });
+        if !found {
+            params.push((key, value));
+        }
+    }
+}
+
+/// How the parameters travel.
+#[derive(Clone, Debug)]
+pub(crate) enum Body {
+    /// `POST`, `application/x-www-form-urlencoded`: signed over the URL and the parameters.
+    Form(Vec<(String, String)>),
+    /// `GET` with the parameters in the query: signed over the URL alone.
+    Query(Vec<(String, String)>),
+    /// `POST` with this body as it is (e.g. JSON): Twilio appends `bodySHA256=<hex>` to the URL
+    /// and signs the URL alone.
+    Raw {
+        /// The `Content-Type`.
+        content_type: String,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// Which secret signs: the account's auth token, or a SharedKey.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Signer<'a> {
+    /// An auth token (always HMAC-SHA1).
+    AuthToken(&'a [u8]),
+    /// A SharedKey secret with its id and algorithm; adds the settings header.
+    SharedKey {
+        /// The SharedKey secret.
+        secret: &'a [u8],
+        /// The SharedKey id (the header's `key=`).
+        key_id: &'a str,
+        /// The algorithm (the header's `algorithm=`).
+        algorithm: Algorithm,
+    },
+}
+
+/// A request as Twilio would send it, ready to be sent.
+#[derive(Clone)]
+pub(crate) struct SignedRequest {
+    /// `POST` or `GET`.
+    pub(crate) method: &'static str,
+    /// The full public URL requested (query included): what was signed.
+    pub(crate) url: String,
+    /// The headers, signature included.
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body (empty for `GET`).
+    pub(crate) body: Vec<u8>,
+}
+
+// The signature is derived from the secret: keep it out of debug output anyway.
+impl std::fmt::Debug for SignedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignedRequest {
+    /// The value of header `name` (case-insensitive), if set.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The path and query of [`url`](Self::url), for the request line.
+    pub(crate) fn path_and_query(&self) -> &str {
+        let after_scheme = self.url.split_once("://").map_or(&*self.url, |(_, rest)| rest);
+        after_scheme
+            .find(['/', '?'])
+            .map_or("/", |at| &after_scheme[at..])
+    }
+}
+
+/// Signs `body` for the public `url` as Twilio does and adds Twilio's headers.
+pub(crate) fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest {
+    let (secret, algorithm) = match signer {
+        Signer::AuthToken(token) => (token, Algorithm::HmacSha1),
+        Signer::SharedKey {
+            secret, algorithm, ..
+        } => (secret, algorithm),
+    };
+    let no_params: [(&str, &str); 0] = [];
+    let (method, url, content_type, bytes, signature) = match body {
+        Body::Form(params) => {
+            let encoded = encode(&params);
+            let signature = signature::sign(secret, algorithm, url, &params_ref(&params));
+            let content_type = Some("application/x-www-form-urlencoded".to_owned());
+            ("POST", url.to_owned(), content_type, encoded.into_bytes(), signature)
+        }
+        Body::Query(params) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            let url = if params.is_empty() {
+                url.to_owned()
+            } else {
+                format!("{url}{separator}{}", encode(&params))
+            };
+            let signature = signature::sign(secret, algorithm, &url, no_params);
+            ("GET", url, None, Vec::new(), signature)
+        }
+        Body::Raw {
+            content_type,
+            bytes,
+        } => {
+            let url = signature::url_with_body_sha256(url, &bytes);
+            let signature = signature::sign(secret, algorithm, &url, no_params);
+            ("POST", url, Some(content_type), bytes, signature)
+        }
+    };
+    let mut headers = vec![
+        (SIGNATURE_HEADER.to_owned(), signature),
+        (
+            IDEMPOTENCY_TOKEN_HEADER.to_owned(),
+            format!("{}-{}", random_hex(16), random_hex(16)),
+        ),
+        ("user-agent".to_owned(), "TwilioProxy/1.1".to_owned()),
+        ("accept".to_owned(), "*/*".to_owned()),
+        ("x-home-region".to_owned(), "us1".to_owned()),
+    ];
+    if let Some(content_type) = content_type {
+        headers.push(("content-type".to_owned(), content_type));
+    }
+    if let Signer::SharedKey {
+        key_id, algorithm, ..
+    } = signer
+    {
+        headers.push((
+            SIGNATURE_SETTINGS_HEADER.to_owned(),
+            format!("key={key_id},algorithm={}", algorithm.as_str()),
+        ));
+    }
+    SignedRequest {
+        method,
+        url,
+        headers,
+        body: bytes,
+    }
+}
+
+fn params_ref(params: &[(String, String)]) -> Vec<(&str, &str)> {
+    params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// `application/x-www-form-urlencoded`, as Twilio encodes its bodies and queries.
+pub(crate) fn encode(params: &[(String, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+/// A SID of the right shape: `prefix` and 32 random lower-case hex digits.
+pub(crate) fn random_sid(prefix: &str) -> String {
+    format!("{prefix}{}", random_hex(16))
+}
+
+/// `bytes` random bytes as lower-case hex.
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0; bytes];
+    getrandom::fill(&mut buffer).expect("the operating system's random number generator failed");
+    hex::encode(buffer)
+}

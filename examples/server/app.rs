@@ -1,0 +1,304 @@
+//! The example server as a library: [`build`] makes the router and everything behind it,
+//! [`serve`] runs it until a shutdown signal, then drains the webhook log.
+//!
+//! `main.rs` parses the command line and calls these; the integration tests include this file
+//! (`#[path = "../../examples/server/app.rs"] mod app;`) and start the same server in-process.
+//!
+//! ```text
+//! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
+//!              ├─ /twilio/{sms,voice,status} ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► handler
+//!              └─ /healthz, /api/webhooks, /api/messages/{sid} ─► handler
+//! ```
+
+// The submodules are named by path so that they resolve the same whether this file is
+// `main.rs`'s `mod app` or a test's `#[path]` module.
+#[path = "credentials.rs"]
+pub(crate) mod credentials;
+#[path = "db.rs"]
+pub(crate) mod db;
+#[path = "demo.rs"]
+pub(crate) mod demo;
+#[path = "routes.rs"]
+pub(crate) mod routes;
+#[path = "webhook_log.rs"]
+pub(crate) mod webhook_log;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::ConnectInfo,
+    http::StatusCode,
+    routing::{get, post},
+};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower_twilio::{
+    BoxError, PublicUrl, TwilioSignatureLayer,
+    events::{OnSecurityEvent, SecurityEvent, TracingSink},
+    public_url::ForwardedHeaders,
+};
+
+use self::{
+    db::{Db, Location},
+    demo::Demo,
+    routes::AppState,
+    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS, RejectionContext},
+};
+
+/// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
+/// so 64 covers a busy number; each holds at most one 64 KiB body.
+pub(crate) const DEFAULT_CONCURRENCY_LIMIT: u32 = 64;
+
+/// How long a request may take before it gets a 503. Twilio gives up after 15 s; answering
+/// first lets its retry (or fallback URL) take over, and bounds how long a request holds its
+/// memory and its log permits.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a tenant's secrets stay cached.
+pub(crate) const DEFAULT_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Where the URL that signatures are checked against comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum PublicUrlConfig {
+    /// `PUBLIC_URL`: the base URL entered in the Twilio console (recommended).
+    Fixed(String),
+    /// Trusted proxies: `Forwarded` / `X-Forwarded-*` from these networks only.
+    TrustForwarded(Vec<String>),
+    /// Nothing configured: `http://<bind address>:<port>`, for local testing.
+    Local,
+}
+
+/// Everything [`build`] needs.
+pub(crate) struct Config {
+    pub(crate) database: Location,
+    pub(crate) public_url: PublicUrlConfig,
+    /// `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`, upserted as a tenant at start.
+    pub(crate) account: Option<(String, String)>,
+    /// Where demo mode writes the demo tenant's token.
+    pub(crate) demo_token_file: std::path::PathBuf,
+    /// Capture security events in Sentry (a client must have been initialised).
+    pub(crate) sentry: bool,
+    pub(crate) concurrency_limit: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) credential_cache_ttl: Duration,
+}
+
+impl Config {
+    /// The defaults, with this database.
+    pub(crate) fn new(database: Location) -> Self {
+        Self {
+            demo_token_file: database.demo_token_file(),
+            database,
+            public_url: PublicUrlConfig::Local,
+            account: None,
+            sentry: false,
+            concurrency_limit: DEFAULT_CONCURRENCY_LIMIT as usize,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            credential_cache_ttl: DEFAULT_CREDENTIAL_CACHE_TTL,
+        }
+    }
+}
+
+/// What the start-up message shows.
+#[derive(Clone, Debug)]
+pub(crate) struct Startup {
+    /// Where the data lives (no password).
+    pub(crate) database: String,
+    /// The base URL Twilio should call; `None` when it comes from forwarding headers.
+    pub(crate) public_base: Option<String>,
+    /// How [`public_base`](Self::public_base) was chosen.
+    pub(crate) public_url: PublicUrlConfig,
+    /// The tenant `TWILIO_ACCOUNT_SID` was upserted as.
+    pub(crate) env_tenant: Option<String>,
+    /// The demo tenant, when there is one and no account was configured.
+    pub(crate) demo: Option<Demo>,
+    /// How many tenants there are.
+    pub(crate) tenants: i64,
+}
+
+/// What the caller keeps next to the router: the start-up facts, the database, and the log
+/// writer that [`serve`] drains at the end.
+#[derive(Debug)]
+pub(crate) struct Handles {
+    pub(crate) startup: Startup,
+    pub(crate) db: Db,
+    /// Lets tests wait until the log has caught up ([`LogSender::flush`]).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) log: LogSender,
+    writer: LogWriter,
+}
+
+/// Opens the database (creating it), sets up tenants (the configured account, or demo mode),
+/// starts the log writer and builds the router. `local_addr` is the address the listener is
+/// bound to, for the local public URL.
+pub(crate) async fn build(
+    config: Config,
+    local_addr: SocketAddr,
+) -> Result<(Router, Handles), BoxError> {
+    let db = Db::open(&config.database).await?;
+
+    let env_tenant = match &config.account {
+        Some((account_sid, token)) => Some(db.upsert_account(account_sid, token).await?),
+        None => None,
+    };
+    let demo = match env_tenant {
+        Some(_) => None,
+        None if db.tenant_count().await? == 0 => {
+            Some(demo::create(&db, &config.demo_token_file).await?)
+        }
+        None => demo::existing(&db, &config.demo_token_file).await?,
+    };
+
+    let (public_url, public_base) = match &config.public_url {
+        PublicUrlConfig::Fixed(base) => (
+            PublicUrl::fixed(base)?,
+            Some(base.trim_end_matches('/').to_owned()),
+        ),
+        PublicUrlConfig::TrustForwarded(cidrs) => {
+            let mut headers = ForwardedHeaders::both();
+            for cidr in cidrs {
+                headers = headers.trust_proxy(cidr)?;
+            }
+            (PublicUrl::trust_forwarded(headers), None)
+        }
+        PublicUrlConfig::Local => {
+            let mut addr = local_addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            let base = format!("http://{addr}");
+            (PublicUrl::fixed(&base)?, Some(base))
+        }
+    };
+
+    let permits = Arc::new(Semaphore::new(
+        (QUEUED_WEBHOOKS * PERMITS_PER_WEBHOOK) as usize,
+    ));
+    let (log, writer) = webhook_log::spawn(db.clone(), Arc::clone(&permits));
+
+    let twilio = TwilioSignatureLayer::new(credentials::resolver(&db, config.credential_cache_ttl))
+        .public_url(public_url)
+        // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
+        .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+        .webhook_log(log.hook())
+        .on_security_event(Sinks::new(config.sentry));
+
+    let state = AppState {
+        db: db.clone(),
+        log: log.clone(),
+    };
+    let router = Router::new()
+        .route("/twilio/sms", post(routes::sms))
+        .route("/twilio/voice", post(routes::voice))
+        .route("/twilio/status", post(routes::status))
+        // Only the webhook routes above are verified (and logged).
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    permits,
+                    webhook_log::admit,
+                ))
+                .layer(twilio),
+        )
+        .route("/healthz", get(routes::health))
+        .route("/api/webhooks", get(routes::webhooks))
+        .route("/api/messages/{sid}", get(routes::message))
+        .with_state(state)
+        // One limit shared by every route (`ConcurrencyLimitLayer` would make one per route).
+        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(TraceLayer::new_for_http());
+    #[cfg(feature = "sentry")]
+    let router = if config.sentry {
+        // A hub per request, so that events captured while handling it share its scope.
+        router
+            .layer(sentry_tower::SentryHttpLayer::new())
+            .layer(sentry_tower::NewSentryLayer::<axum::extract::Request>::new_from_top())
+    } else {
+        router
+    };
+
+    let startup = Startup {
+        database: config.database.to_string(),
+        public_base,
+        public_url: config.public_url.clone(),
+        env_tenant,
+        demo,
+        tenants: db.tenant_count().await?,
+    };
+    Ok((
+        router,
+        Handles {
+            startup,
+            db,
+            log,
+            writer,
+        },
+    ))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then lets in-flight requests
+/// finish, writes the rest of the webhook log, and closes the database.
+pub(crate) async fn serve<F>(
+    listener: TcpListener,
+    router: Router,
+    handles: Handles,
+    shutdown: F,
+) -> Result<(), BoxError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    // Every connection is closed: each webhook's last stage is on the log's queue.
+    let written = handles.writer.drain().await;
+    tracing::info!(log_entries_written = written, "webhook log drained");
+    handles.db.close().await;
+    served.map_err(|e| format!("the server failed: {e}").into())
+}
+
+/// The security-event sinks: the `tracing` log, Sentry when configured, and the bridge that
+/// gives the webhook log a rejection's account (see `webhook_log`).
+#[derive(Clone, Debug)]
+struct Sinks {
+    tracing: TracingSink,
+    #[cfg(feature = "sentry")]
+    sentry: Option<tower_twilio::events::SentrySink>,
+}
+
+impl Sinks {
+    #[cfg_attr(not(feature = "sentry"), allow(clippy::missing_const_for_fn))]
+    fn new(sentry: bool) -> Self {
+        #[cfg(not(feature = "sentry"))]
+        let _ = sentry;
+        Self {
+            tracing: TracingSink::new(),
+            #[cfg(feature = "sentry")]
+            sentry: sentry.then(tower_twilio::events::SentrySink::new),
+        }
+    }
+}
+
+impl OnSecurityEvent for Sinks {
+    fn on_security_event(&self, event: &SecurityEvent) {
+        self.tracing.on_security_event(event);
+        #[cfg(feature = "sentry")]
+        if let Some(sentry) = &self.sentry {
+            sentry.on_security_event(event);
+        }
+        // Last, right before the layer logs the rejection.
+        RejectionContext.on_security_event(event);
+    }
+}

@@ -1,0 +1,772 @@
+//! Storage: an SQLite file (the default) or PostgreSQL, through sqlx's `Any` driver so that one
+//! set of queries serves both. Only the schema differs (auto-increment keys).
+//!
+//! Tables:
+//!
+//! | table | what |
+//! | --- | --- |
+//! | `tenants` | every tenant (id, name); *legacy* credentials: `account_sid`, `auth_token` |
+//! | `tenant_settings` | *preferred* credentials: `account_sid`, `primary_auth_token`, `secondary_auth_token` |
+//! | `shared_keys` | SharedKey secrets by key id, with the algorithm the Webhook Setting uses |
+//! | `webhook_log` | one row per webhook, updated through its stages |
+//! | `message_status` | every status callback, per `MessageSid`, in the order received |
+//!
+//! Secrets are stored as they are, as a demo server may. A production service keeps them
+//! encrypted or in a secret manager and gives the resolver a way to read them.
+
+use std::{
+    fmt,
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
+use tower_twilio::BoxError;
+
+/// Where the data lives, from `DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// An SQLite file, created with its schema if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl Location {
+    /// Reads `DATABASE_URL`: a `postgres://` or `postgresql://` URL, a `sqlite:` URL, or a plain
+    /// file path (SQLite).
+    pub(crate) fn parse(value: &str) -> Result<Self, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(
+                "DATABASE_URL is empty: give an SQLite file path or a postgres:// URL".into(),
+            );
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            url::Url::parse(value)
+                .map_err(|e| format!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+            return Ok(Self::Postgres(value.to_owned()));
+        }
+        if let Some(path) = value.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() || path.contains(":memory:") {
+                return Err(
+                    "DATABASE_URL must name an SQLite file, not an in-memory database".into(),
+                );
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if let Some((scheme, _)) = value.split_once("://") {
+            return Err(format!(
+                "DATABASE_URL: unsupported scheme {scheme:?}; use a postgres:// URL or an SQLite file path"
+            ));
+        }
+        Ok(Self::Sqlite(PathBuf::from(value)))
+    }
+
+    /// Where the demo token file goes: beside the SQLite file, else in the current directory.
+    pub(crate) fn demo_token_file(&self) -> PathBuf {
+        const NAME: &str = ".twilio-demo-token";
+        match self {
+            Self::Sqlite(path) => match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.join(NAME),
+                _ => PathBuf::from(NAME),
+            },
+            Self::Postgres(_) => PathBuf::from(NAME),
+        }
+    }
+
+    fn connect_url(&self) -> String {
+        match self {
+            // `sqlite:` without `//`, so that the path is not read as a (lower-cased) host.
+            Self::Sqlite(path) => format!(
+                "sqlite:{}?mode=rwc",
+                percent_encoding::utf8_percent_encode(&path.to_string_lossy(), PATH_ESCAPES)
+            ),
+            Self::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+/// What SQLite's URL parser would misread in a path.
+const PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'?')
+    .add(b'#');
+
+/// Shows the location without a password.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "SQLite file {}", path.display()),
+            Self::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    write!(f, "PostgreSQL {url}")
+                }
+                Err(_) => f.write_str("PostgreSQL"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool and the backend behind it. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The tables, in creation order; `{id}` becomes the backend's auto-increment key.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        account_sid TEXT UNIQUE,
+        auth_token TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS tenant_settings (
+        tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),
+        account_sid TEXT NOT NULL UNIQUE,
+        primary_auth_token TEXT NOT NULL,
+        secondary_auth_token TEXT
+    )",
+    "CREATE TABLE IF NOT EXISTS shared_keys (
+        key_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants (id),
+        secret TEXT NOT NULL,
+        algorithm TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS webhook_log (
+        id {id},
+        received_at_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        rejection_reason TEXT,
+        tenant_id TEXT,
+        account_sid TEXT,
+        message_sid TEXT,
+        message_status TEXT,
+        credential TEXT,
+        status_code BIGINT
+    )",
+    "CREATE TABLE IF NOT EXISTS message_status (
+        id {id},
+        message_sid TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_code TEXT,
+        tenant_id TEXT,
+        account_sid TEXT,
+        idempotency_token TEXT UNIQUE,
+        received_at_ms BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS message_status_by_sid ON message_status (message_sid, id)",
+];
+
+impl Db {
+    /// Connects, creating the SQLite file and the schema when missing.
+    pub(crate) async fn open(location: &Location) -> Result<Self, BoxError> {
+        sqlx::any::install_default_drivers();
+        let backend = match location {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres(_) => Backend::Postgres,
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite has one writer at a time anyway; a few connections let reads go on.
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        // Durable at each transaction end in WAL mode, without an fsync per write.
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&location.connect_url())
+            .await
+            .map_err(|e| format!("cannot open the database ({location}): {e}"))?;
+        let db = Self { pool, backend };
+        db.create_schema()
+            .await
+            .map_err(|e| format!("cannot create the schema in {location}: {e}"))?;
+        Ok(db)
+    }
+
+    async fn create_schema(&self) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Sqlite {
+            // Readers (the API) do not block the log writer, and vice versa. Persistent.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_optional(&self.pool)
+                .await?;
+        }
+        let id = match self.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        };
+        for statement in SCHEMA {
+            let statement = statement.replace("{id}", id);
+            self.pool.execute(statement.as_str()).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether the database answers.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    // ---- credentials -------------------------------------------------------------------
+
+    /// The preferred source: `tenant_settings` by `AccountSid`.
+    pub(crate) async fn preferred_tokens(
+        &self,
+        account_sid: &str,
+    ) -> Result<Option<TenantTokens>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT tenant_id, primary_auth_token, secondary_auth_token
+             FROM tenant_settings WHERE account_sid = $1",
+        )
+        .bind(account_sid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(TenantTokens {
+                tenant_id: row.try_get(0)?,
+                primary: row.try_get(1)?,
+                secondary: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The legacy source: the token on the `tenants` row.
+    pub(crate) async fn legacy_token(
+        &self,
+        account_sid: &str,
+    ) -> Result<Option<TenantTokens>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, auth_token FROM tenants
+             WHERE account_sid = $1 AND auth_token IS NOT NULL",
+        )
+        .bind(account_sid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(TenantTokens {
+                tenant_id: row.try_get(0)?,
+                primary: row.try_get(1)?,
+                secondary: None,
+            })
+        })
+        .transpose()
+    }
+
+    /// A SharedKey's tenant and secret by key id.
+    pub(crate) async fn shared_key(
+        &self,
+        key_id: &str,
+    ) -> Result<Option<(String, String)>, sqlx::Error> {
+        let row = sqlx::query("SELECT tenant_id, secret FROM shared_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+
+    // ---- tenants -----------------------------------------------------------------------
+
+    /// How many tenants there are.
+    pub(crate) async fn tenant_count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT COUNT(*) FROM tenants")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    /// A tenant's display name.
+    pub(crate) async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query("SELECT name FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()
+    }
+
+    /// Adds a tenant: with its token in `tenant_settings` (preferred), or with `legacy`, on the
+    /// `tenants` row only, the way older tenants were stored.
+    pub(crate) async fn add_tenant(&self, tenant: &NewTenant<'_>) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        let (sid, token) = if tenant.legacy {
+            (Some(tenant.account_sid), Some(tenant.auth_token))
+        } else {
+            (None, None)
+        };
+        sqlx::query(
+            "INSERT INTO tenants (id, name, account_sid, auth_token) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(tenant.id)
+        .bind(tenant.name)
+        .bind(sid)
+        .bind(token)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, "a tenant with this id or AccountSid exists"))?;
+        if !tenant.legacy {
+            sqlx::query(
+                "INSERT INTO tenant_settings (tenant_id, account_sid, primary_auth_token)
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(tenant.id)
+            .bind(tenant.account_sid)
+            .bind(tenant.auth_token)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_violation(e, "a tenant with this AccountSid exists"))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes `new_token` the tenant's primary token and keeps the old primary as secondary, so
+    /// that webhooks signed with either verify until Twilio has switched. A legacy tenant moves
+    /// to `tenant_settings` on its first rotation.
+    pub(crate) async fn rotate(&self, tenant_id: &str, new_token: &str) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE tenant_settings
+             SET secondary_auth_token = primary_auth_token, primary_auth_token = $2
+             WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .bind(new_token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let legacy = sqlx::query(
+                "SELECT account_sid, auth_token FROM tenants
+                 WHERE id = $1 AND account_sid IS NOT NULL AND auth_token IS NOT NULL",
+            )
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(legacy) = legacy else {
+                return Err(format!("no tenant {tenant_id:?} with an auth token").into());
+            };
+            let account_sid: String = legacy.try_get(0)?;
+            let old_token: String = legacy.try_get(1)?;
+            sqlx::query(
+                "INSERT INTO tenant_settings
+                 (tenant_id, account_sid, primary_auth_token, secondary_auth_token)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(tenant_id)
+            .bind(account_sid)
+            .bind(new_token)
+            .bind(old_token)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds (or replaces) a SharedKey secret for a tenant.
+    pub(crate) async fn add_shared_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        secret: &str,
+        algorithm: &str,
+    ) -> Result<(), BoxError> {
+        if self.tenant_name(tenant_id).await?.is_none() {
+            return Err(format!("no tenant {tenant_id:?}").into());
+        }
+        sqlx::query(
+            "INSERT INTO shared_keys (key_id, tenant_id, secret, algorithm) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key_id) DO UPDATE
+             SET tenant_id = excluded.tenant_id, secret = excluded.secret, algorithm = excluded.algorithm",
+        )
+        .bind(key_id)
+        .bind(tenant_id)
+        .bind(secret)
+        .bind(algorithm)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Makes `auth_token` the primary token of `account_sid`: updates the tenant that has it,
+    /// or creates the tenant `default` for it. Returns the tenant id.
+    pub(crate) async fn upsert_account(
+        &self,
+        account_sid: &str,
+        auth_token: &str,
+    ) -> Result<String, BoxError> {
+        if let Some(tokens) = self.preferred_tokens(account_sid).await? {
+            sqlx::query("UPDATE tenant_settings SET primary_auth_token = $2 WHERE tenant_id = $1")
+                .bind(&tokens.tenant_id)
+                .bind(auth_token)
+                .execute(&self.pool)
+                .await?;
+            return Ok(tokens.tenant_id);
+        }
+        if let Some(tokens) = self.legacy_token(account_sid).await? {
+            // Move it to the preferred table, as a rotation does.
+            self.rotate(&tokens.tenant_id, auth_token).await?;
+            return Ok(tokens.tenant_id);
+        }
+        let id = if self.tenant_name("default").await?.is_none() {
+            "default".to_owned()
+        } else {
+            account_sid.to_ascii_lowercase()
+        };
+        self.add_tenant(&NewTenant {
+            id: &id,
+            name: "Default tenant (TWILIO_ACCOUNT_SID)",
+            account_sid,
+            auth_token,
+            legacy: false,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// A tenant's preferred (or, failing that, legacy) token, for the demo tenant's token file.
+    pub(crate) async fn tenant_token(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Option<(Option<String>, String)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT s.account_sid, s.primary_auth_token FROM tenant_settings s WHERE s.tenant_id = $1
+             UNION ALL
+             SELECT t.account_sid, t.auth_token FROM tenants t
+             WHERE t.id = $1 AND t.auth_token IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+    }
+
+    /// Every tenant with where its credentials come from, and no secret.
+    pub(crate) async fn list_tenants(&self) -> Result<Vec<TenantSummary>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.name, s.account_sid, t.account_sid,
+                    CASE WHEN s.tenant_id IS NOT NULL THEN 1 ELSE 0 END,
+                    CASE WHEN s.secondary_auth_token IS NOT NULL THEN 1 ELSE 0 END,
+                    CASE WHEN t.auth_token IS NOT NULL THEN 1 ELSE 0 END
+             FROM tenants t LEFT JOIN tenant_settings s ON s.tenant_id = t.id
+             ORDER BY t.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let keys =
+            sqlx::query("SELECT tenant_id, key_id, algorithm FROM shared_keys ORDER BY key_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0)?;
+                let preferred: i64 = row.try_get(4)?;
+                let shared_keys = keys
+                    .iter()
+                    .filter(|k| k.try_get::<String, _>(0).is_ok_and(|t| t == id))
+                    .map(|k| {
+                        Ok(format!(
+                            "{} ({})",
+                            k.try_get::<String, _>(1)?,
+                            k.try_get::<String, _>(2)?
+                        ))
+                    })
+                    .collect::<Result<_, sqlx::Error>>()?;
+                Ok(TenantSummary {
+                    name: row.try_get(1)?,
+                    account_sid: row
+                        .try_get::<Option<String>, _>(2)?
+                        .or(row.try_get::<Option<String>, _>(3)?),
+                    source: if preferred == 1 {
+                        "tenant_settings"
+                    } else {
+                        "tenants (legacy)"
+                    },
+                    has_secondary: row.try_get::<i64, _>(5)? == 1,
+                    has_legacy_token: row.try_get::<i64, _>(6)? == 1,
+                    shared_keys,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    // ---- webhook log -------------------------------------------------------------------
+
+    /// Inserts a webhook's first stage; returns its row id.
+    pub(crate) async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
+                 rejection_reason, tenant_id, account_sid, message_sid, message_status,
+                 credential, status_code)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             RETURNING id",
+        )
+        .bind(entry.received_at_ms)
+        .bind(now_ms())
+        .bind(&entry.method)
+        .bind(&entry.path)
+        .bind(entry.outcome)
+        .bind(entry.rejection_reason)
+        .bind(&entry.tenant_id)
+        .bind(&entry.account_sid)
+        .bind(&entry.message_sid)
+        .bind(&entry.message_status)
+        .bind(&entry.credential)
+        .bind(entry.status_code)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)
+    }
+
+    /// Records a later stage of the webhook in row `id`; what the stage does not know is kept.
+    pub(crate) async fn update_webhook(&self, id: i64, entry: &LogRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE webhook_log SET
+                 updated_at_ms = $2,
+                 outcome = $3,
+                 rejection_reason = COALESCE($4, rejection_reason),
+                 tenant_id = COALESCE($5, tenant_id),
+                 account_sid = COALESCE($6, account_sid),
+                 message_sid = COALESCE($7, message_sid),
+                 message_status = COALESCE($8, message_status),
+                 credential = COALESCE($9, credential),
+                 status_code = COALESCE($10, status_code)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .bind(entry.outcome)
+        .bind(entry.rejection_reason)
+        .bind(&entry.tenant_id)
+        .bind(&entry.account_sid)
+        .bind(&entry.message_sid)
+        .bind(&entry.message_status)
+        .bind(&entry.credential)
+        .bind(entry.status_code)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// The newest `limit` webhooks, newest first.
+    pub(crate) async fn recent_webhooks(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<LoggedWebhook>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
+                    account_sid, message_sid, message_status, credential, status_code
+             FROM webhook_log ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LoggedWebhook {
+                    id: row.try_get(0)?,
+                    received_at_ms: row.try_get(1)?,
+                    method: row.try_get(2)?,
+                    path: row.try_get(3)?,
+                    outcome: row.try_get(4)?,
+                    rejection_reason: row.try_get(5)?,
+                    tenant_id: row.try_get(6)?,
+                    account_sid: row.try_get(7)?,
+                    message_sid: row.try_get(8)?,
+                    message_status: row.try_get(9)?,
+                    credential: row.try_get(10)?,
+                    status_code: row.try_get(11)?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- message status ----------------------------------------------------------------
+
+    /// Records one status callback. A delivery Twilio retries (same idempotency token) is
+    /// recorded once; returns whether this one was new.
+    pub(crate) async fn record_status(&self, status: &NewStatus<'_>) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "INSERT INTO message_status (message_sid, status, error_code, tenant_id, account_sid,
+                 idempotency_token, received_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(status.message_sid)
+        .bind(status.status)
+        .bind(status.error_code)
+        .bind(status.tenant_id)
+        .bind(status.account_sid)
+        .bind(status.idempotency_token)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// A message's status history, oldest first.
+    pub(crate) async fn message_history(
+        &self,
+        message_sid: &str,
+    ) -> Result<Vec<StatusRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT status, error_code, received_at_ms, tenant_id, account_sid
+             FROM message_status WHERE message_sid = $1 ORDER BY id",
+        )
+        .bind(message_sid)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StatusRow {
+                    status: row.try_get(0)?,
+                    error_code: row.try_get(1)?,
+                    received_at_ms: row.try_get(2)?,
+                    tenant_id: row.try_get(3)?,
+                    account_sid: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Tells a duplicate apart from other failures.
+fn unique_violation(error: sqlx::Error, message: &str) -> BoxError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => message.into(),
+        _ => error.into(),
+    }
+}
+
+/// A tenant's auth tokens, from either source.
+pub(crate) struct TenantTokens {
+    pub(crate) tenant_id: String,
+    pub(crate) primary: String,
+    pub(crate) secondary: Option<String>,
+}
+
+/// What `tenant add` stores.
+pub(crate) struct NewTenant<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) account_sid: &'a str,
+    pub(crate) auth_token: &'a str,
+    /// Store the token on the `tenants` row (the legacy source) instead of `tenant_settings`.
+    pub(crate) legacy: bool,
+}
+
+/// What `tenant list` shows: never a secret.
+#[derive(Debug)]
+pub(crate) struct TenantSummary {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) account_sid: Option<String>,
+    pub(crate) source: &'static str,
+    pub(crate) has_secondary: bool,
+    pub(crate) has_legacy_token: bool,
+    pub(crate) shared_keys: Vec<String>,
+}
+
+/// One stage of one webhook, as stored.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LogRow {
+    pub(crate) received_at_ms: i64,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) rejection_reason: Option<&'static str>,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) account_sid: Option<String>,
+    pub(crate) message_sid: Option<String>,
+    pub(crate) message_status: Option<String>,
+    pub(crate) credential: Option<String>,
+    pub(crate) status_code: Option<i64>,
+}
+
+/// A webhook-log row, as read back.
+#[derive(Debug, Clone)]
+pub(crate) struct LoggedWebhook {
+    pub(crate) id: i64,
+    pub(crate) received_at_ms: i64,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) outcome: String,
+    pub(crate) rejection_reason: Option<String>,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) account_sid: Option<String>,
+    pub(crate) message_sid: Option<String>,
+    pub(crate) message_status: Option<String>,
+    pub(crate) credential: Option<String>,
+    pub(crate) status_code: Option<i64>,
+}
+
+/// One status callback to record.
+pub(crate) struct NewStatus<'a> {
+    pub(crate) message_sid: &'a str,
+    pub(crate) status: &'a str,
+    pub(crate) error_code: Option<&'a str>,
+    pub(crate) tenant_id: Option<&'a str>,
+    pub(crate) account_sid: Option<&'a str>,
+    pub(crate) idempotency_token: Option<&'a str>,
+}
+
+/// One recorded status.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusRow {
+    pub(crate) status: String,
+    pub(crate) error_code: Option<String>,
+    pub(crate) received_at_ms: i64,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) account_sid: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    to_ms(SystemTime::now())
+}
+
+/// `time` as milliseconds since the Unix epoch (0 before it).
+pub(crate) fn to_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,100 @@
+//! Demo mode: with no `TWILIO_AUTH_TOKEN` and no tenant in the database, the server creates a
+//! demo tenant with a random token, so that `cargo run --example server` works on a fresh
+//! machine. The token is never printed or logged: it goes to a file only its owner can read.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use tower_twilio::BoxError;
+
+use super::db::{Db, NewTenant};
+
+/// The demo tenant's id.
+pub(crate) const TENANT_ID: &str = "demo";
+const TENANT_NAME: &str = "Demo tenant";
+
+/// The demo tenant, for the start-up message.
+#[derive(Clone, Debug)]
+pub(crate) struct Demo {
+    /// The demo tenant's `AccountSid` (random, not a real account).
+    pub(crate) account_sid: String,
+    /// The file that holds its auth token (mode 0600).
+    pub(crate) token_file: PathBuf,
+    /// Whether it was created by this start (else it was there already).
+    pub(crate) created: bool,
+}
+
+/// Creates the demo tenant and its token file.
+pub(crate) async fn create(db: &Db, token_file: &Path) -> Result<Demo, BoxError> {
+    let account_sid = format!("AC{}", random_hex(16)?);
+    let token = random_hex(16)?; // 32 hex digits, like a real auth token
+    db.add_tenant(&NewTenant {
+        id: TENANT_ID,
+        name: TENANT_NAME,
+        account_sid: &account_sid,
+        auth_token: &token,
+        legacy: false,
+    })
+    .await?;
+    write_token_file(token_file, &token)?;
+    Ok(Demo {
+        account_sid,
+        token_file: token_file.to_owned(),
+        created: true,
+    })
+}
+
+/// The demo tenant of an earlier start, if there is one; its token file is written again if
+/// it went missing.
+pub(crate) async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>, BoxError> {
+    let Some((Some(account_sid), token)) = db.tenant_token(TENANT_ID).await? else {
+        return Ok(None);
+    };
+    if !token_file.exists() {
+        write_token_file(token_file, &token)?;
+    }
+    Ok(Some(Demo {
+        account_sid,
+        token_file: token_file.to_owned(),
+        created: false,
+    }))
+}
+
+/// Writes `token` to `path`, readable and writable by the owner only (0600), also when the
+/// file existed with wider permissions.
+pub(crate) fn write_token_file(path: &Path, token: &str) -> Result<(), BoxError> {
+    let fail =
+        |e: std::io::Error| format!("cannot write the demo token file {}: {e}", path.display());
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path).map_err(fail)?;
+        // `mode` applies to new files only.
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+        write_all(file, token).map_err(fail)?;
+    }
+    #[cfg(not(unix))]
+    {
+        write_all(options.open(path).map_err(fail)?, token).map_err(fail)?;
+    }
+    Ok(())
+}
+
+fn write_all(mut file: fs::File, token: &str) -> std::io::Result<()> {
+    file.write_all(token.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+fn random_hex(bytes: usize) -> Result<String, BoxError> {
+    let mut buffer = vec![0; bytes];
+    getrandom::fill(&mut buffer).map_err(|e| format!("no random numbers from the OS: {e}"))?;
+    Ok(hex::encode(buffer))
+}

@@ -1,0 +1,377 @@
+//! The handlers: the three webhooks (reached only through the layer), health, and the JSON API
+//! over the webhook log and the message status history.
+
+use std::time::Duration;
+
+use axum::{
+    Extension, Json,
+    body::Bytes,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use tower_twilio::{VerifiedWebhook, signature::IDEMPOTENCY_TOKEN_HEADER};
+
+use super::{
+    db::{Db, LoggedWebhook, NewStatus, StatusRow},
+    webhook_log::LogSender,
+};
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    pub(crate) db: Db,
+    pub(crate) log: LogSender,
+}
+
+/// `GET /api/webhooks` returns this many entries unless told otherwise.
+pub(crate) const DEFAULT_LIMIT: i64 = 50;
+/// … and never more than this many.
+pub(crate) const MAX_LIMIT: i64 = 500;
+
+/// How long the API waits for the log writer to catch up before reading.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+// ---- webhooks ----------------------------------------------------------------------------
+
+/// `POST /twilio/sms`: an incoming SMS, MMS or WhatsApp message. Answers with TwiML that echoes
+/// it back, signed with the tenant's name.
+pub(crate) async fn sms(
+    State(state): State<AppState>,
+    Extension(webhook): Extension<VerifiedWebhook>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fields = Fields::of(&webhook, &headers, &body);
+    let tenant = tenant_name(&state.db, &webhook).await;
+    let text = fields.get("Body").unwrap_or_default();
+    let media = fields
+        .get("NumMedia")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|&n| n > 0)
+        .map(|n| format!(" (+{n} media)"))
+        .unwrap_or_default();
+    tracing::info!(
+        tenant = %tenant,
+        message_sid = fields.get("MessageSid").unwrap_or_default(),
+        "incoming message"
+    );
+    twiml(&format!(
+        "<Message>{}</Message>",
+        xml_escape(&format!("{tenant} received your message: {text}{media}"))
+    ))
+}
+
+/// `POST /twilio/voice`: an incoming call. Answers with a spoken greeting.
+pub(crate) async fn voice(
+    State(state): State<AppState>,
+    Extension(webhook): Extension<VerifiedWebhook>,
+) -> Response {
+    let tenant = tenant_name(&state.db, &webhook).await;
+    twiml(&format!(
+        "<Say>{}</Say>",
+        xml_escape(&format!(
+            "Hello from {tenant}. This call was verified by tower twilio. Goodbye."
+        ))
+    ))
+}
+
+/// `POST /twilio/status`: a message status callback. Records `MessageStatus` (any value, as
+/// it is) and `ErrorCode` for the `MessageSid`, in the order they arrive; a delivery Twilio
+/// retries with the same `I-Twilio-Idempotency-Token` is recorded once.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Extension(webhook): Extension<VerifiedWebhook>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fields = Fields::of(&webhook, &headers, &body);
+    let message_sid = fields.get("MessageSid").or_else(|| fields.get("SmsSid"));
+    let status = fields
+        .get("MessageStatus")
+        .or_else(|| fields.get("SmsStatus"));
+    let (Some(message_sid), Some(status)) = (message_sid, status) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a message status callback needs MessageSid and MessageStatus\n",
+        )
+            .into_response();
+    };
+    let recorded = state
+        .db
+        .record_status(&NewStatus {
+            message_sid,
+            status,
+            error_code: fields.get("ErrorCode").filter(|code| !code.is_empty()),
+            tenant_id: webhook.tenant_id(),
+            account_sid: webhook.account_sid(),
+            idempotency_token: headers
+                .get(IDEMPOTENCY_TOKEN_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        })
+        .await;
+    match recorded {
+        Ok(new) => {
+            tracing::info!(message_sid, status, duplicate = !new, "message status");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, message_sid, "recording a message status failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn tenant_name(db: &Db, webhook: &VerifiedWebhook) -> String {
+    let Some(id) = webhook.tenant_id() else {
+        return "This server".to_owned();
+    };
+    match db.tenant_name(id).await {
+        Ok(Some(name)) => name,
+        Ok(None) => id.to_owned(),
+        Err(error) => {
+            tracing::warn!(%error, tenant = id, "reading the tenant name failed");
+            id.to_owned()
+        }
+    }
+}
+
+/// The webhook's fields: the verified form (or `GET` query) parameters, or, for a JSON body
+/// (verified through `bodySHA256`), the top-level members of the JSON object.
+struct Fields<'a> {
+    webhook: &'a VerifiedWebhook,
+    json: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(webhook: &'a VerifiedWebhook, headers: &HeaderMap, body: &[u8]) -> Self {
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .ends_with("json")
+            });
+        let json = (webhook.params().is_empty() && is_json)
+            .then(|| serde_json::from_slice(body).ok())
+            .flatten();
+        Self { webhook, json }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        match &self.json {
+            Some(object) => match object.get(name)? {
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            },
+            None => self.webhook.params().get(name),
+        }
+    }
+}
+
+/// A TwiML response.
+fn twiml(verbs: &str) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>"#),
+    )
+        .into_response()
+}
+
+/// Escapes text for an XML element, dropping the characters XML 1.0 does not allow.
+pub(crate) fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+// ---- health and API ------------------------------------------------------------------------
+
+/// `GET /healthz`: 200 when the database answers, 503 otherwise.
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => "ok\n".into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "health check: the database does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+}
+
+fn api_error(status: StatusCode, error: String) -> Response {
+    (status, Json(ApiError { error })).into_response()
+}
+
+/// One webhook-log entry in the API.
+#[derive(Serialize)]
+struct WebhookJson {
+    id: i64,
+    received_at: String,
+    method: String,
+    path: String,
+    /// `received` (still in progress), `verified`, `rejected`, `processed` or `failed`.
+    outcome: String,
+    rejection_reason: Option<String>,
+    tenant_id: Option<String>,
+    account_sid: Option<String>,
+    message_sid: Option<String>,
+    message_status: Option<String>,
+    /// Which secret verified it: `primary`, `secondary` or `shared_key:<id>`.
+    credential: Option<String>,
+    /// The handler's status code (`processed`, `failed`).
+    status_code: Option<i64>,
+}
+
+impl From<LoggedWebhook> for WebhookJson {
+    fn from(row: LoggedWebhook) -> Self {
+        Self {
+            id: row.id,
+            received_at: rfc3339(row.received_at_ms),
+            method: row.method,
+            path: row.path,
+            outcome: row.outcome,
+            rejection_reason: row.rejection_reason,
+            tenant_id: row.tenant_id,
+            account_sid: row.account_sid,
+            message_sid: row.message_sid,
+            message_status: row.message_status,
+            credential: row.credential,
+            status_code: row.status_code,
+        }
+    }
+}
+
+/// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
+pub(crate) async fn webhooks(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let limit = match parse_limit(query.as_deref()) {
+        Ok(limit) => limit,
+        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
+    };
+    // Show everything received before this request: let the writer catch up (bounded).
+    let _ = tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await;
+    match state.db.recent_webhooks(limit).await {
+        Ok(rows) => {
+            Json(rows.into_iter().map(WebhookJson::from).collect::<Vec<_>>()).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading the webhook log failed");
+            api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable".into(),
+            )
+        }
+    }
+}
+
+/// The `limit` query parameter: a whole number from 1, clamped to [`MAX_LIMIT`].
+pub(crate) fn parse_limit(query: Option<&str>) -> Result<i64, String> {
+    let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "limit")
+        .map(|(_, value)| value)
+    else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err("limit must be at least 1".to_owned()),
+        Ok(n) => Ok(i64::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
+        Err(_) => Err(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT} (larger values are clamped), not {value:?}"
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct MessageJson {
+    message_sid: String,
+    account_sid: Option<String>,
+    tenant_id: Option<String>,
+    /// The latest status.
+    status: String,
+    /// Every status callback, oldest first.
+    history: Vec<StatusJson>,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    status: String,
+    error_code: Option<String>,
+    received_at: String,
+}
+
+/// `GET /api/messages/{MessageSid}`: the message's status history; 404 when none was recorded.
+pub(crate) async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
+    let history: Vec<StatusRow> = match state.db.message_history(&sid).await {
+        Ok(history) => history,
+        Err(error) => {
+            tracing::error!(%error, "reading the message history failed");
+            return api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable".into(),
+            );
+        }
+    };
+    let Some(last) = history.last() else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("no status callback recorded for message {sid:?}"),
+        );
+    };
+    Json(MessageJson {
+        account_sid: last.account_sid.clone(),
+        tenant_id: last.tenant_id.clone(),
+        status: last.status.clone(),
+        history: history
+            .into_iter()
+            .map(|row| StatusJson {
+                status: row.status,
+                error_code: row.error_code,
+                received_at: rfc3339(row.received_at_ms),
+            })
+            .collect(),
+        message_sid: sid,
+    })
+    .into_response()
+}
+
+/// `2026-11-28T12:00:00.123Z` from milliseconds since the Unix epoch (UTC).
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let secs = ms_of_day / 1000;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        ms_of_day % 1000
+    )
+}
