@@ -251,7 +251,10 @@ impl SignedRequest {
 
     /// The path and query of [`url`](Self::url), for the request line.
     pub(crate) fn path_and_query(&self) -> &str {
-        let after_scheme = self.url.split_once("://").map_or(&*self.url, |(_, rest)| rest);
+        let after_scheme = self
+            .url
+            .split_once("://")
+            .map_or(&*self.url, |(_, rest)| rest);
         after_scheme
             .find(['/', '?'])
             .map_or("/", |at| &after_scheme[at..])
@@ -270,9 +273,15 @@ pub(crate) fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedR
     let (method, url, content_type, bytes, signature) = match body {
         Body::Form(params) => {
             let encoded = encode(&params);
-            let signature = signature::sign(secret, algorithm, url, &params_ref(&params));
+            let signature = signature::sign(secret, algorithm, url, params_ref(&params));
             let content_type = Some("application/x-www-form-urlencoded".to_owned());
-            ("POST", url.to_owned(), content_type, encoded.into_bytes(), signature)
+            (
+                "POST",
+                url.to_owned(),
+                content_type,
+                encoded.into_bytes(),
+                signature,
+            )
         }
         Body::Query(params) => {
             let separator = if url.contains('?') { '&' } else { '?' };
@@ -324,7 +333,10 @@ pub(crate) fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedR
 }
 
 fn params_ref(params: &[(String, String)]) -> Vec<(&str, &str)> {
-    params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// `application/x-www-form-urlencoded`, as Twilio encodes its bodies and queries.

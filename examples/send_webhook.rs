@@ -1,0 +1,330 @@
+//! Sends a webhook exactly as Twilio would, signed for a public URL: the tool to try a server
+//! without a phone (it replaces the Twilio CLI's webhook plugin for local testing).
+//!
+//! Run with
+//!
+//! ```text
+//! cargo run --example send_webhook -- --token-file .twilio-demo-token --account-sid AC… sms
+//! ```
+//!
+//! Presets (realistic parameters, fresh SIDs; `Key=Value` arguments override them):
+//!
+//! ```text
+//! send_webhook … sms                                   incoming SMS       → /twilio/sms
+//! send_webhook … status --status delivered MessageSid=SM…  status callback → /twilio/status
+//! send_webhook … voice                                 incoming call      → /twilio/voice
+//! send_webhook … sms Body='Hi there' NumMedia=0        overrides
+//! send_webhook … --get voice                           GET, parameters in the query
+//! send_webhook … --json '{"AccountSid":"AC…"}' status  JSON body, signed through bodySHA256
+//! send_webhook … --shared-key-id KEY --algorithm HMAC_SHA256 sms   SharedKey signature
+//! ```
+//!
+//! The secret comes from `--token-file` (recommended), `--token`, or `TWILIO_AUTH_TOKEN`; with
+//! `--shared-key-id` it is the SharedKey's secret. It is never printed.
+//!
+//! `--url` is the public URL that is signed (default `http://127.0.0.1:3000` + the preset's
+//! path); `--connect HOST:PORT` sends it to another address, as a proxy or tunnel would (the
+//! tool speaks plain HTTP, so an `https` URL needs `--connect`). It prints the response's
+//! status, headers and body; with `--expect-ok` it exits with 1 unless the status is 2xx.
+
+#[path = "common/twilio_presets.rs"]
+mod twilio_presets;
+
+use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http::{Request, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tower_twilio::{BoxError, signature::Algorithm};
+
+use twilio_presets::{
+    Body, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, Signer, apply_overrides, parse_override,
+    sign_request,
+};
+
+/// Sends a Twilio webhook, signed as Twilio signs it.
+#[derive(Parser)]
+#[command(name = "send_webhook", version, after_help = after_help())]
+struct Cli {
+    /// What to send.
+    #[arg(value_enum, default_value_t = PresetArg::Sms)]
+    preset: PresetArg,
+
+    /// `Key=Value` pairs that replace (or add to) the preset's parameters.
+    #[arg(value_parser = parse_override)]
+    overrides: Vec<(String, String)>,
+
+    /// The MessageStatus of a `status` callback (any value is sent as given).
+    #[arg(long, default_value = "delivered")]
+    status: String,
+
+    /// The AccountSid in the parameters.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID", default_value = EXAMPLE_ACCOUNT_SID)]
+    account_sid: String,
+
+    /// The public URL that is signed, e.g. https://abc123.ngrok.app/twilio/sms.
+    /// Default: --base-url followed by the preset's path.
+    #[arg(long)]
+    url: Option<String>,
+
+    /// The base URL used when --url is not given.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    base_url: String,
+
+    /// Connect to this address (HOST:PORT) instead of the URL's host; the `Host` header still
+    /// names the URL's host, as it would through a proxy.
+    #[arg(long)]
+    connect: Option<String>,
+
+    /// Send a GET with the parameters in the query (signed over the URL only).
+    #[arg(long, conflicts_with = "json")]
+    get: bool,
+
+    /// Send this JSON body (or `@FILE`) instead of form parameters: `bodySHA256` is appended to
+    /// the URL and the URL is signed. The preset then only chooses the path.
+    #[arg(long, value_name = "BODY")]
+    json: Option<String>,
+
+    /// Sign with this SharedKey (adds X-Twilio-Webhooks-Signature-Settings); the secret is the
+    /// SharedKey's.
+    #[arg(long, value_name = "ID")]
+    shared_key_id: Option<String>,
+
+    /// The SharedKey's algorithm.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::HmacSha1, requires = "shared_key_id")]
+    algorithm: AlgorithmArg,
+
+    /// File holding the auth token (or SharedKey secret).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+
+    /// The auth token (or SharedKey secret). Prefer --token-file: command lines are visible to
+    /// other users.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Extra request header, `Name: value` (repeatable), e.g. `X-Forwarded-Proto: https`.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+
+    /// Exit with 1 unless the response status is 2xx.
+    #[arg(long, conflicts_with = "expect_status")]
+    expect_ok: bool,
+
+    /// Exit with 1 unless the response has this status (e.g. 403 for a negative test).
+    #[arg(long, value_name = "CODE")]
+    expect_status: Option<u16>,
+
+    /// Also print the request that was sent (the signature included).
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PresetArg {
+    /// An incoming SMS.
+    Sms,
+    /// A message status callback (see --status).
+    Status,
+    /// An incoming call.
+    Voice,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    #[value(name = "HMAC_SHA1")]
+    HmacSha1,
+    #[value(name = "HMAC_SHA256")]
+    HmacSha256,
+}
+
+fn after_help() -> String {
+    format!(
+        "MessageStatus values Twilio sends: {}.\n\
+         Any other value is sent as given.",
+        MESSAGE_STATUSES.join(", ")
+    )
+}
+
+/// The longest the whole exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    let secret = read_secret(&cli)?;
+    let preset = match cli.preset {
+        PresetArg::Sms => Preset::Sms,
+        PresetArg::Status => Preset::Status(cli.status.clone()),
+        PresetArg::Voice => Preset::Voice,
+    };
+    let url = cli
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("{}{}", cli.base_url.trim_end_matches('/'), preset.path()));
+    let body = match &cli.json {
+        Some(json) => {
+            if !cli.overrides.is_empty() {
+                return Err(
+                    "--json sends BODY as it is: put the parameters in it, not Key=Value".into(),
+                );
+            }
+            let bytes = match json.strip_prefix('@') {
+                Some(path) => {
+                    std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?
+                }
+                None => json.clone().into_bytes(),
+            };
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .map_err(|e| format!("--json is not JSON: {e}"))?;
+            Body::Raw {
+                content_type: "application/json".to_owned(),
+                bytes,
+            }
+        }
+        None => {
+            let mut params = preset.params(&cli.account_sid);
+            apply_overrides(&mut params, &cli.overrides);
+            if cli.get {
+                Body::Query(params)
+            } else {
+                Body::Form(params)
+            }
+        }
+    };
+    let signer = match &cli.shared_key_id {
+        Some(key_id) => Signer::SharedKey {
+            secret: secret.as_bytes(),
+            key_id,
+            algorithm: match cli.algorithm {
+                AlgorithmArg::HmacSha1 => Algorithm::HmacSha1,
+                AlgorithmArg::HmacSha256 => Algorithm::HmacSha256,
+            },
+        },
+        None => Signer::AuthToken(secret.as_bytes()),
+    };
+    let signed = sign_request(&url, body, signer);
+
+    // The request line goes to --connect (or the URL's own host); Host names the public host.
+    let public: Uri = signed
+        .url
+        .parse()
+        .map_err(|e| format!("--url {url:?} is not a URL: {e}"))?;
+    let host = public
+        .authority()
+        .ok_or("--url needs a host")?
+        .as_str()
+        .to_owned();
+    let connect = match (&cli.connect, public.scheme_str()) {
+        (Some(connect), _) => connect.clone(),
+        (None, Some("http")) => host.clone(),
+        (None, _) => {
+            return Err(format!(
+                "{url} is not plain http: this tool does not speak TLS; add --connect HOST:PORT \
+                 with the address of the server (or of a plain-HTTP proxy in front of it)"
+            )
+            .into());
+        }
+    };
+    let target: Uri = format!("http://{connect}{}", signed.path_and_query())
+        .parse()
+        .map_err(|e| format!("--connect {connect:?}: {e}"))?;
+    let mut request = Request::builder().method(signed.method).uri(&target);
+    request = request.header(header::HOST, &host);
+    for (name, value) in &signed.headers {
+        request = request.header(name, value);
+    }
+    for extra in &cli.headers {
+        let (name, value) = extra
+            .split_once(':')
+            .ok_or_else(|| format!("--header {extra:?}: expected `Name: value`"))?;
+        request = request.header(name.trim(), value.trim());
+    }
+    let request = request.body(Full::new(Bytes::from(signed.body.clone())))?;
+
+    // Printed with `write!` into one buffer, so that a closed pipe (`| head`) is not a panic.
+    let mut out = String::new();
+    let _ = writeln!(out, "> {} {url}", signed.method);
+    if cli.connect.is_some() {
+        let _ = writeln!(out, "> (connecting to {connect})");
+    }
+    if cli.verbose {
+        for (name, value) in request.headers() {
+            let _ = writeln!(out, "> {name}: {}", value.to_str().unwrap_or("<binary>"));
+        }
+        if !signed.body.is_empty() {
+            let _ = writeln!(out, ">\n> {}", String::from_utf8_lossy(&signed.body));
+        }
+    }
+    emit(&mut out);
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = tokio::time::timeout(TIMEOUT, async {
+        let response = client.request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok::<_, BoxError>((parts, body))
+    })
+    .await
+    .map_err(|_| format!("no answer from {connect} within {} s", TIMEOUT.as_secs()))?
+    .map_err(|e| format!("request to {connect} failed: {e}"))?;
+    let (parts, body) = response;
+
+    let _ = writeln!(out, "< {:?} {}", parts.version, parts.status);
+    for (name, value) in &parts.headers {
+        let _ = writeln!(out, "< {name}: {}", value.to_str().unwrap_or("<binary>"));
+    }
+    let _ = writeln!(out, "<\n{}", String::from_utf8_lossy(&body));
+    emit(&mut out);
+
+    let status = parts.status;
+    let ok = match (cli.expect_ok, cli.expect_status) {
+        (true, _) => status.is_success(),
+        (false, Some(expected)) => status.as_u16() == expected,
+        (false, None) => true,
+    };
+    if ok {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: unexpected status {status}");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Writes and clears `out`; a closed standard output is ignored.
+fn emit(out: &mut String) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    out.clear();
+}
+
+/// The secret from --token-file, --token or TWILIO_AUTH_TOKEN; never printed.
+fn read_secret(cli: &Cli) -> Result<String, BoxError> {
+    let secret = match (&cli.token_file, &cli.token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => {
+            return Err("no secret: give --token-file PATH, --token, or TWILIO_AUTH_TOKEN".into());
+        }
+    };
+    let secret = secret.trim().to_owned();
+    if secret.is_empty() {
+        return Err("the token is empty".into());
+    }
+    Ok(secret)
+}
