@@ -5,5 +5,6 @@ mod events;
 mod frameworks;
 mod middleware;
 mod secrets;
+mod server;
 mod support;
 mod vectors;
