@@ -140,6 +140,7 @@ mod rejection;
 pub mod resolver;
 mod secret;
 mod service;
+pub mod setup;
 pub mod signature;
 pub mod url;
 pub mod verify;
