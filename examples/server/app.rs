@@ -210,6 +210,8 @@ pub(crate) async fn build(
         .route("/api/messages/{sid}", get(routes::message))
         .with_state(state)
         // One limit shared by every route (`ConcurrencyLimitLayer` would make one per route).
+        // A request waits for a slot before the timeout starts; while it waits it holds only
+        // its connection and headers: no body is read and nothing is logged yet.
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
