@@ -42,7 +42,7 @@ use axum::{
     response::Response,
 };
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 use tower_twilio::events::{
@@ -58,8 +58,9 @@ pub(crate) const QUEUED_WEBHOOKS: u32 = 1024;
 /// The most entries one webhook produces: received, verified, and a final stage.
 pub(crate) const PERMITS_PER_WEBHOOK: u32 = 3;
 
-/// How long [`LogWriter::drain`] keeps retrying a database that fails during shutdown before
-/// it gives up and reports what it could not write.
+/// How long, once shutdown has begun, the writer keeps retrying a database that fails before
+/// it gives up and reports what it could not write (so that a dead database cannot hold the
+/// process forever).
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 enum Message {
@@ -83,13 +84,13 @@ pub(crate) struct LogSender {
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     task: JoinHandle<u64>,
-    stop: oneshot::Sender<()>,
+    stop: watch::Sender<bool>,
 }
 
 /// Starts the writer; `permits` is the semaphore [`admit`] takes from.
 pub(crate) fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let (stop, stop_rx) = oneshot::channel();
+    let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run(db, rx, stop_rx, permits));
     (LogSender { tx }, LogWriter { task, stop })
 }
@@ -124,7 +125,7 @@ impl LogWriter {
     /// Writes everything still queued, then stops. Call once no request is in flight.
     /// Returns how many entries were written in all.
     pub(crate) async fn drain(self) -> u64 {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
         self.task.await.unwrap_or_else(|error| {
             tracing::error!(%error, "the webhook log writer failed");
             0
@@ -135,7 +136,7 @@ impl LogWriter {
 async fn run(
     db: Db,
     mut rx: mpsc::UnboundedReceiver<Message>,
-    mut stop: oneshot::Receiver<()>,
+    mut stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
 ) -> u64 {
     let mut writer = Writer {
@@ -143,6 +144,8 @@ async fn run(
         permits,
         rows: HashMap::new(),
         written: 0,
+        stop: stop.clone(),
+        deadline: None,
     };
     loop {
         tokio::select! {
@@ -150,18 +153,19 @@ async fn run(
             biased;
             message = rx.recv() => match message {
                 Some(message) => {
-                    writer.handle(message, None).await;
+                    writer.handle(message).await;
                 }
                 None => return writer.written,
             },
-            _ = &mut stop => break,
+            // A stop, or the `LogWriter` dropped without one.
+            _ = stop.changed() => break,
         }
     }
     // Shutting down. Requests are over, so nothing more will be queued; write what is.
-    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    writer.start_deadline();
     let mut lost = 0;
     while let Ok(message) = rx.try_recv() {
-        if !writer.handle(message, Some(deadline)).await {
+        if !writer.handle(message).await {
             lost += 1;
         }
     }
@@ -181,11 +185,20 @@ struct Writer {
     /// Bounded like the queue: at most `QUEUED_WEBHOOKS` webhooks are admitted at once.
     rows: HashMap<u64, i64>,
     written: u64,
+    stop: watch::Receiver<bool>,
+    /// Set once shutdown has begun: retries end then.
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Writer {
-    /// Writes one entry, retrying until it is written (or `deadline` passes: returns false).
-    async fn handle(&mut self, message: Message, deadline: Option<tokio::time::Instant>) -> bool {
+    fn start_deadline(&mut self) {
+        self.deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_DEADLINE);
+    }
+
+    /// Writes one entry, retrying until it is written, or until the shutdown deadline passes
+    /// (returns false).
+    async fn handle(&mut self, message: Message) -> bool {
         let entry = match message {
             Message::Entry(entry) => entry,
             Message::Flush(done) => {
@@ -199,7 +212,13 @@ impl Writer {
                 Ok(()) => break,
                 Err(error) => {
                     tracing::warn!(%error, webhook = entry.id, "writing the webhook log failed; retrying");
-                    if deadline.is_some_and(|d| tokio::time::Instant::now() + backoff > d) {
+                    if *self.stop.borrow() {
+                        self.start_deadline();
+                    }
+                    if self
+                        .deadline
+                        .is_some_and(|d| tokio::time::Instant::now() + backoff > d)
+                    {
                         self.finish(&entry);
                         return false;
                     }
