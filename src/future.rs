@@ -65,7 +65,14 @@ impl LogGuard {
             stage: WebhookStage::Received,
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned()),
             received_at: SystemTime::now(),
+            tenant_id: None,
+            account_sid: None,
             webhook: None,
         };
         log.on_webhook(&entry);
@@ -277,6 +284,10 @@ where
     E: OnSecurityEvent,
     T: RejectionResponse,
 {
+    if let Some(log) = log {
+        log.entry.tenant_id.clone_from(&tenant_id);
+        log.entry.account_sid.clone_from(&account_sid);
+    }
     emit(
         shared,
         parts,
@@ -496,6 +507,8 @@ where
                     url: redact_userinfo(&self.public.url).into(),
                 };
                 if let Some(log) = log {
+                    log.entry.tenant_id.clone_from(&webhook.tenant_id);
+                    log.entry.account_sid.clone_from(&webhook.account_sid);
                     log.entry.webhook = Some(webhook.clone());
                     log.stage(WebhookStage::Verified);
                 }
@@ -525,6 +538,10 @@ where
         let account_sid = self.account_sid.clone();
         if shared.config.report_only {
             let outcome = Outcome::PassedInReportOnlyMode;
+            if let Some(log) = log {
+                log.entry.tenant_id.clone_from(&tenant);
+                log.entry.account_sid.clone_from(&account_sid);
+            }
             emit(
                 shared,
                 &parts,

@@ -44,7 +44,7 @@ use self::{
     db::{Db, Location},
     demo::Demo,
     routes::AppState,
-    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS, RejectionContext},
+    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS},
 };
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
@@ -271,8 +271,7 @@ where
     served.map_err(|e| format!("the server failed: {e}").into())
 }
 
-/// The security-event sinks: the `tracing` log, Sentry when configured, and the bridge that
-/// gives the webhook log a rejection's account (see `webhook_log`).
+/// The security-event sinks: the `tracing` log, and Sentry when configured.
 #[derive(Clone, Debug)]
 struct Sinks {
     tracing: TracingSink,
@@ -300,7 +299,5 @@ impl OnSecurityEvent for Sinks {
         if let Some(sentry) = &self.sentry {
             sentry.on_security_event(event);
         }
-        // Last, right before the layer logs the rejection.
-        RejectionContext.on_security_event(event);
     }
 }

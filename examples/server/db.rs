@@ -159,6 +159,8 @@ const SCHEMA: &[&str] = &[
         updated_at_ms BIGINT NOT NULL,
         method TEXT NOT NULL,
         path TEXT NOT NULL,
+        query TEXT,
+        user_agent TEXT,
         outcome TEXT NOT NULL,
         rejection_reason TEXT,
         tenant_id TEXT,
@@ -537,8 +539,8 @@ impl Db {
         sqlx::query(
             "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
                  rejection_reason, tenant_id, account_sid, message_sid, message_status,
-                 credential, status_code)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 credential, status_code, query, user_agent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              RETURNING id",
         )
         .bind(entry.received_at_ms)
@@ -553,6 +555,8 @@ impl Db {
         .bind(&entry.message_status)
         .bind(&entry.credential)
         .bind(entry.status_code)
+        .bind(&entry.query)
+        .bind(&entry.user_agent)
         .fetch_one(&self.pool)
         .await?
         .try_get(0)
@@ -595,7 +599,8 @@ impl Db {
     ) -> Result<Vec<LoggedWebhook>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
-                    account_sid, message_sid, message_status, credential, status_code
+                    account_sid, message_sid, message_status, credential, status_code,
+                    query, user_agent
              FROM webhook_log ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
@@ -616,6 +621,8 @@ impl Db {
                     message_status: row.try_get(9)?,
                     credential: row.try_get(10)?,
                     status_code: row.try_get(11)?,
+                    query: row.try_get(12)?,
+                    user_agent: row.try_get(13)?,
                 })
             })
             .collect()
@@ -713,6 +720,8 @@ pub(crate) struct LogRow {
     pub(crate) received_at_ms: i64,
     pub(crate) method: String,
     pub(crate) path: String,
+    pub(crate) query: Option<String>,
+    pub(crate) user_agent: Option<String>,
     pub(crate) outcome: &'static str,
     pub(crate) rejection_reason: Option<&'static str>,
     pub(crate) tenant_id: Option<String>,
@@ -738,6 +747,8 @@ pub(crate) struct LoggedWebhook {
     pub(crate) message_status: Option<String>,
     pub(crate) credential: Option<String>,
     pub(crate) status_code: Option<i64>,
+    pub(crate) query: Option<String>,
+    pub(crate) user_agent: Option<String>,
 }
 
 /// One status callback to record.

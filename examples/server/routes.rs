@@ -228,7 +228,12 @@ struct WebhookJson {
     id: i64,
     received_at: String,
     method: String,
+    /// As received: still percent-encoded.
     path: String,
+    /// The raw query, if any.
+    query: Option<String>,
+    /// The `User-Agent` header (unverified).
+    user_agent: Option<String>,
     /// `received` (still in progress), `verified`, `rejected`, `processed` or `failed`.
     outcome: String,
     rejection_reason: Option<String>,
@@ -249,6 +254,8 @@ impl From<LoggedWebhook> for WebhookJson {
             received_at: rfc3339(row.received_at_ms),
             method: row.method,
             path: row.path,
+            query: row.query,
+            user_agent: row.user_agent,
             outcome: row.outcome,
             rejection_reason: row.rejection_reason,
             tenant_id: row.tenant_id,

@@ -24,17 +24,8 @@
 //! - The server's concurrency limit bounds the requests in flight, and with them the bodies
 //!   being buffered (each at most the layer's 64 KiB limit); its request timeout bounds how
 //!   long each holds its memory and its permits. See `app.rs` for the values.
-//!
-//! # Rejections carry the account
-//!
-//! The layer's log entry for a rejected webhook has no `AccountSid` or tenant (only verified
-//! webhooks carry a `VerifiedWebhook`), but the security event it emits just before, on the
-//! same thread, does. [`RejectionContext`] is a security-event sink that keeps those two
-//! fields in a thread-local for the log hook to pick up for the same request (checked by
-//! method and path); if the library ever emitted them in the other order, the fields would
-//! simply stay empty.
 
-use std::{cell::RefCell, collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{
     extract::{Request, State},
@@ -45,10 +36,7 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
 };
-use tower_twilio::events::{
-    OnSecurityEvent, SecurityEvent,
-    log::{WebhookLogEntry, WebhookStage},
-};
+use tower_twilio::events::log::{WebhookLogEntry, WebhookStage};
 
 use super::db::{Db, LogRow, to_ms};
 
@@ -258,16 +246,17 @@ impl Entry {
             received_at_ms: to_ms(entry.received_at),
             method: entry.method.to_string(),
             path: entry.path.clone(),
+            query: entry.query.clone(),
+            user_agent: entry.user_agent.clone(),
             outcome: entry.stage.as_str(),
+            // The tenant and (unverified, on a rejection) account the layer knows of.
+            tenant_id: entry.tenant_id.as_deref().map(str::to_owned),
+            account_sid: entry.account_sid.clone(),
             ..LogRow::default()
         };
         match entry.stage {
             WebhookStage::Rejected(kind) | WebhookStage::PassedInReportOnlyMode(kind) => {
                 row.rejection_reason = Some(kind.as_str());
-                if let Some(context) = RejectionContext::take(entry) {
-                    row.tenant_id = context.tenant_id;
-                    row.account_sid = context.account_sid;
-                }
             }
             WebhookStage::Processed(status) | WebhookStage::Failed(Some(status)) => {
                 row.status_code = Some(i64::from(status.as_u16()));
@@ -311,48 +300,4 @@ pub(crate) async fn admit(
         permit.forget();
     }
     next.run(request).await
-}
-
-/// A security-event sink that hands a rejected request's `AccountSid` and tenant to the log
-/// hook. See the module docs.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct RejectionContext;
-
-struct Pending {
-    method: http::Method,
-    url: String,
-    tenant_id: Option<String>,
-    account_sid: Option<String>,
-}
-
-thread_local! {
-    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
-}
-
-impl OnSecurityEvent for RejectionContext {
-    fn on_security_event(&self, event: &SecurityEvent) {
-        PENDING.with(|pending| {
-            *pending.borrow_mut() = Some(Pending {
-                method: event.method.clone(),
-                url: event.url.clone(),
-                tenant_id: event.tenant_id.as_deref().map(str::to_owned),
-                account_sid: event.account_sid.clone(),
-            });
-        });
-    }
-}
-
-impl RejectionContext {
-    /// The context the last event on this thread left, if it is about `entry`'s request.
-    fn take(entry: &WebhookLogEntry) -> Option<Pending> {
-        let pending = PENDING.with(|pending| pending.borrow_mut().take())?;
-        let url_path = pending
-            .url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]))
-            .unwrap_or(&pending.url);
-        let url_path = url_path.split('?').next().unwrap_or_default();
-        (pending.method == entry.method && url_path.ends_with(entry.path.as_str()))
-            .then_some(pending)
-    }
 }

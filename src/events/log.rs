@@ -1,7 +1,10 @@
 //! The webhook log: every webhook's lifecycle, for an application to persist.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -85,10 +88,21 @@ pub struct WebhookLogEntry {
     pub stage: WebhookStage,
     /// The request method.
     pub method: Method,
-    /// The request path (without the query).
+    /// The request path (without the query), as received: still percent-encoded.
     pub path: String,
+    /// The raw query, if any. Unverified until the `Verified` stage.
+    pub query: Option<String>,
+    /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`). Unverified: headers are not
+    /// signed.
+    pub user_agent: Option<String>,
     /// When the request arrived.
     pub received_at: SystemTime,
+    /// The tenant the resolver named, once it has answered (also on rejections after the
+    /// lookup).
+    pub tenant_id: Option<Arc<str>>,
+    /// The request's `AccountSid`, once the body has been read. Unverified on a rejection:
+    /// it is whatever the sender put there.
+    pub account_sid: Option<String>,
     /// The verified context, from the `Verified` stage on.
     pub webhook: Option<VerifiedWebhook>,
 }

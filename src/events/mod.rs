@@ -122,6 +122,18 @@ impl OnSecurityEvent for () {
     fn on_security_event(&self, _event: &SecurityEvent) {}
 }
 
+/// `None` drops every event: a sink that is configured at run time.
+impl<S> OnSecurityEvent for Option<S>
+where
+    S: OnSecurityEvent,
+{
+    fn on_security_event(&self, event: &SecurityEvent) {
+        if let Some(sink) = self {
+            sink.on_security_event(event);
+        }
+    }
+}
+
 impl<F> OnSecurityEvent for F
 where
     F: Fn(&SecurityEvent),
