@@ -18,8 +18,12 @@ pub(crate) mod credentials;
 pub(crate) mod db;
 #[path = "demo.rs"]
 pub(crate) mod demo;
+#[path = "inspector.rs"]
+pub(crate) mod inspector;
 #[path = "routes.rs"]
 pub(crate) mod routes;
+#[path = "../common/twilio_presets.rs"]
+pub(crate) mod twilio_presets;
 #[path = "webhook_log.rs"]
 pub(crate) mod webhook_log;
 
@@ -83,6 +87,9 @@ pub(crate) struct Config {
     pub(crate) concurrency_limit: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) credential_cache_ttl: Duration,
+    /// When set, the inspector page and `/api/*` require this token (the server is reachable
+    /// from other hosts).
+    pub(crate) access_token: Option<String>,
 }
 
 impl Config {
@@ -97,6 +104,7 @@ impl Config {
             concurrency_limit: DEFAULT_CONCURRENCY_LIMIT as usize,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             credential_cache_ttl: DEFAULT_CREDENTIAL_CACHE_TTL,
+            access_token: None,
         }
     }
 }
@@ -192,10 +200,36 @@ pub(crate) async fn build(
         db: db.clone(),
         log: log.clone(),
     };
+    // The inspector page and the JSON API it reads; behind an access token when the server is
+    // reachable from other hosts (see `inspector`).
+    let inspector = inspector::Inspector::new(
+        db.clone(),
+        local_addr,
+        public_base.clone(),
+        inspector::test_tenant(demo.is_some(), env_tenant.as_deref()),
+        config.access_token.clone(),
+    );
+    let access: Option<Arc<str>> = config.access_token.as_deref().map(Arc::from);
+    let protected = Router::new()
+        .route("/api/webhooks", get(routes::webhooks))
+        .route("/api/messages/{sid}", get(routes::message))
+        .with_state(state.clone())
+        .merge(inspector.router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            access,
+            inspector::require_access,
+        ));
+
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
         .route("/twilio/voice", post(routes::voice))
         .route("/twilio/status", post(routes::status))
+        // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
+        // request to a made-up webhook path shows up in the log as rejected.
+        .route(
+            "/twilio/{*rest}",
+            axum::routing::any(routes::unknown_webhook),
+        )
         // Only the webhook routes above are verified (and logged).
         .route_layer(
             ServiceBuilder::new()
@@ -206,9 +240,9 @@ pub(crate) async fn build(
                 .layer(twilio),
         )
         .route("/healthz", get(routes::health))
-        .route("/api/webhooks", get(routes::webhooks))
-        .route("/api/messages/{sid}", get(routes::message))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(protected);
+    let router = router
         // One limit shared by every route (`ConcurrencyLimitLayer` would make one per route).
         // A request waits for a slot before the timeout starts; while it waits it holds only
         // its connection and headers: no body is read and nothing is logged yet.

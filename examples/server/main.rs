@@ -265,8 +265,15 @@ fn run_server(
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr()?;
+        let mut config = config;
+        // Reachable from other hosts: the inspector and `/api/*` need a token, printed below
+        // (it guards only this server's own pages, not any Twilio secret).
+        if !local.ip().is_loopback() {
+            config.access_token = Some(app::twilio_presets::random_hex(16));
+        }
+        let access_token = config.access_token.clone();
         let (router, handles) = app::build(config, local).await?;
-        print_startup(&handles.startup, local);
+        print_startup(&handles.startup, local, access_token.as_deref());
         app::serve(listener, router, handles, shutdown_signal()).await
     })
 }
@@ -372,7 +379,7 @@ async fn shutdown_signal() {
     );
 }
 
-fn print_startup(startup: &Startup, local: SocketAddr) {
+fn print_startup(startup: &Startup, local: SocketAddr, access_token: Option<&str>) {
     println!("tower-twilio example server listening on http://{local}");
     println!("database: {}", startup.database);
     let base = match (&startup.public_base, &startup.public_url) {
@@ -396,10 +403,15 @@ fn print_startup(startup: &Startup, local: SocketAddr) {
         }
         (None, _) => "https://<your public host>".to_owned(),
     };
-    if !local.ip().is_loopback() {
-        println!(
-            "note: /api/* is not authenticated and this address is reachable from other hosts"
-        );
+    match access_token {
+        Some(token) => println!(
+            "inspector: http://{}/?token={token}  (reachable from other hosts, so the inspector and /api/* need this token)",
+            connect_addr(local)
+        ),
+        None => println!(
+            "inspector: http://{}/  (the live webhook log, with test buttons)",
+            connect_addr(local)
+        ),
     }
     if let Some(tenant) = &startup.env_tenant {
         println!("tenant {tenant:?}: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (as primary token)");

@@ -203,6 +203,11 @@ pub(crate) fn xml_escape(text: &str) -> String {
 // ---- health and API ------------------------------------------------------------------------
 
 /// `GET /healthz`: 200 when the database answers, 503 otherwise.
+/// A verified webhook for a path this server does not serve.
+pub(crate) async fn unknown_webhook() -> Response {
+    (StatusCode::NOT_FOUND, "no such webhook\n").into_response()
+}
+
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
         Ok(()) => "ok\n".into_response(),

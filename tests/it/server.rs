@@ -9,8 +9,6 @@
 #[allow(dead_code)]
 #[path = "../../examples/server/app.rs"]
 mod app;
-#[path = "../../examples/common/twilio_presets.rs"]
-mod twilio_presets;
 
 use std::{future::Future, io::Write as _, net::SocketAddr, sync::Once, time::Duration};
 
@@ -26,7 +24,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_twilio::{BoxError, signature::Algorithm};
 
 use app::{
-    Config, Startup,
+    Config, Startup, twilio_presets,
     db::{Db, Location, NewTenant},
     webhook_log::LogSender,
 };
@@ -845,3 +843,6 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
     server.stop().await;
     db.drop_database().await;
 }
+
+// The inspector page, in a real headless browser.
+mod inspector;

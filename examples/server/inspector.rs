@@ -1,0 +1,349 @@
+//! The inspector page (`GET /`): the webhook log, live, for people testing with a real phone,
+//! with buttons that send a signed and a forged test SMS to this server.
+//!
+//! # Safety of the page
+//!
+//! - Everything a request carried (path, query, user agent, `AccountSid`, …) reaches the page
+//!   only as JSON from `/api/webhooks` and is inserted with `textContent`, never as HTML; the
+//!   HTML itself holds nothing from any request.
+//! - A strict Content-Security-Policy allows scripts, styles and requests from this origin only,
+//!   and no inline script at all, so even a missed escape could not run injected script.
+//! - The buttons' `POST`s need the `X-Inspector-Csrf` header with a per-process value that only
+//!   this page holds: another site the operator visits cannot make the server send anything.
+//! - The server binds to 127.0.0.1 by default. Bound to a reachable address, the page, its
+//!   assets, its actions and `/api/*` need an access token, printed at start-up
+//!   (`/?token=…`, kept in an `HttpOnly`, `SameSite=Strict` cookie after the first visit).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use super::{
+    db::Db,
+    demo,
+    twilio_presets::{Body, Preset, Signer, random_hex, sign_request},
+};
+
+const PAGE: &str = include_str!("assets/inspector.html");
+const SCRIPT: &str = include_str!("assets/inspector.js");
+const STYLE: &str = include_str!("assets/inspector.css");
+
+/// No inline script or style, nothing from other origins, no framing, no plugins.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// The cookie that carries the access token after the first visit.
+const ACCESS_COOKIE: &str = "inspector_token";
+
+/// How long a test send may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the inspector's handlers share.
+#[derive(Clone)]
+pub(crate) struct Inspector {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Guards the buttons' POSTs against cross-site requests.
+    csrf: String,
+    /// Required for the page and `/api/*` when the server is reachable from other hosts.
+    access_token: Option<String>,
+    db: Db,
+    /// Where this server listens, for sending it the test webhooks.
+    local_addr: SocketAddr,
+    /// The public base URL signatures are made for; `None` behind trusted proxies.
+    public_base: Option<String>,
+    /// The tenant the test webhooks are signed for: the demo tenant, else the configured one.
+    tenant: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspector")
+            .field("local_addr", &self.inner.local_addr)
+            .field("public_base", &self.inner.public_base)
+            .field(
+                "access_token",
+                &self.inner.access_token.as_ref().map(|_| "[set]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inspector {
+    pub(crate) fn new(
+        db: Db,
+        local_addr: SocketAddr,
+        public_base: Option<String>,
+        tenant: Option<String>,
+        access_token: Option<String>,
+    ) -> Self {
+        let mut local_addr = local_addr;
+        if local_addr.ip().is_unspecified() {
+            local_addr.set_ip(match local_addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Self {
+            inner: Arc::new(Inner {
+                csrf: random_hex(16),
+                access_token,
+                db,
+                local_addr,
+                public_base,
+                tenant,
+                client: Client::builder(TokioExecutor::new()).build_http(),
+            }),
+        }
+    }
+
+    /// `GET /`, its assets, and the two buttons' actions.
+    pub(crate) fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(page))
+            .route("/inspector.js", get(script))
+            .route("/inspector.css", get(style))
+            .route("/inspector/send-test", post(send_test))
+            .route("/inspector/send-forged", post(send_forged))
+            .with_state(self.clone())
+    }
+}
+
+/// Headers every inspector response carries.
+fn hardened(mut response: Response, content_type: &'static str) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn page(State(inspector): State<Inspector>) -> Response {
+    // The CSRF value is hex, generated here: nothing from a request goes into the HTML.
+    let html = PAGE.replace("{{CSRF}}", &inspector.inner.csrf);
+    hardened(html.into_response(), "text/html; charset=utf-8")
+}
+
+async fn script() -> Response {
+    hardened(SCRIPT.into_response(), "text/javascript; charset=utf-8")
+}
+
+async fn style() -> Response {
+    hardened(STYLE.into_response(), "text/css; charset=utf-8")
+}
+
+#[derive(Serialize)]
+struct SendResult {
+    /// The status this server answered the test webhook with.
+    status: u16,
+}
+
+#[derive(Serialize)]
+struct SendError {
+    error: String,
+}
+
+fn send_error(status: StatusCode, error: impl Into<String>) -> Response {
+    (
+        status,
+        Json(SendError {
+            error: error.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn send_test(State(inspector): State<Inspector>, headers: HeaderMap) -> Response {
+    send(&inspector, &headers, false).await
+}
+
+async fn send_forged(State(inspector): State<Inspector>, headers: HeaderMap) -> Response {
+    send(&inspector, &headers, true).await
+}
+
+/// Sends this server an incoming-SMS webhook built and signed by the same code as the signing
+/// tool (`examples/common/twilio_presets.rs`): with the tenant's real token, or, `forged`,
+/// with a random one.
+async fn send(inspector: &Inspector, headers: &HeaderMap, forged: bool) -> Response {
+    let inner = &inspector.inner;
+    let csrf_ok = headers
+        .get("x-inspector-csrf")
+        .is_some_and(|value| bool::from(value.as_bytes().ct_eq(inner.csrf.as_bytes())));
+    if !csrf_ok {
+        return send_error(
+            StatusCode::FORBIDDEN,
+            "missing or wrong X-Inspector-Csrf header",
+        );
+    }
+    let Some(base) = &inner.public_base else {
+        return send_error(
+            StatusCode::CONFLICT,
+            "the public URL comes from proxy headers: send test webhooks through the proxy \
+             with send_webhook instead",
+        );
+    };
+    let Some(tenant) = &inner.tenant else {
+        return send_error(StatusCode::CONFLICT, "no tenant to sign a test webhook for");
+    };
+    let (account_sid, token) = match inner.db.tenant_token(tenant).await {
+        Ok(Some((account_sid, token))) => (account_sid.unwrap_or_default(), token),
+        Ok(None) => return send_error(StatusCode::CONFLICT, "the tenant has no auth token"),
+        Err(error) => {
+            tracing::error!(%error, "reading the tenant's token failed");
+            return send_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unavailable",
+            );
+        }
+    };
+    let token = if forged { random_hex(16) } else { token };
+    let mut params = Preset::Sms.params(&account_sid);
+    if let Some((_, body)) = params.iter_mut().find(|(name, _)| name == "Body") {
+        *body = if forged {
+            "Forged from the inspector".to_owned()
+        } else {
+            "Hello from the inspector".to_owned()
+        };
+    }
+    let signed = sign_request(
+        &format!("{base}/twilio/sms"),
+        Body::Form(params),
+        Signer::AuthToken(token.as_bytes()),
+    );
+    let host = base
+        .split_once("://")
+        .map_or(base.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut request = Request::builder()
+        .method(signed.method)
+        .uri(format!(
+            "http://{}{}",
+            inner.local_addr,
+            signed.path_and_query()
+        ))
+        .header(header::HOST, host);
+    for (name, value) in &signed.headers {
+        request = request.header(name, value);
+    }
+    let Ok(request) = request.body(Full::new(Bytes::from(signed.body))) else {
+        return send_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not build the request",
+        );
+    };
+    let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+        let response = inner.client.request(request).await?;
+        let status = response.status();
+        // Read to the end so the connection is reusable; the body itself is not needed.
+        response.into_body().collect().await?;
+        Ok::<_, tower_twilio::BoxError>(status)
+    })
+    .await;
+    match sent {
+        Ok(Ok(status)) => Json(SendResult {
+            status: status.as_u16(),
+        })
+        .into_response(),
+        Ok(Err(error)) => send_error(
+            StatusCode::BAD_GATEWAY,
+            format!("sending the test webhook failed: {error}"),
+        ),
+        Err(_) => send_error(StatusCode::GATEWAY_TIMEOUT, "the test webhook timed out"),
+    }
+}
+
+/// Which tenant test webhooks are signed for: the demo tenant when there is one, else the
+/// tenant `TWILIO_ACCOUNT_SID` configured.
+pub(crate) fn test_tenant(has_demo: bool, env_tenant: Option<&str>) -> Option<String> {
+    if has_demo {
+        Some(demo::TENANT_ID.to_owned())
+    } else {
+        env_tenant.map(str::to_owned)
+    }
+}
+
+/// Lets a request through when no access token is configured, or when it carries the token
+/// (`?token=`, the cookie, or `Authorization: Bearer`). A valid `?token=` on the page sets the
+/// cookie, so that the page's own requests carry it.
+pub(crate) async fn require_access(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let matches = |candidate: &str| bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
+    let from_query = request
+        .uri()
+        .query()
+        .and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "token")
+                .map(|(_, value)| value.into_owned())
+        })
+        .is_some_and(|value| matches(&value));
+    let headers = request.headers();
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == ACCESS_COOKIE && matches(value));
+    let from_bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(matches);
+    if !(from_query || from_cookie || from_bearer) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this server is reachable from other hosts: open the inspector with the ?token=… URL \
+             printed at start-up\n",
+        )
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    if from_query {
+        let cookie = format!("{ACCESS_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}

@@ -1,0 +1,280 @@
+//! The inspector page (`GET /`) in headless Chromium, driven through ChromeDriver with
+//! fantoccini: a test SMS sent with the page's button shows up verified, and a forged request
+//! whose path, query, `User-Agent` and `AccountSid` carry `<script>` shows up rejected, with
+//! those values as text.
+//!
+//! `.ci/run` installs Debian's `chromium` and `chromium-driver`. Elsewhere the test says it is
+//! skipped when they are missing (and fails when `CI` is set, so CI cannot skip it).
+
+use std::{
+    net::TcpListener as StdListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client as Browser, ClientBuilder, Locator};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+use super::{Server, TestDb, bounded};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// ChromeDriver on a free loopback port, stopped on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary(env: &str, default: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
+    path.exists().then_some(path)
+}
+
+/// Starts ChromeDriver, or explains why not (and fails under CI).
+fn driver() -> Option<Driver> {
+    let (Some(chromedriver), Some(_)) = (
+        binary("CHROMEDRIVER", CHROMEDRIVER),
+        binary("CHROME_BIN", CHROMIUM),
+    ) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the browser test: install chromium and chromium-driver"
+        );
+        eprintln!(
+            "inspector browser test: skipped (no {CHROMIUM} or {CHROMEDRIVER}; \
+             apt-get install chromium chromium-driver)"
+        );
+        return None;
+    };
+    let port = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    Some(Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+    })
+}
+
+async fn connect(driver: &Driver) -> Browser {
+    let chromium = binary("CHROME_BIN", CHROMIUM).unwrap();
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1400,900",
+                format!("--user-data-dir={}", driver._profile.path().display()),
+            ],
+        }),
+    );
+    let url = format!("http://127.0.0.1:{}", driver.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(browser) => return browser,
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("cannot start a browser session: {error}"),
+        }
+    }
+}
+
+/// The page's rows as (outcome, path, tenant, account, user agent, detail, message).
+async fn rows(browser: &Browser) -> Vec<[String; 7]> {
+    let script = "return [...document.querySelectorAll('#webhooks tr')].map(tr => [
+        tr.dataset.outcome,
+        tr.querySelector('.path').textContent,
+        tr.querySelector('.tenant').textContent,
+        tr.querySelector('.account').textContent,
+        tr.querySelector('.ua').textContent,
+        tr.querySelector('.detail').textContent,
+        tr.querySelector('.message').textContent,
+    ]);";
+    let value = browser.execute(script, vec![]).await.unwrap();
+    serde_json::from_value(value).unwrap()
+}
+
+/// Polls the page until `found` holds for some row.
+async fn wait_for_row(
+    browser: &Browser,
+    what: &str,
+    found: impl Fn(&[String; 7]) -> bool,
+) -> [String; 7] {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(row) = rows(browser).await.into_iter().find(|row| found(row)) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not on the page: {:?}",
+            rows(browser).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
+    let Some(driver) = driver() else { return };
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config()).await;
+    assert!(server.startup.demo.is_some(), "demo mode");
+
+    // The page carries a strict Content-Security-Policy.
+    let page = Request::get(format!("{}/", server.base()))
+        .body(Full::default())
+        .unwrap();
+    let response = bounded("page", server.client.request(page)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+
+    let browser = connect(&driver).await;
+    browser.goto(&format!("{}/", server.base())).await.unwrap();
+
+    // A newcomer presses the button and sees a verified webhook.
+    browser
+        .find(Locator::Id("send-test"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let verified = wait_for_row(&browser, "the test SMS", |row| row[0] == "processed").await;
+    assert_eq!(verified[1], "/twilio/sms");
+    assert_eq!(verified[2], "demo");
+    assert!(
+        verified[5].contains("handler 200") && verified[5].contains("primary"),
+        "{verified:?}"
+    );
+
+    // Status callbacks for a message show as its timeline.
+    let token_file = &server.startup.demo.as_ref().unwrap().token_file;
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let account = server.startup.demo.as_ref().unwrap().account_sid.clone();
+    for status in ["sent", "delivered", "read"] {
+        let callback = server.webhook(
+            &super::status(status),
+            &account,
+            token.trim(),
+            &[("MessageSid", "SM0000inspector0000")],
+        );
+        assert_eq!(server.send(&callback).await.0, StatusCode::NO_CONTENT);
+    }
+    let timeline = wait_for_row(&browser, "the status timeline", |row| {
+        row[6].contains("sent") && row[6].contains("read")
+    })
+    .await;
+    assert!(
+        timeline[6].starts_with("SM0000inspector0000") && timeline[6].contains("delivered"),
+        "{timeline:?}"
+    );
+    let order: Vec<String> = serde_json::from_value(
+        browser
+            .execute(
+                "return [...document.querySelector('#webhooks .timeline').children].map(s => s.textContent)",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(order, ["sent", "delivered", "read"]);
+
+    // The forged button gives a rejection.
+    browser
+        .find(Locator::Id("send-forged"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_row(&browser, "the forged SMS", |row| {
+        row[0] == "rejected" && row[5] == "signature_mismatch"
+    })
+    .await;
+
+    // A forged request carrying script everywhere a request can.
+    let body = "AccountSid=%3Cscript%3Ealert(4)%3C%2Fscript%3E&Body=hi";
+    let forged = Request::post(format!(
+        "{}/twilio/%3Cscript%3Ealert(1)%3C/script%3E?q=%3Cscript%3Ealert(2)%3C/script%3E",
+        server.base()
+    ))
+    .header("content-type", "application/x-www-form-urlencoded")
+    .header("user-agent", "<script>alert(3)</script>")
+    .header("x-twilio-signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    .body(Full::from(body))
+    .unwrap();
+    let response = bounded("forged request", server.client.request(forged))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let row = wait_for_row(&browser, "the scripted forgery", |row| {
+        row[4].contains("alert(3)")
+    })
+    .await;
+    assert_eq!(row[0], "rejected");
+    assert_eq!(
+        row[1],
+        "/twilio/<script>alert(1)</script>?q=<script>alert(2)</script>"
+    );
+    assert_eq!(row[3], "<script>alert(4)</script>");
+    assert_eq!(row[4], "<script>alert(3)</script>");
+    // Shown as text: the only script element is the page's own, and no dialog opened.
+    let scripts = browser
+        .execute("return document.querySelectorAll('script').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(scripts, json!(1));
+    assert!(browser.get_alert_text().await.is_err(), "an alert opened");
+
+    // The README's picture, refreshed on request.
+    let png = browser.screenshot().await.unwrap();
+    let path = if std::env::var_os("UPDATE_DOCS").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/inspector.png")
+    } else {
+        db.dir.path().join("inspector.png")
+    };
+    std::fs::write(&path, png).unwrap();
+    browser.close().await.unwrap();
+    server.stop().await;
+}
