@@ -24,8 +24,9 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tower_twilio::{BoxError, signature::Algorithm};
 
 use app::{
-    Config, Startup, twilio_presets,
+    Config, Startup,
     db::{Db, Location, NewTenant},
+    twilio_presets,
     webhook_log::LogSender,
 };
 use twilio_presets::{Body, Preset, SignedRequest, Signer, apply_overrides, sign_request};

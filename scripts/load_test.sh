@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Load, flood and slow-client test of the example server, on 127.0.0.1 only, bounded in count
+# and time. Builds the server and the load generator (release), starts the server on a free
+# port with a throwaway SQLite database and tenant, runs examples/loadtest.rs against it, stops
+# it gracefully, then checks the webhook log (every request exactly once, with the right
+# outcome) and the server's peak memory. Prints one summary line; exits non-zero on failure.
+#
+#   scripts/load_test.sh                      # 20 000 mixed, 1 000 flood, 16 slow clients
+#   REQUESTS=2000 FLOOD=200 SLOW=4 scripts/load_test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-20000}
+FLOOD=${FLOOD:-1000}
+SLOW=${SLOW:-16}
+MAX_RSS_MB=${MAX_RSS_MB:-100}
+REQUEST_TIMEOUT_SECS=10
+
+# 1 000 concurrent connections need file descriptors on both ends.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d /tmp/tower-twilio-load.XXXXXX)
+pid=
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building the server and the load generator (release)..."
+cargo build --quiet --release --example server --example loadtest
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+account="AC$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+( umask 077; python3 -c 'import secrets; print(secrets.token_hex(16), end="")' > "$work/token" )
+
+DATABASE_URL="$work/load.db" TWILIO_ACCOUNT_SID="$account" TWILIO_AUTH_TOKEN="$(cat "$work/token")" \
+  PORT="$port" LOG_FORMAT=json RUST_LOG=warn \
+  target/release/examples/server --request-timeout-secs "$REQUEST_TIMEOUT_SECS" \
+  >"$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/healthz', timeout=1)" 2>/dev/null; then break; fi
+  sleep 0.1
+done
+
+status=0
+timeout 600 target/release/examples/loadtest --addr "127.0.0.1:$port" --token-file "$work/token" \
+  --account-sid "$account" --requests "$REQUESTS" --flood "$FLOOD" --slow "$SLOW" \
+  --request-timeout-secs "$REQUEST_TIMEOUT_SECS" | tee "$work/loadtest.out" || status=$?
+
+# Peak resident memory over the server's whole life so far (the kernel's high-water mark).
+peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+kill -TERM "$pid"
+wait "$pid" || true
+pid=
+
+python3 - "$work/load.db" "$REQUESTS" "$FLOOD" "$SLOW" "$peak_kb" "$MAX_RSS_MB" "$status" <<'PY'
+import sqlite3, sys
+db, requests, flood, slow, peak_kb, max_rss_mb, status = sys.argv[1:]
+requests, flood, slow, peak_kb, max_rss_mb, status = map(int, (requests, flood, slow, peak_kb, max_rss_mb, status))
+rows = sqlite3.connect(db).execute("SELECT query, outcome, rejection_reason, status_code FROM webhook_log").fetchall()
+by_query = {}
+for query, outcome, reason, code in rows:
+    by_query.setdefault(query or "", []).append((outcome, reason, code))
+expected = {0: ("processed", None, 200), 1: ("rejected", "signature_mismatch", None),
+            2: ("rejected", "body_too_large", None), 3: ("rejected", "malformed_signature", None)}
+missing = duplicated = wrong = 0
+for n in range(requests):
+    entries = by_query.get(f"load={n}", [])
+    if not entries:
+        missing += 1
+    elif len(entries) > 1:
+        duplicated += 1
+    elif entries[0] != expected[n % 4]:
+        wrong += 1
+        if wrong <= 5:
+            print(f"load={n}: logged {entries[0]}, expected {expected[n % 4]}")
+flood_logged = sum(1 for n in range(flood) if by_query.get(f"flood={n}") == [("rejected", "body_too_large", None)])
+unfinished = sum(1 for entries in by_query.values() for (outcome, _, _) in entries if outcome in ("received", "verified"))
+peak_mb = peak_kb / 1024
+ok = (status == 0 and missing == 0 and duplicated == 0 and wrong == 0 and flood_logged == flood
+      and unfinished == 0 and peak_mb < max_rss_mb)
+print(f"summary: requests={requests} logged_exactly_once={requests - missing - duplicated} "
+      f"missing={missing} duplicated={duplicated} wrong_outcome_in_log={wrong} "
+      f"flood_logged_413={flood_logged}/{flood} unfinished_log_entries={unfinished} "
+      f"peak_rss_mb={peak_mb:.1f} (limit {max_rss_mb}) loadtest={'PASS' if status == 0 else 'FAIL'} "
+      f"=> {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
