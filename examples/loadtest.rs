@@ -23,7 +23,6 @@
 //! The last line is a summary; the exit status is non-zero when any check fails.
 #![allow(clippy::print_stdout)]
 
-#[allow(dead_code)]
 #[path = "common/twilio_presets.rs"]
 mod twilio_presets;
 
