@@ -95,6 +95,25 @@ impl Params {
         self.ends.is_empty()
     }
 
+    /// Appends to `out` what Twilio signs after the URL for these parameters: the names in
+    /// ascending order, for each name its distinct values in ascending order, each written as
+    /// `name ‖ value` with no separator.
+    ///
+    /// The order is by code point (the order of the UTF-8 bytes), as twilio-python sorts. The
+    /// verifier also tries twilio-node's UTF-16 order when the two can differ, which needs a
+    /// character at or above U+10000.
+    ///
+    /// ```
+    /// use tower_twilio::form::Params;
+    ///
+    /// let mut signed = Vec::new();
+    /// Params::parse(b"To=%2B1&From=%2B2&Digits=9&Digits=1&Digits=9").write_canonical(&mut signed);
+    /// assert_eq!(signed, b"Digits1Digits9From+2To+1");
+    /// ```
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        canonicalize(&self.as_pairs(), SortOrder::CodePoint, out);
+    }
+
     pub(crate) fn as_pairs(&self) -> Vec<(&str, &str)> {
         self.iter().collect()
     }
