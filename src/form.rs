@@ -39,27 +39,90 @@ pub fn is_form_urlencoded(content_type: &[u8]) -> bool {
 /// assert_eq!(params.get("MediaUrl0"), Some(""));
 /// assert_eq!(params.get("To"), None);
 /// ```
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct Params {
+    /// The decoded names and values at the places `pairs` give; every byte outside them is
+    /// ASCII (separators, or filler where decoding shortened a name or value).
     text: String,
-    /// For each pair: where the name ends and where the value ends in `text`; each starts
-    /// where the previous piece ended.
-    ends: Vec<(usize, usize)>,
+    pairs: Vec<Pair>,
+}
+
+/// Where one name and its value are in `Params::text`: `start..end` each.
+#[derive(Clone, Copy)]
+struct Pair {
+    name: (usize, usize),
+    value: (usize, usize),
 }
 
 impl Params {
     /// Decodes a form body (or a raw query string). Never fails: see the type's docs for how
     /// unusual input is read.
     pub fn parse(input: &[u8]) -> Self {
-        let mut params = Self {
-            text: String::with_capacity(input.len()),
-            ends: Vec::new(),
-        };
-        for (name, value) in form_urlencoded::parse(input) {
-            params.text.push_str(&name);
+        // The body is copied once with every `+` turned into a space (an escape never holds a
+        // `+`, so this is right before decoding too), in one pass the compiler vectorises.
+        // Then the separators are found eight bytes at a time and each name and value is
+        // recorded where it lies; only those holding an escape are decoded, in place. Neither
+        // buffer grows: the pairs are counted first.
+        let mut text: Vec<u8> = input
+            .iter()
+            .map(|&byte| if byte == b'+' { b' ' } else { byte })
+            .collect();
+        let mut pairs = Vec::with_capacity(max_pairs(input));
+        let mut piece_start = 0;
+        let mut equals = None;
+        let mut escaped = false;
+        for_each_special(input, |at, byte| match byte {
+            b'&' => {
+                if at > piece_start {
+                    pairs.push(piece(&mut text, piece_start, equals, at, escaped));
+                }
+                piece_start = at + 1;
+                equals = None;
+                escaped = false;
+            }
+            b'=' => {
+                equals = equals.or(Some(at));
+            }
+            _ => escaped = true,
+        });
+        if input.len() > piece_start {
+            pairs.push(piece(&mut text, piece_start, equals, input.len(), escaped));
+        }
+        // Only runs of `&&` leave much unused: do not keep it.
+        if pairs.capacity() > 2 * pairs.len() + 16 {
+            pairs.shrink_to_fit();
+        }
+        // Every name and value is UTF-8 on its own exactly when the whole buffer is, because
+        // the bytes between them are ASCII and ASCII bytes are always character boundaries.
+        match String::from_utf8(text) {
+            Ok(text) => Self { text, pairs },
+            Err(_) => Self::parse_lossy(input),
+        }
+    }
+
+    /// The reference decoder, `form_urlencoded::parse`, which replaces bytes that are not
+    /// UTF-8 in each name and value separately.
+    fn parse_lossy(input: &[u8]) -> Self {
+        Self::from_pairs(form_urlencoded::parse(input))
+    }
+
+    /// Params holding these pairs, in this order.
+    pub(crate) fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut params = Self::default();
+        for (name, value) in pairs {
+            let name_start = params.text.len();
+            params.text.push_str(name.as_ref());
             let name_end = params.text.len();
-            params.text.push_str(&value);
-            params.ends.push((name_end, params.text.len()));
+            params.text.push_str(value.as_ref());
+            params.pairs.push(Pair {
+                name: (name_start, name_end),
+                value: (name_end, params.text.len()),
+            });
         }
         params
     }
@@ -76,23 +139,41 @@ impl Params {
 
     /// All `(name, value)` pairs, in the order received.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
-        self.ends
-            .iter()
-            .enumerate()
-            .map(|(i, &(name_end, value_end))| {
-                let start = if i == 0 { 0 } else { self.ends[i - 1].1 };
-                (&self.text[start..name_end], &self.text[name_end..value_end])
-            })
+        self.pairs.iter().map(|pair| {
+            (
+                &self.text[pair.name.0..pair.name.1],
+                &self.text[pair.value.0..pair.value.1],
+            )
+        })
+    }
+
+    /// Pair `index` as bytes: no character-boundary checks, for sorting.
+    fn pair_bytes(&self, index: usize) -> (&[u8], &[u8]) {
+        let pair = self.pairs[index];
+        let text = self.text.as_bytes();
+        (
+            &text[pair.name.0..pair.name.1],
+            &text[pair.value.0..pair.value.1],
+        )
+    }
+
+    /// Pair `index` as text.
+    fn pair(&self, index: usize) -> (&str, &str) {
+        let pair = self.pairs[index];
+        (
+            &self.text[pair.name.0..pair.name.1],
+            &self.text[pair.value.0..pair.value.1],
+        )
     }
 
     /// The number of pairs, repeats included.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.pairs.len()
     }
 
     /// Whether there are no pairs.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.pairs.is_empty()
     }
 
     /// Appends to `out` what Twilio signs after the URL for these parameters: the names in
@@ -111,11 +192,120 @@ impl Params {
     /// assert_eq!(signed, b"Digits1Digits9From+2To+1");
     /// ```
     pub fn write_canonical(&self, out: &mut Vec<u8>) {
-        canonicalize(&self.as_pairs(), SortOrder::CodePoint, out);
+        canonicalize(self, SortOrder::CodePoint, out);
     }
+}
 
-    pub(crate) fn as_pairs(&self) -> Vec<(&str, &str)> {
-        self.iter().collect()
+/// Equal when they hold the same pairs in the same order.
+impl PartialEq for Params {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Params {}
+
+/// At least the number of pairs in `input`: one more than its `&`s. Counted in a loop the
+/// compiler vectorises; empty pieces make it an overestimate, which `parse` trims when it is
+/// large.
+fn max_pairs(input: &[u8]) -> usize {
+    // Byte-wide counters over chunks that cannot overflow them vectorise best.
+    let ampersands: usize = input
+        .chunks(255)
+        .map(|chunk| {
+            let count = chunk
+                .iter()
+                .fold(0u8, |count, &byte| count + u8::from(byte == b'&'));
+            usize::from(count)
+        })
+        .sum();
+    ampersands + 1
+}
+
+/// Calls `visit(index, byte)` for every `&`, `=` and `%` in `input`, in order.
+///
+/// Looks at eight bytes at a time with the same steps whatever they hold, so the work on one
+/// word never waits for the previous one.
+#[inline(always)]
+fn for_each_special(input: &[u8], mut visit: impl FnMut(usize, u8)) {
+    let mut words = input.chunks_exact(8);
+    let mut base = 0;
+    for chunk in words.by_ref() {
+        visit_word(chunk.try_into().expect("eight bytes"), base, &mut visit);
+        base += 8;
+    }
+    // The last few bytes, padded with zeros, which are not special.
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    visit_word(tail, base, &mut visit);
+}
+
+#[inline(always)]
+fn visit_word(chunk: [u8; 8], base: usize, visit: &mut impl FnMut(usize, u8)) {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const LOW_BITS: u64 = u64::from_le_bytes([0x7F; 8]);
+    // The high bit of exactly the bytes of `word` equal to `byte`.
+    let equal_bytes = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        !(((x & LOW_BITS).wrapping_add(LOW_BITS)) | x | LOW_BITS)
+    };
+    let word = u64::from_le_bytes(chunk);
+    let mut found = equal_bytes(word, b'&') | equal_bytes(word, b'=') | equal_bytes(word, b'%');
+    while found != 0 {
+        let at = (found.trailing_zeros() / 8) as usize;
+        visit(base + at, chunk[at]);
+        found &= found - 1;
+    }
+}
+
+/// Records the piece `start..end` of the (plus-replaced) body, whose first `=` is at
+/// `equals`, decoding its escapes in place when it has any.
+fn piece(text: &mut [u8], start: usize, equals: Option<usize>, end: usize, escaped: bool) -> Pair {
+    let (name, value) = match equals {
+        Some(equals) => ((start, equals), (equals + 1, end)),
+        None => ((start, end), (end, end)),
+    };
+    if escaped {
+        Pair {
+            name: decode_escapes(text, name),
+            value: decode_escapes(text, value),
+        }
+    } else {
+        Pair { name, value }
+    }
+}
+
+/// Decodes the `%XX` escapes of `text[start..end]` in place (any other `%` stays as it is) and
+/// returns where the result lies. The bytes it no longer needs become ASCII filler.
+fn decode_escapes(text: &mut [u8], (start, end): (usize, usize)) -> (usize, usize) {
+    let mut read = start;
+    let mut write = start;
+    while let Some(found) = memchr::memchr(b'%', &text[read..end]) {
+        let percent = read + found;
+        text.copy_within(read..percent, write);
+        write += percent - read;
+        let escape = match text[percent + 1..end] {
+            [high, low, ..] => hex(high).zip(hex(low)),
+            _ => None,
+        };
+        (text[write], read) = match escape {
+            Some((high, low)) => ((high << 4) | low, percent + 3),
+            None => (b'%', percent + 1),
+        };
+        write += 1;
+    }
+    text.copy_within(read..end, write);
+    write += end - read;
+    text[write..end].fill(b'&');
+    (start, write)
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
     }
 }
 
@@ -150,31 +340,108 @@ impl SortOrder {
     }
 }
 
-/// Writes the signed form of `pairs` into `out`: names ascending, for each name its distinct
+/// Writes the signed form of `params` into `out`: names ascending, for each name its distinct
 /// values ascending, each as `name ‖ value`.
-pub(crate) fn canonicalize(pairs: &[(&str, &str)], order: SortOrder, out: &mut Vec<u8>) {
-    let mut sorted: Vec<&(&str, &str)> = pairs.iter().collect();
+///
+/// Sorts `(name prefix, index)` entries, on the stack for up to 64 pairs, so the only
+/// allocation is `out`'s; most comparisons are settled by the first 16 bytes of the names.
+pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>) {
+    const ON_STACK: usize = 64;
+    let count = params.len();
+    let mut on_stack = [(0u128, 0usize); ON_STACK];
+    let mut on_heap = Vec::new();
+    let sorted: &mut [(u128, usize)] = if count <= ON_STACK {
+        &mut on_stack[..count]
+    } else {
+        on_heap.resize(count, (0, 0));
+        &mut on_heap
+    };
+    let text = params.text.as_bytes();
+    for ((index, slot), pair) in sorted.iter_mut().enumerate().zip(&params.pairs) {
+        *slot = (name_prefix(text, pair.name), index);
+    }
     // Sorting the (name, value) tuples orders names first and each name's values second,
-    // which is exactly "names sorted, then each name's distinct values sorted".
-    sorted.sort_unstable_by(|a, b| {
-        order
-            .compare(a.0, b.0)
-            .then_with(|| order.compare(a.1, b.1))
-    });
-    sorted.dedup();
-    out.reserve(sorted.iter().map(|(n, v)| n.len() + v.len()).sum());
-    for (name, value) in sorted {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(value.as_bytes());
+    // which is exactly "names sorted, then each name's distinct values sorted"; repeats end
+    // up next to each other.
+    match order {
+        // Code-point order is the order of the UTF-8 bytes, so the prefixes order the names
+        // wherever they differ.
+        SortOrder::CodePoint => sorted.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| params.pair_bytes(a.1).cmp(&params.pair_bytes(b.1)))
+        }),
+        SortOrder::Utf16 => sorted.sort_unstable_by(|a, b| {
+            let (a, b) = (params.pair(a.1), params.pair(b.1));
+            order
+                .compare(a.0, b.0)
+                .then_with(|| order.compare(a.1, b.1))
+        }),
+    }
+    // Written through a buffer with 16 bytes of slack, so that a short name or value is one
+    // fixed-size copy rather than a call to `memcpy`.
+    let start = out.len();
+    out.resize(start + text.len() + 16, 0);
+    let mut written = start;
+    let mut previous = None;
+    for &(prefix, index) in sorted.iter() {
+        let pair = params.pairs[index];
+        if previous.is_some_and(|(previous_prefix, previous_pair): (u128, Pair)| {
+            previous_prefix == prefix
+                && text[previous_pair.name.0..previous_pair.name.1]
+                    == text[pair.name.0..pair.name.1]
+                && text[previous_pair.value.0..previous_pair.value.1]
+                    == text[pair.value.0..pair.value.1]
+        }) {
+            continue;
+        }
+        written = copy_short(text, pair.name, out, written);
+        written = copy_short(text, pair.value, out, written);
+        previous = Some((prefix, pair));
+    }
+    out.truncate(written);
+}
+
+/// Copies `text[from.0..from.1]` to `out[at..]` and returns where it ends there. `out` must have
+/// 16 bytes to spare past the end of the copy; up to 16 bytes after it may be overwritten.
+fn copy_short(text: &[u8], (start, end): (usize, usize), out: &mut [u8], at: usize) -> usize {
+    let len = end - start;
+    match text.get(start..start + 16) {
+        Some(window) if len <= 16 => out[at..at + 16].copy_from_slice(window),
+        _ => out[at..at + len].copy_from_slice(&text[start..end]),
+    }
+    at + len
+}
+
+/// The first 16 bytes of the name at `text[start..end]`, zero-padded, as a number that orders
+/// like the bytes: when two prefixes differ, the names differ the same way (a name that ends
+/// early is padded with zeros and is also the smaller name).
+fn name_prefix(text: &[u8], (start, end): (usize, usize)) -> u128 {
+    let len = end - start;
+    match text.get(start..start + 16) {
+        // One load, then the bytes past the name masked off.
+        Some(window) => {
+            let word = u128::from_be_bytes(window.try_into().expect("16 bytes"));
+            if len >= 16 {
+                word
+            } else {
+                word & !(u128::MAX >> (8 * len))
+            }
+        }
+        None => text[start..end]
+            .iter()
+            .take(16)
+            .enumerate()
+            .fold(0, |prefix, (i, &byte)| {
+                prefix | (u128::from(byte) << (8 * (15 - i)))
+            }),
     }
 }
 
-/// Whether UTF-16 order could differ from code-point order for these pairs: only when some
-/// string holds a character at or above U+10000 (a four-byte UTF-8 sequence).
-pub(crate) fn may_sort_differently_in_utf16(pairs: &[(&str, &str)]) -> bool {
-    pairs
-        .iter()
-        .any(|(n, v)| n.bytes().chain(v.bytes()).any(|b| b >= 0xF0))
+/// Whether UTF-16 order could differ from code-point order for these parameters: only when
+/// some name or value holds a character at or above U+10000 (a four-byte UTF-8 sequence).
+pub(crate) fn may_sort_differently_in_utf16(params: &Params) -> bool {
+    // Bytes outside the pairs are ASCII, so the whole buffer can be scanned.
+    !params.text.is_ascii() && params.text.bytes().any(|b| b >= 0xF0)
 }
 
 #[cfg(test)]
@@ -184,7 +451,7 @@ mod tests {
     fn canonical(body: &str, order: SortOrder) -> String {
         let params = Params::parse(body.as_bytes());
         let mut out = Vec::new();
-        canonicalize(&params.as_pairs(), order, &mut out);
+        canonicalize(&params, order, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -258,10 +525,139 @@ mod tests {
         assert_eq!(canonical(body, SortOrder::CodePoint), "k\u{FF21}k\u{1F600}");
         assert_eq!(canonical(body, SortOrder::Utf16), "k\u{1F600}k\u{FF21}");
         let params = Params::parse(body.as_bytes());
-        assert!(may_sort_differently_in_utf16(&params.as_pairs()));
+        assert!(may_sort_differently_in_utf16(&params));
         let ascii = Params::parse(b"b=1&a=2");
-        assert!(!may_sort_differently_in_utf16(&ascii.as_pairs()));
+        assert!(!may_sort_differently_in_utf16(&ascii));
         assert_eq!(canonical("b=1&a=2", SortOrder::Utf16), "a2b1");
+    }
+
+    // The fast decoder must give exactly the pairs of the reference parser, whatever the bytes.
+    #[test]
+    fn parse_matches_form_urlencoded_on_awkward_input() {
+        const ALPHABET: &[&[u8]] = &[
+            b"a",
+            b"B",
+            b"=",
+            b"&",
+            b"+",
+            b"%",
+            b"%2",
+            b"%2B",
+            b"%2b",
+            b"%zz",
+            b"%C3",
+            b"%A9",
+            b"%F0%9F%98%80",
+            b"%FF",
+            b"%00",
+            b"\xC3",
+            b"\xA9",
+            b"\xE2\x82",
+            b"\xFF",
+            "é".as_bytes(),
+            "\u{1F600}".as_bytes(),
+            b"==",
+            b"&&",
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = next() % 24;
+            let input: Vec<u8> = (0..len)
+                .flat_map(|_| {
+                    ALPHABET[(next() % ALPHABET.len() as u64) as usize]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let expected: Vec<(String, String)> = form_urlencoded::parse(&input)
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            let params = Params::parse(&input);
+            let got: Vec<(String, String)> = params
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&input));
+            assert_eq!(params, Params::parse_lossy(&input));
+        }
+        // A character split between a name and a value is two bad sequences, not one é.
+        assert_eq!(
+            Params::parse(b"n%C3=%A9").iter().next(),
+            Some(("n\u{FFFD}", "\u{FFFD}"))
+        );
+    }
+
+    // The prefix-keyed sort must give exactly the plain "sort the tuples, drop repeats" order,
+    // including for names that share 16 bytes or more, hold NUL bytes, or repeat.
+    #[test]
+    fn canonicalize_matches_a_plain_sort() {
+        const NAMES: &[&str] = &[
+            "",
+            "a",
+            "A",
+            "ab",
+            "a%00",
+            "a%00b",
+            "MediaUrl0",
+            "MediaUrl1",
+            "MediaUrl10",
+            "MediaContentType0",
+            "MediaContentType1",
+            "MediaContentType",
+            "MediaContentTypeX",
+            "SmsSid",
+            "SmsMessageSid",
+            "%C3%A9",
+            "e%CC%81",
+            "%EF%BC%A1",
+        ];
+        const VALUES: &[&str] = &["", "1", "2", "10", "+1", "%2B1", "a+b", "%F0%9F%98%80"];
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..5_000 {
+            // Up to 80 pairs, so that both the stack and the heap index buffers are used.
+            let count = (next() % if round % 10 == 0 { 80 } else { 12 }) as usize;
+            let body = (0..count)
+                .map(|_| {
+                    let name = NAMES[(next() % NAMES.len() as u64) as usize];
+                    let value = VALUES[(next() % VALUES.len() as u64) as usize];
+                    format!("{name}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            let params = Params::parse(body.as_bytes());
+            let mut pairs: Vec<(&str, &str)> = params.iter().collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            let expected: String = pairs.iter().flat_map(|(n, v)| [*n, *v]).collect();
+            assert_eq!(canonical(&body, SortOrder::CodePoint), expected, "{body:?}");
+            // Appending keeps what the buffer held.
+            let mut out = b"prefix".to_vec();
+            params.write_canonical(&mut out);
+            assert_eq!(out, [b"prefix", expected.as_bytes()].concat());
+        }
+    }
+
+    #[test]
+    fn parse_allocates_exactly_once_per_buffer() {
+        let body = b"&a=1&&b=2&c&";
+        let params = Params::parse(body);
+        assert_eq!(params.pairs.capacity(), 6);
+        assert_eq!(params.text.capacity(), body.len());
+        // Runs of empty pieces do not leave a large unused buffer behind.
+        let empty = Params::parse(&[b'&'; 1000]);
+        assert!(empty.is_empty() && empty.pairs.capacity() < 20);
     }
 
     #[test]

@@ -35,7 +35,7 @@
 //! Each shape is tried against every candidate URL (see [`crate::url`]) and every candidate
 //! secret, in constant time per comparison.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use http::{HeaderMap, Method, header};
 
@@ -44,7 +44,8 @@ use crate::{
     form::{self, Params, SortOrder},
     signature::{
         Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
-        SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, compute_mac,
+        SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, body_sha256_matches,
+        compute_keyed_mac,
     },
     url,
 };
@@ -237,23 +238,17 @@ impl<'a> WebhookRequest<'a> {
                     &parsed_here
                 }
             };
-            let pairs = params.as_pairs();
-            form::canonicalize(&pairs, SortOrder::CodePoint, &mut canonical);
-            if form::may_sort_differently_in_utf16(&pairs) {
+            form::canonicalize(params, SortOrder::CodePoint, &mut canonical);
+            if form::may_sort_differently_in_utf16(params) {
                 let mut other = Vec::new();
-                form::canonicalize(&pairs, SortOrder::Utf16, &mut other);
+                form::canonicalize(params, SortOrder::Utf16, &mut other);
                 utf16 = (other != canonical).then_some(other);
             }
         }
         let secrets = secrets.into_iter();
         let check = |candidate: &str, params: &[u8]| {
             secrets.clone().position(|secret| {
-                let mac = compute_mac(
-                    secret.expose_secret(),
-                    algorithm,
-                    candidate.as_bytes(),
-                    params,
-                );
+                let mac = compute_keyed_mac(secret, algorithm, candidate.as_bytes(), params);
                 received.matches(&mac)
             })
         };
@@ -265,30 +260,28 @@ impl<'a> WebhookRequest<'a> {
             check(candidate, other).map(|index| (index, SortOrder::Utf16))
         };
 
-        let found = try_params(self.url)
-            .map(|m| (m, UrlForm::AsReceived))
-            .or_else(|| {
-                let other = url::other_port_form(self.url)?;
-                try_params(&other).map(|m| (m, UrlForm::OtherPort))
-            })
-            .or_else(|| {
-                if !self.lenient_urls {
-                    return None;
-                }
-                url::lenient_candidates(self.url)
+        let mut found = try_params(self.url).map(|m| (m, UrlForm::AsReceived));
+        if found.is_none() {
+            let other = url::other_port_form(self.url);
+            found = other
+                .as_deref()
+                .and_then(try_params)
+                .map(|m| (m, UrlForm::OtherPort));
+            if found.is_none() && self.lenient_urls {
+                found = url::lenient_candidates(self.url, other.as_deref())
                     .iter()
                     .find_map(|candidate| try_params(candidate))
-                    .map(|m| (m, UrlForm::Normalized))
-            });
+                    .map(|m| (m, UrlForm::Normalized));
+            }
+        }
         let Some(((secret_index, _order), url_form)) = found else {
             return Err(VerifyError::SignatureMismatch);
         };
 
-        if let Payload::BodyHash(expected) = payload {
-            let actual = crate::signature::body_sha256_hex(self.body);
-            if actual.as_bytes() != expected.as_bytes() {
-                return Err(VerifyError::BodyHashMismatch);
-            }
+        if let Payload::BodyHash(expected) = payload
+            && !body_sha256_matches(self.body, expected.as_bytes())
+        {
+            return Err(VerifyError::BodyHashMismatch);
         }
         Ok(Verified {
             algorithm,
@@ -305,7 +298,7 @@ impl<'a> WebhookRequest<'a> {
     }
 
     /// Decides what, besides the URL, is covered by the signature.
-    fn payload(&self) -> Result<Payload, VerifyError> {
+    fn payload(&self) -> Result<Payload<'a>, VerifyError> {
         let content_type = match self.content_type {
             Header::Absent => None,
             Header::One(value) => Some(value),
@@ -358,20 +351,21 @@ impl fmt::Debug for WebhookRequest<'_> {
 }
 
 /// What the signature covers besides the URL.
-enum Payload {
+enum Payload<'a> {
     UrlOnly,
     Form,
     /// The decoded `bodySHA256` value from the query.
-    BodyHash(String),
+    BodyHash(Cow<'a, str>),
 }
 
-/// The first `bodySHA256` value in `url`'s query, decoded.
-fn body_sha256_param(url: &str) -> Option<String> {
+/// The first `bodySHA256` value in `url`'s query, decoded (borrowed when nothing needs
+/// decoding, as in every URL Twilio sends).
+fn body_sha256_param(url: &str) -> Option<Cow<'_, str>> {
     let query = &url[url.find('?')? + 1..];
     let query = query.split('#').next().unwrap_or_default();
     form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == BODY_SHA256_PARAM)
-        .map(|(_, value)| value.into_owned())
+        .map(|(_, value)| value)
 }
 
 /// Which spelling of the URL the signature matched.
