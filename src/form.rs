@@ -60,34 +60,54 @@ impl Params {
     pub fn parse(input: &[u8]) -> Self {
         // The body is copied once with every `+` turned into a space (an escape never holds a
         // `+`, so this is right before decoding too), in one pass the compiler vectorises.
-        // Then the separators are found eight bytes at a time and each name and value is
-        // recorded where it lies; only those holding an escape are decoded, in place. Neither
-        // buffer grows: the pairs are counted first.
+        // Then the separators and escapes are found eight bytes at a time. Each name and value
+        // stays where it is in the copy; an escape shortens it, so the bytes after an escape
+        // move left (`text[read..]` belongs at `write`) and the bytes freed at its end become
+        // ASCII filler. Neither buffer grows: the pairs are counted first.
         let mut text: Vec<u8> = input
             .iter()
             .map(|&byte| if byte == b'+' { b' ' } else { byte })
             .collect();
         let mut pairs = Vec::with_capacity(max_pairs(input));
         let mut piece_start = 0;
-        let mut equals = None;
-        let mut escaped = false;
+        let mut name_end = None;
+        let mut value_start = 0;
+        let mut read = 0;
+        let mut write = 0;
         for_each_special(input, |at, byte| match byte {
             b'&' => {
+                let end = settle(&mut text, read, at, write);
                 if at > piece_start {
-                    pairs.push(piece(&mut text, piece_start, equals, at, escaped));
+                    pairs.push(pair_at(piece_start, name_end, value_start, end));
                 }
-                piece_start = at + 1;
-                equals = None;
-                escaped = false;
+                text[end..at].fill(b'&');
+                (piece_start, name_end, read, write) = (at + 1, None, at + 1, at + 1);
             }
-            b'=' => {
-                equals = equals.or(Some(at));
+            b'=' if name_end.is_none() => {
+                let end = settle(&mut text, read, at, write);
+                text[end..at].fill(b'&');
+                name_end = Some(end);
+                (value_start, read, write) = (at + 1, at + 1, at + 1);
             }
-            _ => escaped = true,
+            b'=' => {}
+            _ => {
+                let escape = match input.get(at + 1..at + 3) {
+                    Some(&[high, low]) => hex(high).zip(hex(low)),
+                    _ => None,
+                };
+                // A `%` that starts no escape stays as it is.
+                if let Some((high, low)) = escape {
+                    let end = settle(&mut text, read, at, write);
+                    text[end] = (high << 4) | low;
+                    (read, write) = (at + 3, end + 1);
+                }
+            }
         });
+        let end = settle(&mut text, read, input.len(), write);
         if input.len() > piece_start {
-            pairs.push(piece(&mut text, piece_start, equals, input.len(), escaped));
+            pairs.push(pair_at(piece_start, name_end, value_start, end));
         }
+        text[end..].fill(b'&');
         // Only runs of `&&` leave much unused: do not keep it.
         if pairs.capacity() > 2 * pairs.len() + 16 {
             pairs.shrink_to_fit();
@@ -258,46 +278,28 @@ fn visit_word(chunk: [u8; 8], base: usize, visit: &mut impl FnMut(usize, u8)) {
     }
 }
 
-/// Records the piece `start..end` of the (plus-replaced) body, whose first `=` is at
-/// `equals`, decoding its escapes in place when it has any.
-fn piece(text: &mut [u8], start: usize, equals: Option<usize>, end: usize, escaped: bool) -> Pair {
-    let (name, value) = match equals {
-        Some(equals) => ((start, equals), (equals + 1, end)),
-        None => ((start, end), (end, end)),
-    };
-    if escaped {
-        Pair {
-            name: decode_escapes(text, name),
-            value: decode_escapes(text, value),
-        }
-    } else {
-        Pair { name, value }
+/// Moves `text[read..until]` to `write` (they are equal until an escape has been decoded) and
+/// returns where it ends.
+fn settle(text: &mut [u8], read: usize, until: usize, write: usize) -> usize {
+    if read != write {
+        text.copy_within(read..until, write);
     }
+    write + (until - read)
 }
 
-/// Decodes the `%XX` escapes of `text[start..end]` in place (any other `%` stays as it is) and
-/// returns where the result lies. The bytes it no longer needs become ASCII filler.
-fn decode_escapes(text: &mut [u8], (start, end): (usize, usize)) -> (usize, usize) {
-    let mut read = start;
-    let mut write = start;
-    while let Some(found) = memchr::memchr(b'%', &text[read..end]) {
-        let percent = read + found;
-        text.copy_within(read..percent, write);
-        write += percent - read;
-        let escape = match text[percent + 1..end] {
-            [high, low, ..] => hex(high).zip(hex(low)),
-            _ => None,
-        };
-        (text[write], read) = match escape {
-            Some((high, low)) => ((high << 4) | low, percent + 3),
-            None => (b'%', percent + 1),
-        };
-        write += 1;
+/// The pair of a piece that starts at `start`: its name ends at `name_end` (or at `end` when
+/// the piece has no `=`), its value runs from `value_start` to `end`.
+fn pair_at(start: usize, name_end: Option<usize>, value_start: usize, end: usize) -> Pair {
+    match name_end {
+        Some(name_end) => Pair {
+            name: (start, name_end),
+            value: (value_start, end),
+        },
+        None => Pair {
+            name: (start, end),
+            value: (end, end),
+        },
     }
-    text.copy_within(read..end, write);
-    write += end - read;
-    text[write..end].fill(b'&');
-    (start, write)
 }
 
 fn hex(digit: u8) -> Option<u8> {

@@ -228,8 +228,8 @@ impl<'a> WebhookRequest<'a> {
         let payload = self.payload()?;
 
         let parsed_here;
+        let mut form_params = None;
         let mut canonical = Vec::new();
-        let mut utf16 = None;
         if let Payload::Form = payload {
             let params = match parsed {
                 Some(params) => params,
@@ -239,12 +239,11 @@ impl<'a> WebhookRequest<'a> {
                 }
             };
             form::canonicalize(params, SortOrder::CodePoint, &mut canonical);
-            if form::may_sort_differently_in_utf16(params) {
-                let mut other = Vec::new();
-                form::canonicalize(params, SortOrder::Utf16, &mut other);
-                utf16 = (other != canonical).then_some(other);
-            }
+            form_params = Some(params);
         }
+        // The UTF-16 ordered string, if it differs: worked out only once the code-point one
+        // has failed, which a request Twilio signed never does.
+        let mut utf16: Option<Option<Vec<u8>>> = None;
         let secrets = secrets.into_iter();
         let check = |candidate: &str, params: &[u8]| {
             secrets.clone().position(|secret| {
@@ -252,12 +251,17 @@ impl<'a> WebhookRequest<'a> {
                 received.matches(&mac)
             })
         };
-        let try_params = |candidate: &str| -> Option<(usize, SortOrder)> {
+        let mut try_params = |candidate: &str| -> Option<(usize, SortOrder)> {
             if let Some(index) = check(candidate, &canonical) {
                 return Some((index, SortOrder::CodePoint));
             }
-            let other = utf16.as_deref()?;
-            check(candidate, other).map(|index| (index, SortOrder::Utf16))
+            let other = utf16.get_or_insert_with(|| {
+                let params = form_params.filter(|p| form::may_sort_differently_in_utf16(p))?;
+                let mut other = Vec::new();
+                form::canonicalize(params, SortOrder::Utf16, &mut other);
+                (other != canonical).then_some(other)
+            });
+            check(candidate, other.as_deref()?).map(|index| (index, SortOrder::Utf16))
         };
 
         let mut found = try_params(self.url).map(|m| (m, UrlForm::AsReceived));
@@ -265,7 +269,7 @@ impl<'a> WebhookRequest<'a> {
             let other = url::other_port_form(self.url);
             found = other
                 .as_deref()
-                .and_then(try_params)
+                .and_then(&mut try_params)
                 .map(|m| (m, UrlForm::OtherPort));
             if found.is_none() && self.lenient_urls {
                 found = url::lenient_candidates(self.url, other.as_deref())
