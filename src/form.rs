@@ -74,35 +74,37 @@ impl Params {
         let mut value_start = 0;
         let mut read = 0;
         let mut write = 0;
-        for_each_special(input, |at, byte| match byte {
-            b'&' => {
-                let end = settle(&mut text, read, at, write);
-                if at > piece_start {
-                    pairs.push(pair_at(piece_start, name_end, value_start, end));
-                }
-                text[end..at].fill(b'&');
-                (piece_start, name_end, read, write) = (at + 1, None, at + 1, at + 1);
-            }
-            b'=' if name_end.is_none() => {
-                let end = settle(&mut text, read, at, write);
-                text[end..at].fill(b'&');
-                name_end = Some(end);
-                (value_start, read, write) = (at + 1, at + 1, at + 1);
-            }
-            b'=' => {}
-            _ => {
-                let escape = match input.get(at + 1..at + 3) {
-                    Some(&[high, low]) => hex(high).zip(hex(low)),
-                    _ => None,
-                };
-                // A `%` that starts no escape stays as it is.
-                if let Some((high, low)) = escape {
+        for at in Specials::new(input) {
+            match input[at] {
+                b'&' => {
                     let end = settle(&mut text, read, at, write);
-                    text[end] = (high << 4) | low;
-                    (read, write) = (at + 3, end + 1);
+                    if at > piece_start {
+                        pairs.push(pair_at(piece_start, name_end, value_start, end));
+                    }
+                    text[end..at].fill(b'&');
+                    (piece_start, name_end, read, write) = (at + 1, None, at + 1, at + 1);
+                }
+                b'=' if name_end.is_none() => {
+                    let end = settle(&mut text, read, at, write);
+                    text[end..at].fill(b'&');
+                    name_end = Some(end);
+                    (value_start, read, write) = (at + 1, at + 1, at + 1);
+                }
+                b'=' => {}
+                _ => {
+                    let escape = match input.get(at + 1..at + 3) {
+                        Some(&[high, low]) => hex(high).zip(hex(low)),
+                        _ => None,
+                    };
+                    // A `%` that starts no escape stays as it is.
+                    if let Some((high, low)) = escape {
+                        let end = settle(&mut text, read, at, write);
+                        text[end] = (high << 4) | low;
+                        (read, write) = (at + 3, end + 1);
+                    }
                 }
             }
-        });
+        }
         let end = settle(&mut text, read, input.len(), write);
         if input.len() > piece_start {
             pairs.push(pair_at(piece_start, name_end, value_start, end));
@@ -242,39 +244,65 @@ fn max_pairs(input: &[u8]) -> usize {
     ampersands + 1
 }
 
-/// Calls `visit(index, byte)` for every `&`, `=` and `%` in `input`, in order.
+/// The positions of every `&`, `=` and `%` in a byte string, in order.
 ///
 /// Looks at eight bytes at a time with the same steps whatever they hold, so the work on one
 /// word never waits for the previous one.
-#[inline(always)]
-fn for_each_special(input: &[u8], mut visit: impl FnMut(usize, u8)) {
-    let mut words = input.chunks_exact(8);
-    let mut base = 0;
-    for chunk in words.by_ref() {
-        visit_word(chunk.try_into().expect("eight bytes"), base, &mut visit);
-        base += 8;
-    }
-    // The last few bytes, padded with zeros, which are not special.
-    let mut tail = [0u8; 8];
-    tail[..words.remainder().len()].copy_from_slice(words.remainder());
-    visit_word(tail, base, &mut visit);
+struct Specials<'a> {
+    input: &'a [u8],
+    /// Where the next word starts.
+    next: usize,
+    /// Where the current word starts.
+    base: usize,
+    /// The high bit of each special byte of the current word not yet returned.
+    found: u64,
 }
 
-#[inline(always)]
-fn visit_word(chunk: [u8; 8], base: usize, visit: &mut impl FnMut(usize, u8)) {
-    const ONES: u64 = u64::from_le_bytes([1; 8]);
-    const LOW_BITS: u64 = u64::from_le_bytes([0x7F; 8]);
-    // The high bit of exactly the bytes of `word` equal to `byte`.
-    let equal_bytes = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        !(((x & LOW_BITS).wrapping_add(LOW_BITS)) | x | LOW_BITS)
-    };
-    let word = u64::from_le_bytes(chunk);
-    let mut found = equal_bytes(word, b'&') | equal_bytes(word, b'=') | equal_bytes(word, b'%');
-    while found != 0 {
-        let at = (found.trailing_zeros() / 8) as usize;
-        visit(base + at, chunk[at]);
-        found &= found - 1;
+impl<'a> Specials<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Self {
+            input,
+            next: 0,
+            base: 0,
+            found: 0,
+        }
+    }
+}
+
+impl Iterator for Specials<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        const ONES: u64 = u64::from_le_bytes([1; 8]);
+        const LOW_BITS: u64 = u64::from_le_bytes([0x7F; 8]);
+        // The high bit of exactly the bytes of `word` equal to `byte`.
+        let equal_bytes = |word: u64, byte: u8| {
+            let x = word ^ (ONES * u64::from(byte));
+            !(((x & LOW_BITS).wrapping_add(LOW_BITS)) | x | LOW_BITS)
+        };
+        while self.found == 0 {
+            let rest = self.input.get(self.next..)?;
+            if rest.is_empty() {
+                return None;
+            }
+            let word = match rest.get(..8) {
+                Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
+                // The last few bytes, padded with zeros, which are not special.
+                None => {
+                    let mut tail = [0u8; 8];
+                    tail[..rest.len()].copy_from_slice(rest);
+                    u64::from_le_bytes(tail)
+                }
+            };
+            self.base = self.next;
+            self.next += 8;
+            self.found =
+                equal_bytes(word, b'&') | equal_bytes(word, b'=') | equal_bytes(word, b'%');
+        }
+        let at = self.base + (self.found.trailing_zeros() / 8) as usize;
+        self.found &= self.found - 1;
+        Some(at)
     }
 }
 
