@@ -367,9 +367,16 @@ enum Payload<'a> {
 fn body_sha256_param(url: &str) -> Option<Cow<'_, str>> {
     let query = &url[url.find('?')? + 1..];
     let query = query.split('#').next().unwrap_or_default();
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == BODY_SHA256_PARAM)
-        .map(|(_, value)| value)
+    // Only a piece whose raw name is `bodySHA256`, or could decode to it, is decoded (as
+    // `form_urlencoded` would): the others are skipped without building their names.
+    query.split('&').find_map(|piece| {
+        let raw_name = piece.split('=').next().unwrap_or_default();
+        if raw_name != BODY_SHA256_PARAM && !raw_name.contains(['%', '+']) {
+            return None;
+        }
+        let (name, value) = form_urlencoded::parse(piece.as_bytes()).next()?;
+        (name == BODY_SHA256_PARAM).then_some(value)
+    })
 }
 
 /// Which spelling of the URL the signature matched.
@@ -808,6 +815,32 @@ mod tests {
         let reordered = "https://example.com/voice?CallSid=CA1&To=%2B1415&From=a+b";
         let get = WebhookRequest::new(&Method::GET, reordered, b"").signature(sig.as_bytes());
         assert_eq!(get.verify([&token()]), Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn body_sha256_param_reads_the_first_decoded_match() {
+        let rows = [
+            ("https://e.com/h?bodySHA256=ab", Some("ab")),
+            (
+                "https://e.com/h?a=1&bodySHA256=ab&bodySHA256=cd",
+                Some("ab"),
+            ),
+            ("https://e.com/h?body%53HA256=ab", Some("ab")),
+            ("https://e.com/h?bodySHA256=a%62#bodySHA256=x", Some("ab")),
+            ("https://e.com/h?bodySHA2567=ab&x", None),
+            ("https://e.com/h?&&bodySHA256", Some("")),
+            ("https://e.com/h", None),
+        ];
+        for (url, expected) in rows {
+            let reference = url.find('?').and_then(|q| {
+                let query = url[q + 1..].split('#').next().unwrap_or_default();
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(name, _)| name == BODY_SHA256_PARAM)
+                    .map(|(_, value)| value.into_owned())
+            });
+            assert_eq!(body_sha256_param(url).as_deref(), expected, "{url}");
+            assert_eq!(reference.as_deref(), expected, "{url}");
+        }
     }
 
     #[test]
