@@ -373,73 +373,93 @@ impl SortOrder {
 /// Writes the signed form of `params` into `out`: names ascending, for each name its distinct
 /// values ascending, each as `name ‖ value`.
 ///
-/// Sorts `(name prefix, index)` entries, on the stack for up to 64 pairs, so the only
-/// allocation is `out`'s; most comparisons are settled by the first 16 bytes of the names.
+/// For code-point order it sorts plain `u128` keys, on the stack for up to 64 pairs: the first
+/// 14 bytes of the name above the pair's index. Entries whose 14-byte prefixes are equal are
+/// then put in order by their whole name and value. The only allocation is `out`'s.
 pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>) {
     const ON_STACK: usize = 64;
+    const INDEX_BITS: u32 = 16;
+    const INDEX: u128 = (1 << INDEX_BITS) - 1;
     let count = params.len();
-    let mut on_stack = [(0u128, 0usize); ON_STACK];
+    let text = params.text.as_bytes();
+    let mut on_stack = [0u128; ON_STACK];
     let mut on_heap = Vec::new();
-    let sorted: &mut [(u128, usize)] = if count <= ON_STACK {
+    let keys: &mut [u128] = if count <= ON_STACK {
         &mut on_stack[..count]
     } else {
-        on_heap.resize(count, (0, 0));
+        on_heap.resize(count, 0);
         &mut on_heap
     };
-    let text = params.text.as_bytes();
-    for ((index, slot), pair) in sorted.iter_mut().enumerate().zip(&params.pairs) {
-        *slot = (name_prefix(text, pair.name), index);
-    }
+    // With more pairs than the key has room for, the keys are plain indices.
+    let packed = order == SortOrder::CodePoint && count <= 1 << INDEX_BITS;
+    let index_bits = if packed { INDEX } else { u128::MAX };
+    let index_of = |key: u128| (key & index_bits) as usize;
+    let by_pair = |a: &u128, b: &u128| {
+        params
+            .pair_bytes(index_of(*a))
+            .cmp(&params.pair_bytes(index_of(*b)))
+    };
     // Sorting the (name, value) tuples orders names first and each name's values second,
     // which is exactly "names sorted, then each name's distinct values sorted"; repeats end
     // up next to each other.
-    match order {
-        // Code-point order is the order of the UTF-8 bytes, so the prefixes order the names
-        // wherever they differ.
-        SortOrder::CodePoint => sorted.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| params.pair_bytes(a.1).cmp(&params.pair_bytes(b.1)))
-        }),
-        SortOrder::Utf16 => sorted.sort_unstable_by(|a, b| {
-            let (a, b) = (params.pair(a.1), params.pair(b.1));
-            order
-                .compare(a.0, b.0)
-                .then_with(|| order.compare(a.1, b.1))
-        }),
+    if packed {
+        // Code-point order is the order of the UTF-8 bytes, so wherever two prefixes differ
+        // they order the names.
+        for ((index, key), pair) in keys.iter_mut().enumerate().zip(&params.pairs) {
+            *key = (name_prefix(text, pair.name) & !INDEX) | index as u128;
+        }
+        keys.sort_unstable();
+        let mut run_start = 0;
+        for end in 1..=keys.len() {
+            if end == keys.len() || (keys[end] ^ keys[run_start]) & !INDEX != 0 {
+                if end - run_start > 1 {
+                    keys[run_start..end].sort_unstable_by(by_pair);
+                }
+                run_start = end;
+            }
+        }
+    } else {
+        for (index, key) in keys.iter_mut().enumerate() {
+            *key = index as u128;
+        }
+        match order {
+            SortOrder::CodePoint => keys.sort_unstable_by(by_pair),
+            SortOrder::Utf16 => keys.sort_unstable_by(|a, b| {
+                let (a, b) = (params.pair(index_of(*a)), params.pair(index_of(*b)));
+                order
+                    .compare(a.0, b.0)
+                    .then_with(|| order.compare(a.1, b.1))
+            }),
+        }
     }
-    // Written through a buffer with 16 bytes of slack, so that a short name or value is one
-    // fixed-size copy rather than a call to `memcpy`.
-    let start = out.len();
-    out.resize(start + text.len() + 16, 0);
-    let mut written = start;
-    let mut previous = None;
-    for &(prefix, index) in sorted.iter() {
-        let pair = params.pairs[index];
-        if previous.is_some_and(|(previous_prefix, previous_pair): (u128, Pair)| {
-            previous_prefix == prefix
-                && text[previous_pair.name.0..previous_pair.name.1]
-                    == text[pair.name.0..pair.name.1]
-                && text[previous_pair.value.0..previous_pair.value.1]
-                    == text[pair.value.0..pair.value.1]
-        }) {
+    // 16 bytes of slack let a short name or value go in as one fixed-size copy.
+    out.reserve(text.len() + 16);
+    let mut previous: Option<(u128, (&[u8], &[u8]))> = None;
+    for &key in keys.iter() {
+        let pair = params.pair_bytes(index_of(key));
+        let prefix = key & !index_bits;
+        if previous.is_some_and(|previous| previous == (prefix, pair)) {
             continue;
         }
-        written = copy_short(text, pair.name, out, written);
-        written = copy_short(text, pair.value, out, written);
+        let entry = params.pairs[index_of(key)];
+        push_short(out, text, entry.name);
+        push_short(out, text, entry.value);
         previous = Some((prefix, pair));
     }
-    out.truncate(written);
 }
 
-/// Copies `text[from.0..from.1]` to `out[at..]` and returns where it ends there. `out` must have
-/// 16 bytes to spare past the end of the copy; up to 16 bytes after it may be overwritten.
-fn copy_short(text: &[u8], (start, end): (usize, usize), out: &mut [u8], at: usize) -> usize {
+/// Appends `text[start..end]` to `out`: a short one as a fixed 16-byte copy (not a call to
+/// `memcpy`) cut back to its length, which needs 16 bytes of spare capacity.
+fn push_short(out: &mut Vec<u8>, text: &[u8], (start, end): (usize, usize)) {
     let len = end - start;
     match text.get(start..start + 16) {
-        Some(window) if len <= 16 => out[at..at + 16].copy_from_slice(window),
-        _ => out[at..at + len].copy_from_slice(&text[start..end]),
+        Some(window) if len <= 16 => {
+            let at = out.len();
+            out.extend_from_slice(window);
+            out.truncate(at + len);
+        }
+        _ => out.extend_from_slice(&text[start..end]),
     }
-    at + len
 }
 
 /// The first 16 bytes of the name at `text[start..end]`, zero-padded, as a number that orders
@@ -677,6 +697,21 @@ mod tests {
             params.write_canonical(&mut out);
             assert_eq!(out, [b"prefix", expected.as_bytes()].concat());
         }
+    }
+
+    #[test]
+    fn canonicalize_handles_more_pairs_than_the_packed_keys_index() {
+        let body = (0..70_000)
+            .map(|i| format!("n{}={}", (i * 7919) % 1000, i % 3))
+            .collect::<Vec<_>>()
+            .join("&");
+        let params = Params::parse(body.as_bytes());
+        let mut pairs: Vec<(&str, &str)> = params.iter().collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let expected: String = pairs.iter().flat_map(|(n, v)| [*n, *v]).collect();
+        assert_eq!(canonical(&body, SortOrder::CodePoint), expected);
+        assert_eq!(canonical(&body, SortOrder::Utf16), expected);
     }
 
     #[test]
