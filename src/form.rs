@@ -63,7 +63,8 @@ impl Params {
         // Then the separators and escapes are found eight bytes at a time. Each name and value
         // stays where it is in the copy; an escape shortens it, so the bytes after an escape
         // move left (`text[read..]` belongs at `write`) and the bytes freed at its end become
-        // ASCII filler. Neither buffer grows: the pairs are counted first.
+        // ASCII filler. Neither buffer grows: the text cannot get longer and there are at most
+        // one more pairs than `&`s.
         let mut text: Vec<u8> = input
             .iter()
             .map(|&byte| if byte == b'+' { b' ' } else { byte })
