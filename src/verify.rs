@@ -283,7 +283,7 @@ impl<'a> WebhookRequest<'a> {
         };
 
         if let Payload::BodyHash(expected) = payload
-            && !body_sha256_matches(self.body, expected.as_bytes())
+            && !expected.is_some_and(|expected| body_sha256_matches(self.body, &expected))
         {
             return Err(VerifyError::BodyHashMismatch);
         }
@@ -302,7 +302,7 @@ impl<'a> WebhookRequest<'a> {
     }
 
     /// Decides what, besides the URL, is covered by the signature.
-    fn payload(&self) -> Result<Payload<'a>, VerifyError> {
+    fn payload(&self) -> Result<Payload, VerifyError> {
         let content_type = match self.content_type {
             Header::Absent => None,
             Header::One(value) => Some(value),
@@ -322,7 +322,7 @@ impl<'a> WebhookRequest<'a> {
         // A signed bodySHA256 binds the body, even an empty one: a captured JSON request
         // replayed without its body must fail the hash check.
         if let Some(expected) = body_sha256_param(self.url) {
-            return Ok(Payload::BodyHash(expected));
+            return Ok(Payload::BodyHash(expected.as_bytes().try_into().ok()));
         }
         if self.body.is_empty() {
             return Ok(Payload::UrlOnly);
@@ -355,11 +355,12 @@ impl fmt::Debug for WebhookRequest<'_> {
 }
 
 /// What the signature covers besides the URL.
-enum Payload<'a> {
+enum Payload {
     UrlOnly,
     Form,
-    /// The decoded `bodySHA256` value from the query.
-    BodyHash(Cow<'a, str>),
+    /// The decoded `bodySHA256` value from the query, if it is 64 bytes long: no other value
+    /// can equal a hex SHA-256.
+    BodyHash(Option<[u8; 64]>),
 }
 
 /// The first `bodySHA256` value in `url`'s query, decoded (borrowed when nothing needs
