@@ -368,12 +368,18 @@ enum Payload {
 fn body_sha256_param(url: &str) -> Option<Cow<'_, str>> {
     let query = &url[url.find('?')? + 1..];
     let query = query.split('#').next().unwrap_or_default();
-    // Only a piece whose raw name is `bodySHA256`, or could decode to it, is decoded (as
-    // `form_urlencoded` would): the others are skipped without building their names.
+    // What `form_urlencoded` would find, without decoding what needs no decoding: a name or
+    // value without `%` or `+` is its own decoded form (and the URL is UTF-8 already).
+    let plain = |text: &str| !text.bytes().any(|b| b == b'%' || b == b'+');
     query.split('&').find_map(|piece| {
-        let raw_name = piece.split('=').next().unwrap_or_default();
-        if raw_name != BODY_SHA256_PARAM && !raw_name.contains(['%', '+']) {
-            return None;
+        let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
+        if plain(raw_name) {
+            if raw_name != BODY_SHA256_PARAM {
+                return None;
+            }
+            if plain(raw_value) {
+                return Some(Cow::Borrowed(raw_value));
+            }
         }
         let (name, value) = form_urlencoded::parse(piece.as_bytes()).next()?;
         (name == BODY_SHA256_PARAM).then_some(value)
@@ -830,6 +836,8 @@ mod tests {
             ("https://e.com/h?bodySHA256=a%62#bodySHA256=x", Some("ab")),
             ("https://e.com/h?bodySHA2567=ab&x", None),
             ("https://e.com/h?&&bodySHA256", Some("")),
+            ("https://e.com/h?bodySHA256=a+b%2B", Some("a b+")),
+            ("https://e.com/h?x=%3D&bodySHA256==", Some("=")),
             ("https://e.com/h", None),
         ];
         for (url, expected) in rows {
