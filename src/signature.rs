@@ -38,7 +38,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::form::{self, SortOrder};
+use crate::{
+    Secret,
+    form::{self, Params, SortOrder},
+};
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
@@ -211,13 +214,9 @@ where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let params: Vec<(K, V)> = params.into_iter().collect();
-    let pairs: Vec<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_ref(), v.as_ref()))
-        .collect();
+    let params = Params::from_pairs(params);
     let mut canonical = Vec::new();
-    form::canonicalize(&pairs, SortOrder::CodePoint, &mut canonical);
+    form::canonicalize(&params, SortOrder::CodePoint, &mut canonical);
     let mac = compute_mac(secret, algorithm, url.as_bytes(), &canonical);
     base64::engine::general_purpose::STANDARD.encode(mac.as_slice())
 }
@@ -250,29 +249,55 @@ impl MacOutput {
     }
 }
 
-/// HMAC over `url ‖ canonical_params` without concatenating them.
-pub(crate) fn compute_mac(
+/// Whether `expected` is the lower-case hex SHA-256 of `body`, without allocating.
+pub(crate) fn body_sha256_matches(body: &[u8], expected: &[u8]) -> bool {
+    let mut hex = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(body), &mut hex).expect("32 bytes are 64 hex digits");
+    hex == expected
+}
+
+/// HMAC over `url ‖ canonical_params` without concatenating them, keyed from scratch.
+fn compute_mac(
     secret: &[u8],
     algorithm: Algorithm,
     url: &[u8],
     canonical_params: &[u8],
 ) -> MacOutput {
-    fn run<M: Mac + KeyInit>(secret: &[u8], url: &[u8], params: &[u8], out: &mut [u8]) {
-        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-        let mut mac = <M as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
-        mac.update(url);
-        mac.update(params);
-        out.copy_from_slice(&mac.finalize().into_bytes());
-    }
-    let mut bytes = [0u8; 32];
-    let len = algorithm.mac_len();
     match algorithm {
-        Algorithm::HmacSha1 => run::<Hmac<Sha1>>(secret, url, canonical_params, &mut bytes[..len]),
-        Algorithm::HmacSha256 => {
-            run::<Hmac<Sha256>>(secret, url, canonical_params, &mut bytes[..len]);
-        }
+        Algorithm::HmacSha1 => finish(keyed::<Hmac<Sha1>>(secret), url, canonical_params),
+        Algorithm::HmacSha256 => finish(keyed::<Hmac<Sha256>>(secret), url, canonical_params),
     }
-    MacOutput { bytes, len }
+}
+
+/// HMAC over `url ‖ canonical_params`, starting from the secret's cached key schedule.
+pub(crate) fn compute_keyed_mac(
+    secret: &Secret,
+    algorithm: Algorithm,
+    url: &[u8],
+    canonical_params: &[u8],
+) -> MacOutput {
+    match algorithm {
+        Algorithm::HmacSha1 => finish(secret.hmac_sha1().clone(), url, canonical_params),
+        Algorithm::HmacSha256 => finish(secret.hmac_sha256().clone(), url, canonical_params),
+    }
+}
+
+/// An HMAC keyed with `key`, ready for data.
+pub(crate) fn keyed<M: KeyInit>(key: &[u8]) -> M {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    M::new_from_slice(key).expect("HMAC takes any key length")
+}
+
+fn finish<M: Mac>(mut mac: M, url: &[u8], params: &[u8]) -> MacOutput {
+    mac.update(url);
+    mac.update(params);
+    let tag = mac.finalize().into_bytes();
+    let mut bytes = [0u8; 32];
+    bytes[..tag.len()].copy_from_slice(&tag);
+    MacOutput {
+        bytes,
+        len: tag.len(),
+    }
 }
 
 /// A received `X-Twilio-Signature` value, decoded once so that every candidate comparison is

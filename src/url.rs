@@ -144,38 +144,48 @@ pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
 const LENIENT_MAX_URL_LEN: usize = 8 * 1024;
 
 /// The lenient candidates (see the module docs), without any of the exact ones and without
-/// repeats, in the order they should be tried.
-pub(crate) fn lenient_candidates(url: &str) -> Vec<String> {
-    let mut forms = Vec::new();
+/// repeats, in the order they should be tried. `exact_other` is [`other_port_form`]`(url)`,
+/// which the caller has already computed.
+pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
     if url.len() > LENIENT_MAX_URL_LEN {
-        return forms;
+        return out;
     }
+    let mut push = |form: Option<String>| {
+        if let Some(form) = form
+            && form != url
+            && exact_other != Some(form.as_str())
+            && !out.contains(&form)
+        {
+            out.push(form);
+        }
+    };
     if let Some(python) = python_geturl(url) {
-        push_with_other_port(&mut forms, python);
+        let other = other_port_form(&python);
+        push(Some(python));
+        push(other);
     }
     if let Ok(parsed) = ::url::Url::parse(url) {
-        let start = forms.len();
-        push_with_other_port(&mut forms, String::from(parsed));
-        let legacy: Vec<String> = forms[start..]
-            .iter()
-            .filter_map(|form| legacy_querystring(form))
-            .collect();
-        forms.extend(legacy);
-    }
-    let exact_other = other_port_form(url);
-    let mut out: Vec<String> = Vec::with_capacity(forms.len());
-    for form in forms {
-        if form != url && exact_other.as_ref() != Some(&form) && !out.contains(&form) {
-            out.push(form);
+        let whatwg = String::from(parsed);
+        // The query re-serialisation and the port change touch disjoint parts of the URL,
+        // so they commute: the port form of the re-serialised query is computed directly.
+        if whatwg == url {
+            // Its port forms are the exact ones; only the legacy re-serialisations are new.
+            let legacy = legacy_querystring(url);
+            let legacy_other = legacy.as_deref().and_then(other_port_form);
+            push(legacy);
+            push(legacy_other);
+        } else {
+            let other = other_port_form(&whatwg);
+            let legacy = legacy_querystring(&whatwg);
+            let legacy_other = legacy.as_deref().and_then(other_port_form);
+            push(Some(whatwg));
+            push(other);
+            push(legacy);
+            push(legacy_other);
         }
     }
     out
-}
-
-fn push_with_other_port(forms: &mut Vec<String>, base: String) {
-    let other = other_port_form(&base);
-    forms.push(base);
-    forms.extend(other);
 }
 
 /// twilio-python's re-serialisation (`urlparse(url).geturl()`) for an absolute URL: the scheme
@@ -183,7 +193,7 @@ fn push_with_other_port(forms: &mut Vec<String>, base: String) {
 /// changes nothing.
 fn python_geturl(url: &str) -> Option<String> {
     let parts = split(url)?;
-    let scheme = parts.scheme.to_ascii_lowercase();
+    let mut changed = parts.scheme.bytes().any(|b| b.is_ascii_uppercase());
     let mut rest = parts.rest;
     let mut fragment = "";
     if let Some(hash) = rest.find('#') {
@@ -191,13 +201,20 @@ fn python_geturl(url: &str) -> Option<String> {
         rest = &rest[..hash];
         if fragment == "#" {
             fragment = "";
+            changed = true;
         }
     }
     if let Some(query) = rest.strip_suffix('?')
         && !query.contains('?')
     {
         rest = query;
+        changed = true;
     }
+    // Unchanged, the parts put back together are `url` itself: skip building it.
+    if !changed {
+        return None;
+    }
+    let scheme = parts.scheme.to_ascii_lowercase();
     let normalised = format!(
         "{scheme}{}{}{}{rest}{fragment}",
         parts.userinfo, parts.host, parts.port
@@ -417,7 +434,7 @@ mod tests {
     #[test]
     fn lenient_candidates_exclude_the_exact_ones() {
         let url = "https://Example.COM/a/../sms?x='";
-        let lenient = lenient_candidates(url);
+        let lenient = lenient_candidates(url, other_port_form(url).as_deref());
         assert!(
             lenient.contains(&"https://example.com/sms?x=%27".to_owned()),
             "{lenient:?}"
@@ -435,6 +452,12 @@ mod tests {
         deduped.dedup();
         assert_eq!(deduped, lenient);
         // A URL already in normal form has nothing lenient to add.
-        assert!(lenient_candidates("https://example.com/sms").is_empty());
+        assert!(
+            lenient_candidates(
+                "https://example.com/sms",
+                Some("https://example.com:443/sms")
+            )
+            .is_empty()
+        );
     }
 }

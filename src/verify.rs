@@ -35,7 +35,7 @@
 //! Each shape is tried against every candidate URL (see [`crate::url`]) and every candidate
 //! secret, in constant time per comparison.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use http::{HeaderMap, Method, header};
 
@@ -44,7 +44,8 @@ use crate::{
     form::{self, Params, SortOrder},
     signature::{
         Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
-        SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, compute_mac,
+        SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, body_sha256_matches,
+        compute_keyed_mac,
     },
     url,
 };
@@ -246,8 +247,8 @@ impl<'a> WebhookRequest<'a> {
         let (algorithm, received, payload) = self.prechecked()?;
 
         let parsed_here;
+        let mut form_params = None;
         let mut canonical = Vec::new();
-        let mut utf16 = None;
         if let Payload::Form = payload {
             let params = match parsed {
                 Some(params) => params,
@@ -256,58 +257,54 @@ impl<'a> WebhookRequest<'a> {
                     &parsed_here
                 }
             };
-            let pairs = params.as_pairs();
-            form::canonicalize(&pairs, SortOrder::CodePoint, &mut canonical);
-            if form::may_sort_differently_in_utf16(&pairs) {
-                let mut other = Vec::new();
-                form::canonicalize(&pairs, SortOrder::Utf16, &mut other);
-                utf16 = (other != canonical).then_some(other);
-            }
+            form::canonicalize(params, SortOrder::CodePoint, &mut canonical);
+            form_params = Some(params);
         }
+        // The UTF-16 ordered string, if it differs: worked out only once the code-point one
+        // has failed, which a request Twilio signed never does.
+        let mut utf16: Option<Option<Vec<u8>>> = None;
         let secrets = secrets.into_iter();
         let check = |candidate: &str, params: &[u8]| {
             secrets.clone().position(|secret| {
-                let mac = compute_mac(
-                    secret.expose_secret(),
-                    algorithm,
-                    candidate.as_bytes(),
-                    params,
-                );
+                let mac = compute_keyed_mac(secret, algorithm, candidate.as_bytes(), params);
                 received.matches(&mac)
             })
         };
-        let try_params = |candidate: &str| -> Option<(usize, SortOrder)> {
+        let mut try_params = |candidate: &str| -> Option<(usize, SortOrder)> {
             if let Some(index) = check(candidate, &canonical) {
                 return Some((index, SortOrder::CodePoint));
             }
-            let other = utf16.as_deref()?;
-            check(candidate, other).map(|index| (index, SortOrder::Utf16))
+            let other = utf16.get_or_insert_with(|| {
+                let params = form_params.filter(|p| form::may_sort_differently_in_utf16(p))?;
+                let mut other = Vec::new();
+                form::canonicalize(params, SortOrder::Utf16, &mut other);
+                (other != canonical).then_some(other)
+            });
+            check(candidate, other.as_deref()?).map(|index| (index, SortOrder::Utf16))
         };
 
-        let found = try_params(self.url)
-            .map(|m| (m, UrlForm::AsReceived))
-            .or_else(|| {
-                let other = url::other_port_form(self.url)?;
-                try_params(&other).map(|m| (m, UrlForm::OtherPort))
-            })
-            .or_else(|| {
-                if !self.lenient_urls {
-                    return None;
-                }
-                url::lenient_candidates(self.url)
+        let mut found = try_params(self.url).map(|m| (m, UrlForm::AsReceived));
+        if found.is_none() {
+            let other = url::other_port_form(self.url);
+            found = other
+                .as_deref()
+                .and_then(&mut try_params)
+                .map(|m| (m, UrlForm::OtherPort));
+            if found.is_none() && self.lenient_urls {
+                found = url::lenient_candidates(self.url, other.as_deref())
                     .iter()
                     .find_map(|candidate| try_params(candidate))
-                    .map(|m| (m, UrlForm::Normalized))
-            });
+                    .map(|m| (m, UrlForm::Normalized));
+            }
+        }
         let Some(((secret_index, _order), url_form)) = found else {
             return Err(VerifyError::SignatureMismatch);
         };
 
-        if let Payload::BodyHash(expected) = payload {
-            let actual = crate::signature::body_sha256_hex(self.body);
-            if actual.as_bytes() != expected.as_bytes() {
-                return Err(VerifyError::BodyHashMismatch);
-            }
+        if let Payload::BodyHash(expected) = payload
+            && !expected.is_some_and(|expected| body_sha256_matches(self.body, &expected))
+        {
+            return Err(VerifyError::BodyHashMismatch);
         }
         Ok(Verified {
             algorithm,
@@ -344,7 +341,7 @@ impl<'a> WebhookRequest<'a> {
         // A signed bodySHA256 binds the body, even an empty one: a captured JSON request
         // replayed without its body must fail the hash check.
         if let Some(expected) = body_sha256_param(self.url) {
-            return Ok(Payload::BodyHash(expected));
+            return Ok(Payload::BodyHash(expected.as_bytes().try_into().ok()));
         }
         if self.body.is_empty() {
             return Ok(Payload::UrlOnly);
@@ -380,17 +377,32 @@ impl fmt::Debug for WebhookRequest<'_> {
 enum Payload {
     UrlOnly,
     Form,
-    /// The decoded `bodySHA256` value from the query.
-    BodyHash(String),
+    /// The decoded `bodySHA256` value from the query, if it is 64 bytes long: no other value
+    /// can equal a hex SHA-256.
+    BodyHash(Option<[u8; 64]>),
 }
 
-/// The first `bodySHA256` value in `url`'s query, decoded.
-fn body_sha256_param(url: &str) -> Option<String> {
+/// The first `bodySHA256` value in `url`'s query, decoded (borrowed when nothing needs
+/// decoding, as in every URL Twilio sends).
+fn body_sha256_param(url: &str) -> Option<Cow<'_, str>> {
     let query = &url[url.find('?')? + 1..];
     let query = query.split('#').next().unwrap_or_default();
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == BODY_SHA256_PARAM)
-        .map(|(_, value)| value.into_owned())
+    // What `form_urlencoded` would find, without decoding what needs no decoding: a name or
+    // value without `%` or `+` is its own decoded form (and the URL is UTF-8 already).
+    let plain = |text: &str| !text.bytes().any(|b| b == b'%' || b == b'+');
+    query.split('&').find_map(|piece| {
+        let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
+        if plain(raw_name) {
+            if raw_name != BODY_SHA256_PARAM {
+                return None;
+            }
+            if plain(raw_value) {
+                return Some(Cow::Borrowed(raw_value));
+            }
+        }
+        let (name, value) = form_urlencoded::parse(piece.as_bytes()).next()?;
+        (name == BODY_SHA256_PARAM).then_some(value)
+    })
 }
 
 /// Which spelling of the URL the signature matched.
@@ -829,6 +841,34 @@ mod tests {
         let reordered = "https://example.com/voice?CallSid=CA1&To=%2B1415&From=a+b";
         let get = WebhookRequest::new(&Method::GET, reordered, b"").signature(sig.as_bytes());
         assert_eq!(get.verify([&token()]), Err(VerifyError::SignatureMismatch));
+    }
+
+    #[test]
+    fn body_sha256_param_reads_the_first_decoded_match() {
+        let rows = [
+            ("https://e.com/h?bodySHA256=ab", Some("ab")),
+            (
+                "https://e.com/h?a=1&bodySHA256=ab&bodySHA256=cd",
+                Some("ab"),
+            ),
+            ("https://e.com/h?body%53HA256=ab", Some("ab")),
+            ("https://e.com/h?bodySHA256=a%62#bodySHA256=x", Some("ab")),
+            ("https://e.com/h?bodySHA2567=ab&x", None),
+            ("https://e.com/h?&&bodySHA256", Some("")),
+            ("https://e.com/h?bodySHA256=a+b%2B", Some("a b+")),
+            ("https://e.com/h?x=%3D&bodySHA256==", Some("=")),
+            ("https://e.com/h", None),
+        ];
+        for (url, expected) in rows {
+            let reference = url.find('?').and_then(|q| {
+                let query = url[q + 1..].split('#').next().unwrap_or_default();
+                form_urlencoded::parse(query.as_bytes())
+                    .find(|(name, _)| name == BODY_SHA256_PARAM)
+                    .map(|(_, value)| value.into_owned())
+            });
+            assert_eq!(body_sha256_param(url).as_deref(), expected, "{url}");
+            assert_eq!(reference.as_deref(), expected, "{url}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The integration tests, built as one binary so that it links once.
 #![allow(clippy::print_stdout, unreachable_pub)]
 
+mod allocations;
 mod events;
 mod frameworks;
 mod middleware;

@@ -1,0 +1,299 @@
+//! Verification cost, from raw URL and body bytes to a verdict, on four Twilio-shaped payloads.
+//!
+//! Run with
+//!
+//! ```text
+//! cargo bench --bench verify
+//! cargo bench --bench verify -- verify/valid     # one group
+//! ```
+//!
+//! Groups (see docs/BENCHMARKS.md for what each number means):
+//!
+//! - `verify/valid/NAME`, `verify/invalid/NAME`: `WebhookRequest::verify` with the payload's
+//!   signature, and with a well-formed but wrong one (which tries every candidate URL).
+//! - `parts/*/NAME`: the pieces on their own: parse and canonicalise the form, HMAC-SHA1 over
+//!   the signed string with the `hmac` crate directly (fresh key, and a pre-keyed state), the
+//!   SHA-256 of a JSON body, and the decode-and-compare of the received signature.
+//! - `layer/NAME`, `layer_baseline/NAME`: one request through `tower::ServiceExt::oneshot`, with
+//!   and without `TwilioSignatureLayer` in front of a trivial service.
+//! - `growth/params/N`, `growth/body_bytes/N`: verification of generated form bodies with more
+//!   parameters or a longer value, to show the cost grows linearly.
+#![allow(missing_docs)]
+
+use std::{convert::Infallible, hint::black_box, time::Duration};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hmac::{Hmac, KeyInit, Mac};
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_twilio::{
+    Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
+    form::Params,
+    signature::{Algorithm, sign},
+    verify::{VerifyError, WebhookRequest},
+};
+
+const TOKEN: &str = include_str!("payloads/token");
+const PUBLIC_BASE: &str = "https://example.com";
+
+/// One payload from `benches/payloads/`.
+struct Payload {
+    name: &'static str,
+    url: &'static str,
+    path: &'static str,
+    body: &'static [u8],
+    content_type: &'static str,
+    signature: &'static str,
+}
+
+macro_rules! payload {
+    ($name:literal) => {
+        Payload {
+            name: $name,
+            url: include_str!(concat!("payloads/", $name, ".url")),
+            path: include_str!(concat!("payloads/", $name, ".path")),
+            body: include_bytes!(concat!("payloads/", $name, ".body")),
+            content_type: include_str!(concat!("payloads/", $name, ".ctype")),
+            signature: include_str!(concat!("payloads/", $name, ".sig")),
+        }
+    };
+}
+
+const PAYLOADS: [Payload; 4] = [
+    payload!("a_sms"),
+    payload!("b_status"),
+    payload!("c_mms"),
+    payload!("d_json"),
+];
+
+impl Payload {
+    fn is_form(&self) -> bool {
+        self.content_type
+            .starts_with("application/x-www-form-urlencoded")
+    }
+
+    /// The payload's signature with its first character changed: still well-formed, wrong.
+    fn wrong_signature(&self) -> String {
+        let mut forged = self.signature.to_owned();
+        let first = if forged.starts_with('A') { "B" } else { "A" };
+        forged.replace_range(..1, first);
+        forged
+    }
+
+    /// What HMAC-SHA1 runs over: the URL, then the canonical form parameters.
+    fn signed_string(&self) -> Vec<u8> {
+        let mut signed = self.url.as_bytes().to_vec();
+        if self.is_form() {
+            Params::parse(self.body).write_canonical(&mut signed);
+        }
+        signed
+    }
+
+    fn request<'a>(&'a self, signature: &'a str) -> WebhookRequest<'a> {
+        WebhookRequest::new(&Method::POST, self.url, self.body)
+            .content_type(self.content_type.as_bytes())
+            .signature(signature.as_bytes())
+    }
+
+    fn http_request(&self) -> Request<Full<Bytes>> {
+        Request::post(self.path)
+            .header("host", "example.com")
+            .header("content-type", self.content_type)
+            .header("x-twilio-signature", self.signature)
+            .header("user-agent", "TwilioProxy/1.1")
+            .body(Full::new(Bytes::from_static(self.body)))
+            .expect("valid request")
+    }
+}
+
+fn secret() -> Secret {
+    Secret::new(TOKEN).expect("non-empty token")
+}
+
+fn verify(c: &mut Criterion) {
+    let secret = secret();
+    let mut group = c.benchmark_group("verify");
+    for payload in &PAYLOADS {
+        assert!(payload.request(payload.signature).verify([&secret]).is_ok());
+        group.bench_function(BenchmarkId::new("valid", payload.name), |b| {
+            b.iter(|| black_box(payload.request(black_box(payload.signature))).verify([&secret]));
+        });
+    }
+    for payload in &PAYLOADS {
+        let wrong = payload.wrong_signature();
+        assert_eq!(
+            payload.request(&wrong).verify([&secret]),
+            Err(VerifyError::SignatureMismatch)
+        );
+        group.bench_function(BenchmarkId::new("invalid", payload.name), |b| {
+            b.iter(|| black_box(payload.request(black_box(&wrong))).verify([&secret]));
+        });
+    }
+    group.finish();
+}
+
+fn parts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parts");
+    for payload in &PAYLOADS {
+        if payload.is_form() {
+            group.bench_function(BenchmarkId::new("parse_canonicalize", payload.name), |b| {
+                b.iter(|| {
+                    let mut out = Vec::new();
+                    Params::parse(black_box(payload.body)).write_canonical(&mut out);
+                    out
+                });
+            });
+        } else {
+            group.bench_function(BenchmarkId::new("body_sha256", payload.name), |b| {
+                b.iter(|| Sha256::digest(black_box(payload.body)));
+            });
+        }
+    }
+    for payload in &PAYLOADS {
+        let signed = payload.signed_string();
+        group.bench_function(BenchmarkId::new("hmac_sha1", payload.name), |b| {
+            b.iter(|| {
+                let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(black_box(TOKEN.as_bytes()))
+                    .expect("any key length");
+                mac.update(black_box(&signed));
+                mac.finalize().into_bytes()
+            });
+        });
+        let keyed =
+            <Hmac<Sha1> as KeyInit>::new_from_slice(TOKEN.as_bytes()).expect("any key length");
+        group.bench_function(BenchmarkId::new("hmac_sha1_prekeyed", payload.name), |b| {
+            b.iter(|| {
+                let mut mac = black_box(&keyed).clone();
+                mac.update(black_box(&signed));
+                mac.finalize().into_bytes()
+            });
+        });
+    }
+    // The comparison: decode the received base64 and compare the MAC in constant time.
+    let payload = &PAYLOADS[0];
+    let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(TOKEN.as_bytes()).expect("any key");
+    mac.update(&payload.signed_string());
+    let computed = mac.finalize().into_bytes();
+    group.bench_function("compare", |b| {
+        b.iter(|| {
+            let mut decoded = [0u8; 33];
+            let len = base64::engine::general_purpose::STANDARD
+                .decode_slice(black_box(payload.signature.as_bytes()), &mut decoded)
+                .expect("valid base64");
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                &decoded[..len],
+                black_box(computed.as_slice()),
+            ))
+        });
+    });
+    group.finish();
+}
+
+fn layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let credentials = Credentials::new().auth_token("primary", secret());
+    let twilio = TwilioSignatureLayer::new(credentials)
+        .public_url(PublicUrl::fixed(PUBLIC_BASE).expect("valid base URL"));
+    let with_layer =
+        ServiceBuilder::new()
+            .layer(twilio)
+            .service(service_fn(|_: Request<VerifiedBody>| async {
+                Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+            }));
+    let without_layer = service_fn(|_: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+    });
+
+    let mut group = c.benchmark_group("layer");
+    for payload in &PAYLOADS {
+        let status = runtime
+            .block_on(with_layer.clone().oneshot(payload.http_request()))
+            .expect("infallible")
+            .status();
+        assert_eq!(status, http::StatusCode::OK, "{}", payload.name);
+        group.bench_function(BenchmarkId::new("with", payload.name), |b| {
+            b.to_async(&runtime)
+                .iter(|| with_layer.clone().oneshot(payload.http_request()));
+        });
+        group.bench_function(BenchmarkId::new("without", payload.name), |b| {
+            b.to_async(&runtime)
+                .iter(|| without_layer.oneshot(payload.http_request()));
+        });
+    }
+    group.finish();
+}
+
+/// A form body with `count` parameters whose names arrive out of order.
+fn body_with_params(count: usize) -> String {
+    (0..count)
+        // 37 is odd, so for a power-of-two count this visits every index once, scrambled.
+        .map(|i| (i * 37) % count)
+        .map(|i| format!("Param{i:04}=value+{i}%21"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// An SMS-like body whose `Body` value is `bytes` long (before decoding).
+fn body_with_text(bytes: usize) -> String {
+    let text: String = "Hello+world%21+".chars().cycle().take(bytes).collect();
+    format!("AccountSid=ACe268443e43d93dab7ebef303bbe9642f&From=%2B14155550199&Body={text}")
+}
+
+fn growth(c: &mut Criterion) {
+    let secret = secret();
+    let url = "https://example.com/twilio/sms";
+    let mut group = c.benchmark_group("growth");
+    let run = |group: &mut criterion::BenchmarkGroup<'_, _>,
+               id: BenchmarkId,
+               body: String,
+               throughput: Throughput| {
+        let signature = sign(
+            secret.expose_secret(),
+            Algorithm::HmacSha1,
+            url,
+            Params::parse(body.as_bytes()).iter(),
+        );
+        let request = WebhookRequest::new(&Method::POST, url, body.as_bytes())
+            .content_type(b"application/x-www-form-urlencoded")
+            .signature(signature.as_bytes());
+        assert!(request.verify([&secret]).is_ok());
+        group.throughput(throughput);
+        group.bench_function(id, |b| b.iter(|| black_box(request).verify([&secret])));
+    };
+    for count in [8, 16, 32, 64, 128, 256, 512] {
+        run(
+            &mut group,
+            BenchmarkId::new("params", count),
+            body_with_params(count),
+            Throughput::Elements(count as u64),
+        );
+    }
+    for bytes in [256, 1024, 4096, 16384, 65536] {
+        let body = body_with_text(bytes);
+        let len = body.len() as u64;
+        run(
+            &mut group,
+            BenchmarkId::new("body_bytes", bytes),
+            body,
+            Throughput::Bytes(len),
+        );
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = verify, parts, layer, growth
+}
+criterion_main!(benches);
