@@ -477,11 +477,9 @@ where
             Ok(Some(credentials)) => credentials,
         };
         let key_id = self.shared_key_id.as_deref();
-        let applicable: Vec<&crate::resolver::Credential> = credentials
-            .iter()
-            .filter(|c| c.applies_to(key_id))
-            .collect();
-        if applicable.is_empty() {
+        // No allocation: the filter is re-run to name the one that matched.
+        let applicable = || credentials.iter().filter(move |c| c.applies_to(key_id));
+        if applicable().next().is_none() {
             return self.fail(shared, log, parts, unknown, None, Some(&credentials));
         }
         let mut request =
@@ -490,12 +488,17 @@ where
             request = request.exact_urls_only();
         }
         let params = self.params.as_ref().filter(|_| request.is_form());
-        match request.verify_with_params(params, applicable.iter().map(|c| c.secret())) {
+        match request.verify_with_params(params, applicable().map(|c| c.secret())) {
             Ok(verified) => {
                 let webhook = VerifiedWebhook {
                     account_sid: self.account_sid.take(),
                     tenant_id: credentials.tenant_arc().cloned(),
-                    credential: Arc::clone(applicable[verified.secret_index].label_arc()),
+                    credential: Arc::clone(
+                        applicable()
+                            .nth(verified.secret_index)
+                            .expect("the index of a secret that was tried")
+                            .label_arc(),
+                    ),
                     algorithm: verified.algorithm,
                     url_form: verified.url_form,
                     params: Arc::new(self.params.take().unwrap_or_default()),

@@ -314,7 +314,9 @@ impl fmt::Debug for ResolveRequest {
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     tenant: Option<Arc<str>>,
-    secrets: Vec<Credential>,
+    /// Shared, so that handing the same credentials to every request (a static resolver, a
+    /// cache hit) copies a pointer, not the list.
+    secrets: Arc<Vec<Credential>>,
 }
 
 impl Credentials {
@@ -335,7 +337,7 @@ impl Credentials {
     /// they are tried in the order added.
     #[must_use]
     pub fn auth_token(mut self, label: impl Into<Arc<str>>, secret: Secret) -> Self {
-        self.secrets.push(Credential {
+        Arc::make_mut(&mut self.secrets).push(Credential {
             label: label.into(),
             kind: CredentialKind::AuthToken,
             secret,
@@ -347,7 +349,7 @@ impl Credentials {
     #[must_use]
     pub fn shared_key(mut self, key_id: impl Into<Arc<str>>, secret: Secret) -> Self {
         let key_id = key_id.into();
-        self.secrets.push(Credential {
+        Arc::make_mut(&mut self.secrets).push(Credential {
             label: format!("shared_key:{key_id}").into(),
             kind: CredentialKind::SharedKey { key_id },
             secret,
