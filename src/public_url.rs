@@ -341,19 +341,17 @@ impl ForwardedHeaders {
             None
         };
         if let Some(element) = element {
-            {
-                if let Some(value) = element.proto {
-                    proto = Some(Scheme::parse(&value).ok_or(UrlError::InvalidForwarded)?);
+            if let Some(value) = element.proto {
+                proto = Some(Scheme::parse(&value).ok_or(UrlError::InvalidForwarded)?);
+            }
+            if let Some(value) = element.host {
+                if !valid_host(&value) {
+                    return Err(UrlError::InvalidForwarded);
                 }
-                if let Some(value) = element.host {
-                    if !valid_host(&value) {
-                        return Err(UrlError::InvalidForwarded);
-                    }
-                    host = Some(value);
-                }
-                if element.for_ip.is_some() {
-                    client_ip = element.for_ip;
-                }
+                host = Some(value);
+            }
+            if element.for_ip.is_some() {
+                client_ip = element.for_ip;
             }
         }
         let mut port = None;
