@@ -4,6 +4,7 @@
 mod events;
 mod frameworks;
 mod middleware;
+mod properties;
 mod secrets;
 mod support;
 mod vectors;
