@@ -3,6 +3,7 @@
 
 mod events;
 mod frameworks;
+mod hostile;
 mod middleware;
 mod properties;
 mod secrets;
