@@ -24,8 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let peer: Option<IpAddr> = std::str::from_utf8(fields.bytes(1))
         .ok()
         .and_then(|p| p.parse().ok());
-    let Ok(mut builder) = std::str::from_utf8(fields.bytes(2)).map(|target| Request::post(target))
-    else {
+    let Ok(mut builder) = std::str::from_utf8(fields.bytes(2)).map(Request::post) else {
         return;
     };
     for header in fields.rest(3) {
