@@ -41,9 +41,14 @@ use tower_twilio::{
 
 const FORM: &[u8] = b"application/x-www-form-urlencoded";
 
+/// 48 cases per property, or `PROPTEST_CASES` for a longer run
+/// (`PROPTEST_CASES=5000 cargo test --test it properties`).
 fn config() -> Config {
     Config {
-        cases: 48,
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(48),
         // A failure is printed with its minimal input; nothing is written next to the tests.
         failure_persistence: None,
         ..Config::default()
@@ -716,7 +721,7 @@ fn lossy(bytes: &[u8]) -> String {
 }
 
 proptest! {
-    #![proptest_config(Config { cases: 256, ..config() })]
+    #![proptest_config(Config { cases: config().cases * 5, ..config() })]
 
     #[test]
     fn form_parser_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
