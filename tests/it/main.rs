@@ -4,7 +4,9 @@
 mod allocations;
 mod events;
 mod frameworks;
+mod hostile;
 mod middleware;
+mod properties;
 mod secrets;
 mod server;
 mod support;

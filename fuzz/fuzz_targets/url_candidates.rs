@@ -1,0 +1,83 @@
+//! URL candidate construction: the port helpers over arbitrary strings, then whole
+//! verification so that the lenient candidates (the SDKs' re-serialised forms) are computed for
+//! arbitrary URLs.
+//!
+//! Input: `url 0xFF body`.
+#![no_main]
+
+mod common;
+
+use common::{FORM, Fields, TOKEN};
+use http::Method;
+use libfuzzer_sys::fuzz_target;
+use tower_twilio::{
+    Secret,
+    form::Params,
+    signature::{Algorithm, sign},
+    url::{add_default_port, remove_port},
+    verify::{UrlForm, VerifyError, WebhookRequest},
+};
+
+fuzz_target!(|data: &[u8]| {
+    let fields = Fields::new(data);
+    let url = fields.text(0);
+    let body = fields.bytes(1);
+
+    let removed = remove_port(&url);
+    let added = add_default_port(&url);
+    // Both are idempotent, and undo each other.
+    assert_eq!(remove_port(&removed), removed);
+    assert_eq!(add_default_port(&added), added);
+    if added != url {
+        assert_eq!(remove_port(&added), url, "added {added:?}");
+    }
+    if removed != url {
+        assert_ne!(add_default_port(&removed), removed);
+    }
+    assert!(
+        removed == url || added == url,
+        "a URL has a port or has none"
+    );
+
+    let secret = Secret::new(TOKEN).unwrap();
+    let params = Params::parse(body);
+    let request = |sig: &'_ str| {
+        WebhookRequest::new(&Method::POST, &url, body)
+            .content_type(FORM)
+            .signature(sig.as_bytes())
+            .verify([&secret])
+    };
+    // Signed for the URL as received.
+    let exact = sign(TOKEN, Algorithm::HmacSha1, &url, params.iter());
+    let verified = request(&exact).expect("signed for this URL");
+    assert_eq!(verified.url_form, UrlForm::AsReceived);
+    // Signed for its other port spelling.
+    let other = if removed != url { &removed } else { &added };
+    if *other != url {
+        let sig = sign(TOKEN, Algorithm::HmacSha1, other, params.iter());
+        let verified = request(&sig).expect("signed for the other port spelling");
+        assert_ne!(verified.url_form, UrlForm::Normalized);
+    }
+    // Signed for something else: every candidate, lenient ones included, is tried and fails.
+    let sig = sign(
+        TOKEN,
+        Algorithm::HmacSha1,
+        "urn:not-this-url",
+        params.iter(),
+    );
+    if url != "urn:not-this-url" {
+        match request(&sig) {
+            Err(VerifyError::SignatureMismatch) => {}
+            // A lenient form of the URL may itself be the other URL.
+            Ok(v) => assert_eq!(v.url_form, UrlForm::Normalized),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    // The exact-only mode never matches a lenient form.
+    let exact_only = WebhookRequest::new(&Method::POST, &url, body)
+        .content_type(FORM)
+        .signature(exact.as_bytes())
+        .exact_urls_only()
+        .verify([&secret]);
+    assert!(exact_only.is_ok());
+});
