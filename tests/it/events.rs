@@ -182,35 +182,12 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
     }
 }
 
-/// A writer the JSON tracing subscriber appends to.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The tracing sink's output: structured, on a stable target, free of secrets. The example
 /// entry in docs/TWILIO_WEBHOOK_SETUP.md is this test's output (run with `UPDATE_DOCS=1` to
 /// rewrite it after a deliberate change).
 #[tokio::test(flavor = "current_thread")]
 async fn tracing_events_are_structured_and_the_docs_show_a_real_one() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_json_logs();
 
     let layer = TwilioSignatureLayer::new(
         Credentials::new()
@@ -228,7 +205,7 @@ async fn tracing_events_are_structured_and_the_docs_show_a_real_one() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
-    let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let output = captured.text();
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 1, "{output}");
     let mut entry: serde_json::Value = serde_json::from_str(lines[0]).unwrap();

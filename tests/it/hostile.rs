@@ -11,7 +11,6 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -719,36 +718,13 @@ async fn body_that_errors_mid_stream_is_a_400() {
 // ---------------------------------------------------------------------------------------------
 // Values that end up in events
 
-/// A writer the JSON tracing subscriber appends to.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Header values cannot hold CR, LF or other control characters (`http` refuses them), but the
 /// unverified `AccountSid` comes from the body and can hold anything, and header values can
 /// hold quotes, markup and bytes that are not UTF-8. All of it must reach the event as field
 /// data, not be spliced into the message, and the JSON log must stay one valid line per event.
 #[tokio::test(flavor = "current_thread")]
 async fn injected_values_stay_data_in_events_and_json_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture_json_logs();
 
     let evil_sid = "AC\u{1b}[31mRED\u{1b}[0m\"},\"level\":\"INFO\r\n{\"forged\":true}\u{0}<script>alert(1)</script>";
     let body = form_urlencoded::Serializer::new(String::new())
@@ -798,10 +774,9 @@ async fn injected_values_stay_data_in_events_and_json_logs() {
 
     // The JSON log: exactly one line, valid JSON, control characters escaped, the message
     // fixed, every value in its own field.
-    let output = captured.0.lock().unwrap().clone();
-    assert!(!output.contains(&0x1b), "raw ESC in the log");
-    assert!(!output.contains(&0), "raw NUL in the log");
-    let output = String::from_utf8(output).expect("the log is UTF-8");
+    let output = captured.text(); // panics unless the log is UTF-8
+    assert!(!output.contains('\u{1b}'), "raw ESC in the log");
+    assert!(!output.contains('\0'), "raw NUL in the log");
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 1, "one line per event: {output}");
     assert!(!lines[0].contains('\r'));
