@@ -137,6 +137,7 @@ mod future;
 mod layer;
 pub mod public_url;
 mod rejection;
+pub mod replay;
 pub mod resolver;
 mod secret;
 mod service;

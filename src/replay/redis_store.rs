@@ -1,0 +1,236 @@
+//! [`RedisStore`]: the replay guard's store shared by several instances through Redis.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use redis::{
+    AsyncCommands, Client, ExistenceCheck, Script, SetExpiry, SetOptions, Value,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use super::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind};
+
+/// A boxed future: the Redis store's operations are network round trips, next to which one
+/// allocation costs nothing. The layer's own path stays unboxed.
+pub type RedisFuture<T> = Pin<Box<dyn Future<Output = Result<T, ReplayStoreError>> + Send>>;
+
+/// The value of a key that is done.
+const DONE: &str = "d";
+
+/// Deletes `KEYS[1]` only if it still holds `ARGV[1]` (our claim), atomically.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end \
+         return 0",
+    )
+});
+
+/// The [`ReplayStore`] on a Redis (or Valkey) server, shared by every instance that points at
+/// it, so a webhook reaches one handler once however many servers sit behind the load
+/// balancer. Needs the cargo feature `redis`.
+///
+/// Each key is `PREFIX` ‖ the [`ReplayKey`] in hex (`tower-twilio:replay:` by default), and
+/// holds `c:` ‖ a random 128-bit claim token while claimed, or `d` once done. Every operation
+/// is one atomic command:
+///
+/// - claim: `SET key c:TOKEN NX PX lease`. Only when the key exists already, a `GET` tells a
+///   duplicate (`d`) from one in flight; the key vanishing in between is answered as in
+///   flight (Twilio retries), never as new.
+/// - complete: `SET key d PX window`.
+/// - release: a Lua script that deletes the key only while it holds our token, so a late
+///   release never deletes another request's claim or a done mark.
+///
+/// It talks through a [`ConnectionManager`], which reconnects on its own after the server
+/// comes back. [`connect`](Self::connect) bounds every command by one second and the
+/// reconnection by two quick retries, so a dead server turns into errors (and, with the
+/// default fail-closed guard, 503s) quickly rather than into hanging webhooks. Pass your own
+/// manager to [`new`](Self::new) for other limits, TLS or a Sentinel setup.
+///
+/// Where the Redis server loses its data (restart without persistence, failover to a replica
+/// that had not received the last writes, eviction under `maxmemory` with an `allkeys-*`
+/// policy), it forgets what it held, and a replay within the window is accepted again. Run it
+/// with `maxmemory-policy noeviction` (or `volatile-ttl`; every key here has a TTL) and
+/// persistence if that matters.
+///
+/// ```no_run
+/// use tower_twilio::{Credentials, TwilioSignatureLayer, replay::{RedisStore, ReplayGuard}};
+///
+/// # async fn layer(credentials: Credentials) -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
+/// let twilio = TwilioSignatureLayer::new(credentials).replay_guard(ReplayGuard::new(store));
+/// # let _ = twilio;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+impl RedisStore {
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "tower-twilio:replay:";
+
+    /// Connects to the server at `url` (`redis://[user:password@]host:port/db`, or `rediss://`
+    /// with a TLS feature of the `redis` crate enabled), with one second for each command and
+    /// each connection attempt and two retries when reconnecting.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayStoreErrorKind::Unavailable`] if the URL is malformed or the first connection
+    /// fails. The error never shows the password.
+    pub async fn connect(url: &str) -> Result<Self, ReplayStoreError> {
+        let client = Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(Self::new(connection))
+    }
+
+    /// A store on a connection manager you built.
+    pub fn new(connection: ConnectionManager) -> Self {
+        Self {
+            connection,
+            prefix: Arc::from(Self::DEFAULT_PREFIX),
+        }
+    }
+
+    /// Uses `prefix` in front of every key instead of [`DEFAULT_PREFIX`](Self::DEFAULT_PREFIX):
+    /// to keep several applications apart on one server.
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
+    }
+
+    fn key(&self, key: &ReplayKey) -> String {
+        format!("{}{}", self.prefix, key.to_hex())
+    }
+}
+
+fn claim_value(token: ClaimToken) -> String {
+    format!("c:{:032x}", token.get())
+}
+
+fn unavailable(error: redis::RedisError) -> ReplayStoreError {
+    ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error)
+}
+
+fn millis(duration: Duration) -> u64 {
+    // Redis refuses PX 0; a sub-millisecond duration is one millisecond.
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn random_token() -> Result<ClaimToken, ReplayStoreError> {
+    let mut bytes = [0; 16];
+    getrandom::fill(&mut bytes).map_err(|error| {
+        ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error.to_string())
+    })?;
+    Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
+}
+
+impl ReplayStore for RedisStore {
+    type ClaimFuture = RedisFuture<Claim>;
+    type CompleteFuture = RedisFuture<()>;
+    type ReleaseFuture = RedisFuture<()>;
+
+    fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
+        let mut connection = self.connection.clone();
+        let key = self.key(key);
+        Box::pin(async move {
+            let token = random_token()?;
+            let options = SetOptions::default()
+                .conditional_set(ExistenceCheck::NX)
+                .with_expiration(SetExpiry::PX(millis(lease)));
+            let set: Value = connection
+                .set_options(&key, claim_value(token), options)
+                .await
+                .map_err(unavailable)?;
+            match set {
+                Value::Okay => return Ok(Claim::Claimed(token)),
+                Value::Nil => {}
+                other => {
+                    let what = format!("SET NX answered {other:?}");
+                    return Err(ReplayStoreError::with_source(
+                        ReplayStoreErrorKind::Protocol,
+                        what,
+                    ));
+                }
+            }
+            let current: Option<String> = connection.get(&key).await.map_err(unavailable)?;
+            Ok(match current.as_deref() {
+                Some(DONE) => Claim::Done,
+                // Claimed by someone else, or gone between the two commands: Twilio retries.
+                _ => Claim::InFlight,
+            })
+        })
+    }
+
+    fn complete(
+        &self,
+        key: &ReplayKey,
+        _token: ClaimToken,
+        window: Duration,
+    ) -> Self::CompleteFuture {
+        let mut connection = self.connection.clone();
+        let key = self.key(key);
+        Box::pin(async move {
+            let () = connection
+                .pset_ex(&key, DONE, millis(window))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
+        let mut connection = self.connection.clone();
+        let key = self.key(key);
+        Box::pin(async move {
+            let _deleted: i64 = RELEASE
+                .key(&key)
+                .arg(claim_value(token))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    /// Spawns the release on the current tokio runtime; without one, the claim stays until its
+    /// lease runs out.
+    fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let release = self.release(key, token);
+            runtime.spawn(async move {
+                if let Err(error) = release.await {
+                    tracing::warn!(
+                        target: "tower_twilio::security",
+                        %error,
+                        "could not release a replay claim; it stays until its lease runs out"
+                    );
+                }
+            });
+        }
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the connection: its client knows the URL, password included.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,171 @@
+//! [`ReplayStore`]: where the replay guard keeps what it has seen.
+
+use std::{
+    error::Error,
+    fmt,
+    future::Future,
+    pin::pin,
+    task::{Context, Waker},
+    time::Duration,
+};
+
+use super::ReplayKey;
+use crate::BoxError;
+
+/// The answer to a [claim](ReplayStore::claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Not seen: the key is now held by this request until it is
+    /// [completed](ReplayStore::complete), [released](ReplayStore::release) or the lease runs
+    /// out. The token proves the claim is ours when releasing it.
+    Claimed(ClaimToken),
+    /// Processed already, within the window: a duplicate.
+    Done,
+    /// Claimed by another request that has not finished (here or on another instance).
+    InFlight,
+}
+
+/// Proves which request holds a claim, so that a late release cannot delete a claim or a
+/// done mark that another request made since.
+///
+/// Unique per claim: a counter for the in-memory store, 128 random bits for a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(u128);
+
+impl ClaimToken {
+    /// A token with this value. Stores shared between processes must make it unpredictable and
+    /// unique across them (random); a store in one process may count.
+    pub const fn new(value: u128) -> Self {
+        Self(value)
+    }
+
+    /// The value.
+    pub const fn get(self) -> u128 {
+        self.0
+    }
+}
+
+/// Keeps which webhooks are in flight and which were processed, for
+/// [`ReplayGuard`](super::ReplayGuard).
+///
+/// Three operations, each a single atomic step in the store:
+///
+/// 1. [`claim`](Self::claim): if the key is absent, store it as claimed by a fresh token for
+///    `lease`, and answer [`Claim::Claimed`]; else say whether it is [`Claim::Done`] or
+///    [`Claim::InFlight`].
+/// 2. [`complete`](Self::complete): mark the key done for `window`, whoever holds it now (the
+///    handler succeeded, so that is the truth).
+/// 3. [`release`](Self::release): delete the key only if it is still claimed by `token`.
+///
+/// The futures are associated types, so that a store whose operations are synchronous (like
+/// [`MemoryStore`](super::MemoryStore), with [`std::future::Ready`]) costs no allocation. A
+/// store that talks to a server may use a boxed future, as
+/// [`RedisStore`](super::RedisStore) does: one allocation is nothing next to a round trip.
+/// The futures must not borrow the store: they live in the middleware's response future.
+///
+/// An error is never taken as "not seen": the guard refuses the request (or, if configured to
+/// fail open, passes it and reports an `ERROR`).
+pub trait ReplayStore {
+    /// What [`claim`](Self::claim) returns.
+    type ClaimFuture: Future<Output = Result<Claim, ReplayStoreError>>;
+    /// What [`complete`](Self::complete) returns.
+    type CompleteFuture: Future<Output = Result<(), ReplayStoreError>>;
+    /// What [`release`](Self::release) returns.
+    type ReleaseFuture: Future<Output = Result<(), ReplayStoreError>>;
+
+    /// Claims `key` for `lease` if it is absent; see the [trait docs](Self).
+    fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture;
+
+    /// Marks `key` done for `window`.
+    fn complete(&self, key: &ReplayKey, token: ClaimToken, window: Duration)
+    -> Self::CompleteFuture;
+
+    /// Deletes `key` if `token` still holds it.
+    fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture;
+
+    /// Releases a claim from synchronous code: the guard calls it when a request is dropped
+    /// before its handler answered (the client went away), so that Twilio's retry is not
+    /// turned away as in flight.
+    ///
+    /// The default polls [`release`](Self::release) once, which finishes a store whose futures
+    /// are ready at once; otherwise the claim stays until its lease runs out. A store that
+    /// talks to a server should start the release in the background instead (the Redis store
+    /// spawns it on the current tokio runtime).
+    fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
+        let mut release = pin!(self.release(key, token));
+        let _ = release
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+    }
+}
+
+/// A [`ReplayStore`] operation failed. `Display` text is for people and may change; match on
+/// [`Self::kind`].
+pub struct ReplayStoreError {
+    kind: ReplayStoreErrorKind,
+    source: Option<BoxError>,
+}
+
+/// What kind of failure a [`ReplayStoreError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReplayStoreErrorKind {
+    /// The store is at its size limit and holds no expired entry to make room: a new webhook
+    /// cannot be recorded, so it is not let through as if it were new (with the default
+    /// fail-closed mode it gets a 503 and Twilio retries it later).
+    Full,
+    /// The store could not be reached or did not answer in time (a Redis server down, a
+    /// network failure, a timeout).
+    Unavailable,
+    /// The store answered something the guard cannot interpret.
+    Protocol,
+}
+
+impl ReplayStoreError {
+    /// An error of `kind` without a cause.
+    pub fn new(kind: ReplayStoreErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    /// An error of `kind` caused by `source`.
+    pub fn with_source(kind: ReplayStoreErrorKind, source: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    /// What kind of failure.
+    pub fn kind(&self) -> ReplayStoreErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Debug for ReplayStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayStoreError")
+            .field("kind", &self.kind)
+            .field("source", &self.source.as_ref().map(ToString::to_string))
+            .finish()
+    }
+}
+
+impl fmt::Display for ReplayStoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ReplayStoreErrorKind::Full => "replay store is full",
+            ReplayStoreErrorKind::Unavailable => "replay store unavailable",
+            ReplayStoreErrorKind::Protocol => "replay store answered unexpectedly",
+        };
+        match &self.source {
+            Some(source) => write!(f, "{what}: {source}"),
+            None => f.pad(what),
+        }
+    }
+}
+
+impl Error for ReplayStoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
