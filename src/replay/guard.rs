@@ -196,7 +196,10 @@ mod tests {
     fn the_default_duplicate_answer_stops_twilio_retrying_without_doing_anything() {
         let form = default_duplicate_response(true);
         assert_eq!(form.status(), StatusCode::OK);
-        assert_eq!(form.headers()[header::CONTENT_TYPE], "text/xml; charset=utf-8");
+        assert_eq!(
+            form.headers()[header::CONTENT_TYPE],
+            "text/xml; charset=utf-8"
+        );
         assert!(form.body().ends_with(b"<Response/>"));
         let other = default_duplicate_response(false);
         assert_eq!(other.status(), StatusCode::NO_CONTENT);

@@ -129,7 +129,9 @@ fn unavailable(error: redis::RedisError) -> ReplayStoreError {
 
 fn millis(duration: Duration) -> u64 {
     // Redis refuses PX 0; a sub-millisecond duration is one millisecond.
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 fn random_token() -> Result<ClaimToken, ReplayStoreError> {

@@ -77,8 +77,12 @@ pub trait ReplayStore {
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture;
 
     /// Marks `key` done for `window`.
-    fn complete(&self, key: &ReplayKey, token: ClaimToken, window: Duration)
-    -> Self::CompleteFuture;
+    fn complete(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        window: Duration,
+    ) -> Self::CompleteFuture;
 
     /// Deletes `key` if `token` still holds it.
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture;

@@ -7,6 +7,7 @@ mod frameworks;
 mod hostile;
 mod middleware;
 mod properties;
+mod replay;
 mod secrets;
 mod server;
 mod support;
