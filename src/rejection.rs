@@ -112,6 +112,18 @@ pub enum RejectionKind {
     /// The resolver failed (e.g. its database is down). 503: the request may be genuine, and it
     /// was neither accepted nor confused with a forgery.
     ResolverFailed,
+    /// A verified duplicate of a webhook already processed, answered by the
+    /// [replay guard](crate::replay) without calling the inner service: 200 (with an empty
+    /// TwiML `<Response/>`) for a form webhook, 204 otherwise, or the guard's
+    /// [duplicate response](crate::replay::ReplayGuard::duplicate_response). Not a refusal:
+    /// Twilio is told it arrived, so it stops retrying.
+    ReplaySuppressed,
+    /// A verified copy of a webhook that another request is handling right now (here or on
+    /// another instance sharing the replay store). 409: Twilio retries it later.
+    ReplayInFlight,
+    /// The replay store failed (unreachable, or full), and the guard fails closed. 503: the
+    /// request is genuine and Twilio retries it later.
+    ReplayStoreFailed,
 }
 
 impl RejectionKind {
@@ -120,7 +132,9 @@ impl RejectionKind {
         match self {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadFailed => StatusCode::BAD_REQUEST,
-            Self::ResolverFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ResolverFailed | Self::ReplayStoreFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReplaySuppressed => StatusCode::OK,
+            Self::ReplayInFlight => StatusCode::CONFLICT,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -158,6 +172,15 @@ impl RejectionKind {
             Self::BodyTooLarge => own("body_too_large", "request body too large"),
             Self::BodyReadFailed => own("body_read_failed", "request body could not be read"),
             Self::ResolverFailed => own("resolver_failed", "credential lookup failed"),
+            Self::ReplaySuppressed => own(
+                "replay_suppressed",
+                "duplicate of a webhook already processed",
+            ),
+            Self::ReplayInFlight => own(
+                "replay_in_flight",
+                "a copy of this webhook is being handled",
+            ),
+            Self::ReplayStoreFailed => own("replay_store_failed", "replay store failed"),
         }
     }
 }

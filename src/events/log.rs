@@ -14,8 +14,8 @@ use crate::{rejection::RejectionKind, verified_webhook::VerifiedWebhook};
 
 /// Receives every webhook's lifecycle: [`Received`](WebhookStage::Received), then
 /// [`Verified`](WebhookStage::Verified) or not, then exactly one final stage —
-/// [`Rejected`](WebhookStage::Rejected), [`Processed`](WebhookStage::Processed) or
-/// [`Failed`](WebhookStage::Failed).
+/// [`Rejected`](WebhookStage::Rejected), [`Processed`](WebhookStage::Processed),
+/// [`Failed`](WebhookStage::Failed) or [`Duplicate`](WebhookStage::Duplicate).
 ///
 /// Set it with [`TwilioSignatureLayer::on_webhook`](crate::TwilioSignatureLayer::on_webhook).
 /// Implemented for closures `Fn(&WebhookLogEntry)`. It runs inline on the request path: to
@@ -42,7 +42,8 @@ where
 pub enum WebhookStage {
     /// The request arrived.
     Received,
-    /// The signature checked out; the inner service is about to run.
+    /// The signature checked out; the inner service is about to run (unless the
+    /// [replay guard](crate::replay) finds it a duplicate or in flight).
     Verified,
     /// Refused. Final.
     Rejected(RejectionKind),
@@ -53,6 +54,9 @@ pub enum WebhookStage {
     /// The inner service answered with a 4xx/5xx status, returned an error (`None`), or the
     /// request was dropped before it answered (`None`). Final.
     Failed(Option<StatusCode>),
+    /// Verified, but a duplicate of a webhook already processed: the
+    /// [replay guard](crate::replay) answered without calling the inner service. Final.
+    Duplicate,
 }
 
 impl WebhookStage {
@@ -60,12 +64,12 @@ impl WebhookStage {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Rejected(_) | Self::Processed(_) | Self::Failed(_)
+            Self::Rejected(_) | Self::Processed(_) | Self::Failed(_) | Self::Duplicate
         )
     }
 
     /// `"received"`, `"verified"`, `"rejected"`, `"passed_in_report_only_mode"`,
-    /// `"processed"` or `"failed"`.
+    /// `"processed"`, `"failed"` or `"duplicate"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Received => "received",
@@ -74,6 +78,7 @@ impl WebhookStage {
             Self::PassedInReportOnlyMode(_) => "passed_in_report_only_mode",
             Self::Processed(_) => "processed",
             Self::Failed(_) => "failed",
+            Self::Duplicate => "duplicate",
         }
     }
 }

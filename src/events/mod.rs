@@ -61,11 +61,13 @@ pub struct SecurityEvent {
 }
 
 impl SecurityEvent {
-    /// The event type name: the reason's name (`"signature_mismatch"`) for a refused request,
-    /// or `"passed_in_report_only_mode"`.
+    /// The event type name: the reason's name (`"signature_mismatch"`, `"replay_suppressed"`,
+    /// `"replay_store_failed"`), or `"passed_in_report_only_mode"`.
     pub fn event_type(&self) -> &'static str {
         match self.outcome {
-            Outcome::Rejected => self.reason.as_str(),
+            Outcome::Rejected | Outcome::Suppressed | Outcome::PassedWithoutReplayCheck => {
+                self.reason.as_str()
+            }
             Outcome::PassedInReportOnlyMode => Outcome::PassedInReportOnlyMode.as_str(),
         }
     }
@@ -79,15 +81,24 @@ pub enum Outcome {
     Rejected,
     /// Failed verification but passed to the inner service because report-only mode is on.
     PassedInReportOnlyMode,
+    /// Verified, but a duplicate of a webhook already processed: answered by the
+    /// [replay guard](crate::replay) without calling the inner service.
+    Suppressed,
+    /// Verified, but the replay store failed: passed to the inner service without the replay
+    /// check (the guard fails open), or processed without being recorded as done.
+    PassedWithoutReplayCheck,
 }
 
 impl Outcome {
-    /// `"rejected"` or `"passed_in_report_only_mode"`: the same words the webhook log's
-    /// [`WebhookStage::as_str`](log::WebhookStage::as_str) uses.
+    /// `"rejected"`, `"passed_in_report_only_mode"`, `"suppressed"` or
+    /// `"passed_without_replay_check"`: where the webhook log has the same stage, the same
+    /// words as [`WebhookStage::as_str`](log::WebhookStage::as_str).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",
             Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
+            Self::Suppressed => "suppressed",
+            Self::PassedWithoutReplayCheck => "passed_without_replay_check",
         }
     }
 }
@@ -96,24 +107,29 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Severity {
-    /// Noise that needs no action (an unreadable body, an oversize upload).
+    /// Noise that needs no action (an unreadable body, an oversize upload, a duplicate or a
+    /// retry the replay guard caught).
     Info,
     /// Probably not Twilio: scanners, missing or malformed headers.
     Warning,
-    /// A forged or tampered request, an unknown account, a failed lookup, or verification off.
+    /// A forged or tampered request, an unknown account, a failed lookup or replay store, or
+    /// verification off.
     Critical,
 }
 
 impl Severity {
     pub(crate) fn of(reason: RejectionKind, outcome: Outcome) -> Self {
         use RejectionKind::*;
-        if outcome == Outcome::PassedInReportOnlyMode {
+        if matches!(
+            outcome,
+            Outcome::PassedInReportOnlyMode | Outcome::PassedWithoutReplayCheck
+        ) {
             return Self::Critical;
         }
         match reason {
             SignatureMismatch | BodyHashMismatch | UnknownAccount | UnknownSharedKey
-            | ResolverFailed => Self::Critical,
-            BodyTooLarge | BodyReadFailed => Self::Info,
+            | ResolverFailed | ReplayStoreFailed => Self::Critical,
+            BodyTooLarge | BodyReadFailed | ReplaySuppressed | ReplayInFlight => Self::Info,
             _ => Self::Warning,
         }
     }

@@ -218,7 +218,7 @@ impl ReplayStore for RedisStore {
             runtime.spawn(async move {
                 if let Err(error) = release.await {
                     tracing::warn!(
-                        target: "tower_twilio::security",
+                        target: crate::events::TRACING_TARGET,
                         %error,
                         "could not release a replay claim; it stays until its lease runs out"
                     );
