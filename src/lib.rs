@@ -134,6 +134,7 @@ pub mod events;
 pub mod form;
 mod future;
 mod layer;
+mod pipeline;
 pub mod public_url;
 mod rejection;
 pub mod replay;
