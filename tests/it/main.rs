@@ -9,6 +9,5 @@ mod middleware;
 mod properties;
 mod replay;
 mod secrets;
-mod server;
 mod support;
 mod vectors;

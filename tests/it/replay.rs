@@ -124,24 +124,23 @@ pub(crate) mod redis {
         RedisStore::connect(url).await.unwrap().prefix(prefix)
     }
 
+    /// Random enough to keep test runs apart (std's hasher keys are random per instance).
     pub(crate) fn random_hex() -> String {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes).unwrap();
-        hex::encode(bytes)
+        use std::hash::BuildHasher as _;
+        let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        format!("{random:016x}")
     }
 
     /// A `redis-server` of this test's own, on a free loopback port, killed on drop.
     pub(crate) struct PrivateRedis {
         child: Option<Child>,
         pub(crate) url: String,
-        _dir: tempfile::TempDir,
     }
 
     impl PrivateRedis {
         /// Starts one, or `None` outside CI when `redis-server` is not installed.
         pub(crate) async fn start() -> Option<Self> {
             url()?;
-            let dir = tempfile::tempdir().unwrap();
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -156,8 +155,9 @@ pub(crate) mod redis {
                     "--save",
                     "",
                 ])
+                // Nothing is written: no snapshots, no append-only file.
                 .args(["--appendonly", "no", "--dir"])
-                .arg(dir.path())
+                .arg(std::env::temp_dir())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -166,7 +166,6 @@ pub(crate) mod redis {
             let server = Self {
                 child: Some(child),
                 url,
-                _dir: dir,
             };
             for _ in 0..200 {
                 if tokio::net::TcpStream::connect(("127.0.0.1", port))
