@@ -1,5 +1,7 @@
 //! [`ResponseFuture`]: drives one request through the [`pipeline`](crate::pipeline): collect
-//! the body, ask the resolver, then call the inner service or answer with the rejection.
+//! the body, ask the resolver, claim the webhook in the [replay guard](crate::replay)'s store
+//! if there is one, then call the inner service (and record its answer in the store) or answer
+//! with the rejection.
 
 use std::{
     future::Future,
@@ -18,36 +20,61 @@ use crate::{
     BoxError, ResolveCredentials,
     body::{Collector, ResponseBody, VerifiedBody},
     events::{
-        OnSecurityEvent, Outcome, SecurityEvent,
+        OnSecurityEvent, Outcome, SecurityEvent, TRACING_TARGET,
         log::{Lifecycle, WebhookStage},
     },
     layer::Shared,
     pipeline::{self, Inbound, Prepared, Refusal},
     public_url::RebuiltUrl,
-    rejection::RejectionResponse,
+    rejection::{Rejection, RejectionKind, RejectionResponse},
+    replay::{self, Admit, ClaimToken, MemoryStore, ReplayGuard, ReplayKey, ReplayStore},
     resolver::ResolveRequest,
+    verified_webhook::VerifiedWebhook,
 };
 
 const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
 
 pin_project! {
     /// The response future of [`TwilioSignature`](crate::TwilioSignature): a state machine
-    /// that reads the body, resolves credentials, verifies, and then runs the inner service or
-    /// answers with the rejection response. Nothing is boxed.
-    pub struct ResponseFuture<S, R, E, T, B>
+    /// that reads the body, resolves credentials, verifies, claims the webhook in the replay
+    /// store (with a [`ReplayGuard`]), and then runs the inner service or answers with the
+    /// rejection response. Nothing is boxed.
+    pub struct ResponseFuture<S, R, E, T, B, St = MemoryStore>
     where
         S: Service<Request<VerifiedBody>>,
         R: ResolveCredentials,
+        St: ReplayStore,
     {
         #[pin]
-        state: State<B, R::Future, S::Future>,
-        request: InFlight<S, R, E, T>,
+        state: State<
+            B,
+            R::Future,
+            S::Future,
+            St::ClaimFuture,
+            St::CompleteFuture,
+            St::ReleaseFuture,
+            Result<S::Response, S::Error>,
+        >,
+        request: InFlight<S, R, E, T, St>,
+    }
+
+    impl<S, R, E, T, B, St> PinnedDrop for ResponseFuture<S, R, E, T, B, St>
+    where
+        S: Service<Request<VerifiedBody>>,
+        R: ResolveCredentials,
+        St: ReplayStore,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped while holding a replay claim (the client went away before the inner
+            // service answered): let Twilio's retry through.
+            this.project().request.release_claim_on_drop();
+        }
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<B, RF, SF> {
+    enum State<B, RF, SF, CF, KF, XF, O> {
         Collecting {
             #[pin]
             body: B,
@@ -61,9 +88,28 @@ pin_project! {
             resolution: Option<RF>,
             asked: Option<(ResolveRequest, Prepared, Bytes)>,
         },
+        // Verified (the `VerifiedWebhook` is in the parts' extensions); the replay store is
+        // asked whether this webhook is new.
+        Claiming {
+            #[pin]
+            claim: CF,
+            held: Option<(Parts, Bytes, ReplayKey)>,
+        },
         Inner {
             #[pin]
             future: SF,
+        },
+        // The inner service answered 2xx: the store records the webhook as done.
+        Completing {
+            #[pin]
+            complete: KF,
+            result: Option<O>,
+        },
+        // The inner service failed: the store lets the claim go, so that a retry runs.
+        Releasing {
+            #[pin]
+            release: XF,
+            result: Option<O>,
         },
         Refused {
             response: Option<Response<Bytes>>,
@@ -72,16 +118,31 @@ pin_project! {
 }
 
 /// What the future holds for the request whatever its state: the services, the settings, the
-/// URL it is verified against and its webhook log.
-struct InFlight<S, R, E, T> {
+/// URL it is verified against, its webhook log, and the replay claim it holds.
+struct InFlight<S, R, E, T, St> {
     inner: S,
     resolver: R,
-    shared: Arc<Shared<E, T>>,
+    shared: Arc<Shared<E, T, St>>,
     url: RebuiltUrl,
     lifecycle: Lifecycle,
+    /// Held from the claim until the store has recorded or released it.
+    claim: Option<(ReplayKey, ClaimToken)>,
 }
 
-impl<S, R, E, T, B, ResBody> ResponseFuture<S, R, E, T, B>
+type StateOf<S, R, St, B> = State<
+    B,
+    <R as ResolveCredentials>::Future,
+    <S as Service<Request<VerifiedBody>>>::Future,
+    <St as ReplayStore>::ClaimFuture,
+    <St as ReplayStore>::CompleteFuture,
+    <St as ReplayStore>::ReleaseFuture,
+    Result<
+        <S as Service<Request<VerifiedBody>>>::Response,
+        <S as Service<Request<VerifiedBody>>>::Error,
+    >,
+>;
+
+impl<S, R, E, T, B, St, ResBody> ResponseFuture<S, R, E, T, B, St>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     R: ResolveCredentials,
@@ -89,12 +150,13 @@ where
     T: RejectionResponse,
     B: Body,
     B::Error: Into<BoxError>,
+    St: ReplayStore,
 {
     pub(crate) fn new(
         request: Request<B>,
         inner: S,
         resolver: R,
-        shared: Arc<Shared<E, T>>,
+        shared: Arc<Shared<E, T, St>>,
     ) -> Self {
         let (parts, body) = request.into_parts();
         let config = &shared.config;
@@ -106,6 +168,7 @@ where
             url: admission.url,
             lifecycle,
             shared,
+            claim: None,
         };
         let state = match admission.verdict {
             Ok(()) => State::Collecting {
@@ -119,7 +182,7 @@ where
     }
 }
 
-impl<S, R, E, T, B, ResBody> Future for ResponseFuture<S, R, E, T, B>
+impl<S, R, E, T, B, St, ResBody> Future for ResponseFuture<S, R, E, T, B, St>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     R: ResolveCredentials,
@@ -127,6 +190,7 @@ where
     T: RejectionResponse,
     B: Body,
     B::Error: Into<BoxError>,
+    St: ReplayStore,
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
@@ -163,20 +227,58 @@ where
                         url: &request.url,
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(webhook) => {
-                            request.lifecycle.verified(&webhook);
-                            let mut parts = parts;
-                            parts.extensions.insert(webhook);
-                            request.call(parts, body)
-                        }
+                        Ok(webhook) => request.verified(parts, body, webhook),
                         Err(refusal) => request.fail(parts, body, refusal),
                     }
+                }
+                StateProj::Claiming { claim, held } => {
+                    let answer = ready!(claim.poll(cx));
+                    let (parts, body, key) = held.take().expect(POLLED_AFTER_COMPLETION);
+                    request.admit(parts, body, key, answer)
                 }
                 StateProj::Inner { future } => {
                     let result = ready!(future.poll(cx));
                     let status = result.as_ref().ok().map(Response::status);
                     request.lifecycle.answered(status);
-                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
+                    match request.settle(status) {
+                        Settle::Nothing => {
+                            return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
+                        }
+                        Settle::Complete(complete) => State::Completing {
+                            complete,
+                            result: Some(result),
+                        },
+                        Settle::Release(release) => State::Releasing {
+                            release,
+                            result: Some(result),
+                        },
+                    }
+                }
+                StateProj::Completing { complete, result } => {
+                    if let Err(error) = ready!(complete.poll(cx)) {
+                        tracing::error!(
+                            target: TRACING_TARGET,
+                            event_type = RejectionKind::ReplayStoreFailed.as_str(),
+                            %error,
+                            "a processed webhook could not be recorded in the replay store: \
+                             a copy arriving after the claim's lease would run again"
+                        );
+                    }
+                    let result = result.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
+                }
+                StateProj::Releasing { release, result } => {
+                    if let Err(error) = ready!(release.poll(cx)) {
+                        tracing::warn!(
+                            target: TRACING_TARGET,
+                            %error,
+                            "a replay claim could not be released: Twilio's retries get 409 \
+                             until its lease runs out"
+                        );
+                    }
+                    request.claim = None;
+                    let result = result.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
                 }
                 StateProj::Refused { response } => {
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
@@ -188,15 +290,24 @@ where
     }
 }
 
-impl<S, R, E, T> InFlight<S, R, E, T>
+/// What the store is told once the inner service answered.
+enum Settle<KF, XF> {
+    /// No claim is held (no guard, or it failed open).
+    Nothing,
+    Complete(KF),
+    Release(XF),
+}
+
+impl<S, R, E, T, St> InFlight<S, R, E, T, St>
 where
     S: Service<Request<VerifiedBody>>,
     R: ResolveCredentials,
     E: OnSecurityEvent,
     T: RejectionResponse,
+    St: ReplayStore,
 {
     /// The body is in: run the checks that need no secret, then ask the resolver.
-    fn prepare<B>(&mut self, parts: Parts, body: Bytes) -> State<B, R::Future, S::Future> {
+    fn prepare<B>(&mut self, parts: Parts, body: Bytes) -> StateOf<S, R, St, B> {
         let inbound = Inbound {
             parts: &parts,
             body: &body,
@@ -214,13 +325,98 @@ where
         }
     }
 
-    /// Verification failed: refuse, or in report-only mode report it and pass the request on.
-    fn fail<B>(
+    /// Verified: call the inner service, or first ask the replay store whether it is new.
+    fn verified<B>(
+        &mut self,
+        mut parts: Parts,
+        body: Bytes,
+        webhook: VerifiedWebhook,
+    ) -> StateOf<S, R, St, B> {
+        self.lifecycle.verified(&webhook);
+        let claim = self.shared.replay.as_ref().map(|guard| {
+            let key = replay::replay_key(&webhook, &parts.headers);
+            (guard.store.claim(&key, guard.lease), key)
+        });
+        parts.extensions.insert(webhook);
+        match claim {
+            None => self.call(parts, body),
+            Some((claim, key)) => State::Claiming {
+                claim,
+                held: Some((parts, body, key)),
+            },
+        }
+    }
+
+    /// The replay store answered the claim of a verified request.
+    fn admit<B>(
         &mut self,
         parts: Parts,
         body: Bytes,
-        refusal: Refusal,
-    ) -> State<B, R::Future, S::Future> {
+        key: ReplayKey,
+        answer: Result<replay::Claim, replay::ReplayStoreError>,
+    ) -> StateOf<S, R, St, B> {
+        let guard = self.guard();
+        let webhook = parts
+            .extensions
+            .get::<VerifiedWebhook>()
+            .expect("a claimed request is verified");
+        match guard.admit(answer) {
+            Admit::Run(token) => {
+                self.claim = Some((key, token));
+                self.call(parts, body)
+            }
+            Admit::Duplicate => {
+                let mut response = guard.duplicate(webhook);
+                let kind = RejectionKind::ReplaySuppressed;
+                response.extensions_mut().insert(Rejection::new(kind));
+                let refusal = Refusal::of_verified(kind, None, webhook);
+                self.report(&parts, &refusal, Outcome::Suppressed);
+                State::Refused {
+                    response: Some(response),
+                }
+            }
+            Admit::Refuse(kind, source) => {
+                let refusal = Refusal::of_verified(kind, source, webhook);
+                self.refuse(&parts, refusal)
+            }
+            Admit::RunUnguarded(error) => {
+                let kind = RejectionKind::ReplayStoreFailed;
+                let refusal = Refusal::of_verified(kind, Some(error.into()), webhook);
+                self.report(&parts, &refusal, Outcome::PassedWithoutReplayCheck);
+                self.call(parts, body)
+            }
+        }
+    }
+
+    /// The inner service answered (`None`: with an error): record the webhook as done, or let
+    /// the claim go.
+    fn settle(
+        &mut self,
+        status: Option<http::StatusCode>,
+    ) -> Settle<St::CompleteFuture, St::ReleaseFuture> {
+        let Some((key, token)) = self.claim else {
+            return Settle::Nothing;
+        };
+        let guard = self.guard();
+        if replay::answer_is_done(status) {
+            let complete = guard.store.complete(&key, token, guard.window);
+            // Not released if dropped from here on: the handler succeeded.
+            self.claim = None;
+            Settle::Complete(complete)
+        } else {
+            Settle::Release(guard.store.release(&key, token))
+        }
+    }
+
+    fn guard(&self) -> &ReplayGuard<St> {
+        self.shared
+            .replay
+            .as_ref()
+            .expect("a replay claim is made only with a guard")
+    }
+
+    /// Verification failed: refuse, or in report-only mode report it and pass the request on.
+    fn fail<B>(&mut self, parts: Parts, body: Bytes, refusal: Refusal) -> StateOf<S, R, St, B> {
         if !(self.shared.config.report_only && refusal.passes_in_report_only_mode()) {
             return self.refuse(&parts, refusal);
         }
@@ -230,7 +426,7 @@ where
 
     /// Refuses: one security event, the webhook log's final stage, and the rejection response
     /// with the [`Rejection`](crate::Rejection) in its extensions.
-    fn refuse<B>(&mut self, parts: &Parts, refusal: Refusal) -> State<B, R::Future, S::Future> {
+    fn refuse<B>(&mut self, parts: &Parts, refusal: Refusal) -> StateOf<S, R, St, B> {
         self.report(parts, &refusal, Outcome::Rejected);
         let rejection = refusal.into_rejection();
         let mut response = self.shared.rejection.rejection_response(&rejection);
@@ -254,17 +450,29 @@ where
         let stage = match outcome {
             Outcome::Rejected => WebhookStage::Rejected(refusal.kind),
             Outcome::PassedInReportOnlyMode => WebhookStage::PassedInReportOnlyMode(refusal.kind),
-            Outcome::Suppressed => WebhookStage::Duplicate,
+            Outcome::Suppressed => return self.lifecycle.duplicate(),
+            // Verified already; the inner service's answer is the next stage.
             Outcome::PassedWithoutReplayCheck => return,
         };
         self.lifecycle
             .failed_verification(stage, tenant_id, account_sid);
     }
 
-    fn call<B>(&mut self, parts: Parts, body: Bytes) -> State<B, R::Future, S::Future> {
+    fn call<B>(&mut self, parts: Parts, body: Bytes) -> StateOf<S, R, St, B> {
         let request = Request::from_parts(parts, VerifiedBody::new(body));
         State::Inner {
             future: self.inner.call(request),
+        }
+    }
+}
+
+impl<S, R, E, T, St> InFlight<S, R, E, T, St>
+where
+    St: ReplayStore,
+{
+    fn release_claim_on_drop(&mut self) {
+        if let (Some((key, token)), Some(guard)) = (self.claim.take(), &self.shared.replay) {
+            guard.store.release_detached(&key, token);
         }
     }
 }

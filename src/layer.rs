@@ -14,6 +14,7 @@ use crate::{
     events::{OnSecurityEvent, TracingSink, log::OnWebhook},
     public_url::Scheme,
     rejection::{DefaultRejectionResponse, RejectionResponse},
+    replay::{MemoryStore, ReplayGuard, ReplayStore},
     service::TwilioSignature,
 };
 
@@ -67,22 +68,30 @@ impl Default for Config {
 }
 
 /// What every clone of the service shares, behind one `Arc`.
-pub(crate) struct Shared<E, T> {
+pub(crate) struct Shared<E, T, St> {
     pub(crate) config: Config,
     pub(crate) sink: E,
     pub(crate) rejection: T,
+    pub(crate) replay: Option<ReplayGuard<St>>,
 }
 
 /// Verifies `X-Twilio-Signature` on every request before the inner service sees it.
 ///
 /// See the [crate docs](crate) for an example. Configuration methods return the layer, so they
 /// chain; those that can fail return `Result<Self, ConfigError>` and fail at construction.
+///
+/// The type parameters are the resolver `R`, the security-event sink `E`, the rejection
+/// response `T` and the [replay store](crate::replay) `St`; the last three have defaults and
+/// change through [`on_security_event`](Self::on_security_event),
+/// [`rejection_response`](Self::rejection_response) and [`replay_guard`](Self::replay_guard).
 #[must_use]
-pub struct TwilioSignatureLayer<R, E = TracingSink, T = DefaultRejectionResponse> {
+pub struct TwilioSignatureLayer<R, E = TracingSink, T = DefaultRejectionResponse, St = MemoryStore>
+{
     resolver: R,
     config: Config,
     sink: E,
     rejection: T,
+    replay: Option<ReplayGuard<St>>,
 }
 
 impl<R> TwilioSignatureLayer<R> {
@@ -98,11 +107,12 @@ impl<R> TwilioSignatureLayer<R> {
             config: Config::default(),
             sink: TracingSink::new(),
             rejection: DefaultRejectionResponse,
+            replay: None,
         }
     }
 }
 
-impl<R, E, T> TwilioSignatureLayer<R, E, T> {
+impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// Where the scheme, host, port and path prefix of the verified URL come from. Use
     /// [`PublicUrl::fixed`] with the URL you configured in Twilio.
     pub fn public_url(mut self, public_url: PublicUrl) -> Self {
@@ -191,7 +201,7 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
 
     /// Sends security events to `sink` instead (e.g. `(TracingSink::new(), my_sink)` for
     /// both).
-    pub fn on_security_event<NewE>(self, sink: NewE) -> TwilioSignatureLayer<R, NewE, T>
+    pub fn on_security_event<NewE>(self, sink: NewE) -> TwilioSignatureLayer<R, NewE, T, St>
     where
         NewE: OnSecurityEvent,
     {
@@ -200,11 +210,12 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
             config: self.config,
             sink,
             rejection: self.rejection,
+            replay: self.replay,
         }
     }
 
     /// Builds rejection responses with `rejection` instead of [`DefaultRejectionResponse`].
-    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT>
+    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT, St>
     where
         NewT: RejectionResponse,
     {
@@ -213,28 +224,58 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
             config: self.config,
             sink: self.sink,
             rejection,
+            replay: self.replay,
+        }
+    }
+
+    /// Turns replays and retries of a webhook already processed away before they reach the
+    /// inner service a second time: see [`ReplayGuard`] for what happens to each request, and
+    /// the [`replay`](crate::replay) module for what is guaranteed. Off by default.
+    ///
+    /// ```
+    /// use tower_twilio::{Credentials, TwilioSignatureLayer, replay::ReplayGuard};
+    ///
+    /// // In memory, for one instance; `ReplayGuard::new(RedisStore)` for several.
+    /// let layer = TwilioSignatureLayer::new(Credentials::new()).replay_guard(ReplayGuard::default());
+    /// # let _ = layer;
+    /// ```
+    pub fn replay_guard<NewSt>(
+        self,
+        guard: ReplayGuard<NewSt>,
+    ) -> TwilioSignatureLayer<R, E, T, NewSt>
+    where
+        NewSt: ReplayStore,
+    {
+        TwilioSignatureLayer {
+            resolver: self.resolver,
+            config: self.config,
+            sink: self.sink,
+            rejection: self.rejection,
+            replay: Some(guard),
         }
     }
 }
 
-impl<R: Clone, E: Clone, T: Clone> Clone for TwilioSignatureLayer<R, E, T> {
+impl<R: Clone, E: Clone, T: Clone, St: Clone> Clone for TwilioSignatureLayer<R, E, T, St> {
     fn clone(&self) -> Self {
         Self {
             resolver: self.resolver.clone(),
             config: self.config.clone(),
             sink: self.sink.clone(),
             rejection: self.rejection.clone(),
+            replay: self.replay.clone(),
         }
     }
 }
 
-impl<S, R, E, T> Layer<S> for TwilioSignatureLayer<R, E, T>
+impl<S, R, E, T, St> Layer<S> for TwilioSignatureLayer<R, E, T, St>
 where
     R: Clone,
     E: Clone,
     T: Clone,
+    St: Clone,
 {
-    type Service = TwilioSignature<S, R, E, T>;
+    type Service = TwilioSignature<S, R, E, T, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         if self.config.report_only {
@@ -250,18 +291,20 @@ where
                 config: self.config.clone(),
                 sink: self.sink.clone(),
                 rejection: self.rejection.clone(),
+                replay: self.replay.clone(),
             }),
         )
     }
 }
 
-impl<R, E, T> fmt::Debug for TwilioSignatureLayer<R, E, T> {
+impl<R, E, T, St: fmt::Debug> fmt::Debug for TwilioSignatureLayer<R, E, T, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TwilioSignatureLayer")
             .field("public_url", &self.config.public_url)
             .field("max_body_size", &self.config.max_body_size)
             .field("report_only", &self.config.report_only)
             .field("exact_urls_only", &self.config.exact_urls_only)
+            .field("replay_guard", &self.replay)
             .finish_non_exhaustive()
     }
 }

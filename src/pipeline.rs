@@ -55,6 +55,21 @@ impl Refusal {
         }
     }
 
+    /// A refusal of a request that passed verification (the replay guard's), with its verified
+    /// tenant and account.
+    pub(crate) fn of_verified(
+        kind: RejectionKind,
+        source: Option<BoxError>,
+        webhook: &VerifiedWebhook,
+    ) -> Self {
+        Self {
+            kind,
+            source,
+            tenant_id: webhook.tenant_id.clone(),
+            account_sid: webhook.account_sid.clone(),
+        }
+    }
+
     fn with_source(kind: RejectionKind, source: BoxError) -> Self {
         Self {
             source: Some(source),

@@ -182,6 +182,11 @@ impl Lifecycle {
         self.stage(stage);
     }
 
+    /// Reports that the replay guard answered a duplicate without calling the inner service.
+    pub(crate) fn duplicate(&mut self) {
+        self.stage(WebhookStage::Duplicate);
+    }
+
     /// Reports the inner service's answer: its status, or `None` for an error.
     pub(crate) fn answered(&mut self, status: Option<StatusCode>) {
         self.stage(match status {

@@ -4,10 +4,12 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use super::{MemoryStore, ReplayStore};
-use crate::VerifiedWebhook;
+use super::{Claim, ClaimToken, MemoryStore, ReplayKey, ReplayStore, ReplayStoreError};
+use crate::{
+    BoxError, RejectionKind, VerifiedWebhook, signature::SIGNATURE_HEADER, verify::Covered,
+};
 
 type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Send + Sync>;
 
@@ -133,19 +135,62 @@ impl<St> ReplayGuard<St> {
         &self.store
     }
 
-    /// The answer to a duplicate of `webhook` (form-encoded or not).
-    pub(crate) fn duplicate(&self, webhook: &VerifiedWebhook, is_form: bool) -> Response<Bytes> {
+    /// The answer to a duplicate of `webhook`.
+    pub(crate) fn duplicate(&self, webhook: &VerifiedWebhook) -> Response<Bytes> {
         match &self.duplicate_response {
             Some(response) => response(webhook),
-            None => default_duplicate_response(is_form),
+            None => default_duplicate_response(webhook.covered()),
+        }
+    }
+
+    /// What to do with a verified request, given the store's answer to its claim.
+    pub(crate) fn admit(&self, claim: Result<Claim, ReplayStoreError>) -> Admit {
+        match claim {
+            Ok(Claim::Claimed(token)) => Admit::Run(token),
+            Ok(Claim::Done) => Admit::Duplicate,
+            Ok(Claim::InFlight) => Admit::Refuse(RejectionKind::ReplayInFlight, None),
+            Err(error) if self.fail_open => Admit::RunUnguarded(error),
+            Err(error) => Admit::Refuse(RejectionKind::ReplayStoreFailed, Some(error.into())),
         }
     }
 }
 
-/// `200` with an empty TwiML document for a form webhook (a message or call webhook expects
-/// TwiML; an empty `<Response/>` does nothing), `204` otherwise.
-pub(crate) fn default_duplicate_response(is_form: bool) -> Response<Bytes> {
-    if is_form {
+/// The guard's decision on a verified request: see [`ReplayGuard::admit`].
+#[derive(Debug)]
+pub(crate) enum Admit {
+    /// New: call the inner service, holding the claim.
+    Run(ClaimToken),
+    /// Processed already: answer the duplicate response.
+    Duplicate,
+    /// In flight elsewhere, or the store failed and the guard fails closed.
+    Refuse(RejectionKind, Option<BoxError>),
+    /// The store failed and the guard fails open: call the inner service without a claim.
+    RunUnguarded(ReplayStoreError),
+}
+
+/// Whether the inner service's answer marks the webhook done (a 2xx); anything else, or an
+/// error (`None`), releases the claim so that Twilio's retry runs it again.
+pub(crate) fn answer_is_done(status: Option<StatusCode>) -> bool {
+    status.is_some_and(|status| status.is_success())
+}
+
+/// The replay key of a verified request: its account (the `AccountSid`, else the tenant), its
+/// algorithm, and the signature header it carried.
+pub(crate) fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap) -> ReplayKey {
+    let account = webhook
+        .account_sid()
+        .or_else(|| webhook.tenant_id())
+        .unwrap_or_default();
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .map_or(&[][..], HeaderValue::as_bytes);
+    ReplayKey::new(account, webhook.algorithm(), signature)
+}
+
+/// `200` with an empty TwiML document for a form or `GET` webhook (a message or call webhook
+/// expects TwiML; an empty `<Response/>` does nothing), `204` for a `bodySHA256` one.
+pub(crate) fn default_duplicate_response(covered: Covered) -> Response<Bytes> {
+    if covered != Covered::BodySha256 {
         let mut response = Response::new(Bytes::from_static(
             b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
         ));

@@ -58,6 +58,7 @@ mod redis_store;
 mod store;
 
 pub use self::guard::ReplayGuard;
+pub(crate) use self::guard::{Admit, answer_is_done, replay_key};
 pub use self::key::ReplayKey;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "redis")]

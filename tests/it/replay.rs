@@ -304,3 +304,457 @@ mod redis_store {
         }
     }
 }
+
+/// The guard through the real layer: a counting handler behind `TwilioSignatureLayer` with a
+/// `ReplayGuard`, driven by signed requests.
+pub(crate) mod layer {
+    use std::{
+        collections::VecDeque,
+        convert::Infallible,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::Full;
+    use tokio::sync::Semaphore;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    use tower_twilio::{
+        Credentials, PublicUrl, Rejection, RejectionKind, ResponseBody, TwilioSignatureLayer,
+        VerifiedBody,
+        events::{
+            Outcome, SecurityEvent, Severity,
+            log::{WebhookLogEntry, WebhookStage},
+        },
+        form::Params,
+        replay::{ReplayGuard, ReplayStore},
+        signature::{Algorithm, sign, url_with_body_sha256},
+    };
+
+    use crate::support::{PUBLIC, RecordingSink, SMS_BODY, signed_post, token};
+
+    /// The inner service: counts its runs, answers with the next scripted status (200 when the
+    /// script is empty), and can be held at a gate.
+    #[derive(Clone, Default)]
+    pub(crate) struct Handler {
+        runs: Arc<AtomicUsize>,
+        script: Arc<Mutex<VecDeque<StatusCode>>>,
+        gate: Option<Arc<Semaphore>>,
+    }
+
+    impl Handler {
+        pub(crate) fn answering(statuses: &[StatusCode]) -> Self {
+            Self {
+                script: Arc::new(Mutex::new(statuses.iter().copied().collect())),
+                ..Self::default()
+            }
+        }
+
+        /// A handler that waits for a permit of `gate` before answering.
+        pub(crate) fn gated(gate: &Arc<Semaphore>) -> Self {
+            Self {
+                gate: Some(Arc::clone(gate)),
+                ..Self::default()
+            }
+        }
+
+        pub(crate) fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+
+        async fn run(self) -> Result<Response<Full<Bytes>>, Infallible> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            if let Some(gate) = &self.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            let status = self.script.lock().unwrap().pop_front();
+            let mut response = Response::new(Full::new(Bytes::from_static(b"handled")));
+            *response.status_mut() = status.unwrap_or(StatusCode::OK);
+            Ok(response)
+        }
+    }
+
+    /// What the layer reported: its security events and webhook-log entries.
+    #[derive(Clone, Default)]
+    pub(crate) struct Reports {
+        pub(crate) sink: RecordingSink,
+        log: Arc<Mutex<Vec<WebhookLogEntry>>>,
+    }
+
+    impl Reports {
+        pub(crate) fn events(&self) -> Vec<SecurityEvent> {
+            self.sink.events()
+        }
+
+        /// The final stage of every webhook, in the order they finished.
+        pub(crate) fn final_stages(&self) -> Vec<WebhookStage> {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .map(|entry| entry.stage)
+                .filter(|stage| stage.is_final())
+                .collect()
+        }
+    }
+
+    pub(crate) type Answer = Response<ResponseBody<Full<Bytes>>>;
+
+    /// The layer with `guard` in front of `handler`.
+    pub(crate) fn service<St>(
+        guard: ReplayGuard<St>,
+        handler: &Handler,
+        reports: &Reports,
+    ) -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Answer,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+    where
+        St: ReplayStore + Clone + Send + Sync + 'static,
+        St::ClaimFuture: Send,
+        St::CompleteFuture: Send,
+        St::ReleaseFuture: Send,
+    {
+        let log = Arc::clone(&reports.log);
+        let layer = TwilioSignatureLayer::new(
+            Credentials::new()
+                .tenant("acme")
+                .auth_token("primary", token()),
+        )
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+        .on_security_event(reports.sink.clone())
+        .on_webhook(move |entry: &WebhookLogEntry| log.lock().unwrap().push(entry.clone()))
+        .replay_guard(guard);
+        let handler = handler.clone();
+        ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(move |_: Request<VerifiedBody>| handler.clone().run())
+    }
+
+    /// The SMS webhook with its `MessageSid` replaced: a different signed webhook per `n`.
+    pub(crate) fn sms(n: u32) -> Request<Full<Bytes>> {
+        let body = SMS_BODY.replace("MessageSid=SM0123", &format!("MessageSid=SM{n:032}"));
+        signed_post("/twilio/sms", &body)
+    }
+
+    /// A JSON webhook signed through `bodySHA256`.
+    pub(crate) fn json() -> Request<Full<Bytes>> {
+        let json = br#"{"AccountSid":"AC0123","MessageStatus":"delivered"}"#;
+        let url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), json);
+        let signature = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            &url,
+            Params::default().iter(),
+        );
+        Request::post(url.strip_prefix(PUBLIC).unwrap())
+            .header("content-type", "application/json")
+            .header("x-twilio-signature", signature)
+            .body(Full::new(Bytes::from_static(json)))
+            .unwrap()
+    }
+
+    pub(crate) fn kind(answer: &Answer) -> Option<RejectionKind> {
+        answer.extensions().get::<Rejection>().map(Rejection::kind)
+    }
+
+    /// A duplicate's default answer to a form webhook: 200, empty TwiML, the typed reason.
+    pub(crate) fn assert_duplicate(answer: &Answer) {
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(kind(answer), Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(answer.headers()["content-type"], "text/xml; charset=utf-8");
+    }
+
+    /// Exactly one event, `replay_suppressed` at info, and the log's final stage `duplicate`.
+    pub(crate) fn assert_one_suppressed_event(reports: &Reports) {
+        let events = reports.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].event_type(), "replay_suppressed");
+        assert_eq!(events[0].outcome, Outcome::Suppressed);
+        assert_eq!(events[0].severity, Severity::Info);
+        assert_eq!(events[0].account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(events[0].tenant_id.as_deref(), Some("acme"));
+    }
+
+    /// Sends `copies` copies of one webhook at once through `services` in turn, and returns
+    /// the answers.
+    pub(crate) async fn race<Svc>(services: &[Svc], copies: usize) -> Vec<Answer>
+    where
+        Svc: Service<Request<Full<Bytes>>, Response = Answer, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        Svc::Future: Send + 'static,
+    {
+        let start = Arc::new(tokio::sync::Barrier::new(copies));
+        let tasks: Vec<_> = (0..copies)
+            .map(|i| {
+                let service = services[i % services.len()].clone();
+                let start = Arc::clone(&start);
+                tokio::spawn(async move {
+                    start.wait().await;
+                    service.oneshot(sms(1)).await.unwrap()
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    }
+
+    /// One answer from the handler; every other one a documented answer: `409` (in flight) or
+    /// the duplicate response.
+    pub(crate) fn assert_one_handled(answers: &[Answer]) {
+        let handled = answers.iter().filter(|a| kind(a).is_none()).count();
+        let in_flight = answers
+            .iter()
+            .filter(|a| kind(a) == Some(RejectionKind::ReplayInFlight))
+            .inspect(|a| assert_eq!(a.status(), StatusCode::CONFLICT))
+            .count();
+        let duplicates = answers
+            .iter()
+            .filter(|a| kind(a) == Some(RejectionKind::ReplaySuppressed))
+            .inspect(|a| assert_duplicate(a))
+            .count();
+        assert_eq!(handled, 1);
+        assert_eq!(handled + in_flight + duplicates, answers.len());
+        println!("race: 1 handled, {in_flight} in flight (409), {duplicates} duplicates (200)");
+    }
+}
+
+mod memory_guard {
+    use std::{sync::Arc, time::Duration};
+
+    use http::StatusCode;
+    use tokio::sync::Semaphore;
+    use tower::ServiceExt;
+    use tower_twilio::{
+        RejectionKind,
+        events::{Outcome, Severity, log::WebhookStage},
+        replay::{MemoryStore, ReplayGuard},
+    };
+
+    use super::layer::*;
+
+    #[tokio::test]
+    async fn a_webhook_sent_twice_reaches_the_handler_once() {
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let service = service(ReplayGuard::default(), &handler, &reports);
+        let first = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(kind(&first), None);
+        assert!(reports.events().is_empty());
+
+        let second = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_duplicate(&second);
+        assert_eq!(
+            crate::support::body_string(second).await,
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#
+        );
+        assert_eq!(handler.runs(), 1);
+        assert_one_suppressed_event(&reports);
+        assert_eq!(
+            reports.final_stages(),
+            [
+                WebhookStage::Processed(StatusCode::OK),
+                WebhookStage::Duplicate
+            ]
+        );
+        assert_eq!(WebhookStage::Duplicate.as_str(), "duplicate");
+
+        // A different webhook is new.
+        let other = service.clone().oneshot(sms(2)).await.unwrap();
+        assert_eq!((other.status(), kind(&other)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_json_webhook_gets_204() {
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let service = service(ReplayGuard::default(), &handler, &reports);
+        assert_eq!(kind(&service.clone().oneshot(json()).await.unwrap()), None);
+        let second = service.clone().oneshot(json()).await.unwrap();
+        assert_eq!(second.status(), StatusCode::NO_CONTENT);
+        assert_eq!(kind(&second), Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(handler.runs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_copy_is_still_refused_and_stores_nothing() {
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let store = MemoryStore::default();
+        let service = service(ReplayGuard::new(store.clone()), &handler, &reports);
+        let mut tampered = sms(1);
+        *tampered.body_mut() = http_body_util::Full::new(bytes::Bytes::from(
+            crate::support::SMS_BODY.replace("Body=Hello", "Body=Hellp"),
+        ));
+        let answer = service.clone().oneshot(tampered).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+        assert_eq!(kind(&answer), Some(RejectionKind::SignatureMismatch));
+        assert!(store.is_empty(), "nothing is kept per forged request");
+        assert_eq!(handler.runs(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_webhook_runs_again_when_twilio_retries() {
+        let reports = Reports::default();
+        let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
+        let service = service(ReplayGuard::default(), &handler, &reports);
+        let first = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!((retry.status(), kind(&retry)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_eq!(handler.runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_copy_arriving_while_the_first_runs_gets_409_then_the_duplicate_answer() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (handler, reports) = (Handler::gated(&gate), Reports::default());
+        let service = service(ReplayGuard::default(), &handler, &reports);
+        let first = tokio::spawn(service.clone().oneshot(sms(1)));
+        while handler.runs() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let copy = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!(copy.status(), StatusCode::CONFLICT);
+        assert_eq!(kind(&copy), Some(RejectionKind::ReplayInFlight));
+        let events = reports.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type(), "replay_in_flight");
+        assert_eq!(events[0].severity, Severity::Info);
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_eq!(handler.runs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_lets_the_retry_through() {
+        let gate = Arc::new(Semaphore::new(0));
+        let (handler, reports) = (Handler::gated(&gate), Reports::default());
+        let store = MemoryStore::default();
+        let service = service(ReplayGuard::new(store.clone()), &handler, &reports);
+        let mut first = Box::pin(service.clone().oneshot(sms(1)));
+        assert!(futures_poll_once(first.as_mut()).await.is_none());
+        assert_eq!((handler.runs(), store.len()), (1, 1));
+        drop(first);
+        assert!(store.is_empty(), "the claim is released on drop");
+        gate.add_permits(1);
+        let retry = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!((retry.status(), kind(&retry)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+    }
+
+    /// Polls `future` once; `Some` if it finished.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<F::Output> {
+        let mut future = Some(future);
+        std::future::poll_fn(|cx| {
+            let poll = std::pin::Pin::new(future.as_mut().unwrap()).poll(cx);
+            std::task::Poll::Ready(match poll {
+                std::task::Poll::Ready(output) => Some(output),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_window_the_webhook_is_accepted_again() {
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let guard = ReplayGuard::default().window(Duration::from_secs(3600));
+        let service = service(guard, &handler, &reports);
+        service.clone().oneshot(sms(1)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let again = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!((again.status(), kind(&again)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_copies_across_four_instances_sharing_one_store_run_once() {
+        let store = MemoryStore::default();
+        let gate = Arc::new(Semaphore::new(0));
+        let (handler, reports) = (Handler::gated(&gate), Reports::default());
+        let services: Vec<_> = (0..4)
+            .map(|_| service(ReplayGuard::new(store.clone()), &handler, &reports))
+            .collect();
+        // The first copy is held in the handler until the others have been answered 409; then
+        // a second wave after it finished gets the duplicate answer.
+        let racing = tokio::spawn({
+            let services = services.clone();
+            async move { race(&services, 25).await }
+        });
+        while handler.runs() == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gate.add_permits(1);
+        let mut answers = racing.await.unwrap();
+        answers.extend(race(&services, 25).await);
+        assert_eq!(answers.len(), 50);
+        assert_one_handled(&answers);
+        assert_eq!(handler.runs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_fails_closed_with_503_and_never_forgets() {
+        let store = MemoryStore::new(MemoryStore::FIXED_BYTES + MemoryStore::ENTRY_BYTES);
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let service = service(ReplayGuard::new(store), &handler, &reports);
+        assert_eq!(kind(&service.clone().oneshot(sms(1)).await.unwrap()), None);
+        let refused = service.clone().oneshot(sms(2)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(kind(&refused), Some(RejectionKind::ReplayStoreFailed));
+        let events = reports.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type(), "replay_store_failed");
+        assert_eq!(events[0].severity, Severity::Critical);
+        // The webhook it holds is still a duplicate.
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_eq!(handler.runs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_failing_open_passes_new_webhooks_with_a_critical_event() {
+        let store = MemoryStore::new(MemoryStore::FIXED_BYTES + MemoryStore::ENTRY_BYTES);
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let service = service(ReplayGuard::new(store).fail_open(true), &handler, &reports);
+        service.clone().oneshot(sms(1)).await.unwrap();
+        let passed = service.clone().oneshot(sms(2)).await.unwrap();
+        assert_eq!((passed.status(), kind(&passed)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+        let events = reports.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type(), "replay_store_failed");
+        assert_eq!(events[0].outcome, Outcome::PassedWithoutReplayCheck);
+        assert_eq!(events[0].severity, Severity::Critical);
+        // What the store holds is still guarded.
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_eq!(handler.runs(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_duplicate_answer_can_be_replaced() {
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let guard = ReplayGuard::default().duplicate_response(|_webhook: &_| {
+            http::Response::new(bytes::Bytes::from_static(b"seen"))
+        });
+        let service = service(guard, &handler, &reports);
+        service.clone().oneshot(sms(1)).await.unwrap();
+        let second = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!(kind(&second), Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(crate::support::body_string(second).await, "seen");
+    }
+}
