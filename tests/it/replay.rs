@@ -758,3 +758,130 @@ mod memory_guard {
         assert_eq!(crate::support::body_string(second).await, "seen");
     }
 }
+
+#[cfg(feature = "redis")]
+mod redis_guard {
+    use std::{sync::Arc, time::Duration};
+
+    use http::StatusCode;
+    use tokio::sync::Semaphore;
+    use tower::ServiceExt;
+    use tower_twilio::{
+        RejectionKind,
+        events::{Outcome, Severity},
+        replay::{RedisStore, ReplayGuard},
+    };
+
+    use super::{layer::*, redis};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_copies_across_four_instances_sharing_one_redis_run_once() {
+        let Some(url) = redis::url() else { return };
+        let prefix = format!("test:{}:", redis::random_hex());
+        let gate = Arc::new(Semaphore::new(0));
+        let (handler, reports) = (Handler::gated(&gate), Reports::default());
+        let mut services = Vec::new();
+        for _ in 0..4 {
+            // Four instances: four connection managers, one key space.
+            let store = redis::store_with_prefix(&url, &prefix).await;
+            services.push(service(ReplayGuard::new(store), &handler, &reports));
+        }
+        let racing = tokio::spawn({
+            let services = services.clone();
+            async move { race(&services, 25).await }
+        });
+        while handler.runs() == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gate.add_permits(1);
+        let mut answers = racing.await.unwrap();
+        answers.extend(race(&services, 25).await);
+        assert_eq!(answers.len(), 50);
+        assert_one_handled(&answers);
+        assert_eq!(handler.runs(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_500_from_the_handler_lets_the_same_webhook_run_again() {
+        let Some(url) = redis::url() else { return };
+        let reports = Reports::default();
+        let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
+        let store = redis::store(&url).await;
+        let service = service(ReplayGuard::new(store), &handler, &reports);
+        let first = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!((retry.status(), kind(&retry)), (StatusCode::OK, None));
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_eq!(handler.runs(), 2);
+        assert_one_suppressed_event(&reports);
+    }
+
+    #[tokio::test]
+    async fn after_the_window_the_webhook_is_accepted_again() {
+        let Some(url) = redis::url() else { return };
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let store = redis::store(&url).await;
+        let guard = ReplayGuard::new(store).window(Duration::from_millis(300));
+        let service = service(guard, &handler, &reports);
+        service.clone().oneshot(sms(1)).await.unwrap();
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!((again.status(), kind(&again)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+    }
+
+    // Redis goes away under a running service: the default guard fails closed, so nothing is
+    // accepted (neither the copy of a processed webhook nor a new one) and nothing panics; a
+    // guard told to fail open passes new webhooks with a critical event.
+    #[tokio::test]
+    async fn redis_stopped_mid_test_fails_closed_and_accepts_nothing_twice() {
+        let Some(mut server) = redis::PrivateRedis::start().await else {
+            return;
+        };
+        let store = RedisStore::connect(&server.url).await.unwrap();
+        let (handler, reports) = (Handler::default(), Reports::default());
+        let closed = service(ReplayGuard::new(store.clone()), &handler, &reports);
+        let open_reports = Reports::default();
+        let open = service(
+            ReplayGuard::new(store).fail_open(true),
+            &handler,
+            &open_reports,
+        );
+        assert_eq!(kind(&closed.clone().oneshot(sms(1)).await.unwrap()), None);
+        assert_duplicate(&closed.clone().oneshot(sms(1)).await.unwrap());
+
+        server.stop();
+        for n in [1, 1, 2] {
+            let answer = closed.clone().oneshot(sms(n)).await.unwrap();
+            assert_eq!(
+                answer.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "webhook {n}"
+            );
+            assert_eq!(kind(&answer), Some(RejectionKind::ReplayStoreFailed));
+        }
+        assert_eq!(
+            handler.runs(),
+            1,
+            "nothing accepted while the store is down"
+        );
+        let failures: Vec<_> = reports
+            .events()
+            .into_iter()
+            .filter(|e| e.event_type() == "replay_store_failed")
+            .collect();
+        assert_eq!(failures.len(), 3);
+        assert!(failures.iter().all(|e| e.severity == Severity::Critical));
+
+        let passed = open.clone().oneshot(sms(3)).await.unwrap();
+        assert_eq!((passed.status(), kind(&passed)), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+        let events = open_reports.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].outcome, Outcome::PassedWithoutReplayCheck);
+        assert_eq!(events[0].severity, Severity::Critical);
+    }
+}
