@@ -3,7 +3,7 @@
 "use strict";
 (() => {
   const csrf = document.querySelector('meta[name="inspector-csrf"]').content;
-  const OUTCOMES = ["received", "verified", "rejected", "processed", "failed", "passed_in_report_only_mode"];
+  const OUTCOMES = ["received", "verified", "rejected", "processed", "failed", "duplicate", "passed_in_report_only_mode"];
   const POLL_MS = 1000;
 
   const decode = (text) => {

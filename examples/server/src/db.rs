@@ -177,7 +177,6 @@ const SCHEMA: &[&str] = &[
         error_code TEXT,
         tenant_id TEXT,
         account_sid TEXT,
-        idempotency_token TEXT UNIQUE,
         received_at_ms BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS message_status_by_sid ON message_status (message_sid, id)",
@@ -571,25 +570,23 @@ impl Db {
 
     // ---- message status ----------------------------------------------------------------
 
-    /// Records one status callback. A delivery Twilio retries (same idempotency token) is
-    /// recorded once; returns whether this one was new.
-    pub async fn record_status(&self, status: &NewStatus<'_>) -> Result<bool, sqlx::Error> {
-        let result = sqlx::query(
+    /// Records one status callback. A delivery Twilio retries never gets here: the replay
+    /// guard answers it without running the handler.
+    pub async fn record_status(&self, status: &NewStatus<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
             "INSERT INTO message_status (message_sid, status, error_code, tenant_id, account_sid,
-                 idempotency_token, received_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT DO NOTHING",
+                 received_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(status.message_sid)
         .bind(status.status)
         .bind(status.error_code)
         .bind(status.tenant_id)
         .bind(status.account_sid)
-        .bind(status.idempotency_token)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
-        Ok(result.rows_affected() == 1)
+        Ok(())
     }
 
     /// A message's status history, oldest first.
@@ -836,8 +833,6 @@ pub struct NewStatus<'a> {
     pub tenant_id: Option<&'a str>,
     /// The verified `AccountSid`.
     pub account_sid: Option<&'a str>,
-    /// `I-Twilio-Idempotency-Token`: a retried delivery is recorded once.
-    pub idempotency_token: Option<&'a str>,
 }
 
 /// One recorded status.

@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
-//!              ├─ /twilio/{sms,voice,status} ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► handler
+//!              ├─ /twilio/{sms,voice,status} ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
 //!              └─ /healthz, /api/webhooks, /api/messages/{sid} ─► handler
 //! ```
 
@@ -22,6 +22,7 @@ pub mod credentials;
 pub mod db;
 pub mod demo;
 pub mod inspector;
+pub mod replay;
 pub mod routes;
 pub mod twilio_presets;
 pub mod webhook_log;
@@ -41,11 +42,13 @@ use tower_twilio::{
     BoxError, PublicUrl, TwilioSignatureLayer,
     events::{OnSecurityEvent, SecurityEvent, TracingSink},
     public_url::ForwardedHeaders,
+    replay::ReplayGuard,
 };
 
 use self::{
     db::{Db, Location},
     demo::Demo,
+    replay::{AnyStore, ReplayGuardConfig},
     routes::AppState,
     webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS},
 };
@@ -94,6 +97,8 @@ pub struct Config {
     /// When set, the inspector page and `/api/*` require this token (the server is reachable
     /// from other hosts).
     pub access_token: Option<String>,
+    /// Where the replay guard keeps the webhooks it has seen (`REPLAY_GUARD`).
+    pub replay_guard: ReplayGuardConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -107,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("concurrency_limit", &self.concurrency_limit)
             .field("request_timeout", &self.request_timeout)
             .field("credential_cache_ttl", &self.credential_cache_ttl)
+            .field("replay_guard", &self.replay_guard)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +130,7 @@ impl Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             credential_cache_ttl: DEFAULT_CREDENTIAL_CACHE_TTL,
             access_token: None,
+            replay_guard: ReplayGuardConfig::Memory,
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct Startup {
     pub demo: Option<Demo>,
     /// How many tenants there are.
     pub tenants: i64,
+    /// Where the replay guard keeps what it has seen.
+    pub replay_guard: ReplayGuardConfig,
 }
 
 /// What the caller keeps next to the router: the start-up facts, the database, and the log
@@ -212,7 +221,12 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
         .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
         .on_webhook(log.hook())
-        .on_security_event(Sinks::new(config.sentry));
+        .on_security_event(Sinks::new(config.sentry))
+        // A webhook already processed (a Twilio retry, or a captured request played again) is
+        // answered without running its handler again; the log shows it as `duplicate`.
+        .replay_guard(ReplayGuard::new(
+            AnyStore::open(&config.replay_guard).await?,
+        ));
 
     let state = AppState {
         db: db.clone(),
@@ -287,6 +301,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         env_tenant,
         demo,
         tenants: db.tenant_count().await?,
+        replay_guard: config.replay_guard.clone(),
     };
     Ok((
         router,

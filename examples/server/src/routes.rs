@@ -11,7 +11,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use tower_twilio::{VerifiedWebhook, signature::IDEMPOTENCY_TOKEN_HEADER};
+use tower_twilio::VerifiedWebhook;
 
 use crate::{
     db::{Db, LoggedWebhook, NewStatus, StatusRow},
@@ -80,8 +80,8 @@ pub async fn voice(
 }
 
 /// `POST /twilio/status`: a message status callback. Records `MessageStatus` (any value, as
-/// it is) and `ErrorCode` for the `MessageSid`, in the order they arrive; a delivery Twilio
-/// retries with the same `I-Twilio-Idempotency-Token` is recorded once.
+/// it is) and `ErrorCode` for the `MessageSid`, in the order they arrive. A delivery Twilio
+/// retries is recorded once: the replay guard answers the retry without running this again.
 pub async fn status(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
@@ -108,14 +108,11 @@ pub async fn status(
             error_code: fields.get("ErrorCode").filter(|code| !code.is_empty()),
             tenant_id: webhook.tenant_id(),
             account_sid: webhook.account_sid(),
-            idempotency_token: headers
-                .get(IDEMPOTENCY_TOKEN_HEADER)
-                .and_then(|v| v.to_str().ok()),
         })
         .await;
     match recorded {
-        Ok(new) => {
-            tracing::info!(message_sid, status, duplicate = !new, "message status");
+        Ok(()) => {
+            tracing::info!(message_sid, status, "message status");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(error) => {

@@ -5,12 +5,15 @@ use http::StatusCode;
 use serde_json::Value;
 use tower_twilio::signature::Algorithm;
 use tower_twilio_example_server::{
+    PublicUrlConfig,
     db::NewTenant,
+    replay::ReplayGuardConfig,
     twilio_presets::{self, Body, Preset, Signer, sign_request},
 };
 
 use crate::support::{
-    ACCOUNT, BodyParam, Server, TOKEN, TestDb, on_both_databases, resign_without, status, statuses,
+    ACCOUNT, BodyParam, Server, TOKEN, TestDb, on_both_databases, redis_url, resign_without,
+    status, statuses,
 };
 
 on_both_databases! {
@@ -30,6 +33,9 @@ on_both_databases! {
     /// `tenant_settings` wins over the legacy `tenants` table, which is asked only for accounts
     /// the first does not know; rotation keeps the old token valid; SharedKeys work.
     credentials_come_from_the_preferred_then_the_legacy_source;
+    /// The same signed webhook twice is processed once (the log says `duplicate`); a different
+    /// one is processed; a tampered copy is still refused.
+    a_replayed_webhook_is_processed_once;
 }
 
 // ---- scenarios -------------------------------------------------------------------------------
@@ -108,8 +114,8 @@ async fn status_callbacks_make_an_ordered_history(db: TestDb) {
         ]
     );
 
-    // Every documented value is kept as it is, with its ErrorCode; a retried delivery (same
-    // idempotency token) counts once.
+    // Every documented value is kept as it is, with its ErrorCode; a retried delivery (the
+    // same signed request) gets the replay guard's duplicate answer and counts once.
     let other = "SM33333333333333333333333333333333";
     for value in twilio_presets::MESSAGE_STATUSES {
         let callback = server.webhook(&status(value), ACCOUNT, TOKEN, &[("MessageSid", other)]);
@@ -119,11 +125,9 @@ async fn status_callbacks_make_an_ordered_history(db: TestDb) {
             "{value}"
         );
         if *value == "undelivered" {
-            assert_eq!(
-                server.send(&callback).await.0,
-                StatusCode::NO_CONTENT,
-                "retry"
-            );
+            let (code, body, _) = server.send(&callback).await;
+            assert_eq!(code, StatusCode::OK, "retry");
+            assert!(body.ends_with("<Response/>"), "retry: {body}");
         }
     }
     let (_, history) = server.message(other).await;
@@ -469,16 +473,17 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
         (sms(GLOBEX, "globex-token"), StatusCode::OK), // legacy source
         (sms(INITECH, "initech-token"), StatusCode::OK),
     ];
+    let mut bodies = Vec::new();
     for (request, expected) in &cases {
         let (code, body, _) = server.send(request).await;
         assert_eq!(code, *expected, "{request:?}: {body}");
+        bodies.push(body);
     }
+    // Read from the first answer: sending it again would be a duplicate.
     assert!(
-        server
-            .send(&cases[3].0)
-            .await
-            .1
-            .contains("<Message>Globex received")
+        bodies[3].contains("<Message>Globex received"),
+        "{}",
+        bodies[3]
     );
 
     let shared_key = |key_id: &str, secret: &str, algorithm| {
@@ -537,7 +542,6 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
             (Some("acme"), None, Some("signature_mismatch")),
             (Some("globex"), Some("primary"), None),
             (Some("initech"), Some("primary"), None),
-            (Some("globex"), Some("primary"), None),
             (Some("initech"), Some("shared_key:initech_key_1"), None),
             (Some("initech"), None, Some("signature_mismatch")),
             (None, None, Some("unknown_shared_key")),
@@ -545,4 +549,120 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
     );
     server.stop().await;
     db.drop_database().await;
+}
+
+async fn a_replayed_webhook_is_processed_once(db: TestDb) {
+    let server = Server::start(db.config_with_account()).await;
+    let sms = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[("Body", "once")]);
+    let (code, first, _) = server.send(&sms).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(first.contains("<Message>"), "{first}");
+    let (code, again, content_type) = server.send(&sms).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        again, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
+        "a duplicate gets empty TwiML: no second reply"
+    );
+    assert_eq!(content_type.as_deref(), Some("text/xml; charset=utf-8"));
+
+    let other = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[("Body", "another")]);
+    let (code, body, _) = server.send(&other).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("<Message>"), "{body}");
+
+    let mut tampered = sms.clone();
+    tampered.body = String::from_utf8(tampered.body)
+        .unwrap()
+        .replace("once", "twice")
+        .into_bytes();
+    assert_eq!(server.send(&tampered).await.0, StatusCode::FORBIDDEN);
+
+    let log = server.webhooks(10).await;
+    let outcomes: Vec<&str> = log.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        ["rejected", "processed", "duplicate", "processed"]
+    );
+    assert_eq!(log[2]["message_sid"], log[3]["message_sid"]);
+    assert_eq!(log[2]["tenant_id"], "default");
+    server.stop().await;
+    db.drop_database().await;
+}
+
+/// Two server processes behind one public URL (as behind a load balancer), one database and
+/// one `redis-server`: a webhook sent to each is processed once; a different one is processed;
+/// a tampered one is refused.
+#[tokio::test]
+async fn two_servers_sharing_one_redis_process_a_webhook_once() {
+    let Some(redis) = redis_url() else { return };
+    let db = TestDb::sqlite();
+    const PUBLIC: &str = "https://webhooks.example.test";
+    let config = || {
+        let mut config = db.config_with_account();
+        config.public_url = PublicUrlConfig::Fixed(PUBLIC.to_owned());
+        config.replay_guard = ReplayGuardConfig::parse(&redis).unwrap();
+        config
+    };
+    let first = Server::start(config()).await;
+    let second = Server::start(config()).await;
+    assert_eq!(second.startup.replay_guard.to_string(), redis);
+
+    // A unique MessageSid: runs of this test share the Redis server.
+    let sid = format!("SM{}", twilio_presets::random_hex(16));
+    let sign = |body: &str| {
+        let mut params = Preset::Sms.params(ACCOUNT);
+        twilio_presets::apply_overrides(
+            &mut params,
+            &[
+                ("MessageSid".to_owned(), sid.clone()),
+                ("Body".to_owned(), body.to_owned()),
+            ],
+        );
+        sign_request(
+            &format!("{PUBLIC}/twilio/sms"),
+            Body::Form(params),
+            Signer::AuthToken(TOKEN.as_bytes()),
+        )
+    };
+    let sms = sign("to both");
+    let (code, body, _) = first.send(&sms).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("<Message>"), "{body}");
+    let (code, body, _) = second.send(&sms).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        body.ends_with("<Response/>"),
+        "the second server knows: {body}"
+    );
+
+    let (code, body, _) = second.send(&sign("different")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("<Message>"), "{body}");
+
+    let mut tampered = sms.clone();
+    tampered.body = String::from_utf8(tampered.body)
+        .unwrap()
+        .replace("both", "all")
+        .into_bytes();
+    assert_eq!(first.send(&tampered).await.0, StatusCode::FORBIDDEN);
+
+    // Both write to the one database; each log writer at its own pace, so compare as a set.
+    first.webhooks(1).await;
+    let log = second.webhooks(10).await;
+    let mut outcomes: Vec<(&str, Option<&str>)> = log
+        .iter()
+        .map(|e| (e["outcome"].as_str().unwrap(), e["message_sid"].as_str()))
+        .collect();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        [
+            ("duplicate", Some(&*sid)),
+            ("processed", Some(&*sid)),
+            ("processed", Some(&*sid)),
+            ("rejected", None),
+        ]
+    );
+    first.stop().await;
+    second.stop().await;
 }

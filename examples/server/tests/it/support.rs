@@ -138,6 +138,29 @@ macro_rules! on_both_databases {
 
 pub(crate) use on_both_databases;
 
+// ---- redis -----------------------------------------------------------------------------------
+
+/// The Redis server `TWILIO_TEST_REDIS_URL` names (`.ci/run` starts one), or `None` with a
+/// line on standard error (once) outside CI. Under `CI` a missing server is a failure.
+pub(crate) fn redis_url() -> Option<String> {
+    match std::env::var("TWILIO_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but TWILIO_TEST_REDIS_URL is not: .ci/run starts Redis")
+        }
+        Err(_) => {
+            static ONCE: Once = Once::new();
+            ONCE.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "server tests: skipping the shared-Redis replay test (TWILIO_TEST_REDIS_URL is not set)"
+                );
+            });
+            None
+        }
+    }
+}
+
 // ---- the server ------------------------------------------------------------------------------
 
 pub(crate) struct Server {

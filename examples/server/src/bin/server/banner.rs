@@ -46,6 +46,7 @@ pub(crate) fn print_startup(startup: &Startup, local: SocketAddr, access_token: 
         println!("tenant {tenant:?}: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (as primary token)");
     }
     println!("tenants: {}", startup.tenants);
+    println!("replay guard: {}", startup.replay_guard);
     println!();
     println!("In the Twilio console (Phone Numbers > Manage > Active numbers > your number):");
     println!("  A message comes in:   POST {base}/twilio/sms");

@@ -10,7 +10,9 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tower_twilio::{BoxError, PublicUrl, public_url::ForwardedHeaders, signature::Algorithm};
-use tower_twilio_example_server::{Config, PublicUrlConfig, db::Location};
+use tower_twilio_example_server::{
+    Config, PublicUrlConfig, db::Location, replay::ReplayGuardConfig,
+};
 
 /// Example server for Twilio webhooks verified by tower-twilio.
 #[derive(Parser)]
@@ -89,6 +91,17 @@ pub(crate) struct ServeArgs {
     /// Seconds a tenant's secrets stay cached (a rotation takes effect within this time).
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_CREDENTIAL_CACHE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) credential_cache_ttl_secs: u64,
+
+    /// Where the replay guard keeps the webhooks it has processed, so that a Twilio retry or a
+    /// replayed request does not run a handler twice: `memory` (this process) or a redis:// URL
+    /// shared by every server process behind one load balancer.
+    #[arg(
+        long,
+        env = "REPLAY_GUARD",
+        default_value = "memory",
+        hide_env_values = true
+    )]
+    pub(crate) replay_guard: String,
 }
 
 #[derive(Subcommand)]
@@ -220,6 +233,7 @@ pub(crate) fn server_config(location: Location, args: &ServeArgs) -> Result<Conf
     config.concurrency_limit = args.concurrency_limit as usize;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
     config.credential_cache_ttl = Duration::from_secs(args.credential_cache_ttl_secs);
+    config.replay_guard = ReplayGuardConfig::parse(&args.replay_guard)?;
     Ok(config)
 }
 

@@ -1,0 +1,147 @@
+//! The replay guard's store, chosen at start: `REPLAY_GUARD=memory` (the default) or
+//! `REPLAY_GUARD=redis://…` for several server processes behind one load balancer.
+
+use std::{fmt, time::Duration};
+
+use tower_twilio::{
+    BoxError,
+    replay::{Claim, ClaimToken, MemoryStore, RedisFuture, RedisStore, ReplayKey, ReplayStore},
+};
+
+/// Where the replay guard keeps what it has seen. `Debug` and `Display` hide a Redis password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum ReplayGuardConfig {
+    /// In this process (`memory`): enough for one server.
+    #[default]
+    Memory,
+    /// A Redis server (`redis://…` or `rediss://…`), shared by every server process.
+    Redis(String),
+}
+
+impl ReplayGuardConfig {
+    /// Parses `memory`, or a `redis://` / `rediss://` URL.
+    ///
+    /// # Errors
+    ///
+    /// Anything else, with what is accepted (the value is not repeated: it may hold a password).
+    pub fn parse(value: &str) -> Result<Self, BoxError> {
+        if value == "memory" {
+            Ok(Self::Memory)
+        } else if value.starts_with("redis://") || value.starts_with("rediss://") {
+            Ok(Self::Redis(value.to_owned()))
+        } else {
+            Err("REPLAY_GUARD must be `memory` or a redis:// URL".into())
+        }
+    }
+}
+
+impl fmt::Display for ReplayGuardConfig {
+    /// `memory`, or the Redis URL without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Memory => f.pad("memory"),
+            Self::Redis(url) => match url::Url::parse(url) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("redacted"));
+                    }
+                    f.pad(url.as_str())
+                }
+                Err(_) => f.pad("redis://(unparsable URL)"),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for ReplayGuardConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReplayGuardConfig({self})")
+    }
+}
+
+/// The store the server's guard uses: one type for both kinds, so that the router has one
+/// type. Its futures are boxed: a webhook costs a database write anyway.
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    /// [`ReplayGuardConfig::Memory`].
+    Memory(MemoryStore),
+    /// [`ReplayGuardConfig::Redis`].
+    Redis(RedisStore),
+}
+
+impl AnyStore {
+    /// Opens the configured store (connects to Redis).
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached at start.
+    pub async fn open(config: &ReplayGuardConfig) -> Result<Self, BoxError> {
+        Ok(match config {
+            ReplayGuardConfig::Memory => Self::Memory(MemoryStore::default()),
+            ReplayGuardConfig::Redis(url) => Self::Redis(
+                RedisStore::connect(url)
+                    .await
+                    .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?,
+            ),
+        })
+    }
+}
+
+impl ReplayStore for AnyStore {
+    type ClaimFuture = RedisFuture<Claim>;
+    type CompleteFuture = RedisFuture<()>;
+    type ReleaseFuture = RedisFuture<()>;
+
+    fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
+        match self {
+            Self::Memory(store) => Box::pin(store.claim(key, lease)),
+            Self::Redis(store) => store.claim(key, lease),
+        }
+    }
+
+    fn complete(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        window: Duration,
+    ) -> Self::CompleteFuture {
+        match self {
+            Self::Memory(store) => Box::pin(store.complete(key, token, window)),
+            Self::Redis(store) => store.complete(key, token, window),
+        }
+    }
+
+    fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
+        match self {
+            Self::Memory(store) => Box::pin(store.release(key, token)),
+            Self::Redis(store) => store.release(key, token),
+        }
+    }
+
+    fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
+        match self {
+            Self::Memory(store) => store.release_detached(key, token),
+            Self::Redis(store) => store.release_detached(key, token),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_setting_is_memory_or_a_redis_url_and_never_shows_a_password() {
+        assert_eq!(
+            ReplayGuardConfig::parse("memory").unwrap(),
+            ReplayGuardConfig::Memory
+        );
+        let redis = ReplayGuardConfig::parse("redis://:s3cret@10.0.0.5:6379/2").unwrap();
+        assert_eq!(redis.to_string(), "redis://:redacted@10.0.0.5:6379/2");
+        assert!(!format!("{redis} {redis:?}").contains("s3cret"));
+        for bad in ["", "Memory", "postgres://x", "s3cret"] {
+            let error = ReplayGuardConfig::parse(bad).unwrap_err().to_string();
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+    }
+}
