@@ -84,7 +84,10 @@
 //!    ([`resolver`]); an unknown account is a 403, a failed lookup a 503.
 //! 4. Verifies ([`verify`]): a SharedKey request only with that SharedKey, any other only with
 //!    auth tokens (several during a rotation).
-//! 5. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
+//! 5. With a [replay guard](TwilioSignatureLayer::replay_guard), claims the webhook in its
+//!    store ([`replay`]): a webhook already processed is answered without the inner service
+//!    (`200` empty TwiML / `204`), a copy in flight gets a 409.
+//! 6. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
 //!    in the request extensions, or answers the [`RejectionResponse`] with the [`Rejection`] in
 //!    its extensions and sends one [`SecurityEvent`](events::SecurityEvent).
 //!
@@ -99,6 +102,7 @@
 //! | [`resolver`] | where the secrets come from: static, map, closure, fallback, cache, timeout |
 //! | [`public_url`] | rebuilding the URL Twilio called, behind proxies |
 //! | [`events`] | security events and their sinks |
+//! | [`replay`] | the replay guard: a replayed or retried webhook reaches the handler once |
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
 //! | [`url_forms`] | the spellings of a URL a signature may have been made over (ports, normal forms) |
@@ -111,6 +115,7 @@
 //! | name | what | default |
 //! | --- | --- | --- |
 //! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
+//! | `redis` | [`replay::RedisStore`]: a replay guard shared by several instances through Redis | no |
 //!
 //! # Security notes
 //!
@@ -124,8 +129,10 @@
 //! - An unknown algorithm in the settings header is refused, never replaced by a default; a
 //!   SharedKey request is never verified with an auth token.
 //! - Forwarding headers are ignored unless you enable them for named proxy networks.
-//! - Twilio signs no timestamp: a captured request can be replayed. De-duplicate on
-//!   [`VerifiedWebhook::idempotency_token`] or on `MessageSid` + status.
+//! - Twilio signs no timestamp: a captured request verifies again. Turn on the
+//!   [replay guard](replay), which keys on the signature itself (the unsigned
+//!   `I-Twilio-Idempotency-Token` header can be changed by whoever captured the request); its
+//!   [`replay`] docs say what it does and does not guarantee.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;

@@ -23,8 +23,8 @@ type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Sen
 /// | the store says | what happens |
 /// | --- | --- |
 /// | not seen | the handler runs. A 2xx answer marks the key done for the [window](Self::window) (24 hours by default); any other answer, an error, or a request dropped before the answer releases the claim, so Twilio's retry goes through |
-/// | done | the handler is **not** called; the [duplicate response](Self::duplicate_response) is sent (by default `200` with an empty TwiML `<Response/>` for a form webhook, `204` otherwise, so Twilio stops retrying); one [`replay_suppressed`](crate::RejectionKind::ReplaySuppressed) event (info) and the webhook log's final stage [`Duplicate`](crate::events::log::WebhookStage::Duplicate) |
-/// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` by default: Twilio retries later |
+/// | done | the handler is **not** called; the [duplicate response](Self::duplicate_response) is sent (by default `200` with an empty TwiML `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one, so Twilio stops retrying); one [`replay_suppressed`](crate::RejectionKind::ReplaySuppressed) event (info) and the webhook log's final stage [`Duplicate`](crate::events::log::WebhookStage::Duplicate) |
+/// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` with the default [rejection response](crate::TwilioSignatureLayer::rejection_response): Twilio retries later |
 /// | an error | fail closed (the default): a rejection of kind [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), `503`. Or, with [`fail_open`](Self::fail_open), the handler runs unguarded and a critical event (`ERROR`) says so |
 ///
 /// A claim lasts at most the [lease](Self::lease) (60 seconds by default; Twilio gives up on
@@ -105,7 +105,7 @@ impl<St> ReplayGuard<St> {
     }
 
     /// Builds the answer to a duplicate instead of the default (`200` with an empty TwiML
-    /// `<Response/>` for a form webhook, `204` otherwise). Answer with a 2xx, or Twilio will
+    /// `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one). Answer with a 2xx, or Twilio will
     /// retry. The middleware adds a [`Rejection`](crate::Rejection) of kind
     /// [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) to its extensions.
     ///

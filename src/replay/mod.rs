@@ -31,7 +31,57 @@
 //!
 //! # Example
 //!
-//! The store on its own:
+//! The same signed webhook twice: the handler runs once; the copy gets an empty TwiML answer
+//! with a typed [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) reason.
+//!
+//! ```
+//! use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_twilio::{
+//!     Credentials, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
+//!     VerifiedBody, form::Params, replay::ReplayGuard, signature::{Algorithm, sign},
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let token = Secret::new("0123456789abcdef0123456789abcdef")?;
+//! let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token.clone()))
+//!     .public_url(PublicUrl::fixed("https://api.example.com")?)
+//!     .replay_guard(ReplayGuard::default());
+//!
+//! let runs = Arc::new(AtomicUsize::new(0));
+//! let counter = Arc::clone(&runs);
+//! let app = ServiceBuilder::new().layer(twilio).service_fn(move |_: Request<VerifiedBody>| {
+//!     counter.fetch_add(1, Ordering::SeqCst);
+//!     async { Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("<Response><Message>hi</Message></Response>")))) }
+//! });
+//!
+//! let body = "AccountSid=AC123&From=%2B14155550100&Body=Hi&MessageSid=SM1";
+//! let signature = sign(token.expose_secret(), Algorithm::HmacSha1,
+//!     "https://api.example.com/twilio/sms", Params::parse(body.as_bytes()).iter());
+//! let webhook = || {
+//!     Request::post("/twilio/sms")
+//!         .header("content-type", "application/x-www-form-urlencoded")
+//!         .header("x-twilio-signature", &signature)
+//!         .body(Full::new(Bytes::from(body)))
+//! };
+//!
+//! let first = app.clone().oneshot(webhook()?).await?;
+//! assert_eq!(first.status(), StatusCode::OK);
+//! assert!(first.extensions().get::<Rejection>().is_none());
+//!
+//! let copy = app.oneshot(webhook()?).await?; // a Twilio retry, or a captured request
+//! assert_eq!(copy.status(), StatusCode::OK); // so that Twilio stops retrying
+//! assert_eq!(copy.extensions().get::<Rejection>().unwrap().kind(), RejectionKind::ReplaySuppressed);
+//! assert_eq!(runs.load(Ordering::SeqCst), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A store on its own:
 //!
 //! ```
 //! use std::time::Duration;

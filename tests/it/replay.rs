@@ -365,7 +365,7 @@ pub(crate) mod layer {
             self.runs.load(Ordering::SeqCst)
         }
 
-        async fn run(self) -> Result<Response<Full<Bytes>>, Infallible> {
+        pub(crate) async fn run(self) -> Result<Response<Full<Bytes>>, Infallible> {
             self.runs.fetch_add(1, Ordering::SeqCst);
             if let Some(gate) = &self.gate {
                 gate.acquire().await.unwrap().forget();
@@ -884,4 +884,57 @@ mod redis_guard {
         assert_eq!(events[0].outcome, Outcome::PassedWithoutReplayCheck);
         assert_eq!(events[0].severity, Severity::Critical);
     }
+}
+
+// 100 000 distinct verified webhooks through the layer with the default memory store: all are
+// processed, and the heap the run keeps afterwards (the store's entries; every request's own
+// allocations are freed) is counted and stays within the bound the store promises. A copy of
+// the first is still a duplicate.
+#[test]
+fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
+    use tower::ServiceExt;
+    use tower_twilio::replay::ReplayGuard;
+
+    const WEBHOOKS: u32 = 100_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let handler = layer::Handler::default();
+    let store = MemoryStore::default();
+    // Without the tests' recording sink and log, which keep everything they are given.
+    let twilio = tower_twilio::TwilioSignatureLayer::new(
+        tower_twilio::Credentials::new().auth_token("primary", crate::support::token()),
+    )
+    .public_url(tower_twilio::PublicUrl::fixed(crate::support::PUBLIC).unwrap())
+    .on_security_event(())
+    .replay_guard(ReplayGuard::new(store.clone()));
+    let service = tower::ServiceBuilder::new().layer(twilio).service_fn({
+        let handler = handler.clone();
+        move |_: http::Request<tower_twilio::VerifiedBody>| handler.clone().run()
+    });
+    let info = allocation_counter::measure(|| {
+        runtime.block_on(async {
+            for n in 0..WEBHOOKS {
+                let answer = service.clone().oneshot(layer::sms(n)).await.unwrap();
+                assert!(layer::kind(&answer).is_none(), "webhook {n}");
+            }
+        });
+    });
+    assert_eq!(
+        (handler.runs(), store.len()),
+        (WEBHOOKS as usize, WEBHOOKS as usize)
+    );
+    let bound = MemoryStore::FIXED_BYTES + WEBHOOKS as usize * MemoryStore::ENTRY_BYTES;
+    println!(
+        "layer + memory store: {WEBHOOKS} distinct webhooks, {} bytes kept ({} per webhook), \
+         peak {} bytes; bound {bound}",
+        info.bytes_current,
+        info.bytes_current / i64::from(WEBHOOKS),
+        info.bytes_max
+    );
+    assert!(info.bytes_current <= bound as i64, "{}", info.bytes_current);
+    let copy = runtime
+        .block_on(service.clone().oneshot(layer::sms(0)))
+        .unwrap();
+    layer::assert_duplicate(&copy);
 }
