@@ -236,18 +236,56 @@ impl<St: fmt::Debug> fmt::Debug for ReplayGuard<St> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::ReplayStoreErrorKind;
 
     #[test]
     fn the_default_duplicate_answer_stops_twilio_retrying_without_doing_anything() {
-        let form = default_duplicate_response(true);
-        assert_eq!(form.status(), StatusCode::OK);
-        assert_eq!(
-            form.headers()[header::CONTENT_TYPE],
-            "text/xml; charset=utf-8"
-        );
-        assert!(form.body().ends_with(b"<Response/>"));
-        let other = default_duplicate_response(false);
-        assert_eq!(other.status(), StatusCode::NO_CONTENT);
-        assert!(other.body().is_empty());
+        for covered in [Covered::FormParams, Covered::UrlOnly] {
+            let twiml = default_duplicate_response(covered);
+            assert_eq!(twiml.status(), StatusCode::OK);
+            assert_eq!(
+                twiml.headers()[header::CONTENT_TYPE],
+                "text/xml; charset=utf-8"
+            );
+            assert!(twiml.body().ends_with(b"<Response/>"));
+        }
+        let json = default_duplicate_response(Covered::BodySha256);
+        assert_eq!(json.status(), StatusCode::NO_CONTENT);
+        assert!(json.body().is_empty());
+    }
+
+    #[test]
+    fn each_claim_answer_has_one_decision() {
+        let closed = ReplayGuard::default();
+        let open = ReplayGuard::default().fail_open(true);
+        let token = ClaimToken::new(7);
+        let failure = || Err(ReplayStoreError::new(ReplayStoreErrorKind::Unavailable));
+        for guard in [&closed, &open] {
+            assert!(matches!(guard.admit(Ok(Claim::Claimed(token))), Admit::Run(t) if t == token));
+            assert!(matches!(guard.admit(Ok(Claim::Done)), Admit::Duplicate));
+            assert!(matches!(
+                guard.admit(Ok(Claim::InFlight)),
+                Admit::Refuse(RejectionKind::ReplayInFlight, None)
+            ));
+        }
+        assert!(matches!(
+            closed.admit(failure()),
+            Admit::Refuse(RejectionKind::ReplayStoreFailed, Some(_))
+        ));
+        assert!(matches!(open.admit(failure()), Admit::RunUnguarded(_)));
+    }
+
+    #[test]
+    fn only_a_2xx_answer_marks_a_webhook_done() {
+        for (status, done) in [
+            (Some(StatusCode::OK), true),
+            (Some(StatusCode::NO_CONTENT), true),
+            (Some(StatusCode::FOUND), false),
+            (Some(StatusCode::BAD_REQUEST), false),
+            (Some(StatusCode::INTERNAL_SERVER_ERROR), false),
+            (None, false),
+        ] {
+            assert_eq!(answer_is_done(status), done, "{status:?}");
+        }
     }
 }

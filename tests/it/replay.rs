@@ -934,7 +934,7 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
     );
     assert!(info.bytes_current <= bound as i64, "{}", info.bytes_current);
     let copy = runtime
-        .block_on(service.clone().oneshot(layer::sms(0)))
+        .block_on(service.oneshot(layer::sms(0)))
         .unwrap();
     layer::assert_duplicate(&copy);
 }
