@@ -27,9 +27,15 @@ type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Sen
 /// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` with the default [rejection response](crate::TwilioSignatureLayer::rejection_response): Twilio retries later |
 /// | an error | fail closed (the default): a rejection of kind [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), `503`. Or, with [`fail_open`](Self::fail_open), the handler runs unguarded and a critical event (`ERROR`) says so |
 ///
+/// Only verified requests are claimed: a forged one is refused (or, in report-only mode,
+/// passed on unguarded) before the store is asked, so nothing is stored for it.
+///
 /// A claim lasts at most the [lease](Self::lease) (60 seconds by default; Twilio gives up on
 /// a webhook after 15): a process that dies while handling a webhook holds it no longer than
-/// that.
+/// that. The same bounds the two moments a dropped request cannot settle its claim in a
+/// shared store: while the claim itself is on its way (the claim may have landed; copies get
+/// `409` until the lease runs out), and after a 2xx while the done mark is on its way (if it
+/// does not land, the claim lapses with the lease and a later copy runs again).
 ///
 /// ```
 /// use std::time::Duration;

@@ -933,8 +933,6 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
         info.bytes_max
     );
     assert!(info.bytes_current <= bound as i64, "{}", info.bytes_current);
-    let copy = runtime
-        .block_on(service.oneshot(layer::sms(0)))
-        .unwrap();
+    let copy = runtime.block_on(service.oneshot(layer::sms(0))).unwrap();
     layer::assert_duplicate(&copy);
 }
