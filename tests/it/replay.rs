@@ -936,3 +936,54 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
     let copy = runtime.block_on(service.oneshot(layer::sms(0))).unwrap();
     layer::assert_duplicate(&copy);
 }
+
+// The raw signature is never stored or printed: not by the key, the guard, the store, the layer
+// or an error.
+#[test]
+fn nothing_of_the_replay_guard_prints_the_signature() {
+    use tower_twilio::{
+        Credentials, TwilioSignatureLayer,
+        replay::{ReplayGuard, ReplayStoreError},
+    };
+
+    let request = layer::sms(1);
+    let signature = request.headers()["x-twilio-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let key = ReplayKey::new("AC0123", Algorithm::HmacSha1, signature.as_bytes());
+    let store = MemoryStore::default();
+    let token = match store.claim(&key, LEASE).into_inner().unwrap() {
+        Claim::Claimed(token) => token,
+        other => panic!("{other:?}"),
+    };
+    let guard = ReplayGuard::new(store.clone());
+    let layer = TwilioSignatureLayer::new(Credentials::new()).replay_guard(guard.clone());
+    let error = ReplayStoreError::new(ReplayStoreErrorKind::Full);
+    let printed = [
+        format!("{key:?} {}", key.to_hex()),
+        format!("{store:?} {guard:?} {layer:?} {token:?}"),
+        format!("{error:?} {error}"),
+    ];
+    for text in printed {
+        assert!(!text.contains(&signature[..8]), "{text}");
+        assert!(
+            !text.contains(&hex::encode(&signature.as_bytes()[..8])),
+            "{text}"
+        );
+    }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_connection_error_never_shows_the_password() {
+    let Some(url) = redis::url() else { return };
+    // The test server has no password, so authenticating with one fails.
+    let with_password = url.replacen("redis://", "redis://:s3cret-pw@", 1);
+    let error = tower_twilio::replay::RedisStore::connect(&with_password)
+        .await
+        .unwrap_err();
+    let printed = format!("{error} {error:?}");
+    assert_eq!(error.kind(), ReplayStoreErrorKind::Unavailable);
+    assert!(!printed.contains("s3cret"), "{printed}");
+}
