@@ -4,7 +4,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 
 use super::{Claim, ClaimToken, MemoryStore, ReplayKey, ReplayStore, ReplayStoreError};
 use crate::{
@@ -187,8 +187,10 @@ pub(crate) fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap) -> Repl
         .account_sid()
         .or_else(|| webhook.tenant_id())
         .unwrap_or_default();
+    // A ready-made name: looking up by `&str` would parse and validate it on every request.
+    static SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
     let signature = headers
-        .get(SIGNATURE_HEADER)
+        .get(&SIGNATURE)
         .map_or(&[][..], HeaderValue::as_bytes);
     ReplayKey::new(account, webhook.algorithm(), signature)
 }
