@@ -178,12 +178,22 @@ impl Params {
 
     /// The first value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        // Names compared as bytes (length first), the value sliced only for the match.
+        let text = self.text.as_bytes();
+        let pair = self
+            .pairs
+            .iter()
+            .find(|pair| &text[pair.name.0..pair.name.1] == name.as_bytes())?;
+        Some(&self.text[pair.value.0..pair.value.1])
     }
 
     /// Every value of `name`, in the order received.
     pub fn get_all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        let text: &'s str = &self.text;
+        self.pairs
+            .iter()
+            .filter(move |pair| &text.as_bytes()[pair.name.0..pair.name.1] == name.as_bytes())
+            .map(move |pair| &text[pair.value.0..pair.value.1])
     }
 
     /// All `(name, value)` pairs, in the order received.

@@ -37,7 +37,7 @@
 
 use std::{borrow::Cow, fmt};
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderName, Method, header};
 
 use crate::{
     Secret,
@@ -48,6 +48,12 @@ use crate::{
     },
     url_forms,
 };
+
+/// The Twilio header names as [`HeaderName`]s, made once: a lookup by `&str` parses and
+/// validates the name on every call.
+pub(crate) const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+pub(crate) const SIGNATURE_SETTINGS: HeaderName =
+    HeaderName::from_static(SIGNATURE_SETTINGS_HEADER);
 
 /// One header's presence on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,7 +72,7 @@ impl<'a> Header<'a> {
         }
     }
 
-    fn from_map(headers: &'a HeaderMap, name: &str) -> Self {
+    fn from_map(headers: &'a HeaderMap, name: &HeaderName) -> Self {
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
             (None, _) => Self::Absent,
@@ -121,9 +127,9 @@ impl<'a> WebhookRequest<'a> {
         body: &'a [u8],
     ) -> Self {
         Self {
-            content_type: Header::from_map(headers, header::CONTENT_TYPE.as_str()),
-            signature: Header::from_map(headers, SIGNATURE_HEADER),
-            settings: Header::from_map(headers, SIGNATURE_SETTINGS_HEADER),
+            content_type: Header::from_map(headers, &header::CONTENT_TYPE),
+            signature: Header::from_map(headers, &SIGNATURE),
+            settings: Header::from_map(headers, &SIGNATURE_SETTINGS),
             ..Self::new(method, url, body)
         }
     }
@@ -200,7 +206,7 @@ impl<'a> WebhookRequest<'a> {
         I: IntoIterator<Item = &'s Secret>,
         I::IntoIter: Clone,
     {
-        self.verify_with_params(None, secrets)
+        self.verify_prechecked(self.prechecked()?, None, secrets)
     }
 
     /// Runs every check that needs no secret: the signature header is present once and well
@@ -217,8 +223,10 @@ impl<'a> WebhookRequest<'a> {
         self.prechecked().map(|_| ())
     }
 
-    /// The checks that need no secret, and what they establish.
-    fn prechecked(&self) -> Result<(Algorithm, ReceivedSignature, Payload), VerifyError> {
+    /// The checks that need no secret, and what they establish: the middleware runs them
+    /// before the credential lookup and verifies with their result after it, so that headers
+    /// are read and the signature decoded once.
+    pub(crate) fn prechecked(&self) -> Result<Prechecked, VerifyError> {
         let header = match self.signature {
             Header::Absent => return Err(VerifyError::MissingSignature),
             Header::Repeated => return Err(VerifyError::DuplicateSignature),
@@ -229,13 +237,19 @@ impl<'a> WebhookRequest<'a> {
             .map_or(Algorithm::HmacSha1, |settings| settings.algorithm());
         let received =
             ReceivedSignature::parse(header, algorithm).ok_or(VerifyError::MalformedSignature)?;
-        Ok((algorithm, received, self.payload()?))
+        Ok(Prechecked {
+            algorithm,
+            received,
+            payload: self.payload()?,
+        })
     }
 
-    /// [`verify`](Self::verify) with the form parameters already parsed from this request's
-    /// body, so that the middleware parses once.
-    pub(crate) fn verify_with_params<'s, I>(
+    /// [`verify`](Self::verify) with the result of [`prechecked`](Self::prechecked) on this
+    /// request (or one with the same headers), and the form parameters if they are already
+    /// parsed from its body: the middleware reads the headers and parses the body once.
+    pub(crate) fn verify_prechecked<'s, I>(
         &self,
+        prechecked: Prechecked,
         parsed: Option<&Params>,
         secrets: I,
     ) -> Result<Verified, VerifyError>
@@ -243,7 +257,11 @@ impl<'a> WebhookRequest<'a> {
         I: IntoIterator<Item = &'s Secret>,
         I::IntoIter: Clone,
     {
-        let (algorithm, received, payload) = self.prechecked()?;
+        let Prechecked {
+            algorithm,
+            received,
+            payload,
+        } = prechecked;
 
         let parsed_here;
         let mut form_params = None;
@@ -317,13 +335,6 @@ impl<'a> WebhookRequest<'a> {
         })
     }
 
-    /// Whether the body is form-encoded (its parameters are signed).
-    pub(crate) fn is_form(&self) -> bool {
-        self.content_type
-            .value()
-            .is_some_and(form::is_form_urlencoded)
-    }
-
     /// Decides what, besides the URL, is covered by the signature.
     fn payload(&self) -> Result<Payload, VerifyError> {
         let content_type = match self.content_type {
@@ -374,6 +385,29 @@ impl fmt::Debug for WebhookRequest<'_> {
             .field("signature", &presence(self.signature))
             .field("settings", &presence(self.settings))
             .finish()
+    }
+}
+
+/// What [`WebhookRequest::prechecked`] establishes without a secret.
+pub(crate) struct Prechecked {
+    algorithm: Algorithm,
+    received: ReceivedSignature,
+    payload: Payload,
+}
+
+impl Prechecked {
+    /// Whether the body is form-encoded (its parameters are signed).
+    pub(crate) fn is_form(&self) -> bool {
+        matches!(self.payload, Payload::Form)
+    }
+}
+
+impl fmt::Debug for Prechecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the received signature.
+        f.debug_struct("Prechecked")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
