@@ -32,8 +32,24 @@
 //! | empty body, no `bodySHA256` | the URL | |
 //! | anything else | — | rejected: [`VerifyError::UnsupportedContentType`] |
 //!
-//! Each shape is tried against every candidate URL (see [`crate::url_forms`]) and every candidate
-//! secret, in constant time per comparison.
+//! Each shape is tried against every candidate URL (see [URL spellings](#url-spellings)) and
+//! every candidate secret, in constant time per comparison.
+//!
+//! # URL spellings
+//!
+//! Twilio signs the URL it requested, but its signing is inconsistent about ports, so every
+//! official library tries more than one spelling. In order:
+//!
+//! 1. **Exact** ([`UrlForm::AsReceived`], [`UrlForm::OtherPort`]): the URL as received, and
+//!    the same URL with its explicit port removed or, when it has none, the scheme's default
+//!    port added. Only the authority changes: `user:pass@` and `[IPv6]` literals stay intact.
+//! 2. **Lenient** ([`UrlForm::Normalized`]), only when no exact form matched and unless
+//!    [`WebhookRequest::exact_urls_only`] is set: the URL as twilio-python
+//!    (`urlparse().geturl()`) and twilio-node (WHATWG `URL`, its query through Node's
+//!    `querystring`) re-serialise it before comparing.
+//!
+//! The lenient forms keep the verdict equal to "either official library accepts"; each still
+//! needs an HMAC made with the secret.
 
 use std::{borrow::Cow, fmt};
 
@@ -104,7 +120,7 @@ impl<'a> WebhookRequest<'a> {
     /// A request with no headers yet.
     ///
     /// `url` is the full public URL Twilio requested, exactly as requested (see
-    /// [`crate::url_forms`]); `body` is the raw body.
+    /// [URL spellings](crate::verify#url-spellings)); `body` is the raw body.
     pub fn new(method: &'a Method, url: &'a str, body: &'a [u8]) -> Self {
         Self {
             method,
@@ -157,7 +173,7 @@ impl<'a> WebhookRequest<'a> {
 
     /// Accepts only the exact URL forms: as received, and with the port removed or the default
     /// port added. The re-serialised forms the official libraries also accept (see
-    /// [`crate::url_forms`]) are not tried, so a signature made for `/sms` is not accepted at
+    /// [URL spellings](crate::verify#url-spellings)) are not tried, so a signature made for `/sms` is not accepted at
     /// `/x/../sms` and a query is never re-encoded. Requests Twilio sends verify either way;
     /// only the SDKs' leniency towards URLs a proxy re-wrote is given up. Off by default.
     #[must_use]
@@ -453,7 +469,7 @@ pub enum UrlForm {
     /// The URL with its port removed, or the default port added.
     OtherPort,
     /// A form one of the official libraries produces by re-serialising the URL (see
-    /// [`crate::url_forms`]).
+    /// [URL spellings](crate::verify#url-spellings)).
     Normalized,
 }
 
