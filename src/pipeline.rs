@@ -13,10 +13,14 @@
 //! [`prepare`], a rule about the credentials into [`complete`]) as one more function returning
 //! `Result<_, Refusal>`.
 
-use std::{borrow::Cow, sync::Arc};
+use std::{
+    borrow::Cow,
+    sync::{Arc, LazyLock},
+};
 
 use http::{HeaderName, Method, request::Parts};
 use http_body::SizeHint;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 use crate::{
@@ -224,8 +228,11 @@ fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Option<Arc<str>> 
     if let Some(sid) = form.and_then(|params| params.get(NAME)) {
         return Some(sid.into());
     }
-    if let Some(query) = inbound.parts.uri.query()
-        && let Some((_, sid)) = form_urlencoded::parse(query.as_bytes()).find(|(n, _)| n == NAME)
+    if let Some(sid) = inbound
+        .parts
+        .uri
+        .query()
+        .and_then(|query| form::first_value(query, NAME))
     {
         return Some(sid.into());
     }
@@ -264,10 +271,8 @@ impl Verified {
 /// escapes something (a member name may be spelled with `\u` escapes). Without either, no
 /// parse is needed: an Event Streams body, say, names only `accountSid` inside `data`.
 fn may_name_account_sid(body: &[u8]) -> bool {
-    body.contains(&b'\\')
-        || body
-            .split(|&b| b == b'"')
-            .any(|piece| piece == b"AccountSid")
+    static NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""AccountSid""#));
+    memchr::memchr(b'\\', body).is_some() || NAME.find(body).is_some()
 }
 
 /// Verifies the request with the credentials the resolver returned: a SharedKey request only
