@@ -227,7 +227,16 @@ where
                         url: &request.url,
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(webhook) => request.verified(parts, body, webhook),
+                        Ok(verified) => {
+                            // Without a replay guard nothing is refused from here on, and the
+                            // URL moves to the context; with one, a refusal's event needs it.
+                            let url = if request.shared.replay.is_some() {
+                                request.url.url.clone()
+                            } else {
+                                std::mem::take(&mut request.url.url)
+                            };
+                            request.verified(parts, body, verified.into_webhook(url))
+                        }
                         Err(refusal) => request.fail(parts, body, refusal),
                     }
                 }

@@ -4,11 +4,12 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use super::{Claim, ClaimToken, MemoryStore, ReplayKey, ReplayStore, ReplayStoreError};
 use crate::{
-    BoxError, RejectionKind, VerifiedWebhook, signature::SIGNATURE_HEADER, verify::Covered,
+    BoxError, RejectionKind, VerifiedWebhook,
+    verify::{self, Covered},
 };
 
 type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Send + Sync>;
@@ -187,10 +188,8 @@ pub(crate) fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap) -> Repl
         .account_sid()
         .or_else(|| webhook.tenant_id())
         .unwrap_or_default();
-    // A ready-made name: looking up by `&str` would parse and validate it on every request.
-    static SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
     let signature = headers
-        .get(&SIGNATURE)
+        .get(&verify::SIGNATURE)
         .map_or(&[][..], HeaderValue::as_bytes);
     ReplayKey::new(account, webhook.algorithm(), signature)
 }

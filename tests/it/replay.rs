@@ -479,6 +479,7 @@ pub(crate) mod layer {
         assert_eq!(events[0].severity, Severity::Info);
         assert_eq!(events[0].account_sid.as_deref(), Some("AC0123"));
         assert_eq!(events[0].tenant_id.as_deref(), Some("acme"));
+        assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
     }
 
     /// Sends `copies` copies of one webhook at once through `services` in turn, and returns
@@ -632,6 +633,7 @@ mod memory_guard {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type(), "replay_in_flight");
         assert_eq!(events[0].severity, Severity::Info);
+        assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
         gate.add_permits(1);
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
         assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
