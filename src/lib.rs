@@ -130,6 +130,7 @@
 
 mod body;
 mod context;
+pub mod doctor;
 mod error;
 pub mod events;
 pub mod form;
