@@ -218,7 +218,6 @@ impl<'a> SplitUrl<'a> {
         url.push_str(&self.rest);
         url
     }
-
 }
 
 /// The other URLs worth trying, most likely first, without repeats and without the URL that
@@ -296,7 +295,10 @@ fn candidates<'a>(received_url: &'a str, clues: &Clues<'a>) -> Vec<SplitUrl<'a>>
     }
     // The received path as the application saw it, when the configured base added a prefix.
     add_path(pq.into(), Source::Header("the request target"));
-    add_path(toggle_trailing_slash(&received.rest).into(), Source::TrailingSlash);
+    add_path(
+        toggle_trailing_slash(&received.rest).into(),
+        Source::TrailingSlash,
+    );
 
     let base = |scheme: &'a str, authority: &'a str, source: Source| SplitUrl {
         scheme,
@@ -371,7 +373,10 @@ fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -
     let fix = match (&public_base, matched.source) {
         (Some(base), source) => {
             let mut fix = format!("set PublicUrl::fixed(\"{base}\")");
-            if let (Some(header), Some(peer)) = (trusted_header_hint(received, matched, source, clues), clues.peer) {
+            if let (Some(header), Some(peer)) = (
+                trusted_header_hint(received, matched, source, clues),
+                clues.peer,
+            ) {
                 let bits = if peer.is_ipv4() { 32 } else { 128 };
                 fix.push_str(&format!(
                     ", or trust {header} from {peer}/{bits} (ForwardedHeaders::trust_proxy)"
@@ -383,7 +388,11 @@ fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -
             "Twilio called {matched_rest} but the application received {pq}: a trailing slash \
              is {} on the way; make the URL in the Twilio console match the route, or apply the \
              layer before the path is rewritten",
-            if matched_rest.len() > pq.len() { "removed" } else { "added" }
+            if matched_rest.len() > pq.len() {
+                "removed"
+            } else {
+                "added"
+            }
         ),
         (None, _) => format!(
             "the application received {pq}, Twilio called {}: make the layer see the original \
@@ -528,7 +537,8 @@ impl DiagnosisBudget {
 
     /// Takes one diagnosis from this second's budget; `false` when it is spent.
     pub(crate) fn try_take(&self) -> bool {
-        let second = u64::try_from(self.start.elapsed().as_secs()).unwrap_or(u64::MAX) & 0xffff_ffff;
+        let second =
+            u64::try_from(self.start.elapsed().as_secs()).unwrap_or(u64::MAX) & 0xffff_ffff;
         self.try_take_at(second)
     }
 
@@ -579,7 +589,12 @@ mod tests {
     }
 
     fn signed_for(url: &str) -> String {
-        sign(TOKEN.as_bytes(), Algorithm::HmacSha1, url, Params::parse(BODY).iter())
+        sign(
+            TOKEN.as_bytes(),
+            Algorithm::HmacSha1,
+            url,
+            Params::parse(BODY).iter(),
+        )
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -603,8 +618,7 @@ mod tests {
         let request = WebhookRequest::new(&Method::POST, rebuilt_url, BODY)
             .content_type(FORM)
             .signature(signature.as_bytes());
-        let mut clues =
-            Clues::new(headers, path_and_query).peer(IpAddr::from([10, 1, 2, 3]));
+        let mut clues = Clues::new(headers, path_and_query).peer(IpAddr::from([10, 1, 2, 3]));
         if let Some(original) = original {
             clues = clues.original_uri(original);
         }
@@ -641,7 +655,10 @@ mod tests {
                 "https://abc123.ngrok-free.app/twilio/sms",
                 "http://localhost:3000/twilio/sms",
                 "/twilio/sms",
-                &[("x-forwarded-host", "abc123.ngrok-free.app"), ("x-forwarded-proto", "https")],
+                &[
+                    ("x-forwarded-host", "abc123.ngrok-free.app"),
+                    ("x-forwarded-proto", "https"),
+                ],
                 None,
                 Some("https://abc123.ngrok-free.app"),
                 "PublicUrl::fixed(\"https://abc123.ngrok-free.app\")",
@@ -692,7 +709,11 @@ mod tests {
                 .unwrap_or_else(|| panic!("{why}: no diagnosis"));
             assert_eq!(diagnosis.matched_url(), signed, "{why}");
             assert_eq!(diagnosis.public_base(), base, "{why}");
-            assert!(diagnosis.fix().contains(words), "{why}: {}", diagnosis.fix());
+            assert!(
+                diagnosis.fix().contains(words),
+                "{why}: {}",
+                diagnosis.fix()
+            );
         }
     }
 
@@ -731,9 +752,10 @@ mod tests {
             "https://hooks.example.com/twilio/sms",
             Params::parse(BODY).iter(),
         );
-        let request = WebhookRequest::new(&Method::POST, "http://hooks.example.com/twilio/sms", BODY)
-            .content_type(FORM)
-            .signature(signature.as_bytes());
+        let request =
+            WebhookRequest::new(&Method::POST, "http://hooks.example.com/twilio/sms", BODY)
+                .content_type(FORM)
+                .signature(signature.as_bytes());
         let headers = HeaderMap::new();
         let clues = Clues::new(&headers, "/twilio/sms");
         assert_eq!(diagnose(&request, &clues, &[&token()]), None);
@@ -743,7 +765,12 @@ mod tests {
     fn a_body_that_does_not_match_its_hash_is_not_explained_by_a_url() {
         let json = br#"{"AccountSid":"AC123"}"#;
         let signed = url_with_body_sha256("https://api.example.com/twilio/events", json);
-        let signature = sign(TOKEN.as_bytes(), Algorithm::HmacSha1, &signed, std::iter::empty::<(&str, &str)>());
+        let signature = sign(
+            TOKEN.as_bytes(),
+            Algorithm::HmacSha1,
+            &signed,
+            std::iter::empty::<(&str, &str)>(),
+        );
         let received = signed.replacen("https://", "http://", 1);
         let pq = &received["http://api.example.com".len()..];
         let tampered = br#"{"AccountSid":"AC999"}"#;

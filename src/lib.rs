@@ -136,6 +136,8 @@ pub mod events;
 pub mod form;
 mod future;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod public_url;
 mod rejection;
 pub mod resolver;
