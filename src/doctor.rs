@@ -60,7 +60,7 @@ use std::{
 
 use http::{HeaderMap, header};
 
-use crate::{Secret, url::redact_userinfo, verify::WebhookRequest};
+use crate::{Secret, url_forms::redact_userinfo, verify::WebhookRequest};
 
 /// The most signatures one diagnosis computes: other URLs tried × secrets.
 pub const MAX_HMACS: usize = 16;

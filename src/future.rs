@@ -19,18 +19,18 @@ use tower_service::Service;
 use crate::{
     BoxError, ResolveCredentials,
     body::{ResponseBody, VerifiedBody},
-    context::VerifiedWebhook,
     events::{
         OnSecurityEvent, Outcome, SecurityEvent, Severity,
         log::{OnWebhook, WebhookLogEntry, WebhookStage, next_id},
     },
     form::Params,
     layer::Shared,
-    public_url::Resolved,
+    public_url::RebuiltUrl,
     rejection::{Rejection, RejectionKind, RejectionResponse},
     resolver::{Credentials, Resolution, ResolveRequest},
     signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
-    url::redact_userinfo,
+    url_forms::redact_userinfo,
+    verified_webhook::VerifiedWebhook,
     verify::WebhookRequest,
 };
 
@@ -136,7 +136,7 @@ struct Pending<S, R> {
     /// `None` while the resolver holds them (inside `view`).
     parts: Option<Parts>,
     view: Option<ResolveRequest>,
-    public: Resolved,
+    public: RebuiltUrl,
     body: Bytes,
     params: Option<Params>,
     account_sid: Option<String>,
@@ -210,7 +210,7 @@ where
             .map(|log| LogGuard::received(log, &parts));
         let peer = (config.peer_addr)(&parts.extensions);
         let Ok(public) = config.public_url.reconstruct(&parts, peer) else {
-            let fallback = Resolved::new(parts.uri.to_string(), peer);
+            let fallback = RebuiltUrl::new(parts.uri.to_string(), peer);
             let kind = RejectionKind::UnresolvableUrl;
             return Self::rejected(shared, log, &parts, &fallback, kind);
         };
@@ -253,7 +253,7 @@ where
         shared: Arc<Shared<E, T>>,
         mut log: Option<LogGuard>,
         parts: &Parts,
-        public: &Resolved,
+        public: &RebuiltUrl,
         kind: RejectionKind,
     ) -> Self {
         let response = reject(&shared, &mut log, parts, public, kind, None, None, None);
@@ -274,7 +274,7 @@ fn reject<E, T>(
     shared: &Shared<E, T>,
     log: &mut Option<LogGuard>,
     parts: &Parts,
-    public: &Resolved,
+    public: &RebuiltUrl,
     kind: RejectionKind,
     source: Option<BoxError>,
     tenant_id: Option<Arc<str>>,
@@ -311,7 +311,7 @@ where
 fn emit<E, T>(
     shared: &Shared<E, T>,
     parts: &Parts,
-    public: &Resolved,
+    public: &RebuiltUrl,
     reason: RejectionKind,
     outcome: Outcome,
     tenant_id: Option<Arc<str>>,
@@ -485,7 +485,7 @@ where
         let mut request =
             WebhookRequest::from_parts(&parts.method, &self.public.url, &parts.headers, &self.body);
         if shared.config.exact_urls_only {
-            request = request.exact_urls_only();
+            request = request.exact_urls_only(true);
         }
         let params = self.params.as_ref().filter(|_| request.is_form());
         match request.verify_with_params(params, applicable().map(|c| c.secret())) {

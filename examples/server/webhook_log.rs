@@ -1,4 +1,4 @@
-//! The persistent webhook log: the layer's `.webhook_log(...)` hook feeds a writer task through
+//! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
 //! a channel; the task keeps one `webhook_log` row per webhook up to date through its stages
 //! (received → verified | rejected(reason) → processed | failed(status)).
 //!
@@ -84,7 +84,7 @@ pub(crate) fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
 }
 
 impl LogSender {
-    /// The callback for `TwilioSignatureLayer::webhook_log`.
+    /// The callback for `TwilioSignatureLayer::on_webhook`.
     pub(crate) fn hook(&self) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
         let tx = self.tx.clone();
         move |entry: &WebhookLogEntry| {

@@ -10,14 +10,14 @@ use std::{
 
 use http::{Method, StatusCode};
 
-use crate::{context::VerifiedWebhook, rejection::RejectionKind};
+use crate::{rejection::RejectionKind, verified_webhook::VerifiedWebhook};
 
 /// Receives every webhook's lifecycle: [`Received`](WebhookStage::Received), then
 /// [`Verified`](WebhookStage::Verified) or not, then exactly one final stage —
 /// [`Rejected`](WebhookStage::Rejected), [`Processed`](WebhookStage::Processed) or
 /// [`Failed`](WebhookStage::Failed).
 ///
-/// Set it with [`TwilioSignatureLayer::webhook_log`](crate::TwilioSignatureLayer::webhook_log).
+/// Set it with [`TwilioSignatureLayer::on_webhook`](crate::TwilioSignatureLayer::on_webhook).
 /// Implemented for closures `Fn(&WebhookLogEntry)`. It runs inline on the request path: to
 /// write to a database, send the entry to a channel and write from a task of your own (a
 /// bounded channel with `try_send` keeps a slow database from slowing requests; count what it

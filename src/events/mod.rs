@@ -24,6 +24,11 @@ pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::rejection::RejectionKind;
 
+/// The `tracing` target of every security event and of the report-only warning, and the
+/// Sentry logger name: `"tower_twilio::security"`. Filter on it to route the security log
+/// (`RUST_LOG=tower_twilio::security=info`).
+pub const TRACING_TARGET: &str = "tower_twilio::security";
+
 /// One refused (or, in report-only mode, let-through) request.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -56,12 +61,12 @@ pub struct SecurityEvent {
 }
 
 impl SecurityEvent {
-    /// The event type name: the reason's name (`"signature_mismatch"`), or
-    /// `"accepted_in_report_only_mode"`.
+    /// The event type name: the reason's name (`"signature_mismatch"`) for a refused request,
+    /// or `"passed_in_report_only_mode"`.
     pub fn event_type(&self) -> &'static str {
         match self.outcome {
             Outcome::Rejected => self.reason.as_str(),
-            Outcome::PassedInReportOnlyMode => "accepted_in_report_only_mode",
+            Outcome::PassedInReportOnlyMode => Outcome::PassedInReportOnlyMode.as_str(),
         }
     }
 }
@@ -74,6 +79,17 @@ pub enum Outcome {
     Rejected,
     /// Failed verification but passed to the inner service because report-only mode is on.
     PassedInReportOnlyMode,
+}
+
+impl Outcome {
+    /// `"rejected"` or `"passed_in_report_only_mode"`: the same words the webhook log's
+    /// [`WebhookStage::as_str`](log::WebhookStage::as_str) uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
+        }
+    }
 }
 
 /// How serious an event is.

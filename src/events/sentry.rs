@@ -118,7 +118,7 @@ impl OnSecurityEvent for SentrySink {
                 Severity::Warning => Level::Warning,
                 Severity::Info => Level::Info,
             },
-            logger: Some("tower_twilio::security".to_owned()),
+            logger: Some(super::TRACING_TARGET.to_owned()),
             message: Some(format!("Twilio webhook {}", event.event_type())),
             tags,
             extra,
