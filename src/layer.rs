@@ -42,6 +42,7 @@ fn default_peer_addr(extensions: &Extensions) -> Option<IpAddr> {
         .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
 }
 
+/// The layer's settings, shared by every request through [`Shared`].
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) public_url: PublicUrl,
@@ -50,6 +51,19 @@ pub(crate) struct Config {
     pub(crate) exact_urls_only: bool,
     pub(crate) peer_addr: PeerAddrFn,
     pub(crate) webhook_log: Option<Arc<dyn OnWebhook + Send + Sync>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            public_url: PublicUrl::request_host(Scheme::Https),
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            report_only: false,
+            exact_urls_only: false,
+            peer_addr: Arc::new(default_peer_addr),
+            webhook_log: None,
+        }
+    }
 }
 
 /// What every clone of the service shares, behind one `Arc`.
@@ -81,14 +95,7 @@ impl<R> TwilioSignatureLayer<R> {
     pub fn new(resolver: R) -> Self {
         Self {
             resolver,
-            config: Config {
-                public_url: PublicUrl::request_host(Scheme::Https),
-                max_body_size: DEFAULT_MAX_BODY_SIZE,
-                report_only: false,
-                exact_urls_only: false,
-                peer_addr: Arc::new(default_peer_addr),
-                webhook_log: None,
-            },
+            config: Config::default(),
             sink: TracingSink::new(),
             rejection: DefaultRejectionResponse,
         }

@@ -137,6 +137,7 @@ mod future;
 mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod pipeline;
 pub mod public_url;
 mod rejection;
 pub mod resolver;

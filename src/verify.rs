@@ -321,6 +321,11 @@ impl<'a> WebhookRequest<'a> {
             algorithm,
             secret_index,
             url_form,
+            covered: match payload {
+                Payload::UrlOnly => Covered::UrlOnly,
+                Payload::Form => Covered::FormParams,
+                Payload::BodyHash(_) => Covered::BodySha256,
+            },
         })
     }
 
@@ -385,6 +390,7 @@ impl fmt::Debug for WebhookRequest<'_> {
 }
 
 /// What the signature covers besides the URL.
+#[derive(Clone, Copy)]
 enum Payload {
     UrlOnly,
     Form,
@@ -429,6 +435,19 @@ pub enum UrlForm {
     Normalized,
 }
 
+/// What a verified signature covered besides the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Covered {
+    /// Nothing else: a `GET` (its query is part of the URL) or a request with an empty body
+    /// and no `bodySHA256`.
+    UrlOnly,
+    /// The decoded form parameters of an `application/x-www-form-urlencoded` body.
+    FormParams,
+    /// The raw body (JSON, say), through the SHA-256 in the signed URL's `bodySHA256`.
+    BodySha256,
+}
+
 /// A successful verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -440,6 +459,8 @@ pub struct Verified {
     pub secret_index: usize,
     /// Which spelling of the URL matched.
     pub url_form: UrlForm,
+    /// What the signature covered besides the URL.
+    pub covered: Covered,
 }
 
 /// Why a request failed verification.

@@ -251,7 +251,7 @@ impl Entry {
             outcome: entry.stage.as_str(),
             // The tenant and (unverified, on a rejection) account the layer knows of.
             tenant_id: entry.tenant_id.as_deref().map(str::to_owned),
-            account_sid: entry.account_sid.clone(),
+            account_sid: entry.account_sid.as_deref().map(str::to_owned),
             ..LogRow::default()
         };
         match entry.stage {

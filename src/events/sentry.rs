@@ -110,7 +110,10 @@ impl OnSecurityEvent for SentrySink {
         put("client_ip", event.client_ip.map(|ip| ip.to_string()));
         put("user_agent", event.user_agent.clone());
         put("request_id", event.request_id.clone());
-        put("account_sid", event.account_sid.clone());
+        put(
+            "account_sid",
+            event.account_sid.as_deref().map(str::to_owned),
+        );
         extra.insert("suppressed_since_last".to_owned(), Value::from(suppressed));
         let sentry_event = Event {
             level: match event.severity {
