@@ -395,9 +395,8 @@ fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -
             }
         ),
         (None, _) => format!(
-            "the application received {pq}, Twilio called {}: make the layer see the original \
-             request target",
-            matched_rest
+            "the application received {pq}, Twilio called {matched_rest}: make the layer see \
+             the original request target"
         ),
     };
     Diagnosis {
@@ -537,8 +536,7 @@ impl DiagnosisBudget {
 
     /// Takes one diagnosis from this second's budget; `false` when it is spent.
     pub(crate) fn try_take(&self) -> bool {
-        let second =
-            u64::try_from(self.start.elapsed().as_secs()).unwrap_or(u64::MAX) & 0xffff_ffff;
+        let second = self.start.elapsed().as_secs() & 0xffff_ffff;
         self.try_take_at(second)
     }
 

@@ -79,6 +79,9 @@ struct InFlight<S, R, E, T> {
     shared: Arc<Shared<E, T>>,
     url: RebuiltUrl,
     lifecycle: Lifecycle,
+    /// When the resolver was asked, for the credential-lookup histogram.
+    #[cfg(feature = "metrics")]
+    asked_at: Option<std::time::Instant>,
 }
 
 impl<S, R, E, T, B, ResBody> ResponseFuture<S, R, E, T, B>
@@ -106,6 +109,8 @@ where
             url: admission.url,
             lifecycle,
             shared,
+            #[cfg(feature = "metrics")]
+            asked_at: None,
         };
         let state = match admission.verdict {
             Ok(()) => State::Collecting {
@@ -155,6 +160,8 @@ where
                     let future = resolution.as_mut().as_pin_mut();
                     let answer = ready!(future.expect(POLLED_AFTER_COMPLETION).poll(cx));
                     resolution.set(None);
+                    #[cfg(feature = "metrics")]
+                    request.lookup_answered(&answer);
                     let (view, prepared, body) = asked.take().expect(POLLED_AFTER_COMPLETION);
                     let parts = view.into_parts();
                     let inbound = Inbound {
@@ -164,6 +171,8 @@ where
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
                         Ok(webhook) => {
+                            #[cfg(feature = "metrics")]
+                            crate::metrics::verified(webhook.tenant_id());
                             request.lifecycle.verified(&webhook);
                             let mut parts = parts;
                             parts.extensions.insert(webhook);
@@ -205,6 +214,10 @@ where
         match pipeline::prepare(inbound) {
             Ok(prepared) => {
                 let view = prepared.resolve_request(parts);
+                #[cfg(feature = "metrics")]
+                {
+                    self.asked_at = Some(std::time::Instant::now());
+                }
                 State::Resolving {
                     resolution: Some(self.resolver.resolve(view.clone())),
                     asked: Some((view, prepared, body)),
@@ -240,9 +253,26 @@ where
         }
     }
 
+    /// Records how long the resolver took, and how it answered.
+    #[cfg(feature = "metrics")]
+    fn lookup_answered(&self, answer: &crate::resolver::Resolution) {
+        use crate::metrics::{Lookup, credential_lookup};
+        let Some(asked_at) = self.asked_at else {
+            return;
+        };
+        let outcome = match answer {
+            Ok(Some(_)) => Lookup::Found,
+            Ok(None) => Lookup::Unknown,
+            Err(_) => Lookup::Failed,
+        };
+        credential_lookup(outcome, asked_at.elapsed());
+    }
+
     fn report(&mut self, parts: &Parts, refusal: &Refusal, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        crate::metrics::refused(refusal.kind, refusal.tenant_id.as_deref());
         let (tenant_id, account_sid) = (refusal.tenant_id.as_ref(), refusal.account_sid.as_ref());
-        let event = SecurityEvent::new(
+        let mut event = SecurityEvent::new(
             refusal.kind,
             outcome,
             parts,
@@ -250,13 +280,14 @@ where
             tenant_id.cloned(),
             account_sid.cloned(),
         );
+        event.diagnosis = refusal.diagnosis.clone();
         self.shared.sink.on_security_event(&event);
         let stage = match outcome {
             Outcome::Rejected => WebhookStage::Rejected(refusal.kind),
             Outcome::PassedInReportOnlyMode => WebhookStage::PassedInReportOnlyMode(refusal.kind),
         };
         self.lifecycle
-            .failed_verification(stage, tenant_id, account_sid);
+            .failed_verification(stage, tenant_id, account_sid, refusal.diagnosis.as_ref());
     }
 
     fn call<B>(&mut self, parts: Parts, body: Bytes) -> State<B, R::Future, S::Future> {

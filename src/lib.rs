@@ -152,7 +152,9 @@ pub mod verify;
 pub use body::{ResponseBody, VerifiedBody};
 pub use error::ConfigError;
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer};
+pub use layer::{
+    DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer,
+};
 pub use public_url::PublicUrl;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use resolver::{Credentials, ResolveCredentials};

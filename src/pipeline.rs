@@ -20,8 +20,9 @@ use http_body::SizeHint;
 use serde::Deserialize;
 
 use crate::{
-    BoxError,
+    BoxError, Secret,
     body::CollectError,
+    doctor::{self, Clues, Diagnosis},
     form::{self, Params},
     layer::Config,
     public_url::RebuiltUrl,
@@ -30,7 +31,7 @@ use crate::{
     signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
     url_forms::redact_userinfo,
     verified_webhook::VerifiedWebhook,
-    verify::WebhookRequest,
+    verify::{VerifyError, WebhookRequest},
 };
 
 /// Why a request is refused, with what was known of it by then (for the event and the webhook
@@ -43,6 +44,8 @@ pub(crate) struct Refusal {
     pub(crate) tenant_id: Option<Arc<str>>,
     /// The request's (unverified) `AccountSid`, once the body has been read.
     pub(crate) account_sid: Option<Arc<str>>,
+    /// For a signature mismatch, what the mismatch doctor found.
+    pub(crate) diagnosis: Option<Arc<Diagnosis>>,
 }
 
 impl Refusal {
@@ -52,6 +55,7 @@ impl Refusal {
             source: None,
             tenant_id: None,
             account_sid: None,
+            diagnosis: None,
         }
     }
 
@@ -275,7 +279,14 @@ pub(crate) fn complete(
     let form = params.as_ref().filter(|_| request.is_form());
     let verified = request
         .verify_with_params(form, applicable().map(|c| c.secret()))
-        .map_err(|error| refuse(error.into()))?;
+        .map_err(|error| {
+            let mut refusal = refuse(error.into());
+            if error == VerifyError::SignatureMismatch {
+                let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
+                refusal.diagnosis = diagnose(inbound, &request, &secrets, config);
+            }
+            refusal
+        })?;
     let credential = applicable()
         .nth(verified.secret_index)
         .map(|c| Arc::clone(c.label_arc()))
@@ -296,6 +307,36 @@ pub(crate) fn complete(
             .map(str::to_owned),
         url: redact_userinfo(&inbound.url.url).into(),
     })
+}
+
+/// Runs the mismatch doctor, when it is on and this second's budget allows.
+fn diagnose(
+    inbound: Inbound<'_>,
+    request: &WebhookRequest<'_>,
+    secrets: &[&Secret],
+    config: &Config,
+) -> Option<Arc<Diagnosis>> {
+    let budget = config.diagnoses.as_ref()?;
+    if !budget.try_take() {
+        return None;
+    }
+    let parts = inbound.parts;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut clues = Clues::new(&parts.headers, path_and_query);
+    let original = config
+        .original_uri
+        .as_ref()
+        .and_then(|original_uri| original_uri(&parts.extensions));
+    if let Some(original) = &original {
+        clues = clues.original_uri(original.path_and_query().map_or("/", |pq| pq.as_str()));
+    }
+    if let Some(peer) = (config.peer_addr)(&parts.extensions) {
+        clues = clues.peer(peer);
+    }
+    let diagnosis = doctor::diagnose(request, &clues, secrets);
+    #[cfg(feature = "metrics")]
+    crate::metrics::diagnosis(diagnosis.is_some());
+    diagnosis.map(Arc::new)
 }
 
 #[cfg(test)]
