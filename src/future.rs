@@ -286,8 +286,12 @@ where
             Outcome::Rejected => WebhookStage::Rejected(refusal.kind),
             Outcome::PassedInReportOnlyMode => WebhookStage::PassedInReportOnlyMode(refusal.kind),
         };
-        self.lifecycle
-            .failed_verification(stage, tenant_id, account_sid, refusal.diagnosis.as_ref());
+        self.lifecycle.failed_verification(
+            stage,
+            tenant_id,
+            account_sid,
+            refusal.diagnosis.as_ref(),
+        );
     }
 
     fn call<B>(&mut self, parts: Parts, body: Bytes) -> State<B, R::Future, S::Future> {

@@ -190,7 +190,8 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// [`DEFAULT_DIAGNOSES_PER_SECOND`]); turns the doctor on unless `per_second` is 0, which
     /// turns it off. See [`diagnose_mismatches`](Self::diagnose_mismatches).
     pub fn max_diagnoses_per_second(mut self, per_second: u32) -> Self {
-        self.config.diagnoses = (per_second > 0).then(|| Arc::new(DiagnosisBudget::new(per_second)));
+        self.config.diagnoses =
+            (per_second > 0).then(|| Arc::new(DiagnosisBudget::new(per_second)));
         self
     }
 

@@ -114,7 +114,10 @@ impl OnSecurityEvent for SentrySink {
             "diagnosis_matched_url",
             event.diagnosis.as_ref().map(|d| d.matched_url().to_owned()),
         );
-        put("diagnosis_fix", event.diagnosis.as_ref().map(|d| d.fix().to_owned()));
+        put(
+            "diagnosis_fix",
+            event.diagnosis.as_ref().map(|d| d.fix().to_owned()),
+        );
         put(
             "account_sid",
             event.account_sid.as_deref().map(str::to_owned),
