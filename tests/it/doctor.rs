@@ -317,7 +317,7 @@ async fn forged_floods_run_at_most_the_per_second_budget_of_diagnoses() {
                 ("x-forwarded-prefix", "/p"),
             ],
         );
-        let forged = format!("{:0>27}=", i);
+        let forged = format!("{i:0>27}=");
         request
             .headers_mut()
             .insert("x-twilio-signature", forged.parse().unwrap());
