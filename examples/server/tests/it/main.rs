@@ -6,3 +6,4 @@ mod support;
 
 mod inspector;
 mod scenarios;
+mod signing_tool;
