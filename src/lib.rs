@@ -111,6 +111,7 @@
 //! | name | what | default |
 //! | --- | --- | --- |
 //! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
+//! | `metrics` | counters and a histogram through the `metrics` facade (see `tower_twilio::metrics`) | no |
 //!
 //! # Security notes
 //!
