@@ -160,6 +160,11 @@ impl<'a> WebhookRequest<'a> {
         self
     }
 
+    /// The raw body.
+    pub(crate) fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
     /// This request at another URL, matched exactly as spelled (for the mismatch doctor).
     pub(crate) fn with_exact_url<'u>(&self, url: &'u str) -> WebhookRequest<'u>
     where
