@@ -74,7 +74,7 @@ fn split(url: &str) -> Option<Split<'_>> {
 /// The URL with its explicit port removed; unchanged when it has none.
 ///
 /// ```
-/// use tower_twilio::url::remove_port;
+/// use tower_twilio::url_forms::remove_port;
 ///
 /// assert_eq!(remove_port("https://example.com:8443/sms"), "https://example.com/sms");
 /// assert_eq!(remove_port("https://[2001:db8::1]:8443/sms"), "https://[2001:db8::1]/sms");
@@ -94,7 +94,7 @@ pub fn remove_port(url: &str) -> Cow<'_, str> {
 /// else); unchanged when it already has a port.
 ///
 /// ```
-/// use tower_twilio::url::add_default_port;
+/// use tower_twilio::url_forms::add_default_port;
 ///
 /// assert_eq!(add_default_port("https://example.com/sms"), "https://example.com:443/sms");
 /// assert_eq!(add_default_port("http://[::1]/sms"), "http://[::1]:80/sms");
@@ -165,7 +165,7 @@ pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<St
         push(Some(python));
         push(other);
     }
-    if let Ok(parsed) = ::url::Url::parse(url) {
+    if let Ok(parsed) = url::Url::parse(url) {
         let whatwg = String::from(parsed);
         // The query re-serialisation and the port change touch disjoint parts of the URL,
         // so they commute: the port form of the re-serialised query is computed directly.
