@@ -4,5 +4,11 @@
 
 mod support;
 
+mod admin;
 mod inspector;
+mod log_bounds;
 mod scenarios;
+#[cfg(feature = "sentry")]
+mod sentry;
+mod tenants;
+mod voice;
