@@ -196,3 +196,44 @@ async fn retiring_the_secondary_token_ends_a_rotation() {
     );
     server.stop().await;
 }
+
+/// A database written by the previous version (histories keyed by SID alone, no
+/// `schema_version`) is upgraded at start: its history is kept, under its tenant.
+#[tokio::test]
+async fn an_earlier_database_is_upgraded() {
+    let db = TestDb::sqlite();
+    let tower_twilio_example_server::db::Location::Sqlite(path) = &db.location else {
+        unreachable!()
+    };
+    sqlx::any::install_default_drivers();
+    let old = sqlx::AnyPool::connect(&format!("sqlite:{}?mode=rwc", path.display()))
+        .await
+        .unwrap();
+    for statement in [
+        "CREATE TABLE tenants (id TEXT PRIMARY KEY, name TEXT NOT NULL, account_sid TEXT UNIQUE, auth_token TEXT)",
+        "CREATE TABLE webhook_log (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at_ms BIGINT NOT NULL,
+            updated_at_ms BIGINT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, query TEXT,
+            user_agent TEXT, outcome TEXT NOT NULL, rejection_reason TEXT, tenant_id TEXT,
+            account_sid TEXT, message_sid TEXT, message_status TEXT, credential TEXT, status_code BIGINT)",
+        "CREATE TABLE message_status (id INTEGER PRIMARY KEY AUTOINCREMENT, message_sid TEXT NOT NULL,
+            status TEXT NOT NULL, error_code TEXT, tenant_id TEXT, account_sid TEXT,
+            idempotency_token TEXT UNIQUE, received_at_ms BIGINT NOT NULL)",
+        "INSERT INTO tenants VALUES ('acme', 'Acme', 'AC0000000000000000000000000000acme', 'acme-token')",
+        "INSERT INTO message_status (message_sid, status, tenant_id, account_sid, received_at_ms)
+            VALUES ('SMold', 'sent', 'acme', 'AC0000000000000000000000000000acme', 1796000000000),
+                   ('SMold', 'delivered', 'acme', 'AC0000000000000000000000000000acme', 1796000000001)",
+    ] {
+        sqlx::query(statement).execute(&old).await.unwrap();
+    }
+    old.close().await;
+
+    let server = Server::start(db.config()).await;
+    let (code, message) = server.message("SMold").await;
+    assert_eq!(code, StatusCode::OK, "{message}");
+    let acme = record(&message, "acme");
+    let names: Vec<String> = statuses(acme).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(names, ["sent", "delivered"]);
+    let legacy = server.webhook(&Preset::Sms, ACME, "acme-token", &[]);
+    assert_eq!(server.send(&legacy).await.0, StatusCode::OK);
+    server.stop().await;
+}

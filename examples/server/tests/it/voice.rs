@@ -121,3 +121,68 @@ async fn call_and_recording_callbacks_are_recorded(db: TestDb) {
     server.stop().await;
     db.drop_database().await;
 }
+
+/// The signing tool's `call-status` and `recording` presets, sent to the server binary, are
+/// accepted and recorded as the call's timeline.
+#[tokio::test]
+async fn the_signing_tool_sends_call_and_recording_callbacks() {
+    let server = crate::support::Process::start(
+        &[],
+        &[
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT),
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+        ],
+    )
+    .await;
+    let token_file = server.dir.path().join("auth.token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let call = "CA8888888888888888888888888888tool";
+    let send = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_send_webhook"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .args([
+                "--account-sid",
+                ACCOUNT,
+                "--base-url",
+                &format!("http://{}", server.addr),
+            ])
+            .args(["--expect-status", "204"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "send_webhook {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let call_sid = format!("CallSid={call}");
+    send(&["call-status", "--status", "ringing", &call_sid]);
+    send(&["call-status", &call_sid]);
+    send(&["recording", &call_sid]);
+    let answer = server
+        .call(
+            "GET",
+            &format!("/api/calls/{call}"),
+            &[("authorization", "Bearer admin-token-0123456789")],
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let answer: Value = serde_json::from_str(&answer.body).unwrap();
+    let record = &answer["records"][0];
+    assert_eq!(record["history"][0]["status"], "ringing");
+    assert_eq!(record["history"][1]["status"], "completed");
+    assert_eq!(record["history"][1]["duration"], "42");
+    assert_eq!(record["recordings"][0]["status"], "completed");
+    assert!(
+        record["recordings"][0]["recording_sid"]
+            .as_str()
+            .unwrap()
+            .starts_with("RE")
+    );
+    server.stop().await;
+}
