@@ -28,6 +28,22 @@ pub const MESSAGE_STATUSES: &[&str] = &[
     "partially_delivered",
 ];
 
+/// Every `CallStatus` Twilio documents for call status callbacks.
+pub const CALL_STATUSES: &[&str] = &[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "canceled",
+    "failed",
+];
+
+/// Every `RecordingStatus` Twilio documents for recording status callbacks.
+pub const RECORDING_STATUSES: &[&str] = &["in-progress", "completed", "absent", "failed"];
+
 /// The `AccountSid` used when none is given: the right shape, but no real account.
 pub const EXAMPLE_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 
@@ -40,6 +56,10 @@ pub enum Preset {
     Status(String),
     /// An incoming call ("A call comes in").
     Voice,
+    /// A call status callback with this `CallStatus` (a call's `StatusCallback`).
+    CallStatus(String),
+    /// A recording status callback with this `RecordingStatus` (`recordingStatusCallback`).
+    Recording(String),
 }
 
 impl Preset {
@@ -47,7 +67,7 @@ impl Preset {
     pub fn path(&self) -> &'static str {
         match self {
             Self::Sms => "/twilio/sms",
-            Self::Status(_) => "/twilio/status",
+            Self::Status(_) | Self::CallStatus(_) | Self::Recording(_) => "/twilio/status",
             Self::Voice => "/twilio/voice",
         }
     }
@@ -128,6 +148,60 @@ impl Preset {
                 ("FromZip", "94105".into()),
                 ("FromState", "CA".into()),
             ],
+            Self::CallStatus(status) => {
+                let mut pairs = vec![
+                    ("Called", "+14155550199".into()),
+                    ("ToState", "CA".into()),
+                    ("CallerCountry", "US".into()),
+                    ("Direction", "inbound".into()),
+                    ("Timestamp", "Sat, 28 Nov 2026 12:00:00 +0000".into()),
+                    ("CallbackSource", "call-progress-events".into()),
+                    ("SequenceNumber", "0".into()),
+                    ("CallSid", random_sid("CA")),
+                    ("To", "+14155550199".into()),
+                    ("ToCountry", "US".into()),
+                    ("ApiVersion", "2010-04-01".into()),
+                    ("CallStatus", status.clone()),
+                    ("From", "+14155550100".into()),
+                    ("AccountSid", account_sid.into()),
+                    ("Caller", "+14155550100".into()),
+                ];
+                // Twilio adds the duration once the call has ended.
+                if status == "completed" {
+                    pairs.push(("CallDuration", "42".into()));
+                    pairs.push(("Duration", "1".into()));
+                }
+                pairs
+            }
+            Self::Recording(status) => {
+                let call_sid = random_sid("CA");
+                let recording_sid = random_sid("RE");
+                let mut pairs = vec![
+                    ("AccountSid", account_sid.into()),
+                    ("CallSid", call_sid),
+                    (
+                        "RecordingUrl",
+                        format!(
+                            "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Recordings/{recording_sid}"
+                        ),
+                    ),
+                    ("RecordingSid", recording_sid),
+                    ("RecordingStatus", status.clone()),
+                    ("RecordingChannels", "1".into()),
+                    ("RecordingSource", "RecordVerb".into()),
+                    (
+                        "RecordingStartTime",
+                        "Sat, 28 Nov 2026 12:00:00 +0000".into(),
+                    ),
+                ];
+                if status == "completed" {
+                    pairs.push(("RecordingDuration", "41".into()));
+                }
+                if status == "failed" {
+                    pairs.push(("ErrorCode", "13617".into()));
+                }
+                pairs
+            }
         };
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }

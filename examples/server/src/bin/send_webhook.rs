@@ -13,6 +13,8 @@
 //! send_webhook … sms                                   incoming SMS       → /twilio/sms
 //! send_webhook … status --status delivered MessageSid=SM…  status callback → /twilio/status
 //! send_webhook … voice                                 incoming call      → /twilio/voice
+//! send_webhook … call-status --status ringing CallSid=CA…  call status callback → /twilio/status
+//! send_webhook … recording --status completed CallSid=CA…  recording callback  → /twilio/status
 //! send_webhook … sms Body='Hi there' NumMedia=0        overrides
 //! send_webhook … --get voice                           GET, parameters in the query
 //! send_webhook … --json '{"AccountSid":"AC…"}' status  JSON body, signed through bodySHA256
@@ -42,8 +44,8 @@ use tower_twilio::{
 };
 
 use tower_twilio_example_server::twilio_presets::{
-    Body, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, SignedRequest, Signer, apply_overrides,
-    parse_override, sign_request,
+    Body, CALL_STATUSES, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, RECORDING_STATUSES,
+    SignedRequest, Signer, apply_overrides, parse_override, sign_request,
 };
 
 /// Sends a Twilio webhook, signed as Twilio signs it.
@@ -58,9 +60,11 @@ struct Cli {
     #[arg(value_parser = parse_override)]
     overrides: Vec<(String, String)>,
 
-    /// The MessageStatus of a `status` callback (any value is sent as given).
-    #[arg(long, default_value = "delivered")]
-    status: String,
+    /// The MessageStatus of a `status` callback (default `delivered`), the CallStatus of a
+    /// `call-status` callback or the RecordingStatus of a `recording` callback (default
+    /// `completed`). Any value is sent as given.
+    #[arg(long)]
+    status: Option<String>,
 
     /// The AccountSid in the parameters.
     #[arg(long, env = "TWILIO_ACCOUNT_SID", default_value = EXAMPLE_ACCOUNT_SID)]
@@ -138,6 +142,10 @@ enum PresetArg {
     Status,
     /// An incoming call.
     Voice,
+    /// A call status callback (see --status).
+    CallStatus,
+    /// A recording status callback (see --status).
+    Recording,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,9 +159,18 @@ enum AlgorithmArg {
 fn after_help() -> String {
     format!(
         "MessageStatus values Twilio sends: {}.\n\
+         CallStatus values: {}.\n\
+         RecordingStatus values: {}.\n\
          Any other value is sent as given.",
-        MESSAGE_STATUSES.join(", ")
+        MESSAGE_STATUSES.join(", "),
+        CALL_STATUSES.join(", "),
+        RECORDING_STATUSES.join(", ")
     )
+}
+
+/// `--status`, or the preset's default.
+fn status_or(cli: &Cli, default: &str) -> String {
+    cli.status.clone().unwrap_or_else(|| default.to_owned())
 }
 
 /// The longest the whole exchange may take.
@@ -175,8 +192,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let secret = read_secret(&cli)?;
     let preset = match cli.preset {
         PresetArg::Sms => Preset::Sms,
-        PresetArg::Status => Preset::Status(cli.status.clone()),
+        PresetArg::Status => Preset::Status(status_or(&cli, "delivered")),
         PresetArg::Voice => Preset::Voice,
+        PresetArg::CallStatus => Preset::CallStatus(status_or(&cli, "completed")),
+        PresetArg::Recording => Preset::Recording(status_or(&cli, "completed")),
     };
     let url = cli
         .url

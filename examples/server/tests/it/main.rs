@@ -4,6 +4,12 @@
 
 mod support;
 
+mod admin;
 mod inspector;
+mod log_bounds;
 mod scenarios;
+#[cfg(feature = "sentry")]
+mod sentry;
 mod signing_tool;
+mod tenants;
+mod voice;

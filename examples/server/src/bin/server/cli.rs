@@ -10,7 +10,7 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tower_twilio::{BoxError, PublicUrl, public_url::ForwardedHeaders, signature::Algorithm};
-use tower_twilio_example_server::{Config, PublicUrlConfig, db::Location};
+use tower_twilio_example_server::{Config, PublicUrlConfig, db::Location, webhook_log::Retention};
 
 /// Example server for Twilio webhooks verified by tower-twilio.
 #[derive(Parser)]
@@ -78,6 +78,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
     pub(crate) sentry_dsn: Option<String>,
 
+    /// The admin token the inspector and /api/* require (at least 16 letters, digits or
+    /// `-._~`; never printed). Default: a random one, written to .twilio-admin-token (mode
+    /// 0600) beside the SQLite file.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+
+    /// The webhook log keeps the newest this many rows.
+    #[arg(long, env = "LOG_MAX_ROWS", default_value_t = Retention::DEFAULT.max_rows, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) log_max_rows: u32,
+
+    /// The webhook log (and the message and call histories) keep this many days.
+    #[arg(long, env = "LOG_MAX_AGE_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub(crate) log_max_age_days: u32,
+
     /// Requests handled at once.
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_CONCURRENCY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) concurrency_limit: u32,
@@ -126,6 +140,12 @@ pub(crate) enum TenantCommand {
         id: String,
         #[command(flatten)]
         token: TokenArgs,
+    },
+    /// End a rotation: forget the secondary (old) token, once Twilio signs with the new one.
+    RetireSecondary {
+        /// Tenant id.
+        #[arg(long)]
+        id: String,
     },
     /// Add (or replace) a SharedKey secret for a tenant.
     AddSharedKey {
@@ -217,6 +237,14 @@ pub(crate) fn server_config(location: Location, args: &ServeArgs) -> Result<Conf
         }
     };
     config.sentry = args.sentry_dsn.is_some();
+    if let Some(token) = &args.admin_token {
+        tower_twilio_example_server::admin::check_token(token)?;
+    }
+    config.admin_token.clone_from(&args.admin_token);
+    config.retention = Retention {
+        max_rows: args.log_max_rows,
+        max_age: Duration::from_secs(u64::from(args.log_max_age_days) * 86_400),
+    };
     config.concurrency_limit = args.concurrency_limit as usize;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
     config.credential_cache_ttl = Duration::from_secs(args.credential_cache_ttl_secs);
