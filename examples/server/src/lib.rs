@@ -109,6 +109,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a tenant's secrets stay cached.
     pub credential_cache_ttl: Duration,
+    /// Run the mismatch doctor (`DIAGNOSE_MISMATCHES`); `None`: only in demo mode.
+    pub diagnose_mismatches: Option<bool>,
 }
 
 impl std::fmt::Debug for Config {
@@ -125,6 +127,7 @@ impl std::fmt::Debug for Config {
             .field("concurrency_limit", &self.concurrency_limit)
             .field("request_timeout", &self.request_timeout)
             .field("credential_cache_ttl", &self.credential_cache_ttl)
+            .field("diagnose_mismatches", &self.diagnose_mismatches)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +147,7 @@ impl Config {
             concurrency_limit: DEFAULT_CONCURRENCY_LIMIT as usize,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             credential_cache_ttl: DEFAULT_CREDENTIAL_CACHE_TTL,
+            diagnose_mismatches: None,
         }
     }
 }
@@ -233,6 +237,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         .public_url(public_url)
         // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
         .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+        .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
         .on_webhook(log.hook())
         .on_security_event(Sinks::new(config.sentry));
 

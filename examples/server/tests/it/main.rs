@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod doctor;
 mod inspector;
 mod log_bounds;
 mod scenarios;
