@@ -16,7 +16,7 @@
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
 //!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► handler
 //!              ├─ /healthz ─► handler
-//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}} ─► Host + token ─► handler
+//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
 //! ```
 //!
 //! The admin surface always needs the admin token, and answers only to known names
@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod db;
 pub mod demo;
 pub mod inspector;
+pub mod prometheus;
 pub mod routes;
 #[cfg(feature = "sentry")]
 pub mod scrub;
@@ -190,6 +191,8 @@ pub struct Handles {
 /// bound to, for the local public URL.
 pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Handles), BoxError> {
     let db = Db::open(&config.database).await?;
+    // Installed before the first request, so that no count is lost.
+    prometheus::handle();
 
     let env_tenant = match &config.account {
         Some((account_sid, token)) => Some(db.upsert_account(account_sid, token).await?),
@@ -269,6 +272,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         .route("/api/webhooks", get(routes::webhooks))
         .route("/api/messages/{sid}", get(routes::message))
         .route("/api/calls/{sid}", get(routes::call))
+        .route("/metrics", get(prometheus::render))
         .with_state(state.clone())
         .merge(inspector.router())
         .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));

@@ -8,6 +8,7 @@ mod admin;
 mod doctor;
 mod inspector;
 mod log_bounds;
+mod metrics;
 mod scenarios;
 #[cfg(feature = "sentry")]
 mod sentry;
