@@ -1,4 +1,4 @@
-//! The admin surface: the inspector page, its assets and actions, and `/api/*`. Locked the way
+//! The admin surface: the inspector page, its assets and actions, `/api/*` and `/metrics`. Locked the way
 //! Jupyter's server locks its own (a token always, a known `Host` always), because the
 //! webhook routes must be reachable from the internet, and so, through a tunnel or proxy, is
 //! everything else on the port.
