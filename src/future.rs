@@ -163,7 +163,10 @@ where
                         url: &request.url,
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(webhook) => {
+                        Ok(verified) => {
+                            // Nothing is refused from here on: the URL goes to the context.
+                            let webhook =
+                                verified.into_webhook(std::mem::take(&mut request.url.url));
                             request.lifecycle.verified(&webhook);
                             let mut parts = parts;
                             parts.extensions.insert(webhook);
