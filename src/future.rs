@@ -22,7 +22,7 @@ use crate::{
         log::{Lifecycle, WebhookStage},
     },
     layer::Shared,
-    pipeline::{self, Inbound, Prepared, Refusal},
+    pipeline::{self, Inbound, Prepared, Refusal, Verified},
     public_url::RebuiltUrl,
     rejection::RejectionResponse,
     resolver::ResolveRequest,
@@ -163,15 +163,7 @@ where
                         url: &request.url,
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(verified) => {
-                            // Nothing is refused from here on: the URL goes to the context.
-                            let webhook =
-                                verified.into_webhook(std::mem::take(&mut request.url.url));
-                            request.lifecycle.verified(&webhook);
-                            let mut parts = parts;
-                            parts.extensions.insert(webhook);
-                            request.call(parts, body)
-                        }
+                        Ok(verified) => request.pass(parts, body, verified),
                         Err(refusal) => request.fail(parts, body, refusal),
                     }
                 }
@@ -215,6 +207,22 @@ where
             }
             Err(refusal) => self.fail(parts, body, refusal),
         }
+    }
+
+    /// Verified: the inner service gets the request with its [`VerifiedWebhook`] context.
+    ///
+    /// [`VerifiedWebhook`]: crate::VerifiedWebhook
+    fn pass<B>(
+        &mut self,
+        mut parts: Parts,
+        body: Bytes,
+        verified: Verified,
+    ) -> State<B, R::Future, S::Future> {
+        // Nothing is refused from here on: the URL moves into the context.
+        let webhook = verified.into_webhook(std::mem::take(&mut self.url.url));
+        self.lifecycle.verified(&webhook);
+        parts.extensions.insert(webhook);
+        self.call(parts, body)
     }
 
     /// Verification failed: refuse, or in report-only mode report it and pass the request on.
