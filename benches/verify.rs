@@ -38,78 +38,9 @@ use tower_twilio::{
     verify::{VerifyError, WebhookRequest},
 };
 
-const TOKEN: &str = include_str!("payloads/token");
-const PUBLIC_BASE: &str = "https://example.com";
+mod payloads;
 
-/// One payload from `benches/payloads/`.
-struct Payload {
-    name: &'static str,
-    url: &'static str,
-    path: &'static str,
-    body: &'static [u8],
-    content_type: &'static str,
-    signature: &'static str,
-}
-
-macro_rules! payload {
-    ($name:literal) => {
-        Payload {
-            name: $name,
-            url: include_str!(concat!("payloads/", $name, ".url")),
-            path: include_str!(concat!("payloads/", $name, ".path")),
-            body: include_bytes!(concat!("payloads/", $name, ".body")),
-            content_type: include_str!(concat!("payloads/", $name, ".ctype")),
-            signature: include_str!(concat!("payloads/", $name, ".sig")),
-        }
-    };
-}
-
-const PAYLOADS: [Payload; 4] = [
-    payload!("a_sms"),
-    payload!("b_status"),
-    payload!("c_mms"),
-    payload!("d_json"),
-];
-
-impl Payload {
-    fn is_form(&self) -> bool {
-        self.content_type
-            .starts_with("application/x-www-form-urlencoded")
-    }
-
-    /// The payload's signature with its first character changed: still well-formed, wrong.
-    fn wrong_signature(&self) -> String {
-        let mut forged = self.signature.to_owned();
-        let first = if forged.starts_with('A') { "B" } else { "A" };
-        forged.replace_range(..1, first);
-        forged
-    }
-
-    /// What HMAC-SHA1 runs over: the URL, then the canonical form parameters.
-    fn signed_string(&self) -> Vec<u8> {
-        let mut signed = self.url.as_bytes().to_vec();
-        if self.is_form() {
-            Params::parse(self.body).write_canonical(&mut signed);
-        }
-        signed
-    }
-
-    fn request<'a>(&'a self, signature: &'a str) -> WebhookRequest<'a> {
-        WebhookRequest::new(&Method::POST, self.url, self.body)
-            .content_type(self.content_type.as_bytes())
-            .signature(signature.as_bytes())
-    }
-
-    fn http_request(&self) -> Request<Full<Bytes>> {
-        Request::post(self.path)
-            .header("host", "example.com")
-            .header("content-type", self.content_type)
-            .header("x-twilio-signature", self.signature)
-            .header("user-agent", "TwilioProxy/1.1")
-            .body(Full::new(Bytes::from_static(self.body)))
-            .expect("valid request")
-    }
-}
+use payloads::{PAYLOADS, PUBLIC_BASE, TOKEN};
 
 fn secret() -> Secret {
     Secret::new(TOKEN).expect("non-empty token")

@@ -160,7 +160,10 @@ pub fn diagnose(
     }
     // A form whose parameters may sort differently in UTF-16 is tried in both orders: two
     // signatures per secret and URL.
-    let per_secret = if request.is_form() && may_hold_astral_characters(request.body()) {
+    let is_form = request
+        .prechecked()
+        .is_ok_and(|prechecked| prechecked.is_form());
+    let per_secret = if is_form && may_hold_astral_characters(request.body()) {
         2
     } else {
         1

@@ -3,7 +3,7 @@
 //!
 //! Pure: no I/O, no tower types.
 
-use std::cmp::Ordering;
+use std::{borrow::Cow, cmp::Ordering};
 
 /// The media type of a `Content-Type` value: what comes before any `;` parameters, without
 /// surrounding whitespace.
@@ -43,6 +43,23 @@ pub fn is_json(content_type: &[u8]) -> bool {
         || (essence.len() > 5
             && essence.contains(&b'/')
             && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// The first value of `name` in `input` (a query string or form body), decoded as
+/// [`Params::parse`] decodes. Without a `%` or `+` in `input` nothing needs decoding, and the
+/// value is found by splitting alone.
+pub(crate) fn first_value<'a>(input: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    if input.bytes().any(|b| b == b'%' || b == b'+') {
+        return form_urlencoded::parse(input.as_bytes())
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value);
+    }
+    input
+        .split('&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| Cow::Borrowed(value))
 }
 
 /// Decoded form parameters, in the order they were received, repeats kept.
@@ -178,12 +195,22 @@ impl Params {
 
     /// The first value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        // Names compared as bytes (length first), the value sliced only for the match.
+        let text = self.text.as_bytes();
+        let pair = self
+            .pairs
+            .iter()
+            .find(|pair| &text[pair.name.0..pair.name.1] == name.as_bytes())?;
+        Some(&self.text[pair.value.0..pair.value.1])
     }
 
     /// Every value of `name`, in the order received.
     pub fn get_all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
-        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        let text: &'s str = &self.text;
+        self.pairs
+            .iter()
+            .filter(move |pair| &text.as_bytes()[pair.name.0..pair.name.1] == name.as_bytes())
+            .map(move |pair| &text[pair.value.0..pair.value.1])
     }
 
     /// All `(name, value)` pairs, in the order received.
@@ -551,6 +578,30 @@ mod tests {
         ] {
             assert!(!is_form_urlencoded(no.as_bytes()), "{no:?}");
         }
+    }
+
+    #[test]
+    fn first_value_decodes_as_params_do() {
+        for input in [
+            "AccountSid=AC1&To=2",
+            "To=2&AccountSid=AC1&AccountSid=AC2",
+            "Account%53id=AC%31",
+            "AccountSid=A+C",
+            "&&AccountSid&x=1",
+            "AccountSid==x",
+            "bodySHA256=abc",
+            "",
+        ] {
+            let expected = Params::parse(input.as_bytes())
+                .get("AccountSid")
+                .map(str::to_owned);
+            let found = first_value(input, "AccountSid").map(Cow::into_owned);
+            assert_eq!(found, expected, "{input:?}");
+        }
+        assert!(matches!(
+            first_value("AccountSid=AC1", "AccountSid"),
+            Some(Cow::Borrowed("AC1"))
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
         log::{Lifecycle, WebhookStage},
     },
     layer::Shared,
-    pipeline::{self, Inbound, Prepared, Refusal},
+    pipeline::{self, Inbound, Prepared, Refusal, Verified},
     public_url::RebuiltUrl,
     rejection::RejectionResponse,
     resolver::ResolveRequest,
@@ -170,14 +170,7 @@ where
                         url: &request.url,
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(webhook) => {
-                            #[cfg(feature = "metrics")]
-                            crate::metrics::verified(webhook.tenant_id());
-                            request.lifecycle.verified(&webhook);
-                            let mut parts = parts;
-                            parts.extensions.insert(webhook);
-                            request.call(parts, body)
-                        }
+                        Ok(verified) => request.pass(parts, body, verified),
                         Err(refusal) => request.fail(parts, body, refusal),
                     }
                 }
@@ -225,6 +218,24 @@ where
             }
             Err(refusal) => self.fail(parts, body, refusal),
         }
+    }
+
+    /// Verified: the inner service gets the request with its [`VerifiedWebhook`] context.
+    ///
+    /// [`VerifiedWebhook`]: crate::VerifiedWebhook
+    fn pass<B>(
+        &mut self,
+        mut parts: Parts,
+        body: Bytes,
+        verified: Verified,
+    ) -> State<B, R::Future, S::Future> {
+        // Nothing is refused from here on: the URL moves into the context.
+        let webhook = verified.into_webhook(std::mem::take(&mut self.url.url));
+        #[cfg(feature = "metrics")]
+        crate::metrics::verified(webhook.tenant_id());
+        self.lifecycle.verified(&webhook);
+        parts.extensions.insert(webhook);
+        self.call(parts, body)
     }
 
     /// Verification failed: refuse, or in report-only mode report it and pass the request on.

@@ -101,10 +101,9 @@
 //! | [`events`] | security events and their sinks |
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
-//! | [`url_forms`] | the spellings of a URL a signature may have been made over (ports, normal forms) |
-//! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`] |
+//! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`], and the URL spellings it accepts |
 //!
-//! `signature`, `form`, `url_forms` and `verify` are pure: no I/O, no tower types.
+//! `signature`, `form` and `verify` are pure: no I/O, no tower types.
 //!
 //! # Feature flags
 //!
@@ -146,6 +145,10 @@ mod secret;
 mod service;
 pub mod setup;
 pub mod signature;
+// Public only for the fuzz targets and property tests (`remove_port`, `add_default_port`): not
+// part of the API, hidden from the docs, no semver promise. `verify`'s docs describe the
+// spellings.
+#[doc(hidden)]
 pub mod url_forms;
 mod verified_webhook;
 pub mod verify;

@@ -4,7 +4,7 @@
 //! ```text
 //! admit(parts, body size, config)         before the body:   the URL, or a Refusal
 //! prepare(inbound)                        the body is in:    Prepared (what to ask the resolver), or a Refusal
-//! complete(inbound, prepared, resolution) the resolver answered: VerifiedWebhook, or a Refusal
+//! complete(inbound, prepared, resolution) the resolver answered: Verified (the VerifiedWebhook), or a Refusal
 //! ```
 //!
 //! Each step runs the checks that need no more than what it is given, cheapest first, so that
@@ -13,10 +13,14 @@
 //! [`prepare`], a rule about the credentials into [`complete`]) as one more function returning
 //! `Result<_, Refusal>`.
 
-use std::sync::Arc;
+use std::{
+    borrow::Cow,
+    sync::{Arc, LazyLock},
+};
 
-use http::{Method, request::Parts};
+use http::{HeaderName, Method, request::Parts};
 use http_body::SizeHint;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 use crate::{
@@ -28,11 +32,13 @@ use crate::{
     public_url::RebuiltUrl,
     rejection::{Rejection, RejectionKind},
     resolver::{Credentials, Resolution, ResolveRequest},
-    signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
+    signature::IDEMPOTENCY_TOKEN_HEADER,
     url_forms::redact_userinfo,
-    verified_webhook::VerifiedWebhook,
-    verify::{VerifyError, WebhookRequest},
+    verified_webhook::{Facts, VerifiedWebhook},
+    verify::{self, Prechecked, VerifyError, WebhookRequest},
 };
+
+const IDEMPOTENCY_TOKEN: HeaderName = HeaderName::from_static(IDEMPOTENCY_TOKEN_HEADER);
 
 /// Why a request is refused, with what was known of it by then (for the event and the webhook
 /// log). Becomes the [`Rejection`] in the response's extensions.
@@ -124,7 +130,7 @@ pub(crate) fn admit(parts: &Parts, body_size: &SizeHint, config: &Config) -> Adm
             verdict: Err(Refusal::new(RejectionKind::UnresolvableUrl)),
         };
     };
-    let verdict = if !config.report_only && !parts.headers.contains_key(SIGNATURE_HEADER) {
+    let verdict = if !config.report_only && !parts.headers.contains_key(verify::SIGNATURE) {
         Err(Refusal::new(RejectionKind::MissingSignature))
     } else if body_size.lower() > config.max_body_size as u64 {
         Err(Refusal::new(RejectionKind::BodyTooLarge))
@@ -143,7 +149,8 @@ pub(crate) struct Inbound<'a> {
 }
 
 impl<'a> Inbound<'a> {
-    fn webhook_request(&self) -> WebhookRequest<'a> {
+    /// The request for the pure verifier, with its headers.
+    fn webhook_request(self) -> WebhookRequest<'a> {
         WebhookRequest::from_parts(
             &self.parts.method,
             &self.url.url,
@@ -156,6 +163,8 @@ impl<'a> Inbound<'a> {
 /// What [`prepare`] found, carried to [`complete`] while the resolver works.
 #[derive(Debug)]
 pub(crate) struct Prepared {
+    /// What the headers say: the algorithm, the decoded signature, what it covers.
+    prechecked: Prechecked,
     /// The decoded form body, or a `GET`'s query: parsed once, for the resolver, the
     /// signature and the handler.
     params: Option<Params>,
@@ -176,12 +185,14 @@ impl Prepared {
 pub(crate) fn prepare(inbound: Inbound<'_>) -> Result<Prepared, Refusal> {
     let request = inbound.webhook_request();
     let shared_key_id = shared_key_id(&request)?;
-    request
-        .check_without_secrets()
+    let prechecked = request
+        .prechecked()
         .map_err(|error| Refusal::new(error.into()))?;
-    let params = params(inbound, request.is_form());
-    let account_sid = account_sid(inbound, params.as_ref().filter(|_| request.is_form()));
+    let is_form = prechecked.is_form();
+    let params = params(inbound, is_form);
+    let account_sid = account_sid(inbound, params.as_ref().filter(|_| is_form));
     Ok(Prepared {
+        prechecked,
         params,
         account_sid,
         shared_key_id,
@@ -221,13 +232,16 @@ fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Option<Arc<str>> 
     if let Some(sid) = form.and_then(|params| params.get(NAME)) {
         return Some(sid.into());
     }
-    if let Some(query) = inbound.parts.uri.query()
-        && let Some((_, sid)) = form_urlencoded::parse(query.as_bytes()).find(|(n, _)| n == NAME)
+    if let Some(sid) = inbound
+        .parts
+        .uri
+        .query()
+        .and_then(|query| form::first_value(query, NAME))
     {
         return Some(sid.into());
     }
     let content_type = inbound.parts.headers.get(http::header::CONTENT_TYPE)?;
-    if form::is_json(content_type.as_bytes()) {
+    if form::is_json(content_type.as_bytes()) && may_name_account_sid(inbound.body) {
         #[derive(Deserialize)]
         struct Sid<'a> {
             #[serde(rename = "AccountSid", borrow)]
@@ -239,6 +253,32 @@ fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Option<Arc<str>> 
     None
 }
 
+/// A verified request: what its [`VerifiedWebhook`] says, but for the URL, which the response
+/// future hands over (moved, not copied) with [`Verified::into_webhook`].
+#[derive(Debug)]
+pub(crate) struct Verified {
+    facts: Facts,
+}
+
+impl Verified {
+    /// The context for the inner service, with `url` (the one verification used).
+    pub(crate) fn into_webhook(mut self, url: String) -> VerifiedWebhook {
+        self.facts.url = match redact_userinfo(&url) {
+            Cow::Borrowed(_) => url,
+            Cow::Owned(redacted) => redacted,
+        };
+        VerifiedWebhook::new(self.facts)
+    }
+}
+
+/// Whether a JSON body may have an `AccountSid` member: it has those bytes between quotes, or
+/// escapes something (a member name may be spelled with `\u` escapes). Without either, no
+/// parse is needed: an Event Streams body, say, names only `accountSid` inside `data`.
+fn may_name_account_sid(body: &[u8]) -> bool {
+    static NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""AccountSid""#));
+    memchr::memchr(b'\\', body).is_some() || NAME.find(body).is_some()
+}
+
 /// Verifies the request with the credentials the resolver returned: a SharedKey request only
 /// with that SharedKey, any other only with auth tokens.
 pub(crate) fn complete(
@@ -246,8 +286,9 @@ pub(crate) fn complete(
     prepared: Prepared,
     resolution: Resolution,
     config: &Config,
-) -> Result<VerifiedWebhook, Refusal> {
+) -> Result<Verified, Refusal> {
     let Prepared {
+        prechecked,
         params,
         account_sid,
         shared_key_id,
@@ -273,17 +314,17 @@ pub(crate) fn complete(
     if applicable().next().is_none() {
         return Err(refuse(unknown));
     }
-    let request = inbound
-        .webhook_request()
+    // The headers were read by `prepare`: only the URL and the body are needed now.
+    let request = WebhookRequest::new(&inbound.parts.method, &inbound.url.url, inbound.body)
         .exact_urls_only(config.exact_urls_only);
-    let form = params.as_ref().filter(|_| request.is_form());
+    let form = params.as_ref().filter(|_| prechecked.is_form());
     let verified = request
-        .verify_with_params(form, applicable().map(|c| c.secret()))
+        .verify_prechecked(prechecked, form, applicable().map(|c| c.secret()))
         .map_err(|error| {
             let mut refusal = refuse(error.into());
             if error == VerifyError::SignatureMismatch {
                 let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
-                refusal.diagnosis = diagnose(inbound, &request, &secrets, config);
+                refusal.diagnosis = diagnose(inbound, &secrets, config);
             }
             refusal
         })?;
@@ -291,31 +332,22 @@ pub(crate) fn complete(
         .nth(verified.secret_index)
         .map(|c| Arc::clone(c.label_arc()))
         .ok_or_else(|| refuse(RejectionKind::SignatureMismatch))?;
-    Ok(VerifiedWebhook {
+    let facts = Facts {
         account_sid,
         tenant_id: credentials.tenant_arc().cloned(),
         credential,
         algorithm: verified.algorithm,
         url_form: verified.url_form,
         covered: verified.covered,
-        params: Arc::new(params.unwrap_or_default()),
-        idempotency_token: inbound
-            .parts
-            .headers
-            .get(IDEMPOTENCY_TOKEN_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        url: redact_userinfo(&inbound.url.url).into(),
-    })
+        params: params.unwrap_or_default(),
+        idempotency_token: inbound.parts.headers.get(IDEMPOTENCY_TOKEN).cloned(),
+        url: String::new(),
+    };
+    Ok(Verified { facts })
 }
 
 /// Runs the mismatch doctor, when it is on and this second's budget allows.
-fn diagnose(
-    inbound: Inbound<'_>,
-    request: &WebhookRequest<'_>,
-    secrets: &[&Secret],
-    config: &Config,
-) -> Option<Arc<Diagnosis>> {
+fn diagnose(inbound: Inbound<'_>, secrets: &[&Secret], config: &Config) -> Option<Arc<Diagnosis>> {
     let budget = config.diagnoses.as_ref()?;
     if !budget.try_take() {
         return None;
@@ -333,7 +365,9 @@ fn diagnose(
     if let Some(peer) = (config.peer_addr)(&parts.extensions) {
         clues = clues.peer(peer);
     }
-    let diagnosis = doctor::diagnose(request, &clues, secrets);
+    // The request with its headers: the doctor verifies it again at other URLs.
+    let request = inbound.webhook_request();
+    let diagnosis = doctor::diagnose(&request, &clues, secrets);
     #[cfg(feature = "metrics")]
     crate::metrics::diagnosis(diagnosis.is_some());
     diagnosis.map(Arc::new)
@@ -406,6 +440,17 @@ mod tests {
 
     fn refusal_kind<T: std::fmt::Debug>(result: Result<T, Refusal>) -> RejectionKind {
         result.expect_err("refused").kind
+    }
+
+    /// `complete`, and the context the inner service would get.
+    fn verify(
+        inbound: Inbound<'_>,
+        prepared: Prepared,
+        resolution: Resolution,
+        config: &Config,
+    ) -> Result<VerifiedWebhook, Refusal> {
+        let url = inbound.url.url.clone();
+        complete(inbound, prepared, resolution, config).map(|v| v.into_webhook(url))
     }
 
     #[test]
@@ -540,6 +585,33 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_is_parsed_only_when_it_may_name_an_account_sid() {
+        assert!(may_name_account_sid(br#"{"AccountSid":"AC1"}"#));
+        assert!(may_name_account_sid(br#"{"data":{"AccountSid":"AC1"}}"#));
+        // An escaped member name is still `AccountSid` to a JSON parser.
+        assert!(may_name_account_sid(br#"{"\u0041ccountSid":"AC1"}"#));
+        assert!(!may_name_account_sid(br#"{"data":{"accountSid":"AC1"}}"#));
+        assert!(!may_name_account_sid(br#"{"AccountSidX":"AC1"}"#));
+        // A value spelled so is parsed too: the scan only rules out, it never decides.
+        assert!(may_name_account_sid(br#"{"note":"AccountSid"}"#));
+        assert!(!may_name_account_sid(b"[]"));
+
+        // The escaped spelling is found by the parse.
+        let body = r#"{"\u0041ccountSid":"AC_escaped"}"#;
+        let path = url_with_body_sha256("/events", body.as_bytes());
+        let (parts, url) = request(
+            Method::POST,
+            &path,
+            &[
+                ("content-type", "application/json"),
+                ("x-twilio-signature", "GvWf1cFY/Q7PnoempGyD5oXAezc="),
+            ],
+        );
+        let prepared = prepare(inbound(&parts, body, &url)).unwrap();
+        assert_eq!(prepared.account_sid.as_deref(), Some("AC_escaped"));
+    }
+
+    #[test]
     fn prepare_refuses_before_any_lookup_what_no_secret_can_pass() {
         let signature = "GvWf1cFY/Q7PnoempGyD5oXAezc=";
         let cases: &[(&[(&str, &str)], &str, RejectionKind)] = &[
@@ -623,7 +695,7 @@ mod tests {
             .headers
             .insert(IDEMPOTENCY_TOKEN_HEADER, "idem-1".parse().unwrap());
         let ready = prepared(&parts, SMS, &url);
-        let webhook = complete(
+        let webhook = verify(
             inbound(&parts, SMS, &url),
             ready,
             Ok(Some(credentials())),
@@ -647,7 +719,7 @@ mod tests {
         let rotated = Credentials::new()
             .auth_token("new", Secret::new("another-token").unwrap())
             .auth_token("old", token());
-        let webhook = complete(
+        let webhook = verify(
             inbound(&parts, SMS, &url),
             prepared(&parts, SMS, &url),
             Ok(Some(rotated)),
@@ -663,7 +735,7 @@ mod tests {
         let (parts, url) = signed_form("/sms", SMS);
         let forged = SMS.replace("Hi", "Hj");
         let run = |body: &str, resolution: Resolution| {
-            complete(
+            verify(
                 inbound(&parts, body, &url),
                 prepared(&parts, body, &url),
                 resolution,
@@ -716,7 +788,7 @@ mod tests {
             ],
         );
         let run = |credentials: Credentials| {
-            complete(
+            verify(
                 inbound(&parts, SMS, &url),
                 prepared(&parts, SMS, &url),
                 Ok(Some(credentials)),
@@ -758,7 +830,7 @@ mod tests {
             ],
         );
         let run = |body: &str| {
-            complete(
+            verify(
                 inbound(&parts, body, &url),
                 prepared(&parts, body, &url),
                 Ok(Some(credentials())),
@@ -792,7 +864,7 @@ mod tests {
             &[("content-type", FORM), ("x-twilio-signature", &signature)],
         );
         let run = |config: &Config| {
-            complete(
+            verify(
                 inbound(&parts, body, &url),
                 prepared(&parts, body, &url),
                 Ok(Some(credentials())),

@@ -145,6 +145,8 @@ impl PublicUrl {
     ///
     /// [`UrlError`] when the request has no usable path or authority, or a trusted forwarding
     /// header holds something that cannot be part of a URL.
+    // Public only for the fuzz targets and property tests: not part of the API.
+    #[doc(hidden)]
     pub fn reconstruct(&self, parts: &Parts, peer: Option<IpAddr>) -> Result<RebuiltUrl, UrlError> {
         let path = parts
             .uri
@@ -214,6 +216,10 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// A rebuilt public URL and the client address that came with it.
+///
+/// Public only for the fuzz targets and property tests (what
+/// [`PublicUrl::reconstruct`] returns): not part of the API.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RebuiltUrl {
@@ -552,6 +558,11 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 }
 
 /// Why a request's public URL could not be rebuilt.
+///
+/// Public only for the fuzz targets and property tests (what
+/// [`PublicUrl::reconstruct`] returns): not part of the API; a refused request says why with
+/// [`RejectionKind::UnresolvableUrl`](crate::RejectionKind::UnresolvableUrl).
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UrlError {

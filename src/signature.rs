@@ -76,7 +76,7 @@ impl Algorithm {
     /// Looks an algorithm up by its settings-header name, ignoring case as the official
     /// libraries do. Surrounding white space is *not* ignored here; [`SignatureSettings::parse`]
     /// trims it.
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         // The official libraries upper-case with full Unicode rules (U+017F `ſ` becomes `S`);
         // do the same so that no spelling they accept is refused. Only non-ASCII names allocate.
         let name: Cow<'_, str> = if name.is_ascii() {
@@ -94,7 +94,7 @@ impl Algorithm {
     }
 
     /// The length of the base64 signature this algorithm produces (28 or 44 characters).
-    pub const fn encoded_len(self) -> usize {
+    pub(crate) const fn encoded_len(self) -> usize {
         match self {
             Self::HmacSha1 => 28,
             Self::HmacSha256 => 44,
@@ -199,7 +199,7 @@ impl std::error::Error for SettingsError {}
 /// `url` is the full public URL, query included, exactly as Twilio requests it. `params`
 /// are the *decoded* body parameters in any order, repeats allowed; they are sorted and
 /// de-duplicated here as Twilio does. Pass no parameters for `GET` requests and for requests
-/// signed through `bodySHA256` (see [`body_sha256_hex`] and [`url_with_body_sha256`]).
+/// signed through `bodySHA256` (see [`url_with_body_sha256`]).
 ///
 /// Parameters are sorted by code point, which is also the order of their UTF-8 bytes.
 ///
@@ -247,7 +247,7 @@ where
 
 /// The lower-case hex SHA-256 of `body`: the value Twilio puts in the `bodySHA256` query
 /// parameter of a non-form request.
-pub fn body_sha256_hex(body: &[u8]) -> String {
+fn body_sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 

@@ -130,6 +130,10 @@ pub(crate) fn other_port_form(url: &str) -> Option<String> {
 
 /// `url` with any `user:password@` replaced by `[redacted]@`, for logs and events.
 pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    // Userinfo ends with `@`: most URLs have none, and need no split.
+    if !url.contains('@') {
+        return Cow::Borrowed(url);
+    }
     match split(url) {
         Some(parts) if !parts.userinfo.is_empty() => Cow::Owned(format!(
             "{}[redacted]@{}{}{}",

@@ -1,6 +1,8 @@
 //! [`VerifiedWebhook`]: what the inner service learns about a verified request.
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
+
+use http::HeaderValue;
 
 use crate::{
     form::Params,
@@ -19,45 +21,69 @@ use crate::{
 ///     format!("{} said {body}", webhook.params().get("From").unwrap_or("someone"))
 /// }
 /// ```
-#[derive(Debug, Clone)]
+///
+/// Cloning is cheap (one reference count), so the axum `Extension` extractor costs nothing.
+#[derive(Clone)]
 pub struct VerifiedWebhook {
+    inner: Arc<Facts>,
+}
+
+/// What a [`VerifiedWebhook`] holds, built once per request from what the middleware already
+/// has: nothing is parsed or split a second time.
+#[derive(Debug)]
+pub(crate) struct Facts {
     pub(crate) account_sid: Option<Arc<str>>,
     pub(crate) tenant_id: Option<Arc<str>>,
     pub(crate) credential: Arc<str>,
     pub(crate) algorithm: Algorithm,
     pub(crate) url_form: UrlForm,
     pub(crate) covered: Covered,
-    pub(crate) params: Arc<Params>,
-    pub(crate) idempotency_token: Option<String>,
-    pub(crate) url: Arc<str>,
+    pub(crate) params: Params,
+    pub(crate) idempotency_token: Option<HeaderValue>,
+    /// Without userinfo.
+    pub(crate) url: String,
 }
 
 impl VerifiedWebhook {
+    pub(crate) fn new(facts: Facts) -> Self {
+        Self {
+            inner: Arc::new(facts),
+        }
+    }
+
+    pub(crate) fn account_sid_arc(&self) -> Option<&Arc<str>> {
+        self.inner.account_sid.as_ref()
+    }
+
+    pub(crate) fn tenant_id_arc(&self) -> Option<&Arc<str>> {
+        self.inner.tenant_id.as_ref()
+    }
+
     /// The `AccountSid` parameter (form body, `GET` query or JSON body), if present. Verified:
     /// it is covered by the signature.
     pub fn account_sid(&self) -> Option<&str> {
-        self.account_sid.as_deref()
+        self.inner.account_sid.as_deref()
     }
 
     /// The tenant the resolver named, if any.
     pub fn tenant_id(&self) -> Option<&str> {
-        self.tenant_id.as_deref()
+        self.inner.tenant_id.as_deref()
     }
 
     /// The label of the secret that matched (`"primary"`, `"secondary"`,
     /// `"shared_key:<id>"`, …): never the secret.
     pub fn credential(&self) -> &str {
-        &self.credential
+        &self.inner.credential
     }
 
     /// The signature algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        self.inner.algorithm
     }
 
     /// Which spelling of the URL matched.
     pub fn url_form(&self) -> UrlForm {
-        self.url_form
+        self.inner.url_form
     }
 
     /// What the signature covered besides the URL: the form parameters, the body through
@@ -74,23 +100,42 @@ impl VerifiedWebhook {
     /// }
     /// ```
     pub fn covered(&self) -> Covered {
-        self.covered
+        self.inner.covered
     }
 
     /// The decoded parameters: the form body's, or the query's for a `GET`. Empty for a JSON
     /// body (read the body for those).
     pub fn params(&self) -> &Params {
-        &self.params
+        &self.inner.params
     }
 
     /// The `I-Twilio-Idempotency-Token` header, for de-duplicating Twilio's retries. Not
     /// covered by the signature.
     pub fn idempotency_token(&self) -> Option<&str> {
-        self.idempotency_token.as_deref()
+        self.inner
+            .idempotency_token
+            .as_ref()
+            .and_then(|value| value.to_str().ok())
     }
 
     /// The public URL the signature was checked against (as rebuilt, before port variants).
     pub fn url(&self) -> &str {
-        &self.url
+        &self.inner.url
+    }
+}
+
+impl fmt::Debug for VerifiedWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedWebhook")
+            .field("account_sid", &self.account_sid())
+            .field("tenant_id", &self.tenant_id())
+            .field("credential", &self.credential())
+            .field("algorithm", &self.algorithm())
+            .field("url_form", &self.url_form())
+            .field("covered", &self.covered())
+            .field("params", self.params())
+            .field("idempotency_token", &self.idempotency_token())
+            .field("url", &self.url())
+            .finish()
     }
 }

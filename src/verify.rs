@@ -32,12 +32,28 @@
 //! | empty body, no `bodySHA256` | the URL | |
 //! | anything else | — | rejected: [`VerifyError::UnsupportedContentType`] |
 //!
-//! Each shape is tried against every candidate URL (see [`crate::url_forms`]) and every candidate
-//! secret, in constant time per comparison.
+//! Each shape is tried against every candidate URL (see [URL spellings](#url-spellings)) and
+//! every candidate secret, in constant time per comparison.
+//!
+//! # URL spellings
+//!
+//! Twilio signs the URL it requested, but its signing is inconsistent about ports, so every
+//! official library tries more than one spelling. In order:
+//!
+//! 1. **Exact** ([`UrlForm::AsReceived`], [`UrlForm::OtherPort`]): the URL as received, and
+//!    the same URL with its explicit port removed or, when it has none, the scheme's default
+//!    port added. Only the authority changes: `user:pass@` and `[IPv6]` literals stay intact.
+//! 2. **Lenient** ([`UrlForm::Normalized`]), only when no exact form matched and unless
+//!    [`WebhookRequest::exact_urls_only`] is set: the URL as twilio-python
+//!    (`urlparse().geturl()`) and twilio-node (WHATWG `URL`, its query through Node's
+//!    `querystring`) re-serialise it before comparing.
+//!
+//! The lenient forms keep the verdict equal to "either official library accepts"; each still
+//! needs an HMAC made with the secret.
 
 use std::{borrow::Cow, fmt};
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderName, Method, header};
 
 use crate::{
     Secret,
@@ -48,6 +64,12 @@ use crate::{
     },
     url_forms,
 };
+
+/// The Twilio header names as [`HeaderName`]s, made once: a lookup by `&str` parses and
+/// validates the name on every call.
+pub(crate) const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+pub(crate) const SIGNATURE_SETTINGS: HeaderName =
+    HeaderName::from_static(SIGNATURE_SETTINGS_HEADER);
 
 /// One header's presence on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,7 +88,7 @@ impl<'a> Header<'a> {
         }
     }
 
-    fn from_map(headers: &'a HeaderMap, name: &str) -> Self {
+    fn from_map(headers: &'a HeaderMap, name: &HeaderName) -> Self {
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
             (None, _) => Self::Absent,
@@ -98,7 +120,7 @@ impl<'a> WebhookRequest<'a> {
     /// A request with no headers yet.
     ///
     /// `url` is the full public URL Twilio requested, exactly as requested (see
-    /// [`crate::url_forms`]); `body` is the raw body.
+    /// [URL spellings](crate::verify#url-spellings)); `body` is the raw body.
     pub fn new(method: &'a Method, url: &'a str, body: &'a [u8]) -> Self {
         Self {
             method,
@@ -121,9 +143,9 @@ impl<'a> WebhookRequest<'a> {
         body: &'a [u8],
     ) -> Self {
         Self {
-            content_type: Header::from_map(headers, header::CONTENT_TYPE.as_str()),
-            signature: Header::from_map(headers, SIGNATURE_HEADER),
-            settings: Header::from_map(headers, SIGNATURE_SETTINGS_HEADER),
+            content_type: Header::from_map(headers, &header::CONTENT_TYPE),
+            signature: Header::from_map(headers, &SIGNATURE),
+            settings: Header::from_map(headers, &SIGNATURE_SETTINGS),
             ..Self::new(method, url, body)
         }
     }
@@ -151,7 +173,7 @@ impl<'a> WebhookRequest<'a> {
 
     /// Accepts only the exact URL forms: as received, and with the port removed or the default
     /// port added. The re-serialised forms the official libraries also accept (see
-    /// [`crate::url_forms`]) are not tried, so a signature made for `/sms` is not accepted at
+    /// [URL spellings](crate::verify#url-spellings)) are not tried, so a signature made for `/sms` is not accepted at
     /// `/x/../sms` and a query is never re-encoded. Requests Twilio sends verify either way;
     /// only the SDKs' leniency towards URLs a proxy re-wrote is given up. Off by default.
     #[must_use]
@@ -217,7 +239,7 @@ impl<'a> WebhookRequest<'a> {
         I: IntoIterator<Item = &'s Secret>,
         I::IntoIter: Clone,
     {
-        self.verify_with_params(None, secrets)
+        self.verify_prechecked(self.prechecked()?, None, secrets)
     }
 
     /// Runs every check that needs no secret: the signature header is present once and well
@@ -234,8 +256,10 @@ impl<'a> WebhookRequest<'a> {
         self.prechecked().map(|_| ())
     }
 
-    /// The checks that need no secret, and what they establish.
-    fn prechecked(&self) -> Result<(Algorithm, ReceivedSignature, Payload), VerifyError> {
+    /// The checks that need no secret, and what they establish: the middleware runs them
+    /// before the credential lookup and verifies with their result after it, so that headers
+    /// are read and the signature decoded once.
+    pub(crate) fn prechecked(&self) -> Result<Prechecked, VerifyError> {
         let header = match self.signature {
             Header::Absent => return Err(VerifyError::MissingSignature),
             Header::Repeated => return Err(VerifyError::DuplicateSignature),
@@ -246,13 +270,19 @@ impl<'a> WebhookRequest<'a> {
             .map_or(Algorithm::HmacSha1, |settings| settings.algorithm());
         let received =
             ReceivedSignature::parse(header, algorithm).ok_or(VerifyError::MalformedSignature)?;
-        Ok((algorithm, received, self.payload()?))
+        Ok(Prechecked {
+            algorithm,
+            received,
+            payload: self.payload()?,
+        })
     }
 
-    /// [`verify`](Self::verify) with the form parameters already parsed from this request's
-    /// body, so that the middleware parses once.
-    pub(crate) fn verify_with_params<'s, I>(
+    /// [`verify`](Self::verify) with the result of [`prechecked`](Self::prechecked) on this
+    /// request (or one with the same headers), and the form parameters if they are already
+    /// parsed from its body: the middleware reads the headers and parses the body once.
+    pub(crate) fn verify_prechecked<'s, I>(
         &self,
+        prechecked: Prechecked,
         parsed: Option<&Params>,
         secrets: I,
     ) -> Result<Verified, VerifyError>
@@ -260,7 +290,11 @@ impl<'a> WebhookRequest<'a> {
         I: IntoIterator<Item = &'s Secret>,
         I::IntoIter: Clone,
     {
-        let (algorithm, received, payload) = self.prechecked()?;
+        let Prechecked {
+            algorithm,
+            received,
+            payload,
+        } = prechecked;
 
         let parsed_here;
         let mut form_params = None;
@@ -334,13 +368,6 @@ impl<'a> WebhookRequest<'a> {
         })
     }
 
-    /// Whether the body is form-encoded (its parameters are signed).
-    pub(crate) fn is_form(&self) -> bool {
-        self.content_type
-            .value()
-            .is_some_and(form::is_form_urlencoded)
-    }
-
     /// Decides what, besides the URL, is covered by the signature.
     fn payload(&self) -> Result<Payload, VerifyError> {
         let content_type = match self.content_type {
@@ -394,6 +421,29 @@ impl fmt::Debug for WebhookRequest<'_> {
     }
 }
 
+/// What [`WebhookRequest::prechecked`] establishes without a secret.
+pub(crate) struct Prechecked {
+    algorithm: Algorithm,
+    received: ReceivedSignature,
+    payload: Payload,
+}
+
+impl Prechecked {
+    /// Whether the body is form-encoded (its parameters are signed).
+    pub(crate) fn is_form(&self) -> bool {
+        matches!(self.payload, Payload::Form)
+    }
+}
+
+impl fmt::Debug for Prechecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the received signature.
+        f.debug_struct("Prechecked")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the signature covers besides the URL.
 #[derive(Clone, Copy)]
 enum Payload {
@@ -436,7 +486,7 @@ pub enum UrlForm {
     /// The URL with its port removed, or the default port added.
     OtherPort,
     /// A form one of the official libraries produces by re-serialising the URL (see
-    /// [`crate::url_forms`]).
+    /// [URL spellings](crate::verify#url-spellings)).
     Normalized,
 }
 

@@ -2,14 +2,22 @@
 # HTTP benchmark on 127.0.0.1: the same axum app with and without TwilioSignatureLayer, in one
 # process (examples/bench_server.rs), loaded by wrk with each signed payload.
 #
-#   benches/http/run.sh                      # 3 rounds x 4 payloads x 2 apps x 4 s, ~2 min
+#   benches/http/run.sh                      # 3 rounds x 4 payloads x 2 apps x 2 loads x 4 s, ~4 min
 #   ROUNDS=1 DURATION=2 benches/http/run.sh  # a quick look
+#   SERVER_BIN=path/to/bench_server benches/http/run.sh   # a server built elsewhere (before/after)
 #
 # The server runs on one core (SERVER_CPU, default 0) with a single-threaded runtime, wrk on
-# the other (CLIENT_CPU, default 1). For every run it reports requests/s, p50/p99 latency and
-# the server's CPU time per request (utime+stime from /proc/PID/stat before and after, divided
-# by the requests wrk completed); the table shows the median of the rounds and the CPU ratio
-# with/without the layer. Installs wrk from Debian if it is missing. Only 127.0.0.1 is used.
+# the other (CLIENT_CPU, default 1). Two loads:
+#   - saturated: CONNECTIONS (16) connections sending back to back, as fast as the server goes;
+#   - fixed rate: FIXED_CONNECTIONS (8) connections, each waiting FIXED_DELAY_MS (2) ms after
+#     every answer, about 4000 requests/s, which both apps sustain with the core mostly idle:
+#     a saturated server batches more syscalls per wakeup when each request costs more, so only
+#     at an equal rate does CPU per request compare like for like.
+# For every run it reports requests/s, p50/p99 latency and the server's CPU time per request
+# (`perf stat -e task-clock` on the server process, all threads, nanosecond resolution, while
+# wrk runs, divided by the requests wrk completed); the tables show the median of the rounds
+# and the CPU ratio with/without the layer. Installs wrk and perf from Debian if they are
+# missing. Only 127.0.0.1 is used.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -18,21 +26,26 @@ payloads="$root/benches/payloads"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-4}"
 CONNECTIONS="${CONNECTIONS:-16}"
+FIXED_CONNECTIONS="${FIXED_CONNECTIONS:-8}"
+FIXED_DELAY_MS="${FIXED_DELAY_MS:-2}"
 SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 PLAIN="127.0.0.1:${PLAIN_PORT:-18081}"
 VERIFIED="127.0.0.1:${VERIFIED_PORT:-18082}"
 NAMES=(a_sms b_status c_mms d_json)
 
-if ! command -v wrk >/dev/null; then
-  echo "==> installing wrk" >&2
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+if ! command -v wrk >/dev/null || ! command -v perf >/dev/null; then
+  echo "==> installing wrk and perf" >&2
+  apt-get update -qq && apt-get install -y -qq wrk linux-perf >/dev/null
 fi
 
-echo "==> building examples/bench_server.rs (release)" >&2
-(cd "$root" && timeout 900 cargo build --quiet --release --example bench_server)
-target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+if [ -z "${SERVER_BIN:-}" ]; then
+  echo "==> building examples/bench_server.rs (release)" >&2
+  (cd "$root" && timeout 900 cargo build --quiet --release --example bench_server)
+  target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  SERVER_BIN="$target_dir/release/examples/bench_server"
+fi
 
 work="$(mktemp -d)"
 server=""
@@ -43,7 +56,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 TWILIO_AUTH_TOKEN="$(cat "$payloads/token")" taskset -c "$SERVER_CPU" \
-  "$target_dir/release/examples/bench_server" "$PLAIN" "$VERIFIED" >"$work/server.log" 2>&1 &
+  "$SERVER_BIN" "$PLAIN" "$VERIFIED" >"$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 100); do
   if (exec 3<>"/dev/tcp/${VERIFIED%:*}/${VERIFIED#*:}") 2>/dev/null; then break; fi
@@ -70,62 +83,44 @@ assert status(verified, forged) == 403, "forged request accepted"
 assert status(plain, forged) == 200
 PY
 
-ticks="$(getconf CLK_TCK)"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
-
-# One wrk run: prints a JSON line with wrk's numbers and the server CPU ticks it cost.
-run() { # label address name duration
-  local before after out
-  before="$(cpu_ticks)"
-  out="$(timeout $(($4 + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"$4s" \
-    -s "$here/post_payload.lua" "http://$2" -- "$payloads" "$3" | tail -n 1)"
-  after="$(cpu_ticks)"
-  echo "{\"app\": \"$1\", \"payload\": \"$3\", \"cpu_ticks\": $((after - before)), \"wrk\": $out}"
+# One wrk run: prints a JSON line with wrk's numbers and the server CPU time it cost.
+run() { # load label address name duration
+  local before after out connections script delay=""
+  if [ "$1" = fixed ]; then
+    connections="$FIXED_CONNECTIONS" script=fixed_rate.lua delay="$FIXED_DELAY_MS"
+  else
+    connections="$CONNECTIONS" script=post_payload.lua
+  fi
+  perf stat -e task-clock -x, -o "$work/cpu" -p "$server" &
+  local perf_pid=$!
+  sleep 0.2 # perf attached
+  out="$(timeout $(($5 + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$connections" -d"$5s" \
+    -s "$here/$script" "http://$3" -- "$payloads" "$4" $delay | tail -n 1)"
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  # task-clock in CSV: "<milliseconds>,msec,task-clock,..." ("<not counted>" when idle).
+  cpu_ns="$(awk -F, '$3 == "task-clock" {printf "%d", ($1 + 0) * 1e6}' "$work/cpu")"
+  echo "{\"load\": \"$1\", \"app\": \"$2\", \"payload\": \"$4\", \"cpu_ns\": ${cpu_ns:-0}, \"wrk\": $out}"
 }
 
 echo "==> warming up" >&2
 for name in "${NAMES[@]}"; do
-  run without "$PLAIN" "$name" 1 >/dev/null
-  run with "$VERIFIED" "$name" 1 >/dev/null
+  run saturated without "$PLAIN" "$name" 1 >/dev/null
+  run saturated with "$VERIFIED" "$name" 1 >/dev/null
 done
 
-echo "==> $ROUNDS round(s) of ${DURATION}s per payload and app, $CONNECTIONS connections" >&2
+echo "==> $ROUNDS round(s) of ${DURATION}s per payload, app and load" >&2
 for round in $(seq "$ROUNDS"); do
-  for name in "${NAMES[@]}"; do
-    # Alternate which app goes first, so that drift in the machine's load evens out.
-    if [ $((round % 2)) -eq 1 ]; then
-      run without "$PLAIN" "$name" "$DURATION"; run with "$VERIFIED" "$name" "$DURATION"
-    else
-      run with "$VERIFIED" "$name" "$DURATION"; run without "$PLAIN" "$name" "$DURATION"
-    fi
+  for load in saturated fixed; do
+    for name in "${NAMES[@]}"; do
+      # Alternate which app goes first, so that drift in the machine's load evens out.
+      if [ $((round % 2)) -eq 1 ]; then
+        run "$load" without "$PLAIN" "$name" "$DURATION"; run "$load" with "$VERIFIED" "$name" "$DURATION"
+      else
+        run "$load" with "$VERIFIED" "$name" "$DURATION"; run "$load" without "$PLAIN" "$name" "$DURATION"
+      fi
+    done
   done
 done >"$work/runs.jsonl"
+if [ -n "${RUNS_OUT:-}" ]; then cp "$work/runs.jsonl" "$RUNS_OUT"; fi
 
-python3 - "$work/runs.jsonl" "$ticks" <<'PY'
-import json, statistics, sys
-runs = [json.loads(line) for line in open(sys.argv[1])]
-ticks = int(sys.argv[2])
-targets = {"a_sms": 1.10, "b_status": 1.10, "c_mms": 1.30, "d_json": 1.10}
-for run in runs:
-    if run["wrk"]["non_2xx"] or run["wrk"]["socket_errors"]:
-        sys.exit(f"errors in {run}")
-def stats(app, payload):
-    mine = [r for r in runs if r["app"] == app and r["payload"] == payload]
-    med = lambda f: statistics.median(f(r) for r in mine)
-    return {
-        "rps": med(lambda r: r["wrk"]["requests"] / (r["wrk"]["duration_us"] / 1e6)),
-        "p50": med(lambda r: r["wrk"]["p50_us"]),
-        "p99": med(lambda r: r["wrk"]["p99_us"]),
-        "cpu": med(lambda r: r["cpu_ticks"] / ticks * 1e6 / r["wrk"]["requests"]),
-    }
-print("| payload | app | requests/s | p50 µs | p99 µs | server CPU µs/request | CPU with/without | target |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
-for payload in targets:
-    without, with_ = stats("without", payload), stats("with", payload)
-    ratio = with_["cpu"] / without["cpu"]
-    verdict = "met" if ratio <= targets[payload] else "missed"
-    for app, s in (("without layer", without), ("with layer", with_)):
-        last = f"{ratio:.2f} | ≤ {targets[payload]:.2f} {verdict}" if app == "with layer" else " | "
-        print(f"| {payload} | {app} | {s['rps']:,.0f} | {s['p50']:.0f} | {s['p99']:.0f} | "
-              f"{s['cpu']:.1f} | {last} |")
-PY
+python3 "$here/table.py" "$work/runs.jsonl"

@@ -120,7 +120,8 @@ fn next_id() -> u64 {
 /// one, and its end even if the request is dropped before it completes (the client went away),
 /// so that nothing goes unrecorded. Every method does nothing without a log.
 pub(crate) struct Lifecycle {
-    tracked: Option<Tracked>,
+    /// Boxed: a pointer in every response future, the entry only where a log is set.
+    tracked: Option<Box<Tracked>>,
 }
 
 struct Tracked {
@@ -147,11 +148,11 @@ impl Lifecycle {
                 diagnosis: None,
             };
             log.on_webhook(&entry);
-            Tracked {
+            Box::new(Tracked {
                 log: Arc::clone(log),
                 entry,
                 finished: false,
-            }
+            })
         });
         Self { tracked }
     }
@@ -159,8 +160,8 @@ impl Lifecycle {
     /// Reports that verification passed, with what the inner service will see.
     pub(crate) fn verified(&mut self, webhook: &VerifiedWebhook) {
         if let Some(tracked) = &mut self.tracked {
-            tracked.entry.tenant_id = webhook.tenant_id.clone();
-            tracked.entry.account_sid = webhook.account_sid.clone();
+            tracked.entry.tenant_id = webhook.tenant_id_arc().cloned();
+            tracked.entry.account_sid = webhook.account_sid_arc().cloned();
             tracked.entry.webhook = Some(webhook.clone());
         }
         self.stage(WebhookStage::Verified);

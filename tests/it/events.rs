@@ -20,10 +20,6 @@ use tower_twilio::{
 
 use crate::support::*;
 
-async fn ok(_: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(b"<Response/>"))))
-}
-
 fn with_context(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     request
         .headers_mut()
@@ -128,7 +124,7 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
         change(&mut request);
         let response = ServiceBuilder::new()
             .layer(layer)
-            .service_fn(ok)
+            .service_fn(echo)
             .oneshot(request)
             .await
             .unwrap();
@@ -199,7 +195,7 @@ async fn tracing_events_are_structured_and_the_docs_show_a_real_one() {
     *forged.body_mut() = Full::new(Bytes::from(SMS_BODY.replace("Hello", "Send+money+to")));
     let response = ServiceBuilder::new()
         .layer(layer)
-        .service_fn(ok)
+        .service_fn(echo)
         .oneshot(forged)
         .await
         .unwrap();
@@ -421,7 +417,7 @@ mod sentry {
                     .layer(sentry_tower::NewSentryLayer::<Request<Full<Bytes>>>::new_from_top())
                     .layer(sentry_tower::SentryHttpLayer::new())
                     .layer(layer)
-                    .service_fn(ok);
+                    .service_fn(echo);
                 let response = service.oneshot(forged()).await.unwrap();
                 assert_eq!(response.status(), StatusCode::FORBIDDEN);
             });
@@ -457,7 +453,7 @@ mod sentry {
                 )
                 .public_url(PublicUrl::fixed(PUBLIC).unwrap())
                 .on_security_event(SentrySink::new());
-                let service = ServiceBuilder::new().layer(layer).service_fn(ok);
+                let service = ServiceBuilder::new().layer(layer).service_fn(echo);
                 for _ in 0..1000 {
                     let response = service.clone().oneshot(forged()).await.unwrap();
                     assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -480,7 +476,7 @@ mod sentry {
                 request.headers_mut().remove("x-twilio-signature");
                 ServiceBuilder::new()
                     .layer(layer)
-                    .service_fn(ok)
+                    .service_fn(echo)
                     .oneshot(request)
                     .await
                     .unwrap();

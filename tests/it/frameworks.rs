@@ -34,8 +34,7 @@ use tokio::{
 };
 use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
-    Credentials, PeerAddr, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
-    VerifiedWebhook, events::Outcome,
+    PeerAddr, Rejection, RejectionKind, VerifiedBody, VerifiedWebhook, events::Outcome,
 };
 
 use crate::support::*;
@@ -50,12 +49,6 @@ async fn bounded<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(LIMIT, future)
         .await
         .expect("timed out")
-}
-
-fn layer(sink: &RecordingSink) -> TwilioSignatureLayer<Credentials, RecordingSink> {
-    TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
-        .public_url(PublicUrl::fixed(PUBLIC).unwrap())
-        .on_security_event(sink.clone())
 }
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {

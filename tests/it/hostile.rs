@@ -7,7 +7,6 @@
 //! asserts on time.
 
 use std::{
-    convert::Infallible,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -16,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -30,7 +29,6 @@ use tokio::{
 use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
     Credentials, PeerAddr, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
-    VerifiedBody,
     events::{Outcome, TracingSink},
     form::Params,
     public_url::{ForwardedHeaders, Scheme},
@@ -62,9 +60,7 @@ fn credentials() -> Credentials {
 
 /// The layer most rows use: fixed public URL, default limits.
 fn fixed(sink: &RecordingSink) -> Layer {
-    TwilioSignatureLayer::new(credentials())
-        .public_url(PublicUrl::fixed(PUBLIC).unwrap())
-        .on_security_event(sink.clone())
+    layer_with(credentials(), sink)
 }
 
 fn request_host(sink: &RecordingSink) -> Layer {
@@ -86,12 +82,6 @@ fn large_bodies(sink: &RecordingSink) -> Layer {
 
 fn exact_only(sink: &RecordingSink) -> Layer {
     fixed(sink).exact_urls_only(true)
-}
-
-/// Echoes the body it received.
-async fn echo(request: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let body = request.into_body().collect().await.unwrap().to_bytes();
-    Ok(Response::new(Full::new(body)))
 }
 
 /// The signature for a form POST of `body` to `url`, with the auth token.

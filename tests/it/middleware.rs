@@ -10,7 +10,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
     Credentials, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
@@ -23,27 +23,6 @@ use tower_twilio::{
 };
 
 use crate::support::*;
-
-/// Echoes the body it received, and the verified context, so tests can see both.
-async fn echo(request: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let webhook = request.extensions().get::<VerifiedWebhook>().cloned();
-    let body = request.into_body().collect().await.unwrap().to_bytes();
-    let mut response = Response::new(Full::new(body));
-    if let Some(webhook) = webhook {
-        response.extensions_mut().insert(webhook);
-    }
-    Ok(response)
-}
-
-fn layer(sink: &RecordingSink) -> TwilioSignatureLayer<Credentials, RecordingSink> {
-    TwilioSignatureLayer::new(
-        Credentials::new()
-            .tenant("acme")
-            .auth_token("primary", token()),
-    )
-    .public_url(PublicUrl::fixed(PUBLIC).unwrap())
-    .on_security_event(sink.clone())
-}
 
 async fn send<B>(
     layer: TwilioSignatureLayer<Credentials, RecordingSink>,

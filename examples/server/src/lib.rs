@@ -181,7 +181,6 @@ pub struct Handles {
     /// The database.
     pub db: Db,
     /// Lets tests wait until the log has caught up ([`LogSender::flush`]).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub log: LogSender,
     writer: LogWriter,
 }
@@ -248,8 +247,8 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         db: db.clone(),
         log: log.clone(),
     };
-    // The inspector page and the JSON API it reads; behind an access token when the server is
-    // reachable from other hosts (see `inspector`).
+    // The inspector page and the JSON API it reads: the admin surface, behind the admin token
+    // and the Host check (see `admin`).
     let inspector = inspector::Inspector::new(
         db.clone(),
         local_addr,

@@ -1,12 +1,15 @@
 //! Helpers shared by the integration tests.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tower_twilio::{
-    Secret,
+    Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody, VerifiedWebhook,
     events::{OnSecurityEvent, SecurityEvent},
     form::Params,
     signature::{Algorithm, sign},
@@ -44,6 +47,41 @@ pub(crate) fn signed_post(path: &str, body: &str) -> Request<Full<Bytes>> {
         .header("user-agent", "TwilioProxy/1.1")
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap()
+}
+
+/// The layer most tests use: tenant `acme` with `TOKEN` as its primary auth token, the fixed
+/// public URL `PUBLIC`, events to `sink`.
+pub(crate) fn layer(sink: &RecordingSink) -> TwilioSignatureLayer<Credentials, RecordingSink> {
+    layer_with(
+        Credentials::new()
+            .tenant("acme")
+            .auth_token("primary", token()),
+        sink,
+    )
+}
+
+/// [`layer`] with other credentials.
+pub(crate) fn layer_with(
+    credentials: Credentials,
+    sink: &RecordingSink,
+) -> TwilioSignatureLayer<Credentials, RecordingSink> {
+    TwilioSignatureLayer::new(credentials)
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+        .on_security_event(sink.clone())
+}
+
+/// The inner service of most tests: answers with the body it received, and puts the verified
+/// context into the response extensions, so tests can see both.
+pub(crate) async fn echo(
+    request: Request<VerifiedBody>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let webhook = request.extensions().get::<VerifiedWebhook>().cloned();
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let mut response = Response::new(Full::new(body));
+    if let Some(webhook) = webhook {
+        response.extensions_mut().insert(webhook);
+    }
+    Ok(response)
 }
 
 /// Collects a response body.
