@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cross-check: webhooks signed by the official twilio-python library (9.13.0) are accepted by
-# the example server: SMS, status callbacks, voice, a JSON body (bodySHA256) and SharedKeys
-# (HMAC-SHA1 and HMAC-SHA256); the same SMS again is answered by the replay guard; a wrong token
-# is refused.
+# the example server: SMS, message, call and recording status callbacks, voice, a JSON body
+# (bodySHA256) and SharedKeys (HMAC-SHA1 and HMAC-SHA256); the same SMS again is answered by the
+# replay guard; a wrong token is refused.
 #
 # Installs twilio==9.13.0 into a venv under the cargo target directory (kept between runs),
 # builds the example server, sets up a tenant and a SharedKey with its `tenant` subcommands in a
@@ -66,7 +66,9 @@ for _ in $(seq 1 120); do
 done
 
 status=0
+# The server wrote a random admin token beside its database; the API needs it.
 BASE="http://127.0.0.1:$port" ACCOUNT="$account" TOKEN_FILE="$work/token" \
+    ADMIN_TOKEN_FILE="$work/.twilio-admin-token" \
     SECRET_FILE="$work/shared-key-secret" timeout 300 "$python" - <<'PY' || status=$?
 import json, os, urllib.error, urllib.parse, urllib.request, uuid
 
@@ -76,6 +78,12 @@ base = os.environ["BASE"]
 account = os.environ["ACCOUNT"]
 token = open(os.environ["TOKEN_FILE"]).read().strip()
 secret = open(os.environ["SECRET_FILE"]).read().strip()
+admin = open(os.environ["ADMIN_TOKEN_FILE"]).read().strip()
+
+def api(path):
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {admin}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 def sid(prefix):
     return prefix + uuid.uuid4().hex
@@ -148,11 +156,28 @@ check("SharedKey HMAC_SHA1 status callback", form("/twilio/status", status("sent
 
 check("control: signed with a wrong token", form("/twilio/sms", sms, RequestValidator("0" * 32)), 403)
 
-with urllib.request.urlopen(f"{base}/api/messages/{tracked}", timeout=10) as response:
-    history = [entry["status"] for entry in json.load(response)["history"]]
+call_sid = sid("CA")
+for value in ["initiated", "ringing", "in-progress", "completed"]:
+    params = {"AccountSid": account, "CallSid": call_sid, "CallStatus": value, "Direction": "outbound-api",
+              "From": "+14155550100", "To": "+14155550199", "ApiVersion": "2010-04-01"}
+    if value == "completed":
+        params["CallDuration"] = "12"
+    check(f"call status callback {value}", form("/twilio/status", params), 204)
+recording = {"AccountSid": account, "CallSid": call_sid, "RecordingSid": sid("RE"), "RecordingStatus": "completed",
+             "RecordingUrl": "https://api.twilio.com/recording", "RecordingDuration": "11", "RecordingChannels": "1",
+             "RecordingSource": "RecordVerb"}
+check("recording status callback", form("/twilio/status", recording), 204)
+
+record = api(f"/api/messages/{tracked}")["records"][0]
+history = [entry["status"] for entry in record["history"]]
 expected = ["queued", "sent", "delivered", "undelivered", "read", "some_future_status", "delivered"]
 results.append(history == expected)
 print(f"  {'ok  ' if history == expected else 'FAIL'} status history in order: {history}")
+record = api(f"/api/calls/{call_sid}")["records"][0]
+calls = [entry["status"] for entry in record["history"]] + [f"recording {r['status']}" for r in record["recordings"]]
+expected = ["initiated", "ringing", "in-progress", "completed", "recording completed"]
+results.append(calls == expected)
+print(f"  {'ok  ' if calls == expected else 'FAIL'} call timeline in order: {calls}")
 
 passed = sum(results)
 print(f"python cross-check: {passed} passed, {len(results) - passed} failed")

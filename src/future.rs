@@ -24,7 +24,7 @@ use crate::{
         log::{Lifecycle, WebhookStage},
     },
     layer::Shared,
-    pipeline::{self, Inbound, Prepared, Refusal},
+    pipeline::{self, Inbound, Prepared, Refusal, Verified},
     public_url::RebuiltUrl,
     rejection::{Rejection, RejectionKind, RejectionResponse},
     replay::{self, Admit, ClaimToken, MemoryStore, ReplayGuard, ReplayKey, ReplayStore},
@@ -127,6 +127,9 @@ struct InFlight<S, R, E, T, St> {
     lifecycle: Lifecycle,
     /// Held from the claim until the store has recorded or released it.
     claim: Option<(ReplayKey, ClaimToken)>,
+    /// When the resolver was asked, for the credential-lookup histogram.
+    #[cfg(feature = "metrics")]
+    asked_at: Option<std::time::Instant>,
 }
 
 type StateOf<S, R, St, B> = State<
@@ -169,6 +172,8 @@ where
             lifecycle,
             shared,
             claim: None,
+            #[cfg(feature = "metrics")]
+            asked_at: None,
         };
         let state = match admission.verdict {
             Ok(()) => State::Collecting {
@@ -219,6 +224,8 @@ where
                     let future = resolution.as_mut().as_pin_mut();
                     let answer = ready!(future.expect(POLLED_AFTER_COMPLETION).poll(cx));
                     resolution.set(None);
+                    #[cfg(feature = "metrics")]
+                    request.lookup_answered(&answer);
                     let (view, prepared, body) = asked.take().expect(POLLED_AFTER_COMPLETION);
                     let parts = view.into_parts();
                     let inbound = Inbound {
@@ -227,16 +234,7 @@ where
                         url: &request.url,
                     };
                     match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(verified) => {
-                            // Without a replay guard nothing is refused from here on, and the
-                            // URL moves to the context; with one, a refusal's event needs it.
-                            let url = if request.shared.replay.is_some() {
-                                request.url.url.clone()
-                            } else {
-                                std::mem::take(&mut request.url.url)
-                            };
-                            request.verified(parts, body, verified.into_webhook(url))
-                        }
+                        Ok(verified) => request.pass(parts, body, verified),
                         Err(refusal) => request.fail(parts, body, refusal),
                     }
                 }
@@ -324,6 +322,10 @@ where
         };
         match pipeline::prepare(inbound) {
             Ok(prepared) => {
+                #[cfg(feature = "metrics")]
+                {
+                    self.asked_at = Some(std::time::Instant::now());
+                }
                 let view = prepared.resolve_request(parts);
                 State::Resolving {
                     resolution: Some(self.resolver.resolve(view.clone())),
@@ -334,13 +336,24 @@ where
         }
     }
 
-    /// Verified: call the inner service, or first ask the replay store whether it is new.
-    fn verified<B>(
+    /// Verified: the inner service gets the request with its [`VerifiedWebhook`] context, or
+    /// first the replay store is asked whether the webhook is new.
+    fn pass<B>(
         &mut self,
         mut parts: Parts,
         body: Bytes,
-        webhook: VerifiedWebhook,
+        verified: Verified,
     ) -> StateOf<S, R, St, B> {
+        // Without a replay guard nothing is refused from here on, and the URL moves into the
+        // context; with one, a refusal's event needs it.
+        let url = if self.shared.replay.is_some() {
+            self.url.url.clone()
+        } else {
+            std::mem::take(&mut self.url.url)
+        };
+        let webhook = verified.into_webhook(url);
+        #[cfg(feature = "metrics")]
+        crate::metrics::verified(webhook.tenant_id());
         self.lifecycle.verified(&webhook);
         let claim = self.shared.replay.as_ref().map(|guard| {
             let key = replay::replay_key(&webhook, &parts.headers);
@@ -445,9 +458,33 @@ where
         }
     }
 
+    /// Records how long the resolver took, and how it answered.
+    #[cfg(feature = "metrics")]
+    fn lookup_answered(&self, answer: &crate::resolver::Resolution) {
+        use crate::metrics::{Lookup, credential_lookup};
+        let Some(asked_at) = self.asked_at else {
+            return;
+        };
+        let outcome = match answer {
+            Ok(Some(_)) => Lookup::Found,
+            Ok(None) => Lookup::Unknown,
+            Err(_) => Lookup::Failed,
+        };
+        credential_lookup(outcome, asked_at.elapsed());
+    }
+
     fn report(&mut self, parts: &Parts, refusal: &Refusal, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        match outcome {
+            Outcome::Rejected | Outcome::PassedInReportOnlyMode => {
+                crate::metrics::refused(refusal.kind, refusal.tenant_id.as_deref());
+            }
+            Outcome::Suppressed => crate::metrics::replay_suppressed(),
+            // Verified and run: counted as verified; the ERROR event says the store failed.
+            Outcome::PassedWithoutReplayCheck => {}
+        }
         let (tenant_id, account_sid) = (refusal.tenant_id.as_ref(), refusal.account_sid.as_ref());
-        let event = SecurityEvent::new(
+        let mut event = SecurityEvent::new(
             refusal.kind,
             outcome,
             parts,
@@ -455,6 +492,7 @@ where
             tenant_id.cloned(),
             account_sid.cloned(),
         );
+        event.diagnosis = refusal.diagnosis.clone();
         self.shared.sink.on_security_event(&event);
         let stage = match outcome {
             Outcome::Rejected => WebhookStage::Rejected(refusal.kind),
@@ -463,8 +501,12 @@ where
             // Verified already; the inner service's answer is the next stage.
             Outcome::PassedWithoutReplayCheck => return,
         };
-        self.lifecycle
-            .failed_verification(stage, tenant_id, account_sid);
+        self.lifecycle.failed_verification(
+            stage,
+            tenant_id,
+            account_sid,
+            refusal.diagnosis.as_ref(),
+        );
     }
 
     fn call<B>(&mut self, parts: Parts, body: Bytes) -> StateOf<S, R, St, B> {

@@ -114,6 +114,7 @@
 //! | name | what | default |
 //! | --- | --- | --- |
 //! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
+//! | `metrics` | counters and a histogram through the `metrics` facade (see `tower_twilio::metrics`) | no |
 //! | `redis` | [`replay::RedisStore`]: a replay guard shared by several instances through Redis | no |
 //!
 //! # Security notes
@@ -135,11 +136,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+pub mod doctor;
 mod error;
 pub mod events;
 pub mod form;
 mod future;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod pipeline;
 pub mod public_url;
 mod rejection;
@@ -160,7 +164,9 @@ pub mod verify;
 pub use body::{ResponseBody, VerifiedBody};
 pub use error::ConfigError;
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer};
+pub use layer::{
+    DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer,
+};
 pub use public_url::PublicUrl;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use resolver::{Credentials, ResolveCredentials};

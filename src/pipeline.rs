@@ -24,8 +24,9 @@ use memchr::memmem::Finder;
 use serde::Deserialize;
 
 use crate::{
-    BoxError,
+    BoxError, Secret,
     body::CollectError,
+    doctor::{self, Clues, Diagnosis},
     form::{self, Params},
     layer::Config,
     public_url::RebuiltUrl,
@@ -34,7 +35,7 @@ use crate::{
     signature::IDEMPOTENCY_TOKEN_HEADER,
     url_forms::redact_userinfo,
     verified_webhook::{Facts, VerifiedWebhook},
-    verify::{self, Prechecked, WebhookRequest},
+    verify::{self, Prechecked, VerifyError, WebhookRequest},
 };
 
 const IDEMPOTENCY_TOKEN: HeaderName = HeaderName::from_static(IDEMPOTENCY_TOKEN_HEADER);
@@ -49,6 +50,8 @@ pub(crate) struct Refusal {
     pub(crate) tenant_id: Option<Arc<str>>,
     /// The request's (unverified) `AccountSid`, once the body has been read.
     pub(crate) account_sid: Option<Arc<str>>,
+    /// For a signature mismatch, what the mismatch doctor found.
+    pub(crate) diagnosis: Option<Arc<Diagnosis>>,
 }
 
 impl Refusal {
@@ -58,6 +61,7 @@ impl Refusal {
             source: None,
             tenant_id: None,
             account_sid: None,
+            diagnosis: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl Refusal {
             source,
             tenant_id: webhook.tenant_id_arc().cloned(),
             account_sid: webhook.account_sid_arc().cloned(),
+            diagnosis: None,
         }
     }
 
@@ -331,7 +336,14 @@ pub(crate) fn complete(
     let form = params.as_ref().filter(|_| prechecked.is_form());
     let verified = request
         .verify_prechecked(prechecked, form, applicable().map(|c| c.secret()))
-        .map_err(|error| refuse(error.into()))?;
+        .map_err(|error| {
+            let mut refusal = refuse(error.into());
+            if error == VerifyError::SignatureMismatch {
+                let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
+                refusal.diagnosis = diagnose(inbound, &secrets, config);
+            }
+            refusal
+        })?;
     let credential = applicable()
         .nth(verified.secret_index)
         .map(|c| Arc::clone(c.label_arc()))
@@ -348,6 +360,33 @@ pub(crate) fn complete(
         url: String::new(),
     };
     Ok(Verified { facts })
+}
+
+/// Runs the mismatch doctor, when it is on and this second's budget allows.
+fn diagnose(inbound: Inbound<'_>, secrets: &[&Secret], config: &Config) -> Option<Arc<Diagnosis>> {
+    let budget = config.diagnoses.as_ref()?;
+    if !budget.try_take() {
+        return None;
+    }
+    let parts = inbound.parts;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut clues = Clues::new(&parts.headers, path_and_query);
+    let original = config
+        .original_uri
+        .as_ref()
+        .and_then(|original_uri| original_uri(&parts.extensions));
+    if let Some(original) = &original {
+        clues = clues.original_uri(original.path_and_query().map_or("/", |pq| pq.as_str()));
+    }
+    if let Some(peer) = (config.peer_addr)(&parts.extensions) {
+        clues = clues.peer(peer);
+    }
+    // The request with its headers: the doctor verifies it again at other URLs.
+    let request = inbound.webhook_request();
+    let diagnosis = doctor::diagnose(&request, &clues, secrets);
+    #[cfg(feature = "metrics")]
+    crate::metrics::diagnosis(diagnosis.is_some());
+    diagnosis.map(Arc::new)
 }
 
 #[cfg(test)]

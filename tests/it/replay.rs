@@ -759,6 +759,76 @@ mod memory_guard {
         assert_eq!(kind(&second), Some(RejectionKind::ReplaySuppressed));
         assert_eq!(crate::support::body_string(second).await, "seen");
     }
+
+    /// `tower_twilio_replays_suppressed_total` moves by one per duplicate kept from the
+    /// handler, and by nothing for a first run, a failed one, its retry, a copy answered 409,
+    /// or a forgery; a duplicate is not counted as refused.
+    #[cfg(feature = "metrics")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn each_suppressed_duplicate_moves_the_replay_counter_by_one() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+        use tower_twilio::metrics::{REFUSED, REPLAYS_SUPPRESSED};
+
+        /// How far each counter moved since the last call: (suppressed, refused).
+        fn moved(snapshotter: &Snapshotter) -> (u64, u64) {
+            let mut counts = (0, 0);
+            for (key, .., value) in snapshotter.snapshot().into_vec() {
+                let DebugValue::Counter(n) = value else {
+                    continue;
+                };
+                match key.key().name() {
+                    REPLAYS_SUPPRESSED => counts.0 += n,
+                    REFUSED => counts.1 += n,
+                    _ => {}
+                }
+            }
+            counts
+        }
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let gate = Arc::new(Semaphore::new(0));
+        let (handler, reports) = (Handler::gated(&gate), Reports::default());
+        let service = service(ReplayGuard::default(), &handler, &reports);
+
+        // A first run, and a copy answered 409 while it runs: nothing suppressed.
+        let mut first = Box::pin(service.clone().oneshot(sms(1)));
+        assert!(futures_poll_once(first.as_mut()).await.is_none());
+        let copy = service.clone().oneshot(sms(1)).await.unwrap();
+        assert_eq!(kind(&copy), Some(RejectionKind::ReplayInFlight));
+        gate.add_permits(1);
+        assert_eq!(first.await.unwrap().status(), StatusCode::OK);
+        assert_eq!(moved(&snapshotter), (0, 1), "the 409 is a refusal");
+
+        for n in 1..=3 {
+            assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+            assert_eq!(moved(&snapshotter), (1, 0), "duplicate #{n}");
+        }
+        assert_eq!(handler.runs(), 1);
+
+        // A failed webhook and Twilio's retry both run: neither is a duplicate.
+        let failing = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
+        let service = super::layer::service(ReplayGuard::default(), &failing, &reports);
+        for expected in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::OK] {
+            let answer = service.clone().oneshot(sms(2)).await.unwrap();
+            assert_eq!((answer.status(), kind(&answer)), (expected, None));
+        }
+        assert_eq!(moved(&snapshotter), (0, 0));
+        assert_duplicate(&service.clone().oneshot(sms(2)).await.unwrap());
+        assert_eq!(moved(&snapshotter), (1, 0));
+
+        // A tampered copy is refused before the guard: not a duplicate.
+        let mut tampered = sms(2);
+        *tampered.body_mut() = http_body_util::Full::new(bytes::Bytes::from(
+            crate::support::SMS_BODY
+                .replace("MessageSid=SM0123", &format!("MessageSid=SM{:032}", 2))
+                .replace("Body=Hello", "Body=Hellp"),
+        ));
+        let answer = service.clone().oneshot(tampered).await.unwrap();
+        assert_eq!(kind(&answer), Some(RejectionKind::SignatureMismatch));
+        assert_eq!(moved(&snapshotter), (0, 1));
+    }
 }
 
 #[cfg(feature = "redis")]

@@ -21,9 +21,9 @@
     return td;
   };
 
-  const timeline = (history) => {
+  const timeline = (history, className) => {
     const span = document.createElement("span");
-    span.className = "timeline";
+    span.className = `timeline ${className}`;
     for (const step of history) {
       const item = document.createElement("span");
       item.textContent = step.error_code ? `${step.status} (${step.error_code})` : step.status;
@@ -31,6 +31,10 @@
     }
     return span;
   };
+
+  // The record of the tenant this webhook belongs to: another tenant's callbacks for the same
+  // SID are its own record, never mixed in.
+  const recordOf = (answer, tenant) => answer && answer.records.find((r) => r.tenant_id === tenant);
 
   const row = (webhook, histories) => {
     const outcome = OUTCOMES.includes(webhook.outcome) ? webhook.outcome : "unknown";
@@ -49,10 +53,25 @@
     if (webhook.rejection_reason) detail = webhook.rejection_reason;
     if (webhook.status_code != null) detail = `handler ${webhook.status_code}`;
     if (webhook.credential) detail += ` · ${webhook.credential}`;
-    const message = cell(webhook.message_sid || "", "message");
-    const history = webhook.message_sid && histories.get(webhook.message_sid);
-    if (history) {
-      message.append(document.createElement("br"), timeline(history.history));
+    const message = cell(webhook.message_sid || webhook.call_sid || "", "message");
+    const messageRecord = webhook.message_sid && recordOf(histories.messages.get(webhook.message_sid), webhook.tenant_id);
+    if (messageRecord) {
+      message.append(document.createElement("br"), timeline(messageRecord.history, "message-timeline"));
+    }
+    const callRecord = !webhook.message_sid && webhook.call_sid && recordOf(histories.calls.get(webhook.call_sid), webhook.tenant_id);
+    if (callRecord) {
+      message.append(document.createElement("br"), timeline(callRecord.history, "call-timeline"));
+      if (callRecord.recordings.length > 0) {
+        const recordings = callRecord.recordings.map((r) => ({ status: `recording ${r.status}`, error_code: r.error_code }));
+        message.append(document.createElement("br"), timeline(recordings, "recording-timeline"));
+      }
+    }
+    const client = cell(webhook.client_ip, "client");
+    if (webhook.request_id) {
+      const id = document.createElement("small");
+      id.className = "request-id";
+      id.textContent = webhook.request_id;
+      client.append(document.createElement("br"), id);
     }
     tr.append(
       cell(new Date(webhook.received_at).toLocaleTimeString(), "time"),
@@ -61,11 +80,19 @@
       cell(webhook.tenant_id, "tenant"),
       cell(webhook.account_sid, "account"),
       cell(webhook.user_agent, "ua"),
+      client,
       outcomeCell,
       cell(detail, "detail"),
       message,
     );
-    return tr;
+    if (!webhook.diagnosis) return [tr];
+    // What the mismatch doctor found, on a row of its own under the rejection.
+    const diagnosis = document.createElement("tr");
+    diagnosis.className = "diagnosis";
+    const td = cell(`The signature matches ${webhook.diagnosis.matched_url} — fix: ${webhook.diagnosis.fix}`);
+    td.colSpan = tr.children.length;
+    diagnosis.append(td);
+    return [tr, diagnosis];
   };
 
   const fetchJson = async (url, options) => {
@@ -79,16 +106,22 @@
     try {
       const { ok, status, body } = await fetchJson("/api/webhooks?limit=50");
       if (!ok) throw new Error(`GET /api/webhooks: ${status}`);
-      // Status timelines, for the messages that have status callbacks (a few at most).
-      const sids = [...new Set(body.filter((w) => w.message_status && w.message_sid).map((w) => w.message_sid))].slice(0, 10);
-      const histories = new Map();
-      await Promise.all(sids.map(async (sid) => {
-        const answer = await fetchJson(`/api/messages/${encodeURIComponent(sid)}`);
-        if (answer.ok) histories.set(sid, answer.body);
-      }));
+      // Status timelines, for the messages and calls that have status callbacks (a few at most).
+      const unique = (list) => [...new Set(list)].slice(0, 10);
+      const messageSids = unique(body.filter((w) => w.message_status && w.message_sid).map((w) => w.message_sid));
+      const callSids = unique(body.filter((w) => (w.call_status || w.recording_status) && w.call_sid).map((w) => w.call_sid));
+      const histories = { messages: new Map(), calls: new Map() };
+      const load = (kind, sids, into) => sids.map(async (sid) => {
+        const answer = await fetchJson(`/api/${kind}/${encodeURIComponent(sid)}`);
+        if (answer.ok) into.set(sid, answer.body);
+      });
+      await Promise.all([
+        ...load("messages", messageSids, histories.messages),
+        ...load("calls", callSids, histories.calls),
+      ]);
       const tbody = document.createElement("tbody");
       tbody.id = "webhooks";
-      for (const webhook of body) tbody.append(row(webhook, histories));
+      for (const webhook of body) tbody.append(...row(webhook, histories));
       document.getElementById("webhooks").replaceWith(tbody);
       document.getElementById("empty").hidden = body.length > 0;
       error.hidden = true;

@@ -8,8 +8,10 @@
 //! | `tenants` | every tenant (id, name); *legacy* credentials: `account_sid`, `auth_token` |
 //! | `tenant_settings` | *preferred* credentials: `account_sid`, `primary_auth_token`, `secondary_auth_token` |
 //! | `shared_keys` | SharedKey secrets by key id, with the algorithm the Webhook Setting uses |
-//! | `webhook_log` | one row per webhook, updated through its stages |
-//! | `message_status` | every status callback, per `MessageSid`, in the order received |
+//! | `webhook_log` | one row per webhook, updated through its stages; pruned by rows and age |
+//! | `message_history` | every message status callback, per tenant and `MessageSid`, in the order received |
+//! | `call_history` | every call and recording status callback, per tenant and `CallSid` |
+//! | `schema_version` | how many schema changes were applied (databases of earlier versions are upgraded at start) |
 //!
 //! Secrets are stored as they are, as a demo server may. A production service keeps them
 //! encrypted or in a secret manager and gives the resolver a way to read them.
@@ -67,13 +69,21 @@ impl Location {
 
     /// Where the demo token file goes: beside the SQLite file, else in the current directory.
     pub fn demo_token_file(&self) -> PathBuf {
-        const NAME: &str = ".twilio-demo-token";
+        self.beside(".twilio-demo-token")
+    }
+
+    /// Where a random admin token goes: beside the SQLite file, else in the current directory.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.beside(".twilio-admin-token")
+    }
+
+    fn beside(&self, name: &str) -> PathBuf {
         match self {
             Self::Sqlite(path) => match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir.join(NAME),
-                _ => PathBuf::from(NAME),
+                Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+                _ => PathBuf::from(name),
             },
-            Self::Postgres(_) => PathBuf::from(NAME),
+            Self::Postgres(_) => PathBuf::from(name),
         }
     }
 
@@ -133,8 +143,8 @@ pub struct Db {
     backend: Backend,
 }
 
-/// The tables, in creation order; `{id}` becomes the backend's auto-increment key.
-const SCHEMA: &[&str] = &[
+/// The first schema, in creation order; `{id}` becomes the backend's auto-increment key.
+const SCHEMA_V1: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS tenants (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -177,10 +187,112 @@ const SCHEMA: &[&str] = &[
         error_code TEXT,
         tenant_id TEXT,
         account_sid TEXT,
+        idempotency_token TEXT UNIQUE,
         received_at_ms BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS message_status_by_sid ON message_status (message_sid, id)",
 ];
+
+/// Histories keyed by tenant and SID (a tenant's callbacks never touch another tenant's
+/// record), call and recording callbacks, client IP and request id in the log, and an index
+/// for pruning the log by age.
+const SCHEMA_V2: &[&str] = &[
+    "ALTER TABLE webhook_log ADD COLUMN client_ip TEXT",
+    "ALTER TABLE webhook_log ADD COLUMN request_id TEXT",
+    "ALTER TABLE webhook_log ADD COLUMN call_sid TEXT",
+    "ALTER TABLE webhook_log ADD COLUMN call_status TEXT",
+    "ALTER TABLE webhook_log ADD COLUMN recording_status TEXT",
+    "CREATE INDEX webhook_log_by_time ON webhook_log (received_at_ms)",
+    "CREATE TABLE message_history (
+        id {id},
+        tenant_id TEXT NOT NULL,
+        message_sid TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_code TEXT,
+        account_sid TEXT,
+        idempotency_token TEXT,
+        received_at_ms BIGINT NOT NULL,
+        UNIQUE (tenant_id, idempotency_token)
+    )",
+    "CREATE INDEX message_history_by_sid ON message_history (message_sid, tenant_id, id)",
+    "INSERT INTO message_history
+         (tenant_id, message_sid, status, error_code, account_sid, idempotency_token, received_at_ms)
+     SELECT COALESCE(tenant_id, ''), message_sid, status, error_code, account_sid,
+            idempotency_token, received_at_ms
+     FROM message_status ORDER BY id",
+    "DROP TABLE message_status",
+    "CREATE TABLE call_history (
+        id {id},
+        tenant_id TEXT NOT NULL,
+        call_sid TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        recording_sid TEXT,
+        duration TEXT,
+        error_code TEXT,
+        account_sid TEXT,
+        idempotency_token TEXT,
+        received_at_ms BIGINT NOT NULL,
+        UNIQUE (tenant_id, idempotency_token)
+    )",
+    "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
+];
+
+/// What the mismatch doctor found for a rejected webhook: the URL its signature matches, and
+/// the fix.
+const SCHEMA_V3: &[&str] = &[
+    "ALTER TABLE webhook_log ADD COLUMN diagnosis_url TEXT",
+    "ALTER TABLE webhook_log ADD COLUMN diagnosis_fix TEXT",
+];
+
+/// The histories without `I-Twilio-Idempotency-Token` and its uniqueness: the replay guard
+/// answers a retried delivery before the handler, so nothing here de-duplicates any more (and
+/// an unsigned header no longer decides what is recorded). Each table is rebuilt, as SQLite
+/// cannot drop a constraint; rows keep their order.
+const SCHEMA_V4: &[&str] = &[
+    "CREATE TABLE message_history_v4 (
+        id {id},
+        tenant_id TEXT NOT NULL,
+        message_sid TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error_code TEXT,
+        account_sid TEXT,
+        received_at_ms BIGINT NOT NULL
+    )",
+    "INSERT INTO message_history_v4
+         (tenant_id, message_sid, status, error_code, account_sid, received_at_ms)
+     SELECT tenant_id, message_sid, status, error_code, account_sid, received_at_ms
+     FROM message_history ORDER BY id",
+    "DROP TABLE message_history",
+    "ALTER TABLE message_history_v4 RENAME TO message_history",
+    "CREATE INDEX message_history_by_sid ON message_history (message_sid, tenant_id, id)",
+    "CREATE TABLE call_history_v4 (
+        id {id},
+        tenant_id TEXT NOT NULL,
+        call_sid TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        recording_sid TEXT,
+        duration TEXT,
+        error_code TEXT,
+        account_sid TEXT,
+        received_at_ms BIGINT NOT NULL
+    )",
+    "INSERT INTO call_history_v4
+         (tenant_id, call_sid, kind, status, recording_sid, duration, error_code, account_sid,
+          received_at_ms)
+     SELECT tenant_id, call_sid, kind, status, recording_sid, duration, error_code, account_sid,
+            received_at_ms
+     FROM call_history ORDER BY id",
+    "DROP TABLE call_history",
+    "ALTER TABLE call_history_v4 RENAME TO call_history",
+    "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
+];
+
+/// Every schema change, in order; `schema_version` records how many were applied. A database
+/// of an earlier version (without `schema_version`) counts as version 0: the first step only
+/// creates what is missing.
+const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
@@ -224,9 +336,24 @@ impl Db {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
             Backend::Postgres => "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
         };
-        for statement in SCHEMA {
-            let statement = statement.replace("{id}", id);
-            self.pool.execute(statement.as_str()).await?;
+        self.pool
+            .execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .await?;
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&self.pool)
+            .await?;
+        let version = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
+        for (done, statements) in MIGRATIONS.iter().enumerate().skip(version) {
+            let mut tx = self.pool.begin().await?;
+            for statement in *statements {
+                let statement = statement.replace("{id}", id);
+                tx.execute(statement.as_str()).await?;
+            }
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(i64::try_from(done + 1).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -381,6 +508,26 @@ impl Db {
         Ok(())
     }
 
+    /// Ends a rotation: forgets the tenant's secondary (old) token, so that only the primary
+    /// verifies. Errors when there is no such tenant or no secondary token.
+    pub async fn retire_secondary(&self, tenant_id: &str) -> Result<(), BoxError> {
+        let retired = sqlx::query(
+            "UPDATE tenant_settings SET secondary_auth_token = NULL
+             WHERE tenant_id = $1 AND secondary_auth_token IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if retired == 1 {
+            return Ok(());
+        }
+        if self.tenant_name(tenant_id).await?.is_none() {
+            return Err(format!("no tenant {tenant_id:?}").into());
+        }
+        Err(format!("tenant {tenant_id:?} has no secondary token: no rotation to finish").into())
+    }
+
     /// Adds (or replaces) a SharedKey secret for a tenant.
     pub async fn add_shared_key(
         &self,
@@ -503,8 +650,10 @@ impl Db {
         sqlx::query_scalar(
             "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
                  rejection_reason, tenant_id, account_sid, message_sid, message_status,
-                 credential, status_code, query, user_agent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 credential, status_code, query, user_agent, client_ip, request_id, call_sid,
+                 call_status, recording_status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19)
              RETURNING id",
         )
         .bind(entry.received_at_ms)
@@ -521,6 +670,11 @@ impl Db {
         .bind(entry.status_code)
         .bind(&entry.query)
         .bind(&entry.user_agent)
+        .bind(&entry.client_ip)
+        .bind(&entry.request_id)
+        .bind(&entry.call_sid)
+        .bind(&entry.call_status)
+        .bind(&entry.recording_status)
         .fetch_one(&self.pool)
         .await
     }
@@ -537,7 +691,12 @@ impl Db {
                  message_sid = COALESCE($7, message_sid),
                  message_status = COALESCE($8, message_status),
                  credential = COALESCE($9, credential),
-                 status_code = COALESCE($10, status_code)
+                 status_code = COALESCE($10, status_code),
+                 call_sid = COALESCE($11, call_sid),
+                 call_status = COALESCE($12, call_status),
+                 recording_status = COALESCE($13, recording_status),
+                 diagnosis_url = COALESCE($14, diagnosis_url),
+                 diagnosis_fix = COALESCE($15, diagnosis_fix)
              WHERE id = $1",
         )
         .bind(id)
@@ -550,6 +709,11 @@ impl Db {
         .bind(&entry.message_status)
         .bind(&entry.credential)
         .bind(entry.status_code)
+        .bind(&entry.call_sid)
+        .bind(&entry.call_status)
+        .bind(&entry.recording_status)
+        .bind(&entry.diagnosis_url)
+        .bind(&entry.diagnosis_fix)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -560,7 +724,8 @@ impl Db {
         sqlx::query_as(
             "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
                     account_sid, message_sid, message_status, credential, status_code,
-                    query, user_agent
+                    query, user_agent, client_ip, request_id, call_sid, call_status,
+                    recording_status, diagnosis_url, diagnosis_fix
              FROM webhook_log ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
@@ -568,20 +733,52 @@ impl Db {
         .await
     }
 
-    // ---- message status ----------------------------------------------------------------
+    /// Deletes the log's oldest rows beyond the newest `max_rows`, and every row (and every
+    /// message and call history entry) received before `cutoff_ms`. Returns the log rows
+    /// deleted.
+    pub async fn prune(&self, max_rows: i64, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+        let mut deleted = sqlx::query("DELETE FROM webhook_log WHERE received_at_ms < $1")
+            .bind(cutoff_ms)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        // The id of the oldest row to keep; everything older goes.
+        let keep_from: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM webhook_log ORDER BY id DESC LIMIT 1 OFFSET $1")
+                .bind(max_rows.max(1) - 1)
+                .fetch_optional(&self.pool)
+                .await?;
+        if let Some(keep_from) = keep_from {
+            deleted += sqlx::query("DELETE FROM webhook_log WHERE id < $1")
+                .bind(keep_from)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        for table in ["message_history", "call_history"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE received_at_ms < $1"))
+                .bind(cutoff_ms)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(deleted)
+    }
 
-    /// Records one status callback. A delivery Twilio retries never gets here: the replay
-    /// guard answers it without running the handler.
+    // ---- message and call histories -----------------------------------------------------
+
+    /// Records one message status callback in its tenant's history of the message. A delivery
+    /// Twilio retries never gets here: the replay guard answers it without running the
+    /// handler.
     pub async fn record_status(&self, status: &NewStatus<'_>) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO message_status (message_sid, status, error_code, tenant_id, account_sid,
+            "INSERT INTO message_history (tenant_id, message_sid, status, error_code, account_sid,
                  received_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
+        .bind(status.tenant_id)
         .bind(status.message_sid)
         .bind(status.status)
         .bind(status.error_code)
-        .bind(status.tenant_id)
         .bind(status.account_sid)
         .bind(now_ms())
         .execute(&self.pool)
@@ -589,13 +786,47 @@ impl Db {
         Ok(())
     }
 
-    /// A message's status history, oldest first.
+    /// Every tenant's history of a message: by tenant, each oldest first.
     pub async fn message_history(&self, message_sid: &str) -> Result<Vec<StatusRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT status, error_code, received_at_ms, tenant_id, account_sid
-             FROM message_status WHERE message_sid = $1 ORDER BY id",
+            "SELECT tenant_id, status, error_code, received_at_ms, account_sid
+             FROM message_history WHERE message_sid = $1 ORDER BY tenant_id, id",
         )
         .bind(message_sid)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records one call or recording status callback in its tenant's history of the call (a
+    /// retry never gets here, see [`record_status`](Self::record_status)).
+    pub async fn record_call_event(&self, event: &NewCallEvent<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO call_history (tenant_id, call_sid, kind, status, recording_sid, duration,
+                 error_code, account_sid, received_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(event.tenant_id)
+        .bind(event.call_sid)
+        .bind(event.kind.as_str())
+        .bind(event.status)
+        .bind(event.recording_sid)
+        .bind(event.duration)
+        .bind(event.error_code)
+        .bind(event.account_sid)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every tenant's history of a call, recordings included: by tenant, each oldest first.
+    pub async fn call_history(&self, call_sid: &str) -> Result<Vec<CallEventRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT tenant_id, kind, status, recording_sid, duration, error_code, received_at_ms,
+                    account_sid
+             FROM call_history WHERE call_sid = $1 ORDER BY tenant_id, id",
+        )
+        .bind(call_sid)
         .fetch_all(&self.pool)
         .await
     }
@@ -785,6 +1016,20 @@ pub struct LogRow {
     pub credential: Option<String>,
     /// The handler's status code.
     pub status_code: Option<i64>,
+    /// The peer address (the proxy's, behind one).
+    pub client_ip: Option<String>,
+    /// `X-Request-Id`, as received or as this server made it.
+    pub request_id: Option<String>,
+    /// The verified `CallSid`.
+    pub call_sid: Option<String>,
+    /// The verified `CallStatus`.
+    pub call_status: Option<String>,
+    /// The verified `RecordingStatus`.
+    pub recording_status: Option<String>,
+    /// For a signature mismatch the doctor explained: the URL the signature matches.
+    pub diagnosis_url: Option<String>,
+    /// And what to set.
+    pub diagnosis_fix: Option<String>,
 }
 
 /// A webhook-log row, as read back.
@@ -818,6 +1063,20 @@ pub struct LoggedWebhook {
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,
+    /// The peer address.
+    pub client_ip: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The verified `CallSid`.
+    pub call_sid: Option<String>,
+    /// The verified `CallStatus`.
+    pub call_status: Option<String>,
+    /// The verified `RecordingStatus`.
+    pub recording_status: Option<String>,
+    /// The URL a mismatched signature matches, when the doctor found one.
+    pub diagnosis_url: Option<String>,
+    /// What to set so that it verifies.
+    pub diagnosis_fix: Option<String>,
 }
 
 /// One status callback to record.
@@ -829,8 +1088,8 @@ pub struct NewStatus<'a> {
     pub status: &'a str,
     /// The `ErrorCode`, when not empty.
     pub error_code: Option<&'a str>,
-    /// The tenant whose secret verified the callback.
-    pub tenant_id: Option<&'a str>,
+    /// The tenant whose secret verified the callback: the record it goes into.
+    pub tenant_id: &'a str,
     /// The verified `AccountSid`.
     pub account_sid: Option<&'a str>,
 }
@@ -838,14 +1097,75 @@ pub struct NewStatus<'a> {
 /// One recorded status.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StatusRow {
+    /// The tenant whose record it is.
+    pub tenant_id: String,
     /// The status, as sent.
     pub status: String,
     /// The `ErrorCode`, if any.
     pub error_code: Option<String>,
     /// When it was received, in milliseconds since the Unix epoch.
     pub received_at_ms: i64,
-    /// The tenant whose secret verified it.
-    pub tenant_id: Option<String>,
+    /// The verified `AccountSid`.
+    pub account_sid: Option<String>,
+}
+
+/// What a call callback reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallEventKind {
+    /// A call status callback (`CallStatus`).
+    Call,
+    /// A recording status callback (`RecordingStatus`).
+    Recording,
+}
+
+impl CallEventKind {
+    /// As stored: `call` or `recording`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Recording => "recording",
+        }
+    }
+}
+
+/// One call or recording status callback to record.
+#[derive(Debug)]
+pub struct NewCallEvent<'a> {
+    /// The tenant whose secret verified the callback: the record it goes into.
+    pub tenant_id: &'a str,
+    /// The `CallSid`.
+    pub call_sid: &'a str,
+    /// Call or recording.
+    pub kind: CallEventKind,
+    /// The `CallStatus` or `RecordingStatus`, as sent.
+    pub status: &'a str,
+    /// The `RecordingSid` of a recording callback.
+    pub recording_sid: Option<&'a str>,
+    /// `CallDuration` or `RecordingDuration`, when not empty.
+    pub duration: Option<&'a str>,
+    /// The `ErrorCode`, when not empty.
+    pub error_code: Option<&'a str>,
+    /// The verified `AccountSid`.
+    pub account_sid: Option<&'a str>,
+}
+
+/// One recorded call or recording event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallEventRow {
+    /// The tenant whose record it is.
+    pub tenant_id: String,
+    /// `call` or `recording`.
+    pub kind: String,
+    /// The status, as sent.
+    pub status: String,
+    /// The `RecordingSid` of a recording event.
+    pub recording_sid: Option<String>,
+    /// The duration in seconds, as sent.
+    pub duration: Option<String>,
+    /// The `ErrorCode`, if any.
+    pub error_code: Option<String>,
+    /// When it was received, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
     /// The verified `AccountSid`.
     pub account_sid: Option<String>,
 }

@@ -2,15 +2,14 @@
 //! demo tenant with a random token, so that `cargo run --example server` works on a fresh
 //! machine. The token is never printed or logged: it goes to a file only its owner can read.
 
-use std::{
-    fs::{self, OpenOptions},
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use tower_twilio::BoxError;
 
-use crate::db::{AccountToken, Db, NewTenant};
+use crate::{
+    db::{AccountToken, Db, NewTenant},
+    secret_file,
+};
 
 /// The demo tenant's id.
 pub const TENANT_ID: &str = "demo";
@@ -57,7 +56,9 @@ pub async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>, BoxErr
     else {
         return Ok(None);
     };
-    if !token_file.exists() {
+    // Written again if it went missing, or is not a plain file (a symlink is replaced).
+    let plain = std::fs::symlink_metadata(token_file).is_ok_and(|m| m.file_type().is_file());
+    if !plain {
         write_token_file(token_file, &auth_token)?;
     }
     Ok(Some(Demo {
@@ -67,34 +68,9 @@ pub async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>, BoxErr
     }))
 }
 
-/// Writes `token` to `path`, readable and writable by the owner only (0600), also when the
-/// file existed with wider permissions.
+/// Writes `token` to `path` (mode 0600), never through a symlink (see [`secret_file`]).
 pub fn write_token_file(path: &Path, token: &str) -> Result<(), BoxError> {
-    let fail =
-        |e: std::io::Error| format!("cannot write the demo token file {}: {e}", path.display());
-    let mut options = OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        let file = options.open(path).map_err(fail)?;
-        // `mode` applies to new files only.
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(fail)?;
-        write_all(file, token).map_err(fail)?;
-    }
-    #[cfg(not(unix))]
-    {
-        write_all(options.open(path).map_err(fail)?, token).map_err(fail)?;
-    }
-    Ok(())
-}
-
-fn write_all(mut file: fs::File, token: &str) -> std::io::Result<()> {
-    file.write_all(token.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
+    secret_file::write(path, token, "demo token")
 }
 
 fn random_hex(bytes: usize) -> Result<String, BoxError> {

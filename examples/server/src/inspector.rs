@@ -10,9 +10,8 @@
 //!   and no inline script at all, so even a missed escape could not run injected script.
 //! - The buttons' `POST`s need the `X-Inspector-Csrf` header with a per-process value that only
 //!   this page holds: another site the operator visits cannot make the server send anything.
-//! - The server binds to 127.0.0.1 by default. Bound to a reachable address, the page, its
-//!   assets, its actions and `/api/*` need an access token, printed at start-up
-//!   (`/?token=…`, kept in an `HttpOnly`, `SameSite=Strict` cookie after the first visit).
+//! - The page, its assets, its actions and `/api/*` are the admin surface: they need the admin
+//!   token and a known `Host`, always ([`admin`](crate::admin)).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -20,7 +19,6 @@ use axum::{
     Json, Router,
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -48,9 +46,6 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-/// The cookie that carries the access token after the first visit.
-const ACCESS_COOKIE: &str = "inspector_token";
-
 /// How long a test send may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,8 +58,6 @@ pub struct Inspector {
 struct Inner {
     /// Guards the buttons' POSTs against cross-site requests.
     csrf: String,
-    /// Required for the page and `/api/*` when the server is reachable from other hosts.
-    access_token: Option<String>,
     db: Db,
     /// Where this server listens, for sending it the test webhooks.
     local_addr: SocketAddr,
@@ -80,10 +73,6 @@ impl std::fmt::Debug for Inspector {
         f.debug_struct("Inspector")
             .field("local_addr", &self.inner.local_addr)
             .field("public_base", &self.inner.public_base)
-            .field(
-                "access_token",
-                &self.inner.access_token.as_ref().map(|_| "[set]"),
-            )
             .finish_non_exhaustive()
     }
 }
@@ -96,7 +85,6 @@ impl Inspector {
         local_addr: SocketAddr,
         public_base: Option<String>,
         tenant: Option<String>,
-        access_token: Option<String>,
     ) -> Self {
         let mut local_addr = local_addr;
         if local_addr.ip().is_unspecified() {
@@ -108,7 +96,6 @@ impl Inspector {
         Self {
             inner: Arc::new(Inner {
                 csrf: random_hex(16),
-                access_token,
                 db,
                 local_addr,
                 public_base,
@@ -296,56 +283,4 @@ pub fn test_tenant(has_demo: bool, env_tenant: Option<&str>) -> Option<String> {
     } else {
         env_tenant.map(str::to_owned)
     }
-}
-
-/// Lets a request through when no access token is configured, or when it carries the token
-/// (`?token=`, the cookie, or `Authorization: Bearer`). A valid `?token=` on the page sets the
-/// cookie, so that the page's own requests carry it.
-pub async fn require_access(
-    State(token): State<Option<Arc<str>>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = token else {
-        return next.run(request).await;
-    };
-    let matches = |candidate: &str| bool::from(candidate.as_bytes().ct_eq(token.as_bytes()));
-    let from_query = request
-        .uri()
-        .query()
-        .and_then(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(name, _)| name == "token")
-                .map(|(_, value)| value.into_owned())
-        })
-        .is_some_and(|value| matches(&value));
-    let headers = request.headers();
-    let from_cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == ACCESS_COOKIE && matches(value));
-    let from_bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .is_some_and(matches);
-    if !(from_query || from_cookie || from_bearer) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            "this server is reachable from other hosts: open the inspector with the ?token=… URL \
-             printed at start-up\n",
-        )
-            .into_response();
-    }
-    let mut response = next.run(request).await;
-    if from_query {
-        let cookie = format!("{ACCESS_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            response.headers_mut().append(header::SET_COOKIE, value);
-        }
-    }
-    response
 }

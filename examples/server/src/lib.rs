@@ -14,16 +14,28 @@
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
-//!              ├─ /twilio/{sms,voice,status} ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
-//!              └─ /healthz, /api/webhooks, /api/messages/{sid} ─► handler
+//!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
+//!              ├─ /healthz ─► handler
+//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
+//! ```
+//!
+//! The admin surface always needs the admin token, and answers only to known names
+//! ([`admin`]).
+//!
+//! ```text
 //! ```
 
+pub mod admin;
 pub mod credentials;
 pub mod db;
 pub mod demo;
 pub mod inspector;
+pub mod prometheus;
 pub mod replay;
 pub mod routes;
+#[cfg(feature = "sentry")]
+pub mod scrub;
+pub mod secret_file;
 pub mod twilio_presets;
 pub mod webhook_log;
 
@@ -50,7 +62,7 @@ use self::{
     demo::Demo,
     replay::{AnyStore, ReplayGuardConfig},
     routes::AppState,
-    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS},
+    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS, Retention},
 };
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
@@ -86,6 +98,13 @@ pub struct Config {
     pub account: Option<(String, String)>,
     /// Where demo mode writes the demo tenant's token.
     pub demo_token_file: std::path::PathBuf,
+    /// The admin token (`ADMIN_TOKEN`); when `None`, a random one is written to
+    /// [`admin_token_file`](Self::admin_token_file).
+    pub admin_token: Option<String>,
+    /// Where a random admin token goes.
+    pub admin_token_file: std::path::PathBuf,
+    /// How long and how many rows the webhook log keeps.
+    pub retention: Retention,
     /// Capture security events in Sentry (a client must have been initialised).
     pub sentry: bool,
     /// Requests handled at once.
@@ -94,9 +113,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a tenant's secrets stay cached.
     pub credential_cache_ttl: Duration,
-    /// When set, the inspector page and `/api/*` require this token (the server is reachable
-    /// from other hosts).
-    pub access_token: Option<String>,
+    /// Run the mismatch doctor (`DIAGNOSE_MISMATCHES`); `None`: only in demo mode.
+    pub diagnose_mismatches: Option<bool>,
     /// Where the replay guard keeps the webhooks it has seen (`REPLAY_GUARD`).
     pub replay_guard: ReplayGuardConfig,
 }
@@ -108,10 +126,14 @@ impl std::fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("account", &self.account.as_ref().map(|(sid, _)| sid))
             .field("demo_token_file", &self.demo_token_file)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "[set]"))
+            .field("admin_token_file", &self.admin_token_file)
+            .field("retention", &self.retention)
             .field("sentry", &self.sentry)
             .field("concurrency_limit", &self.concurrency_limit)
             .field("request_timeout", &self.request_timeout)
             .field("credential_cache_ttl", &self.credential_cache_ttl)
+            .field("diagnose_mismatches", &self.diagnose_mismatches)
             .field("replay_guard", &self.replay_guard)
             .finish_non_exhaustive()
     }
@@ -122,6 +144,9 @@ impl Config {
     pub fn new(database: Location) -> Self {
         Self {
             demo_token_file: database.demo_token_file(),
+            admin_token: None,
+            admin_token_file: database.admin_token_file(),
+            retention: Retention::DEFAULT,
             database,
             public_url: PublicUrlConfig::Local,
             account: None,
@@ -129,7 +154,7 @@ impl Config {
             concurrency_limit: DEFAULT_CONCURRENCY_LIMIT as usize,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             credential_cache_ttl: DEFAULT_CREDENTIAL_CACHE_TTL,
-            access_token: None,
+            diagnose_mismatches: None,
             replay_guard: ReplayGuardConfig::Memory,
         }
     }
@@ -150,6 +175,8 @@ pub struct Startup {
     pub demo: Option<Demo>,
     /// How many tenants there are.
     pub tenants: i64,
+    /// Where the random admin token was written; `None` when it came from `ADMIN_TOKEN`.
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Where the replay guard keeps what it has seen.
     pub replay_guard: ReplayGuardConfig,
 }
@@ -163,7 +190,6 @@ pub struct Handles {
     /// The database.
     pub db: Db,
     /// Lets tests wait until the log has caught up ([`LogSender::flush`]).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub log: LogSender,
     writer: LogWriter,
 }
@@ -173,6 +199,8 @@ pub struct Handles {
 /// bound to, for the local public URL.
 pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Handles), BoxError> {
     let db = Db::open(&config.database).await?;
+    // Installed before the first request, so that no count is lost.
+    prometheus::handle();
 
     let env_tenant = match &config.account {
         Some((account_sid, token)) => Some(db.upsert_account(account_sid, token).await?),
@@ -214,12 +242,13 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let permits = Arc::new(Semaphore::new(
         (QUEUED_WEBHOOKS * PERMITS_PER_WEBHOOK) as usize,
     ));
-    let (log, writer) = webhook_log::spawn(db.clone(), Arc::clone(&permits));
+    let (log, writer) = webhook_log::spawn(db.clone(), Arc::clone(&permits), config.retention);
 
     let twilio = TwilioSignatureLayer::new(credentials::resolver(&db, config.credential_cache_ttl))
         .public_url(public_url)
         // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
         .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+        .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
         .on_webhook(log.hook())
         .on_security_event(Sinks::new(config.sentry))
         // A webhook already processed (a Twilio retry, or a captured request played again) is
@@ -232,25 +261,34 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         db: db.clone(),
         log: log.clone(),
     };
-    // The inspector page and the JSON API it reads; behind an access token when the server is
-    // reachable from other hosts (see `inspector`).
+    // The inspector page and the JSON API it reads: the admin surface, behind the admin token
+    // and the Host check (see `admin`).
     let inspector = inspector::Inspector::new(
         db.clone(),
         local_addr,
         public_base.clone(),
         inspector::test_tenant(demo.is_some(), env_tenant.as_deref()),
-        config.access_token.clone(),
     );
-    let access: Option<Arc<str>> = config.access_token.as_deref().map(Arc::from);
-    let protected = Router::new()
+    let (admin_token, admin_token_file) = match &config.admin_token {
+        Some(token) => {
+            admin::check_token(token)?;
+            (token.clone(), None)
+        }
+        None => {
+            let token = twilio_presets::random_hex(32);
+            secret_file::write(&config.admin_token_file, &token, "admin token")?;
+            (token, Some(config.admin_token_file.clone()))
+        }
+    };
+    let guard = admin::AdminGuard::new(&admin_token, local_addr, public_base.as_deref());
+    let admin_surface = Router::new()
         .route("/api/webhooks", get(routes::webhooks))
         .route("/api/messages/{sid}", get(routes::message))
+        .route("/api/calls/{sid}", get(routes::call))
+        .route("/metrics", get(prometheus::render))
         .with_state(state.clone())
         .merge(inspector.router())
-        .route_layer(axum::middleware::from_fn_with_state(
-            access,
-            inspector::require_access,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
 
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
@@ -265,6 +303,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         // Only the webhook routes above are verified (and logged).
         .route_layer(
             ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(webhook_log::tag_request))
                 .layer(axum::middleware::from_fn_with_state(
                     permits,
                     webhook_log::admit,
@@ -273,7 +312,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         )
         .route("/healthz", get(routes::health))
         .with_state(state.clone())
-        .merge(protected);
+        .merge(admin_surface);
     let router = router
         // One limit shared by every route (`ConcurrencyLimitLayer` would make one per route).
         // A request waits for a slot before the timeout starts; while it waits it holds only
@@ -283,7 +322,10 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
         ))
-        .layer(TraceLayer::new_for_http());
+        // The span names the path only: a query may hold the admin token (`/?token=`).
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+            tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
+        }));
     #[cfg(feature = "sentry")]
     let router = if config.sentry {
         // A hub per request, so that events captured while handling it share its scope.
@@ -301,6 +343,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         env_tenant,
         demo,
         tenants: db.tenant_count().await?,
+        admin_token_file,
         replay_guard: config.replay_guard.clone(),
     };
     Ok((

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tower_twilio::VerifiedWebhook;
 
 use crate::{
-    db::{Db, LoggedWebhook, NewStatus, StatusRow},
+    db::{CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, StatusRow},
     webhook_log::LogSender,
 };
 
@@ -79,9 +79,13 @@ pub async fn voice(
     ))
 }
 
-/// `POST /twilio/status`: a message status callback. Records `MessageStatus` (any value, as
-/// it is) and `ErrorCode` for the `MessageSid`, in the order they arrive. A delivery Twilio
-/// retries is recorded once: the replay guard answers the retry without running this again.
+/// `POST /twilio/status`: a status callback. A message status (`MessageStatus`, with its
+/// `ErrorCode`) is recorded per `MessageSid`; a call status (`CallStatus`, with
+/// `CallDuration`) or a recording status (`RecordingStatus`, with `RecordingSid` and
+/// `RecordingDuration`) per `CallSid`. Each goes into the history of the tenant whose secret
+/// verified it, in the order received, any value as it is. A delivery Twilio retries is
+/// recorded once: the replay guard answers the retry without running this again. Anything
+/// else is a 400.
 pub async fn status(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
@@ -89,36 +93,102 @@ pub async fn status(
     body: Bytes,
 ) -> Response {
     let fields = Fields::of(&webhook, &headers, &body);
-    let message_sid = fields.get("MessageSid").or_else(|| fields.get("SmsSid"));
-    let status = fields
-        .get("MessageStatus")
-        .or_else(|| fields.get("SmsStatus"));
-    let (Some(message_sid), Some(status)) = (message_sid, status) else {
+    // The record a callback goes into is its tenant's: the layer always names one here (the
+    // resolver does); the verified AccountSid stands in if a resolver did not.
+    let Some(tenant) = webhook.tenant_id().or(webhook.account_sid()) else {
         return (
             StatusCode::BAD_REQUEST,
-            "a message status callback needs MessageSid and MessageStatus\n",
+            "a status callback needs an AccountSid\n",
         )
             .into_response();
     };
-    let recorded = state
-        .db
-        .record_status(&NewStatus {
-            message_sid,
-            status,
-            error_code: fields.get("ErrorCode").filter(|code| !code.is_empty()),
-            tenant_id: webhook.tenant_id(),
-            account_sid: webhook.account_sid(),
-        })
-        .await;
-    match recorded {
-        Ok(()) => {
-            tracing::info!(message_sid, status, "message status");
-            StatusCode::NO_CONTENT.into_response()
+    let non_empty = |name: &str| fields.get(name).filter(|v| !v.is_empty());
+    let message_sid = fields.get("MessageSid").or_else(|| fields.get("SmsSid"));
+    let message_status = fields
+        .get("MessageStatus")
+        .or_else(|| fields.get("SmsStatus"));
+    let call_sid = fields.get("CallSid");
+    let recorded = match (message_sid, message_status, call_sid) {
+        (Some(message_sid), Some(status), _) => {
+            let recorded = state
+                .db
+                .record_status(&NewStatus {
+                    message_sid,
+                    status,
+                    error_code: non_empty("ErrorCode"),
+                    tenant_id: tenant,
+                    account_sid: webhook.account_sid(),
+                })
+                .await;
+            tracing::info!(message_sid, status, tenant, "message status");
+            recorded
         }
+        (_, _, Some(call_sid)) => {
+            let event = match (fields.get("RecordingStatus"), fields.get("CallStatus")) {
+                (Some(status), _) => Some(NewCallEvent {
+                    kind: CallEventKind::Recording,
+                    status,
+                    recording_sid: non_empty("RecordingSid"),
+                    duration: non_empty("RecordingDuration"),
+                    ..call_event(tenant, call_sid, &webhook)
+                }),
+                (None, Some(status)) => Some(NewCallEvent {
+                    status,
+                    duration: non_empty("CallDuration"),
+                    ..call_event(tenant, call_sid, &webhook)
+                }),
+                (None, None) => None,
+            };
+            let Some(event) = event.map(|e| NewCallEvent {
+                error_code: non_empty("ErrorCode"),
+                ..e
+            }) else {
+                return incomplete();
+            };
+            tracing::info!(
+                call_sid,
+                status = event.status,
+                kind = event.kind.as_str(),
+                tenant,
+                "call status"
+            );
+            state.db.record_call_event(&event).await
+        }
+        _ => return incomplete(),
+    };
+    match recorded {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => {
-            tracing::error!(%error, message_sid, "recording a message status failed");
+            tracing::error!(%error, "recording a status callback failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+fn incomplete() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "a status callback needs MessageSid and MessageStatus, or CallSid and CallStatus or \
+         RecordingStatus\n",
+    )
+        .into_response()
+}
+
+/// A call event with the fields every kind has; the caller sets the rest.
+fn call_event<'a>(
+    tenant_id: &'a str,
+    call_sid: &'a str,
+    webhook: &'a VerifiedWebhook,
+) -> NewCallEvent<'a> {
+    NewCallEvent {
+        tenant_id,
+        call_sid,
+        kind: CallEventKind::Call,
+        status: "",
+        recording_sid: None,
+        duration: None,
+        error_code: None,
+        account_sid: webhook.account_sid(),
     }
 }
 
@@ -242,6 +312,23 @@ struct WebhookJson {
     credential: Option<String>,
     /// The handler's status code (`processed`, `failed`).
     status_code: Option<i64>,
+    /// The peer address (a proxy's, behind one).
+    client_ip: Option<String>,
+    /// `X-Request-Id`, as received or made by this server.
+    request_id: Option<String>,
+    call_sid: Option<String>,
+    call_status: Option<String>,
+    recording_status: Option<String>,
+    /// For a signature mismatch the mismatch doctor explained (`DIAGNOSE_MISMATCHES`): the URL
+    /// the signature matches and what to set; `null` otherwise.
+    diagnosis: Option<DiagnosisJson>,
+}
+
+/// What the mismatch doctor found.
+#[derive(Serialize)]
+struct DiagnosisJson {
+    matched_url: String,
+    fix: String,
 }
 
 impl From<LoggedWebhook> for WebhookJson {
@@ -261,6 +348,15 @@ impl From<LoggedWebhook> for WebhookJson {
             message_status: row.message_status,
             credential: row.credential,
             status_code: row.status_code,
+            client_ip: row.client_ip,
+            request_id: row.request_id,
+            call_sid: row.call_sid,
+            call_status: row.call_status,
+            recording_status: row.recording_status,
+            diagnosis: row
+                .diagnosis_url
+                .zip(row.diagnosis_fix)
+                .map(|(matched_url, fix)| DiagnosisJson { matched_url, fix }),
         }
     }
 }
@@ -304,11 +400,17 @@ pub fn parse_limit(query: Option<&str>) -> Result<i64, String> {
     }
 }
 
+/// A message's records: one per tenant that sent a callback for it.
 #[derive(Serialize)]
 struct MessageJson {
     message_sid: String,
+    records: Vec<MessageRecordJson>,
+}
+
+#[derive(Serialize)]
+struct MessageRecordJson {
+    tenant_id: String,
     account_sid: Option<String>,
-    tenant_id: Option<String>,
     /// The latest status.
     status: String,
     /// Every status callback, oldest first.
@@ -322,37 +424,169 @@ struct StatusJson {
     received_at: String,
 }
 
-/// `GET /api/messages/{MessageSid}`: the message's status history; 404 when none was recorded.
-pub async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
-    let history: Vec<StatusRow> = match state.db.message_history(&sid).await {
-        Ok(history) => history,
-        Err(error) => {
-            tracing::error!(%error, "reading the message history failed");
-            return api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable".into(),
-            );
+fn unavailable(what: &str, error: &sqlx::Error) -> Response {
+    tracing::error!(%error, "reading the {what} failed");
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable".into(),
+    )
+}
+
+/// Groups rows ordered by tenant into one `T` per tenant.
+fn by_tenant<R, T>(
+    rows: Vec<R>,
+    tenant: impl Fn(&R) -> &str,
+    make: impl Fn(Vec<R>) -> T,
+) -> Vec<T> {
+    let mut groups: Vec<Vec<R>> = Vec::new();
+    for row in rows {
+        match groups.last_mut() {
+            Some(group)
+                if group
+                    .first()
+                    .is_some_and(|first| tenant(first) == tenant(&row)) =>
+            {
+                group.push(row);
+            }
+            _ => groups.push(vec![row]),
         }
+    }
+    groups.into_iter().map(make).collect()
+}
+
+/// `GET /api/messages/{MessageSid}`: each tenant's status history of the message (a tenant's
+/// callbacks only ever go into its own record); 404 when none was recorded.
+pub async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
+    let rows: Vec<StatusRow> = match state.db.message_history(&sid).await {
+        Ok(rows) => rows,
+        Err(error) => return unavailable("message history", &error),
     };
-    let Some(last) = history.last() else {
+    if rows.is_empty() {
         return api_error(
             StatusCode::NOT_FOUND,
             format!("no status callback recorded for message {sid:?}"),
         );
-    };
+    }
+    let records = by_tenant(
+        rows,
+        |r| &r.tenant_id,
+        |rows| {
+            let last = rows
+                .last()
+                .map(|r| (r.tenant_id.clone(), r.account_sid.clone(), r.status.clone()));
+            let (tenant_id, account_sid, status) = last.unwrap_or_default();
+            MessageRecordJson {
+                tenant_id,
+                account_sid,
+                status,
+                history: rows
+                    .into_iter()
+                    .map(|row| StatusJson {
+                        status: row.status,
+                        error_code: row.error_code,
+                        received_at: rfc3339(row.received_at_ms),
+                    })
+                    .collect(),
+            }
+        },
+    );
     Json(MessageJson {
-        account_sid: last.account_sid.clone(),
-        tenant_id: last.tenant_id.clone(),
-        status: last.status.clone(),
-        history: history
-            .into_iter()
-            .map(|row| StatusJson {
-                status: row.status,
-                error_code: row.error_code,
-                received_at: rfc3339(row.received_at_ms),
-            })
-            .collect(),
         message_sid: sid,
+        records,
+    })
+    .into_response()
+}
+
+/// A call's records: one per tenant that sent a callback for it.
+#[derive(Serialize)]
+struct CallJson {
+    call_sid: String,
+    records: Vec<CallRecordJson>,
+}
+
+#[derive(Serialize)]
+struct CallRecordJson {
+    tenant_id: String,
+    account_sid: Option<String>,
+    /// The latest call status (empty when only recordings were reported).
+    status: String,
+    /// Every call status callback, oldest first.
+    history: Vec<CallStatusJson>,
+    /// Every recording status callback, oldest first.
+    recordings: Vec<RecordingJson>,
+}
+
+#[derive(Serialize)]
+struct CallStatusJson {
+    status: String,
+    /// `CallDuration`, in seconds, once the call has ended.
+    duration: Option<String>,
+    error_code: Option<String>,
+    received_at: String,
+}
+
+#[derive(Serialize)]
+struct RecordingJson {
+    recording_sid: Option<String>,
+    status: String,
+    /// `RecordingDuration`, in seconds.
+    duration: Option<String>,
+    error_code: Option<String>,
+    received_at: String,
+}
+
+/// `GET /api/calls/{CallSid}`: each tenant's status and recording history of the call; 404
+/// when none was recorded.
+pub async fn call(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
+    let rows: Vec<CallEventRow> = match state.db.call_history(&sid).await {
+        Ok(rows) => rows,
+        Err(error) => return unavailable("call history", &error),
+    };
+    if rows.is_empty() {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("no status callback recorded for call {sid:?}"),
+        );
+    }
+    let records = by_tenant(
+        rows,
+        |r| &r.tenant_id,
+        |rows| {
+            let tenant_id = rows[0].tenant_id.clone();
+            let account_sid = rows.iter().rev().find_map(|r| r.account_sid.clone());
+            let mut record = CallRecordJson {
+                tenant_id,
+                account_sid,
+                status: String::new(),
+                history: Vec::new(),
+                recordings: Vec::new(),
+            };
+            for row in rows {
+                let received_at = rfc3339(row.received_at_ms);
+                if row.kind == CallEventKind::Recording.as_str() {
+                    record.recordings.push(RecordingJson {
+                        recording_sid: row.recording_sid,
+                        status: row.status,
+                        duration: row.duration,
+                        error_code: row.error_code,
+                        received_at,
+                    });
+                } else {
+                    record.status.clone_from(&row.status);
+                    record.history.push(CallStatusJson {
+                        status: row.status,
+                        duration: row.duration,
+                        error_code: row.error_code,
+                        received_at,
+                    });
+                }
+            }
+            record
+        },
+    );
+    Json(CallJson {
+        call_sid: sid,
+        records,
     })
     .into_response()
 }

@@ -28,6 +28,22 @@ pub const MESSAGE_STATUSES: &[&str] = &[
     "partially_delivered",
 ];
 
+/// Every `CallStatus` Twilio documents for call status callbacks.
+pub const CALL_STATUSES: &[&str] = &[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "no-answer",
+    "canceled",
+    "failed",
+];
+
+/// Every `RecordingStatus` Twilio documents for recording status callbacks.
+pub const RECORDING_STATUSES: &[&str] = &["in-progress", "completed", "absent", "failed"];
+
 /// The `AccountSid` used when none is given: the right shape, but no real account.
 pub const EXAMPLE_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 
@@ -40,6 +56,10 @@ pub enum Preset {
     Status(String),
     /// An incoming call ("A call comes in").
     Voice,
+    /// A call status callback with this `CallStatus` (a call's `StatusCallback`).
+    CallStatus(String),
+    /// A recording status callback with this `RecordingStatus` (`recordingStatusCallback`).
+    Recording(String),
 }
 
 impl Preset {
@@ -47,7 +67,7 @@ impl Preset {
     pub fn path(&self) -> &'static str {
         match self {
             Self::Sms => "/twilio/sms",
-            Self::Status(_) => "/twilio/status",
+            Self::Status(_) | Self::CallStatus(_) | Self::Recording(_) => "/twilio/status",
             Self::Voice => "/twilio/voice",
         }
     }
@@ -128,6 +148,60 @@ impl Preset {
                 ("FromZip", "94105".into()),
                 ("FromState", "CA".into()),
             ],
+            Self::CallStatus(status) => {
+                let mut pairs = vec![
+                    ("Called", "+14155550199".into()),
+                    ("ToState", "CA".into()),
+                    ("CallerCountry", "US".into()),
+                    ("Direction", "inbound".into()),
+                    ("Timestamp", "Sat, 28 Nov 2026 12:00:00 +0000".into()),
+                    ("CallbackSource", "call-progress-events".into()),
+                    ("SequenceNumber", "0".into()),
+                    ("CallSid", random_sid("CA")),
+                    ("To", "+14155550199".into()),
+                    ("ToCountry", "US".into()),
+                    ("ApiVersion", "2010-04-01".into()),
+                    ("CallStatus", status.clone()),
+                    ("From", "+14155550100".into()),
+                    ("AccountSid", account_sid.into()),
+                    ("Caller", "+14155550100".into()),
+                ];
+                // Twilio adds the duration once the call has ended.
+                if status == "completed" {
+                    pairs.push(("CallDuration", "42".into()));
+                    pairs.push(("Duration", "1".into()));
+                }
+                pairs
+            }
+            Self::Recording(status) => {
+                let call_sid = random_sid("CA");
+                let recording_sid = random_sid("RE");
+                let mut pairs = vec![
+                    ("AccountSid", account_sid.into()),
+                    ("CallSid", call_sid),
+                    (
+                        "RecordingUrl",
+                        format!(
+                            "https://api.twilio.com/2010-04-01/Accounts/{account_sid}/Recordings/{recording_sid}"
+                        ),
+                    ),
+                    ("RecordingSid", recording_sid),
+                    ("RecordingStatus", status.clone()),
+                    ("RecordingChannels", "1".into()),
+                    ("RecordingSource", "RecordVerb".into()),
+                    (
+                        "RecordingStartTime",
+                        "Sat, 28 Nov 2026 12:00:00 +0000".into(),
+                    ),
+                ];
+                if status == "completed" {
+                    pairs.push(("RecordingDuration", "41".into()));
+                }
+                if status == "failed" {
+                    pairs.push(("ErrorCode", "13617".into()));
+                }
+                pairs
+            }
         };
         pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
@@ -224,6 +298,11 @@ pub struct SignedRequest {
     pub headers: Vec<(String, String)>,
     /// The body (empty for `GET`).
     pub body: Vec<u8>,
+    /// What the signature is the HMAC of: the URL, then the sorted parameters (see
+    /// `tower_twilio::signature::string_to_sign`). Holds no secret.
+    pub string_to_sign: String,
+    /// The algorithm the signature was made with.
+    pub algorithm: Algorithm,
 }
 
 // The signature is derived from the secret: keep it out of debug output anyway.
@@ -267,10 +346,11 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
         } => (secret, algorithm),
     };
     let no_params: [(&str, &str); 0] = [];
-    let (method, url, content_type, bytes, signature) = match body {
+    let (method, url, content_type, bytes, signature, string_to_sign) = match body {
         Body::Form(params) => {
             let encoded = encode(&params);
             let signature = signature::sign(secret, algorithm, url, params_ref(&params));
+            let string_to_sign = signature::string_to_sign(url, params_ref(&params));
             let content_type = Some("application/x-www-form-urlencoded".to_owned());
             (
                 "POST",
@@ -278,6 +358,7 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
                 content_type,
                 encoded.into_bytes(),
                 signature,
+                string_to_sign,
             )
         }
         Body::Query(params) => {
@@ -288,7 +369,8 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
                 format!("{url}{separator}{}", encode(&params))
             };
             let signature = signature::sign(secret, algorithm, &url, no_params);
-            ("GET", url, None, Vec::new(), signature)
+            let string_to_sign = url.clone();
+            ("GET", url, None, Vec::new(), signature, string_to_sign)
         }
         Body::Raw {
             content_type,
@@ -296,7 +378,15 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
         } => {
             let url = signature::url_with_body_sha256(url, &bytes);
             let signature = signature::sign(secret, algorithm, &url, no_params);
-            ("POST", url, Some(content_type), bytes, signature)
+            let string_to_sign = url.clone();
+            (
+                "POST",
+                url,
+                Some(content_type),
+                bytes,
+                signature,
+                string_to_sign,
+            )
         }
     };
     let mut headers = vec![
@@ -326,6 +416,8 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
         url,
         headers,
         body: bytes,
+        string_to_sign,
+        algorithm,
     }
 }
 

@@ -23,10 +23,20 @@
 //!   would not do this: a request finishes long before its entries are written.
 //! - The server's concurrency limit bounds the requests in flight, and with them the bodies
 //!   being buffered (each at most the layer's 64 KiB limit); its request timeout bounds how
-//!   long each holds its memory and its permits. See `app.rs` for the values.
+//!   long each holds its memory and its permits. See the crate root for the values.
+//!
+//! # The log itself stays bounded
+//!
+//! Every stored field is capped ([`cap`]: 64 characters for ids and statuses, 256 for the
+//! user agent, 1 KiB for path and query), so that a forged request cannot make a row large;
+//! the writer prunes the table to [`Retention::max_rows`] rows and [`Retention::max_age`]
+//! (histories by age too) at start, then every [`Retention::prune_every`] new rows and at least
+//! once a minute while webhooks arrive. Each row keeps the client IP and the request id
+//! ([`tag_request`]).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use axum::{extract::ConnectInfo, http::HeaderValue};
 use axum::{
     extract::{Request, State},
     middleware::Next,
@@ -36,9 +46,106 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
 };
-use tower_twilio::events::log::{WebhookLogEntry, WebhookStage};
+use tower_twilio::{
+    doctor::Diagnosis,
+    events::log::{WebhookLogEntry, WebhookStage},
+};
 
-use crate::db::{Db, LogRow, to_ms};
+use crate::{
+    db::{Db, LogRow, now_ms, to_ms},
+    twilio_presets::random_hex,
+};
+
+/// How long and how many rows the log keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest this many rows are kept.
+    pub max_rows: u32,
+    /// Rows (and history entries) older than this are deleted.
+    pub max_age: Duration,
+}
+
+impl Retention {
+    /// 100 000 rows (a few tens of MB) and 30 days.
+    pub const DEFAULT: Self = Self {
+        max_rows: 100_000,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    };
+
+    /// How many new rows may be written between two prunings: a tenth of the limit, so the
+    /// table never holds more than 110 % of it.
+    pub fn prune_every(self) -> u64 {
+        u64::from(self.max_rows / 10).max(1)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The longest a pruning may wait while webhooks arrive.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Field caps, in characters.
+const ID_CAP: usize = 64;
+const USER_AGENT_CAP: usize = 256;
+const URL_PART_CAP: usize = 1024;
+
+/// `text` cut to at most `max` characters, with `…` appended when cut.
+pub fn cap(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+fn cap_opt(text: Option<&str>, max: usize) -> Option<String> {
+    text.map(|t| cap(t, max))
+}
+
+/// What the server knows of a webhook's request that the layer's log entry does not carry.
+#[derive(Clone, Debug)]
+struct RequestTags {
+    client_ip: Option<String>,
+    request_id: String,
+}
+
+tokio::task_local! {
+    static TAGS: RequestTags;
+}
+
+/// The request id header.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Before the layer: gives each webhook a request id (keeping a sane `X-Request-Id` a proxy
+/// sent, else a random one, so that the layer's security events carry it too), answers with
+/// it, and makes it and the client IP available to the log hook.
+pub async fn tag_request(mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= ID_CAP && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| random_hex(16), str::to_owned);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+    let client_ip = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    let tags = RequestTags {
+        client_ip,
+        request_id: request_id.clone(),
+    };
+    let mut response = TAGS.scope(tags, next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
 
 /// How many webhooks may have log entries queued or being written at once.
 pub const QUEUED_WEBHOOKS: u32 = 1024;
@@ -76,10 +183,10 @@ pub struct LogWriter {
 }
 
 /// Starts the writer; `permits` is the semaphore [`admit`] takes from.
-pub fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
+pub fn spawn(db: Db, permits: Arc<Semaphore>, retention: Retention) -> (LogSender, LogWriter) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(db, rx, stop_rx, permits));
+    let task = tokio::spawn(run(db, rx, stop_rx, permits, retention));
     (LogSender { tx }, LogWriter { task, stop })
 }
 
@@ -126,6 +233,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Message>,
     mut stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
+    retention: Retention,
 ) -> u64 {
     let mut writer = Writer {
         db,
@@ -134,7 +242,11 @@ async fn run(
         written: 0,
         stop: stop.clone(),
         deadline: None,
+        retention,
+        inserted_since_prune: 0,
+        last_prune: tokio::time::Instant::now(),
     };
+    writer.prune().await;
     loop {
         tokio::select! {
             // Queued entries first: stop is only taken once the queue is empty.
@@ -176,9 +288,29 @@ struct Writer {
     stop: watch::Receiver<bool>,
     /// Set once shutdown has begun: retries end then.
     deadline: Option<tokio::time::Instant>,
+    retention: Retention,
+    inserted_since_prune: u64,
+    last_prune: tokio::time::Instant,
 }
 
 impl Writer {
+    /// Applies the retention limits; a failure is logged and tried again later.
+    async fn prune(&mut self) {
+        let max_age_ms = i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms().saturating_sub(max_age_ms);
+        match self
+            .db
+            .prune(i64::from(self.retention.max_rows), cutoff)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "webhook log pruned"),
+            Err(error) => tracing::warn!(%error, "pruning the webhook log failed"),
+        }
+        self.inserted_since_prune = 0;
+        self.last_prune = tokio::time::Instant::now();
+    }
+
     fn start_deadline(&mut self) {
         self.deadline
             .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_DEADLINE);
@@ -226,6 +358,12 @@ impl Writer {
             None => {
                 let row = self.db.insert_webhook(&entry.row).await?;
                 self.rows.insert(entry.id, row);
+                self.inserted_since_prune += 1;
+                if self.inserted_since_prune >= self.retention.prune_every()
+                    || self.last_prune.elapsed() >= PRUNE_INTERVAL
+                {
+                    self.prune().await;
+                }
                 Ok(())
             }
         }
@@ -242,18 +380,26 @@ impl Writer {
 
 impl Entry {
     fn from_layer(entry: &WebhookLogEntry) -> Self {
+        // Set by `tag_request` around the layer (absent only outside it).
+        let tags = TAGS.try_with(Clone::clone).ok();
         let mut row = LogRow {
             received_at_ms: to_ms(entry.received_at),
-            method: entry.method.to_string(),
-            path: entry.path.clone(),
-            query: entry.query.clone(),
-            user_agent: entry.user_agent.clone(),
+            method: cap(entry.method.as_str(), ID_CAP),
+            path: cap(&entry.path, URL_PART_CAP),
+            query: cap_opt(entry.query.as_deref(), URL_PART_CAP),
+            user_agent: cap_opt(entry.user_agent.as_deref(), USER_AGENT_CAP),
             outcome: entry.stage.as_str(),
             // The tenant and (unverified, on a rejection) account the layer knows of.
-            tenant_id: entry.tenant_id.as_deref().map(str::to_owned),
-            account_sid: entry.account_sid.as_deref().map(str::to_owned),
+            tenant_id: cap_opt(entry.tenant_id.as_deref(), ID_CAP),
+            account_sid: cap_opt(entry.account_sid.as_deref(), ID_CAP),
+            client_ip: tags.as_ref().and_then(|t| t.client_ip.clone()),
+            request_id: tags.map(|t| t.request_id),
             ..LogRow::default()
         };
+        if let Some(diagnosis) = &entry.diagnosis {
+            row.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
+            row.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
+        }
         match entry.stage {
             WebhookStage::Rejected(kind) | WebhookStage::PassedInReportOnlyMode(kind) => {
                 row.rejection_reason = Some(kind.as_str());
@@ -266,23 +412,33 @@ impl Entry {
         // From the Verified stage on, the verified parameters say which message this is.
         if let Some(webhook) = &entry.webhook {
             let params = webhook.params();
-            row.tenant_id = webhook.tenant_id().map(str::to_owned);
-            row.account_sid = webhook.account_sid().map(str::to_owned);
-            row.credential = Some(webhook.credential().to_owned());
-            row.message_sid = params
-                .get("MessageSid")
-                .or_else(|| params.get("SmsSid"))
-                .map(str::to_owned);
-            row.message_status = params
-                .get("MessageStatus")
-                .or_else(|| params.get("SmsStatus"))
-                .map(str::to_owned);
+            let field = |names: &[&str]| {
+                let value = names.iter().find_map(|name| params.get(name));
+                cap_opt(value.filter(|v| !v.is_empty()), ID_CAP)
+            };
+            row.tenant_id = cap_opt(webhook.tenant_id(), ID_CAP);
+            row.account_sid = cap_opt(webhook.account_sid(), ID_CAP);
+            row.credential = Some(cap(webhook.credential(), ID_CAP));
+            row.message_sid = field(&["MessageSid", "SmsSid"]);
+            row.message_status = field(&["MessageStatus", "SmsStatus"]);
+            row.call_sid = field(&["CallSid"]);
+            row.call_status = field(&["CallStatus"]);
+            row.recording_status = field(&["RecordingStatus"]);
         }
         Self {
             id: entry.id,
             is_final: entry.stage.is_final(),
             row,
         }
+    }
+}
+
+/// The doctor's fix in this server's terms: the `PUBLIC_URL` to set when a base URL fixes it,
+/// else the library's own words.
+pub fn server_fix(diagnosis: &Diagnosis) -> String {
+    match diagnosis.public_base() {
+        Some(base) => format!("set PUBLIC_URL={base}"),
+        None => diagnosis.fix().to_owned(),
     }
 }
 

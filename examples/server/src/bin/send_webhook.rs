@@ -13,6 +13,8 @@
 //! send_webhook … sms                                   incoming SMS       → /twilio/sms
 //! send_webhook … status --status delivered MessageSid=SM…  status callback → /twilio/status
 //! send_webhook … voice                                 incoming call      → /twilio/voice
+//! send_webhook … call-status --status ringing CallSid=CA…  call status callback → /twilio/status
+//! send_webhook … recording --status completed CallSid=CA…  recording callback  → /twilio/status
 //! send_webhook … sms Body='Hi there' NumMedia=0        overrides
 //! send_webhook … --get voice                           GET, parameters in the query
 //! send_webhook … --json '{"AccountSid":"AC…"}' status  JSON body, signed through bodySHA256
@@ -36,11 +38,14 @@ use clap::{Parser, ValueEnum};
 use http::{Request, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tower_twilio::{BoxError, signature::Algorithm};
+use tower_twilio::{
+    BoxError,
+    signature::{Algorithm, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER},
+};
 
 use tower_twilio_example_server::twilio_presets::{
-    Body, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, Signer, apply_overrides, parse_override,
-    sign_request,
+    Body, CALL_STATUSES, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, RECORDING_STATUSES,
+    SignedRequest, Signer, apply_overrides, parse_override, sign_request,
 };
 
 /// Sends a Twilio webhook, signed as Twilio signs it.
@@ -55,9 +60,11 @@ struct Cli {
     #[arg(value_parser = parse_override)]
     overrides: Vec<(String, String)>,
 
-    /// The MessageStatus of a `status` callback (any value is sent as given).
-    #[arg(long, default_value = "delivered")]
-    status: String,
+    /// The MessageStatus of a `status` callback (default `delivered`), the CallStatus of a
+    /// `call-status` callback or the RecordingStatus of a `recording` callback (default
+    /// `completed`). Any value is sent as given.
+    #[arg(long)]
+    status: Option<String>,
 
     /// The AccountSid in the parameters.
     #[arg(long, env = "TWILIO_ACCOUNT_SID", default_value = EXAMPLE_ACCOUNT_SID)]
@@ -119,6 +126,12 @@ struct Cli {
     /// Also print the request that was sent (the signature included).
     #[arg(long, short)]
     verbose: bool,
+
+    /// Print how the signature was made — the URL, the string to sign (the URL, then the
+    /// parameters sorted by name, each as name and value with no separator), the algorithm and
+    /// the signature — to compare by hand with what a server rebuilds.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +142,10 @@ enum PresetArg {
     Status,
     /// An incoming call.
     Voice,
+    /// A call status callback (see --status).
+    CallStatus,
+    /// A recording status callback (see --status).
+    Recording,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -142,9 +159,18 @@ enum AlgorithmArg {
 fn after_help() -> String {
     format!(
         "MessageStatus values Twilio sends: {}.\n\
+         CallStatus values: {}.\n\
+         RecordingStatus values: {}.\n\
          Any other value is sent as given.",
-        MESSAGE_STATUSES.join(", ")
+        MESSAGE_STATUSES.join(", "),
+        CALL_STATUSES.join(", "),
+        RECORDING_STATUSES.join(", ")
     )
+}
+
+/// `--status`, or the preset's default.
+fn status_or(cli: &Cli, default: &str) -> String {
+    cli.status.clone().unwrap_or_else(|| default.to_owned())
 }
 
 /// The longest the whole exchange may take.
@@ -166,8 +192,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let secret = read_secret(&cli)?;
     let preset = match cli.preset {
         PresetArg::Sms => Preset::Sms,
-        PresetArg::Status => Preset::Status(cli.status.clone()),
+        PresetArg::Status => Preset::Status(status_or(&cli, "delivered")),
         PresetArg::Voice => Preset::Voice,
+        PresetArg::CallStatus => Preset::CallStatus(status_or(&cli, "completed")),
+        PresetArg::Recording => Preset::Recording(status_or(&cli, "completed")),
     };
     let url = cli
         .url
@@ -259,6 +287,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     if cli.connect.is_some() {
         let _ = writeln!(out, "> (connecting to {connect})");
     }
+    if cli.explain {
+        explain(&mut out, &signed);
+    }
     if cli.verbose {
         for (name, value) in request.headers() {
             let _ = writeln!(out, "> {name}: {}", value.to_str().unwrap_or("<binary>"));
@@ -300,6 +331,39 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         eprintln!("error: unexpected status {status}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What was signed, and how, for `--explain`.
+fn explain(out: &mut String, signed: &SignedRequest) {
+    let key = match signed.header(SIGNATURE_SETTINGS_HEADER) {
+        Some(settings) => format!("SharedKey ({settings})"),
+        None => "auth token".to_owned(),
+    };
+    let body_hash = if signed.url.contains("bodySHA256=") {
+        "the body is covered by the bodySHA256 query parameter: the SHA-256 (hex) of the exact body bytes"
+    } else if signed.method == "GET" {
+        "a GET: the URL with its query is all that is signed"
+    } else {
+        "form body: the decoded parameters, sorted by name (then value), follow the URL"
+    };
+    let _ = writeln!(out, "explain: URL            {}", signed.url);
+    let _ = writeln!(out, "explain: string to sign {}", signed.string_to_sign);
+    let _ = writeln!(out, "explain:                ({body_hash})");
+    let _ = writeln!(
+        out,
+        "explain: algorithm      {} with the {key}",
+        signed.algorithm.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "explain: signature      {}",
+        signed.header(SIGNATURE_HEADER).unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "explain: a server verifies only if it rebuilds exactly this URL (scheme, host, port, \
+         path, trailing slash, query) and holds the same secret"
+    );
 }
 
 /// Writes and clears `out`; a closed standard output is ignored.

@@ -1,7 +1,9 @@
 //! The inspector page (`GET /`) in headless Chromium, driven through ChromeDriver with
-//! fantoccini: a test SMS sent with the page's button shows up verified, and a forged request
-//! whose path, query, `User-Agent` and `AccountSid` carry `<script>` shows up rejected, with
-//! those values as text.
+//! fantoccini: without the admin token the page is refused, under a foreign name (DNS
+//! rebinding) it is refused even with the token; opened with the token it keeps it in a cookie
+//! the page's script cannot read; a test SMS sent with the page's button shows up verified,
+//! message and call timelines show, and a forged request whose path, query, `User-Agent` and
+//! `AccountSid` carry `<script>` shows up rejected, with those values as text.
 //!
 //! `.ci/run` installs Debian's `chromium` and `chromium-driver`. Elsewhere the test says it is
 //! skipped when they are missing (and fails when `CI` is set, so CI cannot skip it).
@@ -19,7 +21,9 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use crate::support::{Server, TestDb, bounded};
+use tower_twilio_example_server::twilio_presets::{Body, Signer, sign_request};
+
+use crate::support::{ADMIN_TOKEN, Server, TestDb, bounded};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -88,6 +92,8 @@ async fn connect(driver: &Driver) -> Browser {
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--window-size=1400,900",
+                // A foreign name for this machine, as a rebinding attacker's page would use.
+                "--host-resolver-rules=MAP rebound.test 127.0.0.1",
                 format!("--user-data-dir={}", driver._profile.path().display()),
             ],
         }),
@@ -110,9 +116,9 @@ async fn connect(driver: &Driver) -> Browser {
     }
 }
 
-/// The page's rows as (outcome, path, tenant, account, user agent, detail, message).
-async fn rows(browser: &Browser) -> Vec<[String; 7]> {
-    let script = "return [...document.querySelectorAll('#webhooks tr')].map(tr => [
+/// The page's rows as (outcome, path, tenant, account, user agent, detail, message, client).
+async fn rows(browser: &Browser) -> Vec<[String; 8]> {
+    let script = "return [...document.querySelectorAll('#webhooks tr[data-outcome]')].map(tr => [
         tr.dataset.outcome,
         tr.querySelector('.path').textContent,
         tr.querySelector('.tenant').textContent,
@@ -120,6 +126,7 @@ async fn rows(browser: &Browser) -> Vec<[String; 7]> {
         tr.querySelector('.ua').textContent,
         tr.querySelector('.detail').textContent,
         tr.querySelector('.message').textContent,
+        tr.querySelector('.client').textContent,
     ]);";
     let value = browser.execute(script, vec![]).await.unwrap();
     serde_json::from_value(value).unwrap()
@@ -129,8 +136,8 @@ async fn rows(browser: &Browser) -> Vec<[String; 7]> {
 async fn wait_for_row(
     browser: &Browser,
     what: &str,
-    found: impl Fn(&[String; 7]) -> bool,
-) -> [String; 7] {
+    found: impl Fn(&[String; 8]) -> bool,
+) -> [String; 8] {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(row) = rows(browser).await.into_iter().find(|row| found(row)) {
@@ -154,6 +161,7 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
 
     // The page carries a strict Content-Security-Policy.
     let page = Request::get(format!("{}/", server.base()))
+        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .body(Full::default())
         .unwrap();
     let response = bounded("page", server.client.request(page)).await.unwrap();
@@ -169,7 +177,71 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     assert!(!csp.contains("unsafe-inline"), "{csp}");
 
     let browser = connect(&driver).await;
+    let body_text = || async {
+        let value = browser
+            .execute("return document.body.innerText", vec![])
+            .await
+            .unwrap();
+        value.as_str().unwrap_or_default().to_owned()
+    };
+
+    // Without the token: refused, and nothing of the page (no CSRF value, no script) is served.
     browser.goto(&format!("{}/", server.base())).await.unwrap();
+    assert!(
+        body_text()
+            .await
+            .contains("admin token is missing or wrong"),
+        "{}",
+        body_text().await
+    );
+    let scripts = browser
+        .execute("return document.querySelectorAll('script').length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(scripts, json!(0));
+
+    // Under a foreign name, even with the token: 421, and no cookie is set.
+    let port = server.addr.port();
+    browser
+        .goto(&format!("http://rebound.test:{port}/?token={ADMIN_TOKEN}"))
+        .await
+        .unwrap();
+    assert!(
+        body_text().await.starts_with("misdirected request"),
+        "{}",
+        body_text().await
+    );
+    assert!(browser.get_all_cookies().await.unwrap().is_empty());
+
+    // With the token: taken once from the URL, which the server then replaces with the bare
+    // page; the cookie that keeps it is out of the script's reach.
+    browser
+        .goto(&format!("{}/?token={ADMIN_TOKEN}", server.base()))
+        .await
+        .unwrap();
+    let url = browser.current_url().await.unwrap();
+    assert_eq!(
+        url.as_str(),
+        format!("{}/", server.base()),
+        "the token left the address bar"
+    );
+    let cookies = browser.get_all_cookies().await.unwrap();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert_eq!(cookies[0].http_only(), Some(true));
+    assert_eq!(
+        format!("{:?}", cookies[0].same_site()),
+        "Some(Strict)",
+        "{cookies:?}"
+    );
+    let visible = browser
+        .execute("return document.cookie", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        visible,
+        json!(""),
+        "the page's script cannot read the token"
+    );
 
     // A newcomer presses the button and sees a verified webhook.
     browser
@@ -208,10 +280,17 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         timeline[6].starts_with("SM0000inspector0000") && timeline[6].contains("delivered"),
         "{timeline:?}"
     );
+    // The client cell: the IP, then (on its own line) the 32-digit request id.
+    let (ip, request_id) = timeline[7].split_at(9);
+    assert_eq!(ip, "127.0.0.1", "client IP shown: {timeline:?}");
+    assert!(
+        request_id.len() == 32 && request_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "request id shown: {timeline:?}"
+    );
     let order: Vec<String> = serde_json::from_value(
         browser
             .execute(
-                "return [...document.querySelector('#webhooks .timeline').children].map(s => s.textContent)",
+                "return [...document.querySelector('#webhooks .message-timeline').children].map(s => s.textContent)",
                 vec![],
             )
             .await
@@ -219,6 +298,41 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     )
     .unwrap();
     assert_eq!(order, ["sent", "delivered", "read"]);
+
+    // Call status and recording callbacks show as the call's timeline.
+    for (name, value) in [
+        ("CallStatus", "ringing"),
+        ("CallStatus", "in-progress"),
+        ("CallStatus", "completed"),
+        ("RecordingStatus", "completed"),
+    ] {
+        let callback = crate::support::form_webhook(
+            &server,
+            "/twilio/status",
+            token.trim(),
+            &[
+                ("AccountSid", &account),
+                ("CallSid", "CA0000inspector0000"),
+                (name, value),
+            ],
+        );
+        assert_eq!(server.send(&callback).await.0, StatusCode::NO_CONTENT);
+    }
+    let call = wait_for_row(&browser, "the call timeline", |row| {
+        row[6].starts_with("CA0000inspector0000") && row[6].contains("recording completed")
+    })
+    .await;
+    let order: Vec<String> = serde_json::from_value(
+        browser
+            .execute(
+                "return [...document.querySelector('#webhooks .call-timeline').children].map(s => s.textContent)",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(order, ["ringing", "in-progress", "completed"], "{call:?}");
 
     // The forged button gives a rejection.
     browser
@@ -232,6 +346,49 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         row[0] == "rejected" && row[5] == "signature_mismatch"
     })
     .await;
+
+    // A webhook signed for the https URL a tunnel would have: rejected, and (demo mode turns the
+    // mismatch doctor on) explained on a row of its own under it.
+    let tunnelled = sign_request(
+        "https://hooks.example.com/twilio/status",
+        Body::Form(crate::support::status("delivered").params(&account)),
+        Signer::AuthToken(token.trim().as_bytes()),
+    );
+    let mut request = Request::post(format!("{}/twilio/status", server.base()))
+        .header("host", "hooks.example.com");
+    for (name, value) in &tunnelled.headers {
+        request = request.header(name, value);
+    }
+    let response = bounded(
+        "tunnelled request",
+        server
+            .client
+            .request(request.body(Full::from(tunnelled.body.clone())).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let diagnosis = loop {
+        let text = browser
+            .execute(
+                "const d = document.querySelector('#webhooks tr.diagnosis'); return d && [d.previousElementSibling.dataset.outcome, d.textContent];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some([outcome, text]) = serde_json::from_value::<Option<[String; 2]>>(text).unwrap()
+        {
+            break (outcome, text);
+        }
+        assert!(Instant::now() < deadline, "no diagnosis row");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(diagnosis.0, "rejected");
+    assert_eq!(
+        diagnosis.1,
+        "The signature matches https://hooks.example.com/twilio/status — fix: set PUBLIC_URL=https://hooks.example.com"
+    );
 
     // A forged request carrying script everywhere a request can.
     let body = "AccountSid=%3Cscript%3Ealert(4)%3C%2Fscript%3E&Body=hi";

@@ -4,5 +4,14 @@
 
 mod support;
 
+mod admin;
+mod doctor;
 mod inspector;
+mod log_bounds;
+mod metrics;
 mod scenarios;
+#[cfg(feature = "sentry")]
+mod sentry;
+mod signing_tool;
+mod tenants;
+mod voice;

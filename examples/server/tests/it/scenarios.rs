@@ -102,8 +102,8 @@ async fn status_callbacks_make_an_ordered_history(db: TestDb) {
     let (code, history) = server.message(sid).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(history["message_sid"], sid);
-    assert_eq!(history["status"], "weird_status");
-    assert_eq!(history["account_sid"], ACCOUNT);
+    assert_eq!(history["records"][0]["status"], "weird_status");
+    assert_eq!(history["records"][0]["account_sid"], ACCOUNT);
     assert_eq!(
         statuses(&history),
         [

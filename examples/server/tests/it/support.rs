@@ -27,6 +27,8 @@ pub(crate) const LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) const ACCOUNT: &str = "AC11111111111111111111111111111111";
 pub(crate) const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+/// The admin token of the in-process servers.
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-4f1d2c3b";
 
 pub(crate) async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
     tokio::time::timeout(LIMIT, future)
@@ -91,6 +93,8 @@ impl TestDb {
     pub(crate) fn config(&self) -> Config {
         let mut config = Config::new(self.location.clone());
         config.demo_token_file = self.dir.path().join(".twilio-demo-token");
+        config.admin_token_file = self.dir.path().join(".twilio-admin-token");
+        config.admin_token = Some(ADMIN_TOKEN.to_owned());
         config
     }
 
@@ -252,6 +256,7 @@ impl Server {
 
     pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
         let request = Request::get(format!("http://{}{path}", self.addr))
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
             .body(Full::default())
             .unwrap();
         let (status, body, _) = self.request(request).await;
@@ -297,8 +302,16 @@ impl Server {
     }
 }
 
-pub(crate) fn statuses(history: &Value) -> Vec<(String, Option<String>)> {
-    history["history"]
+/// The statuses of a message or call record (the only record, given the whole answer).
+pub(crate) fn statuses(record: &Value) -> Vec<(String, Option<String>)> {
+    let record = match record["records"].as_array() {
+        Some(records) => {
+            assert_eq!(records.len(), 1, "{record}");
+            &records[0]
+        }
+        None => record,
+    };
+    record["history"]
         .as_array()
         .unwrap()
         .iter()
@@ -342,4 +355,187 @@ impl BodyParam for SignedRequest {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
     }
+}
+
+// ---- the server binary -----------------------------------------------------------------------
+
+/// The `server` binary of this crate, run as a user would, with its output in files.
+pub(crate) struct Process {
+    child: std::process::Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// A response: status, headers, body.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: String,
+}
+
+impl Process {
+    /// Starts `server` with `args` and `env` (plus `DATABASE_URL` in a fresh directory and
+    /// `PORT=0`), in that directory, and waits for its start-up message.
+    pub(crate) async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), args, env).await
+    }
+
+    /// [`start`](Self::start) in `dir` (which may hold files already).
+    pub(crate) async fn start_in(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
+        let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_server"));
+        command
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DATABASE_URL", dir.path().join("webhooks.db"))
+            .env("PORT", "0")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start the server binary");
+        let mut process = Self {
+            child,
+            addr: "127.0.0.1:9".parse().unwrap(),
+            dir,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let stdout = process.stdout();
+            if let Some(line) = stdout.lines().find(|l| l.contains(" listening on http://")) {
+                process.addr = line
+                    .rsplit("http://")
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                return process;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!(
+                    "the server exited ({status}): {}\n{}",
+                    stdout,
+                    process.stderr()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no start-up message: {stdout}\n{}",
+                process.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit; returns everything it printed.
+    pub(crate) async fn stop(mut self) -> (String, tempfile::TempDir) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + LIMIT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let output = format!("{}\n{}", self.stdout(), self.stderr());
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (output, dir)
+    }
+
+    /// A request to this server, with these headers (a `host` header replaces the default).
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        bounded("request", async {
+            let response = self.client.request(request).await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            Answer {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            }
+        })
+        .await
+    }
+
+    /// Sends a signed webhook (its own `Host` unless `host` is given).
+    pub(crate) async fn send(&self, signed: &SignedRequest, host: Option<&str>) -> Answer {
+        let mut headers: Vec<(&str, &str)> = signed
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        if let Some(host) = host {
+            headers.push(("host", host));
+        }
+        let body = String::from_utf8(signed.body.clone()).unwrap();
+        self.call(signed.method, signed.path_and_query(), &headers, &body)
+            .await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A form webhook with exactly these parameters, signed with `token`, for `path`.
+pub(crate) fn form_webhook(
+    server: &Server,
+    path: &str,
+    token: &str,
+    pairs: &[(&str, &str)],
+) -> SignedRequest {
+    sign_request(
+        &format!("{}{path}", server.base()),
+        Body::Form(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        Signer::AuthToken(token.as_bytes()),
+    )
 }

@@ -8,7 +8,7 @@ use std::{
 
 use tower_twilio_example_server::{PublicUrlConfig, Startup};
 
-pub(crate) fn print_startup(startup: &Startup, local: SocketAddr, access_token: Option<&str>) {
+pub(crate) fn print_startup(startup: &Startup, local: SocketAddr) {
     println!("tower-twilio example server listening on http://{local}");
     println!("database: {}", startup.database);
     let base = match (&startup.public_base, &startup.public_url) {
@@ -32,16 +32,24 @@ pub(crate) fn print_startup(startup: &Startup, local: SocketAddr, access_token: 
         }
         (None, _) => "https://<your public host>".to_owned(),
     };
-    match access_token {
-        Some(token) => println!(
-            "inspector: http://{}/?token={token}  (reachable from other hosts, so the inspector and /api/* need this token)",
-            connect_addr(local)
+    // The admin token itself is never printed: it is in a file only the owner can read, or in
+    // the environment.
+    let token = match &startup.admin_token_file {
+        Some(file) => format!("$(cat {})", shell_path(file)),
+        None => "$ADMIN_TOKEN".to_owned(),
+    };
+    match &startup.admin_token_file {
+        Some(file) => println!(
+            "admin token: in {} (mode 0600, new at each start; set ADMIN_TOKEN to choose one)",
+            file.display()
         ),
-        None => println!(
-            "inspector: http://{}/  (the live webhook log, with test buttons)",
-            connect_addr(local)
-        ),
+        None => println!("admin token: ADMIN_TOKEN"),
     }
+    println!(
+        "inspector (the live webhook log, with test buttons), opened with the admin token:\n  \
+         xdg-open \"http://{}/?token={token}\"",
+        connect_addr(local)
+    );
     if let Some(tenant) = &startup.env_tenant {
         println!("tenant {tenant:?}: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (as primary token)");
     }
@@ -83,7 +91,7 @@ pub(crate) fn print_startup(startup: &Startup, local: SocketAddr, access_token: 
     }
     println!();
     println!(
-        "Then look at the webhook log:  curl -s http://{}/api/webhooks",
+        "Then look at the webhook log:\n  curl -s -H \"Authorization: Bearer {token}\" http://{}/api/webhooks",
         connect_addr(local)
     );
     println!("Stop with Ctrl-C (in-flight requests finish and the log is written first).");

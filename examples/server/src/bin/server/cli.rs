@@ -11,7 +11,7 @@ use std::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tower_twilio::{BoxError, PublicUrl, public_url::ForwardedHeaders, signature::Algorithm};
 use tower_twilio_example_server::{
-    Config, PublicUrlConfig, db::Location, replay::ReplayGuardConfig,
+    Config, PublicUrlConfig, db::Location, replay::ReplayGuardConfig, webhook_log::Retention,
 };
 
 /// Example server for Twilio webhooks verified by tower-twilio.
@@ -80,6 +80,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
     pub(crate) sentry_dsn: Option<String>,
 
+    /// The admin token the inspector and /api/* require (at least 16 letters, digits or
+    /// `-._~`; never printed). Default: a random one, written to .twilio-admin-token (mode
+    /// 0600) beside the SQLite file.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+
+    /// The webhook log keeps the newest this many rows.
+    #[arg(long, env = "LOG_MAX_ROWS", default_value_t = Retention::DEFAULT.max_rows, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) log_max_rows: u32,
+
+    /// The webhook log (and the message and call histories) keep this many days.
+    #[arg(long, env = "LOG_MAX_AGE_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub(crate) log_max_age_days: u32,
+
     /// Requests handled at once.
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_CONCURRENCY_LIMIT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) concurrency_limit: u32,
@@ -87,6 +101,11 @@ pub(crate) struct ServeArgs {
     /// Seconds a request may take before it is answered with 503.
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_REQUEST_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) request_timeout_secs: u64,
+
+    /// On a signature mismatch, look for the URL the signature was made for and log it with
+    /// the PUBLIC_URL to set (the verdict stays 403). Default: on in demo mode, off otherwise.
+    #[arg(long, env = "DIAGNOSE_MISMATCHES")]
+    pub(crate) diagnose_mismatches: Option<bool>,
 
     /// Seconds a tenant's secrets stay cached (a rotation takes effect within this time).
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_CREDENTIAL_CACHE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -139,6 +158,12 @@ pub(crate) enum TenantCommand {
         id: String,
         #[command(flatten)]
         token: TokenArgs,
+    },
+    /// End a rotation: forget the secondary (old) token, once Twilio signs with the new one.
+    RetireSecondary {
+        /// Tenant id.
+        #[arg(long)]
+        id: String,
     },
     /// Add (or replace) a SharedKey secret for a tenant.
     AddSharedKey {
@@ -230,9 +255,18 @@ pub(crate) fn server_config(location: Location, args: &ServeArgs) -> Result<Conf
         }
     };
     config.sentry = args.sentry_dsn.is_some();
+    if let Some(token) = &args.admin_token {
+        tower_twilio_example_server::admin::check_token(token)?;
+    }
+    config.admin_token.clone_from(&args.admin_token);
+    config.retention = Retention {
+        max_rows: args.log_max_rows,
+        max_age: Duration::from_secs(u64::from(args.log_max_age_days) * 86_400),
+    };
     config.concurrency_limit = args.concurrency_limit as usize;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
     config.credential_cache_ttl = Duration::from_secs(args.credential_cache_ttl_secs);
+    config.diagnose_mismatches = args.diagnose_mismatches;
     config.replay_guard = ReplayGuardConfig::parse(&args.replay_guard)?;
     Ok(config)
 }

@@ -9,7 +9,8 @@
 //! webhook URLs for the Twilio console and a command that sends it a correctly signed SMS.
 //! `cargo run -p tower-twilio-example-server -- --help` lists the options; each also reads an
 //! environment variable (`PORT`, `BIND_ADDRESS`, `DATABASE_URL`, `PUBLIC_URL`,
-//! `TRUSTED_PROXIES`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`, `SENTRY_DSN`, `LOG_FORMAT`).
+//! `TRUSTED_PROXIES`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`, `ADMIN_TOKEN`, `SENTRY_DSN`,
+//! `LOG_FORMAT`, `LOG_MAX_ROWS`, `LOG_MAX_AGE_DAYS`).
 //! Tenants are managed with `cargo run -p tower-twilio-example-server -- tenant …`.
 //!
 //! | route | what |
@@ -18,8 +19,11 @@
 //! | `POST /twilio/voice` | incoming call → TwiML `<Say>` |
 //! | `POST /twilio/status` | message status callback → recorded per `MessageSid` |
 //! | `GET /healthz` | 200 when the database answers |
-//! | `GET /api/webhooks?limit=N` | the webhook log, newest first |
-//! | `GET /api/messages/{MessageSid}` | a message's status history |
+//! | `POST /twilio/status` | call status and recording status callbacks → recorded per `CallSid` |
+//! | `GET /` | the inspector page (admin token) |
+//! | `GET /api/webhooks?limit=N` | the webhook log, newest first (admin token) |
+//! | `GET /api/messages/{MessageSid}` | each tenant's status history of a message (admin token) |
+//! | `GET /api/calls/{CallSid}` | each tenant's status and recording history of a call (admin token) |
 #![allow(clippy::print_stdout)]
 // The option docs in `cli` are clap's `--help` text, written for a terminal.
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
@@ -90,15 +94,8 @@ fn run_server(
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr()?;
-        let mut config = config;
-        // Reachable from other hosts: the inspector and `/api/*` need a token, printed below
-        // (it guards only this server's own pages, not any Twilio secret).
-        if !local.ip().is_loopback() {
-            config.access_token = Some(tower_twilio_example_server::twilio_presets::random_hex(16));
-        }
-        let access_token = config.access_token.clone();
         let (router, handles) = tower_twilio_example_server::build(config, local).await?;
-        banner::print_startup(&handles.startup, local, access_token.as_deref());
+        banner::print_startup(&handles.startup, local);
         tower_twilio_example_server::serve(listener, router, handles, shutdown_signal()).await
     })
 }
@@ -114,6 +111,10 @@ fn init_sentry(dsn: Option<&str>) -> Result<Option<sentry::ClientInitGuard>, Box
     options.release = sentry::release_name!();
     // Security events carry client IPs; nothing else personal is sent.
     options.send_default_pii = false;
+    // No signature, settings header, credential, cookie or query in anything sent.
+    options.before_send = Some(std::sync::Arc::new(
+        tower_twilio_example_server::scrub::before_send,
+    ));
     let guard = sentry::init(options);
     tracing::info!("Sentry: critical security events are captured");
     Ok(Some(guard))

@@ -84,7 +84,16 @@ async fn run_tenant_command(db: &Db, command: TenantCommand) -> Result<(), BoxEr
             println!(
                 "tenant {id:?}: the new token is primary, the old one secondary. Running servers \
                  pick it up within their credential cache TTL (default 30 s); then promote the \
-                 token in the Twilio console."
+                 token in the Twilio console, and end the rotation with `tenant \
+                 retire-secondary --id {id}`."
+            );
+        }
+        TenantCommand::RetireSecondary { id } => {
+            db.retire_secondary(&id).await?;
+            println!(
+                "tenant {id:?}: the secondary token is retired; only the primary verifies. \
+                 Running servers stop accepting the old token within their credential cache TTL \
+                 (default 30 s)."
             );
         }
         TenantCommand::AddSharedKey {

@@ -1,0 +1,254 @@
+//! The admin surface: the inspector page, its assets and actions, `/api/*` and `/metrics`.
+//! Locked the way Jupyter's server locks its own (a token always, a known `Host` always),
+//! because the webhook routes must be reachable from the internet, and so, through a tunnel or
+//! proxy, is everything else on the port.
+//!
+//! - **A token, always**, on loopback too: behind ngrok every request comes from 127.0.0.1.
+//!   It comes from `ADMIN_TOKEN` (never printed or logged), or is random and written to
+//!   `.twilio-admin-token` (mode 0600, see [`secret_file`](crate::secret_file)). Requests
+//!   carry it as `Authorization: Bearer <token>`, or in the cookie the page sets: `GET
+//!   /?token=<token>` (the URL the banner shows how to open) answers `303 See Other` to `/` with
+//!   the token in an `HttpOnly; SameSite=Strict` cookie, so the page's own script never sees
+//!   it, other sites' requests never carry it, and it leaves the address bar at once. A token
+//!   in the URL is accepted there only, never by the API.
+//! - **A known `Host`**: a loopback name (`localhost`, `*.localhost`, `127.0.0.0/8`, `::1`),
+//!   the address the server is bound to, or `PUBLIC_URL`'s host. Anything else gets `421
+//!   Misdirected Request`, token or not: a page on another site that rebinds its own name to
+//!   this server's address (DNS rebinding) is refused before anything is read.
+//!
+//! The webhook routes (`/twilio/*`) and `/healthz` are not part of it: they answer any `Host`
+//! and need no token (the signature is their authentication).
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::{
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use subtle::ConstantTimeEq;
+
+/// The cookie that carries the admin token after the first visit.
+pub const COOKIE: &str = "twilio_admin";
+
+/// The shortest `ADMIN_TOKEN` accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Checks an `ADMIN_TOKEN`: long enough, and only characters that travel unchanged in a
+/// header, a cookie and a URL query.
+pub fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "ADMIN_TOKEN must be at least {MIN_TOKEN_LEN} characters long"
+        ));
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        return Err("ADMIN_TOKEN may contain only letters, digits and `-._~`".to_owned());
+    }
+    Ok(())
+}
+
+/// The admin surface's lock: the token and the names it answers to.
+#[derive(Clone)]
+pub struct AdminGuard {
+    token: Arc<str>,
+    bound: IpAddr,
+    public_host: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for AdminGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminGuard")
+            .field("bound", &self.bound)
+            .field("public_host", &self.public_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminGuard {
+    /// The guard for a server bound to `bound`, whose public base URL (if fixed) is
+    /// `public_base`.
+    pub fn new(token: &str, bound: SocketAddr, public_base: Option<&str>) -> Self {
+        let public_host = public_base
+            .and_then(|base| url::Url::parse(base).ok())
+            .and_then(|url| url.host_str().map(normalize));
+        Self {
+            token: Arc::from(token),
+            bound: bound.ip(),
+            public_host: public_host.map(Arc::from),
+        }
+    }
+
+    /// Whether a request with this `Host` (port ignored) is meant for this server.
+    pub fn allows_host(&self, host: &str) -> bool {
+        let name = normalize(strip_port(host));
+        if name.is_empty() {
+            return false;
+        }
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        if self.public_host.as_deref() == Some(name.as_str()) {
+            return true;
+        }
+        match name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => ip.is_loopback() || (!self.bound.is_unspecified() && ip == self.bound),
+            Err(_) => false,
+        }
+    }
+
+    fn matches(&self, candidate: &str) -> bool {
+        bool::from(candidate.as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    /// The token from `Authorization: Bearer` or the cookie, if it is the right one.
+    fn authorized(&self, request: &Request) -> bool {
+        let headers = request.headers();
+        let bearer = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.strip_prefix("Bearer "))
+            .any(|token| self.matches(token.trim()));
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .any(|(name, value)| name == COOKIE && self.matches(value));
+        bearer || cookie
+    }
+}
+
+/// `example.com.` and `EXAMPLE.com` are `example.com`.
+fn normalize(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `host:port` → `host`; `[::1]:3000` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+/// The middleware in front of the admin surface; see the module docs.
+pub async fn guard(State(guard): State<AdminGuard>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !host.is_some_and(|host| guard.allows_host(host)) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected request: the admin pages answer only to localhost, the bound address \
+             and PUBLIC_URL's host\n",
+        )
+            .into_response();
+    }
+    if guard.authorized(&request) {
+        return next.run(request).await;
+    }
+    // The page takes the token once, from the URL, and keeps it in a cookie.
+    if request.method() == Method::GET && request.uri().path() == "/" {
+        let from_url = request.uri().query().and_then(|query| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(name, _)| name == "token")
+                .map(|(_, value)| value.into_owned())
+        });
+        if from_url.is_some_and(|token| guard.matches(&token)) {
+            let cookie = format!(
+                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                guard.token
+            );
+            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Bearer realm=\"tower-twilio example server\"",
+        )],
+        "the admin token is missing or wrong: open the inspector at /?token=<token> (the token is \
+         ADMIN_TOKEN, or the contents of .twilio-admin-token), or send Authorization: Bearer \
+         <token>\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let guard = AdminGuard::new(
+            "0123456789abcdef",
+            "10.0.0.5:3000".parse().unwrap(),
+            Some("https://Hooks.Example.com/base"),
+        );
+        for host in [
+            "localhost",
+            "LOCALHOST:3000",
+            "app.localhost",
+            "127.0.0.1",
+            "127.8.9.10:80",
+            "[::1]:3000",
+            "[::1]",
+            "10.0.0.5:3000",
+            "hooks.example.com",
+            "hooks.example.com.:443",
+        ] {
+            assert!(guard.allows_host(host), "{host}");
+        }
+        for host in [
+            "",
+            ":3000",
+            "evil.example",
+            "hooks.example.com.evil.example",
+            "localhost.evil.example",
+            "10.0.0.6",
+            "127.0.0.1.nip.io",
+            "[::2]",
+            "0.0.0.0",
+        ] {
+            assert!(!guard.allows_host(host), "{host}");
+        }
+        let wildcard = AdminGuard::new("0123456789abcdef", "0.0.0.0:3000".parse().unwrap(), None);
+        assert!(!wildcard.allows_host("0.0.0.0:3000"));
+        assert!(wildcard.allows_host("127.0.0.1:3000"));
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(check_token("0123456789abcdef").is_ok());
+        assert!(check_token("short").is_err());
+        assert!(check_token("0123456789abcdef;x=1").is_err());
+        assert!(check_token("0123456789 abcdef").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The webhook log is bounded: by rows and age, and every stored field has a size cap; and it
+//! keeps the client IP and the request id of each webhook.
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use tower_twilio_example_server::{
+    db::{LogRow, now_ms},
+    webhook_log::Retention,
+};
+
+use crate::support::{ACCOUNT, Server, TOKEN, TestDb, on_both_databases};
+use tower_twilio_example_server::twilio_presets::Preset;
+
+on_both_databases! {
+    /// A forged request with huge fields is stored with each field capped; client IP and
+    /// request id are stored and shown.
+    oversized_fields_are_capped_and_client_ip_and_request_id_kept;
+}
+
+async fn oversized_fields_are_capped_and_client_ip_and_request_id_kept(db: TestDb) {
+    let server = Server::start(db.config_with_account()).await;
+    let huge_sid = format!("AC{}", "9".repeat(60_000));
+    let body = format!("AccountSid={huge_sid}&Body=hi");
+    let query = "q=".to_owned() + &"x".repeat(30_000);
+    let path = format!("/twilio/{}", "p".repeat(4_000));
+    let forged = Request::post(format!("{}{path}?{query}", server.base()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("user-agent", "u".repeat(6_000))
+        .header("x-request-id", "req-from-the-proxy-1")
+        .header("x-twilio-signature", "AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        .body(Full::from(body))
+        .unwrap();
+    let (code, _, _) = server.request(forged).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    // A webhook without a request id gets one.
+    let sms = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[]);
+    assert_eq!(server.send(&sms).await.0, StatusCode::OK);
+
+    let log = server.webhooks(10).await;
+    let forged = &log[1];
+    assert_eq!(forged["outcome"], "rejected");
+    for (field, cap) in [
+        ("account_sid", 64),
+        ("query", 1024),
+        ("user_agent", 256),
+        ("path", 1024),
+    ] {
+        let value = forged[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field}: {forged}"));
+        assert!(
+            value.chars().count() <= cap + 1,
+            "{field} is {} chars",
+            value.chars().count()
+        );
+        assert!(value.ends_with('…'), "{field} is marked as cut");
+    }
+    assert_eq!(forged["client_ip"], "127.0.0.1");
+    assert_eq!(forged["request_id"], "req-from-the-proxy-1");
+    let generated = log[0]["request_id"].as_str().unwrap();
+    assert!(generated.len() >= 16, "{generated}");
+    assert_eq!(log[0]["client_ip"], "127.0.0.1");
+    server.stop().await;
+    db.drop_database().await;
+}
+
+on_both_databases! {
+    /// The log keeps at most `max_rows` rows and nothing older than `max_age`: old rows go at
+    /// start, and the oldest go as new ones arrive.
+    retention_by_rows_and_age;
+}
+
+async fn retention_by_rows_and_age(db: TestDb) {
+    let day_ms = 86_400_000;
+    let store = db.open().await;
+    for age_days in [40, 3] {
+        store
+            .insert_webhook(&LogRow {
+                received_at_ms: now_ms() - age_days * day_ms,
+                method: "POST".to_owned(),
+                path: format!("/twilio/old-{age_days}"),
+                outcome: "rejected",
+                ..LogRow::default()
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let mut config = db.config_with_account();
+    config.retention = Retention {
+        max_rows: 5,
+        max_age: Duration::from_secs(7 * 86_400),
+    };
+    let server = Server::start(config).await;
+    let log = server.webhooks(100).await;
+    let paths: Vec<&str> = log.iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["/twilio/old-3"],
+        "the 40-day-old row is gone at start"
+    );
+
+    for n in 0..12 {
+        let sms = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[("Body", &format!("n{n}"))]);
+        assert_eq!(server.send(&sms).await.0, StatusCode::OK);
+    }
+    let log = server.webhooks(100).await;
+    assert_eq!(log.len(), 5, "{log:#?}");
+    assert!(
+        log.iter().all(|e| e["path"] == "/twilio/sms"),
+        "the oldest went first"
+    );
+    let ids: Vec<i64> = log.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1] + 1),
+        "the newest five: {ids:?}"
+    );
+    server.stop().await;
+    db.drop_database().await;
+}
