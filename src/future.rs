@@ -214,6 +214,12 @@ where
             let kind = RejectionKind::UnresolvableUrl;
             return Self::rejected(shared, log, &parts, &fallback, kind);
         };
+        // Before reading the body: no method but GET and POST can be Twilio's.
+        if !config.report_only
+            && let Err(error) = crate::verify::check_method(&parts.method)
+        {
+            return Self::rejected(shared, log, &parts, &public, error.into());
+        }
         // In report-only mode an unsigned request is still passed on, so its body is read.
         if !config.report_only && !parts.headers.contains_key(SIGNATURE_HEADER) {
             return Self::rejected(

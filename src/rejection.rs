@@ -112,6 +112,21 @@ pub enum RejectionKind {
     /// The resolver failed (e.g. its database is down). 503: the request may be genuine, and it
     /// was neither accepted nor confused with a forgery.
     ResolverFailed,
+    /// The method is neither `GET` nor `POST`, the only ones Twilio uses: the signature does
+    /// not cover the method, so no other method can be shown to be Twilio's. 405.
+    MethodNotAllowed,
+    /// `AccountSid` appears more than once with different values, or the query and the body
+    /// name different ones: the account the request belongs to is not one value. 403.
+    ConflictingAccountSid,
+    /// The request names an account other than the one the credentials that verify it belong
+    /// to, or a SharedKey whose account the resolver did not name. 403.
+    AccountMismatch,
+    /// `AccountSid` is not `AC` followed by 32 hexadecimal digits. Refused before the resolver
+    /// is asked. 403.
+    InvalidAccountSid,
+    /// The SharedKey id in the settings header is empty, longer than 128 bytes, or holds a
+    /// character outside `A-Z a-z 0-9 _ - . :`. Refused before the resolver is asked. 403.
+    InvalidSharedKeyId,
 }
 
 impl RejectionKind {
@@ -121,6 +136,7 @@ impl RejectionKind {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadFailed => StatusCode::BAD_REQUEST,
             Self::ResolverFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -142,6 +158,11 @@ impl RejectionKind {
             Self::BodyTooLarge => "body_too_large",
             Self::BodyReadFailed => "body_read_failed",
             Self::ResolverFailed => "resolver_failed",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::ConflictingAccountSid => "conflicting_account_sid",
+            Self::AccountMismatch => "account_mismatch",
+            Self::InvalidAccountSid => "invalid_account_sid",
+            Self::InvalidSharedKeyId => "invalid_shared_key_id",
         }
     }
 
@@ -161,6 +182,11 @@ impl RejectionKind {
             Self::BodyTooLarge => "request body too large",
             Self::BodyReadFailed => "request body could not be read",
             Self::ResolverFailed => "credential lookup failed",
+            Self::MethodNotAllowed => "method other than GET or POST",
+            Self::ConflictingAccountSid => "request names more than one AccountSid",
+            Self::AccountMismatch => "request names an account the credentials do not belong to",
+            Self::InvalidAccountSid => "malformed AccountSid",
+            Self::InvalidSharedKeyId => "malformed SharedKey id",
         }
     }
 }
@@ -181,6 +207,7 @@ impl From<VerifyError> for RejectionKind {
             VerifyError::MalformedSignature => Self::MalformedSignature,
             VerifyError::UnsupportedContentType => Self::UnsupportedContentType,
             VerifyError::BodyHashMismatch => Self::BodyHashMismatch,
+            VerifyError::MethodNotAllowed => Self::MethodNotAllowed,
             // Kept explicit so a new VerifyError variant is a compile error here, not a
             // silent mismatch.
             VerifyError::SignatureMismatch => Self::SignatureMismatch,

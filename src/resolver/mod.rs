@@ -314,6 +314,7 @@ impl fmt::Debug for ResolveRequest {
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     tenant: Option<Arc<str>>,
+    account: Option<Arc<str>>,
     /// Shared, so that handing the same credentials to every request (a static resolver, a
     /// cache hit) copies a pointer, not the list.
     secrets: Arc<Vec<Credential>>,
@@ -355,6 +356,27 @@ impl Credentials {
             secret,
         });
         self
+    }
+
+    /// Names the Twilio account (`AC…`) these credentials belong to.
+    ///
+    /// A request that names another `AccountSid` is then refused
+    /// ([`AccountMismatch`](crate::RejectionKind::AccountMismatch)) even if one of these
+    /// secrets signed it, and a verified request reports this account. A [`shared_key`]
+    /// verifies only when the account is named: the settings header names the key, not the
+    /// account, so without it a tenant's SharedKey could vouch for a body that names any
+    /// account.
+    ///
+    /// [`shared_key`]: Self::shared_key
+    #[must_use]
+    pub fn account(mut self, account_sid: impl Into<Arc<str>>) -> Self {
+        self.account = Some(account_sid.into());
+        self
+    }
+
+    /// The account these credentials belong to, if named.
+    pub fn account_sid(&self) -> Option<&str> {
+        self.account.as_deref()
     }
 
     /// The tenant, if named.
