@@ -13,7 +13,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response, header, request::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use serde::Deserialize;
 use tower_service::Service;
 
 use crate::{
@@ -348,27 +347,14 @@ fn emit<E, T>(
     shared.sink.on_security_event(&event);
 }
 
-/// The `AccountSid` of a request: from its form body, else its query, else the top level of a
-/// JSON body.
-fn find_account_sid(params: Option<&Params>, parts: &Parts, body: &[u8]) -> Option<String> {
-    const NAME: &str = "AccountSid";
-    if let Some(sid) = params.and_then(|p| p.get(NAME)) {
-        return Some(sid.to_owned());
-    }
-    if let Some(query) = parts.uri.query()
-        && let Some((_, sid)) = form_urlencoded::parse(query.as_bytes()).find(|(n, _)| n == NAME)
-    {
-        return Some(sid.into_owned());
-    }
-    if is_json(&parts.headers) {
-        #[derive(Deserialize)]
-        struct Sid {
-            #[serde(rename = "AccountSid")]
-            account_sid: Option<String>,
-        }
-        return serde_json::from_slice::<Sid>(body).ok()?.account_sid;
-    }
-    None
+/// The one `AccountSid` a request names: see [`crate::account::named_account_sid`].
+fn find_account_sid(
+    params: Option<&Params>,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Option<String>, crate::account::AccountError> {
+    let json = is_json(&parts.headers).then_some(body);
+    crate::account::named_account_sid(params, parts.uri.query(), json)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -416,7 +402,11 @@ where
             Ok(None) => None,
             // A SharedKey request must say which key, or no secret can be chosen for it.
             Ok(Some(settings)) => match settings.key_id() {
-                Some(id) => Some(id.to_owned()),
+                Some(id) if crate::account::is_shared_key_id(id) => Some(id.to_owned()),
+                Some(_) => {
+                    let kind = RejectionKind::InvalidSharedKeyId;
+                    return self.fail(shared, log, parts, kind, None, None);
+                }
                 None => {
                     let kind = RejectionKind::MalformedSettings;
                     return self.fail(shared, log, parts, kind, None, None);
@@ -431,7 +421,7 @@ where
         let is_form = request.is_form();
         self.params = if is_form {
             Some(Params::parse(&self.body))
-        } else if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        } else if parts.method == http::Method::GET {
             Some(Params::parse(
                 parts.uri.query().unwrap_or_default().as_bytes(),
             ))
@@ -439,7 +429,10 @@ where
             None
         };
         self.account_sid =
-            find_account_sid(self.params.as_ref().filter(|_| is_form), &parts, &self.body);
+            match find_account_sid(self.params.as_ref().filter(|_| is_form), &parts, &self.body) {
+                Ok(sid) => sid,
+                Err(error) => return self.fail(shared, log, parts, error.into(), None, None),
+            };
         self.shared_key_id = shared_key_id.clone();
         let view = ResolveRequest::from_request(parts, self.account_sid.clone(), shared_key_id);
         let future = self.resolver.resolve(view.clone());
@@ -479,13 +472,17 @@ where
                     None,
                 );
             }
-            Ok(None) => return self.fail(shared, log, parts, unknown, None, None),
+            Ok(None) => {
+                self.equal_work(shared, &parts);
+                return self.fail(shared, log, parts, unknown, None, None);
+            }
             Ok(Some(credentials)) => credentials,
         };
         let key_id = self.shared_key_id.as_deref();
         // No allocation: the filter is re-run to name the one that matched.
         let applicable = || credentials.iter().filter(move |c| c.applies_to(key_id));
         if applicable().next().is_none() {
+            self.equal_work(shared, &parts);
             return self.fail(shared, log, parts, unknown, None, Some(&credentials));
         }
         let mut request =
@@ -496,8 +493,19 @@ where
         let params = self.params.as_ref().filter(|_| request.is_form());
         match request.verify_with_params(params, applicable().map(|c| c.secret())) {
             Ok(verified) => {
+                let account_sid = match crate::account::bind_account(
+                    credentials.account_sid(),
+                    self.account_sid.as_deref(),
+                    key_id.is_some(),
+                ) {
+                    Ok(account_sid) => account_sid.map(str::to_owned),
+                    Err(error) => {
+                        let kind = error.into();
+                        return self.fail(shared, log, parts, kind, None, Some(&credentials));
+                    }
+                };
                 let webhook = VerifiedWebhook {
-                    account_sid: self.account_sid.take(),
+                    account_sid,
                     tenant_id: credentials.tenant_arc().cloned(),
                     credential: Arc::clone(
                         applicable()
@@ -527,6 +535,20 @@ where
             }
             Err(error) => self.fail(shared, log, parts, error.into(), None, Some(&credentials)),
         }
+    }
+
+    /// The HMAC work a known account with a wrong signature costs, done with a key nobody
+    /// holds, so that the response time does not tell which accounts exist. The verdict is
+    /// thrown away.
+    fn equal_work<E, T>(&self, shared: &Shared<E, T>, parts: &Parts) {
+        let mut request =
+            WebhookRequest::from_parts(&parts.method, &self.public.url, &parts.headers, &self.body);
+        if shared.config.exact_urls_only {
+            request = request.exact_urls_only();
+        }
+        let params = self.params.as_ref().filter(|_| request.is_form());
+        let dummy = crate::secret::dummy();
+        std::hint::black_box(request.verify_with_params(params, [dummy]).is_ok());
     }
 
     /// Verification failed: reject, or in report-only mode report and pass on.

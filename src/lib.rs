@@ -128,6 +128,7 @@
 //!   [`VerifiedWebhook::idempotency_token`] or on `MessageSid` + status.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod account;
 mod body;
 mod context;
 mod error;

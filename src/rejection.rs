@@ -215,6 +215,17 @@ impl From<VerifyError> for RejectionKind {
     }
 }
 
+impl From<crate::account::AccountError> for RejectionKind {
+    fn from(error: crate::account::AccountError) -> Self {
+        use crate::account::AccountError;
+        match error {
+            AccountError::Invalid => Self::InvalidAccountSid,
+            AccountError::Conflicting => Self::ConflictingAccountSid,
+            AccountError::Mismatch => Self::AccountMismatch,
+        }
+    }
+}
+
 /// Builds the response for a rejected request.
 ///
 /// Implemented for closures `Fn(&Rejection) -> Response<Bytes>`. Whatever it returns, the

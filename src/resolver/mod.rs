@@ -347,6 +347,10 @@ impl Credentials {
     }
 
     /// Adds the secret of the SharedKey with id `key_id`, labelled `shared_key:<key_id>`.
+    ///
+    /// A SharedKey belongs to an account: it verifies a request only when these credentials
+    /// name it ([`account`](Self::account); [`AccountMap`] does that for its entries), and
+    /// only if the request names that account or none.
     #[must_use]
     pub fn shared_key(mut self, key_id: impl Into<Arc<str>>, secret: Secret) -> Self {
         let key_id = key_id.into();
@@ -392,6 +396,14 @@ impl Credentials {
     /// Whether there are no secrets.
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
+    }
+
+    /// The ids of the SharedKeys among these secrets.
+    pub(crate) fn shared_key_ids(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().filter_map(|c| match &c.kind {
+            CredentialKind::SharedKey { key_id } => Some(&**key_id),
+            CredentialKind::AuthToken => None,
+        })
     }
 
     pub(crate) fn tenant_arc(&self) -> Option<&Arc<str>> {

@@ -704,9 +704,9 @@ async fn a_restart_keeps_everything(db: TestDb) {
 }
 
 async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) {
-    const ACME: &str = "AC0000000000000000000000000000acme";
-    const GLOBEX: &str = "AC000000000000000000000000000globe";
-    const INITECH: &str = "AC00000000000000000000000000initec";
+    const ACME: &str = "AC000000000000000000000000000000ac";
+    const GLOBEX: &str = "AC0000000000000000000000000000000b";
+    const INITECH: &str = "AC0000000000000000000000000000000c";
     let store = db.open().await;
     // acme: once legacy (token t0), rotated twice: tenant_settings has t2 (primary) and t1.
     store
