@@ -1,15 +1,112 @@
-//! The bodies the middleware hands on: [`VerifiedBody`] to the inner service, and
-//! [`ResponseBody`] back to the server.
+//! The bodies the middleware reads and hands on: the request body collected under the limit
+//! ([`Collector`]), [`VerifiedBody`] to the inner service, and [`ResponseBody`] back to the
+//! server.
 
 use std::{
     convert::Infallible,
     pin::Pin,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::BoxError;
+
+/// Reads a request body into memory, never holding more than the limit.
+///
+/// No copy when the body arrives in one chunk, as a small webhook does.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    buffer: Buffer,
+}
+
+/// The body read so far.
+#[derive(Debug, Default)]
+enum Buffer {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+/// Why a body could not be collected.
+#[derive(Debug)]
+pub(crate) enum CollectError {
+    /// The body grew past the limit; what was read is dropped.
+    TooLarge,
+    /// The body's stream failed.
+    Failed(BoxError),
+}
+
+impl Collector {
+    /// Reads frames from `body` until it ends, fails or passes `limit` bytes. Trailers are
+    /// skipped. Once it has returned `Ready`, the collector is empty again.
+    pub(crate) fn poll_collect<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        limit: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Bytes, CollectError>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        loop {
+            let Some(frame) = ready!(body.as_mut().poll_frame(cx)) else {
+                return Poll::Ready(Ok(std::mem::take(self).freeze()));
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(error) => {
+                    *self = Self::default();
+                    return Poll::Ready(Err(CollectError::Failed(error.into())));
+                }
+            };
+            let Ok(mut data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if self.len() + data.remaining() > limit {
+                *self = Self::default();
+                return Poll::Ready(Err(CollectError::TooLarge));
+            }
+            self.push(data.copy_to_bytes(data.remaining()));
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.buffer {
+            Buffer::Empty => 0,
+            Buffer::One(bytes) => bytes.len(),
+            Buffer::Many(bytes) => bytes.len(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.buffer = match std::mem::take(&mut self.buffer) {
+            Buffer::Empty => Buffer::One(chunk),
+            Buffer::One(first) => {
+                let mut many = BytesMut::with_capacity(first.len() + chunk.len());
+                many.extend_from_slice(&first);
+                many.extend_from_slice(&chunk);
+                Buffer::Many(many)
+            }
+            Buffer::Many(mut many) => {
+                many.extend_from_slice(&chunk);
+                Buffer::Many(many)
+            }
+        };
+    }
+
+    fn freeze(self) -> Bytes {
+        match self.buffer {
+            Buffer::Empty => Bytes::new(),
+            Buffer::One(bytes) => bytes,
+            Buffer::Many(bytes) => bytes.freeze(),
+        }
+    }
+}
 
 /// The request body the inner service receives: exactly the bytes Twilio sent, already in
 /// memory. Works with axum's `Form`, `Json`, `Bytes` and `String` extractors and with any
@@ -128,5 +225,91 @@ where
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::VecDeque, task::Waker};
+
+    use super::*;
+
+    /// A body that yields the given frames, one per poll, then ends.
+    struct Frames(VecDeque<Result<Frame<Bytes>, BoxError>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.get_mut().0.pop_front())
+        }
+    }
+
+    fn data(chunk: &'static str) -> Result<Frame<Bytes>, BoxError> {
+        Ok(Frame::data(Bytes::from_static(chunk.as_bytes())))
+    }
+
+    fn collect(
+        frames: Vec<Result<Frame<Bytes>, BoxError>>,
+        limit: usize,
+    ) -> Result<Bytes, CollectError> {
+        let mut body = Frames(frames.into());
+        let mut cx = Context::from_waker(Waker::noop());
+        match Collector::default().poll_collect(Pin::new(&mut body), limit, &mut cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => panic!("a ready body collects at once"),
+        }
+    }
+
+    #[test]
+    fn one_chunk_is_handed_on_without_a_copy() {
+        let chunk = Bytes::from_static(b"AccountSid=AC1&Body=Hi");
+        let pointer = chunk.as_ptr();
+        let mut body = Frames(VecDeque::from([Ok(Frame::data(chunk))]));
+        let mut cx = Context::from_waker(Waker::noop());
+        let collected = Collector::default().poll_collect(Pin::new(&mut body), 64, &mut cx);
+        let Poll::Ready(Ok(bytes)) = collected else {
+            panic!("collects at once")
+        };
+        assert_eq!(bytes, "AccountSid=AC1&Body=Hi");
+        assert_eq!(bytes.as_ptr(), pointer);
+    }
+
+    #[test]
+    fn chunks_are_joined_in_order_and_trailers_skipped() {
+        let trailers = Ok(Frame::trailers(http::HeaderMap::new()));
+        let bytes = collect(vec![data("a=1"), data("&b=2"), trailers, data("&c=3")], 64).unwrap();
+        assert_eq!(bytes, "a=1&b=2&c=3");
+        assert!(collect(vec![], 64).unwrap().is_empty());
+    }
+
+    #[test]
+    fn exactly_the_limit_passes_and_one_byte_more_is_too_large() {
+        assert_eq!(
+            collect(vec![data("12345"), data("678")], 8).unwrap(),
+            "12345678"
+        );
+        assert!(matches!(
+            collect(vec![data("12345"), data("6789")], 8),
+            Err(CollectError::TooLarge)
+        ));
+        // The chunk that would pass the limit is refused before it is buffered.
+        assert!(matches!(
+            collect(vec![data("123456789")], 8),
+            Err(CollectError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn a_failing_stream_is_reported_with_its_error() {
+        let failed = collect(vec![data("a=1"), Err("connection reset".into())], 64);
+        let Err(CollectError::Failed(error)) = failed else {
+            panic!("expected a read failure, got {failed:?}")
+        };
+        assert_eq!(error.to_string(), "connection reset");
     }
 }

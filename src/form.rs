@@ -1,22 +1,48 @@
-//! Form bodies: content-type detection, decoding into [`Params`], and the canonical
+//! Request bodies: content-type rules, decoding form bodies into [`Params`], and the canonical
 //! (sorted, de-duplicated) parameter string Twilio signs.
 //!
 //! Pure: no I/O, no tower types.
 
 use std::cmp::Ordering;
 
+/// The media type of a `Content-Type` value: what comes before any `;` parameters, without
+/// surrounding whitespace.
+fn essence(content_type: &[u8]) -> &[u8] {
+    let essence = match content_type.iter().position(|&b| b == b';') {
+        Some(end) => &content_type[..end],
+        None => content_type,
+    };
+    essence.trim_ascii()
+}
+
 /// Whether a `Content-Type` value is `application/x-www-form-urlencoded`.
 ///
 /// The media type is compared without regard to ASCII case, and parameters such as
 /// `; charset=UTF-8` are ignored.
 pub fn is_form_urlencoded(content_type: &[u8]) -> bool {
-    let essence = match content_type.iter().position(|&b| b == b';') {
-        Some(end) => &content_type[..end],
-        None => content_type,
-    };
-    essence
-        .trim_ascii()
-        .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+    essence(content_type).eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+}
+
+/// Whether a `Content-Type` value is JSON: `application/json` or any `…/…+json` type
+/// (`application/cloudevents+json`, …), without regard to ASCII case or parameters.
+///
+/// The one JSON rule of the crate: the middleware reads a JSON body's `AccountSid` by it, and
+/// a handler can use it to decide how to read a body verified through `bodySHA256`.
+///
+/// ```
+/// use tower_twilio::form::is_json;
+///
+/// assert!(is_json(b"application/json; charset=utf-8"));
+/// assert!(is_json(b"application/cloudevents-batch+JSON"));
+/// assert!(!is_json(b"application/x-www-form-urlencoded"));
+/// assert!(!is_json(b"text/plain; note=json"));
+/// ```
+pub fn is_json(content_type: &[u8]) -> bool {
+    let essence = essence(content_type);
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (essence.len() > 5
+            && essence.contains(&b'/')
+            && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 /// Decoded form parameters, in the order they were received, repeats kept.
@@ -524,6 +550,31 @@ mod tests {
             "text/plain; x=application/x-www-form-urlencoded",
         ] {
             assert!(!is_form_urlencoded(no.as_bytes()), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn json_content_type_table() {
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            " application/json ",
+            "application/cloudevents-batch+json",
+            "application/problem+JSON;x=1",
+        ] {
+            assert!(is_json(yes.as_bytes()), "{yes:?}");
+        }
+        for no in [
+            "",
+            "json",
+            "+json",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "text/plain; x=application/json",
+            "application/json-seq",
+        ] {
+            assert!(!is_json(no.as_bytes()), "{no:?}");
         }
     }
 

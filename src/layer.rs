@@ -42,6 +42,7 @@ fn default_peer_addr(extensions: &Extensions) -> Option<IpAddr> {
         .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
 }
 
+/// The layer's settings, shared by every request through [`Shared`].
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) public_url: PublicUrl,
@@ -50,6 +51,19 @@ pub(crate) struct Config {
     pub(crate) exact_urls_only: bool,
     pub(crate) peer_addr: PeerAddrFn,
     pub(crate) webhook_log: Option<Arc<dyn OnWebhook + Send + Sync>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            public_url: PublicUrl::request_host(Scheme::Https),
+            max_body_size: DEFAULT_MAX_BODY_SIZE,
+            report_only: false,
+            exact_urls_only: false,
+            peer_addr: Arc::new(default_peer_addr),
+            webhook_log: None,
+        }
+    }
 }
 
 /// What every clone of the service shares, behind one `Arc`.
@@ -81,14 +95,7 @@ impl<R> TwilioSignatureLayer<R> {
     pub fn new(resolver: R) -> Self {
         Self {
             resolver,
-            config: Config {
-                public_url: PublicUrl::request_host(Scheme::Https),
-                max_body_size: DEFAULT_MAX_BODY_SIZE,
-                report_only: false,
-                exact_urls_only: false,
-                peer_addr: Arc::new(default_peer_addr),
-                webhook_log: None,
-            },
+            config: Config::default(),
             sink: TracingSink::new(),
             rejection: DefaultRejectionResponse,
         }
@@ -143,8 +150,9 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// Accepts only the exact URL spellings (as received, port removed or default port
     /// added), not the re-serialised forms the official SDKs also accept. See
     /// [`WebhookRequest::exact_urls_only`](crate::verify::WebhookRequest::exact_urls_only).
-    pub fn exact_urls_only(mut self) -> Self {
-        self.config.exact_urls_only = true;
+    /// Off by default.
+    pub fn exact_urls_only(mut self, enabled: bool) -> Self {
+        self.config.exact_urls_only = enabled;
         self
     }
 
@@ -168,12 +176,12 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// ```
     /// use tower_twilio::{Credentials, TwilioSignatureLayer, events::log::WebhookLogEntry};
     ///
-    /// let layer = TwilioSignatureLayer::new(Credentials::new()).webhook_log(|entry: &WebhookLogEntry| {
+    /// let layer = TwilioSignatureLayer::new(Credentials::new()).on_webhook(|entry: &WebhookLogEntry| {
     ///     println!("webhook {} {} {}", entry.id, entry.path, entry.stage.as_str());
     /// });
     /// # let _ = layer;
     /// ```
-    pub fn webhook_log<L>(mut self, log: L) -> Self
+    pub fn on_webhook<L>(mut self, log: L) -> Self
     where
         L: OnWebhook + Send + Sync + 'static,
     {
@@ -196,7 +204,7 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     }
 
     /// Builds rejection responses with `rejection` instead of [`DefaultRejectionResponse`].
-    pub fn with_rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT>
+    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT>
     where
         NewT: RejectionResponse,
     {
@@ -231,7 +239,7 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         if self.config.report_only {
             tracing::error!(
-                target: "tower_twilio::security",
+                target: crate::events::TRACING_TARGET,
                 "Twilio signature verification is in REPORT-ONLY mode: forged requests are passed on"
             );
         }

@@ -101,10 +101,10 @@
 //! | [`events`] | security events and their sinks |
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
-//! | [`url`] | the spellings of a URL a signature may have been made over (ports, normal forms) |
+//! | [`url_forms`] | the spellings of a URL a signature may have been made over (ports, normal forms) |
 //! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`] |
 //!
-//! `signature`, `form`, `url` and `verify` are pure: no I/O, no tower types.
+//! `signature`, `form`, `url_forms` and `verify` are pure: no I/O, no tower types.
 //!
 //! # Feature flags
 //!
@@ -130,12 +130,12 @@
 
 pub mod account;
 mod body;
-mod context;
 mod error;
 pub mod events;
 pub mod form;
 mod future;
 mod layer;
+mod pipeline;
 pub mod public_url;
 mod rejection;
 pub mod resolver;
@@ -143,11 +143,11 @@ mod secret;
 mod service;
 pub mod setup;
 pub mod signature;
-pub mod url;
+pub mod url_forms;
+mod verified_webhook;
 pub mod verify;
 
 pub use body::{ResponseBody, VerifiedBody};
-pub use context::VerifiedWebhook;
 pub use error::ConfigError;
 pub use future::ResponseFuture;
 pub use layer::{DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer};
@@ -156,6 +156,7 @@ pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, Rejectio
 pub use resolver::{Credentials, ResolveCredentials};
 pub use secret::{EmptySecret, Secret};
 pub use service::TwilioSignature;
+pub use verified_webhook::VerifiedWebhook;
 
 /// A type-erased error, as tower uses for errors that cross middleware boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -100,7 +100,7 @@ impl PublicUrl {
             url: base.to_owned(),
             reason,
         };
-        let parsed = ::url::Url::parse(base).map_err(|_| invalid("not an absolute URL"))?;
+        let parsed = url::Url::parse(base).map_err(|_| invalid("not an absolute URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(invalid("the scheme must be http or https"));
         }
@@ -145,7 +145,7 @@ impl PublicUrl {
     ///
     /// [`UrlError`] when the request has no usable path or authority, or a trusted forwarding
     /// header holds something that cannot be part of a URL.
-    pub fn reconstruct(&self, parts: &Parts, peer: Option<IpAddr>) -> Result<Resolved, UrlError> {
+    pub fn reconstruct(&self, parts: &Parts, peer: Option<IpAddr>) -> Result<RebuiltUrl, UrlError> {
         let path = parts
             .uri
             .path_and_query()
@@ -153,13 +153,13 @@ impl PublicUrl {
             .filter(|pq| pq.starts_with('/'))
             .ok_or(UrlError::NoPath)?;
         match &self.source {
-            Source::Fixed { base } => Ok(Resolved {
+            Source::Fixed { base } => Ok(RebuiltUrl {
                 url: join(&[base, path]),
                 client_ip: peer,
             }),
             Source::RequestHost { scheme } => {
                 let host = request_authority(&parts.uri, &parts.headers)?;
-                Ok(Resolved {
+                Ok(RebuiltUrl {
                     url: join(&[scheme.as_str(), "://", host, path]),
                     client_ip: peer,
                 })
@@ -216,14 +216,14 @@ fn valid_host(host: &str) -> bool {
 /// A rebuilt public URL and the client address that came with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Resolved {
+pub struct RebuiltUrl {
     /// The URL to verify against.
     pub url: String,
     /// The real client's address: from the trusted forwarding chain, else the peer's.
     pub client_ip: Option<IpAddr>,
 }
 
-impl Resolved {
+impl RebuiltUrl {
     pub(crate) fn new(url: String, client_ip: Option<IpAddr>) -> Self {
         Self { url, client_ip }
     }
@@ -321,12 +321,12 @@ impl ForwardedHeaders {
         parts: &Parts,
         path: &str,
         peer: Option<IpAddr>,
-    ) -> Result<Resolved, UrlError> {
+    ) -> Result<RebuiltUrl, UrlError> {
         let headers = &parts.headers;
         let trusted = !self.proxies.is_empty() && peer.is_some_and(|ip| self.is_trusted(ip));
         if !trusted {
             let host = request_authority(&parts.uri, headers)?;
-            return Ok(Resolved {
+            return Ok(RebuiltUrl {
                 url: join(&[self.default_scheme.as_str(), "://", host, path]),
                 client_ip: peer,
             });
@@ -402,7 +402,7 @@ impl ForwardedHeaders {
             Some(port) => format!("{}:{port}", strip_port(&host)),
             None => host,
         };
-        Ok(Resolved {
+        Ok(RebuiltUrl {
             url: join(&[scheme.as_str(), "://", &host, prefix, path]),
             client_ip,
         })

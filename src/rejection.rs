@@ -119,7 +119,7 @@ pub enum RejectionKind {
     /// name different ones: the account the request belongs to is not one value. 403.
     ConflictingAccountSid,
     /// The request names an account other than the one the credentials that verify it belong
-    /// to, or a SharedKey whose account the resolver did not name. 403.
+    /// to, or is SharedKey-signed with credentials that name no account. 403.
     AccountMismatch,
     /// `AccountSid` is not `AC` followed by 32 hexadecimal digits. Refused before the resolver
     /// is asked. 403.
@@ -143,52 +143,63 @@ impl RejectionKind {
 
     /// A short, stable, snake_case name for logs and metrics (`"signature_mismatch"`).
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::MissingSignature => "missing_signature",
-            Self::DuplicateSignature => "duplicate_signature",
-            Self::MalformedSignature => "malformed_signature",
-            Self::MalformedSettings => "malformed_settings",
-            Self::UnsupportedAlgorithm => "unsupported_algorithm",
-            Self::UnsupportedContentType => "unsupported_content_type",
-            Self::SignatureMismatch => "signature_mismatch",
-            Self::BodyHashMismatch => "body_hash_mismatch",
-            Self::UnknownAccount => "unknown_account",
-            Self::UnknownSharedKey => "unknown_shared_key",
-            Self::UnresolvableUrl => "unresolvable_url",
-            Self::BodyTooLarge => "body_too_large",
-            Self::BodyReadFailed => "body_read_failed",
-            Self::ResolverFailed => "resolver_failed",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::ConflictingAccountSid => "conflicting_account_sid",
-            Self::AccountMismatch => "account_mismatch",
-            Self::InvalidAccountSid => "invalid_account_sid",
-            Self::InvalidSharedKeyId => "invalid_shared_key_id",
+        match self.words() {
+            Words::Verify(error) => error.as_str(),
+            Words::Own { name, .. } => name,
         }
     }
 
     fn description(self) -> &'static str {
-        match self {
-            Self::MissingSignature => "missing X-Twilio-Signature header",
-            Self::DuplicateSignature => "more than one X-Twilio-Signature header",
-            Self::MalformedSignature => "malformed X-Twilio-Signature header",
-            Self::MalformedSettings => "malformed X-Twilio-Webhooks-Signature-Settings header",
-            Self::UnsupportedAlgorithm => "unsupported signature algorithm",
-            Self::UnsupportedContentType => "request body cannot be covered by the signature",
-            Self::SignatureMismatch => "signature does not match",
-            Self::BodyHashMismatch => "body does not match the signed bodySHA256",
-            Self::UnknownAccount => "no credentials for this account",
-            Self::UnknownSharedKey => "no secret for this SharedKey id",
-            Self::UnresolvableUrl => "public URL could not be rebuilt",
-            Self::BodyTooLarge => "request body too large",
-            Self::BodyReadFailed => "request body could not be read",
-            Self::ResolverFailed => "credential lookup failed",
-            Self::MethodNotAllowed => "method other than GET or POST",
-            Self::ConflictingAccountSid => "request names more than one AccountSid",
-            Self::AccountMismatch => "request names an account the credentials do not belong to",
-            Self::InvalidAccountSid => "malformed AccountSid",
-            Self::InvalidSharedKeyId => "malformed SharedKey id",
+        match self.words() {
+            Words::Verify(error) => error.description(),
+            Words::Own { description, .. } => description,
         }
     }
+
+    /// Where this kind's name and description come from: the [`VerifyError`] it stands for
+    /// when verification itself refused (so the two never drift apart), else its own.
+    const fn words(self) -> Words {
+        match self {
+            Self::MissingSignature => Words::Verify(VerifyError::MissingSignature),
+            Self::DuplicateSignature => Words::Verify(VerifyError::DuplicateSignature),
+            Self::MalformedSignature => Words::Verify(VerifyError::MalformedSignature),
+            Self::MalformedSettings => Words::Verify(VerifyError::MalformedSettings),
+            Self::UnsupportedAlgorithm => Words::Verify(VerifyError::UnsupportedAlgorithm),
+            Self::UnsupportedContentType => Words::Verify(VerifyError::UnsupportedContentType),
+            Self::SignatureMismatch => Words::Verify(VerifyError::SignatureMismatch),
+            Self::BodyHashMismatch => Words::Verify(VerifyError::BodyHashMismatch),
+            Self::UnknownAccount => own("unknown_account", "no credentials for this account"),
+            Self::UnknownSharedKey => own("unknown_shared_key", "no secret for this SharedKey id"),
+            Self::UnresolvableUrl => own("unresolvable_url", "public URL could not be rebuilt"),
+            Self::BodyTooLarge => own("body_too_large", "request body too large"),
+            Self::BodyReadFailed => own("body_read_failed", "request body could not be read"),
+            Self::ResolverFailed => own("resolver_failed", "credential lookup failed"),
+            Self::MethodNotAllowed => Words::Verify(VerifyError::MethodNotAllowed),
+            Self::ConflictingAccountSid => own(
+                "conflicting_account_sid",
+                "request names more than one AccountSid",
+            ),
+            Self::AccountMismatch => own(
+                "account_mismatch",
+                "request names an account the credentials do not belong to",
+            ),
+            Self::InvalidAccountSid => own("invalid_account_sid", "malformed AccountSid"),
+            Self::InvalidSharedKeyId => own("invalid_shared_key_id", "malformed SharedKey id"),
+        }
+    }
+}
+
+/// See [`RejectionKind::words`].
+enum Words {
+    Verify(VerifyError),
+    Own {
+        name: &'static str,
+        description: &'static str,
+    },
+}
+
+const fn own(name: &'static str, description: &'static str) -> Words {
+    Words::Own { name, description }
 }
 
 impl fmt::Display for RejectionKind {
@@ -237,7 +248,7 @@ impl From<crate::account::AccountError> for RejectionKind {
 /// use tower_twilio::{Credentials, Rejection, TwilioSignatureLayer};
 ///
 /// let layer = TwilioSignatureLayer::new(Credentials::new())
-///     .with_rejection_response(|rejection: &Rejection| {
+///     .rejection_response(|rejection: &Rejection| {
 ///         Response::builder()
 ///             .status(rejection.status())
 ///             .body(Bytes::from_static(b"<Response/>"))
@@ -301,6 +312,30 @@ mod tests {
         assert_eq!(
             RejectionKind::BodyReadFailed.status(),
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn kinds_from_verification_use_its_names_and_descriptions() {
+        use VerifyError::*;
+        for error in [
+            MissingSignature,
+            DuplicateSignature,
+            MalformedSettings,
+            UnsupportedAlgorithm,
+            MalformedSignature,
+            UnsupportedContentType,
+            SignatureMismatch,
+            BodyHashMismatch,
+        ] {
+            let kind = RejectionKind::from(error);
+            assert_eq!(kind.as_str(), error.as_str());
+            assert_eq!(Rejection::new(kind).to_string(), error.to_string());
+        }
+        assert_eq!(RejectionKind::UnknownAccount.as_str(), "unknown_account");
+        assert_eq!(
+            Rejection::new(RejectionKind::ResolverFailed).to_string(),
+            "credential lookup failed"
         );
     }
 

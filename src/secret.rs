@@ -10,7 +10,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::signature::keyed;
+use crate::signature::{Algorithm, MacOutput, finish, keyed};
 
 /// A signing secret: a Twilio auth token or a SharedKey secret.
 ///
@@ -78,15 +78,29 @@ impl Secret {
         &self.inner.bytes
     }
 
+    /// HMAC over `url ‖ canonical_params` with this secret, starting from its cached key
+    /// schedule.
+    pub(crate) fn mac(
+        &self,
+        algorithm: Algorithm,
+        url: &[u8],
+        canonical_params: &[u8],
+    ) -> MacOutput {
+        match algorithm {
+            Algorithm::HmacSha1 => finish(self.hmac_sha1().clone(), url, canonical_params),
+            Algorithm::HmacSha256 => finish(self.hmac_sha256().clone(), url, canonical_params),
+        }
+    }
+
     /// HMAC-SHA1 keyed with this secret, ready for data: clone it for each MAC.
-    pub(crate) fn hmac_sha1(&self) -> &Hmac<Sha1> {
+    fn hmac_sha1(&self) -> &Hmac<Sha1> {
         self.inner
             .hmac_sha1
             .get_or_init(|| keyed(self.expose_secret()))
     }
 
     /// HMAC-SHA256 keyed with this secret, ready for data: clone it for each MAC.
-    pub(crate) fn hmac_sha256(&self) -> &Hmac<Sha256> {
+    fn hmac_sha256(&self) -> &Hmac<Sha256> {
         self.inner
             .hmac_sha256
             .get_or_init(|| keyed(self.expose_secret()))

@@ -100,7 +100,7 @@ where
         // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::start(
+        ResponseFuture::new(
             request,
             inner,
             self.resolver.clone(),

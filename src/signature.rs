@@ -38,10 +38,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
-use crate::{
-    Secret,
-    form::{self, Params, SortOrder},
-};
+use crate::form::{self, Params, SortOrder};
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
@@ -269,26 +266,14 @@ fn compute_mac(
     }
 }
 
-/// HMAC over `url ‖ canonical_params`, starting from the secret's cached key schedule.
-pub(crate) fn compute_keyed_mac(
-    secret: &Secret,
-    algorithm: Algorithm,
-    url: &[u8],
-    canonical_params: &[u8],
-) -> MacOutput {
-    match algorithm {
-        Algorithm::HmacSha1 => finish(secret.hmac_sha1().clone(), url, canonical_params),
-        Algorithm::HmacSha256 => finish(secret.hmac_sha256().clone(), url, canonical_params),
-    }
-}
-
 /// An HMAC keyed with `key`, ready for data.
 pub(crate) fn keyed<M: KeyInit>(key: &[u8]) -> M {
     // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
     M::new_from_slice(key).expect("HMAC takes any key length")
 }
 
-fn finish<M: Mac>(mut mac: M, url: &[u8], params: &[u8]) -> MacOutput {
+/// Feeds `url ‖ params` to an HMAC that already holds its key, and finishes it.
+pub(crate) fn finish<M: Mac>(mut mac: M, url: &[u8], params: &[u8]) -> MacOutput {
     mac.update(url);
     mac.update(params);
     let tag = mac.finalize().into_bytes();

@@ -37,7 +37,7 @@
 //! captured JSON webhook replayed as a form with an empty body, `&&&`, or parameters of the
 //! attacker's choosing would then verify with a body the signature never covered.
 //!
-//! Each shape is tried against every candidate URL (see [`crate::url`]) and every candidate
+//! Each shape is tried against every candidate URL (see [`crate::url_forms`]) and every candidate
 //! secret, in constant time per comparison.
 
 use std::{borrow::Cow, fmt};
@@ -50,9 +50,8 @@ use crate::{
     signature::{
         Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
         SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, body_sha256_matches,
-        compute_keyed_mac,
     },
-    url,
+    url_forms,
 };
 
 /// One header's presence on a request.
@@ -104,7 +103,7 @@ impl<'a> WebhookRequest<'a> {
     /// A request with no headers yet.
     ///
     /// `url` is the full public URL Twilio requested, exactly as requested (see
-    /// [`crate::url`]); `body` is the raw body.
+    /// [`crate::url_forms`]); `body` is the raw body.
     pub fn new(method: &'a Method, url: &'a str, body: &'a [u8]) -> Self {
         Self {
             method,
@@ -157,12 +156,12 @@ impl<'a> WebhookRequest<'a> {
 
     /// Accepts only the exact URL forms: as received, and with the port removed or the default
     /// port added. The re-serialised forms the official libraries also accept (see
-    /// [`crate::url`]) are not tried, so a signature made for `/sms` is not accepted at
+    /// [`crate::url_forms`]) are not tried, so a signature made for `/sms` is not accepted at
     /// `/x/../sms` and a query is never re-encoded. Requests Twilio sends verify either way;
-    /// only the SDKs' leniency towards URLs a proxy re-wrote is given up.
+    /// only the SDKs' leniency towards URLs a proxy re-wrote is given up. Off by default.
     #[must_use]
-    pub fn exact_urls_only(mut self) -> Self {
-        self.lenient_urls = false;
+    pub fn exact_urls_only(mut self, enabled: bool) -> Self {
+        self.lenient_urls = !enabled;
         self
     }
 
@@ -272,7 +271,7 @@ impl<'a> WebhookRequest<'a> {
         let secrets = secrets.into_iter();
         let check = |candidate: &str, params: &[u8]| {
             secrets.clone().position(|secret| {
-                let mac = compute_keyed_mac(secret, algorithm, candidate.as_bytes(), params);
+                let mac = secret.mac(algorithm, candidate.as_bytes(), params);
                 received.matches(&mac)
             })
         };
@@ -291,13 +290,13 @@ impl<'a> WebhookRequest<'a> {
 
         let mut found = try_params(self.url).map(|m| (m, UrlForm::AsReceived));
         if found.is_none() {
-            let other = url::other_port_form(self.url);
+            let other = url_forms::other_port_form(self.url);
             found = other
                 .as_deref()
                 .and_then(&mut try_params)
                 .map(|m| (m, UrlForm::OtherPort));
             if found.is_none() && self.lenient_urls {
-                found = url::lenient_candidates(self.url, other.as_deref())
+                found = url_forms::lenient_candidates(self.url, other.as_deref())
                     .iter()
                     .find_map(|candidate| try_params(candidate))
                     .map(|m| (m, UrlForm::Normalized));
@@ -316,6 +315,11 @@ impl<'a> WebhookRequest<'a> {
             algorithm,
             secret_index,
             url_form,
+            covered: match payload {
+                Payload::UrlOnly => Covered::UrlOnly,
+                Payload::Form => Covered::FormParams,
+                Payload::BodyHash(_) => Covered::BodySha256,
+            },
         })
     }
 
@@ -389,7 +393,7 @@ impl fmt::Debug for WebhookRequest<'_> {
         }
         f.debug_struct("WebhookRequest")
             .field("method", self.method)
-            .field("url", &url::redact_userinfo(self.url))
+            .field("url", &url_forms::redact_userinfo(self.url))
             .field("body_len", &self.body.len())
             .field(
                 "content_type",
@@ -402,6 +406,7 @@ impl fmt::Debug for WebhookRequest<'_> {
 }
 
 /// What the signature covers besides the URL.
+#[derive(Clone, Copy)]
 enum Payload {
     UrlOnly,
     Form,
@@ -442,8 +447,21 @@ pub enum UrlForm {
     /// The URL with its port removed, or the default port added.
     OtherPort,
     /// A form one of the official libraries produces by re-serialising the URL (see
-    /// [`crate::url`]).
+    /// [`crate::url_forms`]).
     Normalized,
+}
+
+/// What a verified signature covered besides the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Covered {
+    /// Nothing else: a `GET` (its query is part of the URL) or a request with an empty body
+    /// and no `bodySHA256`.
+    UrlOnly,
+    /// The decoded form parameters of an `application/x-www-form-urlencoded` body.
+    FormParams,
+    /// The raw body (JSON, say), through the SHA-256 in the signed URL's `bodySHA256`.
+    BodySha256,
 }
 
 /// A successful verification.
@@ -457,6 +475,8 @@ pub struct Verified {
     pub secret_index: usize,
     /// Which spelling of the URL matched.
     pub url_form: UrlForm,
+    /// What the signature covered besides the URL.
+    pub covered: Covered,
 }
 
 /// Why a request failed verification.
@@ -505,11 +525,11 @@ impl VerifyError {
             Self::BodyHashMismatch => "body_hash_mismatch",
         }
     }
-}
 
-impl fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
+    /// What went wrong, for people: the `Display` text, also used by
+    /// [`RejectionKind`](crate::RejectionKind) for the same reasons.
+    pub(crate) const fn description(self) -> &'static str {
+        match self {
             Self::MethodNotAllowed => "method other than GET or POST",
             Self::MissingSignature => "missing X-Twilio-Signature header",
             Self::DuplicateSignature => "more than one X-Twilio-Signature header",
@@ -519,7 +539,13 @@ impl fmt::Display for VerifyError {
             Self::UnsupportedContentType => "request body cannot be covered by the signature",
             Self::SignatureMismatch => "signature does not match",
             Self::BodyHashMismatch => "body does not match the signed bodySHA256",
-        })
+        }
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.description())
     }
 }
 
@@ -809,7 +835,7 @@ mod tests {
             UrlForm::Normalized
         );
         assert_eq!(
-            mixed_case.exact_urls_only().verify([&token()]),
+            mixed_case.exact_urls_only(true).verify([&token()]),
             Err(VerifyError::SignatureMismatch)
         );
         // A form that changes the route is refused in both modes.
@@ -818,7 +844,7 @@ mod tests {
             dotted.verify([&token()]),
             Err(VerifyError::SignatureMismatch)
         );
-        let port = form_request("https://example.com:443/sms", BODY, &sig).exact_urls_only();
+        let port = form_request("https://example.com:443/sms", BODY, &sig).exact_urls_only(true);
         assert_eq!(
             port.verify([&token()]).unwrap().url_form,
             UrlForm::OtherPort

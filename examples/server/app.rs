@@ -193,7 +193,7 @@ pub(crate) async fn build(
         .public_url(public_url)
         // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
         .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
-        .webhook_log(log.hook())
+        .on_webhook(log.hook())
         .on_security_event(Sinks::new(config.sentry));
 
     let state = AppState {

@@ -148,14 +148,7 @@ impl<'a> Fields<'a> {
     fn of(webhook: &'a VerifiedWebhook, headers: &HeaderMap, body: &[u8]) -> Self {
         let is_json = headers
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .ends_with("json")
-            });
+            .is_some_and(|v| tower_twilio::form::is_json(v.as_bytes()));
         let json = (webhook.params().is_empty() && is_json)
             .then(|| serde_json::from_slice(body).ok())
             .flatten();

@@ -1,4 +1,4 @@
-//! The persistent webhook log: the layer's `.webhook_log(...)` hook feeds a writer task through
+//! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
 //! a channel; the task keeps one `webhook_log` row per webhook up to date through its stages
 //! (received → verified | rejected(reason) → processed | failed(status)).
 //!
@@ -84,7 +84,7 @@ pub(crate) fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
 }
 
 impl LogSender {
-    /// The callback for `TwilioSignatureLayer::webhook_log`.
+    /// The callback for `TwilioSignatureLayer::on_webhook`.
     pub(crate) fn hook(&self) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
         let tx = self.tx.clone();
         move |entry: &WebhookLogEntry| {
@@ -251,7 +251,7 @@ impl Entry {
             outcome: entry.stage.as_str(),
             // The tenant and (unverified, on a rejection) account the layer knows of.
             tenant_id: entry.tenant_id.as_deref().map(str::to_owned),
-            account_sid: entry.account_sid.clone(),
+            account_sid: entry.account_sid.as_deref().map(str::to_owned),
             ..LogRow::default()
         };
         match entry.stage {

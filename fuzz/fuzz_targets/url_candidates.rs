@@ -14,7 +14,7 @@ use tower_twilio::{
     Secret,
     form::Params,
     signature::{Algorithm, sign},
-    url::{add_default_port, remove_port},
+    url_forms::{add_default_port, remove_port},
     verify::{UrlForm, VerifyError, WebhookRequest},
 };
 
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
     let exact_only = WebhookRequest::new(&Method::POST, &url, body)
         .content_type(FORM)
         .signature(exact.as_bytes())
-        .exact_urls_only()
+        .exact_urls_only(true)
         .verify([&secret]);
     assert!(exact_only.is_ok());
 });

@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
 
     let precheck = request.check_without_secrets();
     let verdict = request.verify([&secret]);
-    let exact_verdict = request.exact_urls_only().verify([&secret]);
+    let exact_verdict = request.exact_urls_only(true).verify([&secret]);
     match (&precheck, &verdict) {
         (Err(e), v) => assert_eq!(v, &Err(*e)),
         (Ok(()), Ok(_)) => {}

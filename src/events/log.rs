@@ -8,16 +8,16 @@ use std::{
     time::SystemTime,
 };
 
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, header, request::Parts};
 
-use crate::{context::VerifiedWebhook, rejection::RejectionKind};
+use crate::{rejection::RejectionKind, verified_webhook::VerifiedWebhook};
 
 /// Receives every webhook's lifecycle: [`Received`](WebhookStage::Received), then
 /// [`Verified`](WebhookStage::Verified) or not, then exactly one final stage —
 /// [`Rejected`](WebhookStage::Rejected), [`Processed`](WebhookStage::Processed) or
 /// [`Failed`](WebhookStage::Failed).
 ///
-/// Set it with [`TwilioSignatureLayer::webhook_log`](crate::TwilioSignatureLayer::webhook_log).
+/// Set it with [`TwilioSignatureLayer::on_webhook`](crate::TwilioSignatureLayer::on_webhook).
 /// Implemented for closures `Fn(&WebhookLogEntry)`. It runs inline on the request path: to
 /// write to a database, send the entry to a channel and write from a task of your own (a
 /// bounded channel with `try_send` keeps a slow database from slowing requests; count what it
@@ -102,13 +102,222 @@ pub struct WebhookLogEntry {
     pub tenant_id: Option<Arc<str>>,
     /// The request's `AccountSid`, once the body has been read. Unverified on a rejection:
     /// it is whatever the sender put there.
-    pub account_sid: Option<String>,
+    pub account_sid: Option<Arc<str>>,
     /// The verified context, from the `Verified` stage on.
     pub webhook: Option<VerifiedWebhook>,
 }
 
 /// Hands out webhook ids.
-pub(crate) fn next_id() -> u64 {
+fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The webhook log of one request: reports its stages to the layer's [`OnWebhook`], if it has
+/// one, and its end even if the request is dropped before it completes (the client went away),
+/// so that nothing goes unrecorded. Every method does nothing without a log.
+pub(crate) struct Lifecycle {
+    tracked: Option<Tracked>,
+}
+
+struct Tracked {
+    log: Arc<dyn OnWebhook + Send + Sync>,
+    entry: WebhookLogEntry,
+    finished: bool,
+}
+
+impl Lifecycle {
+    /// Reports [`WebhookStage::Received`] for the request `parts` belong to.
+    pub(crate) fn received(log: Option<&Arc<dyn OnWebhook + Send + Sync>>, parts: &Parts) -> Self {
+        let tracked = log.map(|log| {
+            let entry = WebhookLogEntry {
+                id: next_id(),
+                stage: WebhookStage::Received,
+                method: parts.method.clone(),
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().map(str::to_owned),
+                user_agent: super::header_text(&parts.headers, &header::USER_AGENT),
+                received_at: SystemTime::now(),
+                tenant_id: None,
+                account_sid: None,
+                webhook: None,
+            };
+            log.on_webhook(&entry);
+            Tracked {
+                log: Arc::clone(log),
+                entry,
+                finished: false,
+            }
+        });
+        Self { tracked }
+    }
+
+    /// Reports that verification passed, with what the inner service will see.
+    pub(crate) fn verified(&mut self, webhook: &VerifiedWebhook) {
+        if let Some(tracked) = &mut self.tracked {
+            tracked.entry.tenant_id = webhook.tenant_id.clone();
+            tracked.entry.account_sid = webhook.account_sid.clone();
+            tracked.entry.webhook = Some(webhook.clone());
+        }
+        self.stage(WebhookStage::Verified);
+    }
+
+    /// Reports a refusal ([`WebhookStage::Rejected`]) or, in report-only mode, a failure passed
+    /// on ([`WebhookStage::PassedInReportOnlyMode`]), with what was known of the request.
+    pub(crate) fn failed_verification(
+        &mut self,
+        stage: WebhookStage,
+        tenant_id: Option<&Arc<str>>,
+        account_sid: Option<&Arc<str>>,
+    ) {
+        if let Some(tracked) = &mut self.tracked {
+            tracked.entry.tenant_id = tenant_id.cloned();
+            tracked.entry.account_sid = account_sid.cloned();
+        }
+        self.stage(stage);
+    }
+
+    /// Reports the inner service's answer: its status, or `None` for an error.
+    pub(crate) fn answered(&mut self, status: Option<StatusCode>) {
+        self.stage(match status {
+            Some(status) if !status.is_client_error() && !status.is_server_error() => {
+                WebhookStage::Processed(status)
+            }
+            _ => WebhookStage::Failed(status),
+        });
+    }
+
+    fn stage(&mut self, stage: WebhookStage) {
+        let Some(tracked) = &mut self.tracked else {
+            return;
+        };
+        if tracked.finished {
+            return;
+        }
+        tracked.entry.stage = stage;
+        tracked.finished = stage.is_final();
+        tracked.log.on_webhook(&tracked.entry);
+    }
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.stage(WebhookStage::Failed(None));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A webhook log that keeps every entry it is given.
+    fn recorder() -> (
+        Arc<dyn OnWebhook + Send + Sync>,
+        Arc<Mutex<Vec<WebhookLogEntry>>>,
+    ) {
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&entries);
+        let log = move |entry: &WebhookLogEntry| sink.lock().unwrap().push(entry.clone());
+        (Arc::new(log), entries)
+    }
+
+    fn parts() -> Parts {
+        let request = http::Request::post("/twilio/sms?tenant=7")
+            .header("user-agent", "TwilioProxy/1.1")
+            .body(())
+            .unwrap();
+        request.into_parts().0
+    }
+
+    fn stages(entries: &Mutex<Vec<WebhookLogEntry>>) -> Vec<WebhookStage> {
+        entries.lock().unwrap().iter().map(|e| e.stage).collect()
+    }
+
+    #[test]
+    fn a_refusal_is_final_and_carries_what_was_known() {
+        let (log, entries) = recorder();
+        let mut lifecycle = Lifecycle::received(Some(&log), &parts());
+        let kind = RejectionKind::SignatureMismatch;
+        lifecycle.failed_verification(
+            WebhookStage::Rejected(kind),
+            Some(&"acme".into()),
+            Some(&"AC0123".into()),
+        );
+        lifecycle.answered(Some(StatusCode::OK));
+        drop(lifecycle);
+        assert_eq!(
+            stages(&entries),
+            [WebhookStage::Received, WebhookStage::Rejected(kind)]
+        );
+        let entries = entries.lock().unwrap();
+        let (first, last) = (&entries[0], &entries[1]);
+        assert_eq!(first.id, last.id);
+        assert_eq!(first.path, "/twilio/sms");
+        assert_eq!(first.query.as_deref(), Some("tenant=7"));
+        assert_eq!(first.user_agent.as_deref(), Some("TwilioProxy/1.1"));
+        assert_eq!(first.account_sid, None);
+        assert_eq!(last.tenant_id.as_deref(), Some("acme"));
+        assert_eq!(last.account_sid.as_deref(), Some("AC0123"));
+    }
+
+    #[test]
+    fn report_only_is_followed_by_the_answer() {
+        let (log, entries) = recorder();
+        let mut lifecycle = Lifecycle::received(Some(&log), &parts());
+        let kind = RejectionKind::MissingSignature;
+        lifecycle.failed_verification(WebhookStage::PassedInReportOnlyMode(kind), None, None);
+        lifecycle.answered(Some(StatusCode::SERVICE_UNAVAILABLE));
+        drop(lifecycle);
+        assert_eq!(
+            stages(&entries),
+            [
+                WebhookStage::Received,
+                WebhookStage::PassedInReportOnlyMode(kind),
+                WebhookStage::Failed(Some(StatusCode::SERVICE_UNAVAILABLE)),
+            ]
+        );
+    }
+
+    #[test]
+    fn answers_are_processed_or_failed_by_status() {
+        for (status, stage) in [
+            (
+                Some(StatusCode::OK),
+                WebhookStage::Processed(StatusCode::OK),
+            ),
+            (
+                Some(StatusCode::FOUND),
+                WebhookStage::Processed(StatusCode::FOUND),
+            ),
+            (
+                Some(StatusCode::NOT_FOUND),
+                WebhookStage::Failed(Some(StatusCode::NOT_FOUND)),
+            ),
+            (None, WebhookStage::Failed(None)),
+        ] {
+            let (log, entries) = recorder();
+            let mut lifecycle = Lifecycle::received(Some(&log), &parts());
+            lifecycle.answered(status);
+            assert_eq!(stages(&entries), [WebhookStage::Received, stage]);
+        }
+    }
+
+    #[test]
+    fn a_request_dropped_midway_is_recorded_as_failed() {
+        let (log, entries) = recorder();
+        drop(Lifecycle::received(Some(&log), &parts()));
+        assert_eq!(
+            stages(&entries),
+            [WebhookStage::Received, WebhookStage::Failed(None)]
+        );
+    }
+
+    #[test]
+    fn without_a_log_nothing_happens() {
+        let mut lifecycle = Lifecycle::received(None, &parts());
+        lifecycle.answered(Some(StatusCode::OK));
+        assert!(lifecycle.tracked.is_none());
+    }
 }

@@ -16,13 +16,18 @@ mod tracing_sink;
 
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
-use http::Method;
+use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 
 #[cfg(feature = "sentry")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
-use crate::rejection::RejectionKind;
+use crate::{public_url::RebuiltUrl, rejection::RejectionKind, url_forms::redact_userinfo};
+
+/// The `tracing` target of every security event and of the report-only warning, and the
+/// Sentry logger name: `"tower_twilio::security"`. Filter on it to route the security log
+/// (`RUST_LOG=tower_twilio::security=info`).
+pub const TRACING_TARGET: &str = "tower_twilio::security";
 
 /// One refused (or, in report-only mode, let-through) request.
 #[derive(Debug, Clone)]
@@ -39,7 +44,7 @@ pub struct SecurityEvent {
     /// The tenant the resolver named, if it got that far.
     pub tenant_id: Option<Arc<str>>,
     /// The request's unverified `AccountSid` parameter, if the body was read.
-    pub account_sid: Option<String>,
+    pub account_sid: Option<Arc<str>>,
     /// The real client: from the trusted forwarding chain, else the connecting peer.
     pub client_ip: Option<IpAddr>,
     /// The rebuilt public URL (without userinfo), or the raw request target when the URL could
@@ -55,15 +60,50 @@ pub struct SecurityEvent {
     pub timestamp: SystemTime,
 }
 
+/// The request id header tower-http's `SetRequestIdLayer` and most proxies set.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 impl SecurityEvent {
-    /// The event type name: the reason's name (`"signature_mismatch"`), or
-    /// `"accepted_in_report_only_mode"`.
+    /// The event about one request, stamped now. `url` is shown without its userinfo.
+    pub(crate) fn new(
+        reason: RejectionKind,
+        outcome: Outcome,
+        parts: &Parts,
+        url: &RebuiltUrl,
+        tenant_id: Option<Arc<str>>,
+        account_sid: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            reason,
+            outcome,
+            severity: Severity::of(reason, outcome),
+            provider: "twilio",
+            tenant_id,
+            account_sid,
+            client_ip: url.client_ip,
+            url: redact_userinfo(&url.url).into_owned(),
+            method: parts.method.clone(),
+            user_agent: header_text(&parts.headers, &header::USER_AGENT),
+            request_id: header_text(&parts.headers, &REQUEST_ID_HEADER),
+            timestamp: SystemTime::now(),
+        }
+    }
+
+    /// The event type name: the reason's name (`"signature_mismatch"`) for a refused request,
+    /// or `"passed_in_report_only_mode"`.
     pub fn event_type(&self) -> &'static str {
         match self.outcome {
             Outcome::Rejected => self.reason.as_str(),
-            Outcome::PassedInReportOnlyMode => "accepted_in_report_only_mode",
+            Outcome::PassedInReportOnlyMode => Outcome::PassedInReportOnlyMode.as_str(),
         }
     }
+}
+
+/// A header's value as text (invalid UTF-8 replaced), for events and the webhook log.
+pub(crate) fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
 }
 
 /// What happened to the request an event is about.
@@ -74,6 +114,17 @@ pub enum Outcome {
     Rejected,
     /// Failed verification but passed to the inner service because report-only mode is on.
     PassedInReportOnlyMode,
+}
+
+impl Outcome {
+    /// `"rejected"` or `"passed_in_report_only_mode"`: the same words the webhook log's
+    /// [`WebhookStage::as_str`](log::WebhookStage::as_str) uses.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
+        }
+    }
 }
 
 /// How serious an event is.
@@ -156,5 +207,80 @@ where
     fn on_security_event(&self, event: &SecurityEvent) {
         self.0.on_security_event(event);
         self.1.on_security_event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &[u8])]) -> Parts {
+        let mut request = http::Request::post("/twilio/sms");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn an_event_names_the_request_without_secrets() {
+        let parts = parts(&[
+            ("user-agent", b"TwilioProxy/1.1"),
+            ("x-request-id", b"req-\xff"),
+            ("x-twilio-signature", b"c2lnbmF0dXJl"),
+        ]);
+        let url = RebuiltUrl::new(
+            "https://user:hunter2@api.example.com/twilio/sms".to_owned(),
+            Some([198, 51, 100, 7].into()),
+        );
+        let event = SecurityEvent::new(
+            RejectionKind::SignatureMismatch,
+            Outcome::Rejected,
+            &parts,
+            &url,
+            Some("acme".into()),
+            Some("AC0123".into()),
+        );
+        assert_eq!(event.url, "https://[redacted]@api.example.com/twilio/sms");
+        assert_eq!(event.client_ip, Some([198, 51, 100, 7].into()));
+        assert_eq!(event.method, Method::POST);
+        assert_eq!(event.user_agent.as_deref(), Some("TwilioProxy/1.1"));
+        assert_eq!(event.request_id.as_deref(), Some("req-\u{fffd}"));
+        assert_eq!(event.tenant_id.as_deref(), Some("acme"));
+        assert_eq!(event.account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(event.severity, Severity::Critical);
+        assert_eq!(event.event_type(), "signature_mismatch");
+        let shown = format!("{event:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("c2lnbmF0dXJl"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn report_only_events_are_critical_and_say_so() {
+        let event = SecurityEvent::new(
+            RejectionKind::MissingSignature,
+            Outcome::PassedInReportOnlyMode,
+            &parts(&[]),
+            &RebuiltUrl::new("https://api.example.com/sms".to_owned(), None),
+            None,
+            None,
+        );
+        assert_eq!(event.severity, Severity::Critical);
+        assert_eq!(event.event_type(), "passed_in_report_only_mode");
+        assert_eq!(event.outcome.as_str(), event.event_type());
+        assert_eq!(event.user_agent, None);
+    }
+
+    #[test]
+    fn severities() {
+        use RejectionKind::*;
+        let of = |kind| Severity::of(kind, Outcome::Rejected);
+        assert_eq!(of(SignatureMismatch), Severity::Critical);
+        assert_eq!(of(UnknownAccount), Severity::Critical);
+        assert_eq!(of(ResolverFailed), Severity::Critical);
+        assert_eq!(of(MissingSignature), Severity::Warning);
+        assert_eq!(of(BodyTooLarge), Severity::Info);
     }
 }

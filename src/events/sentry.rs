@@ -110,7 +110,10 @@ impl OnSecurityEvent for SentrySink {
         put("client_ip", event.client_ip.map(|ip| ip.to_string()));
         put("user_agent", event.user_agent.clone());
         put("request_id", event.request_id.clone());
-        put("account_sid", event.account_sid.clone());
+        put(
+            "account_sid",
+            event.account_sid.as_deref().map(str::to_owned),
+        );
         extra.insert("suppressed_since_last".to_owned(), Value::from(suppressed));
         let sentry_event = Event {
             level: match event.severity {
@@ -118,7 +121,7 @@ impl OnSecurityEvent for SentrySink {
                 Severity::Warning => Level::Warning,
                 Severity::Info => Level::Info,
             },
-            logger: Some("tower_twilio::security".to_owned()),
+            logger: Some(super::TRACING_TARGET.to_owned()),
             message: Some(format!("Twilio webhook {}", event.event_type())),
             tags,
             extra,

@@ -1,9 +1,9 @@
 use tracing::Level;
 
-use super::{OnSecurityEvent, SecurityEvent, Severity};
+use super::{OnSecurityEvent, SecurityEvent, Severity, TRACING_TARGET};
 
 /// The default sink: one `tracing` event per security event, on the target
-/// `"tower_twilio::security"`, at `ERROR` for critical events, `WARN` for warnings and `INFO`
+/// [`TRACING_TARGET`] (`"tower_twilio::security"`), at `ERROR` for critical events, `WARN` for warnings and `INFO`
 /// otherwise (or at one fixed level, see [`TracingSink::level`]).
 ///
 /// Fields: `event_type`, `reason`, `outcome`, `severity`, `provider`, `tenant_id`,
@@ -28,18 +28,15 @@ impl TracingSink {
     }
 }
 
-/// The target every event is emitted on.
-pub(crate) const TARGET: &str = "tower_twilio::security";
-
 macro_rules! emit {
     ($level:expr, $event:expr) => {{
         let e = $event;
         tracing::event!(
-            target: "tower_twilio::security",
+            target: TRACING_TARGET,
             $level,
             event_type = e.event_type(),
             reason = e.reason.as_str(),
-            outcome = ?e.outcome,
+            outcome = e.outcome.as_str(),
             severity = e.severity.as_str(),
             provider = e.provider,
             tenant_id = e.tenant_id.as_deref(),
@@ -62,7 +59,6 @@ impl OnSecurityEvent for TracingSink {
             Severity::Warning => Level::WARN,
             Severity::Info => Level::INFO,
         });
-        debug_assert_eq!(TARGET, "tower_twilio::security");
         match level {
             Level::ERROR => emit!(Level::ERROR, event),
             Level::WARN => emit!(Level::WARN, event),

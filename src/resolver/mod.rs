@@ -170,8 +170,8 @@ pub struct ResolveRequest {
 
 struct RequestInfo {
     parts: Parts,
-    account_sid: Option<String>,
-    shared_key_id: Option<String>,
+    account_sid: Option<Arc<str>>,
+    shared_key_id: Option<Arc<str>>,
 }
 
 impl ResolveRequest {
@@ -191,14 +191,14 @@ impl ResolveRequest {
     /// Sets the `AccountSid`.
     #[must_use]
     pub fn with_account_sid(mut self, account_sid: impl Into<String>) -> Self {
-        self.info_mut().account_sid = Some(account_sid.into());
+        self.info_mut().account_sid = Some(account_sid.into().into());
         self
     }
 
     /// Sets the SharedKey id.
     #[must_use]
     pub fn with_shared_key_id(mut self, key_id: impl Into<String>) -> Self {
-        self.info_mut().shared_key_id = Some(key_id.into());
+        self.info_mut().shared_key_id = Some(key_id.into().into());
         self
     }
 
@@ -250,8 +250,8 @@ impl ResolveRequest {
 
     pub(crate) fn from_request(
         parts: Parts,
-        account_sid: Option<String>,
-        shared_key_id: Option<String>,
+        account_sid: Option<Arc<str>>,
+        shared_key_id: Option<Arc<str>>,
     ) -> Self {
         Self {
             inner: Arc::new(RequestInfo {
@@ -404,6 +404,10 @@ impl Credentials {
             CredentialKind::SharedKey { key_id } => Some(&**key_id),
             CredentialKind::AuthToken => None,
         })
+    }
+
+    pub(crate) fn account_arc(&self) -> Option<&Arc<str>> {
+        self.account.as_ref()
     }
 
     pub(crate) fn tenant_arc(&self) -> Option<&Arc<str>> {

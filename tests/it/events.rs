@@ -271,6 +271,7 @@ async fn tracing_events_are_structured_and_the_docs_show_a_real_one() {
     assert_eq!(entry["target"], "tower_twilio::security");
     assert_eq!(entry["level"], "ERROR");
     assert_eq!(entry["event_type"], "signature_mismatch");
+    assert_eq!(entry["outcome"], "rejected");
     assert_eq!(entry["tenant_id"], "acme");
     assert_eq!(entry["account_sid"], "AC0123ffffffffffffffffffffffffffff");
     assert_eq!(entry["client_ip"], "198.51.100.7");
@@ -340,7 +341,7 @@ async fn the_webhook_log_sees_every_request_from_receipt_to_outcome() {
     )
     .public_url(PublicUrl::fixed(PUBLIC).unwrap())
     .on_security_event(())
-    .webhook_log(move |entry: &WebhookLogEntry| recorder.0.lock().unwrap().push(entry.clone()));
+    .on_webhook(move |entry: &WebhookLogEntry| recorder.0.lock().unwrap().push(entry.clone()));
     let handler = |request: Request<VerifiedBody>| async move {
         let status = match request.uri().path() {
             "/twilio/fail" => StatusCode::INTERNAL_SERVER_ERROR,

@@ -86,7 +86,7 @@ fn large_bodies(sink: &RecordingSink) -> Layer {
 }
 
 fn exact_only(sink: &RecordingSink) -> Layer {
-    fixed(sink).exact_urls_only()
+    fixed(sink).exact_urls_only(true)
 }
 
 /// Echoes the body it received.

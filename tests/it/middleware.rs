@@ -609,7 +609,7 @@ async fn report_only_mode_passes_failures_on_and_reports_them() {
     let events = sink.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].outcome, Outcome::PassedInReportOnlyMode);
-    assert_eq!(events[0].event_type(), "accepted_in_report_only_mode");
+    assert_eq!(events[0].event_type(), "passed_in_report_only_mode");
     assert_eq!(events[0].reason, RejectionKind::MissingSignature);
     // Signed requests are still verified, with no event.
     let response = send(layer, signed_post("/twilio/sms", SMS_BODY)).await;

@@ -35,7 +35,7 @@ use tower_twilio::{
     form::Params,
     public_url::{ForwardedHeaders, Scheme},
     signature::{Algorithm, SignatureSettings, sign},
-    url::{add_default_port, remove_port},
+    url_forms::{add_default_port, remove_port},
     verify::{UrlForm, VerifyError, WebhookRequest},
 };
 
@@ -661,7 +661,7 @@ proptest! {
                 request = request.signature_settings(settings);
             }
             if exact {
-                request = request.exact_urls_only();
+                request = request.exact_urls_only(true);
             }
             request.verify([&secret]).is_ok()
         };

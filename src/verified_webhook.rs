@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::{form::Params, signature::Algorithm, verify::UrlForm};
+use crate::{
+    form::Params,
+    signature::Algorithm,
+    verify::{Covered, UrlForm},
+};
 
 /// Inserted into the request extensions of every request that passed verification.
 ///
@@ -17,11 +21,12 @@ use crate::{form::Params, signature::Algorithm, verify::UrlForm};
 /// ```
 #[derive(Debug, Clone)]
 pub struct VerifiedWebhook {
-    pub(crate) account_sid: Option<String>,
+    pub(crate) account_sid: Option<Arc<str>>,
     pub(crate) tenant_id: Option<Arc<str>>,
     pub(crate) credential: Arc<str>,
     pub(crate) algorithm: Algorithm,
     pub(crate) url_form: UrlForm,
+    pub(crate) covered: Covered,
     pub(crate) params: Arc<Params>,
     pub(crate) idempotency_token: Option<String>,
     pub(crate) url: Arc<str>,
@@ -53,6 +58,23 @@ impl VerifiedWebhook {
     /// Which spelling of the URL matched.
     pub fn url_form(&self) -> UrlForm {
         self.url_form
+    }
+
+    /// What the signature covered besides the URL: the form parameters, the body through
+    /// `bodySHA256` (a JSON body, say), or nothing (the URL alone: a `GET`, or an empty body).
+    ///
+    /// ```
+    /// use tower_twilio::{VerifiedWebhook, verify::Covered};
+    ///
+    /// fn fields(webhook: &VerifiedWebhook, body: &[u8]) -> Option<serde_json::Value> {
+    ///     match webhook.covered() {
+    ///         Covered::BodySha256 => serde_json::from_slice(body).ok(),
+    ///         _ => None, // read webhook.params()
+    ///     }
+    /// }
+    /// ```
+    pub fn covered(&self) -> Covered {
+        self.covered
     }
 
     /// The decoded parameters: the form body's, or the query's for a `GET`. Empty for a JSON
