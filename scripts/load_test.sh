@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Load, flood and slow-client test of the example server, on 127.0.0.1 only, bounded in count
 # and time. Builds the server and the load generator (release), starts the server on a free
-# port with a throwaway SQLite database and tenant, runs examples/loadtest.rs against it, stops
-# it gracefully, then checks the webhook log (every request exactly once, with the right
-# outcome) and the server's peak memory. Prints one summary line; exits non-zero on failure.
+# port with a throwaway SQLite database and tenant, runs the example server crate's `loadtest`
+# against it, stops it gracefully, then checks the webhook log (every request exactly once,
+# with the right outcome) and the server's peak memory. Prints one summary line; exits non-zero
+# on failure.
 #
 #   scripts/load_test.sh                      # 20 000 mixed, 1 000 flood, 16 slow clients
 #   REQUESTS=2000 FLOOD=200 SLOW=4 scripts/load_test.sh
@@ -15,6 +16,7 @@ FLOOD=${FLOOD:-1000}
 SLOW=${SLOW:-16}
 MAX_RSS_MB=${MAX_RSS_MB:-100}
 REQUEST_TIMEOUT_SECS=10
+target=${CARGO_TARGET_DIR:-target}
 
 # 1 000 concurrent connections need file descriptors on both ends.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -28,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building the server and the load generator (release)..."
-cargo build --quiet --release --example server --example loadtest
+cargo build --quiet --release -p tower-twilio-example-server --bin server --bin loadtest
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 account="AC$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
@@ -36,7 +38,7 @@ account="AC$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 
 DATABASE_URL="$work/load.db" TWILIO_ACCOUNT_SID="$account" TWILIO_AUTH_TOKEN="$(cat "$work/token")" \
   PORT="$port" LOG_FORMAT=json RUST_LOG=warn \
-  target/release/examples/server --request-timeout-secs "$REQUEST_TIMEOUT_SECS" \
+  "$target/release/server" --request-timeout-secs "$REQUEST_TIMEOUT_SECS" \
   >"$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
@@ -45,7 +47,7 @@ for _ in $(seq 1 100); do
 done
 
 status=0
-timeout 600 target/release/examples/loadtest --addr "127.0.0.1:$port" --token-file "$work/token" \
+timeout 600 "$target/release/loadtest" --addr "127.0.0.1:$port" --token-file "$work/token" \
   --account-sid "$account" --requests "$REQUESTS" --flood "$FLOOD" --slow "$SLOW" \
   --request-timeout-secs "$REQUEST_TIMEOUT_SECS" | tee "$work/loadtest.out" || status=$?
 

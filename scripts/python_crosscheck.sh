@@ -23,8 +23,8 @@ if ! "$python" -c 'import sys, twilio; sys.exit(twilio.__version__ != "9.13.0")'
 fi
 "$python" -c 'import twilio; print("twilio-python", twilio.__version__)'
 
-timeout 1200 cargo build -q --all-features --example server
-server="$target/debug/examples/server"
+timeout 1200 cargo build -q --all-features -p tower-twilio-example-server --bin server
+server="$target/debug/server"
 
 work=$(mktemp -d)
 server_pid=

@@ -9,6 +9,5 @@ mod hostile;
 mod middleware;
 mod properties;
 mod secrets;
-mod server;
 mod support;
 mod vectors;

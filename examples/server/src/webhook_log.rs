@@ -38,13 +38,13 @@ use tokio::{
 };
 use tower_twilio::events::log::{WebhookLogEntry, WebhookStage};
 
-use super::db::{Db, LogRow, to_ms};
+use crate::db::{Db, LogRow, to_ms};
 
 /// How many webhooks may have log entries queued or being written at once.
-pub(crate) const QUEUED_WEBHOOKS: u32 = 1024;
+pub const QUEUED_WEBHOOKS: u32 = 1024;
 
 /// The most entries one webhook produces: received, verified, and a final stage.
-pub(crate) const PERMITS_PER_WEBHOOK: u32 = 3;
+pub const PERMITS_PER_WEBHOOK: u32 = 3;
 
 /// How long, once shutdown has begun, the writer keeps retrying a database that fails before
 /// it gives up and reports what it could not write (so that a dead database cannot hold the
@@ -64,19 +64,19 @@ struct Entry {
 
 /// The sending side: the hook for the layer, and [`flush`](Self::flush).
 #[derive(Clone, Debug)]
-pub(crate) struct LogSender {
+pub struct LogSender {
     tx: mpsc::UnboundedSender<Message>,
 }
 
 /// The writer task.
 #[derive(Debug)]
-pub(crate) struct LogWriter {
+pub struct LogWriter {
     task: JoinHandle<u64>,
     stop: watch::Sender<bool>,
 }
 
 /// Starts the writer; `permits` is the semaphore [`admit`] takes from.
-pub(crate) fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
+pub fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run(db, rx, stop_rx, permits));
@@ -85,7 +85,7 @@ pub(crate) fn spawn(db: Db, permits: Arc<Semaphore>) -> (LogSender, LogWriter) {
 
 impl LogSender {
     /// The callback for `TwilioSignatureLayer::on_webhook`.
-    pub(crate) fn hook(&self) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
+    pub fn hook(&self) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
         let tx = self.tx.clone();
         move |entry: &WebhookLogEntry| {
             let entry = Entry::from_layer(entry);
@@ -101,7 +101,7 @@ impl LogSender {
     }
 
     /// Waits until everything sent before this call is written.
-    pub(crate) async fn flush(&self) {
+    pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
             let _ = wait.await;
@@ -112,7 +112,7 @@ impl LogSender {
 impl LogWriter {
     /// Writes everything still queued, then stops. Call once no request is in flight.
     /// Returns how many entries were written in all.
-    pub(crate) async fn drain(self) -> u64 {
+    pub async fn drain(self) -> u64 {
         let _ = self.stop.send(true);
         self.task.await.unwrap_or_else(|error| {
             tracing::error!(%error, "the webhook log writer failed");
@@ -288,7 +288,7 @@ impl Entry {
 
 /// Takes [`PERMITS_PER_WEBHOOK`] permits before a webhook reaches the layer; the writer gives
 /// them back after the webhook's final stage is written. See the module docs.
-pub(crate) async fn admit(
+pub async fn admit(
     State(permits): State<Arc<Semaphore>>,
     request: Request,
     next: Next,

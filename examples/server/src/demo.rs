@@ -10,25 +10,25 @@ use std::{
 
 use tower_twilio::BoxError;
 
-use super::db::{Db, NewTenant};
+use crate::db::{AccountToken, Db, NewTenant};
 
 /// The demo tenant's id.
-pub(crate) const TENANT_ID: &str = "demo";
+pub const TENANT_ID: &str = "demo";
 const TENANT_NAME: &str = "Demo tenant";
 
 /// The demo tenant, for the start-up message.
 #[derive(Clone, Debug)]
-pub(crate) struct Demo {
+pub struct Demo {
     /// The demo tenant's `AccountSid` (random, not a real account).
-    pub(crate) account_sid: String,
+    pub account_sid: String,
     /// The file that holds its auth token (mode 0600).
-    pub(crate) token_file: PathBuf,
+    pub token_file: PathBuf,
     /// Whether it was created by this start (else it was there already).
-    pub(crate) created: bool,
+    pub created: bool,
 }
 
 /// Creates the demo tenant and its token file.
-pub(crate) async fn create(db: &Db, token_file: &Path) -> Result<Demo, BoxError> {
+pub async fn create(db: &Db, token_file: &Path) -> Result<Demo, BoxError> {
     let account_sid = format!("AC{}", random_hex(16)?);
     let token = random_hex(16)?; // 32 hex digits, like a real auth token
     db.add_tenant(&NewTenant {
@@ -49,12 +49,16 @@ pub(crate) async fn create(db: &Db, token_file: &Path) -> Result<Demo, BoxError>
 
 /// The demo tenant of an earlier start, if there is one; its token file is written again if
 /// it went missing.
-pub(crate) async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>, BoxError> {
-    let Some((Some(account_sid), token)) = db.tenant_token(TENANT_ID).await? else {
+pub async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>, BoxError> {
+    let Some(AccountToken {
+        account_sid: Some(account_sid),
+        auth_token,
+    }) = db.tenant_token(TENANT_ID).await?
+    else {
         return Ok(None);
     };
     if !token_file.exists() {
-        write_token_file(token_file, &token)?;
+        write_token_file(token_file, &auth_token)?;
     }
     Ok(Some(Demo {
         account_sid,
@@ -65,7 +69,7 @@ pub(crate) async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>,
 
 /// Writes `token` to `path`, readable and writable by the owner only (0600), also when the
 /// file existed with wider permissions.
-pub(crate) fn write_token_file(path: &Path, token: &str) -> Result<(), BoxError> {
+pub fn write_token_file(path: &Path, token: &str) -> Result<(), BoxError> {
     let fail =
         |e: std::io::Error| format!("cannot write the demo token file {}: {e}", path.display());
     let mut options = OpenOptions::new();

@@ -4,7 +4,7 @@
 //! checks the webhook log and the server's peak memory. By hand:
 //!
 //! ```text
-//! cargo run --release --example loadtest -- --addr 127.0.0.1:3000 --token-file .token --account-sid AC…
+//! cargo run --release -p tower-twilio-example-server --bin loadtest -- --addr 127.0.0.1:3000 --token-file .token --account-sid AC…
 //! ```
 //!
 //! Three phases, each bounded in count and time:
@@ -22,9 +22,8 @@
 //!
 //! The last line is a summary; the exit status is non-zero when any check fails.
 #![allow(clippy::print_stdout)]
-
-#[path = "common/twilio_presets.rs"]
-mod twilio_presets;
+// The option docs are clap's `--help` text, written for a terminal.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 use std::{
     net::SocketAddr,
@@ -45,7 +44,7 @@ use tokio::{
     net::TcpStream,
     sync::Semaphore,
 };
-use twilio_presets::{Body, Preset, Signer, sign_request};
+use tower_twilio_example_server::twilio_presets::{Body, Preset, Signer, sign_request};
 
 /// Load, flood and slow-client test for the example server (loopback only).
 #[derive(Parser, Debug)]

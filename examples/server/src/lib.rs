@@ -1,8 +1,16 @@
-//! The example server as a library: [`build`] makes the router and everything behind it,
-//! [`serve`] runs it until a shutdown signal, then drains the webhook log.
+//! An example server to point real Twilio numbers at: verified SMS, voice and status-callback
+//! webhooks, a persistent webhook log, and a JSON API to look at both.
 //!
-//! `main.rs` parses the command line and calls these; the integration tests include this file
-//! (`#[path = "../../examples/server/app.rs"] mod app;`) and start the same server in-process.
+//! This crate is the server as a library: [`build`] makes the router and everything behind it,
+//! [`serve`] runs it until a shutdown signal, then drains the webhook log. The `server` binary
+//! (`src/bin/server/`) parses the command line and calls these; the integration tests start the
+//! same server in-process. The crate also has the signing tool (`send_webhook`) and the load
+//! test (`loadtest`), which share [`twilio_presets`] with the server and its tests.
+//!
+//! ```text
+//! cargo run -p tower-twilio-example-server                      # the server, in demo mode
+//! cargo run -p tower-twilio-example-server --bin send_webhook   # the signing tool
+//! ```
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
@@ -10,22 +18,13 @@
 //!              └─ /healthz, /api/webhooks, /api/messages/{sid} ─► handler
 //! ```
 
-// The submodules are named by path so that they resolve the same whether this file is
-// `main.rs`'s `mod app` or a test's `#[path]` module.
-#[path = "credentials.rs"]
-pub(crate) mod credentials;
-#[path = "db.rs"]
-pub(crate) mod db;
-#[path = "demo.rs"]
-pub(crate) mod demo;
-#[path = "inspector.rs"]
-pub(crate) mod inspector;
-#[path = "routes.rs"]
-pub(crate) mod routes;
-#[path = "../common/twilio_presets.rs"]
-pub(crate) mod twilio_presets;
-#[path = "webhook_log.rs"]
-pub(crate) mod webhook_log;
+pub mod credentials;
+pub mod db;
+pub mod demo;
+pub mod inspector;
+pub mod routes;
+pub mod twilio_presets;
+pub mod webhook_log;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -53,19 +52,19 @@ use self::{
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
 /// so 64 covers a busy number; each holds at most one 64 KiB body.
-pub(crate) const DEFAULT_CONCURRENCY_LIMIT: u32 = 64;
+pub const DEFAULT_CONCURRENCY_LIMIT: u32 = 64;
 
 /// How long a request may take before it gets a 503. Twilio gives up after 15 s; answering
 /// first lets its retry (or fallback URL) take over, and bounds how long a request holds its
 /// memory and its log permits.
-pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a tenant's secrets stay cached.
-pub(crate) const DEFAULT_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(30);
+pub const DEFAULT_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// Where the URL that signatures are checked against comes from.
 #[derive(Clone, Debug)]
-pub(crate) enum PublicUrlConfig {
+pub enum PublicUrlConfig {
     /// `PUBLIC_URL`: the base URL entered in the Twilio console (recommended).
     Fixed(String),
     /// Trusted proxies: `Forwarded` / `X-Forwarded-*` from these networks only.
@@ -74,27 +73,47 @@ pub(crate) enum PublicUrlConfig {
     Local,
 }
 
-/// Everything [`build`] needs.
-pub(crate) struct Config {
-    pub(crate) database: Location,
-    pub(crate) public_url: PublicUrlConfig,
+/// Everything [`build`] needs. `Debug` shows no secret.
+pub struct Config {
+    /// Where the data lives.
+    pub database: Location,
+    /// Where the URL that signatures are checked against comes from.
+    pub public_url: PublicUrlConfig,
     /// `TWILIO_ACCOUNT_SID` and `TWILIO_AUTH_TOKEN`, upserted as a tenant at start.
-    pub(crate) account: Option<(String, String)>,
+    pub account: Option<(String, String)>,
     /// Where demo mode writes the demo tenant's token.
-    pub(crate) demo_token_file: std::path::PathBuf,
+    pub demo_token_file: std::path::PathBuf,
     /// Capture security events in Sentry (a client must have been initialised).
-    pub(crate) sentry: bool,
-    pub(crate) concurrency_limit: usize,
-    pub(crate) request_timeout: Duration,
-    pub(crate) credential_cache_ttl: Duration,
+    pub sentry: bool,
+    /// Requests handled at once.
+    pub concurrency_limit: usize,
+    /// How long a request may take before it is answered with 503.
+    pub request_timeout: Duration,
+    /// How long a tenant's secrets stay cached.
+    pub credential_cache_ttl: Duration,
     /// When set, the inspector page and `/api/*` require this token (the server is reachable
     /// from other hosts).
-    pub(crate) access_token: Option<String>,
+    pub access_token: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database", &self.database)
+            .field("public_url", &self.public_url)
+            .field("account", &self.account.as_ref().map(|(sid, _)| sid))
+            .field("demo_token_file", &self.demo_token_file)
+            .field("sentry", &self.sentry)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .field("request_timeout", &self.request_timeout)
+            .field("credential_cache_ttl", &self.credential_cache_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
     /// The defaults, with this database.
-    pub(crate) fn new(database: Location) -> Self {
+    pub fn new(database: Location) -> Self {
         Self {
             demo_token_file: database.demo_token_file(),
             database,
@@ -111,40 +130,39 @@ impl Config {
 
 /// What the start-up message shows.
 #[derive(Clone, Debug)]
-pub(crate) struct Startup {
+pub struct Startup {
     /// Where the data lives (no password).
-    pub(crate) database: String,
+    pub database: String,
     /// The base URL Twilio should call; `None` when it comes from forwarding headers.
-    pub(crate) public_base: Option<String>,
+    pub public_base: Option<String>,
     /// How [`public_base`](Self::public_base) was chosen.
-    pub(crate) public_url: PublicUrlConfig,
+    pub public_url: PublicUrlConfig,
     /// The tenant `TWILIO_ACCOUNT_SID` was upserted as.
-    pub(crate) env_tenant: Option<String>,
+    pub env_tenant: Option<String>,
     /// The demo tenant, when there is one and no account was configured.
-    pub(crate) demo: Option<Demo>,
+    pub demo: Option<Demo>,
     /// How many tenants there are.
-    pub(crate) tenants: i64,
+    pub tenants: i64,
 }
 
 /// What the caller keeps next to the router: the start-up facts, the database, and the log
 /// writer that [`serve`] drains at the end.
 #[derive(Debug)]
-pub(crate) struct Handles {
-    pub(crate) startup: Startup,
-    pub(crate) db: Db,
+pub struct Handles {
+    /// What the start-up message shows.
+    pub startup: Startup,
+    /// The database.
+    pub db: Db,
     /// Lets tests wait until the log has caught up ([`LogSender::flush`]).
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) log: LogSender,
+    pub log: LogSender,
     writer: LogWriter,
 }
 
 /// Opens the database (creating it), sets up tenants (the configured account, or demo mode),
 /// starts the log writer and builds the router. `local_addr` is the address the listener is
 /// bound to, for the local public URL.
-pub(crate) async fn build(
-    config: Config,
-    local_addr: SocketAddr,
-) -> Result<(Router, Handles), BoxError> {
+pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Handles), BoxError> {
     let db = Db::open(&config.database).await?;
 
     let env_tenant = match &config.account {
@@ -283,7 +301,7 @@ pub(crate) async fn build(
 
 /// Serves `router` on `listener` until `shutdown` completes; then lets in-flight requests
 /// finish, writes the rest of the webhook log, and closes the database.
-pub(crate) async fn serve<F>(
+pub async fn serve<F>(
     listener: TcpListener,
     router: Router,
     handles: Handles,

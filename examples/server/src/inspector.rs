@@ -33,15 +33,15 @@ use hyper_util::{
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::{
+use crate::{
     db::Db,
     demo,
     twilio_presets::{Body, Preset, Signer, random_hex, sign_request},
 };
 
-const PAGE: &str = include_str!("assets/inspector.html");
-const SCRIPT: &str = include_str!("assets/inspector.js");
-const STYLE: &str = include_str!("assets/inspector.css");
+const PAGE: &str = include_str!("../assets/inspector.html");
+const SCRIPT: &str = include_str!("../assets/inspector.js");
+const STYLE: &str = include_str!("../assets/inspector.css");
 
 /// No inline script or style, nothing from other origins, no framing, no plugins.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -56,7 +56,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the inspector's handlers share.
 #[derive(Clone)]
-pub(crate) struct Inspector {
+pub struct Inspector {
     inner: Arc<Inner>,
 }
 
@@ -89,7 +89,9 @@ impl std::fmt::Debug for Inspector {
 }
 
 impl Inspector {
-    pub(crate) fn new(
+    /// The inspector of the server listening on `local_addr`; test webhooks are signed for
+    /// `public_base` with `tenant`'s token.
+    pub fn new(
         db: Db,
         local_addr: SocketAddr,
         public_base: Option<String>,
@@ -117,7 +119,7 @@ impl Inspector {
     }
 
     /// `GET /`, its assets, and the two buttons' actions.
-    pub(crate) fn router(&self) -> Router {
+    pub fn router(&self) -> Router {
         Router::new()
             .route("/", get(page))
             .route("/inspector.js", get(script))
@@ -217,7 +219,7 @@ async fn send(inspector: &Inspector, headers: &HeaderMap, forged: bool) -> Respo
         return send_error(StatusCode::CONFLICT, "no tenant to sign a test webhook for");
     };
     let (account_sid, token) = match inner.db.tenant_token(tenant).await {
-        Ok(Some((account_sid, token))) => (account_sid.unwrap_or_default(), token),
+        Ok(Some(found)) => (found.account_sid.unwrap_or_default(), found.auth_token),
         Ok(None) => return send_error(StatusCode::CONFLICT, "the tenant has no auth token"),
         Err(error) => {
             tracing::error!(%error, "reading the tenant's token failed");
@@ -288,7 +290,7 @@ async fn send(inspector: &Inspector, headers: &HeaderMap, forged: bool) -> Respo
 
 /// Which tenant test webhooks are signed for: the demo tenant when there is one, else the
 /// tenant `TWILIO_ACCOUNT_SID` configured.
-pub(crate) fn test_tenant(has_demo: bool, env_tenant: Option<&str>) -> Option<String> {
+pub fn test_tenant(has_demo: bool, env_tenant: Option<&str>) -> Option<String> {
     if has_demo {
         Some(demo::TENANT_ID.to_owned())
     } else {
@@ -299,7 +301,7 @@ pub(crate) fn test_tenant(has_demo: bool, env_tenant: Option<&str>) -> Option<St
 /// Lets a request through when no access token is configured, or when it carries the token
 /// (`?token=`, the cookie, or `Authorization: Bearer`). A valid `?token=` on the page sets the
 /// cookie, so that the page's own requests carry it.
-pub(crate) async fn require_access(
+pub async fn require_access(
     State(token): State<Option<Arc<str>>>,
     request: Request,
     next: Next,

@@ -1,13 +1,10 @@
 //! Builds and signs webhook requests exactly as Twilio sends them.
 //!
-//! The one place that knows what Twilio's requests look like: `examples/send_webhook.rs`
-//! includes it to send them, the example server's tests include it to drive the server, and an
-//! inspector page can include it to show them (`#[path = "…/common/twilio_presets.rs"] mod …;`).
-//! It only builds data (method, URL, headers, body); sending is the includer's business.
-//! Signing goes through the crate's own [`signature::sign`], never a copy of it.
-//!
-//! Each including crate uses a different part of it, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! The one place that knows what Twilio's requests look like: the signing tool
+//! (`send_webhook`) uses it to send them, the load test to load the server, the inspector page
+//! to send its test webhooks, and the server's tests to drive the server. It only builds data
+//! (method, URL, headers, body); sending is the caller's business. Signing goes through
+//! tower-twilio's own [`signature::sign`], never a copy of it.
 
 use tower_twilio::signature::{
     self, Algorithm, IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER,
@@ -15,7 +12,7 @@ use tower_twilio::signature::{
 
 /// Every `MessageStatus` value Twilio documents, in the order a message usually goes through
 /// them (the last few are special cases). Servers must keep unknown values as they are.
-pub(crate) const MESSAGE_STATUSES: &[&str] = &[
+pub const MESSAGE_STATUSES: &[&str] = &[
     "queued",
     "sending",
     "sent",
@@ -32,11 +29,11 @@ pub(crate) const MESSAGE_STATUSES: &[&str] = &[
 ];
 
 /// The `AccountSid` used when none is given: the right shape, but no real account.
-pub(crate) const EXAMPLE_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+pub const EXAMPLE_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 
 /// A kind of webhook with realistic parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Preset {
+pub enum Preset {
     /// An incoming SMS ("A message comes in").
     Sms,
     /// A message status callback with this `MessageStatus`.
@@ -47,7 +44,7 @@ pub(crate) enum Preset {
 
 impl Preset {
     /// The path the example server serves this webhook on.
-    pub(crate) fn path(&self) -> &'static str {
+    pub fn path(&self) -> &'static str {
         match self {
             Self::Sms => "/twilio/sms",
             Self::Status(_) => "/twilio/status",
@@ -56,7 +53,7 @@ impl Preset {
     }
 
     /// The parameters Twilio sends for this webhook, in Twilio's order, with fresh random SIDs.
-    pub(crate) fn params(&self, account_sid: &str) -> Vec<(String, String)> {
+    pub fn params(&self, account_sid: &str) -> Vec<(String, String)> {
         let pairs: Vec<(&str, String)> = match self {
             Self::Sms => {
                 let sid = random_sid("SM");
@@ -137,7 +134,7 @@ impl Preset {
 }
 
 /// Parses a `Key=Value` override (the value may be empty or contain `=`).
-pub(crate) fn parse_override(text: &str) -> Result<(String, String), String> {
+pub fn parse_override(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("expected Key=Value, got {text:?}")),
@@ -148,7 +145,7 @@ pub(crate) fn parse_override(text: &str) -> Result<(String, String), String> {
 /// or appends the pair when the key is new. `SmsSid` and `SmsMessageSid` follow `MessageSid`,
 /// and `SmsStatus` follows `MessageStatus`, as they do in Twilio's requests, unless they are
 /// overridden themselves.
-pub(crate) fn apply_overrides(params: &mut Vec<(String, String)>, overrides: &[(String, String)]) {
+pub fn apply_overrides(params: &mut Vec<(String, String)>, overrides: &[(String, String)]) {
     let overridden = |name: &str| overrides.iter().any(|(k, _)| k == name);
     let mut expanded: Vec<(String, String)> = Vec::new();
     for (key, value) in overrides {
@@ -185,7 +182,7 @@ pub(crate) fn apply_overrides(params: &mut Vec<(String, String)>, overrides: &[(
 
 /// How the parameters travel.
 #[derive(Clone, Debug)]
-pub(crate) enum Body {
+pub enum Body {
     /// `POST`, `application/x-www-form-urlencoded`: signed over the URL and the parameters.
     Form(Vec<(String, String)>),
     /// `GET` with the parameters in the query: signed over the URL alone.
@@ -202,7 +199,7 @@ pub(crate) enum Body {
 
 /// Which secret signs: the account's auth token, or a SharedKey.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Signer<'a> {
+pub enum Signer<'a> {
     /// An auth token (always HMAC-SHA1).
     AuthToken(&'a [u8]),
     /// A SharedKey secret with its id and algorithm; adds the settings header.
@@ -218,15 +215,15 @@ pub(crate) enum Signer<'a> {
 
 /// A request as Twilio would send it, ready to be sent.
 #[derive(Clone)]
-pub(crate) struct SignedRequest {
+pub struct SignedRequest {
     /// `POST` or `GET`.
-    pub(crate) method: &'static str,
+    pub method: &'static str,
     /// The full public URL requested (query included): what was signed.
-    pub(crate) url: String,
+    pub url: String,
     /// The headers, signature included.
-    pub(crate) headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
     /// The body (empty for `GET`).
-    pub(crate) body: Vec<u8>,
+    pub body: Vec<u8>,
 }
 
 // The signature is derived from the secret: keep it out of debug output anyway.
@@ -242,7 +239,7 @@ impl std::fmt::Debug for SignedRequest {
 
 impl SignedRequest {
     /// The value of header `name` (case-insensitive), if set.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -250,7 +247,7 @@ impl SignedRequest {
     }
 
     /// The path and query of [`url`](Self::url), for the request line.
-    pub(crate) fn path_and_query(&self) -> &str {
+    pub fn path_and_query(&self) -> &str {
         let after_scheme = self
             .url
             .split_once("://")
@@ -262,7 +259,7 @@ impl SignedRequest {
 }
 
 /// Signs `body` for the public `url` as Twilio does and adds Twilio's headers.
-pub(crate) fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest {
+pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest {
     let (secret, algorithm) = match signer {
         Signer::AuthToken(token) => (token, Algorithm::HmacSha1),
         Signer::SharedKey {
@@ -340,19 +337,19 @@ fn params_ref(params: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// `application/x-www-form-urlencoded`, as Twilio encodes its bodies and queries.
-pub(crate) fn encode(params: &[(String, String)]) -> String {
+pub fn encode(params: &[(String, String)]) -> String {
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish()
 }
 
 /// A SID of the right shape: `prefix` and 32 random lower-case hex digits.
-pub(crate) fn random_sid(prefix: &str) -> String {
+pub fn random_sid(prefix: &str) -> String {
     format!("{prefix}{}", random_hex(16))
 }
 
 /// `bytes` random bytes as lower-case hex.
-pub(crate) fn random_hex(bytes: usize) -> String {
+pub fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0; bytes];
     getrandom::fill(&mut buffer).expect("the operating system's random number generator failed");
     hex::encode(buffer)

@@ -4,7 +4,7 @@
 //! Run with
 //!
 //! ```text
-//! cargo run --example send_webhook -- --token-file .twilio-demo-token --account-sid AC… sms
+//! cargo run -p tower-twilio-example-server --bin send_webhook -- --token-file .twilio-demo-token --account-sid AC… sms
 //! ```
 //!
 //! Presets (realistic parameters, fresh SIDs; `Key=Value` arguments override them):
@@ -26,9 +26,8 @@
 //! path); `--connect HOST:PORT` sends it to another address, as a proxy or tunnel would (the
 //! tool speaks plain HTTP, so an `https` URL needs `--connect`). It prints the response's
 //! status, headers and body; with `--expect-ok` it exits with 1 unless the status is 2xx.
-
-#[path = "common/twilio_presets.rs"]
-mod twilio_presets;
+// The option docs are clap's `--help` text, written for a terminal.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -39,7 +38,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower_twilio::{BoxError, signature::Algorithm};
 
-use twilio_presets::{
+use tower_twilio_example_server::twilio_presets::{
     Body, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, Signer, apply_overrides, parse_override,
     sign_request,
 };

@@ -20,12 +20,12 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
+use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 use tower_twilio::BoxError;
 
 /// Where the data lives, from `DATABASE_URL`.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Location {
+pub enum Location {
     /// An SQLite file, created with its schema if missing.
     Sqlite(PathBuf),
     /// A PostgreSQL URL (`postgres://` or `postgresql://`).
@@ -35,7 +35,7 @@ pub(crate) enum Location {
 impl Location {
     /// Reads `DATABASE_URL`: a `postgres://` or `postgresql://` URL, a `sqlite:` URL, or a plain
     /// file path (SQLite).
-    pub(crate) fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, String> {
         let value = value.trim();
         if value.is_empty() {
             return Err(
@@ -66,7 +66,7 @@ impl Location {
     }
 
     /// Where the demo token file goes: beside the SQLite file, else in the current directory.
-    pub(crate) fn demo_token_file(&self) -> PathBuf {
+    pub fn demo_token_file(&self) -> PathBuf {
         const NAME: &str = ".twilio-demo-token";
         match self {
             Self::Sqlite(path) => match path.parent() {
@@ -128,7 +128,7 @@ enum Backend {
 
 /// A connection pool and the backend behind it. Cheap to clone.
 #[derive(Clone, Debug)]
-pub(crate) struct Db {
+pub struct Db {
     pool: AnyPool,
     backend: Backend,
 }
@@ -185,7 +185,7 @@ const SCHEMA: &[&str] = &[
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
-    pub(crate) async fn open(location: &Location) -> Result<Self, BoxError> {
+    pub async fn open(location: &Location) -> Result<Self, BoxError> {
         sqlx::any::install_default_drivers();
         let backend = match location {
             Location::Sqlite(_) => Backend::Sqlite,
@@ -233,12 +233,12 @@ impl Db {
     }
 
     /// Closes the pool, waiting for connections to be returned.
-    pub(crate) async fn close(&self) {
+    pub async fn close(&self) {
         self.pool.close().await;
     }
 
     /// Whether the database answers.
-    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1")
             .fetch_one(&self.pool)
             .await
@@ -248,85 +248,62 @@ impl Db {
     // ---- credentials -------------------------------------------------------------------
 
     /// The preferred source: `tenant_settings` by `AccountSid`.
-    pub(crate) async fn preferred_tokens(
+    pub async fn preferred_tokens(
         &self,
         account_sid: &str,
     ) -> Result<Option<TenantTokens>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT tenant_id, primary_auth_token, secondary_auth_token
+        sqlx::query_as(
+            "SELECT tenant_id, primary_auth_token AS primary_token,
+                    secondary_auth_token AS secondary_token
              FROM tenant_settings WHERE account_sid = $1",
         )
         .bind(account_sid)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(TenantTokens {
-                tenant_id: row.try_get(0)?,
-                primary: row.try_get(1)?,
-                secondary: row.try_get(2)?,
-            })
-        })
-        .transpose()
+        .await
     }
 
     /// The legacy source: the token on the `tenants` row.
-    pub(crate) async fn legacy_token(
+    pub async fn legacy_token(
         &self,
         account_sid: &str,
     ) -> Result<Option<TenantTokens>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT id, auth_token FROM tenants
+        sqlx::query_as(
+            "SELECT id AS tenant_id, auth_token AS primary_token FROM tenants
              WHERE account_sid = $1 AND auth_token IS NOT NULL",
         )
         .bind(account_sid)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(TenantTokens {
-                tenant_id: row.try_get(0)?,
-                primary: row.try_get(1)?,
-                secondary: None,
-            })
-        })
-        .transpose()
+        .await
     }
 
     /// A SharedKey's tenant and secret by key id.
-    pub(crate) async fn shared_key(
-        &self,
-        key_id: &str,
-    ) -> Result<Option<(String, String)>, sqlx::Error> {
-        let row = sqlx::query("SELECT tenant_id, secret FROM shared_keys WHERE key_id = $1")
+    pub async fn shared_key(&self, key_id: &str) -> Result<Option<SharedKeySecret>, sqlx::Error> {
+        sqlx::query_as("SELECT tenant_id, secret FROM shared_keys WHERE key_id = $1")
             .bind(key_id)
             .fetch_optional(&self.pool)
-            .await?;
-        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .transpose()
+            .await
     }
 
     // ---- tenants -----------------------------------------------------------------------
 
     /// How many tenants there are.
-    pub(crate) async fn tenant_count(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT COUNT(*) FROM tenants")
+    pub async fn tenant_count(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
             .fetch_one(&self.pool)
-            .await?
-            .try_get(0)
+            .await
     }
 
     /// A tenant's display name.
-    pub(crate) async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query("SELECT name FROM tenants WHERE id = $1")
+    pub async fn tenant_name(&self, tenant_id: &str) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()
+            .await
     }
 
     /// Adds a tenant: with its token in `tenant_settings` (preferred), or with `legacy`, on the
     /// `tenants` row only, the way older tenants were stored.
-    pub(crate) async fn add_tenant(&self, tenant: &NewTenant<'_>) -> Result<(), BoxError> {
+    pub async fn add_tenant(&self, tenant: &NewTenant<'_>) -> Result<(), BoxError> {
         let mut tx = self.pool.begin().await?;
         let (sid, token) = if tenant.legacy {
             (Some(tenant.account_sid), Some(tenant.auth_token))
@@ -362,7 +339,7 @@ impl Db {
     /// Makes `new_token` the tenant's primary token and keeps the old primary as secondary, so
     /// that webhooks signed with either verify until Twilio has switched. A legacy tenant moves
     /// to `tenant_settings` on its first rotation.
-    pub(crate) async fn rotate(&self, tenant_id: &str, new_token: &str) -> Result<(), BoxError> {
+    pub async fn rotate(&self, tenant_id: &str, new_token: &str) -> Result<(), BoxError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE tenant_settings
@@ -375,18 +352,20 @@ impl Db {
         .await?
         .rows_affected();
         if updated == 0 {
-            let legacy = sqlx::query(
+            let legacy: Option<AccountToken> = sqlx::query_as(
                 "SELECT account_sid, auth_token FROM tenants
                  WHERE id = $1 AND account_sid IS NOT NULL AND auth_token IS NOT NULL",
             )
             .bind(tenant_id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(legacy) = legacy else {
+            let Some(AccountToken {
+                account_sid: Some(account_sid),
+                auth_token: old_token,
+            }) = legacy
+            else {
                 return Err(format!("no tenant {tenant_id:?} with an auth token").into());
             };
-            let account_sid: String = legacy.try_get(0)?;
-            let old_token: String = legacy.try_get(1)?;
             sqlx::query(
                 "INSERT INTO tenant_settings
                  (tenant_id, account_sid, primary_auth_token, secondary_auth_token)
@@ -404,7 +383,7 @@ impl Db {
     }
 
     /// Adds (or replaces) a SharedKey secret for a tenant.
-    pub(crate) async fn add_shared_key(
+    pub async fn add_shared_key(
         &self,
         tenant_id: &str,
         key_id: &str,
@@ -430,7 +409,7 @@ impl Db {
 
     /// Makes `auth_token` the primary token of `account_sid`: updates the tenant that has it,
     /// or creates the tenant `default` for it. Returns the tenant id.
-    pub(crate) async fn upsert_account(
+    pub async fn upsert_account(
         &self,
         account_sid: &str,
         auth_token: &str,
@@ -465,78 +444,64 @@ impl Db {
     }
 
     /// A tenant's preferred (or, failing that, legacy) token, for the demo tenant's token file.
-    pub(crate) async fn tenant_token(
-        &self,
-        tenant_id: &str,
-    ) -> Result<Option<(Option<String>, String)>, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT s.account_sid, s.primary_auth_token FROM tenant_settings s WHERE s.tenant_id = $1
+    pub async fn tenant_token(&self, tenant_id: &str) -> Result<Option<AccountToken>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT s.account_sid, s.primary_auth_token AS auth_token
+             FROM tenant_settings s WHERE s.tenant_id = $1
              UNION ALL
              SELECT t.account_sid, t.auth_token FROM tenants t
              WHERE t.id = $1 AND t.auth_token IS NOT NULL",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .transpose()
+        .await
     }
 
     /// Every tenant with where its credentials come from, and no secret.
-    pub(crate) async fn list_tenants(&self) -> Result<Vec<TenantSummary>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.name, s.account_sid, t.account_sid,
-                    CASE WHEN s.tenant_id IS NOT NULL THEN 1 ELSE 0 END,
-                    CASE WHEN s.secondary_auth_token IS NOT NULL THEN 1 ELSE 0 END,
-                    CASE WHEN t.auth_token IS NOT NULL THEN 1 ELSE 0 END
+    pub async fn list_tenants(&self) -> Result<Vec<TenantSummary>, sqlx::Error> {
+        let rows: Vec<TenantListRow> = sqlx::query_as(
+            "SELECT t.id, t.name,
+                    s.account_sid AS preferred_account_sid,
+                    t.account_sid AS legacy_account_sid,
+                    CASE WHEN s.tenant_id IS NOT NULL THEN 1 ELSE 0 END AS preferred,
+                    CASE WHEN s.secondary_auth_token IS NOT NULL THEN 1 ELSE 0 END AS has_secondary,
+                    CASE WHEN t.auth_token IS NOT NULL THEN 1 ELSE 0 END AS has_legacy_token
              FROM tenants t LEFT JOIN tenant_settings s ON s.tenant_id = t.id
              ORDER BY t.id",
         )
         .fetch_all(&self.pool)
         .await?;
-        let keys =
-            sqlx::query("SELECT tenant_id, key_id, algorithm FROM shared_keys ORDER BY key_id")
+        let keys: Vec<SharedKeyRow> =
+            sqlx::query_as("SELECT tenant_id, key_id, algorithm FROM shared_keys ORDER BY key_id")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get(0)?;
-                let preferred: i64 = row.try_get(4)?;
-                let shared_keys = keys
+        Ok(rows
+            .into_iter()
+            .map(|row| TenantSummary {
+                shared_keys: keys
                     .iter()
-                    .filter(|k| k.try_get::<String, _>(0).is_ok_and(|t| t == id))
-                    .map(|k| {
-                        Ok(format!(
-                            "{} ({})",
-                            k.try_get::<String, _>(1)?,
-                            k.try_get::<String, _>(2)?
-                        ))
-                    })
-                    .collect::<Result<_, sqlx::Error>>()?;
-                Ok(TenantSummary {
-                    name: row.try_get(1)?,
-                    account_sid: row
-                        .try_get::<Option<String>, _>(2)?
-                        .or(row.try_get::<Option<String>, _>(3)?),
-                    source: if preferred == 1 {
-                        "tenant_settings"
-                    } else {
-                        "tenants (legacy)"
-                    },
-                    has_secondary: row.try_get::<i64, _>(5)? == 1,
-                    has_legacy_token: row.try_get::<i64, _>(6)? == 1,
-                    shared_keys,
-                    id,
-                })
+                    .filter(|k| k.tenant_id == row.id)
+                    .map(|k| format!("{} ({})", k.key_id, k.algorithm))
+                    .collect(),
+                id: row.id,
+                name: row.name,
+                account_sid: row.preferred_account_sid.or(row.legacy_account_sid),
+                source: if row.preferred == 1 {
+                    CredentialSource::TenantSettings
+                } else {
+                    CredentialSource::Legacy
+                },
+                has_secondary: row.has_secondary == 1,
+                has_legacy_token: row.has_legacy_token == 1,
             })
-            .collect()
+            .collect())
     }
 
     // ---- webhook log -------------------------------------------------------------------
 
     /// Inserts a webhook's first stage; returns its row id.
-    pub(crate) async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
-        sqlx::query(
+    pub async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
             "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
                  rejection_reason, tenant_id, account_sid, message_sid, message_status,
                  credential, status_code, query, user_agent)
@@ -558,12 +523,11 @@ impl Db {
         .bind(&entry.query)
         .bind(&entry.user_agent)
         .fetch_one(&self.pool)
-        .await?
-        .try_get(0)
+        .await
     }
 
     /// Records a later stage of the webhook in row `id`; what the stage does not know is kept.
-    pub(crate) async fn update_webhook(&self, id: i64, entry: &LogRow) -> Result<(), sqlx::Error> {
+    pub async fn update_webhook(&self, id: i64, entry: &LogRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE webhook_log SET
                  updated_at_ms = $2,
@@ -593,11 +557,8 @@ impl Db {
     }
 
     /// The newest `limit` webhooks, newest first.
-    pub(crate) async fn recent_webhooks(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<LoggedWebhook>, sqlx::Error> {
-        let rows = sqlx::query(
+    pub async fn recent_webhooks(&self, limit: i64) -> Result<Vec<LoggedWebhook>, sqlx::Error> {
+        sqlx::query_as(
             "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
                     account_sid, message_sid, message_status, credential, status_code,
                     query, user_agent
@@ -605,34 +566,14 @@ impl Db {
         )
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LoggedWebhook {
-                    id: row.try_get(0)?,
-                    received_at_ms: row.try_get(1)?,
-                    method: row.try_get(2)?,
-                    path: row.try_get(3)?,
-                    outcome: row.try_get(4)?,
-                    rejection_reason: row.try_get(5)?,
-                    tenant_id: row.try_get(6)?,
-                    account_sid: row.try_get(7)?,
-                    message_sid: row.try_get(8)?,
-                    message_status: row.try_get(9)?,
-                    credential: row.try_get(10)?,
-                    status_code: row.try_get(11)?,
-                    query: row.try_get(12)?,
-                    user_agent: row.try_get(13)?,
-                })
-            })
-            .collect()
+        .await
     }
 
     // ---- message status ----------------------------------------------------------------
 
     /// Records one status callback. A delivery Twilio retries (same idempotency token) is
     /// recorded once; returns whether this one was new.
-    pub(crate) async fn record_status(&self, status: &NewStatus<'_>) -> Result<bool, sqlx::Error> {
+    pub async fn record_status(&self, status: &NewStatus<'_>) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
             "INSERT INTO message_status (message_sid, status, error_code, tenant_id, account_sid,
                  idempotency_token, received_at_ms)
@@ -652,28 +593,14 @@ impl Db {
     }
 
     /// A message's status history, oldest first.
-    pub(crate) async fn message_history(
-        &self,
-        message_sid: &str,
-    ) -> Result<Vec<StatusRow>, sqlx::Error> {
-        let rows = sqlx::query(
+    pub async fn message_history(&self, message_sid: &str) -> Result<Vec<StatusRow>, sqlx::Error> {
+        sqlx::query_as(
             "SELECT status, error_code, received_at_ms, tenant_id, account_sid
              FROM message_status WHERE message_sid = $1 ORDER BY id",
         )
         .bind(message_sid)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StatusRow {
-                    status: row.try_get(0)?,
-                    error_code: row.try_get(1)?,
-                    received_at_ms: row.try_get(2)?,
-                    tenant_id: row.try_get(3)?,
-                    account_sid: row.try_get(4)?,
-                })
-            })
-            .collect()
+        .await
     }
 }
 
@@ -685,99 +612,256 @@ fn unique_violation(error: sqlx::Error, message: &str) -> BoxError {
     }
 }
 
-/// A tenant's auth tokens, from either source.
-pub(crate) struct TenantTokens {
-    pub(crate) tenant_id: String,
-    pub(crate) primary: String,
-    pub(crate) secondary: Option<String>,
+/// A tenant's auth tokens, from either source. `Debug` shows no token.
+#[derive(sqlx::FromRow)]
+pub struct TenantTokens {
+    /// The tenant they belong to.
+    pub tenant_id: String,
+    /// The token Twilio signs with (after a rotation, the new one).
+    pub primary_token: String,
+    /// During a rotation, the old token, still accepted.
+    #[sqlx(default)]
+    pub secondary_token: Option<String>,
 }
 
-/// What `tenant add` stores.
-pub(crate) struct NewTenant<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) name: &'a str,
-    pub(crate) account_sid: &'a str,
-    pub(crate) auth_token: &'a str,
+impl fmt::Debug for TenantTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantTokens")
+            .field("tenant_id", &self.tenant_id)
+            .field(
+                "secondary_token",
+                &self.secondary_token.as_ref().map(|_| "[set]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A SharedKey's tenant and secret.
+#[derive(sqlx::FromRow)]
+pub struct SharedKeySecret {
+    /// The tenant the key belongs to.
+    pub tenant_id: String,
+    /// The secret.
+    pub secret: String,
+}
+
+impl fmt::Debug for SharedKeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedKeySecret")
+            .field("tenant_id", &self.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant's primary (or legacy) token with its `AccountSid`.
+#[derive(sqlx::FromRow)]
+pub struct AccountToken {
+    /// The tenant's `AccountSid`, when it has one.
+    pub account_sid: Option<String>,
+    /// The auth token.
+    pub auth_token: String,
+}
+
+impl fmt::Debug for AccountToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountToken")
+            .field("account_sid", &self.account_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `tenant add` stores. `Debug` shows no token.
+pub struct NewTenant<'a> {
+    /// Tenant id (letters, digits, `-`, `_`).
+    pub id: &'a str,
+    /// Display name, used in replies.
+    pub name: &'a str,
+    /// The tenant's Twilio `AccountSid`.
+    pub account_sid: &'a str,
+    /// Its auth token.
+    pub auth_token: &'a str,
     /// Store the token on the `tenants` row (the legacy source) instead of `tenant_settings`.
-    pub(crate) legacy: bool,
+    pub legacy: bool,
+}
+
+impl fmt::Debug for NewTenant<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewTenant")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("account_sid", &self.account_sid)
+            .field("legacy", &self.legacy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a tenant's credentials come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The `tenant_settings` table: primary and secondary token (the preferred source).
+    TenantSettings,
+    /// The token on the `tenants` row, the way older tenants were stored.
+    Legacy,
+}
+
+impl CredentialSource {
+    /// The table, as `tenant list` shows it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TenantSettings => "tenant_settings",
+            Self::Legacy => "tenants (legacy)",
+        }
+    }
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A row of the tenant list query.
+#[derive(sqlx::FromRow)]
+struct TenantListRow {
+    id: String,
+    name: String,
+    preferred_account_sid: Option<String>,
+    legacy_account_sid: Option<String>,
+    preferred: i64,
+    has_secondary: i64,
+    has_legacy_token: i64,
+}
+
+/// A SharedKey without its secret.
+#[derive(sqlx::FromRow)]
+struct SharedKeyRow {
+    tenant_id: String,
+    key_id: String,
+    algorithm: String,
 }
 
 /// What `tenant list` shows: never a secret.
 #[derive(Debug)]
-pub(crate) struct TenantSummary {
-    pub(crate) id: String,
-    pub(crate) name: String,
-    pub(crate) account_sid: Option<String>,
-    pub(crate) source: &'static str,
-    pub(crate) has_secondary: bool,
-    pub(crate) has_legacy_token: bool,
-    pub(crate) shared_keys: Vec<String>,
+pub struct TenantSummary {
+    /// Tenant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Its `AccountSid` (from `tenant_settings`, else from the legacy row).
+    pub account_sid: Option<String>,
+    /// Where its auth token comes from.
+    pub source: CredentialSource,
+    /// Whether a secondary token (an unfinished rotation) is stored.
+    pub has_secondary: bool,
+    /// Whether the legacy row still holds a token too.
+    pub has_legacy_token: bool,
+    /// Its SharedKeys, as `key_id (ALGORITHM)`.
+    pub shared_keys: Vec<String>,
 }
 
 /// One stage of one webhook, as stored.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LogRow {
-    pub(crate) received_at_ms: i64,
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) query: Option<String>,
-    pub(crate) user_agent: Option<String>,
-    pub(crate) outcome: &'static str,
-    pub(crate) rejection_reason: Option<&'static str>,
-    pub(crate) tenant_id: Option<String>,
-    pub(crate) account_sid: Option<String>,
-    pub(crate) message_sid: Option<String>,
-    pub(crate) message_status: Option<String>,
-    pub(crate) credential: Option<String>,
-    pub(crate) status_code: Option<i64>,
+pub struct LogRow {
+    /// When the request arrived, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    /// The HTTP method.
+    pub method: String,
+    /// The path, still percent-encoded.
+    pub path: String,
+    /// The raw query, if any.
+    pub query: Option<String>,
+    /// The `User-Agent` header (unverified).
+    pub user_agent: Option<String>,
+    /// The stage: `received`, `verified`, `rejected`, `processed`, `failed`, …
+    pub outcome: &'static str,
+    /// Why it was rejected.
+    pub rejection_reason: Option<&'static str>,
+    /// The tenant the layer resolved.
+    pub tenant_id: Option<String>,
+    /// The `AccountSid` (unverified on a rejection).
+    pub account_sid: Option<String>,
+    /// The verified `MessageSid` (or `SmsSid`).
+    pub message_sid: Option<String>,
+    /// The verified `MessageStatus` (or `SmsStatus`).
+    pub message_status: Option<String>,
+    /// Which secret verified it.
+    pub credential: Option<String>,
+    /// The handler's status code.
+    pub status_code: Option<i64>,
 }
 
 /// A webhook-log row, as read back.
-#[derive(Debug, Clone)]
-pub(crate) struct LoggedWebhook {
-    pub(crate) id: i64,
-    pub(crate) received_at_ms: i64,
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) outcome: String,
-    pub(crate) rejection_reason: Option<String>,
-    pub(crate) tenant_id: Option<String>,
-    pub(crate) account_sid: Option<String>,
-    pub(crate) message_sid: Option<String>,
-    pub(crate) message_status: Option<String>,
-    pub(crate) credential: Option<String>,
-    pub(crate) status_code: Option<i64>,
-    pub(crate) query: Option<String>,
-    pub(crate) user_agent: Option<String>,
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LoggedWebhook {
+    /// Row id: grows with every webhook.
+    pub id: i64,
+    /// When the request arrived, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    /// The HTTP method.
+    pub method: String,
+    /// The path, still percent-encoded.
+    pub path: String,
+    /// The last stage written.
+    pub outcome: String,
+    /// Why it was rejected.
+    pub rejection_reason: Option<String>,
+    /// The tenant the layer resolved.
+    pub tenant_id: Option<String>,
+    /// The `AccountSid` (unverified on a rejection).
+    pub account_sid: Option<String>,
+    /// The verified `MessageSid`.
+    pub message_sid: Option<String>,
+    /// The verified `MessageStatus`.
+    pub message_status: Option<String>,
+    /// Which secret verified it.
+    pub credential: Option<String>,
+    /// The handler's status code.
+    pub status_code: Option<i64>,
+    /// The raw query, if any.
+    pub query: Option<String>,
+    /// The `User-Agent` header (unverified).
+    pub user_agent: Option<String>,
 }
 
 /// One status callback to record.
-pub(crate) struct NewStatus<'a> {
-    pub(crate) message_sid: &'a str,
-    pub(crate) status: &'a str,
-    pub(crate) error_code: Option<&'a str>,
-    pub(crate) tenant_id: Option<&'a str>,
-    pub(crate) account_sid: Option<&'a str>,
-    pub(crate) idempotency_token: Option<&'a str>,
+#[derive(Debug)]
+pub struct NewStatus<'a> {
+    /// The `MessageSid` it is about.
+    pub message_sid: &'a str,
+    /// The `MessageStatus`, as sent.
+    pub status: &'a str,
+    /// The `ErrorCode`, when not empty.
+    pub error_code: Option<&'a str>,
+    /// The tenant whose secret verified the callback.
+    pub tenant_id: Option<&'a str>,
+    /// The verified `AccountSid`.
+    pub account_sid: Option<&'a str>,
+    /// `I-Twilio-Idempotency-Token`: a retried delivery is recorded once.
+    pub idempotency_token: Option<&'a str>,
 }
 
 /// One recorded status.
-#[derive(Debug, Clone)]
-pub(crate) struct StatusRow {
-    pub(crate) status: String,
-    pub(crate) error_code: Option<String>,
-    pub(crate) received_at_ms: i64,
-    pub(crate) tenant_id: Option<String>,
-    pub(crate) account_sid: Option<String>,
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StatusRow {
+    /// The status, as sent.
+    pub status: String,
+    /// The `ErrorCode`, if any.
+    pub error_code: Option<String>,
+    /// When it was received, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    /// The tenant whose secret verified it.
+    pub tenant_id: Option<String>,
+    /// The verified `AccountSid`.
+    pub account_sid: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     to_ms(SystemTime::now())
 }
 
 /// `time` as milliseconds since the Unix epoch (0 before it).
-pub(crate) fn to_ms(time: SystemTime) -> i64 {
+pub fn to_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -19,7 +19,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use super::{Server, TestDb, bounded};
+use crate::support::{Server, TestDb, bounded};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -193,7 +193,7 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     let account = server.startup.demo.as_ref().unwrap().account_sid.clone();
     for status in ["sent", "delivered", "read"] {
         let callback = server.webhook(
-            &super::status(status),
+            &crate::support::status(status),
             &account,
             token.trim(),
             &[("MessageSid", "SM0000inspector0000")],
@@ -270,7 +270,7 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     // The README's picture, refreshed on request.
     let png = browser.screenshot().await.unwrap();
     let path = if std::env::var_os("UPDATE_DOCS").is_some() {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/inspector.png")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/inspector.png")
     } else {
         db.dir.path().join("inspector.png")
     };

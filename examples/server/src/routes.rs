@@ -13,22 +13,24 @@ use axum::{
 use serde::Serialize;
 use tower_twilio::{VerifiedWebhook, signature::IDEMPOTENCY_TOKEN_HEADER};
 
-use super::{
+use crate::{
     db::{Db, LoggedWebhook, NewStatus, StatusRow},
     webhook_log::LogSender,
 };
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
-pub(crate) struct AppState {
-    pub(crate) db: Db,
-    pub(crate) log: LogSender,
+pub struct AppState {
+    /// The database.
+    pub db: Db,
+    /// The webhook log, to wait for it to catch up before reading it.
+    pub log: LogSender,
 }
 
 /// `GET /api/webhooks` returns this many entries unless told otherwise.
-pub(crate) const DEFAULT_LIMIT: i64 = 50;
+pub const DEFAULT_LIMIT: i64 = 50;
 /// … and never more than this many.
-pub(crate) const MAX_LIMIT: i64 = 500;
+pub const MAX_LIMIT: i64 = 500;
 
 /// How long the API waits for the log writer to catch up before reading.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -37,7 +39,7 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// `POST /twilio/sms`: an incoming SMS, MMS or WhatsApp message. Answers with TwiML that echoes
 /// it back, signed with the tenant's name.
-pub(crate) async fn sms(
+pub async fn sms(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
     headers: HeaderMap,
@@ -64,7 +66,7 @@ pub(crate) async fn sms(
 }
 
 /// `POST /twilio/voice`: an incoming call. Answers with a spoken greeting.
-pub(crate) async fn voice(
+pub async fn voice(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
 ) -> Response {
@@ -80,7 +82,7 @@ pub(crate) async fn voice(
 /// `POST /twilio/status`: a message status callback. Records `MessageStatus` (any value, as
 /// it is) and `ErrorCode` for the `MessageSid`, in the order they arrive; a delivery Twilio
 /// retries with the same `I-Twilio-Idempotency-Token` is recorded once.
-pub(crate) async fn status(
+pub async fn status(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
     headers: HeaderMap,
@@ -176,7 +178,7 @@ fn twiml(verbs: &str) -> Response {
 }
 
 /// Escapes text for an XML element, dropping the characters XML 1.0 does not allow.
-pub(crate) fn xml_escape(text: &str) -> String {
+pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -195,13 +197,13 @@ pub(crate) fn xml_escape(text: &str) -> String {
 
 // ---- health and API ------------------------------------------------------------------------
 
-/// `GET /healthz`: 200 when the database answers, 503 otherwise.
 /// A verified webhook for a path this server does not serve.
-pub(crate) async fn unknown_webhook() -> Response {
+pub async fn unknown_webhook() -> Response {
     (StatusCode::NOT_FOUND, "no such webhook\n").into_response()
 }
 
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
+/// `GET /healthz`: 200 when the database answers, 503 otherwise.
+pub async fn health(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
         Ok(()) => "ok\n".into_response(),
         Err(error) => {
@@ -267,7 +269,7 @@ impl From<LoggedWebhook> for WebhookJson {
 }
 
 /// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
-pub(crate) async fn webhooks(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub async fn webhooks(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let limit = match parse_limit(query.as_deref()) {
         Ok(limit) => limit,
         Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
@@ -289,7 +291,7 @@ pub(crate) async fn webhooks(State(state): State<AppState>, RawQuery(query): Raw
 }
 
 /// The `limit` query parameter: a whole number from 1, clamped to [`MAX_LIMIT`].
-pub(crate) fn parse_limit(query: Option<&str>) -> Result<i64, String> {
+pub fn parse_limit(query: Option<&str>) -> Result<i64, String> {
     let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(name, _)| name == "limit")
         .map(|(_, value)| value)
@@ -324,7 +326,7 @@ struct StatusJson {
 }
 
 /// `GET /api/messages/{MessageSid}`: the message's status history; 404 when none was recorded.
-pub(crate) async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
+pub async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
     let history: Vec<StatusRow> = match state.db.message_history(&sid).await {
         Ok(history) => history,
         Err(error) => {
@@ -359,7 +361,7 @@ pub(crate) async fn message(State(state): State<AppState>, Path(sid): Path<Strin
 }
 
 /// `2026-11-28T12:00:00.123Z` from milliseconds since the Unix epoch (UTC).
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;

@@ -17,18 +17,18 @@ use tower_twilio::{
     resolver::{CacheFuture, ResolveCredentials, ResolveCredentialsExt, ResolveRequest},
 };
 
-use super::db::{Db, TenantTokens};
+use crate::db::{Db, TenantTokens};
 
 /// The longest one credential lookup may take.
-pub(crate) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long an unknown account stays unknown in the cache.
-pub(crate) const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
 /// The resolver for the layer. `ttl` is how long a tenant's secrets are cached: after a
 /// `tenant rotate` in another process, the new token verifies once the old entry expires (the
 /// old one keeps verifying, as the secondary token, in the meantime).
-pub(crate) fn resolver(
+pub fn resolver(
     db: &Db,
     ttl: Duration,
 ) -> impl ResolveCredentials<Future = CacheFuture> + Clone + Send + Sync + 'static {
@@ -40,13 +40,13 @@ pub(crate) fn resolver(
             async move {
                 if let Some(key_id) = key_id {
                     // SharedKeys live in the new schema only.
-                    let Some((tenant_id, secret)) = db.shared_key(&key_id).await? else {
+                    let Some(key) = db.shared_key(&key_id).await? else {
                         return Ok(None);
                     };
                     return Ok(Some(
                         Credentials::new()
-                            .tenant(tenant_id)
-                            .shared_key(key_id, secret_of(secret, "SharedKey secret")?),
+                            .tenant(key.tenant_id)
+                            .shared_key(key_id, secret_of(key.secret, "SharedKey secret")?),
                     ));
                 }
                 let Some(account_sid) = account_sid else {
@@ -96,8 +96,8 @@ fn ids(request: &ResolveRequest) -> (Option<String>, Option<String>) {
 fn credentials(tokens: TenantTokens) -> Result<Credentials, BoxError> {
     let mut credentials = Credentials::new()
         .tenant(tokens.tenant_id)
-        .auth_token("primary", secret_of(tokens.primary, "auth token")?);
-    if let Some(secondary) = tokens.secondary.filter(|s| !s.is_empty()) {
+        .auth_token("primary", secret_of(tokens.primary_token, "auth token")?);
+    if let Some(secondary) = tokens.secondary_token.filter(|s| !s.is_empty()) {
         credentials = credentials.auth_token("secondary", secret_of(secondary, "auth token")?);
     }
     Ok(credentials)

@@ -1,0 +1,111 @@
+//! The start-up message: where the server listens, the URLs for the Twilio console, and (in
+//! demo mode) a command that sends it a signed test SMS. Never a secret.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+};
+
+use tower_twilio_example_server::{PublicUrlConfig, Startup};
+
+pub(crate) fn print_startup(startup: &Startup, local: SocketAddr, access_token: Option<&str>) {
+    println!("tower-twilio example server listening on http://{local}");
+    println!("database: {}", startup.database);
+    let base = match (&startup.public_base, &startup.public_url) {
+        (Some(base), PublicUrlConfig::Local) => {
+            println!(
+                "public URL: {base} (PUBLIC_URL is not set: fine for local testing; behind a tunnel \
+                 or proxy, set PUBLIC_URL to the https URL Twilio calls)"
+            );
+            base.clone()
+        }
+        (Some(base), _) => {
+            println!("public URL: {base} (PUBLIC_URL)");
+            base.clone()
+        }
+        (None, PublicUrlConfig::TrustForwarded(cidrs)) => {
+            println!(
+                "public URL: rebuilt from Forwarded/X-Forwarded-* sent by {}",
+                cidrs.join(", ")
+            );
+            "https://<your public host>".to_owned()
+        }
+        (None, _) => "https://<your public host>".to_owned(),
+    };
+    match access_token {
+        Some(token) => println!(
+            "inspector: http://{}/?token={token}  (reachable from other hosts, so the inspector and /api/* need this token)",
+            connect_addr(local)
+        ),
+        None => println!(
+            "inspector: http://{}/  (the live webhook log, with test buttons)",
+            connect_addr(local)
+        ),
+    }
+    if let Some(tenant) = &startup.env_tenant {
+        println!("tenant {tenant:?}: TWILIO_ACCOUNT_SID with TWILIO_AUTH_TOKEN (as primary token)");
+    }
+    println!("tenants: {}", startup.tenants);
+    println!();
+    println!("In the Twilio console (Phone Numbers > Manage > Active numbers > your number):");
+    println!("  A message comes in:   POST {base}/twilio/sms");
+    println!("  A call comes in:      POST {base}/twilio/voice");
+    println!(
+        "  Status callback URL:  {base}/twilio/status   (StatusCallback when sending a message)"
+    );
+    if let Some(demo) = &startup.demo {
+        let token_file = shell_path(&demo.token_file);
+        println!();
+        if demo.created {
+            println!(
+                "Demo mode: no TWILIO_AUTH_TOKEN and no tenants, so a demo tenant was created."
+            );
+        } else {
+            println!("Demo tenant (from an earlier start):");
+        }
+        println!(
+            "  AccountSid {}; its auth token is in {} (mode 0600; never printed)",
+            demo.account_sid,
+            demo.token_file.display()
+        );
+        println!();
+        println!("Send a correctly signed test SMS to this server:");
+        println!(
+            "  cargo run -p tower-twilio-example-server --bin send_webhook -- --token-file {token_file} --account-sid {} --url {base}/twilio/sms sms",
+            demo.account_sid
+        );
+        println!("The same with a wrong token is refused (403) and logged as rejected:");
+        println!(
+            "  cargo run -p tower-twilio-example-server --bin send_webhook -- --token not-the-token --account-sid {} --url {base}/twilio/sms sms",
+            demo.account_sid
+        );
+    }
+    println!();
+    println!(
+        "Then look at the webhook log:  curl -s http://{}/api/webhooks",
+        connect_addr(local)
+    );
+    println!("Stop with Ctrl-C (in-flight requests finish and the log is written first).");
+}
+
+/// Where a local client connects (the loopback address for a wildcard bind).
+pub(crate) fn connect_addr(local: SocketAddr) -> SocketAddr {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+/// A path as a shell word.
+fn shell_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}

@@ -1,0 +1,159 @@
+//! The example server's command: starts the server, or manages tenants.
+//!
+//! ```text
+//! cargo run -p tower-twilio-example-server
+//! ```
+//!
+//! With no configuration it starts in demo mode: it creates `twilio-webhooks.db` (SQLite) and a
+//! demo tenant whose random auth token goes to `.twilio-demo-token` (mode 0600), and prints the
+//! webhook URLs for the Twilio console and a command that sends it a correctly signed SMS.
+//! `cargo run -p tower-twilio-example-server -- --help` lists the options; each also reads an
+//! environment variable (`PORT`, `BIND_ADDRESS`, `DATABASE_URL`, `PUBLIC_URL`,
+//! `TRUSTED_PROXIES`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`, `SENTRY_DSN`, `LOG_FORMAT`).
+//! Tenants are managed with `cargo run -p tower-twilio-example-server -- tenant …`.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /twilio/sms` | incoming SMS/MMS/WhatsApp → TwiML `<Message>` echo with the tenant's name |
+//! | `POST /twilio/voice` | incoming call → TwiML `<Say>` |
+//! | `POST /twilio/status` | message status callback → recorded per `MessageSid` |
+//! | `GET /healthz` | 200 when the database answers |
+//! | `GET /api/webhooks?limit=N` | the webhook log, newest first |
+//! | `GET /api/messages/{MessageSid}` | a message's status history |
+#![allow(clippy::print_stdout)]
+// The option docs in `cli` are clap's `--help` text, written for a terminal.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
+
+mod banner;
+mod cli;
+mod tenant;
+
+use std::{io::IsTerminal, net::SocketAddr, process::ExitCode};
+
+use clap::Parser;
+use tower_twilio::BoxError;
+use tower_twilio_example_server::db::Location;
+use tracing_subscriber::EnvFilter;
+
+use cli::{Cli, Command, LogFormat, ServeArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the Tokio runtime: {error}")),
+    };
+    let location = match Location::parse(&cli.database_url) {
+        Ok(location) => location,
+        Err(message) => return fail(&message),
+    };
+    let result = match cli.command {
+        Some(Command::Tenant(command)) => runtime.block_on(tenant::run(&location, command)),
+        None => run_server(&runtime, location, &cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error.to_string()),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run_server(
+    runtime: &tokio::runtime::Runtime,
+    location: Location,
+    args: &ServeArgs,
+) -> Result<(), BoxError> {
+    let config = cli::server_config(location, args)?;
+    // Kept until the end: dropping it flushes the events still queued.
+    let _sentry = init_sentry(args.sentry_dsn.as_deref())?;
+    runtime.block_on(async move {
+        let addr = SocketAddr::new(args.bind, args.port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr()?;
+        let mut config = config;
+        // Reachable from other hosts: the inspector and `/api/*` need a token, printed below
+        // (it guards only this server's own pages, not any Twilio secret).
+        if !local.ip().is_loopback() {
+            config.access_token = Some(tower_twilio_example_server::twilio_presets::random_hex(16));
+        }
+        let access_token = config.access_token.clone();
+        let (router, handles) = tower_twilio_example_server::build(config, local).await?;
+        banner::print_startup(&handles.startup, local, access_token.as_deref());
+        tower_twilio_example_server::serve(listener, router, handles, shutdown_signal()).await
+    })
+}
+
+#[cfg(feature = "sentry")]
+fn init_sentry(dsn: Option<&str>) -> Result<Option<sentry::ClientInitGuard>, BoxError> {
+    let Some(dsn) = dsn else { return Ok(None) };
+    let dsn: sentry::types::Dsn = dsn
+        .parse()
+        .map_err(|e| format!("SENTRY_DSN is not a valid DSN: {e}"))?;
+    let mut options = sentry::ClientOptions::default();
+    options.dsn = Some(dsn);
+    options.release = sentry::release_name!();
+    // Security events carry client IPs; nothing else personal is sent.
+    options.send_default_pii = false;
+    let guard = sentry::init(options);
+    tracing::info!("Sentry: critical security events are captured");
+    Ok(Some(guard))
+}
+
+#[cfg(not(feature = "sentry"))]
+fn init_sentry(dsn: Option<&str>) -> Result<Option<()>, BoxError> {
+    match dsn {
+        None => Ok(None),
+        Some(_) => Err("SENTRY_DSN is set, but this build has no Sentry support: run with `cargo run --features sentry -p tower-twilio-example-server`".into()),
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!(
+        "shutting down: finishing in-flight requests, then writing the rest of the webhook log"
+    );
+}

@@ -1,0 +1,322 @@
+//! What the server's tests share: a database per test (SQLite, and PostgreSQL when
+//! `TWILIO_TEST_POSTGRES_URL` is set), the server started in-process, and a client for it.
+//!
+//! Every network step is bounded by [`LIMIT`]; nothing is timed.
+
+use std::{future::Future, io::Write as _, net::SocketAddr, sync::Once, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tower_twilio::BoxError;
+use tower_twilio_example_server::{
+    Config, Startup,
+    db::{Db, Location},
+    twilio_presets::{self, Body, Preset, SignedRequest, Signer, apply_overrides, sign_request},
+    webhook_log::LogSender,
+};
+
+/// The longest any one step (start, request, shutdown) may take.
+pub(crate) const LIMIT: Duration = Duration::from_secs(30);
+
+pub(crate) const ACCOUNT: &str = "AC11111111111111111111111111111111";
+pub(crate) const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+pub(crate) async fn bounded<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(LIMIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {LIMIT:?}"))
+}
+
+// ---- databases -------------------------------------------------------------------------------
+
+/// A database of its own for one test, and a directory for the demo token file.
+pub(crate) struct TestDb {
+    pub(crate) location: Location,
+    pub(crate) dir: tempfile::TempDir,
+    /// For dropping the PostgreSQL database at the end: (admin URL, database name).
+    pub(crate) postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub(crate) fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks.db");
+        Self {
+            location: Location::parse(path.to_str().unwrap()).unwrap(),
+            dir,
+            postgres: None,
+        }
+    }
+
+    /// A fresh database on the server `TWILIO_TEST_POSTGRES_URL` names, or `None` (and a line
+    /// on standard error, once) when it is not set.
+    pub(crate) async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("TWILIO_TEST_POSTGRES_URL") else {
+            static ONCE: Once = Once::new();
+            ONCE.call_once(|| {
+                // Written past the test harness's capture, so that it shows in a normal run.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "server tests: skipping PostgreSQL (TWILIO_TEST_POSTGRES_URL is not set); SQLite only"
+                );
+            });
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = format!("tower_twilio_test_{}", twilio_presets::random_hex(6));
+        let admin = sqlx::AnyPool::connect(&admin_url)
+            .await
+            .expect("connect to TWILIO_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create a test database (the user needs CREATEDB)");
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        Some(Self {
+            location: Location::parse(url.as_str()).unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            postgres: Some((admin_url, name)),
+        })
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        let mut config = Config::new(self.location.clone());
+        config.demo_token_file = self.dir.path().join(".twilio-demo-token");
+        config
+    }
+
+    pub(crate) fn config_with_account(&self) -> Config {
+        let mut config = self.config();
+        config.account = Some((ACCOUNT.to_owned(), TOKEN.to_owned()));
+        config
+    }
+
+    pub(crate) async fn open(&self) -> Db {
+        Db::open(&self.location).await.unwrap()
+    }
+
+    pub(crate) async fn drop_database(self) {
+        if let Some((admin_url, name)) = self.postgres
+            && let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+}
+
+/// Runs `scenario` against SQLite and against PostgreSQL (when configured).
+macro_rules! on_both_databases {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::support::TestDb::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = $crate::support::TestDb::postgres().await {
+                    super::$name(db).await;
+                }
+            }
+        }
+    )*};
+}
+
+pub(crate) use on_both_databases;
+
+// ---- the server ------------------------------------------------------------------------------
+
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) startup: Startup,
+    pub(crate) log: LogSender,
+    pub(crate) shutdown: oneshot::Sender<()>,
+    pub(crate) task: JoinHandle<Result<(), BoxError>>,
+    pub(crate) client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Server {
+    pub(crate) async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (router, handles) = bounded("start", tower_twilio_example_server::build(config, addr))
+            .await
+            .unwrap();
+        let startup = handles.startup.clone();
+        let log = handles.log.clone();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(tower_twilio_example_server::serve(
+            listener,
+            router,
+            handles,
+            async move {
+                let _ = stop.await;
+            },
+        ));
+        Self {
+            addr,
+            startup,
+            log,
+            shutdown,
+            task,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// Graceful shutdown: in-flight requests finish, the webhook log is drained.
+    pub(crate) async fn stop(self) {
+        let _ = self.shutdown.send(());
+        bounded("shutdown", self.task).await.unwrap().unwrap();
+    }
+
+    /// The public base URL (no proxy: the server's own address).
+    pub(crate) fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A form webhook for `preset`, with `overrides`, signed with `token`.
+    pub(crate) fn webhook(
+        &self,
+        preset: &Preset,
+        account: &str,
+        token: &str,
+        overrides: &[(&str, &str)],
+    ) -> SignedRequest {
+        let mut params = preset.params(account);
+        let overrides: Vec<(String, String)> = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        apply_overrides(&mut params, &overrides);
+        sign_request(
+            &format!("{}{}", self.base(), preset.path()),
+            Body::Form(params),
+            Signer::AuthToken(token.as_bytes()),
+        )
+    }
+
+    pub(crate) async fn send(
+        &self,
+        signed: &SignedRequest,
+    ) -> (StatusCode, String, Option<String>) {
+        let mut request = Request::builder().method(signed.method).uri(format!(
+            "http://{}{}",
+            self.addr,
+            signed.path_and_query()
+        ));
+        for (name, value) in &signed.headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(signed.body.clone())))
+            .unwrap();
+        self.request(request).await
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, String) {
+        let request = Request::get(format!("http://{}{path}", self.addr))
+            .body(Full::default())
+            .unwrap();
+        let (status, body, _) = self.request(request).await;
+        (status, body)
+    }
+
+    pub(crate) async fn request(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, String, Option<String>) {
+        bounded("request", async {
+            let response = self.client.request(request).await.unwrap();
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                String::from_utf8(body.to_vec()).unwrap(),
+                content_type,
+            )
+        })
+        .await
+    }
+
+    /// `GET /api/webhooks?limit=…` once the log has caught up.
+    pub(crate) async fn webhooks(&self, limit: usize) -> Vec<Value> {
+        bounded("log flush", self.log.flush()).await;
+        let (status, body) = self.get(&format!("/api/webhooks?limit={limit}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub(crate) async fn message(&self, sid: &str) -> (StatusCode, Value) {
+        let (status, body) = self.get(&format!("/api/messages/{sid}")).await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+}
+
+pub(crate) fn statuses(history: &Value) -> Vec<(String, Option<String>)> {
+    history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["status"].as_str().unwrap().to_owned(),
+                s["error_code"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn status(preset_status: &str) -> Preset {
+    Preset::Status(preset_status.to_owned())
+}
+
+/// `signed` again, without the parameters `names`.
+pub(crate) fn resign_without(
+    server: &Server,
+    signed: &SignedRequest,
+    names: &[&str],
+) -> SignedRequest {
+    let params: Vec<(String, String)> = form_urlencoded::parse(&signed.body)
+        .filter(|(k, _)| !names.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    sign_request(
+        &format!("{}/twilio/status", server.base()),
+        Body::Form(params),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    )
+}
+
+pub(crate) trait BodyParam {
+    fn body_param(&self, name: &str) -> Option<String>;
+}
+
+impl BodyParam for SignedRequest {
+    fn body_param(&self, name: &str) -> Option<String> {
+        form_urlencoded::parse(&self.body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
