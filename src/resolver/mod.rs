@@ -406,6 +406,26 @@ impl Credentials {
         })
     }
 
+    /// Roughly the heap memory these credentials hold, for [`Cache`]'s weigher: names,
+    /// labels, secrets and the HMAC key states each secret may cache.
+    pub(crate) fn approximate_size(&self) -> usize {
+        const PER_SECRET: usize = 512;
+        let names = self.tenant.as_deref().map_or(0, str::len)
+            + self.account.as_deref().map_or(0, str::len);
+        let secrets: usize = self
+            .secrets
+            .iter()
+            .map(|c| {
+                let key_id = match &c.kind {
+                    CredentialKind::SharedKey { key_id } => key_id.len(),
+                    CredentialKind::AuthToken => 0,
+                };
+                PER_SECRET + c.label.len() + key_id + c.secret.expose_secret().len()
+            })
+            .sum();
+        std::mem::size_of::<Self>() + names + secrets
+    }
+
     pub(crate) fn account_arc(&self) -> Option<&Arc<str>> {
         self.account.as_ref()
     }
