@@ -788,11 +788,31 @@ mod tests {
     fn parse_allocates_exactly_once_per_buffer() {
         let body = b"&a=1&&b=2&c&";
         let params = Params::parse(body);
-        assert_eq!(params.pairs.capacity(), 6);
+        // Exactly one slot per non-empty piece.
+        assert_eq!(params.pairs.capacity(), 3);
         assert_eq!(params.text.capacity(), body.len());
-        // Runs of empty pieces do not leave a large unused buffer behind.
+        // Runs of empty pieces cost no index at all.
         let empty = Params::parse(&[b'&'; 1000]);
-        assert!(empty.is_empty() && empty.pairs.capacity() < 20);
+        assert!(empty.is_empty() && empty.pairs.capacity() == 0);
+    }
+
+    #[test]
+    fn count_pairs_counts_non_empty_pieces() {
+        for (input, expected) in [
+            (&b""[..], 0),
+            (b"&", 0),
+            (b"&&&", 0),
+            (b"a", 1),
+            (b"=", 1),
+            (b"a&", 1),
+            (b"&a", 1),
+            (b"a&&b", 2),
+            (b"a=1&b=2&c", 3),
+            (b"&=&&=", 2),
+        ] {
+            assert_eq!(count_pairs(input), expected, "{input:?}");
+            assert_eq!(Params::parse(input).len(), expected, "{input:?}");
+        }
     }
 
     #[test]
