@@ -697,3 +697,92 @@ async fn malformed_account_sids_and_key_ids_never_reach_the_resolver() {
     }
     assert_eq!(asked.load(Ordering::SeqCst), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 7. Per-header proxy trust. nginx sets X-Forwarded-Proto and X-Forwarded-For and passes a
+// client's own `Forwarded` header through untouched.
+
+/// A request that reached the app through a trusted nginx at 10.0.0.1: the proxy set
+/// `X-Forwarded-Proto: https` and appended the client to `X-Forwarded-For`; the client itself
+/// sent `Forwarded: host=…;for=…`, which nginx passed on.
+fn through_nginx(
+    target: &str,
+    body: &str,
+    signature: &str,
+    client_forwarded: &str,
+) -> Request<Full<Bytes>> {
+    let mut request = Request::post(target)
+        .header("host", "api.example.com")
+        .header("content-type", FORM)
+        .header("x-twilio-signature", signature)
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("forwarded", client_forwarded)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(tower_twilio::PeerAddr("10.0.0.1:40000".parse().unwrap()));
+    request
+}
+
+#[tokio::test]
+async fn a_forwarded_field_the_proxy_does_not_set_is_ignored() {
+    use tower_twilio::public_url::{ForwardedField, ForwardedHeaders};
+
+    // The attacker captured a webhook Twilio signed for https://evil.example/twilio/sms
+    // (another app's URL) and replays it through our nginx, naming that host in `Forwarded`.
+    let body = sms_body(ACCOUNT_A);
+    let evil = sign_params(
+        TOKEN_A,
+        Algorithm::HmacSha1,
+        "https://evil.example/twilio/sms",
+        &body,
+    );
+    let layer = |sink: &RecordingSink| {
+        TwilioSignatureLayer::new(single_account())
+            .public_url(PublicUrl::trust_forwarded(
+                ForwardedHeaders::new()
+                    .trust_proxy("10.0.0.0/8")
+                    .unwrap()
+                    .read(ForwardedField::XForwardedProto)
+                    .read(ForwardedField::XForwardedFor),
+            ))
+            .on_security_event(sink.clone())
+    };
+    let sink = RecordingSink::default();
+    let request = through_nginx(
+        "/twilio/sms",
+        &body,
+        &evil,
+        "for=203.0.113.66;host=evil.example;proto=https",
+    );
+    let outcome = send(layer(&sink), request, &Seen::default()).await;
+    assert_eq!(
+        outcome,
+        (
+            StatusCode::FORBIDDEN,
+            Some(RejectionKind::SignatureMismatch)
+        )
+    );
+    let event = &sink.events()[0];
+    assert_eq!(event.url, "https://api.example.com/twilio/sms");
+    assert_eq!(event.client_ip, "198.51.100.7".parse().ok());
+
+    // The genuine webhook, signed for our URL, verifies through the same proxy.
+    let ours = sign_params(
+        TOKEN_A,
+        Algorithm::HmacSha1,
+        "https://api.example.com/twilio/sms",
+        &body,
+    );
+    let request = through_nginx(
+        "/twilio/sms",
+        &body,
+        &ours,
+        "for=203.0.113.66;host=evil.example",
+    );
+    let sink = RecordingSink::default();
+    let outcome = send(layer(&sink), request, &Seen::default()).await;
+    assert_eq!(outcome, (StatusCode::OK, None));
+}

@@ -33,7 +33,7 @@ use tower_twilio::{
     VerifiedBody,
     events::{Outcome, TracingSink},
     form::Params,
-    public_url::{ForwardedHeaders, Scheme},
+    public_url::{ForwardedField, ForwardedHeaders, Scheme},
     signature::{Algorithm, sign},
 };
 
@@ -75,7 +75,17 @@ fn request_host(sink: &RecordingSink) -> Layer {
 }
 
 fn behind_proxy(sink: &RecordingSink) -> Layer {
-    let headers = ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap();
+    let headers = ForwardedHeaders::new()
+        .read(ForwardedField::ForwardedProto)
+        .read(ForwardedField::ForwardedHost)
+        .read(ForwardedField::ForwardedFor)
+        .read(ForwardedField::XForwardedProto)
+        .read(ForwardedField::XForwardedHost)
+        .read(ForwardedField::XForwardedPort)
+        .read(ForwardedField::XForwardedPrefix)
+        .read(ForwardedField::XForwardedFor)
+        .trust_proxy("10.0.0.0/8")
+        .unwrap();
     TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::trust_forwarded(headers))
         .on_security_event(sink.clone())

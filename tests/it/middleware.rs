@@ -17,7 +17,7 @@ use tower_twilio::{
     VerifiedWebhook,
     events::Outcome,
     form::Params,
-    public_url::ForwardedHeaders,
+    public_url::{ForwardedField, ForwardedHeaders},
     resolver::ResolveRequest,
     signature::{Algorithm, sign, url_with_body_sha256},
 };
@@ -620,7 +620,12 @@ async fn report_only_mode_passes_failures_on_and_reports_them() {
 #[tokio::test]
 async fn forwarded_headers_only_matter_from_trusted_peers() {
     let public = PublicUrl::trust_forwarded(
-        ForwardedHeaders::x_forwarded()
+        ForwardedHeaders::new()
+            .read(ForwardedField::XForwardedProto)
+            .read(ForwardedField::XForwardedHost)
+            .read(ForwardedField::XForwardedPort)
+            .read(ForwardedField::XForwardedPrefix)
+            .read(ForwardedField::XForwardedFor)
             .trust_proxy("10.0.0.0/8")
             .unwrap(),
     );
@@ -672,7 +677,17 @@ async fn forwarded_headers_only_matter_from_trusted_peers() {
     let sink = RecordingSink::default();
     let spoof_layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
         .public_url(PublicUrl::trust_forwarded(
-            ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap(),
+            ForwardedHeaders::new()
+                .read(ForwardedField::ForwardedProto)
+                .read(ForwardedField::ForwardedHost)
+                .read(ForwardedField::ForwardedFor)
+                .read(ForwardedField::XForwardedProto)
+                .read(ForwardedField::XForwardedHost)
+                .read(ForwardedField::XForwardedPort)
+                .read(ForwardedField::XForwardedPrefix)
+                .read(ForwardedField::XForwardedFor)
+                .trust_proxy("10.0.0.0/8")
+                .unwrap(),
         ))
         .on_security_event(sink.clone());
     let mut request = signed_post("/twilio/sms", SMS_BODY);

@@ -33,7 +33,7 @@ use proptest::{prelude::*, test_runner::Config};
 use tower_twilio::{
     PublicUrl, Secret,
     form::Params,
-    public_url::{ForwardedHeaders, Scheme},
+    public_url::{ForwardedField, ForwardedHeaders, Scheme},
     signature::{Algorithm, SignatureSettings, sign},
     url_forms::{add_default_port, remove_port},
     verify::{UrlForm, VerifyError, WebhookRequest},
@@ -811,7 +811,15 @@ proptest! {
         };
         let (parts, ()) = request.into_parts();
         let peer: Option<IpAddr> = peer.map(|p| p.parse().unwrap());
-        let trusting = ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap();
+        let trusting = ForwardedHeaders::new()
+            .read(ForwardedField::ForwardedProto)
+            .read(ForwardedField::ForwardedHost)
+            .read(ForwardedField::ForwardedFor)
+            .read(ForwardedField::XForwardedProto)
+            .read(ForwardedField::XForwardedHost)
+            .read(ForwardedField::XForwardedPort)
+            .read(ForwardedField::XForwardedPrefix)
+            .read(ForwardedField::XForwardedFor).trust_proxy("10.0.0.0/8").unwrap();
         let forwarded = PublicUrl::trust_forwarded(trusting).reconstruct(&parts, peer);
         let own = PublicUrl::request_host(Scheme::Https).reconstruct(&parts, peer);
         if peer != Some("10.0.0.5".parse().unwrap()) && peer != Some("::ffff:10.0.0.7".parse().unwrap()) {

@@ -9,7 +9,7 @@
 //! webhook URLs for the Twilio console and a command that sends it a correctly signed SMS.
 //! `cargo run -p tower-twilio-example-server -- --help` lists the options; each also reads an
 //! environment variable (`PORT`, `BIND_ADDRESS`, `DATABASE_URL`, `PUBLIC_URL`,
-//! `TRUSTED_PROXIES`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`, `SENTRY_DSN`, `LOG_FORMAT`).
+//! `TRUSTED_PROXIES`, `TRUSTED_FORWARDED_FIELDS`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`, `SENTRY_DSN`, `LOG_FORMAT`).
 //! Tenants are managed with `cargo run -p tower-twilio-example-server -- tenant …`.
 //!
 //! | route | what |
