@@ -236,7 +236,7 @@ fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Result<Option<Arc
 /// Verifies the request with the credentials the resolver returned: a SharedKey request only
 /// with that SharedKey, any other only with auth tokens; then binds the account (see
 /// [`account::bind_account`]). An unknown account or SharedKey costs the same HMAC work as a
-/// known one with a wrong signature (see [`equal_work`]).
+/// known one with a wrong signature (see [`dummy_credentials`]).
 pub(crate) fn complete(
     inbound: Inbound<'_>,
     prepared: Prepared,
@@ -253,12 +253,9 @@ pub(crate) fn complete(
     } else {
         RejectionKind::UnknownAccount
     };
-    let credentials = match resolution {
-        Ok(Some(credentials)) => credentials,
-        Ok(None) => {
-            equal_work(inbound, params.as_ref(), config);
-            return Err(Refusal::new(unknown).about(None, account_sid.as_ref()));
-        }
+    let (credentials, known) = match resolution {
+        Ok(Some(credentials)) => (credentials, true),
+        Ok(None) => (Credentials::new(), false),
         Err(error) => {
             let refusal = Refusal::with_source(RejectionKind::ResolverFailed, error);
             return Err(refusal.about(None, account_sid.as_ref()));
@@ -267,19 +264,28 @@ pub(crate) fn complete(
     let refuse =
         |kind: RejectionKind| Refusal::new(kind).about(Some(&credentials), account_sid.as_ref());
     let key_id = shared_key_id.as_deref();
+    let known = known && credentials.iter().any(|c| c.applies_to(key_id));
+    // Equal work: an unknown account or SharedKey goes through the same verification as a
+    // known one, with a key nobody holds, and is refused whatever that gives.
+    let dummy;
+    let verifying = if known {
+        &credentials
+    } else {
+        dummy = dummy_credentials(key_id);
+        &dummy
+    };
     // No allocation: the filter is run again to name the one that matched.
-    let applicable = || credentials.iter().filter(move |c| c.applies_to(key_id));
-    if applicable().next().is_none() {
-        equal_work(inbound, params.as_ref(), config);
-        return Err(refuse(unknown));
-    }
+    let applicable = || verifying.iter().filter(move |c| c.applies_to(key_id));
     let request = inbound
         .webhook_request()
         .exact_urls_only(config.exact_urls_only);
     let form = params.as_ref().filter(|_| request.is_form());
-    let verified = request
-        .verify_with_params(form, applicable().map(|c| c.secret()))
-        .map_err(|error| refuse(error.into()))?;
+    let verdict = request.verify_with_params(form, applicable().map(|c| c.secret()));
+    if !known {
+        std::hint::black_box(verdict.is_ok());
+        return Err(refuse(unknown));
+    }
+    let verified = verdict.map_err(|error| refuse(error.into()))?;
     let credential = applicable()
         .nth(verified.secret_index)
         .map(|c| Arc::clone(c.label_arc()))
@@ -310,16 +316,19 @@ pub(crate) fn complete(
     })
 }
 
-/// The HMAC work a known account with a wrong signature costs, done with a key nobody holds
-/// ([`crate::secret::dummy`]), so that the response time does not tell which accounts or
-/// SharedKeys exist. The verdict is thrown away: the request is refused whatever it is.
-fn equal_work(inbound: Inbound<'_>, params: Option<&Params>, config: &Config) {
-    let request = inbound
-        .webhook_request()
-        .exact_urls_only(config.exact_urls_only);
-    let form = params.filter(|_| request.is_form());
-    let verdict = request.verify_with_params(form, [crate::secret::dummy()]);
-    std::hint::black_box(verdict.is_ok());
+/// What an unknown account or SharedKey is verified with, so that it costs the same HMAC work
+/// as a known one with a wrong signature and the response time does not tell which exist: one
+/// secret nobody holds ([`crate::secret::dummy`]), of the kind the request asks for.
+fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
+    static AUTH_TOKEN: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+    match shared_key_id {
+        None => AUTH_TOKEN
+            .get_or_init(|| {
+                Credentials::new().auth_token("equal-work", crate::secret::dummy().clone())
+            })
+            .clone(),
+        Some(key_id) => Credentials::new().shared_key(key_id, crate::secret::dummy().clone()),
+    }
 }
 
 #[cfg(test)]
