@@ -215,9 +215,11 @@ impl ResolveRequest {
         Arc::get_mut(&mut self.inner).expect("just made unique")
     }
 
-    /// The `AccountSid` parameter: from the form body, the query of a `GET`, or the top level
-    /// of a JSON body. `None` when the request has none. Unverified: use it to choose
-    /// secrets, never to authorise.
+    /// The `AccountSid` the request names: in its form body, its query, or the top level of a
+    /// JSON body; `None` when it names none (an Event Streams array, say: look at the path or
+    /// host then). The middleware has already checked that it is `AC` + 32 hex digits and that
+    /// every place names the same one. Unverified: use it to choose secrets, never to
+    /// authorise; the answer's [`Credentials::account`] binds it once the signature checks.
     pub fn account_sid(&self) -> Option<&str> {
         self.inner.account_sid.as_deref()
     }

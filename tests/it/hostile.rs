@@ -731,8 +731,9 @@ async fn body_that_errors_mid_stream_is_a_400() {
 
 /// Header values cannot hold CR, LF or other control characters (`http` refuses them), but the
 /// unverified `AccountSid` comes from the body and can hold anything, and header values can
-/// hold quotes, markup and bytes that are not UTF-8. All of it must reach the event as field
-/// data, not be spliced into the message, and the JSON log must stay one valid line per event.
+/// hold quotes, markup and bytes that are not UTF-8. A malformed `AccountSid` is refused before
+/// any lookup and never recorded; the rest must reach the event as field data, not be spliced
+/// into the message, and the JSON log must stay one valid line per event.
 #[tokio::test(flavor = "current_thread")]
 async fn injected_values_stay_data_in_events_and_json_logs() {
     let (captured, _guard) = capture_json_logs();
