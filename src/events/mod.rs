@@ -146,8 +146,13 @@ impl Severity {
             return Self::Critical;
         }
         match reason {
-            SignatureMismatch | BodyHashMismatch | UnknownAccount | UnknownSharedKey
-            | ResolverFailed => Self::Critical,
+            SignatureMismatch
+            | BodyHashMismatch
+            | UnknownAccount
+            | UnknownSharedKey
+            | ResolverFailed
+            | ConflictingAccountSid
+            | AccountMismatch => Self::Critical,
             BodyTooLarge | BodyReadFailed => Self::Info,
             _ => Self::Warning,
         }
