@@ -3,8 +3,8 @@
 # and time. Builds the server and the load generator (release), starts the server on a free
 # port with a throwaway SQLite database and tenant, runs the example server crate's `loadtest`
 # against it, stops it gracefully, then checks the webhook log (every request exactly once,
-# with the right outcome) and the server's peak memory. Prints one summary line; exits non-zero
-# on failure.
+# with the right outcome), the layer's counters on /metrics (they moved by exactly what was
+# sent) and the server's peak memory. Prints one summary line; exits non-zero on failure.
 #
 #   scripts/load_test.sh                      # 20 000 mixed, 1 000 flood, 16 slow clients
 #   REQUESTS=2000 FLOOD=200 SLOW=4 scripts/load_test.sh
@@ -35,9 +35,20 @@ cargo build --quiet --release -p tower-twilio-example-server --bin server --bin 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 account="AC$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 ( umask 077; python3 -c 'import secrets; print(secrets.token_hex(16), end="")' > "$work/token" )
+( umask 077; python3 -c 'import secrets; print(secrets.token_hex(16), end="")' > "$work/admin" )
+
+# The layer's counters, as /metrics shows them (behind the admin token).
+scrape() {
+  python3 - "$port" "$work/admin" <<'PY'
+import sys, urllib.request
+port, admin = sys.argv[1], open(sys.argv[2]).read()
+request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {admin}"})
+print(urllib.request.urlopen(request, timeout=5).read().decode())
+PY
+}
 
 DATABASE_URL="$work/load.db" TWILIO_ACCOUNT_SID="$account" TWILIO_AUTH_TOKEN="$(cat "$work/token")" \
-  PORT="$port" LOG_FORMAT=json RUST_LOG=warn \
+  ADMIN_TOKEN="$(cat "$work/admin")" PORT="$port" LOG_FORMAT=json RUST_LOG=warn \
   "$target/release/server" --request-timeout-secs "$REQUEST_TIMEOUT_SECS" \
   >"$work/server.log" 2>&1 &
 pid=$!
@@ -46,10 +57,13 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+scrape > "$work/metrics.before"
 status=0
 timeout 600 "$target/release/loadtest" --addr "127.0.0.1:$port" --token-file "$work/token" \
   --account-sid "$account" --requests "$REQUESTS" --flood "$FLOOD" --slow "$SLOW" \
   --request-timeout-secs "$REQUEST_TIMEOUT_SECS" | tee "$work/loadtest.out" || status=$?
+
+scrape > "$work/metrics.after"
 
 # Peak resident memory over the server's whole life so far (the kernel's high-water mark).
 peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
@@ -57,9 +71,24 @@ kill -TERM "$pid"
 wait "$pid" || true
 pid=
 
-python3 - "$work/load.db" "$REQUESTS" "$FLOOD" "$SLOW" "$peak_kb" "$MAX_RSS_MB" "$status" <<'PY'
-import sqlite3, sys
-db, requests, flood, slow, peak_kb, max_rss_mb, status = sys.argv[1:]
+python3 - "$work/load.db" "$REQUESTS" "$FLOOD" "$SLOW" "$peak_kb" "$MAX_RSS_MB" "$status" \
+  "$work/metrics.before" "$work/metrics.after" "$work/loadtest.out" <<'PY'
+import re, sqlite3, sys
+db, requests, flood, slow, peak_kb, max_rss_mb, status, before, after, out = sys.argv[1:]
+
+def counters(path):
+    """Sums of verified and of refused-by-reason samples in a /metrics scrape."""
+    totals = {}
+    for line in open(path):
+        m = re.match(r'tower_twilio_webhooks_(verified|refused)_total\{([^}]*)\} (\S+)$', line.strip())
+        if m:
+            reason = re.search(r'reason="([^"]*)"', m.group(2))
+            key = m.group(1) if m.group(1) == "verified" else reason.group(1)
+            totals[key] = totals.get(key, 0) + float(m.group(3))
+    return totals
+
+b, a = counters(before), counters(after)
+moved = {k: int(a.get(k, 0) - b.get(k, 0)) for k in set(a) | set(b)}
 requests, flood, slow, peak_kb, max_rss_mb, status = map(int, (requests, flood, slow, peak_kb, max_rss_mb, status))
 rows = sqlite3.connect(db).execute("SELECT query, outcome, rejection_reason, status_code FROM webhook_log").fetchall()
 by_query = {}
@@ -81,11 +110,23 @@ for n in range(requests):
 flood_logged = sum(1 for n in range(flood) if by_query.get(f"flood={n}") == [("rejected", "body_too_large", None)])
 unfinished = sum(1 for entries in by_query.values() for (outcome, _, _) in entries if outcome in ("received", "verified"))
 peak_mb = peak_kb / 1024
+# Each kind of request moved its counter by exactly as many as were sent: the mixed requests,
+# the flood, and the signed webhooks sent beside the slow clients (which are cut off before
+# verification and move none).
+sent = {k: sum(1 for n in range(requests) if n % 4 == i) for i, k in
+        enumerate(("verified", "signature_mismatch", "body_too_large", "malformed_signature"))}
+sent["body_too_large"] += flood
+meanwhile = re.search(r"(\d+) other webhooks meanwhile", open(out).read())
+sent["verified"] += int(meanwhile.group(1)) if meanwhile else 0
+metrics_ok = all(moved.get(k, 0) == v for k, v in sent.items())
+if not metrics_ok:
+    print(f"/metrics moved {moved}, expected {sent}")
 ok = (status == 0 and missing == 0 and duplicated == 0 and wrong == 0 and flood_logged == flood
-      and unfinished == 0 and peak_mb < max_rss_mb)
+      and unfinished == 0 and peak_mb < max_rss_mb and metrics_ok)
 print(f"summary: requests={requests} logged_exactly_once={requests - missing - duplicated} "
       f"missing={missing} duplicated={duplicated} wrong_outcome_in_log={wrong} "
       f"flood_logged_413={flood_logged}/{flood} unfinished_log_entries={unfinished} "
+      f"metrics_moved={dict(sorted(moved.items()))} "
       f"peak_rss_mb={peak_mb:.1f} (limit {max_rss_mb}) loadtest={'PASS' if status == 0 else 'FAIL'} "
       f"=> {'PASS' if ok else 'FAIL'}")
 sys.exit(0 if ok else 1)

@@ -79,6 +79,9 @@ struct InFlight<S, R, E, T> {
     shared: Arc<Shared<E, T>>,
     url: RebuiltUrl,
     lifecycle: Lifecycle,
+    /// When the resolver was asked, for the credential-lookup histogram.
+    #[cfg(feature = "metrics")]
+    asked_at: Option<std::time::Instant>,
 }
 
 impl<S, R, E, T, B, ResBody> ResponseFuture<S, R, E, T, B>
@@ -106,6 +109,8 @@ where
             url: admission.url,
             lifecycle,
             shared,
+            #[cfg(feature = "metrics")]
+            asked_at: None,
         };
         let state = match admission.verdict {
             Ok(()) => State::Collecting {
@@ -155,6 +160,8 @@ where
                     let future = resolution.as_mut().as_pin_mut();
                     let answer = ready!(future.expect(POLLED_AFTER_COMPLETION).poll(cx));
                     resolution.set(None);
+                    #[cfg(feature = "metrics")]
+                    request.lookup_answered(&answer);
                     let (view, prepared, body) = asked.take().expect(POLLED_AFTER_COMPLETION);
                     let parts = view.into_parts();
                     let inbound = Inbound {
@@ -200,6 +207,10 @@ where
         match pipeline::prepare(inbound) {
             Ok(prepared) => {
                 let view = prepared.resolve_request(parts);
+                #[cfg(feature = "metrics")]
+                {
+                    self.asked_at = Some(std::time::Instant::now());
+                }
                 State::Resolving {
                     resolution: Some(self.resolver.resolve(view.clone())),
                     asked: Some((view, prepared, body)),
@@ -220,6 +231,8 @@ where
     ) -> State<B, R::Future, S::Future> {
         // Nothing is refused from here on: the URL moves into the context.
         let webhook = verified.into_webhook(std::mem::take(&mut self.url.url));
+        #[cfg(feature = "metrics")]
+        crate::metrics::verified(webhook.tenant_id());
         self.lifecycle.verified(&webhook);
         parts.extensions.insert(webhook);
         self.call(parts, body)
@@ -251,9 +264,26 @@ where
         }
     }
 
+    /// Records how long the resolver took, and how it answered.
+    #[cfg(feature = "metrics")]
+    fn lookup_answered(&self, answer: &crate::resolver::Resolution) {
+        use crate::metrics::{Lookup, credential_lookup};
+        let Some(asked_at) = self.asked_at else {
+            return;
+        };
+        let outcome = match answer {
+            Ok(Some(_)) => Lookup::Found,
+            Ok(None) => Lookup::Unknown,
+            Err(_) => Lookup::Failed,
+        };
+        credential_lookup(outcome, asked_at.elapsed());
+    }
+
     fn report(&mut self, parts: &Parts, refusal: &Refusal, outcome: Outcome) {
+        #[cfg(feature = "metrics")]
+        crate::metrics::refused(refusal.kind, refusal.tenant_id.as_deref());
         let (tenant_id, account_sid) = (refusal.tenant_id.as_ref(), refusal.account_sid.as_ref());
-        let event = SecurityEvent::new(
+        let mut event = SecurityEvent::new(
             refusal.kind,
             outcome,
             parts,
@@ -261,13 +291,18 @@ where
             tenant_id.cloned(),
             account_sid.cloned(),
         );
+        event.diagnosis = refusal.diagnosis.clone();
         self.shared.sink.on_security_event(&event);
         let stage = match outcome {
             Outcome::Rejected => WebhookStage::Rejected(refusal.kind),
             Outcome::PassedInReportOnlyMode => WebhookStage::PassedInReportOnlyMode(refusal.kind),
         };
-        self.lifecycle
-            .failed_verification(stage, tenant_id, account_sid);
+        self.lifecycle.failed_verification(
+            stage,
+            tenant_id,
+            account_sid,
+            refusal.diagnosis.as_ref(),
+        );
     }
 
     fn call<B>(&mut self, parts: Parts, body: Bytes) -> State<B, R::Future, S::Future> {

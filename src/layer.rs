@@ -6,11 +6,12 @@ use std::{
     sync::Arc,
 };
 
-use http::Extensions;
+use http::{Extensions, Uri};
 use tower_layer::Layer;
 
 use crate::{
     ConfigError, PublicUrl,
+    doctor::DiagnosisBudget,
     events::{OnSecurityEvent, TracingSink, log::OnWebhook},
     public_url::Scheme,
     rejection::{DefaultRejectionResponse, RejectionResponse},
@@ -34,6 +35,11 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
 pub struct PeerAddr(pub SocketAddr);
 
 type PeerAddrFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
+type OriginalUriFn = Arc<dyn Fn(&Extensions) -> Option<Uri> + Send + Sync>;
+
+/// How many mismatch diagnoses a layer runs a second at most, by default (see
+/// [`TwilioSignatureLayer::diagnose_mismatches`]).
+pub const DEFAULT_DIAGNOSES_PER_SECOND: u32 = 20;
 
 fn default_peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     extensions
@@ -51,6 +57,9 @@ pub(crate) struct Config {
     pub(crate) exact_urls_only: bool,
     pub(crate) peer_addr: PeerAddrFn,
     pub(crate) webhook_log: Option<Arc<dyn OnWebhook + Send + Sync>>,
+    /// The mismatch doctor's shared budget; `None` when it is off.
+    pub(crate) diagnoses: Option<Arc<DiagnosisBudget>>,
+    pub(crate) original_uri: Option<OriginalUriFn>,
 }
 
 impl Default for Config {
@@ -62,6 +71,8 @@ impl Default for Config {
             exact_urls_only: false,
             peer_addr: Arc::new(default_peer_addr),
             webhook_log: None,
+            diagnoses: None,
+            original_uri: None,
         }
     }
 }
@@ -144,6 +155,64 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
         F: Fn(&Extensions) -> Option<IpAddr> + Send + Sync + 'static,
     {
         self.config.peer_addr = Arc::new(peer_addr);
+        self
+    }
+
+    /// Runs the [mismatch doctor](crate::doctor) on requests refused for
+    /// [`SignatureMismatch`](crate::RejectionKind::SignatureMismatch): it tries a bounded set of
+    /// other URLs built from the request (the other scheme, hosts and prefixes from forwarding
+    /// headers, the original path, a trailing slash) with the secrets the resolver returned, and
+    /// when one matches puts a [`Diagnosis`](crate::doctor::Diagnosis) — the URL Twilio signed
+    /// and the `PublicUrl` to set — into the security event and the webhook log.
+    ///
+    /// The verdict never changes and nothing of the diagnosis goes into the response. Each
+    /// diagnosis computes at most [`doctor::MAX_HMACS`](crate::doctor::MAX_HMACS) signatures,
+    /// and at most [`DEFAULT_DIAGNOSES_PER_SECOND`] run a second (see
+    /// [`max_diagnoses_per_second`](Self::max_diagnoses_per_second)), shared by every clone of
+    /// the layer, so a flood of forged requests cannot turn it into a CPU sink. Off by default.
+    ///
+    /// ```
+    /// use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer};
+    ///
+    /// let layer = TwilioSignatureLayer::new(Credentials::new())
+    ///     .public_url(PublicUrl::fixed("https://api.example.com")?)
+    ///     .diagnose_mismatches(true);
+    /// # let _ = layer;
+    /// # Ok::<(), tower_twilio::ConfigError>(())
+    /// ```
+    pub fn diagnose_mismatches(mut self, enabled: bool) -> Self {
+        self.config.diagnoses =
+            enabled.then(|| Arc::new(DiagnosisBudget::new(DEFAULT_DIAGNOSES_PER_SECOND)));
+        self
+    }
+
+    /// At most `per_second` mismatch diagnoses a second (default
+    /// [`DEFAULT_DIAGNOSES_PER_SECOND`]); turns the doctor on unless `per_second` is 0, which
+    /// turns it off. See [`diagnose_mismatches`](Self::diagnose_mismatches).
+    pub fn max_diagnoses_per_second(mut self, per_second: u32) -> Self {
+        self.config.diagnoses =
+            (per_second > 0).then(|| Arc::new(DiagnosisBudget::new(per_second)));
+        self
+    }
+
+    /// Where to find the request target as it was before a router stripped a prefix from it,
+    /// for the [mismatch doctor](Self::diagnose_mismatches): axum's `OriginalUri` under
+    /// `Router::nest`. Verification itself always uses the request's own target.
+    ///
+    /// ```
+    /// use axum::extract::OriginalUri;
+    /// use tower_twilio::{Credentials, TwilioSignatureLayer};
+    ///
+    /// let layer = TwilioSignatureLayer::new(Credentials::new())
+    ///     .diagnose_mismatches(true)
+    ///     .original_uri_with(|ext| ext.get::<OriginalUri>().map(|original| original.0.clone()));
+    /// # let _ = layer;
+    /// ```
+    pub fn original_uri_with<F>(mut self, original_uri: F) -> Self
+    where
+        F: Fn(&Extensions) -> Option<Uri> + Send + Sync + 'static,
+    {
+        self.config.original_uri = Some(Arc::new(original_uri));
         self
     }
 
@@ -262,6 +331,7 @@ impl<R, E, T> fmt::Debug for TwilioSignatureLayer<R, E, T> {
             .field("max_body_size", &self.config.max_body_size)
             .field("report_only", &self.config.report_only)
             .field("exact_urls_only", &self.config.exact_urls_only)
+            .field("diagnose_mismatches", &self.config.diagnoses.is_some())
             .finish_non_exhaustive()
     }
 }

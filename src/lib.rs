@@ -110,6 +110,7 @@
 //! | name | what | default |
 //! | --- | --- | --- |
 //! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
+//! | `metrics` | counters and a histogram through the `metrics` facade (see `tower_twilio::metrics`) | no |
 //!
 //! # Security notes
 //!
@@ -129,11 +130,14 @@
 
 pub mod account;
 mod body;
+pub mod doctor;
 mod error;
 pub mod events;
 pub mod form;
 mod future;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod pipeline;
 pub mod public_url;
 mod rejection;
@@ -153,7 +157,9 @@ pub mod verify;
 pub use body::{ResponseBody, VerifiedBody};
 pub use error::ConfigError;
 pub use future::ResponseFuture;
-pub use layer::{DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer};
+pub use layer::{
+    DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer,
+};
 pub use public_url::PublicUrl;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use resolver::{Credentials, ResolveCredentials};

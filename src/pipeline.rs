@@ -19,8 +19,9 @@ use http::{HeaderName, Method, request::Parts};
 use http_body::SizeHint;
 
 use crate::{
-    BoxError, account,
+    BoxError, Secret, account,
     body::CollectError,
+    doctor::{self, Clues, Diagnosis},
     form::{self, Params},
     layer::Config,
     public_url::RebuiltUrl,
@@ -29,7 +30,7 @@ use crate::{
     signature::IDEMPOTENCY_TOKEN_HEADER,
     url_forms::redact_userinfo,
     verified_webhook::{Facts, VerifiedWebhook},
-    verify::{self, Prechecked, WebhookRequest, check_method},
+    verify::{self, Prechecked, VerifyError, WebhookRequest, check_method},
 };
 
 const IDEMPOTENCY_TOKEN: HeaderName = HeaderName::from_static(IDEMPOTENCY_TOKEN_HEADER);
@@ -44,6 +45,8 @@ pub(crate) struct Refusal {
     pub(crate) tenant_id: Option<Arc<str>>,
     /// The request's (unverified) `AccountSid`, once the body has been read.
     pub(crate) account_sid: Option<Arc<str>>,
+    /// For a signature mismatch, what the mismatch doctor found.
+    pub(crate) diagnosis: Option<Arc<Diagnosis>>,
 }
 
 impl Refusal {
@@ -53,6 +56,7 @@ impl Refusal {
             source: None,
             tenant_id: None,
             account_sid: None,
+            diagnosis: None,
         }
     }
 
@@ -312,7 +316,14 @@ pub(crate) fn complete(
         std::hint::black_box(verdict.is_ok());
         return Err(refuse(unknown));
     }
-    let verified = verdict.map_err(|error| refuse(error.into()))?;
+    let verified = verdict.map_err(|error| {
+        let mut refusal = refuse(error.into());
+        if error == VerifyError::SignatureMismatch {
+            let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
+            refusal.diagnosis = diagnose(inbound, &secrets, config);
+        }
+        refusal
+    })?;
     let credential = applicable()
         .nth(verified.secret_index)
         .map(|c| Arc::clone(c.label_arc()))
@@ -352,6 +363,33 @@ fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
             .clone(),
         Some(key_id) => Credentials::new().shared_key(key_id, crate::secret::dummy().clone()),
     }
+}
+
+/// Runs the mismatch doctor, when it is on and this second's budget allows.
+fn diagnose(inbound: Inbound<'_>, secrets: &[&Secret], config: &Config) -> Option<Arc<Diagnosis>> {
+    let budget = config.diagnoses.as_ref()?;
+    if !budget.try_take() {
+        return None;
+    }
+    let parts = inbound.parts;
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut clues = Clues::new(&parts.headers, path_and_query);
+    let original = config
+        .original_uri
+        .as_ref()
+        .and_then(|original_uri| original_uri(&parts.extensions));
+    if let Some(original) = &original {
+        clues = clues.original_uri(original.path_and_query().map_or("/", |pq| pq.as_str()));
+    }
+    if let Some(peer) = (config.peer_addr)(&parts.extensions) {
+        clues = clues.peer(peer);
+    }
+    // The request with its headers: the doctor verifies it again at other URLs.
+    let request = inbound.webhook_request();
+    let diagnosis = doctor::diagnose(&request, &clues, secrets);
+    #[cfg(feature = "metrics")]
+    crate::metrics::diagnosis(diagnosis.is_some());
+    diagnosis.map(Arc::new)
 }
 
 #[cfg(test)]

@@ -218,6 +218,33 @@ where
     base64::engine::general_purpose::STANDARD.encode(mac.as_slice())
 }
 
+/// The text Twilio computes the HMAC over for `url` and `params`: the URL, then for each
+/// parameter name in ascending order each of its distinct values in ascending order, written as
+/// `name ‖ value` with no separator. What [`sign`] signs; for comparing by hand (the signing
+/// tool's `--explain`).
+///
+/// ```
+/// use tower_twilio::signature::string_to_sign;
+///
+/// let text = string_to_sign("https://example.com/sms", [("To", "+1"), ("Body", "Hi")]);
+/// assert_eq!(text, "https://example.com/smsBodyHiTo+1");
+/// ```
+pub fn string_to_sign<I, K, V>(url: &str, params: I) -> String
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut canonical = url.as_bytes().to_vec();
+    form::canonicalize(
+        &Params::from_pairs(params),
+        SortOrder::CodePoint,
+        &mut canonical,
+    );
+    // Built from `&str`s only, so it is UTF-8.
+    String::from_utf8_lossy(&canonical).into_owned()
+}
+
 /// The lower-case hex SHA-256 of `body`: the value Twilio puts in the `bodySHA256` query
 /// parameter of a non-form request.
 fn body_sha256_hex(body: &[u8]) -> String {

@@ -191,6 +191,23 @@ impl<'a> WebhookRequest<'a> {
         self
     }
 
+    /// The raw body.
+    pub(crate) fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// This request at another URL, matched exactly as spelled (for the mismatch doctor).
+    pub(crate) fn with_exact_url<'u>(&self, url: &'u str) -> WebhookRequest<'u>
+    where
+        'a: 'u,
+    {
+        WebhookRequest {
+            url,
+            lenient_urls: false,
+            ..*self
+        }
+    }
+
     /// The URL this request is verified against.
     pub fn url(&self) -> &'a str {
         self.url

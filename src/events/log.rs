@@ -10,7 +10,7 @@ use std::{
 
 use http::{Method, StatusCode, header, request::Parts};
 
-use crate::{rejection::RejectionKind, verified_webhook::VerifiedWebhook};
+use crate::{doctor::Diagnosis, rejection::RejectionKind, verified_webhook::VerifiedWebhook};
 
 /// Receives every webhook's lifecycle: [`Received`](WebhookStage::Received), then
 /// [`Verified`](WebhookStage::Verified) or not, then exactly one final stage —
@@ -105,6 +105,9 @@ pub struct WebhookLogEntry {
     pub account_sid: Option<Arc<str>>,
     /// The verified context, from the `Verified` stage on.
     pub webhook: Option<VerifiedWebhook>,
+    /// On a signature mismatch the mismatch doctor explained: the URL the signature matches and
+    /// what to configure (see [`crate::doctor`]).
+    pub diagnosis: Option<Arc<Diagnosis>>,
 }
 
 /// Hands out webhook ids.
@@ -142,6 +145,7 @@ impl Lifecycle {
                 tenant_id: None,
                 account_sid: None,
                 webhook: None,
+                diagnosis: None,
             };
             log.on_webhook(&entry);
             Box::new(Tracked {
@@ -170,10 +174,12 @@ impl Lifecycle {
         stage: WebhookStage,
         tenant_id: Option<&Arc<str>>,
         account_sid: Option<&Arc<str>>,
+        diagnosis: Option<&Arc<Diagnosis>>,
     ) {
         if let Some(tracked) = &mut self.tracked {
             tracked.entry.tenant_id = tenant_id.cloned();
             tracked.entry.account_sid = account_sid.cloned();
+            tracked.entry.diagnosis = diagnosis.cloned();
         }
         self.stage(stage);
     }
@@ -245,6 +251,7 @@ mod tests {
             WebhookStage::Rejected(kind),
             Some(&"acme".into()),
             Some(&"AC0123".into()),
+            None,
         );
         lifecycle.answered(Some(StatusCode::OK));
         drop(lifecycle);
@@ -268,7 +275,7 @@ mod tests {
         let (log, entries) = recorder();
         let mut lifecycle = Lifecycle::received(Some(&log), &parts());
         let kind = RejectionKind::MissingSignature;
-        lifecycle.failed_verification(WebhookStage::PassedInReportOnlyMode(kind), None, None);
+        lifecycle.failed_verification(WebhookStage::PassedInReportOnlyMode(kind), None, None, None);
         lifecycle.answered(Some(StatusCode::SERVICE_UNAVAILABLE));
         drop(lifecycle);
         assert_eq!(

@@ -22,7 +22,9 @@ use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 #[cfg_attr(docsrs, doc(cfg(feature = "sentry")))]
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
-use crate::{public_url::RebuiltUrl, rejection::RejectionKind, url_forms::redact_userinfo};
+use crate::{
+    doctor::Diagnosis, public_url::RebuiltUrl, rejection::RejectionKind, url_forms::redact_userinfo,
+};
 
 /// The `tracing` target of every security event and of the report-only warning, and the
 /// Sentry logger name: `"tower_twilio::security"`. Filter on it to route the security log
@@ -58,6 +60,10 @@ pub struct SecurityEvent {
     pub request_id: Option<String>,
     /// When the event happened.
     pub timestamp: SystemTime,
+    /// For a signature mismatch, when the mismatch doctor is on
+    /// ([`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches))
+    /// and found one: the URL the signature matches and what to configure.
+    pub diagnosis: Option<Arc<Diagnosis>>,
 }
 
 /// The request id header tower-http's `SetRequestIdLayer` and most proxies set.
@@ -86,6 +92,7 @@ impl SecurityEvent {
             user_agent: header_text(&parts.headers, &header::USER_AGENT),
             request_id: header_text(&parts.headers, &REQUEST_ID_HEADER),
             timestamp: SystemTime::now(),
+            diagnosis: None,
         }
     }
 

@@ -111,6 +111,14 @@ impl OnSecurityEvent for SentrySink {
         put("user_agent", event.user_agent.clone());
         put("request_id", event.request_id.clone());
         put(
+            "diagnosis_matched_url",
+            event.diagnosis.as_ref().map(|d| d.matched_url().to_owned()),
+        );
+        put(
+            "diagnosis_fix",
+            event.diagnosis.as_ref().map(|d| d.fix().to_owned()),
+        );
+        put(
             "account_sid",
             event.account_sid.as_deref().map(str::to_owned),
         );

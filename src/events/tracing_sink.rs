@@ -7,8 +7,9 @@ use super::{OnSecurityEvent, SecurityEvent, Severity, TRACING_TARGET};
 /// otherwise (or at one fixed level, see [`TracingSink::level`]).
 ///
 /// Fields: `event_type`, `reason`, `outcome`, `severity`, `provider`, `tenant_id`,
-/// `account_sid`, `client_ip`, `url`, `method`, `user_agent`, `request_id`. None of them holds
-/// a secret, a signature or a body, so the log is safe to archive.
+/// `account_sid`, `client_ip`, `url`, `method`, `user_agent`, `request_id`, and, when the
+/// mismatch doctor found one, `diagnosis_matched_url` and `diagnosis_fix`. None of them holds a
+/// secret, a signature or a body, so the log is safe to archive.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingSink {
     level: Option<Level>,
@@ -46,6 +47,8 @@ macro_rules! emit {
             method = %e.method,
             user_agent = e.user_agent.as_deref(),
             request_id = e.request_id.as_deref(),
+            diagnosis_matched_url = e.diagnosis.as_ref().map(|d| d.matched_url()),
+            diagnosis_fix = e.diagnosis.as_ref().map(|d| d.fix()),
             "twilio webhook {}",
             e.event_type()
         )

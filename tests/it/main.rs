@@ -3,6 +3,7 @@
 
 mod allocations;
 mod binding;
+mod doctor;
 mod events;
 mod frameworks;
 mod hostile;

@@ -85,7 +85,14 @@
       cell(detail, "detail"),
       message,
     );
-    return tr;
+    if (!webhook.diagnosis) return [tr];
+    // What the mismatch doctor found, on a row of its own under the rejection.
+    const diagnosis = document.createElement("tr");
+    diagnosis.className = "diagnosis";
+    const td = cell(`The signature matches ${webhook.diagnosis.matched_url} — fix: ${webhook.diagnosis.fix}`);
+    td.colSpan = tr.children.length;
+    diagnosis.append(td);
+    return [tr, diagnosis];
   };
 
   const fetchJson = async (url, options) => {
@@ -114,7 +121,7 @@
       ]);
       const tbody = document.createElement("tbody");
       tbody.id = "webhooks";
-      for (const webhook of body) tbody.append(row(webhook, histories));
+      for (const webhook of body) tbody.append(...row(webhook, histories));
       document.getElementById("webhooks").replaceWith(tbody);
       document.getElementById("empty").hidden = body.length > 0;
       error.hidden = true;

@@ -1,7 +1,7 @@
-//! The admin surface: the inspector page, its assets and actions, and `/api/*`. Locked the way
-//! Jupyter's server locks its own (a token always, a known `Host` always), because the
-//! webhook routes must be reachable from the internet, and so, through a tunnel or proxy, is
-//! everything else on the port.
+//! The admin surface: the inspector page, its assets and actions, `/api/*` and `/metrics`.
+//! Locked the way Jupyter's server locks its own (a token always, a known `Host` always),
+//! because the webhook routes must be reachable from the internet, and so, through a tunnel or
+//! proxy, is everything else on the port.
 //!
 //! - **A token, always**, on loopback too: behind ngrok every request comes from 127.0.0.1.
 //!   It comes from `ADMIN_TOKEN` (never printed or logged), or is random and written to

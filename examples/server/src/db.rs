@@ -238,10 +238,17 @@ const SCHEMA_V2: &[&str] = &[
     "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
 ];
 
+/// What the mismatch doctor found for a rejected webhook: the URL its signature matches, and
+/// the fix.
+const SCHEMA_V3: &[&str] = &[
+    "ALTER TABLE webhook_log ADD COLUMN diagnosis_url TEXT",
+    "ALTER TABLE webhook_log ADD COLUMN diagnosis_fix TEXT",
+];
+
 /// Every schema change, in order; `schema_version` records how many were applied. A database
 /// of an earlier version (without `schema_version`) counts as version 0: the first step only
 /// creates what is missing.
-const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
@@ -651,7 +658,9 @@ impl Db {
                  status_code = COALESCE($10, status_code),
                  call_sid = COALESCE($11, call_sid),
                  call_status = COALESCE($12, call_status),
-                 recording_status = COALESCE($13, recording_status)
+                 recording_status = COALESCE($13, recording_status),
+                 diagnosis_url = COALESCE($14, diagnosis_url),
+                 diagnosis_fix = COALESCE($15, diagnosis_fix)
              WHERE id = $1",
         )
         .bind(id)
@@ -667,6 +676,8 @@ impl Db {
         .bind(&entry.call_sid)
         .bind(&entry.call_status)
         .bind(&entry.recording_status)
+        .bind(&entry.diagnosis_url)
+        .bind(&entry.diagnosis_fix)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -678,7 +689,7 @@ impl Db {
             "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
                     account_sid, message_sid, message_status, credential, status_code,
                     query, user_agent, client_ip, request_id, call_sid, call_status,
-                    recording_status
+                    recording_status, diagnosis_url, diagnosis_fix
              FROM webhook_log ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
@@ -986,6 +997,10 @@ pub struct LogRow {
     pub call_status: Option<String>,
     /// The verified `RecordingStatus`.
     pub recording_status: Option<String>,
+    /// For a signature mismatch the doctor explained: the URL the signature matches.
+    pub diagnosis_url: Option<String>,
+    /// And what to set.
+    pub diagnosis_fix: Option<String>,
 }
 
 /// A webhook-log row, as read back.
@@ -1029,6 +1044,10 @@ pub struct LoggedWebhook {
     pub call_status: Option<String>,
     /// The verified `RecordingStatus`.
     pub recording_status: Option<String>,
+    /// The URL a mismatched signature matches, when the doctor found one.
+    pub diagnosis_url: Option<String>,
+    /// What to set so that it verifies.
+    pub diagnosis_fix: Option<String>,
 }
 
 /// One status callback to record.

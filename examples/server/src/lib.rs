@@ -16,7 +16,7 @@
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
 //!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► handler
 //!              ├─ /healthz ─► handler
-//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}} ─► Host + token ─► handler
+//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
 //! ```
 //!
 //! The admin surface always needs the admin token, and answers only to known names
@@ -30,6 +30,7 @@ pub mod credentials;
 pub mod db;
 pub mod demo;
 pub mod inspector;
+pub mod prometheus;
 pub mod routes;
 #[cfg(feature = "sentry")]
 pub mod scrub;
@@ -114,6 +115,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a tenant's secrets stay cached.
     pub credential_cache_ttl: Duration,
+    /// Run the mismatch doctor (`DIAGNOSE_MISMATCHES`); `None`: only in demo mode.
+    pub diagnose_mismatches: Option<bool>,
 }
 
 impl std::fmt::Debug for Config {
@@ -130,6 +133,7 @@ impl std::fmt::Debug for Config {
             .field("concurrency_limit", &self.concurrency_limit)
             .field("request_timeout", &self.request_timeout)
             .field("credential_cache_ttl", &self.credential_cache_ttl)
+            .field("diagnose_mismatches", &self.diagnose_mismatches)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +153,7 @@ impl Config {
             concurrency_limit: DEFAULT_CONCURRENCY_LIMIT as usize,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             credential_cache_ttl: DEFAULT_CREDENTIAL_CACHE_TTL,
+            diagnose_mismatches: None,
         }
     }
 }
@@ -190,6 +195,8 @@ pub struct Handles {
 /// bound to, for the local public URL.
 pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Handles), BoxError> {
     let db = Db::open(&config.database).await?;
+    // Installed before the first request, so that no count is lost.
+    prometheus::handle();
 
     let env_tenant = match &config.account {
         Some((account_sid, token)) => Some(db.upsert_account(account_sid, token).await?),
@@ -240,6 +247,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         .public_url(public_url)
         // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
         .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+        .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
         .on_webhook(log.hook())
         .on_security_event(Sinks::new(config.sentry));
 
@@ -271,6 +279,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         .route("/api/webhooks", get(routes::webhooks))
         .route("/api/messages/{sid}", get(routes::message))
         .route("/api/calls/{sid}", get(routes::call))
+        .route("/metrics", get(prometheus::render))
         .with_state(state.clone())
         .merge(inspector.router())
         .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));

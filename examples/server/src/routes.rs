@@ -324,6 +324,16 @@ struct WebhookJson {
     call_sid: Option<String>,
     call_status: Option<String>,
     recording_status: Option<String>,
+    /// For a signature mismatch the mismatch doctor explained (`DIAGNOSE_MISMATCHES`): the URL
+    /// the signature matches and what to set; `null` otherwise.
+    diagnosis: Option<DiagnosisJson>,
+}
+
+/// What the mismatch doctor found.
+#[derive(Serialize)]
+struct DiagnosisJson {
+    matched_url: String,
+    fix: String,
 }
 
 impl From<LoggedWebhook> for WebhookJson {
@@ -348,6 +358,10 @@ impl From<LoggedWebhook> for WebhookJson {
             call_sid: row.call_sid,
             call_status: row.call_status,
             recording_status: row.recording_status,
+            diagnosis: row
+                .diagnosis_url
+                .zip(row.diagnosis_fix)
+                .map(|(matched_url, fix)| DiagnosisJson { matched_url, fix }),
         }
     }
 }

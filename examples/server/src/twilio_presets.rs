@@ -298,6 +298,11 @@ pub struct SignedRequest {
     pub headers: Vec<(String, String)>,
     /// The body (empty for `GET`).
     pub body: Vec<u8>,
+    /// What the signature is the HMAC of: the URL, then the sorted parameters (see
+    /// `tower_twilio::signature::string_to_sign`). Holds no secret.
+    pub string_to_sign: String,
+    /// The algorithm the signature was made with.
+    pub algorithm: Algorithm,
 }
 
 // The signature is derived from the secret: keep it out of debug output anyway.
@@ -341,10 +346,11 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
         } => (secret, algorithm),
     };
     let no_params: [(&str, &str); 0] = [];
-    let (method, url, content_type, bytes, signature) = match body {
+    let (method, url, content_type, bytes, signature, string_to_sign) = match body {
         Body::Form(params) => {
             let encoded = encode(&params);
             let signature = signature::sign(secret, algorithm, url, params_ref(&params));
+            let string_to_sign = signature::string_to_sign(url, params_ref(&params));
             let content_type = Some("application/x-www-form-urlencoded".to_owned());
             (
                 "POST",
@@ -352,6 +358,7 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
                 content_type,
                 encoded.into_bytes(),
                 signature,
+                string_to_sign,
             )
         }
         Body::Query(params) => {
@@ -362,7 +369,8 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
                 format!("{url}{separator}{}", encode(&params))
             };
             let signature = signature::sign(secret, algorithm, &url, no_params);
-            ("GET", url, None, Vec::new(), signature)
+            let string_to_sign = url.clone();
+            ("GET", url, None, Vec::new(), signature, string_to_sign)
         }
         Body::Raw {
             content_type,
@@ -370,7 +378,15 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
         } => {
             let url = signature::url_with_body_sha256(url, &bytes);
             let signature = signature::sign(secret, algorithm, &url, no_params);
-            ("POST", url, Some(content_type), bytes, signature)
+            let string_to_sign = url.clone();
+            (
+                "POST",
+                url,
+                Some(content_type),
+                bytes,
+                signature,
+                string_to_sign,
+            )
         }
     };
     let mut headers = vec![
@@ -400,6 +416,8 @@ pub fn sign_request(url: &str, body: Body, signer: Signer<'_>) -> SignedRequest 
         url,
         headers,
         body: bytes,
+        string_to_sign,
+        algorithm,
     }
 }
 

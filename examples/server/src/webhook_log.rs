@@ -46,7 +46,10 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
 };
-use tower_twilio::events::log::{WebhookLogEntry, WebhookStage};
+use tower_twilio::{
+    doctor::Diagnosis,
+    events::log::{WebhookLogEntry, WebhookStage},
+};
 
 use crate::{
     db::{Db, LogRow, now_ms, to_ms},
@@ -393,6 +396,10 @@ impl Entry {
             request_id: tags.map(|t| t.request_id),
             ..LogRow::default()
         };
+        if let Some(diagnosis) = &entry.diagnosis {
+            row.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
+            row.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
+        }
         match entry.stage {
             WebhookStage::Rejected(kind) | WebhookStage::PassedInReportOnlyMode(kind) => {
                 row.rejection_reason = Some(kind.as_str());
@@ -423,6 +430,15 @@ impl Entry {
             is_final: entry.stage.is_final(),
             row,
         }
+    }
+}
+
+/// The doctor's fix in this server's terms: the `PUBLIC_URL` to set when a base URL fixes it,
+/// else the library's own words.
+pub fn server_fix(diagnosis: &Diagnosis) -> String {
+    match diagnosis.public_base() {
+        Some(base) => format!("set PUBLIC_URL={base}"),
+        None => diagnosis.fix().to_owned(),
     }
 }
 

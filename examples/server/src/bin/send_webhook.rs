@@ -38,11 +38,14 @@ use clap::{Parser, ValueEnum};
 use http::{Request, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tower_twilio::{BoxError, signature::Algorithm};
+use tower_twilio::{
+    BoxError,
+    signature::{Algorithm, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER},
+};
 
 use tower_twilio_example_server::twilio_presets::{
-    Body, CALL_STATUSES, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, RECORDING_STATUSES, Signer,
-    apply_overrides, parse_override, sign_request,
+    Body, CALL_STATUSES, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, RECORDING_STATUSES,
+    SignedRequest, Signer, apply_overrides, parse_override, sign_request,
 };
 
 /// Sends a Twilio webhook, signed as Twilio signs it.
@@ -123,6 +126,12 @@ struct Cli {
     /// Also print the request that was sent (the signature included).
     #[arg(long, short)]
     verbose: bool,
+
+    /// Print how the signature was made — the URL, the string to sign (the URL, then the
+    /// parameters sorted by name, each as name and value with no separator), the algorithm and
+    /// the signature — to compare by hand with what a server rebuilds.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -278,6 +287,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     if cli.connect.is_some() {
         let _ = writeln!(out, "> (connecting to {connect})");
     }
+    if cli.explain {
+        explain(&mut out, &signed);
+    }
     if cli.verbose {
         for (name, value) in request.headers() {
             let _ = writeln!(out, "> {name}: {}", value.to_str().unwrap_or("<binary>"));
@@ -319,6 +331,39 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         eprintln!("error: unexpected status {status}");
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What was signed, and how, for `--explain`.
+fn explain(out: &mut String, signed: &SignedRequest) {
+    let key = match signed.header(SIGNATURE_SETTINGS_HEADER) {
+        Some(settings) => format!("SharedKey ({settings})"),
+        None => "auth token".to_owned(),
+    };
+    let body_hash = if signed.url.contains("bodySHA256=") {
+        "the body is covered by the bodySHA256 query parameter: the SHA-256 (hex) of the exact body bytes"
+    } else if signed.method == "GET" {
+        "a GET: the URL with its query is all that is signed"
+    } else {
+        "form body: the decoded parameters, sorted by name (then value), follow the URL"
+    };
+    let _ = writeln!(out, "explain: URL            {}", signed.url);
+    let _ = writeln!(out, "explain: string to sign {}", signed.string_to_sign);
+    let _ = writeln!(out, "explain:                ({body_hash})");
+    let _ = writeln!(
+        out,
+        "explain: algorithm      {} with the {key}",
+        signed.algorithm.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "explain: signature      {}",
+        signed.header(SIGNATURE_HEADER).unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "explain: a server verifies only if it rebuilds exactly this URL (scheme, host, port, \
+         path, trailing slash, query) and holds the same secret"
+    );
 }
 
 /// Writes and clears `out`; a closed standard output is ignored.

@@ -21,6 +21,8 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
+use tower_twilio_example_server::twilio_presets::{Body, Signer, sign_request};
+
 use crate::support::{ADMIN_TOKEN, Server, TestDb, bounded};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -116,7 +118,7 @@ async fn connect(driver: &Driver) -> Browser {
 
 /// The page's rows as (outcome, path, tenant, account, user agent, detail, message, client).
 async fn rows(browser: &Browser) -> Vec<[String; 8]> {
-    let script = "return [...document.querySelectorAll('#webhooks tr')].map(tr => [
+    let script = "return [...document.querySelectorAll('#webhooks tr[data-outcome]')].map(tr => [
         tr.dataset.outcome,
         tr.querySelector('.path').textContent,
         tr.querySelector('.tenant').textContent,
@@ -344,6 +346,49 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         row[0] == "rejected" && row[5] == "signature_mismatch"
     })
     .await;
+
+    // A webhook signed for the https URL a tunnel would have: rejected, and (demo mode turns the
+    // mismatch doctor on) explained on a row of its own under it.
+    let tunnelled = sign_request(
+        "https://hooks.example.com/twilio/status",
+        Body::Form(crate::support::status("delivered").params(&account)),
+        Signer::AuthToken(token.trim().as_bytes()),
+    );
+    let mut request = Request::post(format!("{}/twilio/status", server.base()))
+        .header("host", "hooks.example.com");
+    for (name, value) in &tunnelled.headers {
+        request = request.header(name, value);
+    }
+    let response = bounded(
+        "tunnelled request",
+        server
+            .client
+            .request(request.body(Full::from(tunnelled.body.clone())).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let diagnosis = loop {
+        let text = browser
+            .execute(
+                "const d = document.querySelector('#webhooks tr.diagnosis'); return d && [d.previousElementSibling.dataset.outcome, d.textContent];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if let Some([outcome, text]) = serde_json::from_value::<Option<[String; 2]>>(text).unwrap()
+        {
+            break (outcome, text);
+        }
+        assert!(Instant::now() < deadline, "no diagnosis row");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(diagnosis.0, "rejected");
+    assert_eq!(
+        diagnosis.1,
+        "The signature matches https://hooks.example.com/twilio/status — fix: set PUBLIC_URL=https://hooks.example.com"
+    );
 
     // A forged request carrying script everywhere a request can.
     let body = "AccountSid=%3Cscript%3Ealert(4)%3C%2Fscript%3E&Body=hi";

@@ -5,10 +5,13 @@
 mod support;
 
 mod admin;
+mod doctor;
 mod inspector;
 mod log_bounds;
+mod metrics;
 mod scenarios;
 #[cfg(feature = "sentry")]
 mod sentry;
+mod signing_tool;
 mod tenants;
 mod voice;

@@ -117,6 +117,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_REQUEST_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) request_timeout_secs: u64,
 
+    /// On a signature mismatch, look for the URL the signature was made for and log it with
+    /// the PUBLIC_URL to set (the verdict stays 403). Default: on in demo mode, off otherwise.
+    #[arg(long, env = "DIAGNOSE_MISMATCHES")]
+    pub(crate) diagnose_mismatches: Option<bool>,
+
     /// Seconds a tenant's secrets stay cached (a rotation takes effect within this time).
     #[arg(long, default_value_t = tower_twilio_example_server::DEFAULT_CREDENTIAL_CACHE_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub(crate) credential_cache_ttl_secs: u64,
@@ -273,6 +278,7 @@ pub(crate) fn server_config(location: Location, args: &ServeArgs) -> Result<Conf
     config.concurrency_limit = args.concurrency_limit as usize;
     config.request_timeout = Duration::from_secs(args.request_timeout_secs);
     config.credential_cache_ttl = Duration::from_secs(args.credential_cache_ttl_secs);
+    config.diagnose_mismatches = args.diagnose_mismatches;
     Ok(config)
 }
 

@@ -1,0 +1,142 @@
+//! The mismatch doctor through the real server: a webhook whose URL the server rebuilds wrong
+//! is still refused, and its log entry names the URL Twilio signed and the `PUBLIC_URL` to set.
+
+use http::StatusCode;
+use serde_json::Value;
+use tower_twilio_example_server::twilio_presets::{Body, Signer, sign_request};
+
+use crate::support::Process;
+
+const ADMIN: &str = "admin-doctor-5e1f0a9c3b7d2e4f6a8c0b1d";
+const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "doctor-test-auth-token-0123456789";
+
+async fn log_entries(server: &Process) -> Vec<Value> {
+    let auth = format!("Bearer {ADMIN}");
+    let answer = server
+        .call("GET", "/api/webhooks", &[("authorization", &auth)], "")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    serde_json::from_str(&answer.body).unwrap()
+}
+
+fn sms(url: &str, token: &str) -> tower_twilio_example_server::twilio_presets::SignedRequest {
+    sign_request(
+        url,
+        Body::Form(vec![
+            ("AccountSid".to_owned(), ACCOUNT_SID.to_owned()),
+            ("From".to_owned(), "+14155550100".to_owned()),
+            ("Body".to_owned(), "Hi".to_owned()),
+        ]),
+        Signer::AuthToken(token.as_bytes()),
+    )
+}
+
+#[tokio::test]
+async fn a_webhook_signed_for_the_public_https_url_is_refused_and_explained() {
+    // No PUBLIC_URL: the server verifies against http://127.0.0.1:PORT, as a new user's does
+    // behind a TLS-terminating tunnel.
+    let server = Process::start(
+        &[],
+        &[
+            ("ADMIN_TOKEN", ADMIN),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+            ("DIAGNOSE_MISMATCHES", "true"),
+        ],
+    )
+    .await;
+    let signed = sms("https://hooks.example.com/twilio/sms", TOKEN);
+    let mut headers: Vec<(&str, &str)> = signed
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    headers.push(("host", "hooks.example.com"));
+    headers.push(("x-forwarded-proto", "https"));
+    let body = String::from_utf8(signed.body.clone()).unwrap();
+    let answer = server.call("POST", "/twilio/sms", &headers, &body).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // Nothing of the diagnosis in the response.
+    assert!(
+        !answer.body.contains("hooks.example.com"),
+        "{}",
+        answer.body
+    );
+    assert!(!answer.body.contains("PUBLIC_URL"), "{}", answer.body);
+
+    let entries = log_entries(&server).await;
+    let entry = &entries[0];
+    assert_eq!(entry["outcome"], "rejected");
+    assert_eq!(entry["rejection_reason"], "signature_mismatch");
+    assert_eq!(
+        entry["diagnosis"]["matched_url"],
+        "https://hooks.example.com/twilio/sms"
+    );
+    assert_eq!(
+        entry["diagnosis"]["fix"],
+        "set PUBLIC_URL=https://hooks.example.com"
+    );
+
+    // A forgery (the wrong token) is refused too, and explained by nothing.
+    let forged = sms("https://hooks.example.com/twilio/sms", "not-the-token");
+    let mut headers: Vec<(&str, &str)> = forged
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    headers.push(("host", "hooks.example.com"));
+    let body = String::from_utf8(forged.body.clone()).unwrap();
+    let answer = server.call("POST", "/twilio/sms", &headers, &body).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let entries = log_entries(&server).await;
+    assert_eq!(entries[0]["rejection_reason"], "signature_mismatch");
+    assert_eq!(entries[0]["diagnosis"], Value::Null);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn diagnosis_is_off_unless_asked_for_outside_demo_mode() {
+    let server = Process::start(
+        &[],
+        &[
+            ("ADMIN_TOKEN", ADMIN),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+        ],
+    )
+    .await;
+    let signed = sms("https://hooks.example.com/twilio/sms", TOKEN);
+    let answer = server.send(&signed, Some("hooks.example.com")).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let entries = log_entries(&server).await;
+    assert_eq!(entries[0]["rejection_reason"], "signature_mismatch");
+    assert_eq!(entries[0]["diagnosis"], Value::Null);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn demo_mode_diagnoses_by_default() {
+    let server = Process::start(&[], &[("ADMIN_TOKEN", ADMIN)]).await;
+    let token = std::fs::read_to_string(server.dir.path().join(".twilio-demo-token")).unwrap();
+    let stdout = server.stdout();
+    let account_sid = stdout
+        .split("--account-sid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the banner names the demo account")
+        .to_owned();
+    let signed = sign_request(
+        "https://hooks.example.com/twilio/sms",
+        Body::Form(vec![("AccountSid".to_owned(), account_sid)]),
+        Signer::AuthToken(token.trim().as_bytes()),
+    );
+    let answer = server.send(&signed, Some("hooks.example.com")).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let entries = log_entries(&server).await;
+    assert_eq!(
+        entries[0]["diagnosis"]["matched_url"],
+        "https://hooks.example.com/twilio/sms"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,932 @@
+//! The mismatch doctor: when a signature does not match, find the URL it *does* match.
+//!
+//! Nearly every "validation fails behind my proxy" report has one cause: the URL the server
+//! rebuilds is not the URL Twilio called — `http` for `https`, a tunnel's host rewritten, a port,
+//! a path prefix stripped by a proxy or a nested router, a trailing slash. [`diagnose`] takes a
+//! request that failed with [`VerifyError::SignatureMismatch`](crate::verify::VerifyError) and
+//! tries a bounded set of other URLs built from what the request carries, with the same secrets:
+//!
+//! 1. the other scheme (`http` ↔ `https`);
+//! 2. the host from `Host`, `X-Forwarded-Host`, `Forwarded: host=` or `X-Original-Host` — from
+//!    any peer, since this is diagnosis, not trust;
+//! 3. the port from `X-Forwarded-Port`, or no port;
+//! 4. the path with a prefix from `X-Forwarded-Prefix`, or the original path from
+//!    `X-Original-URI`, `X-Envoy-Original-Path` or the router's original URI (axum's
+//!    `OriginalUri`, see [`Clues::original_uri`]);
+//! 5. the path with and without a trailing slash.
+//!
+//! Single changes are tried before combinations, and at most [`MAX_HMACS`] signatures are
+//! computed in all. If one URL matches, the [`Diagnosis`] names it and says what to configure.
+//! A request that no URL explains — a forgery, a wrong token — gets no diagnosis, never a
+//! wrong one. The verdict never changes: a diagnosed request is still refused, and the diagnosis
+//! belongs in logs and events, never in the HTTP response.
+//!
+//! Pure: no I/O, no tower types. The middleware runs it when
+//! [`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)
+//! is on, at most a configured number of times a second.
+//!
+//! ```
+//! use http::{HeaderMap, Method};
+//! use tower_twilio::{Secret, doctor::{Clues, diagnose}, form::Params, signature::{Algorithm, sign}, verify::WebhookRequest};
+//!
+//! let token = Secret::new("0123456789abcdef0123456789abcdef").unwrap();
+//! let body = b"AccountSid=AC123&Body=Hi";
+//! // Twilio called https://…, but the app sits behind a TLS terminator and was configured with
+//! // http://….
+//! let signature = sign(token.expose_secret(), Algorithm::HmacSha1,
+//!     "https://hooks.example.com/twilio/sms", Params::parse(body).iter());
+//! let request = WebhookRequest::new(&Method::POST, "http://hooks.example.com/twilio/sms", body)
+//!     .content_type(b"application/x-www-form-urlencoded")
+//!     .signature(signature.as_bytes());
+//! let headers = HeaderMap::new();
+//! let clues = Clues::new(&headers, "/twilio/sms");
+//!
+//! let diagnosis = diagnose(&request, &clues, &[&token]).unwrap();
+//! assert_eq!(diagnosis.matched_url(), "https://hooks.example.com/twilio/sms");
+//! assert_eq!(diagnosis.public_base(), Some("https://hooks.example.com"));
+//!
+//! // A forged signature matches no URL: no diagnosis.
+//! let forged = request.signature(b"AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+//! assert!(diagnose(&forged, &clues, &[&token]).is_none());
+//! ```
+
+use std::{
+    borrow::Cow,
+    fmt,
+    net::IpAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
+
+use http::{HeaderMap, header};
+
+use crate::{Secret, url_forms::redact_userinfo, verify::WebhookRequest};
+
+/// The most signatures one diagnosis computes: other URLs tried × secrets.
+pub const MAX_HMACS: usize = 16;
+
+/// What a request carries besides what verification reads: where the doctor looks for the URL
+/// Twilio really called.
+#[derive(Debug, Clone, Copy)]
+pub struct Clues<'a> {
+    headers: &'a HeaderMap,
+    path_and_query: &'a str,
+    original_uri: Option<&'a str>,
+    peer: Option<IpAddr>,
+}
+
+impl<'a> Clues<'a> {
+    /// The request's headers, and its path and query exactly as the application received them
+    /// (`/twilio/sms?x=1`).
+    pub fn new(headers: &'a HeaderMap, path_and_query: &'a str) -> Self {
+        Self {
+            headers,
+            path_and_query,
+            original_uri: None,
+            peer: None,
+        }
+    }
+
+    /// The request target before a router stripped a prefix from it: axum's `OriginalUri`
+    /// under `Router::nest`. Only its path and query are read.
+    #[must_use]
+    pub fn original_uri(mut self, original_uri: &'a str) -> Self {
+        self.original_uri = Some(original_uri);
+        self
+    }
+
+    /// The connecting peer's address, used to word a "trust this proxy" fix.
+    #[must_use]
+    pub fn peer(mut self, peer: IpAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+}
+
+/// A URL the signature matches, and what to change so that the middleware rebuilds it.
+///
+/// `Display` gives one line for logs: `signature matches https://…; fix: …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    matched_url: String,
+    public_base: Option<String>,
+    fix: String,
+}
+
+impl Diagnosis {
+    /// The URL the signature was made for (userinfo, if any, redacted).
+    pub fn matched_url(&self) -> &str {
+        &self.matched_url
+    }
+
+    /// The fixed public base URL that makes the middleware rebuild
+    /// [`matched_url`](Self::matched_url), when one does: what to pass to
+    /// [`PublicUrl::fixed`](crate::PublicUrl::fixed). `None` when no base URL can fix it (a
+    /// trailing slash added or removed in front of the application).
+    pub fn public_base(&self) -> Option<&str> {
+        self.public_base.as_deref()
+    }
+
+    /// The fix, in one line, in this crate's terms (`PublicUrl::fixed("https://…")`).
+    pub fn fix(&self) -> &str {
+        &self.fix
+    }
+}
+
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "signature matches {}; fix: {}",
+            self.matched_url, self.fix
+        )
+    }
+}
+
+/// Tries other URLs for a request whose signature did not match its rebuilt URL.
+///
+/// `request` is the request as verified (its URL is the one that failed); `secrets` are the
+/// secrets it was verified with. Call it only after verification failed with
+/// [`SignatureMismatch`](crate::verify::VerifyError::SignatureMismatch): it costs up to
+/// [`MAX_HMACS`] signatures. Each other URL is tried exactly as spelled, and a URL whose
+/// signature matches while the body does not match its `bodySHA256` explains nothing.
+pub fn diagnose(
+    request: &WebhookRequest<'_>,
+    clues: &Clues<'_>,
+    secrets: &[&Secret],
+) -> Option<Diagnosis> {
+    if secrets.is_empty() {
+        return None;
+    }
+    // A form whose parameters may sort differently in UTF-16 is tried in both orders: two
+    // signatures per secret and URL.
+    let is_form = request
+        .prechecked()
+        .is_ok_and(|prechecked| prechecked.is_form());
+    let per_secret = if is_form && may_hold_astral_characters(request.body()) {
+        2
+    } else {
+        1
+    };
+    let secrets = &secrets[..secrets.len().min(MAX_HMACS / per_secret)];
+    let received = SplitUrl::parse(request.url())?;
+    let candidates = candidates(request.url(), clues);
+    let budget = MAX_HMACS / (secrets.len() * per_secret);
+    for candidate in candidates.into_iter().take(budget) {
+        let url = candidate.url();
+        let attempt = request.with_exact_url(&url);
+        if attempt.verify(secrets.iter().copied()).is_ok() {
+            return Some(explain(&received, &candidate, clues));
+        }
+    }
+    None
+}
+
+/// Whether a form body may decode to a character at or above U+10000: raw bytes of a four-byte
+/// UTF-8 sequence, or a percent-escape of one (`%F0`–`%F4`). Errs on the side of yes.
+fn may_hold_astral_characters(body: &[u8]) -> bool {
+    body.iter().any(|&b| b >= 0xF0)
+        || body
+            .windows(2)
+            .any(|w| w[0] == b'%' && (w[1] == b'F' || w[1] == b'f'))
+}
+
+/// A URL cut into what the doctor varies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SplitUrl<'a> {
+    scheme: &'a str,
+    authority: Cow<'a, str>,
+    /// Path and query, starting with `/`.
+    rest: Cow<'a, str>,
+    source: Source,
+}
+
+/// Where a candidate's changed part came from, for the wording of the fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Received,
+    OtherScheme,
+    Header(&'static str),
+    TrailingSlash,
+}
+
+/// A URL's scheme, authority, and path with query (starting with `/`).
+fn split(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, after) = url.split_once("://")?;
+    let slash = after.find('/')?;
+    Some((scheme, &after[..slash], &after[slash..]))
+}
+
+impl<'a> SplitUrl<'a> {
+    fn parse(url: &'a str) -> Option<Self> {
+        let (scheme, authority, rest) = split(url)?;
+        Some(Self {
+            scheme,
+            authority: authority.into(),
+            rest: rest.into(),
+            source: Source::Received,
+        })
+    }
+
+    fn url(&self) -> String {
+        let mut url =
+            String::with_capacity(self.scheme.len() + 3 + self.authority.len() + self.rest.len());
+        url.push_str(self.scheme);
+        url.push_str("://");
+        url.push_str(&self.authority);
+        url.push_str(&self.rest);
+        url
+    }
+}
+
+/// The other URLs worth trying, most likely first, without repeats and without the URL that
+/// already failed.
+fn candidates<'a>(received_url: &'a str, clues: &Clues<'a>) -> Vec<SplitUrl<'a>> {
+    let Some(received) = SplitUrl::parse(received_url) else {
+        return Vec::new();
+    };
+    let (_, received_authority, _) = split(received_url).unwrap_or_default();
+    let other_scheme = if received.scheme.eq_ignore_ascii_case("https") {
+        "http"
+    } else {
+        "https"
+    };
+
+    let mut hosts: Vec<(&'a str, &'static str)> = Vec::new();
+    let mut add_host = |host: &'a str, from: &'static str| {
+        if valid_host(host)
+            && !host.eq_ignore_ascii_case(received_authority)
+            && !hosts.iter().any(|(h, _)| h.eq_ignore_ascii_case(host))
+        {
+            hosts.push((host, from));
+        }
+    };
+    if let Some(host) = single(clues.headers, header::HOST.as_str()) {
+        add_host(host, "Host");
+    }
+    for host in list(clues.headers, "x-forwarded-host") {
+        add_host(host, "X-Forwarded-Host");
+    }
+    for host in forwarded_params(clues.headers, "host") {
+        add_host(host, "Forwarded");
+    }
+    if let Some(host) = single(clues.headers, "x-original-host") {
+        add_host(host, "X-Original-Host");
+    }
+    // Port variants of every host: the forwarded port, or none.
+    let forwarded_port = list(clues.headers, "x-forwarded-port")
+        .pop()
+        .filter(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let mut ported: Vec<(String, &'static str)> = Vec::new();
+    for (host, from) in std::iter::once((received_authority, "")).chain(hosts.iter().copied()) {
+        let bare = strip_port(host);
+        if bare != host {
+            ported.push((bare.to_owned(), from));
+        }
+        if let Some(port) = forwarded_port {
+            ported.push((format!("{bare}:{port}"), "X-Forwarded-Port"));
+        }
+    }
+
+    let pq = clues.path_and_query;
+    let mut paths: Vec<(Cow<'a, str>, Source)> = Vec::new();
+    let mut add_path = |path: Cow<'a, str>, source: Source| {
+        if valid_path(&path) && path != received.rest && !paths.iter().any(|(p, _)| *p == path) {
+            paths.push((path, source));
+        }
+    };
+    if let Some(prefix) = list(clues.headers, "x-forwarded-prefix").pop() {
+        let prefix = prefix.trim_end_matches('/');
+        if prefix.starts_with('/') {
+            add_path(
+                format!("{prefix}{pq}").into(),
+                Source::Header("X-Forwarded-Prefix"),
+            );
+        }
+    }
+    for name in ["x-original-uri", "x-envoy-original-path"] {
+        if let Some(original) = single(clues.headers, name) {
+            add_path(original.into(), Source::Header(header_title(name)));
+        }
+    }
+    if let Some(original) = clues.original_uri.and_then(path_and_query_of) {
+        add_path(original.into(), Source::Header("OriginalUri"));
+    }
+    // The received path as the application saw it, when the configured base added a prefix.
+    add_path(pq.into(), Source::Header("the request target"));
+    add_path(
+        toggle_trailing_slash(&received.rest).into(),
+        Source::TrailingSlash,
+    );
+
+    let base = |scheme: &'a str, authority: &'a str, source: Source| SplitUrl {
+        scheme,
+        authority: authority.into(),
+        rest: received.rest.clone(),
+        source,
+    };
+    let mut out: Vec<SplitUrl<'a>> = Vec::new();
+    // 1. One change: the scheme, the host, the path.
+    out.push(base(other_scheme, received_authority, Source::OtherScheme));
+    for &(host, from) in &hosts {
+        out.push(base(received.scheme, host, Source::Header(from)));
+        out.push(base(other_scheme, host, Source::Header(from)));
+    }
+    for (path, source) in &paths {
+        out.push(SplitUrl {
+            rest: path.clone(),
+            ..base(received.scheme, received_authority, *source)
+        });
+    }
+    // 2. Two changes: the other scheme with each path, each host with each path.
+    for (path, source) in &paths {
+        out.push(SplitUrl {
+            rest: path.clone(),
+            ..base(other_scheme, received_authority, *source)
+        });
+        for &(host, _) in &hosts {
+            for scheme in [received.scheme, other_scheme] {
+                out.push(SplitUrl {
+                    rest: path.clone(),
+                    ..base(scheme, host, *source)
+                });
+            }
+        }
+    }
+    // 3. Ports, which are rarely the cause: kept for last.
+    for (authority, from) in ported {
+        for scheme in [received.scheme, other_scheme] {
+            out.push(SplitUrl {
+                scheme,
+                authority: authority.clone().into(),
+                rest: received.rest.clone(),
+                source: Source::Header(if from.is_empty() { "no port" } else { from }),
+            });
+        }
+    }
+
+    let failed = received.url();
+    let mut seen: Vec<String> = Vec::with_capacity(out.len());
+    out.retain(|candidate| {
+        let url = candidate.url();
+        if url == failed || seen.contains(&url) {
+            false
+        } else {
+            seen.push(url);
+            true
+        }
+    });
+    out
+}
+
+/// What the matching candidate says about the configuration.
+fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -> Diagnosis {
+    let matched_url = redact_userinfo(&matched.url()).into_owned();
+    let (scheme, authority, matched_rest) = split(&matched_url).unwrap_or_default();
+    let pq = clues.path_and_query;
+    // The base that, with the path and query the application receives appended, gives the
+    // matched URL.
+    let public_base = matched_rest
+        .strip_suffix(pq)
+        .map(|prefix| format!("{scheme}://{authority}{prefix}"));
+    let fix = match (&public_base, matched.source) {
+        (Some(base), source) => {
+            let mut fix = format!("set PublicUrl::fixed(\"{base}\")");
+            if let (Some(header), Some(peer)) = (
+                trusted_header_hint(received, matched, source, clues),
+                clues.peer,
+            ) {
+                let bits = if peer.is_ipv4() { 32 } else { 128 };
+                fix.push_str(&format!(
+                    ", or trust {header} from {peer}/{bits} (ForwardedHeaders::read and trust_proxy)"
+                ));
+            }
+            fix
+        }
+        (None, Source::TrailingSlash) => format!(
+            "Twilio called {matched_rest} but the application received {pq}: a trailing slash \
+             is {} on the way; make the URL in the Twilio console match the route, or apply the \
+             layer before the path is rewritten",
+            if matched_rest.len() > pq.len() {
+                "removed"
+            } else {
+                "added"
+            }
+        ),
+        (None, _) => format!(
+            "the application received {pq}, Twilio called {matched_rest}: make the layer see \
+             the original request target"
+        ),
+    };
+    Diagnosis {
+        matched_url,
+        public_base,
+        fix,
+    }
+}
+
+/// The forwarding header that, trusted, would have given the matched URL, when the candidate
+/// changed exactly one part and a header supplied it.
+fn trusted_header_hint(
+    received: &SplitUrl<'_>,
+    matched: &SplitUrl<'_>,
+    source: Source,
+    clues: &Clues<'_>,
+) -> Option<&'static str> {
+    match source {
+        Source::OtherScheme => {
+            let proto = list(clues.headers, "x-forwarded-proto").pop()?;
+            (proto.eq_ignore_ascii_case(matched.scheme) && matched.rest == received.rest)
+                .then_some("X-Forwarded-Proto")
+        }
+        Source::Header(name @ ("X-Forwarded-Host" | "X-Forwarded-Prefix")) => Some(name),
+        Source::Header("Forwarded") => Some("Forwarded"),
+        _ => None,
+    }
+}
+
+/// The `Title-Case` spelling of a header name the doctor reads.
+fn header_title(name: &str) -> &'static str {
+    match name {
+        "x-original-uri" => "X-Original-URI",
+        _ => "X-Envoy-Original-Path",
+    }
+}
+
+/// A header's only value, as text.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok().map(str::trim),
+        _ => None,
+    }
+}
+
+/// Every comma-separated element of every value of a header, trimmed, in order.
+fn list<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .collect()
+}
+
+/// Every value of `name=` in the elements of RFC 7239 `Forwarded` headers (quotes removed).
+fn forwarded_params<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+    list(headers, "forwarded")
+        .into_iter()
+        .flat_map(|element| element.split(';'))
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().trim_matches('"'))
+        })
+        .collect()
+}
+
+/// A host (with optional port) that can stand in an authority: no delimiters, space or
+/// userinfo, and not absurdly long.
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\' | b','))
+}
+
+/// A path and query that can end a URL: starts with `/`, no space or control character, no
+/// fragment.
+fn valid_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+}
+
+/// The path and query of a request target (`/a?b`), or of an absolute URL.
+fn path_and_query_of(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return Some(target);
+    }
+    let (_, after) = target.split_once("://")?;
+    after.find('/').map(|slash| &after[slash..])
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        // An IPv6 literal's colons are inside the brackets.
+        Some(colon) if !host[colon..].contains(']') => &host[..colon],
+        _ => host,
+    }
+}
+
+/// The path with a trailing slash added, or removed if it has one; the query is kept.
+fn toggle_trailing_slash(rest: &str) -> String {
+    let (path, query) = match rest.find('?') {
+        Some(q) => rest.split_at(q),
+        None => (rest, ""),
+    };
+    match path.strip_suffix('/') {
+        Some(stripped) if !stripped.is_empty() => format!("{stripped}{query}"),
+        Some(_) => rest.to_owned(),
+        None => format!("{path}/{query}"),
+    }
+}
+
+/// At most `per_second` diagnoses a second, shared by every clone of a layer, so that a flood
+/// of forged requests cannot turn the doctor into a CPU sink. Lock-free.
+#[derive(Debug)]
+pub(crate) struct DiagnosisBudget {
+    per_second: u32,
+    start: Instant,
+    /// The current second (high 32 bits) and the diagnoses started in it (low 32 bits).
+    window: AtomicU64,
+}
+
+impl DiagnosisBudget {
+    pub(crate) fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            start: Instant::now(),
+            window: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one diagnosis from this second's budget; `false` when it is spent.
+    pub(crate) fn try_take(&self) -> bool {
+        let second = self.start.elapsed().as_secs() & 0xffff_ffff;
+        self.try_take_at(second)
+    }
+
+    fn try_take_at(&self, second: u64) -> bool {
+        let mut current = self.window.load(Ordering::Relaxed);
+        loop {
+            let (window, used) = (current >> 32, current & 0xffff_ffff);
+            let next = if window == second {
+                if used >= u64::from(self.per_second) {
+                    return false;
+                }
+                current + 1
+            } else {
+                (second << 32) | 1
+            };
+            if self.per_second == 0 {
+                return false;
+            }
+            match self.window.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderValue, Method};
+
+    use super::*;
+    use crate::{
+        form::Params,
+        signature::{Algorithm, sign, url_with_body_sha256},
+    };
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    const BODY: &[u8] = b"AccountSid=AC123&From=%2B14155550100&Body=Hi";
+    const FORM: &[u8] = b"application/x-www-form-urlencoded";
+
+    fn token() -> Secret {
+        Secret::new(TOKEN).unwrap()
+    }
+
+    fn signed_for(url: &str) -> String {
+        sign(
+            TOKEN.as_bytes(),
+            Algorithm::HmacSha1,
+            url,
+            Params::parse(BODY).iter(),
+        )
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    /// Diagnoses a form POST signed for `signed_url`, received as `rebuilt_url` with the
+    /// application seeing `path_and_query` and `headers`.
+    fn run(
+        signed_url: &str,
+        rebuilt_url: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        original: Option<&str>,
+    ) -> Option<Diagnosis> {
+        let signature = signed_for(signed_url);
+        let request = WebhookRequest::new(&Method::POST, rebuilt_url, BODY)
+            .content_type(FORM)
+            .signature(signature.as_bytes());
+        let mut clues = Clues::new(headers, path_and_query).peer(IpAddr::from([10, 1, 2, 3]));
+        if let Some(original) = original {
+            clues = clues.original_uri(original);
+        }
+        diagnose(&request, &clues, &[&token()])
+    }
+
+    #[test]
+    fn each_common_cause_is_named_with_its_fix() {
+        // (what went wrong, signed URL, rebuilt URL, path seen, headers, original URI,
+        //  expected public base, words the fix must contain)
+        type Row = (
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+            Option<&'static str>,
+            &'static str,
+        );
+        let rows: &[Row] = &[
+            (
+                "https behind a TLS terminator, configured as http",
+                "https://hooks.example.com/twilio/sms",
+                "http://hooks.example.com/twilio/sms",
+                "/twilio/sms",
+                &[("x-forwarded-proto", "https")],
+                None,
+                Some("https://hooks.example.com"),
+                "or trust X-Forwarded-Proto from 10.1.2.3/32",
+            ),
+            (
+                "an ngrok-style tunnel rewrites the host",
+                "https://abc123.ngrok-free.app/twilio/sms",
+                "http://localhost:3000/twilio/sms",
+                "/twilio/sms",
+                &[
+                    ("x-forwarded-host", "abc123.ngrok-free.app"),
+                    ("x-forwarded-proto", "https"),
+                ],
+                None,
+                Some("https://abc123.ngrok-free.app"),
+                "PublicUrl::fixed(\"https://abc123.ngrok-free.app\")",
+            ),
+            (
+                "a proxy strips a prefix and says so in X-Forwarded-Prefix",
+                "https://api.example.com/app/twilio/sms",
+                "https://api.example.com/twilio/sms",
+                "/twilio/sms",
+                &[("x-forwarded-prefix", "/app")],
+                None,
+                Some("https://api.example.com/app"),
+                "or trust X-Forwarded-Prefix",
+            ),
+            (
+                "axum's nest strips /twilio; OriginalUri keeps it",
+                "https://api.example.com/twilio/sms",
+                "https://api.example.com/sms",
+                "/sms",
+                &[],
+                Some("/twilio/sms"),
+                Some("https://api.example.com/twilio"),
+                "PublicUrl::fixed(\"https://api.example.com/twilio\")",
+            ),
+            (
+                "the console URL ends in a slash that the app's path lacks",
+                "https://api.example.com/twilio/sms/",
+                "https://api.example.com/twilio/sms",
+                "/twilio/sms",
+                &[],
+                None,
+                None,
+                "trailing",
+            ),
+            (
+                "an explicit port in the console URL",
+                "https://api.example.com:8443/twilio/sms",
+                "https://api.example.com/twilio/sms",
+                "/twilio/sms",
+                &[("x-forwarded-port", "8443")],
+                None,
+                Some("https://api.example.com:8443"),
+                "PublicUrl::fixed",
+            ),
+        ];
+        for &(why, signed, rebuilt, pq, pairs, original, base, words) in rows {
+            let diagnosis = run(signed, rebuilt, pq, &headers(pairs), original)
+                .unwrap_or_else(|| panic!("{why}: no diagnosis"));
+            assert_eq!(diagnosis.matched_url(), signed, "{why}");
+            assert_eq!(diagnosis.public_base(), base, "{why}");
+            assert!(
+                diagnosis.fix().contains(words),
+                "{why}: {}",
+                diagnosis.fix()
+            );
+        }
+    }
+
+    #[test]
+    fn a_forged_signature_gets_no_diagnosis() {
+        let headers = headers(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "abc.ngrok-free.app"),
+            ("x-forwarded-prefix", "/app"),
+        ]);
+        let request = WebhookRequest::new(&Method::POST, "http://localhost/twilio/sms", BODY)
+            .content_type(FORM)
+            .signature(b"AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        let clues = Clues::new(&headers, "/twilio/sms");
+        assert_eq!(diagnose(&request, &clues, &[&token()]), None);
+    }
+
+    #[test]
+    fn a_signature_for_a_url_no_clue_leads_to_gets_no_diagnosis() {
+        // Signed for another host entirely, which nothing in the request names.
+        let diagnosis = run(
+            "https://elsewhere.example.net/twilio/sms",
+            "https://api.example.com/twilio/sms",
+            "/twilio/sms",
+            &HeaderMap::new(),
+            None,
+        );
+        assert_eq!(diagnosis, None);
+    }
+
+    #[test]
+    fn a_wrong_token_gets_no_diagnosis() {
+        let signature = sign(
+            b"another-token-entirely-0000000000",
+            Algorithm::HmacSha1,
+            "https://hooks.example.com/twilio/sms",
+            Params::parse(BODY).iter(),
+        );
+        let request =
+            WebhookRequest::new(&Method::POST, "http://hooks.example.com/twilio/sms", BODY)
+                .content_type(FORM)
+                .signature(signature.as_bytes());
+        let headers = HeaderMap::new();
+        let clues = Clues::new(&headers, "/twilio/sms");
+        assert_eq!(diagnose(&request, &clues, &[&token()]), None);
+    }
+
+    #[test]
+    fn a_body_that_does_not_match_its_hash_is_not_explained_by_a_url() {
+        let json = br#"{"AccountSid":"AC123"}"#;
+        let signed = url_with_body_sha256("https://api.example.com/twilio/events", json);
+        let signature = sign(
+            TOKEN.as_bytes(),
+            Algorithm::HmacSha1,
+            &signed,
+            std::iter::empty::<(&str, &str)>(),
+        );
+        let received = signed.replacen("https://", "http://", 1);
+        let pq = &received["http://api.example.com".len()..];
+        let tampered = br#"{"AccountSid":"AC999"}"#;
+        let request = WebhookRequest::new(&Method::POST, &received, tampered)
+            .content_type(b"application/json")
+            .signature(signature.as_bytes());
+        let headers = HeaderMap::new();
+        let clues = Clues::new(&headers, pq);
+        assert_eq!(diagnose(&request, &clues, &[&token()]), None);
+        // With the body it was signed with, the scheme is the whole story.
+        let request = WebhookRequest::new(&Method::POST, &received, json)
+            .content_type(b"application/json")
+            .signature(signature.as_bytes());
+        let diagnosis = diagnose(&request, &clues, &[&token()]).unwrap();
+        assert_eq!(diagnosis.matched_url(), signed);
+    }
+
+    #[test]
+    fn never_more_than_the_hmac_budget() {
+        // Many clues, and the signed URL is the last candidate or beyond: with one secret at
+        // most MAX_HMACS URLs are tried.
+        let headers = headers(&[
+            ("host", "b.example"),
+            ("x-forwarded-host", "c.example, d.example"),
+            ("forwarded", "host=e.example;proto=https"),
+            ("x-original-host", "f.example"),
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-prefix", "/p"),
+            ("x-original-uri", "/q/x"),
+        ]);
+        let clues = Clues::new(&headers, "/x").original_uri("/r/x");
+        let all = candidates("http://a.example/x", &clues);
+        assert!(all.len() > MAX_HMACS, "the table should exceed the budget");
+        let mut urls: Vec<String> = all.iter().map(SplitUrl::url).collect();
+        urls.sort();
+        urls.dedup();
+        assert_eq!(urls.len(), all.len(), "no URL is tried twice");
+        assert!(!urls.contains(&"http://a.example/x".to_owned()));
+
+        // The last candidate is out of budget: no diagnosis even though it would match.
+        let last = all.last().unwrap().url();
+        assert!(run(&last, "http://a.example/x", "/x", &headers, Some("/r/x")).is_none());
+        // With three secrets, five URLs (15 HMACs) are tried.
+        let fifth = all[4].url();
+        let sixth = all[5].url();
+        let other = Secret::new("another-token-entirely-0000000000").unwrap();
+        let unrelated = Secret::new("yet-another-token-0000000000000000").unwrap();
+        for (url, expected) in [(fifth, true), (sixth, false)] {
+            let signature = signed_for(&url);
+            let request = WebhookRequest::new(&Method::POST, "http://a.example/x", BODY)
+                .content_type(FORM)
+                .signature(signature.as_bytes());
+            let clues = Clues::new(&headers, "/x").original_uri("/r/x");
+            let found = diagnose(&request, &clues, &[&other, &unrelated, &token()]);
+            assert_eq!(found.is_some(), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn astral_characters_halve_the_urls_tried() {
+        // A body with an emoji is verified in both sort orders: 8 URLs, not 16, with one secret.
+        let body = b"AccountSid=AC123&Body=%F0%9F%91%8B";
+        assert!(may_hold_astral_characters(body));
+        assert!(!may_hold_astral_characters(BODY));
+        let headers = headers(&[(
+            "x-forwarded-host",
+            "b.example, c.example, d.example, e.example",
+        )]);
+        let clues = Clues::new(&headers, "/x");
+        let all = candidates("http://a.example/x", &clues);
+        for (index, expected) in [(7, true), (8, false)] {
+            let url = all[index].url();
+            let signature = sign(
+                TOKEN.as_bytes(),
+                Algorithm::HmacSha1,
+                &url,
+                Params::parse(body).iter(),
+            );
+            let request = WebhookRequest::new(&Method::POST, "http://a.example/x", body)
+                .content_type(FORM)
+                .signature(signature.as_bytes());
+            assert_eq!(
+                diagnose(&request, &clues, &[&token()]).is_some(),
+                expected,
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_header_values_are_not_tried() {
+        let headers = headers(&[
+            ("x-forwarded-host", "evil.example/path"),
+            ("x-original-host", "user@evil.example"),
+            ("x-forwarded-prefix", "no-leading-slash"),
+            ("x-original-uri", "/has space"),
+            ("x-forwarded-port", "99999999"),
+        ]);
+        let clues = Clues::new(&headers, "/x");
+        for candidate in candidates("https://a.example/x", &clues) {
+            let url = candidate.url();
+            assert!(!url.contains("evil"), "{url}");
+            assert!(!url.contains("no-leading-slash"), "{url}");
+            assert!(!url.contains("space"), "{url}");
+            assert!(!url.contains("99999999"), "{url}");
+        }
+    }
+
+    #[test]
+    fn trailing_slash_toggles_keep_the_query() {
+        assert_eq!(toggle_trailing_slash("/a/b?x=1"), "/a/b/?x=1");
+        assert_eq!(toggle_trailing_slash("/a/b/?x=1"), "/a/b?x=1");
+        assert_eq!(toggle_trailing_slash("/"), "/");
+    }
+
+    #[test]
+    fn the_budget_allows_per_second_then_refuses_until_the_next_second() {
+        let budget = DiagnosisBudget::new(20);
+        assert_eq!((0..100).filter(|_| budget.try_take_at(7)).count(), 20);
+        assert!(!budget.try_take_at(7));
+        assert_eq!((0..100).filter(|_| budget.try_take_at(8)).count(), 20);
+        let none = DiagnosisBudget::new(0);
+        assert!(!none.try_take_at(0));
+    }
+
+    #[test]
+    fn the_diagnosis_line_names_url_and_fix() {
+        let diagnosis = run(
+            "https://hooks.example.com/twilio/sms",
+            "http://hooks.example.com/twilio/sms",
+            "/twilio/sms",
+            &HeaderMap::new(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            diagnosis.to_string(),
+            "signature matches https://hooks.example.com/twilio/sms; fix: set \
+             PublicUrl::fixed(\"https://hooks.example.com\")"
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! The mismatch doctor through the real layer: each common misconfiguration gets the right
+//! diagnosis in the security event and the webhook log, a forgery gets none, the verdict and
+//! the response never change, and a flood cannot buy more than the per-second budget.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use axum::{Router, extract::OriginalUri, routing::post};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{ServiceBuilder, ServiceExt};
+use tower_twilio::{
+    Credentials, DEFAULT_DIAGNOSES_PER_SECOND, PeerAddr, PublicUrl, Rejection, RejectionKind,
+    TwilioSignatureLayer, VerifiedBody,
+    events::log::{OnWebhook, WebhookLogEntry, WebhookStage},
+    public_url::{ForwardedField, ForwardedHeaders, Scheme},
+};
+
+use crate::support::{RecordingSink, SMS_BODY, body_string, sign_form, token};
+
+async fn ok(_: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::new(Bytes::from_static(b"<Response/>"))))
+}
+
+fn credentials() -> Credentials {
+    Credentials::new()
+        .tenant("acme")
+        .auth_token("primary", token())
+}
+
+/// A form POST to `target`, signed by Twilio for `signed_url`, with extra headers.
+fn webhook(target: &str, signed_url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut request = Request::post(target)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(
+            "x-twilio-signature",
+            sign_form(&token(), signed_url, SMS_BODY),
+        );
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(Full::new(Bytes::from_static(SMS_BODY.as_bytes())))
+        .unwrap()
+}
+
+#[derive(Clone, Default)]
+struct RecordingLog(Arc<Mutex<Vec<WebhookLogEntry>>>);
+
+impl OnWebhook for RecordingLog {
+    fn on_webhook(&self, entry: &WebhookLogEntry) {
+        self.0.lock().unwrap().push(entry.clone());
+    }
+}
+
+/// One misconfiguration: how the app is set up, what Twilio signed, what arrives.
+struct Case {
+    cause: &'static str,
+    public_url: PublicUrl,
+    signed_url: &'static str,
+    target: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    /// The connecting peer (the proxy), when there is one.
+    peer: Option<[u8; 4]>,
+    expected_fix: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            cause: "TLS terminated in front of the app, public URL configured as `http`",
+            public_url: PublicUrl::fixed("http://hooks.example.com").unwrap(),
+            signed_url: "https://hooks.example.com/twilio/sms",
+            target: "/twilio/sms",
+            headers: &[
+                ("host", "hooks.example.com"),
+                ("x-forwarded-proto", "https"),
+            ],
+            peer: Some([10, 0, 0, 5]),
+            expected_fix: "set PublicUrl::fixed(\"https://hooks.example.com\"), or trust \
+                           X-Forwarded-Proto from 10.0.0.5/32",
+        },
+        Case {
+            cause: "a tunnel (ngrok) rewrites the host and the app uses the request's own",
+            public_url: PublicUrl::request_host(Scheme::Http),
+            signed_url: "https://abc123.ngrok-free.app/twilio/sms",
+            target: "/twilio/sms",
+            headers: &[
+                ("host", "localhost:3000"),
+                ("x-forwarded-host", "abc123.ngrok-free.app"),
+                ("x-forwarded-proto", "https"),
+            ],
+            peer: None,
+            expected_fix: "set PublicUrl::fixed(\"https://abc123.ngrok-free.app\")",
+        },
+        Case {
+            cause: "a trusted proxy strips a path prefix and sends `X-Forwarded-Prefix`, a field the app does not read",
+            public_url: PublicUrl::trust_forwarded(
+                ForwardedHeaders::new()
+                    .read(ForwardedField::XForwardedProto)
+                    .trust_proxy("10.0.0.0/8")
+                    .unwrap(),
+            ),
+            signed_url: "https://api.example.com/app/twilio/sms",
+            target: "/twilio/sms",
+            headers: &[
+                ("host", "api.example.com"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-prefix", "/app"),
+            ],
+            peer: Some([10, 0, 0, 7]),
+            expected_fix: "set PublicUrl::fixed(\"https://api.example.com/app\"), or trust \
+                           X-Forwarded-Prefix from 10.0.0.7/32",
+        },
+        Case {
+            cause: "the console URL ends in `/`, something in front of the app removes it",
+            public_url: PublicUrl::fixed("https://api.example.com").unwrap(),
+            signed_url: "https://api.example.com/twilio/sms/",
+            target: "/twilio/sms",
+            headers: &[],
+            peer: None,
+            expected_fix: "a trailing slash is removed on the way",
+        },
+    ]
+}
+
+/// Runs one case through the layer and returns the diagnosis's fix, asserting the verdict,
+/// the response and the webhook log on the way.
+async fn run(case: &Case) -> Option<String> {
+    let sink = RecordingSink::default();
+    let log = RecordingLog::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(case.public_url.clone())
+        .diagnose_mismatches(true)
+        .on_webhook(log.clone())
+        .on_security_event(sink.clone());
+    let mut request = webhook(case.target, case.signed_url, case.headers);
+    if let Some(peer) = case.peer {
+        request
+            .extensions_mut()
+            .insert(PeerAddr(SocketAddr::from((peer, 40_000))));
+    }
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(ok)
+        .oneshot(request)
+        .await
+        .unwrap();
+    // The verdict and the response are those of any mismatch.
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "{}", case.cause);
+    let rejection = response.extensions().get::<Rejection>().unwrap();
+    assert_eq!(rejection.kind(), RejectionKind::SignatureMismatch);
+    let body = body_string(response).await;
+    assert!(!body.contains("example") && !body.contains("fix"), "{body}");
+
+    let events = sink.events();
+    assert_eq!(events.len(), 1, "{}", case.cause);
+    let logged = log.0.lock().unwrap().clone();
+    let last = logged.last().unwrap();
+    assert_eq!(
+        last.stage,
+        WebhookStage::Rejected(RejectionKind::SignatureMismatch)
+    );
+    let diagnosis = events[0].diagnosis.clone()?;
+    assert_eq!(diagnosis.matched_url(), case.signed_url, "{}", case.cause);
+    assert_eq!(last.diagnosis.as_deref(), Some(&*diagnosis));
+    Some(diagnosis.fix().to_owned())
+}
+
+#[tokio::test]
+async fn each_common_misconfiguration_gets_the_right_diagnosis() {
+    for case in cases() {
+        let fix = run(&case)
+            .await
+            .unwrap_or_else(|| panic!("{}: no diagnosis", case.cause));
+        assert!(fix.contains(case.expected_fix), "{}: {fix}", case.cause);
+    }
+}
+
+#[tokio::test]
+async fn an_axum_nest_is_diagnosed_through_original_uri() {
+    // The app nests its Twilio routes under /twilio; axum strips the prefix, so the layer inside
+    // the nest sees /sms and the public URL it rebuilds lacks /twilio.
+    let sink = RecordingSink::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("https://api.example.com").unwrap())
+        .diagnose_mismatches(true)
+        .original_uri_with(|ext| ext.get::<OriginalUri>().map(|original| original.0.clone()))
+        .on_security_event(sink.clone());
+    let twilio = Router::new()
+        .route("/sms", post(|| async { "<Response/>" }))
+        .route_layer(layer);
+    let app = Router::new().nest("/twilio", twilio);
+    let response = app
+        .oneshot(webhook(
+            "/twilio/sms",
+            "https://api.example.com/twilio/sms",
+            &[("host", "api.example.com")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let events = sink.events();
+    let diagnosis = events[0].diagnosis.as_ref().expect("a diagnosis");
+    assert_eq!(
+        diagnosis.matched_url(),
+        "https://api.example.com/twilio/sms"
+    );
+    assert_eq!(
+        diagnosis.public_base(),
+        Some("https://api.example.com/twilio")
+    );
+}
+
+#[tokio::test]
+async fn a_forged_signature_gets_no_diagnosis() {
+    let sink = RecordingSink::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
+        .diagnose_mismatches(true)
+        .on_security_event(sink.clone());
+    let mut forged = webhook(
+        "/twilio/sms",
+        "https://hooks.example.com/twilio/sms",
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    );
+    forged.headers_mut().insert(
+        "x-twilio-signature",
+        "bm90IGEgcmVhbCBzaWduYXR1cmU=".parse().unwrap(),
+    );
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(ok)
+        .oneshot(forged)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(sink.events()[0].diagnosis.is_none());
+}
+
+#[tokio::test]
+async fn without_the_builder_call_there_is_no_diagnosis() {
+    let sink = RecordingSink::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
+        .on_security_event(sink.clone());
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(ok)
+        .oneshot(webhook(
+            "/twilio/sms",
+            "https://hooks.example.com/twilio/sms",
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(sink.events()[0].diagnosis.is_none());
+}
+
+/// 10 000 requests that would each be diagnosed: at most the per-second budget is.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_buys_at_most_the_per_second_budget() {
+    let sink = RecordingSink::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
+        .diagnose_mismatches(true)
+        .on_security_event(sink.clone());
+    let service = ServiceBuilder::new().layer(layer).service_fn(ok);
+    let request = webhook("/twilio/sms", "https://hooks.example.com/twilio/sms", &[]);
+    let (parts, body) = request.into_parts();
+    let started = Instant::now();
+    for _ in 0..10_000 {
+        let mut copy = Request::new(body.clone());
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.headers_mut() = parts.headers.clone();
+        let response = service.clone().oneshot(copy).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let events = sink.events();
+    assert_eq!(events.len(), 10_000);
+    let diagnosed = events.iter().filter(|e| e.diagnosis.is_some()).count() as u64;
+    assert!(diagnosed >= 1);
+    assert!(
+        diagnosed <= u64::from(DEFAULT_DIAGNOSES_PER_SECOND) * seconds,
+        "{diagnosed} diagnoses in {seconds} s"
+    );
+}
+
+/// Forgeries that no URL explains are counted against the same budget: the doctor's CPU cost
+/// under a flood is bounded whatever the requests are (counted through the metrics facade).
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "current_thread")]
+async fn forged_floods_run_at_most_the_per_second_budget_of_diagnoses() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("https://api.example.com").unwrap())
+        .diagnose_mismatches(true)
+        .on_security_event(());
+    let service = ServiceBuilder::new().layer(layer).service_fn(ok);
+    let started = Instant::now();
+    for i in 0..10_000u32 {
+        let mut request = webhook(
+            "/twilio/sms",
+            "https://api.example.com/twilio/sms",
+            &[
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-prefix", "/p"),
+            ],
+        );
+        let forged = format!("{i:0>27}=");
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", forged.parse().unwrap());
+        service.clone().oneshot(request).await.unwrap();
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let runs: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == tower_twilio::metrics::DIAGNOSES)
+        .map(|(.., value)| match value {
+            DebugValue::Counter(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert!(runs >= 1, "the doctor ran");
+    assert!(
+        runs <= u64::from(DEFAULT_DIAGNOSES_PER_SECOND) * seconds,
+        "{runs} diagnoses in {seconds} s"
+    );
+}
+
+/// The guide's troubleshooting table is this test's output (run with `UPDATE_DOCS=1` to
+/// rewrite it after a deliberate change).
+#[tokio::test]
+async fn the_guide_shows_the_diagnoses_the_layer_prints() {
+    let mut table = String::from(
+        "| cause | the signature matches | `diagnosis_fix` in the event |\n| --- | --- | --- |\n",
+    );
+    for case in cases() {
+        let fix = run(&case).await.expect("a diagnosis");
+        table.push_str(&format!(
+            "| {} | `{}` | `{}` |\n",
+            case.cause,
+            case.signed_url,
+            fix.replace('|', "\\|")
+        ));
+    }
+    let docs_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/TWILIO_WEBHOOK_SETUP.md");
+    let docs = std::fs::read_to_string(&docs_path).unwrap();
+    let (start, end) = (
+        "<!-- troubleshooting-table:start -->\n",
+        "<!-- troubleshooting-table:end -->",
+    );
+    let from = docs
+        .find(start)
+        .expect("the guide has the troubleshooting markers")
+        + start.len();
+    let to = docs[from..].find(end).expect("end marker") + from;
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(
+            &docs_path,
+            format!("{}{table}{}", &docs[..from], &docs[to..]),
+        )
+        .unwrap();
+    } else {
+        assert_eq!(
+            &docs[from..to],
+            table,
+            "the guide's troubleshooting table is stale: run with UPDATE_DOCS=1"
+        );
+    }
+}
