@@ -19,7 +19,12 @@
 //!    candidate (`ReceivedSignature::matches`);
 //! 2. the whole `WebhookRequest::verify` of a form request carrying each forged signature;
 //! 3. a deliberately leaky early-exit loop, as a control that the method can see a leak of a
-//!    few nanoseconds on this machine.
+//!    few nanoseconds on this machine;
+//! 4. the whole layer (`TwilioSignatureLayer` around an `AccountMap`), with another pair of
+//!    classes: a forged request for a known account against the same request for an unknown
+//!    one (a well-formed `AccountSid` the map does not hold). Both are refused; the equal-work
+//!    rule makes the unknown account cost the same HMAC work (a dummy key), so the response
+//!    time must not tell which accounts exist.
 #![allow(clippy::print_stdout)]
 
 use std::{hint::black_box, time::Instant};
@@ -35,8 +40,9 @@ use tower_twilio::{
 };
 
 const URL: &str = "https://api.example.com/twilio/sms";
-const BODY: &[u8] = b"AccountSid=AC0123&From=%2B14155550100&Body=Hello";
+const BODY: &[u8] = b"AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&Body=Hello";
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+const FIRST_BYTE: (&str, &str) = ("first byte right", "first byte wrong");
 
 /// A small, seedable generator (xorshift64*), so that runs are repeatable and need no crate.
 struct Rng(u64);
@@ -65,7 +71,13 @@ fn welch_t(a: &[f64], b: &[f64]) -> f64 {
 
 /// Times `run(class)` in batches, classes interleaved at random; returns the largest |t| over
 /// the uncropped and cropped sets, and the mean nanoseconds per call of each class.
-fn measure(name: &str, measurements: usize, batch: usize, mut run: impl FnMut(bool) -> bool) {
+fn measure(
+    name: &str,
+    (label_a, label_b): (&str, &str),
+    measurements: usize,
+    batch: usize,
+    mut run: impl FnMut(bool) -> bool,
+) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut samples: Vec<(bool, f64)> = Vec::with_capacity(measurements);
     // Warm up caches and the branch predictor.
@@ -119,7 +131,7 @@ fn measure(name: &str, measurements: usize, batch: usize, mut run: impl FnMut(bo
     };
     println!(
         "dudect: {name}: {measurements} measurements x {batch} calls, max |t| = {:.2} ({}), \
-         first byte right {:.1} ns, first byte wrong {:.1} ns: {verdict}",
+         {label_a} {:.1} ns, {label_b} {:.1} ns: {verdict}",
         worst.0.abs(),
         worst.1,
         mean(true),
@@ -145,6 +157,7 @@ fn main() {
 
     measure(
         "subtle::ConstantTimeEq on 20-byte MACs",
+        FIRST_BYTE,
         measurements * 5,
         64,
         |class| {
@@ -156,6 +169,7 @@ fn main() {
     let secret = Secret::new(TOKEN).unwrap();
     measure(
         "WebhookRequest::verify, forged signatures",
+        FIRST_BYTE,
         measurements / 4,
         8,
         |class| {
@@ -168,13 +182,75 @@ fn main() {
         },
     );
 
+    layer_known_vs_unknown(measurements / 10);
+
     measure(
         "control: early-exit comparison (expected to leak)",
+        FIRST_BYTE,
         measurements * 5,
         64,
         |class| {
             let received = if class { &first_right } else { &first_wrong };
             leaky_eq(black_box(received), black_box(&mac))
+        },
+    );
+}
+
+/// Subject 4: a forged form webhook through the whole layer, for a known account (class
+/// `true`) or an unknown one (`false`), on a current-thread runtime.
+fn layer_known_vs_unknown(measurements: usize) {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower::{Service, ServiceBuilder, ServiceExt};
+    use tower_twilio::{
+        Credentials, PublicUrl, TwilioSignatureLayer, VerifiedBody, resolver::AccountMap,
+    };
+
+    const KNOWN: &str = "AC0123456789abcdef0123456789abcdef";
+    const UNKNOWN: &str = "ACfedcba9876543210fedcba9876543210";
+    let resolver = AccountMap::new().insert_account(
+        KNOWN,
+        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
+    );
+    let layer = TwilioSignatureLayer::new(resolver)
+        .public_url(PublicUrl::fixed("https://api.example.com").unwrap())
+        .on_security_event(());
+    let mut service =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_: http::Request<VerifiedBody>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+            });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    // The same forged signature and body shape for both; only the AccountSid differs.
+    let body = |sid: &str| Bytes::from(format!("AccountSid={sid}&From=%2B14155550100&Body=Hello"));
+    let (known, unknown) = (body(KNOWN), body(UNKNOWN));
+    let forged = "AAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    measure(
+        "TwilioSignatureLayer, forged request",
+        ("known account", "unknown account"),
+        measurements,
+        4,
+        |class| {
+            let body = if class {
+                known.clone()
+            } else {
+                unknown.clone()
+            };
+            let request = http::Request::post("/twilio/sms")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", forged)
+                .body(Full::new(body))
+                .unwrap();
+            let response = runtime.block_on(async {
+                let ready = ServiceExt::<http::Request<Full<Bytes>>>::ready(&mut service)
+                    .await
+                    .unwrap();
+                ready.call(request).await.unwrap()
+            });
+            response.status().is_success()
         },
     );
 }

@@ -35,7 +35,7 @@ fn webhooks(count: u32) -> Vec<Request<Full<Bytes>>> {
     (0..count)
         .map(|n| {
             let body = format!(
-                "AccountSid=AC0123&From=%2B14155550100&To=%2B14155550199&Body=Hello&MessageSid=SM{n:032}"
+                "AccountSid=AC0123ffffffffffffffffffffffffffff&From=%2B14155550100&To=%2B14155550199&Body=Hello&MessageSid=SM{n:032}"
             );
             let signature = sign(
                 secret.expose_secret(),

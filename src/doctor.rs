@@ -398,7 +398,7 @@ fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -
             ) {
                 let bits = if peer.is_ipv4() { 32 } else { 128 };
                 fix.push_str(&format!(
-                    ", or trust {header} from {peer}/{bits} (ForwardedHeaders::trust_proxy)"
+                    ", or trust {header} from {peer}/{bits} (ForwardedHeaders::read and trust_proxy)"
                 ));
             }
             fix

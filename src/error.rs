@@ -24,6 +24,13 @@ pub enum ConfigError {
     },
     /// The body size limit is zero.
     ZeroBodyLimit,
+    /// A forwarded field name is not one of `forwarded-proto`, `forwarded-host`,
+    /// `forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `x-forwarded-port`,
+    /// `x-forwarded-prefix`, `x-forwarded-for`.
+    UnknownForwardedField {
+        /// The name as given.
+        name: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -42,6 +49,10 @@ impl fmt::Display for ConfigError {
                 )
             }
             Self::ZeroBodyLimit => f.pad("the body size limit must be greater than zero"),
+            Self::UnknownForwardedField { name } => write!(
+                f,
+                "unknown forwarded field {name:?}: expected e.g. x-forwarded-proto"
+            ),
         }
     }
 }

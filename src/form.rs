@@ -45,21 +45,29 @@ pub fn is_json(content_type: &[u8]) -> bool {
             && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
-/// The first value of `name` in `input` (a query string or form body), decoded as
+/// Every value of `name` in `input` (a query string or form body), in order, decoded as
 /// [`Params::parse`] decodes. Without a `%` or `+` in `input` nothing needs decoding, and the
-/// value is found by splitting alone.
-pub(crate) fn first_value<'a>(input: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    if input.bytes().any(|b| b == b'%' || b == b'+') {
-        return form_urlencoded::parse(input.as_bytes())
-            .find(|(n, _)| n == name)
-            .map(|(_, value)| value);
-    }
-    input
-        .split('&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| Cow::Borrowed(value))
+/// values are found by splitting alone; either way nothing is allocated unless a value needs
+/// decoding.
+pub(crate) fn values<'a>(input: &'a str, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> {
+    let decode = input.bytes().any(|b| b == b'%' || b == b'+');
+    let decoded = decode.then(|| {
+        form_urlencoded::parse(input.as_bytes())
+            .filter(move |(n, _)| n == name)
+            .map(|(_, value)| value)
+    });
+    let split = (!decode).then(|| {
+        input
+            .split('&')
+            .filter(|piece| !piece.is_empty())
+            .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, value)| Cow::Borrowed(value))
+    });
+    decoded
+        .into_iter()
+        .flatten()
+        .chain(split.into_iter().flatten())
 }
 
 /// Decoded form parameters, in the order they were received, repeats kept.
@@ -90,29 +98,60 @@ pub struct Params {
     pairs: Vec<Pair>,
 }
 
-/// Where one name and its value are in `Params::text`: `start..end` each.
+/// Where one name and its value are in `Params::text`: `start..end` each, as `u32`s so that
+/// a pair costs 16 bytes (the index is the part of a parse that grows with the number of
+/// pairs rather than with the body).
 #[derive(Clone, Copy)]
 struct Pair {
-    name: (usize, usize),
-    value: (usize, usize),
+    name: Span,
+    value: Span,
+}
+
+/// `start..end` in `Params::text`.
+type Span = (u32, u32);
+
+/// The byte range of `span`.
+fn range((start, end): Span) -> std::ops::Range<usize> {
+    start as usize..end as usize
+}
+
+/// Inputs this long or longer are not parsed: offsets must fit a `u32` even after the lossy
+/// decoder has turned every byte into a three-byte U+FFFD.
+const MAX_INPUT: usize = 1 << 30;
+
+/// `start..end` as a [`Span`]. Offsets fit: [`Params::parse`] only indexes inputs shorter than
+/// [`MAX_INPUT`], and decoding never makes them longer than 3 times that.
+fn span(start: usize, end: usize) -> Span {
+    (start as u32, end as u32)
 }
 
 impl Params {
     /// Decodes a form body (or a raw query string). Never fails: see the type's docs for how
     /// unusual input is read.
+    ///
+    /// # Memory
+    ///
+    /// A parse allocates the decoded text (the body's length) and an index of 16 bytes per
+    /// non-empty `&`-separated piece, sized exactly (runs of `&` cost nothing). For Twilio's
+    /// webhooks, whose pairs average well over 16 bytes, that is less than twice the body; the
+    /// worst case, a body of one-byte pairs (`a&a&a…`), is 9 times it. An input of 1 GiB or more
+    /// is not indexed and gives no parameters (the middleware's body limit is far below).
     pub fn parse(input: &[u8]) -> Self {
+        if input.len() >= MAX_INPUT {
+            return Self::default();
+        }
         // The body is copied once with every `+` turned into a space (an escape never holds a
         // `+`, so this is right before decoding too), in one pass the compiler vectorises.
         // Then the separators and escapes are found eight bytes at a time. Each name and value
         // stays where it is in the copy; an escape shortens it, so the bytes after an escape
         // move left (`text[read..]` belongs at `write`) and the bytes freed at its end become
-        // ASCII filler. Neither buffer grows: the text cannot get longer and there are at most
-        // one more pairs than `&`s.
+        // ASCII filler. Neither buffer grows: the text cannot get longer and the index is
+        // sized to the number of non-empty pieces, counted first.
         let mut text: Vec<u8> = input
             .iter()
             .map(|&byte| if byte == b'+' { b' ' } else { byte })
             .collect();
-        let mut pairs = Vec::with_capacity(max_pairs(input));
+        let mut pairs = Vec::with_capacity(count_pairs(input));
         let mut piece_start = 0;
         let mut name_end = None;
         let mut value_start = 0;
@@ -154,10 +193,6 @@ impl Params {
             pairs.push(pair_at(piece_start, name_end, value_start, end));
         }
         text[end..].fill(b'&');
-        // Only runs of `&&` leave much unused: do not keep it.
-        if pairs.capacity() > 2 * pairs.len() + 16 {
-            pairs.shrink_to_fit();
-        }
         // Every name and value is UTF-8 on its own exactly when the whole buffer is, because
         // the bytes between them are ASCII and ASCII bytes are always character boundaries.
         match String::from_utf8(text) {
@@ -186,8 +221,8 @@ impl Params {
             let name_end = params.text.len();
             params.text.push_str(value.as_ref());
             params.pairs.push(Pair {
-                name: (name_start, name_end),
-                value: (name_end, params.text.len()),
+                name: span(name_start, name_end),
+                value: span(name_end, params.text.len()),
             });
         }
         params
@@ -200,8 +235,8 @@ impl Params {
         let pair = self
             .pairs
             .iter()
-            .find(|pair| &text[pair.name.0..pair.name.1] == name.as_bytes())?;
-        Some(&self.text[pair.value.0..pair.value.1])
+            .find(|pair| &text[range(pair.name)] == name.as_bytes())?;
+        Some(&self.text[range(pair.value)])
     }
 
     /// Every value of `name`, in the order received.
@@ -209,37 +244,28 @@ impl Params {
         let text: &'s str = &self.text;
         self.pairs
             .iter()
-            .filter(move |pair| &text.as_bytes()[pair.name.0..pair.name.1] == name.as_bytes())
-            .map(move |pair| &text[pair.value.0..pair.value.1])
+            .filter(move |pair| &text.as_bytes()[range(pair.name)] == name.as_bytes())
+            .map(move |pair| &text[range(pair.value)])
     }
 
     /// All `(name, value)` pairs, in the order received.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
-        self.pairs.iter().map(|pair| {
-            (
-                &self.text[pair.name.0..pair.name.1],
-                &self.text[pair.value.0..pair.value.1],
-            )
-        })
+        self.pairs
+            .iter()
+            .map(|pair| (&self.text[range(pair.name)], &self.text[range(pair.value)]))
     }
 
     /// Pair `index` as bytes: no character-boundary checks, for sorting.
     fn pair_bytes(&self, index: usize) -> (&[u8], &[u8]) {
         let pair = self.pairs[index];
         let text = self.text.as_bytes();
-        (
-            &text[pair.name.0..pair.name.1],
-            &text[pair.value.0..pair.value.1],
-        )
+        (&text[range(pair.name)], &text[range(pair.value)])
     }
 
     /// Pair `index` as text.
     fn pair(&self, index: usize) -> (&str, &str) {
         let pair = self.pairs[index];
-        (
-            &self.text[pair.name.0..pair.name.1],
-            &self.text[pair.value.0..pair.value.1],
-        )
+        (&self.text[range(pair.name)], &self.text[range(pair.value)])
     }
 
     /// The number of pairs, repeats included.
@@ -281,21 +307,19 @@ impl PartialEq for Params {
 
 impl Eq for Params {}
 
-/// At least the number of pairs in `input`: one more than its `&`s. Counted in a loop the
-/// compiler vectorises; empty pieces make it an overestimate, which `parse` trims when it is
-/// large.
-fn max_pairs(input: &[u8]) -> usize {
-    // Byte-wide counters over chunks that cannot overflow them vectorise best.
-    let ampersands: usize = input
-        .chunks(255)
-        .map(|chunk| {
-            let count = chunk
-                .iter()
-                .fold(0u8, |count, &byte| count + u8::from(byte == b'&'));
-            usize::from(count)
-        })
-        .sum();
-    ampersands + 1
+/// The number of pairs in `input`: its non-empty `&`-separated pieces, each starting at a byte
+/// that is not `&` and follows the start or a `&`. Counted in a loop the compiler vectorises,
+/// so that the pair index is allocated once at its exact size; sizing it by the number of `&`s
+/// let a body of `&&&…` cost 32 times its size.
+fn count_pairs(input: &[u8]) -> usize {
+    let Some(&first) = input.first() else {
+        return 0;
+    };
+    let starts = input
+        .windows(2)
+        .filter(|window| window[0] == b'&' && window[1] != b'&')
+        .count();
+    starts + usize::from(first != b'&')
 }
 
 /// The positions of every `&`, `=` and `%` in a byte string, in order.
@@ -374,12 +398,12 @@ fn settle(text: &mut [u8], read: usize, until: usize, write: usize) -> usize {
 fn pair_at(start: usize, name_end: Option<usize>, value_start: usize, end: usize) -> Pair {
     match name_end {
         Some(name_end) => Pair {
-            name: (start, name_end),
-            value: (value_start, end),
+            name: span(start, name_end),
+            value: span(value_start, end),
         },
         None => Pair {
-            name: (start, end),
-            value: (end, end),
+            name: span(start, end),
+            value: span(end, end),
         },
     }
 }
@@ -504,7 +528,8 @@ pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>)
 
 /// Appends `text[start..end]` to `out`: a short one as a fixed 16-byte copy (not a call to
 /// `memcpy`) cut back to its length, which needs 16 bytes of spare capacity.
-fn push_short(out: &mut Vec<u8>, text: &[u8], (start, end): (usize, usize)) {
+fn push_short(out: &mut Vec<u8>, text: &[u8], (start, end): Span) {
+    let (start, end) = (start as usize, end as usize);
     let len = end - start;
     match text.get(start..start + 16) {
         Some(window) if len <= 16 => {
@@ -519,7 +544,8 @@ fn push_short(out: &mut Vec<u8>, text: &[u8], (start, end): (usize, usize)) {
 /// The first 16 bytes of the name at `text[start..end]`, zero-padded, as a number that orders
 /// like the bytes: when two prefixes differ, the names differ the same way (a name that ends
 /// early is padded with zeros and is also the smaller name).
-fn name_prefix(text: &[u8], (start, end): (usize, usize)) -> u128 {
+fn name_prefix(text: &[u8], (start, end): Span) -> u128 {
+    let (start, end) = (start as usize, end as usize);
     let len = end - start;
     match text.get(start..start + 16) {
         // One load, then the bytes past the name masked off.
@@ -581,26 +607,28 @@ mod tests {
     }
 
     #[test]
-    fn first_value_decodes_as_params_do() {
+    fn values_decode_as_params_do() {
         for input in [
             "AccountSid=AC1&To=2",
             "To=2&AccountSid=AC1&AccountSid=AC2",
-            "Account%53id=AC%31",
+            "Account%53id=AC%31&AccountSid=AC2",
             "AccountSid=A+C",
             "&&AccountSid&x=1",
             "AccountSid==x",
             "bodySHA256=abc",
             "",
         ] {
-            let expected = Params::parse(input.as_bytes())
-                .get("AccountSid")
-                .map(str::to_owned);
-            let found = first_value(input, "AccountSid").map(Cow::into_owned);
+            let expected: Vec<String> = Params::parse(input.as_bytes())
+                .get_all("AccountSid")
+                .map(str::to_owned)
+                .collect();
+            let found: Vec<String> = values(input, "AccountSid").map(Cow::into_owned).collect();
             assert_eq!(found, expected, "{input:?}");
         }
+        let found: Vec<_> = values("AccountSid=AC1&AccountSid=AC2", "AccountSid").collect();
         assert!(matches!(
-            first_value("AccountSid=AC1", "AccountSid"),
-            Some(Cow::Borrowed("AC1"))
+            found.as_slice(),
+            [Cow::Borrowed("AC1"), Cow::Borrowed("AC2")]
         ));
     }
 
@@ -821,11 +849,31 @@ mod tests {
     fn parse_allocates_exactly_once_per_buffer() {
         let body = b"&a=1&&b=2&c&";
         let params = Params::parse(body);
-        assert_eq!(params.pairs.capacity(), 6);
+        // Exactly one slot per non-empty piece.
+        assert_eq!(params.pairs.capacity(), 3);
         assert_eq!(params.text.capacity(), body.len());
-        // Runs of empty pieces do not leave a large unused buffer behind.
+        // Runs of empty pieces cost no index at all.
         let empty = Params::parse(&[b'&'; 1000]);
-        assert!(empty.is_empty() && empty.pairs.capacity() < 20);
+        assert!(empty.is_empty() && empty.pairs.capacity() == 0);
+    }
+
+    #[test]
+    fn count_pairs_counts_non_empty_pieces() {
+        for (input, expected) in [
+            (&b""[..], 0),
+            (b"&", 0),
+            (b"&&&", 0),
+            (b"a", 1),
+            (b"=", 1),
+            (b"a&", 1),
+            (b"&a", 1),
+            (b"a&&b", 2),
+            (b"a=1&b=2&c", 3),
+            (b"&=&&=", 2),
+        ] {
+            assert_eq!(count_pairs(input), expected, "{input:?}");
+            assert_eq!(Params::parse(input).len(), expected, "{input:?}");
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@
 //! });
 //!
 //! // What Twilio sends: a form POST signed over the public URL and the parameters.
-//! let body = "AccountSid=AC123&From=%2B14155550100&Body=Hi";
+//! let body = "AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&Body=Hi";
 //! let signature = sign(token.expose_secret(), Algorithm::HmacSha1,
 //!     "https://api.example.com/twilio/sms", Params::parse(body.as_bytes()).iter());
 //! let request = |body: &'static str| {
@@ -49,7 +49,7 @@
 //! let response = app.clone().oneshot(request(body)?).await?;
 //! assert_eq!(response.status(), StatusCode::OK);
 //!
-//! let forged = app.oneshot(request("AccountSid=AC123&From=%2B14155550100&Body=Hj")?).await?;
+//! let forged = app.oneshot(request("AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&Body=Hj")?).await?;
 //! assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 //! let rejection = forged.extensions().get::<Rejection>().unwrap();
 //! assert_eq!(rejection.kind(), RejectionKind::SignatureMismatch);
@@ -135,6 +135,7 @@
 //!   [`replay`] docs say what it does and does not guarantee.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod account;
 mod body;
 pub mod doctor;
 mod error;

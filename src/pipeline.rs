@@ -13,18 +13,13 @@
 //! [`prepare`], a rule about the credentials into [`complete`]) as one more function returning
 //! `Result<_, Refusal>`.
 
-use std::{
-    borrow::Cow,
-    sync::{Arc, LazyLock},
-};
+use std::{borrow::Cow, sync::Arc};
 
 use http::{HeaderName, Method, request::Parts};
 use http_body::SizeHint;
-use memchr::memmem::Finder;
-use serde::Deserialize;
 
 use crate::{
-    BoxError, Secret,
+    BoxError, Secret, account,
     body::CollectError,
     doctor::{self, Clues, Diagnosis},
     form::{self, Params},
@@ -35,7 +30,7 @@ use crate::{
     signature::IDEMPOTENCY_TOKEN_HEADER,
     url_forms::redact_userinfo,
     verified_webhook::{Facts, VerifiedWebhook},
-    verify::{self, Prechecked, VerifyError, WebhookRequest},
+    verify::{self, Prechecked, VerifyError, WebhookRequest, check_method},
 };
 
 const IDEMPOTENCY_TOKEN: HeaderName = HeaderName::from_static(IDEMPOTENCY_TOKEN_HEADER);
@@ -135,7 +130,8 @@ pub(crate) struct Admission {
     pub(crate) verdict: Result<(), Refusal>,
 }
 
-/// The checks that need no body: the public URL can be rebuilt, the signature header is there
+/// The checks that need no body: the public URL can be rebuilt, the method is `GET` or `POST`
+/// (see [`check_method`]), the signature header is there
 /// (unless report-only mode passes unsigned requests on, which needs their body), and the
 /// declared size is within the limit (hyper reports `Content-Length` as the exact size hint).
 pub(crate) fn admit(parts: &Parts, body_size: &SizeHint, config: &Config) -> Admission {
@@ -146,7 +142,11 @@ pub(crate) fn admit(parts: &Parts, body_size: &SizeHint, config: &Config) -> Adm
             verdict: Err(Refusal::new(RejectionKind::UnresolvableUrl)),
         };
     };
-    let verdict = if !config.report_only && !parts.headers.contains_key(verify::SIGNATURE) {
+    let verdict = if let Err(error) = check_method(&parts.method)
+        && !config.report_only
+    {
+        Err(Refusal::new(error.into()))
+    } else if !config.report_only && !parts.headers.contains_key(verify::SIGNATURE) {
         Err(Refusal::new(RejectionKind::MissingSignature))
     } else if body_size.lower() > config.max_body_size as u64 {
         Err(Refusal::new(RejectionKind::BodyTooLarge))
@@ -206,7 +206,7 @@ pub(crate) fn prepare(inbound: Inbound<'_>) -> Result<Prepared, Refusal> {
         .map_err(|error| Refusal::new(error.into()))?;
     let is_form = prechecked.is_form();
     let params = params(inbound, is_form);
-    let account_sid = account_sid(inbound, params.as_ref().filter(|_| is_form));
+    let account_sid = account_sid(inbound, params.as_ref().filter(|_| is_form))?;
     Ok(Prepared {
         prechecked,
         params,
@@ -216,24 +216,28 @@ pub(crate) fn prepare(inbound: Inbound<'_>) -> Result<Prepared, Refusal> {
 }
 
 /// The SharedKey id a request is signed with: `None` for an auth-token request. A SharedKey
-/// request must say which key, or no secret can be chosen for it.
+/// request must say which key, or no secret can be chosen for it, and the id must be one
+/// [`is_shared_key_id`](crate::account::is_shared_key_id) admits: Twilio documents no format,
+/// so an id of unbounded length or arbitrary bytes is refused before it reaches a resolver,
+/// a cache key or a database query.
 fn shared_key_id(request: &WebhookRequest<'_>) -> Result<Option<Arc<str>>, Refusal> {
     match request.signature_settings_header() {
         Ok(None) => Ok(None),
-        Ok(Some(settings)) => settings
-            .key_id()
-            .map(|id| Some(Arc::from(id)))
-            .ok_or(Refusal::new(RejectionKind::MalformedSettings)),
+        Ok(Some(settings)) => match settings.key_id() {
+            Some(id) if account::is_shared_key_id(id) => Ok(Some(Arc::from(id))),
+            Some(_) => Err(Refusal::new(RejectionKind::InvalidSharedKeyId)),
+            None => Err(Refusal::new(RejectionKind::MalformedSettings)),
+        },
         Err(error) => Err(Refusal::new(error.into())),
     }
 }
 
-/// The parameters a handler reads: the form body's, or a `GET`'s (or `HEAD`'s) query.
+/// The parameters a handler reads: the form body's, or a `GET`'s query.
 fn params(inbound: Inbound<'_>, is_form: bool) -> Option<Params> {
     let method = &inbound.parts.method;
     if is_form {
         Some(Params::parse(inbound.body))
-    } else if method == Method::GET || method == Method::HEAD {
+    } else if method == Method::GET {
         let query = inbound.parts.uri.query().unwrap_or_default();
         Some(Params::parse(query.as_bytes()))
     } else {
@@ -241,32 +245,20 @@ fn params(inbound: Inbound<'_>, is_form: bool) -> Option<Params> {
     }
 }
 
-/// The `AccountSid` of a request: from its form body, else its query, else the top level of a
-/// JSON body.
-fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Option<Arc<str>> {
-    const NAME: &str = "AccountSid";
-    if let Some(sid) = form.and_then(|params| params.get(NAME)) {
-        return Some(sid.into());
-    }
-    if let Some(sid) = inbound
+/// The one `AccountSid` a request names, from its form body, its query and the top level of a
+/// JSON body (see [`account::named_account_sid`]): refused when malformed or when two differ,
+/// before any lookup. One allocation when it names one (the `Arc` the resolver's view, the
+/// verified context, events and the webhook log share), none otherwise.
+fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Result<Option<Arc<str>>, Refusal> {
+    let json = inbound
         .parts
-        .uri
-        .query()
-        .and_then(|query| form::first_value(query, NAME))
-    {
-        return Some(sid.into());
-    }
-    let content_type = inbound.parts.headers.get(http::header::CONTENT_TYPE)?;
-    if form::is_json(content_type.as_bytes()) && may_name_account_sid(inbound.body) {
-        #[derive(Deserialize)]
-        struct Sid<'a> {
-            #[serde(rename = "AccountSid", borrow)]
-            account_sid: Option<std::borrow::Cow<'a, str>>,
-        }
-        let sid = serde_json::from_slice::<Sid<'_>>(inbound.body).ok()?;
-        return sid.account_sid.map(|sid| sid.as_ref().into());
-    }
-    None
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|content_type| form::is_json(content_type.as_bytes()))
+        .then_some(inbound.body);
+    account::named_account_sid(form, inbound.parts.uri.query(), json)
+        .map(|sid| sid.as_deref().map(Arc::from))
+        .map_err(|error| Refusal::new(error.into()))
 }
 
 /// A verified request: what its [`VerifiedWebhook`] says, but for the URL, which the response
@@ -287,16 +279,10 @@ impl Verified {
     }
 }
 
-/// Whether a JSON body may have an `AccountSid` member: it has those bytes between quotes, or
-/// escapes something (a member name may be spelled with `\u` escapes). Without either, no
-/// parse is needed: an Event Streams body, say, names only `accountSid` inside `data`.
-fn may_name_account_sid(body: &[u8]) -> bool {
-    static NAME: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""AccountSid""#));
-    memchr::memchr(b'\\', body).is_some() || NAME.find(body).is_some()
-}
-
 /// Verifies the request with the credentials the resolver returned: a SharedKey request only
-/// with that SharedKey, any other only with auth tokens.
+/// with that SharedKey, any other only with auth tokens; then binds the account (see
+/// [`account::bind_account`]). An unknown account or SharedKey costs the same HMAC work as a
+/// known one with a wrong signature (see [`dummy_credentials`]).
 pub(crate) fn complete(
     inbound: Inbound<'_>,
     prepared: Prepared,
@@ -314,9 +300,9 @@ pub(crate) fn complete(
     } else {
         RejectionKind::UnknownAccount
     };
-    let credentials = match resolution {
-        Ok(Some(credentials)) => credentials,
-        Ok(None) => return Err(Refusal::new(unknown).about(None, account_sid.as_ref())),
+    let (credentials, known) = match resolution {
+        Ok(Some(credentials)) => (credentials, true),
+        Ok(None) => (Credentials::new(), false),
         Err(error) => {
             let refusal = Refusal::with_source(RejectionKind::ResolverFailed, error);
             return Err(refusal.about(None, account_sid.as_ref()));
@@ -325,29 +311,47 @@ pub(crate) fn complete(
     let refuse =
         |kind: RejectionKind| Refusal::new(kind).about(Some(&credentials), account_sid.as_ref());
     let key_id = shared_key_id.as_deref();
+    let known = known && credentials.iter().any(|c| c.applies_to(key_id));
+    // Equal work: an unknown account or SharedKey goes through the same verification as a
+    // known one, with a key nobody holds, and is refused whatever that gives.
+    let dummy;
+    let verifying = if known {
+        &credentials
+    } else {
+        dummy = dummy_credentials(key_id);
+        &dummy
+    };
     // No allocation: the filter is run again to name the one that matched.
-    let applicable = || credentials.iter().filter(move |c| c.applies_to(key_id));
-    if applicable().next().is_none() {
-        return Err(refuse(unknown));
-    }
+    let applicable = || verifying.iter().filter(move |c| c.applies_to(key_id));
     // The headers were read by `prepare`: only the URL and the body are needed now.
     let request = WebhookRequest::new(&inbound.parts.method, &inbound.url.url, inbound.body)
         .exact_urls_only(config.exact_urls_only);
     let form = params.as_ref().filter(|_| prechecked.is_form());
-    let verified = request
-        .verify_prechecked(prechecked, form, applicable().map(|c| c.secret()))
-        .map_err(|error| {
-            let mut refusal = refuse(error.into());
-            if error == VerifyError::SignatureMismatch {
-                let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
-                refusal.diagnosis = diagnose(inbound, &secrets, config);
-            }
-            refusal
-        })?;
+    let verdict = request.verify_prechecked(prechecked, form, applicable().map(|c| c.secret()));
+    if !known {
+        std::hint::black_box(verdict.is_ok());
+        return Err(refuse(unknown));
+    }
+    let verified = verdict.map_err(|error| {
+        let mut refusal = refuse(error.into());
+        if error == VerifyError::SignatureMismatch {
+            let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
+            refusal.diagnosis = diagnose(inbound, &secrets, config);
+        }
+        refusal
+    })?;
     let credential = applicable()
         .nth(verified.secret_index)
         .map(|c| Arc::clone(c.label_arc()))
         .ok_or_else(|| refuse(RejectionKind::SignatureMismatch))?;
+    account::bind_account(
+        credentials.account_sid(),
+        account_sid.as_deref(),
+        key_id.is_some(),
+    )
+    .map_err(|error| refuse(error.into()))?;
+    // What `bind_account` answered: the owner when the resolver named one, else the named.
+    let account_sid = credentials.account_arc().cloned().or(account_sid);
     let facts = Facts {
         account_sid,
         tenant_id: credentials.tenant_arc().cloned(),
@@ -360,6 +364,21 @@ pub(crate) fn complete(
         url: String::new(),
     };
     Ok(Verified { facts })
+}
+
+/// What an unknown account or SharedKey is verified with, so that it costs the same HMAC work
+/// as a known one with a wrong signature and the response time does not tell which exist: one
+/// secret nobody holds ([`crate::secret::dummy`]), of the kind the request asks for.
+fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
+    static AUTH_TOKEN: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
+    match shared_key_id {
+        None => AUTH_TOKEN
+            .get_or_init(|| {
+                Credentials::new().auth_token("equal-work", crate::secret::dummy().clone())
+            })
+            .clone(),
+        Some(key_id) => Credentials::new().shared_key(key_id, crate::secret::dummy().clone()),
+    }
 }
 
 /// Runs the mismatch doctor, when it is on and this second's budget allows.
@@ -401,7 +420,8 @@ mod tests {
     const TOKEN: &str = "0123456789abcdef0123456789abcdef";
     const PUBLIC: &str = "https://api.example.com";
     const FORM: &str = "application/x-www-form-urlencoded";
-    const SMS: &str = "AccountSid=AC0123&From=%2B14155550100&Body=Hi";
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const SMS: &str = "AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&Body=Hi";
 
     fn token() -> Secret {
         Secret::new(TOKEN).unwrap()
@@ -553,11 +573,11 @@ mod tests {
     fn prepare_finds_what_the_resolver_needs() {
         let (parts, url) = signed_form("/twilio/sms", SMS);
         let prepared = prepare(inbound(&parts, SMS, &url)).unwrap();
-        assert_eq!(prepared.account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(prepared.account_sid.as_deref(), Some(SID));
         assert_eq!(prepared.shared_key_id, None);
         assert_eq!(prepared.params.as_ref().unwrap().get("Body"), Some("Hi"));
         let view = prepared.resolve_request(parts);
-        assert_eq!(view.account_sid(), Some("AC0123"));
+        assert_eq!(view.account_sid(), Some(SID));
         assert_eq!(view.into_parts().uri, "/twilio/sms");
     }
 
@@ -566,10 +586,13 @@ mod tests {
         let (form, form_url) = signed_form("/sms", SMS);
         let (get, get_url) = request(
             Method::GET,
-            "/voice?AccountSid=AC_get&CallSid=CA1",
+            "/voice?AccountSid=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa&CallSid=CA1",
             &[("x-twilio-signature", "GvWf1cFY/Q7PnoempGyD5oXAezc=")],
         );
-        let json_path = url_with_body_sha256("/events", br#"{"AccountSid":"AC_json"}"#);
+        let json_path = url_with_body_sha256(
+            "/events",
+            br#"{"AccountSid":"ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}"#,
+        );
         let (json, json_url) = request(
             Method::POST,
             &json_path,
@@ -581,17 +604,25 @@ mod tests {
         let sid = |parts: &Parts, body: &str, url: &RebuiltUrl| {
             prepare(inbound(parts, body, url)).unwrap().account_sid
         };
-        assert_eq!(sid(&form, SMS, &form_url).as_deref(), Some("AC0123"));
-        assert_eq!(sid(&get, "", &get_url).as_deref(), Some("AC_get"));
+        assert_eq!(sid(&form, SMS, &form_url).as_deref(), Some(SID));
         assert_eq!(
-            sid(&json, r#"{"AccountSid":"AC_json"}"#, &json_url).as_deref(),
-            Some("AC_json")
+            sid(&get, "", &get_url).as_deref(),
+            Some("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        );
+        assert_eq!(
+            sid(
+                &json,
+                r#"{"AccountSid":"ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}"#,
+                &json_url
+            )
+            .as_deref(),
+            Some("ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
         );
         // A GET's query parameters are the handler's parameters too.
         let get_params = prepare(inbound(&get, "", &get_url)).unwrap().params;
         assert_eq!(get_params.unwrap().get("CallSid"), Some("CA1"));
         // A JSON body has none.
-        let json_body = r#"{"AccountSid":"AC_json"}"#;
+        let json_body = r#"{"AccountSid":"ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}"#;
         assert!(
             prepare(inbound(&json, json_body, &json_url))
                 .unwrap()
@@ -601,19 +632,9 @@ mod tests {
     }
 
     #[test]
-    fn a_json_body_is_parsed_only_when_it_may_name_an_account_sid() {
-        assert!(may_name_account_sid(br#"{"AccountSid":"AC1"}"#));
-        assert!(may_name_account_sid(br#"{"data":{"AccountSid":"AC1"}}"#));
-        // An escaped member name is still `AccountSid` to a JSON parser.
-        assert!(may_name_account_sid(br#"{"\u0041ccountSid":"AC1"}"#));
-        assert!(!may_name_account_sid(br#"{"data":{"accountSid":"AC1"}}"#));
-        assert!(!may_name_account_sid(br#"{"AccountSidX":"AC1"}"#));
-        // A value spelled so is parsed too: the scan only rules out, it never decides.
-        assert!(may_name_account_sid(br#"{"note":"AccountSid"}"#));
-        assert!(!may_name_account_sid(b"[]"));
-
-        // The escaped spelling is found by the parse.
-        let body = r#"{"\u0041ccountSid":"AC_escaped"}"#;
+    fn prepare_finds_an_account_sid_whose_json_member_name_is_escaped() {
+        // An escaped member name is still `AccountSid` to a JSON parser (and to the handler's).
+        let body = r#"{"\u0041ccountSid":"AC0123456789abcdef0123456789abcdef"}"#;
         let path = url_with_body_sha256("/events", body.as_bytes());
         let (parts, url) = request(
             Method::POST,
@@ -624,7 +645,7 @@ mod tests {
             ],
         );
         let prepared = prepare(inbound(&parts, body, &url)).unwrap();
-        assert_eq!(prepared.account_sid.as_deref(), Some("AC_escaped"));
+        assert_eq!(prepared.account_sid.as_deref(), Some(SID));
     }
 
     #[test]
@@ -683,6 +704,88 @@ mod tests {
     }
 
     #[test]
+    fn admit_refuses_every_method_but_get_and_post_before_the_body() {
+        for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::HEAD] {
+            let (parts, _) = request(method.clone(), "/sms", &[("x-twilio-signature", "x")]);
+            let admission = admit(&parts, &SizeHint::default(), &config());
+            assert_eq!(
+                refusal_kind(admission.verdict),
+                RejectionKind::MethodNotAllowed,
+                "{method}"
+            );
+        }
+        for method in [Method::GET, Method::POST] {
+            let (parts, _) = request(method.clone(), "/sms", &[("x-twilio-signature", "x")]);
+            assert!(
+                admit(&parts, &SizeHint::default(), &config())
+                    .verdict
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn prepare_refuses_malformed_or_conflicting_accounts_and_key_ids() {
+        let rows = [
+            (
+                "AccountSid=AC0123&Body=Hi".to_owned(),
+                None,
+                RejectionKind::InvalidAccountSid,
+            ),
+            (
+                format!("AccountSid={SID}&AccountSid=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+                None,
+                RejectionKind::ConflictingAccountSid,
+            ),
+            (
+                SMS.to_owned(),
+                Some("key=k 1,algorithm=HMAC_SHA1"),
+                RejectionKind::InvalidSharedKeyId,
+            ),
+        ];
+        for (body, settings, expected) in rows {
+            let mut headers = vec![
+                ("content-type", FORM),
+                ("x-twilio-signature", "GvWf1cFY/Q7PnoempGyD5oXAezc="),
+            ];
+            if let Some(settings) = settings {
+                headers.push(("x-twilio-webhooks-signature-settings", settings));
+            }
+            let (parts, url) = request(Method::POST, "/sms", &headers);
+            assert_eq!(
+                refusal_kind(prepare(inbound(&parts, &body, &url))),
+                expected,
+                "{body}"
+            );
+        }
+        // Query against form body.
+        let (parts, url) = signed_form("/sms?AccountSid=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", SMS);
+        assert_eq!(
+            refusal_kind(prepare(inbound(&parts, SMS, &url))),
+            RejectionKind::ConflictingAccountSid
+        );
+    }
+
+    #[test]
+    fn complete_binds_the_account_to_the_credentials() {
+        let (parts, url) = signed_form("/sms", SMS);
+        let run = |credentials: Credentials| {
+            verify(
+                inbound(&parts, SMS, &url),
+                prepared(&parts, SMS, &url),
+                Ok(Some(credentials)),
+                &config(),
+            )
+        };
+        let owned = run(credentials().account(SID)).unwrap();
+        assert_eq!(owned.account_sid(), Some(SID));
+        let other = credentials().account("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        assert_eq!(refusal_kind(run(other)), RejectionKind::AccountMismatch);
+        // Credentials that name no account report the account the signed body names.
+        assert_eq!(run(credentials()).unwrap().account_sid(), Some(SID));
+    }
+
+    #[test]
     fn prepare_takes_the_shared_key_id_from_the_settings_header() {
         let (parts, url) = request(
             Method::POST,
@@ -718,7 +821,7 @@ mod tests {
             &config(),
         )
         .unwrap();
-        assert_eq!(webhook.account_sid(), Some("AC0123"));
+        assert_eq!(webhook.account_sid(), Some(SID));
         assert_eq!(webhook.tenant_id(), Some("acme"));
         assert_eq!(webhook.credential(), "primary");
         assert_eq!(webhook.algorithm(), Algorithm::HmacSha1);
@@ -761,12 +864,12 @@ mod tests {
         };
         let unknown = run(SMS, Ok(None));
         assert_eq!(unknown.kind, RejectionKind::UnknownAccount);
-        assert_eq!(unknown.account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(unknown.account_sid.as_deref(), Some(SID));
         assert_eq!(unknown.tenant_id, None);
 
         let failed = run(SMS, Err("database down".into()));
         assert_eq!(failed.kind, RejectionKind::ResolverFailed);
-        assert_eq!(failed.account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(failed.account_sid.as_deref(), Some(SID));
         assert_eq!(
             failed.into_rejection().to_string(),
             "credential lookup failed: database down"
@@ -775,7 +878,7 @@ mod tests {
         let mismatch = run(&forged, Ok(Some(credentials())));
         assert_eq!(mismatch.kind, RejectionKind::SignatureMismatch);
         assert_eq!(mismatch.tenant_id.as_deref(), Some("acme"));
-        assert_eq!(mismatch.account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(mismatch.account_sid.as_deref(), Some(SID));
 
         // Credentials without an auth token cannot verify an auth-token request.
         let shared_only = Credentials::new().shared_key("k1", token());
@@ -822,14 +925,27 @@ mod tests {
             refusal_kind(run(other_key)),
             RejectionKind::UnknownSharedKey
         );
-        let webhook = run(Credentials::new().shared_key("k1", token())).unwrap();
+        // A SharedKey whose account the resolver does not name verifies nothing.
+        assert_eq!(
+            refusal_kind(run(Credentials::new().shared_key("k1", token()))),
+            RejectionKind::AccountMismatch
+        );
+        let other_account = Credentials::new()
+            .account("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+            .shared_key("k1", token());
+        assert_eq!(
+            refusal_kind(run(other_account)),
+            RejectionKind::AccountMismatch
+        );
+        let webhook = run(Credentials::new().account(SID).shared_key("k1", token())).unwrap();
+        assert_eq!(webhook.account_sid(), Some(SID));
         assert_eq!(webhook.credential(), "shared_key:k1");
         assert_eq!(webhook.algorithm(), Algorithm::HmacSha256);
     }
 
     #[test]
     fn complete_checks_a_json_body_through_body_sha256() {
-        let body = r#"{"AccountSid":"AC0123","Body":"Hi"}"#;
+        let body = r#"{"AccountSid":"AC0123456789abcdef0123456789abcdef","Body":"Hi"}"#;
         let path = url_with_body_sha256("/events", body.as_bytes());
         let signature = sign(
             TOKEN.as_bytes(),
@@ -855,7 +971,7 @@ mod tests {
         };
         let webhook = run(body).unwrap();
         assert_eq!(webhook.covered(), Covered::BodySha256);
-        assert_eq!(webhook.account_sid(), Some("AC0123"));
+        assert_eq!(webhook.account_sid(), Some(SID));
         assert!(webhook.params().is_empty());
         let tampered = body.replace("Hi", "Hj");
         assert_eq!(

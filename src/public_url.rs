@@ -235,63 +235,158 @@ impl RebuiltUrl {
     }
 }
 
-/// Which forwarding headers to read, and from which proxies.
+/// Which forwarded fields to read, and from which proxies.
+///
+/// A proxy overwrites some forwarding headers and passes others through as the client sent
+/// them: nginx and AWS ALB, for example, set `X-Forwarded-For` and `X-Forwarded-Proto` but
+/// leave a client's own `Forwarded` header untouched. Trusting the proxy is therefore not
+/// enough; name each field your proxy sets with [`read`](Self::read). Every other field is
+/// ignored, even from a trusted proxy. The table in `docs/TWILIO_WEBHOOK_SETUP.md` says what
+/// nginx, AWS ALB, Cloud Run, Heroku, Caddy, Cloudflare Tunnel and ngrok set.
 ///
 /// ```
-/// use tower_twilio::{PublicUrl, public_url::ForwardedHeaders};
+/// use tower_twilio::{PublicUrl, public_url::{ForwardedField, ForwardedHeaders}};
 ///
+/// // nginx with `proxy_set_header X-Forwarded-Proto $scheme;` and
+/// // `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`
 /// let public = PublicUrl::trust_forwarded(
-///     ForwardedHeaders::x_forwarded()
+///     ForwardedHeaders::new()
 ///         .trust_proxy("10.0.0.0/8")?
-///         .trust_proxy("127.0.0.1/32")?,
+///         .trust_proxy("127.0.0.1/32")?
+///         .read(ForwardedField::XForwardedProto)
+///         .read(ForwardedField::XForwardedFor),
 /// );
 /// # let _ = public;
 /// # Ok::<(), tower_twilio::ConfigError>(())
 /// ```
 ///
-/// With a trusted peer, the values are taken as follows:
+/// With a trusted peer, the fields named are taken as follows:
 ///
 /// - `Forwarded` (RFC 7239): walking the elements from the last (added by the nearest proxy)
 ///   towards the first, the first element whose `for=` is not itself a trusted proxy describes
-///   the request as the client made it: its `proto=` and `host=` are used and its `for=` is the
-///   client address.
+///   the request as the client made it: its `proto=` ([`ForwardedField::ForwardedProto`]),
+///   `host=` ([`ForwardedField::ForwardedHost`]) and `for=` (the client address,
+///   [`ForwardedField::ForwardedFor`]).
 /// - `X-Forwarded-Proto`, `-Host`, `-Port`, `-Prefix`: the last value (set or appended by the
 ///   nearest proxy). `X-Forwarded-For`: the last address that is not a trusted proxy.
-/// - Anything missing falls back to the request's own authority and [`Self::default_scheme`].
+/// - Where both name a scheme, host or client, `Forwarded` wins.
+/// - Anything missing or not named falls back to the request's own authority and
+///   [`Self::default_scheme`].
 #[derive(Clone, Debug)]
 pub struct ForwardedHeaders {
     proxies: Vec<IpNet>,
-    rfc7239: bool,
-    x_forwarded: bool,
+    fields: Vec<ForwardedField>,
     default_scheme: Scheme,
 }
 
+/// One forwarded field, named with the header that carries it. See [`ForwardedHeaders`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ForwardedField {
+    /// `Forwarded: proto=`: the scheme the client used.
+    ForwardedProto,
+    /// `Forwarded: host=`: the host the client asked for.
+    ForwardedHost,
+    /// `Forwarded: for=`: the client's address (for events only).
+    ForwardedFor,
+    /// `X-Forwarded-Proto`: the scheme the client used.
+    XForwardedProto,
+    /// `X-Forwarded-Host`: the host the client asked for.
+    XForwardedHost,
+    /// `X-Forwarded-Port`: the port the client connected to.
+    XForwardedPort,
+    /// `X-Forwarded-Prefix`: a path prefix the proxy stripped.
+    XForwardedPrefix,
+    /// `X-Forwarded-For`: the client's address (for events only).
+    XForwardedFor,
+}
+
+impl ForwardedField {
+    /// Every field, in the order [`ForwardedHeaders`]' docs list them.
+    pub const ALL: [Self; 8] = [
+        Self::ForwardedProto,
+        Self::ForwardedHost,
+        Self::ForwardedFor,
+        Self::XForwardedProto,
+        Self::XForwardedHost,
+        Self::XForwardedPort,
+        Self::XForwardedPrefix,
+        Self::XForwardedFor,
+    ];
+
+    /// The field's name in configuration: `forwarded-proto`, …, `x-forwarded-for`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ForwardedProto => "forwarded-proto",
+            Self::ForwardedHost => "forwarded-host",
+            Self::ForwardedFor => "forwarded-for",
+            Self::XForwardedProto => "x-forwarded-proto",
+            Self::XForwardedHost => "x-forwarded-host",
+            Self::XForwardedPort => "x-forwarded-port",
+            Self::XForwardedPrefix => "x-forwarded-prefix",
+            Self::XForwardedFor => "x-forwarded-for",
+        }
+    }
+}
+
+impl fmt::Display for ForwardedField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Parses a field's configuration name ([`ForwardedField::as_str`]), ignoring ASCII case and
+/// surrounding white space.
+///
+/// ```
+/// use tower_twilio::public_url::ForwardedField;
+///
+/// assert_eq!("X-Forwarded-Proto".parse(), Ok(ForwardedField::XForwardedProto));
+/// assert!("x-real-ip".parse::<ForwardedField>().is_err());
+/// ```
+impl std::str::FromStr for ForwardedField {
+    type Err = ConfigError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        let trimmed = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|field| field.as_str().eq_ignore_ascii_case(trimmed))
+            .ok_or_else(|| ConfigError::UnknownForwardedField {
+                name: name.to_owned(),
+            })
+    }
+}
+
+impl Default for ForwardedHeaders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ForwardedHeaders {
-    /// Read RFC 7239 `Forwarded` only.
-    pub fn rfc7239() -> Self {
+    /// No proxies and no fields yet: until both are named, the request's own authority and
+    /// the default scheme (`https`) are used.
+    pub fn new() -> Self {
         Self {
             proxies: Vec::new(),
-            rfc7239: true,
-            x_forwarded: false,
+            fields: Vec::new(),
             default_scheme: Scheme::Https,
         }
     }
 
-    /// Read `X-Forwarded-Proto`, `-Host`, `-Port`, `-Prefix` and `-For` only.
-    pub fn x_forwarded() -> Self {
-        Self {
-            rfc7239: false,
-            x_forwarded: true,
-            ..Self::rfc7239()
+    /// Reads `field` from trusted proxies. Name only the fields your proxy sets (overwrites or
+    /// appends to) on every request: a field it passes through is the client's to choose.
+    #[must_use]
+    pub fn read(mut self, field: ForwardedField) -> Self {
+        if !self.fields.contains(&field) {
+            self.fields.push(field);
         }
+        self
     }
 
-    /// Read both; `Forwarded` wins where both give a value.
-    pub fn both() -> Self {
-        Self {
-            x_forwarded: true,
-            ..Self::rfc7239()
-        }
+    fn reads(&self, field: ForwardedField) -> bool {
+        self.fields.contains(&field)
     }
 
     /// Trusts the proxies in `cidr` (`"10.0.0.0/8"`, `"::1/128"`, or a bare address).
@@ -338,64 +433,71 @@ impl ForwardedHeaders {
             });
         }
 
+        use ForwardedField as F;
         let mut proto: Option<Scheme> = None;
         let mut host: Option<String> = None;
         let mut client_ip = peer;
-        let element = if self.rfc7239 {
+        let element = if self.reads(F::ForwardedProto)
+            || self.reads(F::ForwardedHost)
+            || self.reads(F::ForwardedFor)
+        {
             self.chosen_forwarded_element(headers)?
         } else {
             None
         };
         if let Some(element) = element {
-            if let Some(value) = element.proto {
+            if let Some(value) = element.proto.filter(|_| self.reads(F::ForwardedProto)) {
                 proto = Some(Scheme::parse(&value).ok_or(UrlError::InvalidForwarded)?);
             }
-            if let Some(value) = element.host {
+            if let Some(value) = element.host.filter(|_| self.reads(F::ForwardedHost)) {
                 if !valid_host(&value) {
                     return Err(UrlError::InvalidForwarded);
                 }
                 host = Some(value);
             }
-            if element.for_ip.is_some() {
+            if self.reads(F::ForwardedFor) && element.for_ip.is_some() {
                 client_ip = element.for_ip;
             }
         }
         let mut port = None;
         let mut prefix = "";
-        if self.x_forwarded {
-            if proto.is_none()
-                && let Some(value) = last_value(headers, "x-forwarded-proto")?
+        if proto.is_none()
+            && self.reads(F::XForwardedProto)
+            && let Some(value) = last_value(headers, "x-forwarded-proto")?
+        {
+            proto = Some(Scheme::parse(value).ok_or(UrlError::InvalidForwarded)?);
+        }
+        if host.is_none()
+            && self.reads(F::XForwardedHost)
+            && let Some(value) = last_value(headers, "x-forwarded-host")?
+        {
+            if !valid_host(value) {
+                return Err(UrlError::InvalidForwarded);
+            }
+            host = Some(value.to_owned());
+        }
+        if self.reads(F::XForwardedPort)
+            && let Some(value) = last_value(headers, "x-forwarded-port")?
+        {
+            if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(UrlError::InvalidForwarded);
+            }
+            port = Some(value);
+        }
+        if self.reads(F::XForwardedPrefix)
+            && let Some(value) = last_value(headers, "x-forwarded-prefix")?
+        {
+            let value = value.trim_end_matches('/');
+            if !(value.is_empty() || value.starts_with('/'))
+                || value.contains(['?', '#', ' '])
+                || value.starts_with("//")
             {
-                proto = Some(Scheme::parse(value).ok_or(UrlError::InvalidForwarded)?);
+                return Err(UrlError::InvalidForwarded);
             }
-            if host.is_none()
-                && let Some(value) = last_value(headers, "x-forwarded-host")?
-            {
-                if !valid_host(value) {
-                    return Err(UrlError::InvalidForwarded);
-                }
-                host = Some(value.to_owned());
-            }
-            if let Some(value) = last_value(headers, "x-forwarded-port")? {
-                if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return Err(UrlError::InvalidForwarded);
-                }
-                port = Some(value);
-            }
-            if let Some(value) = last_value(headers, "x-forwarded-prefix")? {
-                let value = value.trim_end_matches('/');
-                if !(value.is_empty() || value.starts_with('/'))
-                    || value.contains(['?', '#', ' '])
-                    || value.starts_with("//")
-                {
-                    return Err(UrlError::InvalidForwarded);
-                }
-                prefix = value;
-            }
-            if client_ip == peer {
-                client_ip = self.x_forwarded_for(headers).or(peer);
-            }
+            prefix = value;
+        }
+        if client_ip == peer && self.reads(F::XForwardedFor) {
+            client_ip = self.x_forwarded_for(headers).or(peer);
         }
 
         let scheme = proto.unwrap_or(self.default_scheme);
@@ -596,6 +698,34 @@ impl std::error::Error for UrlError {}
 mod tests {
     use super::*;
 
+    fn rfc7239() -> ForwardedHeaders {
+        ForwardedHeaders::new()
+            .read(ForwardedField::ForwardedProto)
+            .read(ForwardedField::ForwardedHost)
+            .read(ForwardedField::ForwardedFor)
+    }
+
+    fn x_forwarded() -> ForwardedHeaders {
+        ForwardedHeaders::new()
+            .read(ForwardedField::XForwardedProto)
+            .read(ForwardedField::XForwardedHost)
+            .read(ForwardedField::XForwardedPort)
+            .read(ForwardedField::XForwardedPrefix)
+            .read(ForwardedField::XForwardedFor)
+    }
+
+    fn both() -> ForwardedHeaders {
+        let mut headers = x_forwarded();
+        for field in [
+            ForwardedField::ForwardedProto,
+            ForwardedField::ForwardedHost,
+            ForwardedField::ForwardedFor,
+        ] {
+            headers = headers.read(field);
+        }
+        headers
+    }
+
     fn parts(target: &str, headers: &[(&str, &str)]) -> Parts {
         let mut builder = http::Request::post(target);
         for (name, value) in headers {
@@ -715,7 +845,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_only_count_from_trusted_peers() {
-        let public = forwarded(ForwardedHeaders::both());
+        let public = forwarded(both());
         let spoof = [
             ("host", "internal:3000"),
             ("x-forwarded-proto", "http"),
@@ -735,7 +865,7 @@ mod tests {
             "http://evil.example/sms"
         );
         // No proxies configured means nobody is trusted.
-        let nobody = PublicUrl::trust_forwarded(ForwardedHeaders::both());
+        let nobody = PublicUrl::trust_forwarded(both());
         assert_eq!(
             url(&nobody, "/sms", &spoof, PROXY).unwrap(),
             "https://internal:3000/sms"
@@ -744,7 +874,7 @@ mod tests {
 
     #[test]
     fn x_forwarded_table() {
-        let public = forwarded(ForwardedHeaders::x_forwarded().default_scheme(Scheme::Http));
+        let public = forwarded(x_forwarded().default_scheme(Scheme::Http));
         let rows: &[(&[(&str, &str)], &str)] = &[
             (
                 &[
@@ -814,7 +944,7 @@ mod tests {
 
     #[test]
     fn rfc7239_picks_the_element_the_client_reached() {
-        let public = forwarded(ForwardedHeaders::rfc7239());
+        let public = forwarded(rfc7239());
         let resolve = |value: &str| {
             public.reconstruct(
                 &parts("/sms", &[("host", "internal"), ("forwarded", value)]),
@@ -856,7 +986,7 @@ mod tests {
 
     #[test]
     fn client_ip_comes_from_the_trusted_chain() {
-        let public = forwarded(ForwardedHeaders::x_forwarded());
+        let public = forwarded(x_forwarded());
         let r = public
             .reconstruct(
                 &parts(
@@ -881,14 +1011,14 @@ mod tests {
 
     #[test]
     fn proxy_networks_must_parse() {
-        assert!(ForwardedHeaders::both().trust_proxy("10.0.0.0/8").is_ok());
-        assert!(ForwardedHeaders::both().trust_proxy("::1").is_ok());
+        assert!(both().trust_proxy("10.0.0.0/8").is_ok());
+        assert!(both().trust_proxy("::1").is_ok());
         assert!(matches!(
-            ForwardedHeaders::both().trust_proxy("10.0.0.0/33"),
+            both().trust_proxy("10.0.0.0/33"),
             Err(ConfigError::InvalidProxyNetwork { .. })
         ));
         // IPv4-mapped peers match IPv4 networks.
-        let config = ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap();
+        let config = both().trust_proxy("10.0.0.0/8").unwrap();
         assert!(config.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
     }
 
@@ -898,5 +1028,56 @@ mod tests {
         let mut p = parts("/x", &[]);
         p.uri = Uri::from_static("example.com:443");
         assert_eq!(public.reconstruct(&p, None), Err(UrlError::NoPath));
+    }
+
+    #[test]
+    fn only_the_fields_named_are_read_even_from_a_trusted_proxy() {
+        let trusted = Some("10.0.0.1".parse().unwrap());
+        let headers = [
+            ("host", "internal:3000"),
+            ("forwarded", "for=203.0.113.66;host=evil.example;proto=http"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "other.example"),
+            ("x-forwarded-port", "8443"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ];
+        let rebuilt = |config: ForwardedHeaders| {
+            forwarded(config.trust_proxy("10.0.0.0/8").unwrap())
+                .reconstruct(&parts("/sms", &headers), trusted)
+                .unwrap()
+        };
+        // nginx: proto and for, from X-Forwarded-*; the client's Forwarded is ignored.
+        let nginx = rebuilt(
+            ForwardedHeaders::new()
+                .read(ForwardedField::XForwardedProto)
+                .read(ForwardedField::XForwardedFor),
+        );
+        assert_eq!(nginx.url, "https://internal:3000/sms");
+        assert_eq!(nginx.client_ip, "198.51.100.7".parse().ok());
+        // Nothing named: a trusted proxy changes nothing.
+        let none = rebuilt(ForwardedHeaders::new());
+        assert_eq!(none.url, "https://internal:3000/sms");
+        assert_eq!(none.client_ip, trusted);
+        // Each field on its own.
+        let rows = [
+            (ForwardedField::ForwardedProto, "http://internal:3000/sms"),
+            (ForwardedField::ForwardedHost, "https://evil.example/sms"),
+            (ForwardedField::XForwardedHost, "https://other.example/sms"),
+            (ForwardedField::XForwardedPort, "https://internal:8443/sms"),
+            (
+                ForwardedField::XForwardedPrefix,
+                "https://internal:3000/evil/sms",
+            ),
+        ];
+        for (field, url) in rows {
+            assert_eq!(
+                rebuilt(ForwardedHeaders::new().read(field)).url,
+                url,
+                "{field:?}"
+            );
+        }
+        let client = rebuilt(ForwardedHeaders::new().read(ForwardedField::ForwardedFor));
+        assert_eq!(client.client_ip, "203.0.113.66".parse().ok());
     }
 }

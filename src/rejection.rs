@@ -112,6 +112,21 @@ pub enum RejectionKind {
     /// The resolver failed (e.g. its database is down). 503: the request may be genuine, and it
     /// was neither accepted nor confused with a forgery.
     ResolverFailed,
+    /// The method is neither `GET` nor `POST`, the only ones Twilio uses: the signature does
+    /// not cover the method, so no other method can be shown to be Twilio's. 405.
+    MethodNotAllowed,
+    /// `AccountSid` appears more than once with different values, or the query and the body
+    /// name different ones: the account the request belongs to is not one value. 403.
+    ConflictingAccountSid,
+    /// The request names an account other than the one the credentials that verify it belong
+    /// to, or is SharedKey-signed with credentials that name no account. 403.
+    AccountMismatch,
+    /// `AccountSid` is not `AC` followed by 32 hexadecimal digits. Refused before the resolver
+    /// is asked. 403.
+    InvalidAccountSid,
+    /// The SharedKey id in the settings header is empty, longer than 128 bytes, or holds a
+    /// character outside `A-Z a-z 0-9 _ - . :`. Refused before the resolver is asked. 403.
+    InvalidSharedKeyId,
     /// A verified duplicate of a webhook already processed, answered by the
     /// [replay guard](crate::replay) without calling the inner service: 200 (with an empty
     /// TwiML `<Response/>`) for a form webhook, 204 otherwise, or the guard's
@@ -133,6 +148,7 @@ impl RejectionKind {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadFailed => StatusCode::BAD_REQUEST,
             Self::ResolverFailed | Self::ReplayStoreFailed => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ReplaySuppressed => StatusCode::OK,
             Self::ReplayInFlight => StatusCode::CONFLICT,
             _ => StatusCode::FORBIDDEN,
@@ -172,6 +188,17 @@ impl RejectionKind {
             Self::BodyTooLarge => own("body_too_large", "request body too large"),
             Self::BodyReadFailed => own("body_read_failed", "request body could not be read"),
             Self::ResolverFailed => own("resolver_failed", "credential lookup failed"),
+            Self::MethodNotAllowed => Words::Verify(VerifyError::MethodNotAllowed),
+            Self::ConflictingAccountSid => own(
+                "conflicting_account_sid",
+                "request names more than one AccountSid",
+            ),
+            Self::AccountMismatch => own(
+                "account_mismatch",
+                "request names an account the credentials do not belong to",
+            ),
+            Self::InvalidAccountSid => own("invalid_account_sid", "malformed AccountSid"),
+            Self::InvalidSharedKeyId => own("invalid_shared_key_id", "malformed SharedKey id"),
             Self::ReplaySuppressed => own(
                 "replay_suppressed",
                 "duplicate of a webhook already processed",
@@ -214,9 +241,21 @@ impl From<VerifyError> for RejectionKind {
             VerifyError::MalformedSignature => Self::MalformedSignature,
             VerifyError::UnsupportedContentType => Self::UnsupportedContentType,
             VerifyError::BodyHashMismatch => Self::BodyHashMismatch,
+            VerifyError::MethodNotAllowed => Self::MethodNotAllowed,
             // Kept explicit so a new VerifyError variant is a compile error here, not a
             // silent mismatch.
             VerifyError::SignatureMismatch => Self::SignatureMismatch,
+        }
+    }
+}
+
+impl From<crate::account::AccountError> for RejectionKind {
+    fn from(error: crate::account::AccountError) -> Self {
+        use crate::account::AccountError;
+        match error {
+            AccountError::Invalid => Self::InvalidAccountSid,
+            AccountError::Conflicting => Self::ConflictingAccountSid,
+            AccountError::Mismatch => Self::AccountMismatch,
         }
     }
 }

@@ -135,6 +135,16 @@ impl fmt::Display for EmptySecret {
 
 impl std::error::Error for EmptySecret {}
 
+/// A secret no account has, for the HMAC work an unknown account must cost (see the
+/// middleware's equal-work rule in `docs/SECURITY.md`). As long as an auth token, and as
+/// cached as one; what it verifies is never used.
+pub(crate) fn dummy() -> &'static Secret {
+    static DUMMY: OnceLock<Secret> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        Secret::new("equal-work-dummy-key-0123456789a").expect("a non-empty constant")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,17 @@
 //!      dropped) ± port, and that form with its query re-serialised through Node's legacy
 //!      `querystring` module (`%27` becomes `'`, `+` becomes `%20`).
 //!
-//! Accepting the lenient forms keeps the verdict equal to "either official library accepts"
-//! (see the vector suite). They never weaken the secret: each candidate still needs an HMAC
+//! A lenient form is tried only when it cannot change what the application acts on (see
+//! [`binds_same_request`]): it must name the same host (ASCII case aside), the same path
+//! segments and the same query pairs as the received URL, once percent-escapes are decoded. So
+//! a signature made for `/twilio/sms` never verifies at `/twilio/x/../sms`,
+//! `/twilio/recordings/%2e%2e/sms` or `/twilio\sms` (the WHATWG form resolves those to
+//! `/twilio/sms`, but the router does not), and never for a query with pairs that Node's
+//! `querystring` dropped after its 1000th key.
+//!
+//! Within those limits, accepting the lenient forms keeps the verdict equal to "either
+//! official library accepts" (see the vector suite, which lists the vectors this rule
+//! deliberately rejects). They never weaken the secret: each candidate still needs an HMAC
 //! made with it.
 
 use std::borrow::Cow;
@@ -160,6 +169,7 @@ pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<St
             && form != url
             && exact_other != Some(form.as_str())
             && !out.contains(&form)
+            && binds_same_request(url, &form)
         {
             out.push(form);
         }
@@ -190,6 +200,93 @@ pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<St
         }
     }
     out
+}
+
+/// Whether the lenient form `candidate` of the received `url` describes the same request to
+/// the application: the same host (ASCII case aside), the same path segments and the same
+/// query pairs, compared after decoding percent-escapes. Ports are not compared (they are the
+/// one spelling difference every official library allows).
+///
+/// Refused, so that a lenient form can never move a signature to another route or drop what
+/// it covered:
+///
+/// - a received path with a dot segment (`.`, `..`, `%2e`, `.%2E`, …) or a backslash: the
+///   WHATWG form resolves them, a router does not;
+/// - a different number of path segments, or a segment that decodes differently;
+/// - query pairs that differ in number, or whose values for some name differ in order or
+///   content once decoded (the legacy `querystring` form regroups repeated names, which no
+///   form parser can tell apart; it also stops after 1000 pairs, which this refuses).
+///
+/// ```
+/// use tower_twilio::url_forms::binds_same_request;
+///
+/// assert!(binds_same_request("https://Example.COM/sms?x='", "https://example.com/sms?x=%27"));
+/// assert!(!binds_same_request("https://example.com/x/../sms", "https://example.com/sms"));
+/// assert!(!binds_same_request("https://example.com/%2e%2E/sms", "https://example.com/sms"));
+/// assert!(!binds_same_request("https://example.com/a\\sms", "https://example.com/a/sms"));
+/// assert!(!binds_same_request("https://example.com/v?a=1&b=2", "https://example.com/v?a=1"));
+/// ```
+pub fn binds_same_request(url: &str, candidate: &str) -> bool {
+    let (Some(received), Some(other)) = (split(url), split(candidate)) else {
+        return false;
+    };
+    if !received.host.eq_ignore_ascii_case(other.host) {
+        return false;
+    }
+    let (path, query) = path_and_query(received.rest);
+    let (other_path, other_query) = path_and_query(other.rest);
+    if path.contains('\\') || path.split('/').any(is_dot_segment) {
+        return false;
+    }
+    let mut segments = path.split('/');
+    let mut other_segments = other_path.split('/');
+    loop {
+        match (segments.next(), other_segments.next()) {
+            (None, None) => break,
+            (Some(a), Some(b))
+                if percent_encoding::percent_decode_str(a)
+                    .eq(percent_encoding::percent_decode_str(b)) => {}
+            _ => return false,
+        }
+    }
+    same_query_pairs(query, other_query)
+}
+
+/// `rest` (everything after the authority) split into the path and the query; a fragment is
+/// dropped.
+fn path_and_query(rest: &str) -> (&str, &str) {
+    let rest = rest.split('#').next().unwrap_or_default();
+    match rest.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (rest, ""),
+    }
+}
+
+/// `.` or `..`, spelled with any mix of `.` and `%2e`/`%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut dots = 0;
+    let mut rest = segment.as_bytes();
+    while !rest.is_empty() {
+        match rest {
+            [b'.', tail @ ..] => rest = tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => rest = tail,
+            _ => return false,
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
+}
+
+/// Whether two query strings hold the same decoded pairs, with each name's values in the same
+/// order (pairs of different names may be interleaved differently).
+fn same_query_pairs(query: &str, other: &str) -> bool {
+    fn pairs(query: &str) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+        let mut pairs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
+        // Stable: each name's values keep their order.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs
+    }
+    query == other || pairs(query) == pairs(other)
 }
 
 /// twilio-python's re-serialisation (`urlparse(url).geturl()`) for an absolute URL: the scheme
@@ -258,7 +355,8 @@ fn legacy_querystring(url: &str) -> Option<String> {
     let mut groups: Vec<(Cow<'_, str>, Vec<Cow<'_, str>>)> = Vec::new();
     let mut index: std::collections::HashMap<Cow<'_, str>, usize> =
         std::collections::HashMap::new();
-    for (name, value) in form_urlencoded::parse(query.as_bytes()).take(QUERYSTRING_MAX_KEYS) {
+    let mut pairs = form_urlencoded::parse(query.as_bytes());
+    for (name, value) in pairs.by_ref().take(QUERYSTRING_MAX_KEYS) {
         match index.get(&name) {
             Some(&i) => groups[i].1.push(value),
             None => {
@@ -266,6 +364,10 @@ fn legacy_querystring(url: &str) -> Option<String> {
                 groups.push((name, vec![value]));
             }
         }
+    }
+    // Node stops here and drops the rest: a form that loses signed-for pairs is no candidate.
+    if pairs.next().is_some() {
+        return None;
     }
     // Stable sort: index-like names first, numerically; the others keep insertion order.
     groups.sort_by_key(|(name, _)| array_index(name).map_or((1, 0), |index| (0, index)));
@@ -425,6 +527,118 @@ mod tests {
         }
     }
 
+    // Path binding: rows are (received, lenient form, may the form stand for the received
+    // URL). Only host case, ports and re-encodings that decode to the same bytes may differ.
+    #[test]
+    fn binds_same_request_table() {
+        let rows = [
+            ("https://Example.COM/sms", "https://example.com/sms", true),
+            ("https://e.com/sms?x='", "https://e.com/sms?x=%27", true),
+            ("https://e.com/sms?a=b+c", "https://e.com/sms?a=b%20c", true),
+            ("https://e.com/caf\u{e9}", "https://e.com/caf%C3%A9", true),
+            ("https://e.com:443/sms", "https://e.com/sms", true),
+            ("https://e.com/sms?", "https://e.com/sms", true),
+            // repeated names regrouped: every name keeps its values in order
+            (
+                "https://e.com/v?a=1&b=2&a=3",
+                "https://e.com/v?a=1&a=3&b=2",
+                true,
+            ),
+            (
+                "https://e.com/v?a=1&b=2&a=3",
+                "https://e.com/v?a=3&a=1&b=2",
+                false,
+            ),
+            // dot segments, raw or escaped, any case, anywhere
+            ("https://e.com/x/../sms", "https://e.com/sms", false),
+            ("https://e.com/./sms", "https://e.com/sms", false),
+            ("https://e.com/r/%2e%2e/sms", "https://e.com/sms", false),
+            ("https://e.com/r/%2E%2e/sms", "https://e.com/sms", false),
+            ("https://e.com/r/.%2E/sms", "https://e.com/sms", false),
+            ("https://e.com/r/%2e/sms", "https://e.com/r/sms", false),
+            ("https://e.com/sms/..", "https://e.com/", false),
+            // a dot segment is refused even when the form happens to keep it
+            ("https://e.com/a/../b", "https://e.com/a/../b?", false),
+            // backslashes are not separators
+            (
+                "https://e.com/twilio\\sms",
+                "https://e.com/twilio/sms",
+                false,
+            ),
+            ("https://e.com/a\\b", "https://e.com/a%5Cb", false),
+            // segments that decode differently, or a different number of them
+            ("https://e.com/a%2Fb", "https://e.com/a/b", false),
+            ("https://e.com/sms", "https://e.com/sms/", false),
+            ("https://e.com/sms", "https://e.com/SMS", false),
+            // another host
+            ("https://e.com/sms", "https://f.com/sms", false),
+            // query pairs dropped, added or changed
+            ("https://e.com/v?a=1&b=2", "https://e.com/v?a=1", false),
+            ("https://e.com/v?a=1", "https://e.com/v?a=1&b=2", false),
+            ("https://e.com/v?a=1", "https://e.com/v?a=2", false),
+            // not URLs
+            ("e.com/sms", "https://e.com/sms", false),
+        ];
+        for (url, candidate, expected) in rows {
+            assert_eq!(
+                binds_same_request(url, candidate),
+                expected,
+                "{url} -> {candidate}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_segments_in_every_spelling() {
+        for dots in [".", "..", "%2e", "%2E", "%2e%2e", ".%2e", "%2E.", "%2e%2E"] {
+            assert!(is_dot_segment(dots), "{dots}");
+        }
+        for other in [
+            "",
+            "...",
+            "%2e%2e%2e",
+            "a.",
+            ".a",
+            "%2",
+            "%2f",
+            "%252e",
+            "%2e%",
+        ] {
+            assert!(!is_dot_segment(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_query_past_a_thousand_pairs_has_no_legacy_form() {
+        let mut url = String::from("https://e.com/v?x=%27");
+        for i in 1..1000 {
+            url.push_str(&format!("&p{i}=v"));
+        }
+        assert!(legacy_querystring(&url).is_some());
+        url.push_str("&Tenant=evil");
+        assert_eq!(legacy_querystring(&url), None);
+        // Nor does any lenient form drop the 1001st pair.
+        for candidate in lenient_candidates(&url, other_port_form(&url).as_deref()) {
+            assert!(candidate.ends_with("&Tenant=evil"), "{candidate}");
+        }
+    }
+
+    #[test]
+    fn lenient_candidates_never_resolve_dots_or_backslashes() {
+        for url in [
+            "https://Example.COM/a/../sms?x='",
+            "https://example.com/twilio/recordings/%2e%2e/sms",
+            "https://example.com/twilio\\sms",
+            "https://example.com/twilio/x\\..\\sms",
+        ] {
+            assert_eq!(
+                lenient_candidates(url, other_port_form(url).as_deref()),
+                Vec::<String>::new(),
+                "{url}"
+            );
+        }
+    }
+
     #[test]
     fn array_index_table() {
         assert_eq!(array_index("0"), Some(0));
@@ -437,7 +651,7 @@ mod tests {
 
     #[test]
     fn lenient_candidates_exclude_the_exact_ones() {
-        let url = "https://Example.COM/a/../sms?x='";
+        let url = "https://Example.COM/sms?x='";
         let lenient = lenient_candidates(url, other_port_form(url).as_deref());
         assert!(
             lenient.contains(&"https://example.com/sms?x=%27".to_owned()),

@@ -12,6 +12,18 @@ use crate::{
 
 /// Inserted into the request extensions of every request that passed verification.
 ///
+/// # What the signature covered, field by field
+///
+/// | field | covered by the signature? |
+/// | --- | --- |
+/// | [`url`](Self::url) | yes: the path and query byte for byte, or a spelling that decodes to the same path segments, query pairs and host ([`url_form`](Self::url_form) says which) |
+/// | [`params`](Self::params) | yes: the form body's decoded pairs, or a `GET`'s query (part of the signed URL) |
+/// | the body (read it yourself) | yes: through the form parameters, or through `bodySHA256` for any other body ([`covered`](Self::covered) says which); a body neither covers is refused |
+/// | the method | only `GET` and `POST` get here; the method itself is not signed |
+/// | [`account_sid`](Self::account_sid) | yes when the request names it (the one value it names everywhere); when only the resolver named it (Event Streams), it is the account whose secret verified |
+/// | [`tenant_id`](Self::tenant_id), [`credential`](Self::credential), [`algorithm`](Self::algorithm) | what the resolver answered and which of its secrets verified: facts about the verification, not request data |
+/// | [`idempotency_token`](Self::idempotency_token) and every other header | **no**: headers are never signed |
+///
 /// ```
 /// use axum::Extension;
 /// use tower_twilio::VerifiedWebhook;
@@ -59,13 +71,20 @@ impl VerifiedWebhook {
         self.inner.tenant_id.as_ref()
     }
 
-    /// The `AccountSid` parameter (form body, `GET` query or JSON body), if present. Verified:
-    /// it is covered by the signature.
+    /// The account this request belongs to: the account the verifying credentials belong to
+    /// when the resolver named it ([`Credentials::account`](crate::Credentials::account)),
+    /// else the `AccountSid` the request names (form body, query, or top level of a JSON body).
+    ///
+    /// Bound: a request naming two different `AccountSid`s, a malformed one, or an account
+    /// other than the credentials' is refused before it gets here, and a SharedKey verifies
+    /// only for credentials that name their account. `None` when neither the request nor the
+    /// resolver names one.
     pub fn account_sid(&self) -> Option<&str> {
         self.inner.account_sid.as_deref()
     }
 
-    /// The tenant the resolver named, if any.
+    /// The tenant the resolver named, if any: not request data, but the answer for the
+    /// account, SharedKey id, path or host the resolver looked at.
     pub fn tenant_id(&self) -> Option<&str> {
         self.inner.tenant_id.as_deref()
     }
@@ -104,7 +123,7 @@ impl VerifiedWebhook {
     }
 
     /// The decoded parameters: the form body's, or the query's for a `GET`. Empty for a JSON
-    /// body (read the body for those).
+    /// body (read the body for those). Covered by the signature, pair for pair.
     pub fn params(&self) -> &Params {
         &self.inner.params
     }
@@ -118,7 +137,8 @@ impl VerifiedWebhook {
             .and_then(|value| value.to_str().ok())
     }
 
-    /// The public URL the signature was checked against (as rebuilt, before port variants).
+    /// The public URL the signature was checked against (as rebuilt, before port variants),
+    /// with any userinfo redacted. Its path and query are the request target's, byte for byte.
     pub fn url(&self) -> &str {
         &self.inner.url
     }

@@ -26,11 +26,16 @@
 //!
 //! | request | string to sign | also checked |
 //! | --- | --- | --- |
-//! | `GET`/`HEAD` (empty body) | the URL | |
-//! | `application/x-www-form-urlencoded` body | the URL ‖ sorted, de-duplicated decoded parameters | |
-//! | other body (even empty), `bodySHA256` in the query | the URL | lower-case hex SHA-256 of the raw body equals `bodySHA256` |
+//! | a method other than `GET` or `POST` | — | rejected: [`VerifyError::MethodNotAllowed`] |
+//! | `bodySHA256` in the query, any method, content type or body (even empty) | the URL | lower-case hex SHA-256 of the raw body equals `bodySHA256` |
+//! | `POST`, `application/x-www-form-urlencoded` body | the URL ‖ sorted, de-duplicated decoded parameters | |
 //! | empty body, no `bodySHA256` | the URL | |
-//! | anything else | — | rejected: [`VerifyError::UnsupportedContentType`] |
+//! | anything else (a body on a `GET`, a non-form body without `bodySHA256`) | — | rejected: [`VerifyError::UnsupportedContentType`] |
+//!
+//! The `bodySHA256` row comes first on purpose and is stricter than twilio-python and
+//! twilio-node, which read a form `POST` as a form even when its URL carries `bodySHA256`: a
+//! captured JSON webhook replayed as a form with an empty body, `&&&`, or parameters of the
+//! attacker's choosing would then verify with a body the signature never covered.
 //!
 //! Each shape is tried against every candidate URL (see [URL spellings](#url-spellings)) and
 //! every candidate secret, in constant time per comparison.
@@ -46,10 +51,13 @@
 //! 2. **Lenient** ([`UrlForm::Normalized`]), only when no exact form matched and unless
 //!    [`WebhookRequest::exact_urls_only`] is set: the URL as twilio-python
 //!    (`urlparse().geturl()`) and twilio-node (WHATWG `URL`, its query through Node's
-//!    `querystring`) re-serialise it before comparing.
+//!    `querystring`) re-serialise it before comparing, and only when that spelling names the
+//!    same host (ASCII case aside), path segments and query pairs as the received URL once
+//!    decoded: dot segments (raw or `%2e`) and `\` are never resolved and no query pair is
+//!    dropped, so a signature never moves to another route.
 //!
-//! The lenient forms keep the verdict equal to "either official library accepts"; each still
-//! needs an HMAC made with the secret.
+//! Within that rule the lenient forms keep the verdict equal to "either official library
+//! accepts"; each still needs an HMAC made with the secret.
 
 use std::{borrow::Cow, fmt};
 
@@ -173,8 +181,9 @@ impl<'a> WebhookRequest<'a> {
 
     /// Accepts only the exact URL forms: as received, and with the port removed or the default
     /// port added. The re-serialised forms the official libraries also accept (see
-    /// [URL spellings](crate::verify#url-spellings)) are not tried, so a signature made for `/sms` is not accepted at
-    /// `/x/../sms` and a query is never re-encoded. Requests Twilio sends verify either way;
+    /// [URL spellings](crate::verify#url-spellings)) are not tried, so a query is never
+    /// re-encoded and a host's case never folded (a path is never re-resolved either way).
+    /// Requests Twilio sends verify either way;
     /// only the SDKs' leniency towards URLs a proxy re-wrote is given up. Off by default.
     #[must_use]
     pub fn exact_urls_only(mut self, enabled: bool) -> Self {
@@ -260,6 +269,7 @@ impl<'a> WebhookRequest<'a> {
     /// before the credential lookup and verifies with their result after it, so that headers
     /// are read and the signature decoded once.
     pub(crate) fn prechecked(&self) -> Result<Prechecked, VerifyError> {
+        check_method(self.method)?;
         let header = match self.signature {
             Header::Absent => return Err(VerifyError::MissingSignature),
             Header::Repeated => return Err(VerifyError::DuplicateSignature),
@@ -369,32 +379,54 @@ impl<'a> WebhookRequest<'a> {
     }
 
     /// Decides what, besides the URL, is covered by the signature.
+    ///
+    /// A `bodySHA256` in the URL binds the body whatever the method and content type: a
+    /// captured JSON webhook replayed as a `GET` or as a form `POST` (empty, `&&&`, or any
+    /// parameters) must fail the hash check, not be read as a request whose parameters are
+    /// signed or absent.
     fn payload(&self) -> Result<Payload, VerifyError> {
         let content_type = match self.content_type {
             Header::Absent => None,
             Header::One(value) => Some(value),
             Header::Repeated => return Err(VerifyError::UnsupportedContentType),
         };
-        if content_type.is_some_and(form::is_form_urlencoded) {
-            return Ok(Payload::Form);
-        }
-        let bodyless_method = *self.method == Method::GET || *self.method == Method::HEAD;
-        if bodyless_method {
-            if self.body.is_empty() {
-                return Ok(Payload::UrlOnly);
-            }
-            // Twilio never sends a body with GET; one here would reach the handler unsigned.
-            return Err(VerifyError::UnsupportedContentType);
-        }
         // A signed bodySHA256 binds the body, even an empty one: a captured JSON request
         // replayed without its body must fail the hash check.
         if let Some(expected) = body_sha256_param(self.url) {
             return Ok(Payload::BodyHash(expected.as_bytes().try_into().ok()));
         }
+        if *self.method == Method::POST && content_type.is_some_and(form::is_form_urlencoded) {
+            return Ok(Payload::Form);
+        }
         if self.body.is_empty() {
             return Ok(Payload::UrlOnly);
         }
+        // A body on a GET, or a non-form body without bodySHA256, would reach the handler
+        // unsigned.
         Err(VerifyError::UnsupportedContentType)
+    }
+}
+
+/// Refuses every method but `GET` and `POST`, the only ones Twilio sends. The method is not
+/// signed, so a captured `POST` would otherwise verify as a `PUT`, `PATCH` or `DELETE` (and a
+/// `GET` as a `HEAD`) and reach a handler it was never meant for.
+///
+/// ```
+/// use http::Method;
+/// use tower_twilio::verify::{VerifyError, check_method};
+///
+/// assert_eq!(check_method(&Method::POST), Ok(()));
+/// assert_eq!(check_method(&Method::DELETE), Err(VerifyError::MethodNotAllowed));
+/// ```
+///
+/// # Errors
+///
+/// [`VerifyError::MethodNotAllowed`] for any other method.
+pub fn check_method(method: &Method) -> Result<(), VerifyError> {
+    if *method == Method::GET || *method == Method::POST {
+        Ok(())
+    } else {
+        Err(VerifyError::MethodNotAllowed)
     }
 }
 
@@ -429,7 +461,8 @@ pub(crate) struct Prechecked {
 }
 
 impl Prechecked {
-    /// Whether the body is form-encoded (its parameters are signed).
+    /// Whether the signature covers the body's form parameters: a form-encoded `POST` whose
+    /// URL carries no `bodySHA256`.
     pub(crate) fn is_form(&self) -> bool {
         matches!(self.payload, Payload::Form)
     }
@@ -525,6 +558,10 @@ pub struct Verified {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// The method is neither `GET` nor `POST`. Twilio sends no other, and the signature does
+    /// not cover the method, so a captured `POST` replayed as `PUT` or `DELETE` would
+    /// otherwise verify.
+    MethodNotAllowed,
     /// No `X-Twilio-Signature` header.
     MissingSignature,
     /// More than one `X-Twilio-Signature` header.
@@ -549,6 +586,7 @@ impl VerifyError {
     /// A short, stable, snake_case name for logs and metrics (`"signature_mismatch"`).
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::MissingSignature => "missing_signature",
             Self::DuplicateSignature => "duplicate_signature",
             Self::MalformedSettings => "malformed_settings",
@@ -564,6 +602,7 @@ impl VerifyError {
     /// [`RejectionKind`](crate::RejectionKind) for the same reasons.
     pub(crate) const fn description(self) -> &'static str {
         match self {
+            Self::MethodNotAllowed => "method other than GET or POST",
             Self::MissingSignature => "missing X-Twilio-Signature header",
             Self::DuplicateSignature => "more than one X-Twilio-Signature header",
             Self::MalformedSettings => "malformed X-Twilio-Webhooks-Signature-Settings header",
@@ -862,13 +901,19 @@ mod tests {
             "https://example.com/sms",
             BODY,
         );
-        let dotted = form_request("https://example.com/x/../sms", BODY, &sig);
+        let mixed_case = form_request("https://Example.COM/sms", BODY, &sig);
         assert_eq!(
-            dotted.verify([&token()]).unwrap().url_form,
+            mixed_case.verify([&token()]).unwrap().url_form,
             UrlForm::Normalized
         );
         assert_eq!(
-            dotted.exact_urls_only(true).verify([&token()]),
+            mixed_case.exact_urls_only(true).verify([&token()]),
+            Err(VerifyError::SignatureMismatch)
+        );
+        // A form that changes the route is refused in both modes.
+        let dotted = form_request("https://example.com/x/../sms", BODY, &sig);
+        assert_eq!(
+            dotted.verify([&token()]),
             Err(VerifyError::SignatureMismatch)
         );
         let port = form_request("https://example.com:443/sms", BODY, &sig).exact_urls_only(true);
@@ -917,6 +962,71 @@ mod tests {
         assert!(empty.verify([&token()]).is_ok());
         let get = WebhookRequest::new(&Method::GET, url, b"").signature(sig.as_bytes());
         assert!(get.verify([&token()]).is_ok());
+    }
+
+    #[test]
+    fn body_sha256_binds_the_body_whatever_the_method_and_content_type() {
+        let body = br#"{"MessageStatus":"delivered"}"#;
+        let url = url_with_body_sha256("https://example.com/hook", body);
+        let sig = sign(
+            token().expose_secret(),
+            Algorithm::HmacSha1,
+            &url,
+            Params::default().iter(),
+        );
+        let replays: [(Method, Option<&[u8]>, &[u8]); 5] = [
+            (Method::GET, None, b""),
+            (Method::POST, Some(FORM), b""),
+            (Method::POST, Some(FORM), b"&&&"),
+            (Method::POST, Some(FORM), b"MessageStatus=failed"),
+            (Method::POST, Some(b"text/plain"), b"x"),
+        ];
+        for (method, content_type, replayed) in replays {
+            let mut request =
+                WebhookRequest::new(&method, &url, replayed).signature(sig.as_bytes());
+            if let Some(content_type) = content_type {
+                request = request.content_type(content_type);
+            }
+            assert_eq!(
+                request.verify([&token()]),
+                Err(VerifyError::BodyHashMismatch),
+                "{method} {replayed:?}"
+            );
+        }
+        let genuine = WebhookRequest::new(&Method::POST, &url, body)
+            .content_type(FORM)
+            .signature(sig.as_bytes());
+        assert!(
+            genuine.verify([&token()]).is_ok(),
+            "the hash decides, not the type"
+        );
+    }
+
+    #[test]
+    fn only_get_and_post_are_verified() {
+        let sig = signed(&token(), Algorithm::HmacSha1, URL, BODY);
+        for method in [
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::from_bytes(b"PROPFIND").unwrap(),
+        ] {
+            let request = WebhookRequest::new(&method, URL, BODY)
+                .content_type(FORM)
+                .signature(sig.as_bytes());
+            assert_eq!(
+                request.verify([&token()]),
+                Err(VerifyError::MethodNotAllowed),
+                "{method}"
+            );
+            assert_eq!(
+                request.check_without_secrets(),
+                Err(VerifyError::MethodNotAllowed)
+            );
+        }
+        assert!(form_request(URL, BODY, &sig).verify([&token()]).is_ok());
     }
 
     #[test]

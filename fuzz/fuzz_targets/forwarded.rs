@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, Request};
 use libfuzzer_sys::fuzz_target;
 use tower_twilio::{
     PublicUrl,
-    public_url::{ForwardedHeaders, Scheme},
+    public_url::{ForwardedField, ForwardedHeaders, Scheme},
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -44,11 +44,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let (parts, ()) = request.into_parts();
 
-    let headers = match flags.first().copied().unwrap_or(0) % 3 {
-        0 => ForwardedHeaders::rfc7239(),
-        1 => ForwardedHeaders::x_forwarded(),
-        _ => ForwardedHeaders::both(),
-    };
+    // The first flag byte picks which forwarded fields are read, one bit each.
+    let mask = flags.first().copied().unwrap_or(0);
+    let headers = ForwardedField::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .fold(ForwardedHeaders::new(), |headers, (_, field)| headers.read(field));
     let scheme = if flags.get(1).copied().unwrap_or(0) % 2 == 0 {
         Scheme::Https
     } else {

@@ -14,7 +14,7 @@ use tower_twilio::{
 };
 
 const URL: &str = "https://example.com/twilio/sms";
-const BODY: &[u8] = b"AccountSid=AC123&Body=Hi";
+const BODY: &[u8] = b"AccountSid=AC0123456789abcdef0123456789abcdef&Body=Hi";
 
 fuzz_target!(|data: &[u8]| {
     let parsed = SignatureSettings::parse(data);

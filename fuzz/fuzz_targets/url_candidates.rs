@@ -39,6 +39,15 @@ fuzz_target!(|data: &[u8]| {
         "a URL has a port or has none"
     );
 
+    // A URL that carries bodySHA256 binds the body by its hash, not by form parameters: the
+    // round trips below are for form requests.
+    if url
+        .split_once('?')
+        .is_some_and(|(_, query)| Params::parse(query.as_bytes()).get("bodySHA256").is_some())
+    {
+        return;
+    }
+
     let secret = Secret::new(TOKEN).unwrap();
     let params = Params::parse(body);
     let request = |sig: &'_ str| {

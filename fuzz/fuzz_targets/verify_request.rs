@@ -3,10 +3,12 @@
 //! Input: `method 0xFF url 0xFF body 0xFF content-type 0xFF signature 0xFF settings 0xFF
 //! secret`; a missing field is an absent header (an empty secret means the fixed one).
 //!
-//! Checks: no panic; the secret-free checks agree with `verify`; a request whose signature
-//! `sign` made for the same URL and body (with the algorithm the settings header names)
-//! verifies; a JSON body signed through `bodySHA256` verifies and fails when changed; and a
-//! request that verifies exactly as received carries the signature `sign` computes.
+//! Checks: no panic; the secret-free checks agree with `verify`; a method other than `GET` or
+//! `POST` is refused as such; a `GET` or `POST` form request whose signature `sign` made for
+//! the same URL and body (with the algorithm the settings header names) verifies, unless its
+//! URL carries `bodySHA256` (then the body hash decides); a JSON `POST` signed through
+//! `bodySHA256` verifies and fails when changed; and a form request that verifies exactly as
+//! received, with its parameters covered, carries the signature `sign` computes.
 #![no_main]
 
 mod common;
@@ -21,7 +23,7 @@ use tower_twilio::{
     Secret,
     form::{Params, is_form_urlencoded},
     signature::{Algorithm, SignatureSettings, sign, url_with_body_sha256},
-    verify::{UrlForm, VerifyError, WebhookRequest},
+    verify::{Covered, UrlForm, VerifyError, WebhookRequest, check_method},
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -71,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
     // which only differs for characters above U+FFFF, was the one that matched).
     if let (Ok(verified), Some(sig)) = (&verdict, header(4))
         && verified.url_form == UrlForm::AsReceived
+        && verified.covered == Covered::FormParams
         && header(3).is_some_and(is_form_urlencoded)
         && !body.iter().any(|&b| b >= 0xF0)
         && !body
@@ -82,6 +85,19 @@ fuzz_target!(|data: &[u8]| {
             sign(secret_bytes, verified.algorithm, &url, params.iter()).as_bytes(),
             sig
         );
+    }
+
+    // Only GET and POST are Twilio's: anything else is refused before the signature counts.
+    if check_method(&method).is_err() {
+        assert_eq!(verdict, Err(VerifyError::MethodNotAllowed));
+        return;
+    }
+    // A bodySHA256 in the URL binds the body whatever the content type; a GET has no body.
+    let query_has_hash = url
+        .split_once('?')
+        .is_some_and(|(_, q)| Params::parse(q.as_bytes()).get("bodySHA256").is_some());
+    if query_has_hash || (method == Method::GET && !body.is_empty()) {
+        return;
     }
 
     // Round trip: signed by `sign` for this URL and body, it verifies.
@@ -103,10 +119,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(verified.url_form, UrlForm::AsReceived);
 
     // A non-form body signed through bodySHA256, when the URL leaves room for it.
-    let query_has_hash = url
-        .split_once('?')
-        .is_some_and(|(_, q)| Params::parse(q.as_bytes()).get("bodySHA256").is_some());
-    if method != Method::GET && method != Method::HEAD && !url.contains('#') && !query_has_hash {
+    if method == Method::POST && !url.contains('#') {
         let hashed_url = url_with_body_sha256(&url, body);
         let no_params: [(&str, &str); 0] = [];
         let signature = sign(secret_bytes, Algorithm::HmacSha1, &hashed_url, no_params);

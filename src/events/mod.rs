@@ -169,8 +169,14 @@ impl Severity {
             return Self::Critical;
         }
         match reason {
-            SignatureMismatch | BodyHashMismatch | UnknownAccount | UnknownSharedKey
-            | ResolverFailed | ReplayStoreFailed => Self::Critical,
+            SignatureMismatch
+            | BodyHashMismatch
+            | UnknownAccount
+            | UnknownSharedKey
+            | ResolverFailed
+            | ConflictingAccountSid
+            | AccountMismatch
+            | ReplayStoreFailed => Self::Critical,
             BodyTooLarge | BodyReadFailed | ReplaySuppressed | ReplayInFlight => Self::Info,
             _ => Self::Warning,
         }

@@ -59,7 +59,7 @@
 //!     async { Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("<Response><Message>hi</Message></Response>")))) }
 //! });
 //!
-//! let body = "AccountSid=AC123&From=%2B14155550100&Body=Hi&MessageSid=SM1";
+//! let body = "AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&Body=Hi&MessageSid=SM1";
 //! let signature = sign(token.expose_secret(), Algorithm::HmacSha1,
 //!     "https://api.example.com/twilio/sms", Params::parse(body.as_bytes()).iter());
 //! let webhook = || {

@@ -12,7 +12,10 @@ use moka::{Expiry, future::Cache as Store};
 use super::{Credentials, Resolution, ResolveCredentials, ResolveRequest, ResolveTimeout};
 use crate::BoxError;
 
-const DEFAULT_MAX_ENTRIES: u64 = 10_000;
+const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// What one entry costs besides its key and answer: moka's bookkeeping, the `Arc`s and the
+/// `Option`, rounded up.
+const ENTRY_OVERHEAD: usize = 256;
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
@@ -30,8 +33,12 @@ pub type CacheFuture = Pin<Box<dyn Future<Output = Resolution> + Send + 'static>
 /// - **Errors are never kept**: the next request asks again. An error comes back with the
 ///   same message and [`source`](std::error::Error::source) as the inner resolver's, but as a
 ///   different type, except [`ResolveTimeout`], which stays one (`error.is::<ResolveTimeout>()`).
-/// - **At most [`max_entries`](Self::max_entries)** answers are kept; the least useful are
-///   evicted first.
+/// - **At most [`max_bytes`](Self::max_bytes)** of answers are kept, counted by weight: each
+///   entry weighs its key, its credentials (secrets, labels, tenant and account names, the
+///   cached HMAC states) and a fixed overhead, so a few long keys cannot hold more memory than
+///   many short ones. The least useful entries are evicted first. (The middleware refuses an
+///   `AccountSid` that is not `AC` + 32 hex digits and a SharedKey id over 128 bytes before it
+///   asks any resolver, so through the layer a key is never long.)
 /// - **One lookup per key at a time.** When many requests for one account arrive together,
 ///   the first one runs the lookup and the others wait for its answer. If the first one is
 ///   dropped (its client went away), one of the waiting requests takes over. When the lookup
@@ -63,7 +70,7 @@ pub type CacheFuture = Pin<Box<dyn Future<Output = Resolution> + Send + 'static>
 /// use tower_twilio::resolver::{AccountMap, Cache};
 ///
 /// let resolver = Cache::new(AccountMap::new())
-///     .max_entries(50_000)
+///     .max_bytes(64 * 1024 * 1024)
 ///     .ttl(Duration::from_secs(30))
 ///     .negative_ttl(Duration::from_secs(5));
 /// # let _ = resolver;
@@ -72,7 +79,7 @@ pub type CacheFuture = Pin<Box<dyn Future<Output = Resolution> + Send + 'static>
 pub struct Cache<R> {
     inner: R,
     store: Store<Key, Option<Credentials>>,
-    max_entries: u64,
+    max_bytes: u64,
     ttl: Duration,
     negative_ttl: Duration,
 }
@@ -137,20 +144,21 @@ impl<R> Cache<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            store: build(DEFAULT_MAX_ENTRIES, DEFAULT_TTL, DEFAULT_NEGATIVE_TTL),
-            max_entries: DEFAULT_MAX_ENTRIES,
+            store: build(DEFAULT_MAX_BYTES, DEFAULT_TTL, DEFAULT_NEGATIVE_TTL),
+            max_bytes: DEFAULT_MAX_BYTES,
             ttl: DEFAULT_TTL,
             negative_ttl: DEFAULT_NEGATIVE_TTL,
         }
     }
 
-    /// Keeps at most `max_entries` answers (hits and misses together). Default: 10 000.
+    /// Keeps at most about `max_bytes` of answers (hits and misses together), counted by
+    /// weight (see the type's docs). Default: 16 MiB, some 30 000 single-token accounts.
     ///
     /// Like the other settings, this starts an empty cache that the clones made before it
     /// do not share.
     #[must_use]
-    pub fn max_entries(mut self, max_entries: u64) -> Self {
-        self.max_entries = max_entries;
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
         self.rebuild()
     }
 
@@ -171,7 +179,7 @@ impl<R> Cache<R> {
     }
 
     fn rebuild(mut self) -> Self {
-        self.store = build(self.max_entries, self.ttl, self.negative_ttl);
+        self.store = build(self.max_bytes, self.ttl, self.negative_ttl);
         self
     }
 
@@ -210,13 +218,20 @@ impl<R> Cache<R> {
     }
 }
 
-fn build(
-    max_entries: u64,
-    ttl: Duration,
-    negative_ttl: Duration,
-) -> Store<Key, Option<Credentials>> {
+/// What an entry weighs, in bytes, roughly: its key, its answer and [`ENTRY_OVERHEAD`].
+fn weight(key: &Key, answer: &Option<Credentials>) -> u32 {
+    let key = match key {
+        Key::AccountSid(sid) => sid.len(),
+        Key::SharedKey(id) => id.len(),
+    };
+    let answer = answer.as_ref().map_or(0, Credentials::approximate_size);
+    u32::try_from(ENTRY_OVERHEAD + key + answer).unwrap_or(u32::MAX)
+}
+
+fn build(max_bytes: u64, ttl: Duration, negative_ttl: Duration) -> Store<Key, Option<Credentials>> {
     Store::builder()
-        .max_capacity(max_entries)
+        .max_capacity(max_bytes)
+        .weigher(weight)
         .expire_after(Ttl {
             hit: ttl,
             miss: negative_ttl,
@@ -280,7 +295,7 @@ impl<R: fmt::Debug> fmt::Debug for Cache<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("inner", &self.inner)
-            .field("max_entries", &self.max_entries)
+            .field("max_bytes", &self.max_bytes)
             .field("ttl", &self.ttl)
             .field("negative_ttl", &self.negative_ttl)
             .finish_non_exhaustive()
@@ -562,17 +577,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn size_is_bounded() {
-        let mut cache = Cache::new(Backend::new()).max_entries(5);
-        for i in 0..50 {
-            cache.resolve(for_account(&format!("AC{i}"))).await.unwrap();
+    async fn memory_is_bounded_by_weight_not_by_entry_count() {
+        // The attack of issue 14: forged requests with 60 KB AccountSids, each leaving a
+        // negative entry. Counting entries, 1000 of them held 60 MB.
+        let limit = 1024 * 1024;
+        let mut cache = Cache::new(Backend::new()).max_bytes(limit);
+        for i in 0..200 {
+            let sid = format!("{i:06}{}", "A".repeat(60_000));
+            cache.resolve(for_account(&sid)).await.unwrap();
         }
         cache.store.run_pending_tasks().await;
         assert!(
-            cache.store.entry_count() <= 5,
+            cache.store.weighted_size() <= limit,
+            "{}",
+            cache.store.weighted_size()
+        );
+        assert!(
+            cache.store.entry_count() <= 17,
             "{}",
             cache.store.entry_count()
         );
+        // Short keys: many more entries fit in the same budget.
+        let mut cache = Cache::new(Backend::new()).max_bytes(limit);
+        for i in 0..2000 {
+            cache
+                .resolve(for_account(&format!("AC{i:032x}")))
+                .await
+                .unwrap();
+        }
+        cache.store.run_pending_tasks().await;
+        assert!(
+            cache.store.entry_count() > 1000,
+            "{}",
+            cache.store.entry_count()
+        );
+    }
+
+    #[test]
+    fn weight_counts_the_key_and_the_secrets() {
+        let short = weight(&Key::AccountSid("AC1".into()), &None);
+        let long = weight(&Key::AccountSid("A".repeat(60_000).into()), &None);
+        assert_eq!(long - short, 60_000 - 3);
+        let secret = Secret::new(vec![b'x'; 10_000]).unwrap();
+        let with = Some(Credentials::new().auth_token("primary", secret));
+        assert!(weight(&Key::AccountSid("AC1".into()), &with) > short + 10_000);
     }
 
     #[tokio::test]

@@ -2,12 +2,16 @@ use std::{collections::HashMap, fmt, future::Ready, sync::Arc};
 
 use super::{Credentials, Resolution, ResolveCredentials, ResolveRequest};
 
-/// A resolver backed by an in-memory map: `AccountSid` → [`Credentials`] and SharedKey id →
-/// [`Credentials`].
+/// A resolver backed by an in-memory map: `AccountSid` → [`Credentials`], with every
+/// SharedKey of those credentials indexed by its id.
 ///
 /// A request that names a SharedKey id is looked up by that id only; any other request by its
 /// `AccountSid`. Both are matched byte for byte. A request whose key is not in the map, or that
 /// carries neither key, gets `Ok(None)` (an unknown account). The lookup never fails.
+///
+/// Each entry's credentials are stamped with their account ([`Credentials::account`]), so
+/// a SharedKey verifies only requests that name the account it was inserted under (or none),
+/// and every verified request reports that account.
 ///
 /// Cloning is cheap: clones share the map. The builder methods copy the map first if a clone
 /// is still around, so a clone never sees entries added after it was made.
@@ -15,19 +19,13 @@ use super::{Credentials, Resolution, ResolveCredentials, ResolveRequest};
 /// ```
 /// use tower_twilio::{Credentials, Secret, resolver::AccountMap};
 ///
-/// let resolver = AccountMap::new()
-///     .insert_account(
-///         "AC0123",
-///         Credentials::new()
-///             .tenant("acme")
-///             .auth_token("primary", Secret::new("0123456789abcdef0123456789abcdef").unwrap()),
-///     )
-///     .insert_shared_key(
-///         "webhooks_sharedkey_1",
-///         Credentials::new()
-///             .tenant("acme")
-///             .shared_key("webhooks_sharedkey_1", Secret::new("shared-secret").unwrap()),
-///     );
+/// let resolver = AccountMap::new().insert_account(
+///     "AC0123456789abcdef0123456789abcdef",
+///     Credentials::new()
+///         .tenant("acme")
+///         .auth_token("primary", Secret::new("0123456789abcdef0123456789abcdef").unwrap())
+///         .shared_key("webhooks_sharedkey_1", Secret::new("shared-secret").unwrap()),
+/// );
 /// // `resolver` can be passed to `TwilioSignatureLayer::new` as it is.
 /// # let _ = resolver;
 /// ```
@@ -39,7 +37,8 @@ pub struct AccountMap {
 #[derive(Clone, Default)]
 struct Maps {
     accounts: HashMap<String, Credentials>,
-    shared_keys: HashMap<String, Credentials>,
+    /// SharedKey id → the account it belongs to.
+    shared_keys: HashMap<String, String>,
 }
 
 impl AccountMap {
@@ -48,42 +47,39 @@ impl AccountMap {
         Self::default()
     }
 
-    /// Answers requests whose `AccountSid` is `account_sid` (and that name no SharedKey) with
-    /// `credentials`, replacing any earlier entry for it.
+    /// Answers requests whose `AccountSid` is `account_sid`, and requests signed with one of
+    /// the SharedKeys in `credentials` ([`Credentials::shared_key`]), with `credentials`
+    /// stamped with that account. Replaces any earlier entry for the account; a SharedKey id
+    /// already inserted under another account moves to this one.
     #[must_use]
     pub fn insert_account(
         mut self,
         account_sid: impl Into<String>,
         credentials: Credentials,
     ) -> Self {
-        Arc::make_mut(&mut self.inner)
-            .accounts
-            .insert(account_sid.into(), credentials);
-        self
-    }
-
-    /// Answers requests that name the SharedKey `key_id` with `credentials`, replacing any
-    /// earlier entry for it. `credentials` should hold that SharedKey's secret
-    /// ([`Credentials::shared_key`]): only it can verify such a request.
-    #[must_use]
-    pub fn insert_shared_key(
-        mut self,
-        key_id: impl Into<String>,
-        credentials: Credentials,
-    ) -> Self {
-        Arc::make_mut(&mut self.inner)
-            .shared_keys
-            .insert(key_id.into(), credentials);
+        let account_sid = account_sid.into();
+        let credentials = credentials.account(account_sid.as_str());
+        let maps = Arc::make_mut(&mut self.inner);
+        if let Some(old) = maps.accounts.remove(&account_sid) {
+            for key_id in old.shared_key_ids() {
+                maps.shared_keys.remove(key_id);
+            }
+        }
+        for key_id in credentials.shared_key_ids() {
+            maps.shared_keys
+                .insert(key_id.to_owned(), account_sid.clone());
+        }
+        maps.accounts.insert(account_sid, credentials);
         self
     }
 
     /// The credentials this map answers `request` with.
     fn lookup(&self, request: &ResolveRequest) -> Option<&Credentials> {
-        match (request.shared_key_id(), request.account_sid()) {
-            (Some(key_id), _) => self.inner.shared_keys.get(key_id),
-            (None, Some(account_sid)) => self.inner.accounts.get(account_sid),
-            (None, None) => None,
-        }
+        let account_sid = match request.shared_key_id() {
+            Some(key_id) => self.inner.shared_keys.get(key_id)?.as_str(),
+            None => request.account_sid()?,
+        };
+        self.inner.accounts.get(account_sid)
     }
 }
 
@@ -99,17 +95,12 @@ impl fmt::Debug for AccountMap {
     /// Lists the keys only; the credentials stay out of the output.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccountMap")
-            .field("accounts", &Keys(&self.inner.accounts))
-            .field("shared_keys", &Keys(&self.inner.shared_keys))
+            .field("accounts", &self.inner.accounts.keys().collect::<Vec<_>>())
+            .field(
+                "shared_keys",
+                &self.inner.shared_keys.keys().collect::<Vec<_>>(),
+            )
             .finish()
-    }
-}
-
-struct Keys<'a>(&'a HashMap<String, Credentials>);
-
-impl fmt::Debug for Keys<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
@@ -140,7 +131,10 @@ mod tests {
         AccountMap::new()
             .insert_account("AC1", tenant("one"))
             .insert_account("AC2", tenant("two"))
-            .insert_shared_key("key1", tenant("keyed"))
+            .insert_account(
+                "AC3",
+                tenant("keyed").shared_key("key1", Secret::new("shared").unwrap()),
+            )
     }
 
     #[tokio::test]
@@ -185,9 +179,43 @@ mod tests {
     #[test]
     fn clones_do_not_see_later_inserts() {
         let before = map();
-        let after = before.clone().insert_account("AC3", tenant("three"));
-        assert!(before.lookup(&request().with_account_sid("AC3")).is_none());
-        assert!(after.lookup(&request().with_account_sid("AC3")).is_some());
+        let after = before.clone().insert_account("AC4", tenant("four"));
+        assert!(before.lookup(&request().with_account_sid("AC4")).is_none());
+        assert!(after.lookup(&request().with_account_sid("AC4")).is_some());
+    }
+
+    #[tokio::test]
+    async fn every_entry_is_stamped_with_its_account() {
+        let mut map = map();
+        let by_key = map
+            .resolve(request().with_shared_key_id("key1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_key.account_sid(), Some("AC3"));
+        let by_sid = map
+            .resolve(request().with_account_sid("AC1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_sid.account_sid(), Some("AC1"));
+    }
+
+    #[test]
+    fn replacing_an_account_drops_its_old_shared_keys() {
+        let map = map().insert_account("AC3", tenant("keyed"));
+        assert!(map.lookup(&request().with_shared_key_id("key1")).is_none());
+        let moved = AccountMap::new()
+            .insert_account(
+                "AC1",
+                tenant("one").shared_key("k", Secret::new("s").unwrap()),
+            )
+            .insert_account(
+                "AC2",
+                tenant("two").shared_key("k", Secret::new("s").unwrap()),
+            );
+        let found = moved.lookup(&request().with_shared_key_id("k")).unwrap();
+        assert_eq!(found.account_sid(), Some("AC2"));
     }
 
     #[test]

@@ -215,9 +215,11 @@ impl ResolveRequest {
         Arc::get_mut(&mut self.inner).expect("just made unique")
     }
 
-    /// The `AccountSid` parameter: from the form body, the query of a `GET`, or the top level
-    /// of a JSON body. `None` when the request has none. Unverified: use it to choose
-    /// secrets, never to authorise.
+    /// The `AccountSid` the request names: in its form body, its query, or the top level of a
+    /// JSON body; `None` when it names none (an Event Streams array, say: look at the path or
+    /// host then). The middleware has already checked that it is `AC` + 32 hex digits and that
+    /// every place names the same one. Unverified: use it to choose secrets, never to
+    /// authorise; the answer's [`Credentials::account`] binds it once the signature checks.
     pub fn account_sid(&self) -> Option<&str> {
         self.inner.account_sid.as_deref()
     }
@@ -314,6 +316,7 @@ impl fmt::Debug for ResolveRequest {
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     tenant: Option<Arc<str>>,
+    account: Option<Arc<str>>,
     /// Shared, so that handing the same credentials to every request (a static resolver, a
     /// cache hit) copies a pointer, not the list.
     secrets: Arc<Vec<Credential>>,
@@ -346,6 +349,10 @@ impl Credentials {
     }
 
     /// Adds the secret of the SharedKey with id `key_id`, labelled `shared_key:<key_id>`.
+    ///
+    /// A SharedKey belongs to an account: it verifies a request only when these credentials
+    /// name it ([`account`](Self::account); [`AccountMap`] does that for its entries), and
+    /// only if the request names that account or none.
     #[must_use]
     pub fn shared_key(mut self, key_id: impl Into<Arc<str>>, secret: Secret) -> Self {
         let key_id = key_id.into();
@@ -355,6 +362,27 @@ impl Credentials {
             secret,
         });
         self
+    }
+
+    /// Names the Twilio account (`AC…`) these credentials belong to.
+    ///
+    /// A request that names another `AccountSid` is then refused
+    /// ([`AccountMismatch`](crate::RejectionKind::AccountMismatch)) even if one of these
+    /// secrets signed it, and a verified request reports this account. A [`shared_key`]
+    /// verifies only when the account is named: the settings header names the key, not the
+    /// account, so without it a tenant's SharedKey could vouch for a body that names any
+    /// account.
+    ///
+    /// [`shared_key`]: Self::shared_key
+    #[must_use]
+    pub fn account(mut self, account_sid: impl Into<Arc<str>>) -> Self {
+        self.account = Some(account_sid.into());
+        self
+    }
+
+    /// The account these credentials belong to, if named.
+    pub fn account_sid(&self) -> Option<&str> {
+        self.account.as_deref()
     }
 
     /// The tenant, if named.
@@ -370,6 +398,38 @@ impl Credentials {
     /// Whether there are no secrets.
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
+    }
+
+    /// The ids of the SharedKeys among these secrets.
+    pub(crate) fn shared_key_ids(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().filter_map(|c| match &c.kind {
+            CredentialKind::SharedKey { key_id } => Some(&**key_id),
+            CredentialKind::AuthToken => None,
+        })
+    }
+
+    /// Roughly the heap memory these credentials hold, for [`Cache`]'s weigher: names,
+    /// labels, secrets and the HMAC key states each secret may cache.
+    pub(crate) fn approximate_size(&self) -> usize {
+        const PER_SECRET: usize = 512;
+        let names = self.tenant.as_deref().map_or(0, str::len)
+            + self.account.as_deref().map_or(0, str::len);
+        let secrets: usize = self
+            .secrets
+            .iter()
+            .map(|c| {
+                let key_id = match &c.kind {
+                    CredentialKind::SharedKey { key_id } => key_id.len(),
+                    CredentialKind::AuthToken => 0,
+                };
+                PER_SECRET + c.label.len() + key_id + c.secret.expose_secret().len()
+            })
+            .sum();
+        std::mem::size_of::<Self>() + names + secrets
+    }
+
+    pub(crate) fn account_arc(&self) -> Option<&Arc<str>> {
+        self.account.as_ref()
     }
 
     pub(crate) fn tenant_arc(&self) -> Option<&Arc<str>> {

@@ -120,3 +120,61 @@ fn the_layer_adds_a_fixed_handful_of_allocations_to_verification() {
         assert!(added <= 7, "{}: {added}", payload.name);
     }
 }
+
+/// Peak heap bytes held while parsing `body` as a form.
+fn parse_peak(body: &[u8]) -> u64 {
+    allocation_counter::measure(|| {
+        std::hint::black_box(tower_twilio::form::Params::parse(body));
+    })
+    .bytes_max
+}
+
+// Parsing allocates the decoded text (the body's length) and a pair index of 16 bytes per
+// non-empty piece, sized exactly. Issue 14's attack was a 64 KiB body of `&`s, whose index was
+// sized by the `&` count: 2.16 MB, 33 times the body. The bound for Twilio's own bodies (and for
+// `&` runs) is twice the body; one-byte pairs, the worst case, cost 9 times.
+#[test]
+fn parsing_a_form_holds_at_most_about_twice_the_body() {
+    const SIZE: usize = 64 * 1024;
+    let ampersands = vec![b'&'; SIZE];
+    let peak = parse_peak(&ampersands);
+    println!("peak bytes parsing 64 KiB of '&': {peak}");
+    assert!(peak <= 2 * SIZE as u64, "{peak}");
+
+    for payload in PAYLOADS.iter().filter(|p| !p.content_type.contains("json")) {
+        let peak = parse_peak(payload.body);
+        let ratio = peak as f64 / payload.body.len() as f64;
+        println!(
+            "peak bytes parsing {} ({} bytes): {peak} ({ratio:.2}x)",
+            payload.name,
+            payload.body.len()
+        );
+        assert!(
+            peak <= 2 * payload.body.len() as u64,
+            "{}: {peak}",
+            payload.name
+        );
+    }
+
+    // A realistic webhook grown to 64 KiB: many long-ish pairs.
+    let mut big = String::new();
+    let mut i = 0;
+    while big.len() < SIZE - 64 {
+        big.push_str(&format!(
+            "MediaUrl{i}=https%3A%2F%2Fapi.twilio.com%2Fmedia%2FME{i:030}&"
+        ));
+        i += 1;
+    }
+    let peak = parse_peak(big.as_bytes());
+    println!(
+        "peak bytes parsing {} bytes of media URLs: {peak}",
+        big.len()
+    );
+    assert!(peak <= 2 * big.len() as u64, "{peak}");
+
+    // The worst case, documented on `Params::parse`: one-byte pairs.
+    let tiny: Vec<u8> = b"a&".iter().copied().cycle().take(SIZE).collect();
+    let peak = parse_peak(&tiny);
+    println!("peak bytes parsing 64 KiB of 'a&': {peak}");
+    assert!(peak <= 9 * SIZE as u64 + 1024, "{peak}");
+}

@@ -18,7 +18,7 @@ use tower_twilio::{
     Credentials, DEFAULT_DIAGNOSES_PER_SECOND, PeerAddr, PublicUrl, Rejection, RejectionKind,
     TwilioSignatureLayer, VerifiedBody,
     events::log::{OnWebhook, WebhookLogEntry, WebhookStage},
-    public_url::{ForwardedHeaders, Scheme},
+    public_url::{ForwardedField, ForwardedHeaders, Scheme},
 };
 
 use crate::support::{RecordingSink, SMS_BODY, body_string, sign_form, token};
@@ -99,18 +99,23 @@ fn cases() -> Vec<Case> {
             expected_fix: "set PublicUrl::fixed(\"https://abc123.ngrok-free.app\")",
         },
         Case {
-            cause: "a proxy strips a path prefix and sends `X-Forwarded-Prefix`, which the app does not trust",
+            cause: "a trusted proxy strips a path prefix and sends `X-Forwarded-Prefix`, a field the app does not read",
             public_url: PublicUrl::trust_forwarded(
-                ForwardedHeaders::x_forwarded()
+                ForwardedHeaders::new()
+                    .read(ForwardedField::XForwardedProto)
                     .trust_proxy("10.0.0.0/8")
                     .unwrap(),
             ),
             signed_url: "https://api.example.com/app/twilio/sms",
             target: "/twilio/sms",
-            headers: &[("host", "api.example.com"), ("x-forwarded-prefix", "/app")],
-            peer: Some([192, 0, 2, 10]),
+            headers: &[
+                ("host", "api.example.com"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-prefix", "/app"),
+            ],
+            peer: Some([10, 0, 0, 7]),
             expected_fix: "set PublicUrl::fixed(\"https://api.example.com/app\"), or trust \
-                           X-Forwarded-Prefix from 192.0.2.10/32",
+                           X-Forwarded-Prefix from 10.0.0.7/32",
         },
         Case {
             cause: "the console URL ends in `/`, something in front of the app removes it",
@@ -351,7 +356,6 @@ async fn the_guide_shows_the_diagnoses_the_layer_prints() {
     for case in cases() {
         let fix = run(&case).await.expect("a diagnosis");
         table.push_str(&format!(
-            // A code span: the fix holds URLs, which rustdoc would flag as bare links.
             "| {} | `{}` | `{}` |\n",
             case.cause,
             case.signed_url,

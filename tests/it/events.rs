@@ -30,6 +30,15 @@ fn with_context(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
     request
 }
 
+/// Replaces the body of a signed form POST, signed again for the new body.
+fn resign(request: &mut Request<Full<Bytes>>, body: &str) {
+    let signature = sign_form(&token(), &format!("{PUBLIC}/twilio/sms"), body);
+    request
+        .headers_mut()
+        .insert("x-twilio-signature", signature.parse().unwrap());
+    *request.body_mut() = Full::new(Bytes::from(body.to_owned()));
+}
+
 /// One request per rejection reason; each emits exactly one event with every context field.
 #[tokio::test]
 async fn each_rejection_reason_emits_one_event_with_its_context() {
@@ -82,10 +91,14 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
                 .insert("content-type", "application/json".parse().unwrap());
             r.headers_mut()
                 .insert("x-twilio-signature", sig.parse().unwrap());
-            *r.body_mut() = Full::new(Bytes::from_static(b"{\"AccountSid\":\"AC0123\"}"));
+            *r.body_mut() = Full::new(Bytes::from_static(
+                b"{\"AccountSid\":\"AC0123ffffffffffffffffffffffffffff\"}",
+            ));
         }),
         (RejectionKind::UnknownAccount, |r| {
-            *r.body_mut() = Full::new(Bytes::from_static(b"AccountSid=AC_UNKNOWN"));
+            *r.body_mut() = Full::new(Bytes::from_static(
+                b"AccountSid=ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+            ));
         }),
         (RejectionKind::UnknownSharedKey, |r| {
             r.headers_mut().insert(
@@ -99,16 +112,52 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
         (RejectionKind::BodyTooLarge, |r| {
             *r.body_mut() = Full::new(Bytes::from(vec![b'a'; 70_000]));
         }),
+        (RejectionKind::MethodNotAllowed, |r| {
+            *r.method_mut() = http::Method::PUT;
+        }),
+        (RejectionKind::ConflictingAccountSid, |r| {
+            let body = format!("{SMS_BODY}&AccountSid=ACcccccccccccccccccccccccccccccccc");
+            resign(r, &body);
+        }),
+        (RejectionKind::InvalidAccountSid, |r| {
+            resign(
+                r,
+                &SMS_BODY.replace("AccountSid=AC0123ffff", "AccountSid=AC0123"),
+            );
+        }),
+        (RejectionKind::InvalidSharedKeyId, |r| {
+            r.headers_mut().insert(
+                "x-twilio-webhooks-signature-settings",
+                "key=no/slashes,algorithm=HMAC_SHA1".parse().unwrap(),
+            );
+        }),
+        (RejectionKind::AccountMismatch, |r| {
+            // Signed with acme's token, naming an account acme's credentials do not own.
+            let body = SMS_BODY.replace(
+                "AccountSid=AC0123ffffffffffffffffffffffffffff",
+                "AccountSid=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            );
+            resign(r, &body);
+        }),
         (RejectionKind::ResolverFailed, |r| {
-            *r.body_mut() = Full::new(Bytes::from_static(b"AccountSid=AC_BROKEN"));
+            *r.body_mut() = Full::new(Bytes::from_static(
+                b"AccountSid=ACdddddddddddddddddddddddddddddddd",
+            ));
         }),
     ];
     let resolver = |req: ResolveRequest| async move {
         let result: Resolution = match req.account_sid() {
-            Some("AC_BROKEN") => Err("lookup timed out".into()),
-            Some("AC0123") => Ok(Some(
+            Some("ACdddddddddddddddddddddddddddddddd") => Err("lookup timed out".into()),
+            Some("AC0123ffffffffffffffffffffffffffff") => Ok(Some(
                 Credentials::new()
                     .tenant("acme")
+                    .auth_token("primary", token()),
+            )),
+            // A resolver that maps this SID to the credentials of another account.
+            Some("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa") => Ok(Some(
+                Credentials::new()
+                    .tenant("acme")
+                    .account("AC0123ffffffffffffffffffffffffffff")
                     .auth_token("primary", token()),
             )),
             _ => Ok(None),
@@ -136,7 +185,12 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
         assert_eq!(event.event_type(), kind.as_str());
         assert_eq!(event.outcome, Outcome::Rejected);
         assert_eq!(event.provider, "twilio");
-        assert_eq!(event.method, http::Method::POST, "{kind:?}");
+        let method = if kind == RejectionKind::MethodNotAllowed {
+            http::Method::PUT
+        } else {
+            http::Method::POST
+        };
+        assert_eq!(event.method, method, "{kind:?}");
         assert_eq!(
             event.user_agent.as_deref(),
             Some("TwilioProxy/1.1"),
@@ -155,14 +209,19 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
             | RejectionKind::BodyHashMismatch
             | RejectionKind::UnknownAccount
             | RejectionKind::UnknownSharedKey
-            | RejectionKind::ResolverFailed => Severity::Critical,
+            | RejectionKind::ResolverFailed
+            | RejectionKind::ConflictingAccountSid
+            | RejectionKind::AccountMismatch => Severity::Critical,
             RejectionKind::BodyTooLarge => Severity::Info,
             _ => Severity::Warning,
         };
         assert_eq!(event.severity, expected_severity, "{kind:?}");
         if kind == RejectionKind::SignatureMismatch {
             assert_eq!(event.tenant_id.as_deref(), Some("acme"));
-            assert_eq!(event.account_sid.as_deref(), Some("AC0123"));
+            assert_eq!(
+                event.account_sid.as_deref(),
+                Some("AC0123ffffffffffffffffffffffffffff")
+            );
         }
         let shown = format!("{event:?}");
         for secret in [
@@ -210,7 +269,7 @@ async fn tracing_events_are_structured_and_the_docs_show_a_real_one() {
     assert_eq!(entry["event_type"], "signature_mismatch");
     assert_eq!(entry["outcome"], "rejected");
     assert_eq!(entry["tenant_id"], "acme");
-    assert_eq!(entry["account_sid"], "AC0123");
+    assert_eq!(entry["account_sid"], "AC0123ffffffffffffffffffffffffffff");
     assert_eq!(entry["client_ip"], "198.51.100.7");
     assert_eq!(entry["url"], "https://api.example.com/twilio/sms");
     assert_eq!(entry["request_id"], "req-42");

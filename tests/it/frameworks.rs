@@ -146,7 +146,7 @@ async fn axum_route_layer_verifies_only_the_webhook_route() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
-        format!("AC0123|Hello \u{1F44B} world|127.0.0.1|{SMS_BODY}")
+        format!("AC0123ffffffffffffffffffffffffffff|Hello \u{1F44B} world|127.0.0.1|{SMS_BODY}")
     );
     assert!(sink.events().is_empty());
 
@@ -255,7 +255,10 @@ async fn hyper_server_with_peer_addr_per_connection() {
 
     let (status, body) = send(addr, signed_post("/twilio/sms", SMS_BODY)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, format!("AC0123|127.0.0.1|{SMS_BODY}"));
+    assert_eq!(
+        body,
+        format!("AC0123ffffffffffffffffffffffffffff|127.0.0.1|{SMS_BODY}")
+    );
     assert!(sink.events().is_empty());
 
     let (status, body) = send(addr, forged_post("/twilio/sms")).await;
@@ -341,7 +344,10 @@ async fn tonic_serves_grpc_health_and_the_webhook_on_one_port() {
     // The webhook over HTTP/1.1 on the same port, as Twilio sends it.
     let (status, body) = send(addr, signed_post("/twilio/sms", SMS_BODY)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, "AC0123|Hello \u{1F44B} world");
+    assert_eq!(
+        body,
+        "AC0123ffffffffffffffffffffffffffff|Hello \u{1F44B} world"
+    );
     assert!(sink.events().is_empty());
 
     let (status, _) = send(addr, forged_post("/twilio/sms")).await;

@@ -31,7 +31,7 @@ use tower_twilio::{
     Credentials, PeerAddr, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
     events::{Outcome, TracingSink},
     form::Params,
-    public_url::{ForwardedHeaders, Scheme},
+    public_url::{ForwardedField, ForwardedHeaders, Scheme},
     signature::{Algorithm, sign},
 };
 
@@ -54,6 +54,7 @@ type Layer = TwilioSignatureLayer<Credentials, RecordingSink>;
 
 fn credentials() -> Credentials {
     Credentials::new()
+        .account("AC0123ffffffffffffffffffffffffffff")
         .auth_token("primary", token())
         .shared_key(SHARED_KEY_ID, Secret::new(SHARED_SECRET).unwrap())
 }
@@ -70,7 +71,17 @@ fn request_host(sink: &RecordingSink) -> Layer {
 }
 
 fn behind_proxy(sink: &RecordingSink) -> Layer {
-    let headers = ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap();
+    let headers = ForwardedHeaders::new()
+        .read(ForwardedField::ForwardedProto)
+        .read(ForwardedField::ForwardedHost)
+        .read(ForwardedField::ForwardedFor)
+        .read(ForwardedField::XForwardedProto)
+        .read(ForwardedField::XForwardedHost)
+        .read(ForwardedField::XForwardedPort)
+        .read(ForwardedField::XForwardedPrefix)
+        .read(ForwardedField::XForwardedFor)
+        .trust_proxy("10.0.0.0/8")
+        .unwrap();
     TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::trust_forwarded(headers))
         .on_security_event(sink.clone())
@@ -148,7 +159,7 @@ fn from_peer(mut request: Request<Full<Bytes>>, peer: &str) -> Request<Full<Byte
 /// A body whose signature contains `+` or `/`, so that its base64url spelling differs.
 fn body_with_non_url_safe_signature() -> (String, String) {
     (0..)
-        .map(|i| format!("Body=probe{i}&AccountSid=AC0123"))
+        .map(|i| format!("Body=probe{i}&AccountSid=AC0123ffffffffffffffffffffffffffff"))
         .map(|body| {
             let signature = sig(&format!("{PUBLIC}/twilio/sms"), body.as_bytes());
             (body, signature)
@@ -681,7 +692,7 @@ impl Body for FailingBody {
         }
         self.sent = true;
         Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-            b"AccountSid=AC0123&Bo",
+            b"AccountSid=AC0123ffffffffffffffffffffffffffff&Bo",
         )))))
     }
 }
@@ -710,8 +721,9 @@ async fn body_that_errors_mid_stream_is_a_400() {
 
 /// Header values cannot hold CR, LF or other control characters (`http` refuses them), but the
 /// unverified `AccountSid` comes from the body and can hold anything, and header values can
-/// hold quotes, markup and bytes that are not UTF-8. All of it must reach the event as field
-/// data, not be spliced into the message, and the JSON log must stay one valid line per event.
+/// hold quotes, markup and bytes that are not UTF-8. A malformed `AccountSid` is refused before
+/// any lookup and never recorded; the rest must reach the event as field data, not be spliced
+/// into the message, and the JSON log must stay one valid line per event.
 #[tokio::test(flavor = "current_thread")]
 async fn injected_values_stay_data_in_events_and_json_logs() {
     let (captured, _guard) = capture_json_logs();
@@ -731,7 +743,7 @@ async fn injected_values_stay_data_in_events_and_json_logs() {
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed(PUBLIC).unwrap())
         .on_security_event((TracingSink::new(), sink.clone()));
-    // Signed for another body: a signature mismatch, reported with the unverified AccountSid.
+    // The malformed AccountSid is refused before any lookup, and stays out of the event.
     let request = with_header(
         without_header(
             post_signed_for("/twilio/sms?q=%22%3Cscript%3E", &body, "/twilio/sms", "x=1"),
@@ -753,8 +765,8 @@ async fn injected_values_stay_data_in_events_and_json_logs() {
     let events = sink.events();
     assert_eq!(events.len(), 1);
     let event = &events[0];
-    assert_eq!(event.reason, RejectionKind::SignatureMismatch);
-    assert_eq!(event.account_sid.as_deref(), Some(evil_sid));
+    assert_eq!(event.reason, RejectionKind::InvalidAccountSid);
+    assert_eq!(event.account_sid, None);
     assert_eq!(event.user_agent.as_deref(), Some(long_agent.as_str()));
     assert_eq!(
         event.request_id.as_deref(),
@@ -771,14 +783,17 @@ async fn injected_values_stay_data_in_events_and_json_logs() {
     assert_eq!(lines.len(), 1, "one line per event: {output}");
     assert!(!lines[0].contains('\r'));
     let entry: serde_json::Value = serde_json::from_str(lines[0]).expect("valid JSON");
-    assert_eq!(entry["message"], "twilio webhook signature_mismatch");
-    assert_eq!(entry["account_sid"], evil_sid);
+    assert_eq!(entry["message"], "twilio webhook invalid_account_sid");
+    assert!(
+        !output.contains("RED"),
+        "the malformed AccountSid is not logged"
+    );
     assert_eq!(entry["user_agent"], long_agent.as_str());
     assert_eq!(
         entry["request_id"],
         String::from_utf8_lossy(request_id).as_ref()
     );
-    assert_eq!(entry["level"], "ERROR");
+    assert_eq!(entry["level"], "WARN");
     assert!(entry.get("forged").is_none());
 }
 

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod allocations;
+mod binding;
 mod doctor;
 mod events;
 mod frameworks;

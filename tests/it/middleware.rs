@@ -17,7 +17,7 @@ use tower_twilio::{
     VerifiedWebhook,
     events::Outcome,
     form::Params,
-    public_url::ForwardedHeaders,
+    public_url::{ForwardedField, ForwardedHeaders},
     resolver::ResolveRequest,
     signature::{Algorithm, sign, url_with_body_sha256},
 };
@@ -74,7 +74,10 @@ async fn signed_request_reaches_the_handler_with_the_same_bytes() {
         .get::<VerifiedWebhook>()
         .cloned()
         .expect("verified context");
-    assert_eq!(webhook.account_sid(), Some("AC0123"));
+    assert_eq!(
+        webhook.account_sid(),
+        Some("AC0123ffffffffffffffffffffffffffff")
+    );
     assert_eq!(webhook.tenant_id(), Some("acme"));
     assert_eq!(webhook.credential(), "primary");
     assert_eq!(webhook.algorithm(), Algorithm::HmacSha1);
@@ -296,7 +299,10 @@ async fn resolver_outcomes_are_kept_apart() {
         RejectionKind::UnknownAccount,
         StatusCode::FORBIDDEN,
     );
-    assert_eq!(sink.events()[0].account_sid.as_deref(), Some("AC0123"));
+    assert_eq!(
+        sink.events()[0].account_sid.as_deref(),
+        Some("AC0123ffffffffffffffffffffffffffff")
+    );
 
     // Lookup failed: 503, one event, handler never runs.
     let sink = RecordingSink::default();
@@ -347,23 +353,28 @@ async fn the_resolver_sees_the_account_sid_of_form_get_and_json_requests() {
         StatusCode::OK
     );
 
-    let get_url = format!("{PUBLIC}/twilio/voice?CallSid=CA1&AccountSid=AC_GET&From=%2B1415");
+    let get_url = format!(
+        "{PUBLIC}/twilio/voice?CallSid=CA1&AccountSid=AC11111111111111111111111111111111&From=%2B1415"
+    );
     let get_sig = sign(
         token().expose_secret(),
         Algorithm::HmacSha1,
         &get_url,
         Params::default().iter(),
     );
-    let get = Request::get("/twilio/voice?CallSid=CA1&AccountSid=AC_GET&From=%2B1415")
-        .header("x-twilio-signature", get_sig)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let get = Request::get(
+        "/twilio/voice?CallSid=CA1&AccountSid=AC11111111111111111111111111111111&From=%2B1415",
+    )
+    .header("x-twilio-signature", get_sig)
+    .body(Full::new(Bytes::new()))
+    .unwrap();
     let response = service.clone().oneshot(get).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
     assert_eq!(webhook.params().get("From"), Some("+1415"));
 
-    let json = br#"{"AccountSid":"AC_JSON","MessageStatus":"delivered"}"#;
+    let json =
+        br#"{"AccountSid":"AC22222222222222222222222222222222","MessageStatus":"delivered"}"#;
     let json_url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), json);
     let json_sig = sign(
         token().expose_secret(),
@@ -384,9 +395,9 @@ async fn the_resolver_sees_the_account_sid_of_form_get_and_json_requests() {
     assert_eq!(
         seen,
         [
-            Some("AC0123".to_owned()),
-            Some("AC_GET".to_owned()),
-            Some("AC_JSON".to_owned())
+            Some("AC0123ffffffffffffffffffffffffffff".to_owned()),
+            Some("AC11111111111111111111111111111111".to_owned()),
+            Some("AC22222222222222222222222222222222".to_owned())
         ]
     );
 }
@@ -407,9 +418,8 @@ async fn two_tenants_accept_exactly_what_their_secrets_signed() {
         .auth_token("primary", tenant_b_token.clone())
         .shared_key("webhooks_sharedkey_b1", shared_key.clone());
     let resolver = tower_twilio::resolver::AccountMap::new()
-        .insert_account("AC_A", rotating)
-        .insert_account("AC_B", on_shared_keys.clone())
-        .insert_shared_key("webhooks_sharedkey_b1", on_shared_keys);
+        .insert_account("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", rotating)
+        .insert_account("ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", on_shared_keys);
     let sink = RecordingSink::default();
     let service = ServiceBuilder::new()
         .layer(
@@ -447,45 +457,80 @@ async fn two_tenants_accept_exactly_what_their_secrets_signed() {
     )> = vec![
         (
             "A new token",
-            request("AC_A", &new, Algorithm::HmacSha1, None),
+            request(
+                "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                &new,
+                Algorithm::HmacSha1,
+                None,
+            ),
             Ok(("tenant-a", "primary")),
         ),
         (
             "A old token",
-            request("AC_A", &old, Algorithm::HmacSha1, None),
+            request(
+                "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                &old,
+                Algorithm::HmacSha1,
+                None,
+            ),
             Ok(("tenant-a", "secondary")),
         ),
         (
             "A signed by B",
-            request("AC_A", &tenant_b_token, Algorithm::HmacSha1, None),
+            request(
+                "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                &tenant_b_token,
+                Algorithm::HmacSha1,
+                None,
+            ),
             Err(RejectionKind::SignatureMismatch),
         ),
         (
             "B auth token",
-            request("AC_B", &tenant_b_token, Algorithm::HmacSha1, None),
+            request(
+                "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                &tenant_b_token,
+                Algorithm::HmacSha1,
+                None,
+            ),
             Ok(("tenant-b", "primary")),
         ),
         (
             "B shared key",
-            request("AC_B", &shared_key, Algorithm::HmacSha256, settings),
+            request(
+                "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                &shared_key,
+                Algorithm::HmacSha256,
+                settings,
+            ),
             Ok(("tenant-b", "shared_key:webhooks_sharedkey_b1")),
         ),
         // The settings header pins the SharedKey: the auth token is never tried for it.
         (
             "B auth token under settings",
-            request("AC_B", &tenant_b_token, Algorithm::HmacSha256, settings),
+            request(
+                "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                &tenant_b_token,
+                Algorithm::HmacSha256,
+                settings,
+            ),
             Err(RejectionKind::SignatureMismatch),
         ),
         // And a SharedKey signature without the header is not accepted as an auth-token one.
         (
             "B shared key without settings",
-            request("AC_B", &shared_key, Algorithm::HmacSha1, None),
+            request(
+                "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+                &shared_key,
+                Algorithm::HmacSha1,
+                None,
+            ),
             Err(RejectionKind::SignatureMismatch),
         ),
         (
             "unknown key id",
             request(
-                "AC_B",
+                "ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
                 &shared_key,
                 Algorithm::HmacSha256,
                 Some("key=nope,algorithm=HMAC_SHA256"),
@@ -494,7 +539,12 @@ async fn two_tenants_accept_exactly_what_their_secrets_signed() {
         ),
         (
             "unknown account",
-            request("AC_C", &new, Algorithm::HmacSha1, None),
+            request(
+                "ACcccccccccccccccccccccccccccccccc",
+                &new,
+                Algorithm::HmacSha1,
+                None,
+            ),
             Err(RejectionKind::UnknownAccount),
         ),
     ];
@@ -549,7 +599,12 @@ async fn report_only_mode_passes_failures_on_and_reports_them() {
 #[tokio::test]
 async fn forwarded_headers_only_matter_from_trusted_peers() {
     let public = PublicUrl::trust_forwarded(
-        ForwardedHeaders::x_forwarded()
+        ForwardedHeaders::new()
+            .read(ForwardedField::XForwardedProto)
+            .read(ForwardedField::XForwardedHost)
+            .read(ForwardedField::XForwardedPort)
+            .read(ForwardedField::XForwardedPrefix)
+            .read(ForwardedField::XForwardedFor)
             .trust_proxy("10.0.0.0/8")
             .unwrap(),
     );
@@ -601,7 +656,17 @@ async fn forwarded_headers_only_matter_from_trusted_peers() {
     let sink = RecordingSink::default();
     let spoof_layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
         .public_url(PublicUrl::trust_forwarded(
-            ForwardedHeaders::both().trust_proxy("10.0.0.0/8").unwrap(),
+            ForwardedHeaders::new()
+                .read(ForwardedField::ForwardedProto)
+                .read(ForwardedField::ForwardedHost)
+                .read(ForwardedField::ForwardedFor)
+                .read(ForwardedField::XForwardedProto)
+                .read(ForwardedField::XForwardedHost)
+                .read(ForwardedField::XForwardedPort)
+                .read(ForwardedField::XForwardedPrefix)
+                .read(ForwardedField::XForwardedFor)
+                .trust_proxy("10.0.0.0/8")
+                .unwrap(),
         ))
         .on_security_event(sink.clone());
     let mut request = signed_post("/twilio/sms", SMS_BODY);

@@ -444,7 +444,8 @@ pub(crate) mod layer {
 
     /// A JSON webhook signed through `bodySHA256`.
     pub(crate) fn json() -> Request<Full<Bytes>> {
-        let json = br#"{"AccountSid":"AC0123","MessageStatus":"delivered"}"#;
+        let json =
+            br#"{"AccountSid":"AC0123ffffffffffffffffffffffffffff","MessageStatus":"delivered"}"#;
         let url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), json);
         let signature = sign(
             token().expose_secret(),
@@ -477,7 +478,10 @@ pub(crate) mod layer {
         assert_eq!(events[0].event_type(), "replay_suppressed");
         assert_eq!(events[0].outcome, Outcome::Suppressed);
         assert_eq!(events[0].severity, Severity::Info);
-        assert_eq!(events[0].account_sid.as_deref(), Some("AC0123"));
+        assert_eq!(
+            events[0].account_sid.as_deref(),
+            Some("AC0123ffffffffffffffffffffffffffff")
+        );
         assert_eq!(events[0].tenant_id.as_deref(), Some("acme"));
         assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
     }

@@ -43,18 +43,21 @@ pub fn resolver(
                     let Some(key) = db.shared_key(&key_id).await? else {
                         return Ok(None);
                     };
-                    return Ok(Some(
-                        Credentials::new()
-                            .tenant(key.tenant_id)
-                            .shared_key(key_id, secret_of(key.secret, "SharedKey secret")?),
-                    ));
+                    let mut credentials = Credentials::new()
+                        .tenant(key.tenant_id)
+                        .shared_key(key_id, secret_of(key.secret, "SharedKey secret")?);
+                    // The key verifies requests for its tenant's account only.
+                    if let Some(account_sid) = key.account_sid {
+                        credentials = credentials.account(account_sid);
+                    }
+                    return Ok(Some(credentials));
                 }
                 let Some(account_sid) = account_sid else {
                     return Ok(None);
                 };
                 db.preferred_tokens(&account_sid)
                     .await?
-                    .map(credentials)
+                    .map(|tokens| credentials(tokens, &account_sid))
                     .transpose()
             }
         }
@@ -69,7 +72,7 @@ pub fn resolver(
                     (Some(account_sid), None) => db
                         .legacy_token(&account_sid)
                         .await?
-                        .map(credentials)
+                        .map(|tokens| credentials(tokens, &account_sid))
                         .transpose(),
                     _ => Ok(None),
                 }
@@ -92,10 +95,11 @@ fn ids(request: &ResolveRequest) -> (Option<String>, Option<String>) {
 }
 
 /// The primary token, and the secondary one during a rotation, labelled so that the log shows
-/// which one matched.
-fn credentials(tokens: TenantTokens) -> Result<Credentials, BoxError> {
+/// which one matched; they belong to `account_sid`, the account they were found under.
+fn credentials(tokens: TenantTokens, account_sid: &str) -> Result<Credentials, BoxError> {
     let mut credentials = Credentials::new()
         .tenant(tokens.tenant_id)
+        .account(account_sid)
         .auth_token("primary", secret_of(tokens.primary_token, "auth token")?);
     if let Some(secondary) = tokens.secondary_token.filter(|s| !s.is_empty()) {
         credentials = credentials.auth_token("secondary", secret_of(secondary, "auth token")?);

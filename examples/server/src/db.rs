@@ -402,12 +402,20 @@ impl Db {
         .await
     }
 
-    /// A SharedKey's tenant and secret by key id.
+    /// A SharedKey's tenant, the tenant's account, and the secret, by key id. A SharedKey
+    /// belongs to an account: the tenant's `AccountSid` (preferred source first), without
+    /// which the layer lets the key verify nothing.
     pub async fn shared_key(&self, key_id: &str) -> Result<Option<SharedKeySecret>, sqlx::Error> {
-        sqlx::query_as("SELECT tenant_id, secret FROM shared_keys WHERE key_id = $1")
-            .bind(key_id)
-            .fetch_optional(&self.pool)
-            .await
+        sqlx::query_as(
+            "SELECT k.tenant_id, k.secret, COALESCE(s.account_sid, t.account_sid) AS account_sid
+             FROM shared_keys k
+             JOIN tenants t ON t.id = k.tenant_id
+             LEFT JOIN tenant_settings s ON s.tenant_id = k.tenant_id
+             WHERE k.key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     // ---- tenants -----------------------------------------------------------------------
@@ -871,12 +879,15 @@ pub struct SharedKeySecret {
     pub tenant_id: String,
     /// The secret.
     pub secret: String,
+    /// The tenant's `AccountSid`: the account the key verifies requests for.
+    pub account_sid: Option<String>,
 }
 
 impl fmt::Debug for SharedKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedKeySecret")
             .field("tenant_id", &self.tenant_id)
+            .field("account_sid", &self.account_sid)
             .finish_non_exhaustive()
     }
 }

@@ -53,7 +53,7 @@ use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 use tower_twilio::{
     BoxError, PublicUrl, TwilioSignatureLayer,
     events::{OnSecurityEvent, SecurityEvent, TracingSink},
-    public_url::ForwardedHeaders,
+    public_url::{ForwardedField, ForwardedHeaders},
     replay::ReplayGuard,
 };
 
@@ -82,8 +82,13 @@ pub const DEFAULT_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(30);
 pub enum PublicUrlConfig {
     /// `PUBLIC_URL`: the base URL entered in the Twilio console (recommended).
     Fixed(String),
-    /// Trusted proxies: `Forwarded` / `X-Forwarded-*` from these networks only.
-    TrustForwarded(Vec<String>),
+    /// Trusted proxies: the forwarded fields named, from these networks only.
+    TrustForwarded {
+        /// The proxy networks (CIDRs or addresses).
+        proxies: Vec<String>,
+        /// The fields those proxies set (`x-forwarded-proto` unless told more).
+        fields: Vec<ForwardedField>,
+    },
     /// Nothing configured: `http://<bind address>:<port>`, for local testing.
     Local,
 }
@@ -219,10 +224,13 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             PublicUrl::fixed(base)?,
             Some(base.trim_end_matches('/').to_owned()),
         ),
-        PublicUrlConfig::TrustForwarded(cidrs) => {
-            let mut headers = ForwardedHeaders::both();
-            for cidr in cidrs {
+        PublicUrlConfig::TrustForwarded { proxies, fields } => {
+            let mut headers = ForwardedHeaders::new();
+            for cidr in proxies {
                 headers = headers.trust_proxy(cidr)?;
+            }
+            for field in fields {
+                headers = headers.read(*field);
             }
             (PublicUrl::trust_forwarded(headers), None)
         }

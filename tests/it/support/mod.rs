@@ -20,7 +20,7 @@ pub(crate) const PUBLIC: &str = "https://api.example.com";
 pub(crate) const SMS_BODY: &str = "ToCountry=US&ToState=CA&SmsMessageSid=SM0123&NumMedia=0\
     &ToCity=&FromZip=94105&SmsSid=SM0123&FromState=CA&SmsStatus=received&FromCity=SAN+FRANCISCO\
     &Body=Hello+%F0%9F%91%8B+world&FromCountry=US&To=%2B14155550199&ToZip=&NumSegments=1\
-    &MessageSid=SM0123&AccountSid=AC0123&From=%2B14155550100&ApiVersion=2010-04-01";
+    &MessageSid=SM0123&AccountSid=AC0123ffffffffffffffffffffffffffff&From=%2B14155550100&ApiVersion=2010-04-01";
 
 pub(crate) fn token() -> Secret {
     Secret::new(TOKEN).unwrap()

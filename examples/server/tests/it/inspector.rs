@@ -414,7 +414,9 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         row[1],
         "/twilio/<script>alert(1)</script>?q=<script>alert(2)</script>"
     );
-    assert_eq!(row[3], "<script>alert(4)</script>");
+    // A malformed AccountSid is refused before any lookup and never recorded.
+    assert_eq!(row[3], "");
+    assert_eq!(row[5], "invalid_account_sid");
     assert_eq!(row[4], "<script>alert(3)</script>");
     // Shown as text: the only script element is the page's own, and no dialog opened.
     let scripts = browser

@@ -14,8 +14,9 @@ use crate::support::{ACCOUNT, Server, TOKEN, TestDb, on_both_databases};
 use tower_twilio_example_server::twilio_presets::Preset;
 
 on_both_databases! {
-    /// A forged request with huge fields is stored with each field capped; client IP and
-    /// request id are stored and shown.
+    /// A forged request with huge fields is stored with each field capped (a malformed
+    /// AccountSid is refused before any lookup and not stored at all); a verified one's
+    /// parameters are capped too; client IP and request id are stored and shown.
     oversized_fields_are_capped_and_client_ip_and_request_id_kept;
 }
 
@@ -34,19 +35,25 @@ async fn oversized_fields_are_capped_and_client_ip_and_request_id_kept(db: TestD
         .unwrap();
     let (code, _, _) = server.request(forged).await;
     assert_eq!(code, StatusCode::FORBIDDEN);
-    // A webhook without a request id gets one.
-    let sms = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[]);
+    // A webhook without a request id gets one; its (signed) huge MessageSid is capped.
+    let huge_message_sid = format!("SM{}", "9".repeat(5_000));
+    let sms = server.webhook(
+        &Preset::Sms,
+        ACCOUNT,
+        TOKEN,
+        &[("MessageSid", huge_message_sid.as_str())],
+    );
     assert_eq!(server.send(&sms).await.0, StatusCode::OK);
 
     let log = server.webhooks(10).await;
     let forged = &log[1];
     assert_eq!(forged["outcome"], "rejected");
-    for (field, cap) in [
-        ("account_sid", 64),
-        ("query", 1024),
-        ("user_agent", 256),
-        ("path", 1024),
-    ] {
+    assert_eq!(forged["rejection_reason"], "invalid_account_sid");
+    assert_eq!(forged["account_sid"], serde_json::Value::Null);
+    let message_sid = log[0]["message_sid"].as_str().unwrap();
+    assert_eq!(message_sid.chars().count(), 65, "{message_sid}");
+    assert!(message_sid.ends_with('…'));
+    for (field, cap) in [("query", 1024), ("user_agent", 256), ("path", 1024)] {
         let value = forged[field]
             .as_str()
             .unwrap_or_else(|| panic!("{field}: {forged}"));

@@ -410,9 +410,9 @@ async fn a_restart_keeps_everything(db: TestDb) {
 }
 
 async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) {
-    const ACME: &str = "AC0000000000000000000000000000acme";
-    const GLOBEX: &str = "AC000000000000000000000000000globe";
-    const INITECH: &str = "AC00000000000000000000000000initec";
+    const ACME: &str = "AC000000000000000000000000000000ac";
+    const GLOBEX: &str = "AC0000000000000000000000000000000b";
+    const INITECH: &str = "AC0000000000000000000000000000000c";
     let store = db.open().await;
     // acme: once legacy (token t0), rotated twice: tenant_settings has t2 (primary) and t1.
     store
@@ -486,10 +486,10 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
         bodies[3]
     );
 
-    let shared_key = |key_id: &str, secret: &str, algorithm| {
+    let shared_key_for = |account: &str, key_id: &str, secret: &str, algorithm| {
         sign_request(
             &format!("{}/twilio/status", server.base()),
-            Body::Form(status("delivered").params(INITECH)),
+            Body::Form(status("delivered").params(account)),
             Signer::SharedKey {
                 secret: secret.as_bytes(),
                 key_id,
@@ -497,6 +497,8 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
             },
         )
     };
+    let shared_key =
+        |key_id: &str, secret: &str, algorithm| shared_key_for(INITECH, key_id, secret, algorithm);
     let (code, body, _) = server
         .send(&shared_key(
             "initech_key_1",
@@ -513,6 +515,16 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
         (
             shared_key("no_such_key", "shared-secret", Algorithm::HmacSha256),
             "unknown_shared_key",
+        ),
+        // initech's SharedKey vouching for a status callback that names acme's account.
+        (
+            shared_key_for(
+                ACME,
+                "initech_key_1",
+                "shared-secret",
+                Algorithm::HmacSha256,
+            ),
+            "account_mismatch",
         ),
     ] {
         assert_eq!(
@@ -545,6 +557,7 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
             (Some("initech"), Some("shared_key:initech_key_1"), None),
             (Some("initech"), None, Some("signature_mismatch")),
             (None, None, Some("unknown_shared_key")),
+            (Some("initech"), None, Some("account_mismatch")),
         ]
     );
     server.stop().await;

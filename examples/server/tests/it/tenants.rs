@@ -9,8 +9,8 @@ use tower_twilio_example_server::{
 
 use crate::support::{Process, Server, TestDb, on_both_databases, status, statuses};
 
-const ACME: &str = "AC0000000000000000000000000000acme";
-const GLOBEX: &str = "AC000000000000000000000000000globe";
+const ACME: &str = "AC0000000000000000000000000000ac3e";
+const GLOBEX: &str = "AC000000000000000000000000000b10be";
 
 on_both_databases! {
     /// A tenant's callback never adds to or changes another tenant's message record, not even
@@ -218,10 +218,10 @@ async fn an_earlier_database_is_upgraded() {
         "CREATE TABLE message_status (id INTEGER PRIMARY KEY AUTOINCREMENT, message_sid TEXT NOT NULL,
             status TEXT NOT NULL, error_code TEXT, tenant_id TEXT, account_sid TEXT,
             idempotency_token TEXT UNIQUE, received_at_ms BIGINT NOT NULL)",
-        "INSERT INTO tenants VALUES ('acme', 'Acme', 'AC0000000000000000000000000000acme', 'acme-token')",
+        "INSERT INTO tenants VALUES ('acme', 'Acme', 'AC0000000000000000000000000000ac3e', 'acme-token')",
         "INSERT INTO message_status (message_sid, status, tenant_id, account_sid, received_at_ms)
-            VALUES ('SMold', 'sent', 'acme', 'AC0000000000000000000000000000acme', 1796000000000),
-                   ('SMold', 'delivered', 'acme', 'AC0000000000000000000000000000acme', 1796000000001)",
+            VALUES ('SMold', 'sent', 'acme', 'AC0000000000000000000000000000ac3e', 1796000000000),
+                   ('SMold', 'delivered', 'acme', 'AC0000000000000000000000000000ac3e', 1796000000001)",
     ] {
         sqlx::query(statement).execute(&old).await.unwrap();
     }

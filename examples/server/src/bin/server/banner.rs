@@ -23,10 +23,12 @@ pub(crate) fn print_startup(startup: &Startup, local: SocketAddr) {
             println!("public URL: {base} (PUBLIC_URL)");
             base.clone()
         }
-        (None, PublicUrlConfig::TrustForwarded(cidrs)) => {
+        (None, PublicUrlConfig::TrustForwarded { proxies, fields }) => {
+            let fields: Vec<&str> = fields.iter().map(|field| field.as_str()).collect();
             println!(
-                "public URL: rebuilt from Forwarded/X-Forwarded-* sent by {}",
-                cidrs.join(", ")
+                "public URL: rebuilt from {} sent by {} (other forwarded fields are ignored)",
+                fields.join(", "),
+                proxies.join(", ")
             );
             "https://<your public host>".to_owned()
         }

@@ -9,7 +9,11 @@ use std::{
 };
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tower_twilio::{BoxError, PublicUrl, public_url::ForwardedHeaders, signature::Algorithm};
+use tower_twilio::{
+    BoxError, PublicUrl,
+    public_url::{ForwardedField, ForwardedHeaders},
+    signature::Algorithm,
+};
 use tower_twilio_example_server::{
     Config, PublicUrlConfig, db::Location, replay::ReplayGuardConfig, webhook_log::Retention,
 };
@@ -66,6 +70,19 @@ pub(crate) struct ServeArgs {
     /// addresses) to rebuild the public URL, instead of a fixed PUBLIC_URL.
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub(crate) trust_proxy: Vec<String>,
+
+    /// The forwarded fields those proxies set on every request (comma-separated):
+    /// forwarded-proto, forwarded-host, forwarded-for, x-forwarded-proto, x-forwarded-host,
+    /// x-forwarded-port, x-forwarded-prefix, x-forwarded-for. Any other field is ignored, even
+    /// from a trusted proxy. See the proxy table in docs/TWILIO_WEBHOOK_SETUP.md.
+    #[arg(
+        long,
+        env = "TRUSTED_FORWARDED_FIELDS",
+        value_delimiter = ',',
+        default_value = "x-forwarded-proto",
+        requires = "trust_proxy"
+    )]
+    pub(crate) trust_forwarded_field: Vec<String>,
 
     /// Account SID to register at start, with TWILIO_AUTH_TOKEN.
     #[arg(long, env = "TWILIO_ACCOUNT_SID")]
@@ -225,18 +242,26 @@ pub(crate) fn server_config(location: Location, args: &ServeArgs) -> Result<Conf
             PublicUrlConfig::Fixed(url.clone())
         }
         (None, false) => {
-            let mut headers = ForwardedHeaders::both();
+            let mut headers = ForwardedHeaders::new();
             for cidr in &args.trust_proxy {
                 headers = headers
                     .trust_proxy(cidr.trim())
                     .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?;
             }
-            PublicUrlConfig::TrustForwarded(
-                args.trust_proxy
+            let fields = args
+                .trust_forwarded_field
+                .iter()
+                .map(|name| name.parse::<ForwardedField>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("TRUSTED_FORWARDED_FIELDS: {e}"))?;
+            PublicUrlConfig::TrustForwarded {
+                proxies: args
+                    .trust_proxy
                     .iter()
                     .map(|c| c.trim().to_owned())
                     .collect(),
-            )
+                fields,
+            }
         }
         (None, true) => PublicUrlConfig::Local,
     };

@@ -9,8 +9,8 @@
 //! webhook URLs for the Twilio console and a command that sends it a correctly signed SMS.
 //! `cargo run -p tower-twilio-example-server -- --help` lists the options; each also reads an
 //! environment variable (`PORT`, `BIND_ADDRESS`, `DATABASE_URL`, `PUBLIC_URL`,
-//! `TRUSTED_PROXIES`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`, `ADMIN_TOKEN`, `SENTRY_DSN`,
-//! `LOG_FORMAT`, `LOG_MAX_ROWS`, `LOG_MAX_AGE_DAYS`).
+//! `TRUSTED_PROXIES`, `TRUSTED_FORWARDED_FIELDS`, `TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`,
+//! `ADMIN_TOKEN`, `SENTRY_DSN`, `LOG_FORMAT`, `LOG_MAX_ROWS`, `LOG_MAX_AGE_DAYS`).
 //! Tenants are managed with `cargo run -p tower-twilio-example-server -- tenant …`.
 //!
 //! | route | what |
