@@ -1,6 +1,6 @@
 //! Demo mode: with no `TWILIO_AUTH_TOKEN` and no tenant in the database, the server creates a
-//! demo tenant with a random token, so that `cargo run --example server` works on a fresh
-//! machine. The token is never printed or logged: it goes to a file only its owner can read.
+//! demo tenant with a random token, so that `cargo run -p tower-twilio-example-server` works on
+//! a fresh machine. The token is never printed or logged: it goes to a file only its owner can read.
 
 use std::path::{Path, PathBuf};
 
