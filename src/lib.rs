@@ -77,13 +77,18 @@
 //!
 //! # What the middleware does, in order
 //!
-//! 1. Rebuilds the public URL ([`PublicUrl`]); refuses a request without the signature header
-//!    or with a `Content-Length` over the limit, without reading the body.
+//! 1. Rebuilds the public URL ([`PublicUrl`]); refuses a method other than `GET` or `POST`
+//!    (405), a request without the signature header, or one with a `Content-Length` over the
+//!    limit, without reading the body.
 //! 2. Reads the body, refusing it (413) the moment it passes the limit.
-//! 3. Asks the resolver for the secrets of the request's `AccountSid` or SharedKey id
-//!    ([`resolver`]); an unknown account is a 403, a failed lookup a 503.
-//! 4. Verifies ([`verify`]): a SharedKey request only with that SharedKey, any other only with
-//!    auth tokens (several during a rotation).
+//! 3. Refuses, before any lookup, an `AccountSid` that is malformed or named twice with
+//!    different values, and a malformed SharedKey id; then asks the resolver for the secrets of
+//!    the request's account or SharedKey ([`resolver`]): an unknown account is a 403 (after the
+//!    same HMAC work as a known one), a failed lookup a 503.
+//! 4. Verifies ([`verify`]): a SharedKey request only with that SharedKey and only for its own
+//!    account, any other only with auth tokens (several during a rotation). On a signature
+//!    mismatch the optional [mismatch doctor](TwilioSignatureLayer::diagnose_mismatches) looks
+//!    for the URL the signature was made for, for the event and the log only.
 //! 5. With a [replay guard](TwilioSignatureLayer::replay_guard), claims the webhook in its
 //!    store ([`replay`]): a webhook already processed is answered without the inner service
 //!    (`200` empty TwiML / `204`), a copy in flight gets a 409.
