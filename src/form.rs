@@ -115,6 +115,13 @@ fn range((start, end): Span) -> std::ops::Range<usize> {
     start as usize..end as usize
 }
 
+/// The most form parameters (pairs) a request may carry by default, as Django's
+/// `DATA_UPLOAD_MAX_NUMBER_FIELDS` and Express's `urlencoded` parser allow: far more than any
+/// webhook Twilio sends (an MMS with ten media has about 40), and few enough that the pair index
+/// and sort keys of a body stay under 32 KiB whatever its shape. See
+/// [`Params::parse_at_most`].
+pub const DEFAULT_MAX_PARAMS: usize = 1000;
+
 /// Inputs this long or longer are not parsed: offsets must fit a `u32` even after the lossy
 /// decoder has turned every byte into a three-byte U+FFFD.
 const MAX_INPUT: usize = 1 << 30;
@@ -134,9 +141,41 @@ impl Params {
     /// A parse allocates the decoded text (the body's length) and an index of 16 bytes per
     /// non-empty `&`-separated piece, sized exactly (runs of `&` cost nothing). For Twilio's
     /// webhooks, whose pairs average well over 16 bytes, that is less than twice the body; the
-    /// worst case, a body of one-byte pairs (`a&a&a…`), is 9 times it. An input of 1 GiB or more
-    /// is not indexed and gives no parameters (the middleware's body limit is far below).
+    /// worst case, a body of one-byte pairs (`a&a&a…`), is 9 times it, which
+    /// [`parse_at_most`](Self::parse_at_most) bounds. An input of 1 GiB or more is not indexed
+    /// and gives no parameters (the middleware's body limit is far below).
     pub fn parse(input: &[u8]) -> Self {
+        if input.len() >= MAX_INPUT {
+            return Self::default();
+        }
+        Self::parse_counted(input, count_pairs(input))
+    }
+
+    /// Decodes like [`parse`](Self::parse) an input of at most `max` pairs (non-empty
+    /// `&`-separated pieces); `None`, before anything is allocated, for one of more.
+    ///
+    /// The pair index and the sort keys cost 16 bytes a pair each, which for one-byte pairs
+    /// (`a&a&…`) is 16 times the body; bounding the number of pairs bounds them whatever the
+    /// body's shape. The middleware uses [`DEFAULT_MAX_PARAMS`] unless told otherwise
+    /// ([`TwilioSignatureLayer::max_params`](crate::TwilioSignatureLayer::max_params)).
+    ///
+    /// ```
+    /// use tower_twilio::form::Params;
+    ///
+    /// assert_eq!(Params::parse_at_most(b"a=1&b=2&&", 2).map(|p| p.len()), Some(2));
+    /// assert!(Params::parse_at_most(b"a=1&b=2&c", 2).is_none());
+    /// ```
+    pub fn parse_at_most(input: &[u8], max: usize) -> Option<Self> {
+        if input.len() >= MAX_INPUT {
+            return Some(Self::default());
+        }
+        let count = count_pairs(input);
+        (count <= max).then(|| Self::parse_counted(input, count))
+    }
+
+    /// [`parse`](Self::parse) of an input holding `count` pairs, as [`count_pairs`] counts
+    /// them: for a caller that has counted them already.
+    pub(crate) fn parse_counted(input: &[u8], count: usize) -> Self {
         if input.len() >= MAX_INPUT {
             return Self::default();
         }
@@ -151,7 +190,7 @@ impl Params {
             .iter()
             .map(|&byte| if byte == b'+' { b' ' } else { byte })
             .collect();
-        let mut pairs = Vec::with_capacity(count_pairs(input));
+        let mut pairs = Vec::with_capacity(count);
         let mut piece_start = 0;
         let mut name_end = None;
         let mut value_start = 0;
@@ -311,7 +350,7 @@ impl Eq for Params {}
 /// that is not `&` and follows the start or a `&`. Counted in a loop the compiler vectorises,
 /// so that the pair index is allocated once at its exact size; sizing it by the number of `&`s
 /// let a body of `&&&…` cost 32 times its size.
-fn count_pairs(input: &[u8]) -> usize {
+pub(crate) fn count_pairs(input: &[u8]) -> usize {
     let Some(&first) = input.first() else {
         return 0;
     };

@@ -320,7 +320,7 @@ where
             body: &body,
             url: &self.url,
         };
-        match pipeline::prepare(inbound) {
+        match pipeline::prepare(inbound, &self.shared.config) {
             Ok(prepared) => {
                 #[cfg(feature = "metrics")]
                 {

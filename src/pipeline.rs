@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! admit(parts, body size, config)         before the body:   the URL, or a Refusal
-//! prepare(inbound)                        the body is in:    Prepared (what to ask the resolver), or a Refusal
+//! prepare(inbound, config)                the body is in:    Prepared (what to ask the resolver), or a Refusal
 //! complete(inbound, prepared, resolution) the resolver answered: Verified (the VerifiedWebhook), or a Refusal
 //! ```
 //!
@@ -90,12 +90,14 @@ impl Refusal {
     }
 
     /// Whether report-only mode passes the request on despite this refusal. Not when the body
-    /// is over the limit or unreadable (there is nothing sound to pass on) or the public URL
-    /// could not be rebuilt.
+    /// is over a limit (its size or its number of parameters: limits on resources hold in
+    /// every mode) or unreadable (there is nothing sound to pass on), or the public URL could
+    /// not be rebuilt.
     pub(crate) fn passes_in_report_only_mode(&self) -> bool {
         !matches!(
             self.kind,
             RejectionKind::BodyTooLarge
+                | RejectionKind::TooManyParameters
                 | RejectionKind::BodyReadFailed
                 | RejectionKind::UnresolvableUrl
         )
@@ -198,14 +200,14 @@ impl Prepared {
 
 /// The checks that need the body but no secret, before the (possibly remote) credential
 /// lookup, and what the lookup needs: the SharedKey id, the parameters, the `AccountSid`.
-pub(crate) fn prepare(inbound: Inbound<'_>) -> Result<Prepared, Refusal> {
-    let request = inbound.webhook_request();
+pub(crate) fn prepare(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Refusal> {
+    let request = inbound.webhook_request().max_params(config.max_params);
     let shared_key_id = shared_key_id(&request)?;
     let prechecked = request
         .prechecked()
         .map_err(|error| Refusal::new(error.into()))?;
     let is_form = prechecked.is_form();
-    let params = params(inbound, is_form);
+    let params = params(inbound, prechecked.form_pairs(), config.max_params)?;
     let account_sid = account_sid(inbound, params.as_ref().filter(|_| is_form))?;
     Ok(Prepared {
         prechecked,
@@ -232,16 +234,24 @@ fn shared_key_id(request: &WebhookRequest<'_>) -> Result<Option<Arc<str>>, Refus
     }
 }
 
-/// The parameters a handler reads: the form body's, or a `GET`'s query.
-fn params(inbound: Inbound<'_>, is_form: bool) -> Option<Params> {
-    let method = &inbound.parts.method;
-    if is_form {
-        Some(Params::parse(inbound.body))
-    } else if method == Method::GET {
+/// The parameters a handler reads: the form body's (`form_pairs` of them, counted within the
+/// limit by the prechecks), or a `GET`'s query, refused when it holds more than `max` before
+/// anything is decoded.
+fn params(
+    inbound: Inbound<'_>,
+    form_pairs: Option<usize>,
+    max: usize,
+) -> Result<Option<Params>, Refusal> {
+    if let Some(pairs) = form_pairs {
+        Ok(Some(Params::parse_counted(inbound.body, pairs)))
+    } else if inbound.parts.method == Method::GET {
         let query = inbound.parts.uri.query().unwrap_or_default();
-        Some(Params::parse(query.as_bytes()))
+        match Params::parse_at_most(query.as_bytes(), max) {
+            Some(params) => Ok(Some(params)),
+            None => Err(Refusal::new(RejectionKind::TooManyParameters)),
+        }
     } else {
-        None
+        Ok(None)
     }
 }
 
@@ -572,7 +582,7 @@ mod tests {
     #[test]
     fn prepare_finds_what_the_resolver_needs() {
         let (parts, url) = signed_form("/twilio/sms", SMS);
-        let prepared = prepare(inbound(&parts, SMS, &url)).unwrap();
+        let prepared = prepare(inbound(&parts, SMS, &url), &Config::default()).unwrap();
         assert_eq!(prepared.account_sid.as_deref(), Some(SID));
         assert_eq!(prepared.shared_key_id, None);
         assert_eq!(prepared.params.as_ref().unwrap().get("Body"), Some("Hi"));
@@ -602,7 +612,9 @@ mod tests {
             ],
         );
         let sid = |parts: &Parts, body: &str, url: &RebuiltUrl| {
-            prepare(inbound(parts, body, url)).unwrap().account_sid
+            prepare(inbound(parts, body, url), &Config::default())
+                .unwrap()
+                .account_sid
         };
         assert_eq!(sid(&form, SMS, &form_url).as_deref(), Some(SID));
         assert_eq!(
@@ -619,12 +631,14 @@ mod tests {
             Some("ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
         );
         // A GET's query parameters are the handler's parameters too.
-        let get_params = prepare(inbound(&get, "", &get_url)).unwrap().params;
+        let get_params = prepare(inbound(&get, "", &get_url), &Config::default())
+            .unwrap()
+            .params;
         assert_eq!(get_params.unwrap().get("CallSid"), Some("CA1"));
         // A JSON body has none.
         let json_body = r#"{"AccountSid":"ACbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}"#;
         assert!(
-            prepare(inbound(&json, json_body, &json_url))
+            prepare(inbound(&json, json_body, &json_url), &Config::default())
                 .unwrap()
                 .params
                 .is_none()
@@ -644,7 +658,7 @@ mod tests {
                 ("x-twilio-signature", "GvWf1cFY/Q7PnoempGyD5oXAezc="),
             ],
         );
-        let prepared = prepare(inbound(&parts, body, &url)).unwrap();
+        let prepared = prepare(inbound(&parts, body, &url), &Config::default()).unwrap();
         assert_eq!(prepared.account_sid.as_deref(), Some(SID));
     }
 
@@ -697,10 +711,51 @@ mod tests {
         ];
         for (headers, body, expected) in cases {
             let (parts, url) = request(Method::POST, "/sms", headers);
-            let refusal = prepare(inbound(&parts, body, &url)).expect_err("refused");
+            let refusal =
+                prepare(inbound(&parts, body, &url), &Config::default()).expect_err("refused");
             assert_eq!(refusal.kind, *expected, "{headers:?}");
             assert!(refusal.passes_in_report_only_mode());
         }
+    }
+
+    #[test]
+    fn prepare_refuses_more_parameters_than_the_limit_before_decoding() {
+        let limit = Config {
+            max_params: 3,
+            ..Config::default()
+        };
+        // Empty pieces are not parameters; a query's parameters count only on a GET.
+        for (method, path, body, refused) in [
+            (Method::POST, "/sms", "a=1&b=2&c=3", false),
+            (Method::POST, "/sms", "a=1&&b=2&&c=3&&", false),
+            (Method::POST, "/sms", "a=1&b=2&c=3&d", true),
+            (Method::POST, "/sms?a&b&c&d", "a=1", false),
+            (Method::GET, "/sms?a=1&b=2&c=3", "", false),
+            (Method::GET, "/sms?a=1&b=2&c=3&d=4", "", true),
+        ] {
+            let headers: &[(&str, &str)] = if body.is_empty() {
+                &[("x-twilio-signature", "GvWf1cFY/Q7PnoempGyD5oXAezc=")]
+            } else {
+                &[
+                    ("content-type", FORM),
+                    ("x-twilio-signature", "GvWf1cFY/Q7PnoempGyD5oXAezc="),
+                ]
+            };
+            let (parts, url) = request(method.clone(), path, headers);
+            let prepared = prepare(inbound(&parts, body, &url), &limit);
+            if refused {
+                let refusal = prepared.expect_err("refused");
+                assert_eq!(
+                    refusal.kind,
+                    RejectionKind::TooManyParameters,
+                    "{path} {body}"
+                );
+                assert!(!refusal.passes_in_report_only_mode());
+            } else {
+                assert!(prepared.is_ok(), "{method} {path} {body}");
+            }
+        }
+        assert_eq!(RejectionKind::TooManyParameters.status(), 413);
     }
 
     #[test]
@@ -753,7 +808,7 @@ mod tests {
             }
             let (parts, url) = request(Method::POST, "/sms", &headers);
             assert_eq!(
-                refusal_kind(prepare(inbound(&parts, &body, &url))),
+                refusal_kind(prepare(inbound(&parts, &body, &url), &Config::default())),
                 expected,
                 "{body}"
             );
@@ -761,7 +816,7 @@ mod tests {
         // Query against form body.
         let (parts, url) = signed_form("/sms?AccountSid=ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", SMS);
         assert_eq!(
-            refusal_kind(prepare(inbound(&parts, SMS, &url))),
+            refusal_kind(prepare(inbound(&parts, SMS, &url), &Config::default())),
             RejectionKind::ConflictingAccountSid
         );
     }
@@ -799,12 +854,12 @@ mod tests {
                 ),
             ],
         );
-        let prepared = prepare(inbound(&parts, SMS, &url)).unwrap();
+        let prepared = prepare(inbound(&parts, SMS, &url), &Config::default()).unwrap();
         assert_eq!(prepared.shared_key_id.as_deref(), Some("k1"));
     }
 
     fn prepared(parts: &Parts, body: &str, url: &RebuiltUrl) -> Prepared {
-        prepare(inbound(parts, body, url)).unwrap()
+        prepare(inbound(parts, body, url), &Config::default()).unwrap()
     }
 
     #[test]

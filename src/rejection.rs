@@ -107,6 +107,10 @@ pub enum RejectionKind {
     UnresolvableUrl,
     /// The body is larger than the configured limit. 413.
     BodyTooLarge,
+    /// The form body (or a `GET`'s query) holds more parameters than the configured limit
+    /// ([`TwilioSignatureLayer::max_params`](crate::TwilioSignatureLayer::max_params), 1000 by
+    /// default). Refused before it is decoded or any resolver is asked. 413.
+    TooManyParameters,
     /// Reading the body failed. 400.
     BodyReadFailed,
     /// The resolver failed (e.g. its database is down). 503: the request may be genuine, and it
@@ -145,7 +149,7 @@ impl RejectionKind {
     /// The status code of the default response.
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTooLarge | Self::TooManyParameters => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadFailed => StatusCode::BAD_REQUEST,
             Self::ResolverFailed | Self::ReplayStoreFailed => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -189,6 +193,7 @@ impl RejectionKind {
             Self::BodyReadFailed => own("body_read_failed", "request body could not be read"),
             Self::ResolverFailed => own("resolver_failed", "credential lookup failed"),
             Self::MethodNotAllowed => Words::Verify(VerifyError::MethodNotAllowed),
+            Self::TooManyParameters => Words::Verify(VerifyError::TooManyParameters),
             Self::ConflictingAccountSid => own(
                 "conflicting_account_sid",
                 "request names more than one AccountSid",
@@ -242,6 +247,7 @@ impl From<VerifyError> for RejectionKind {
             VerifyError::UnsupportedContentType => Self::UnsupportedContentType,
             VerifyError::BodyHashMismatch => Self::BodyHashMismatch,
             VerifyError::MethodNotAllowed => Self::MethodNotAllowed,
+            VerifyError::TooManyParameters => Self::TooManyParameters,
             // Kept explicit so a new VerifyError variant is a compile error here, not a
             // silent mismatch.
             VerifyError::SignatureMismatch => Self::SignatureMismatch,

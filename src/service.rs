@@ -73,6 +73,7 @@ impl<S: fmt::Debug, R, E, T, St: fmt::Debug> fmt::Debug for TwilioSignature<S, R
             .field("inner", &self.inner)
             .field("public_url", &self.shared.config.public_url)
             .field("max_body_size", &self.shared.config.max_body_size)
+            .field("max_params", &self.shared.config.max_params)
             .field("report_only", &self.shared.config.report_only)
             .field("replay_guard", &self.shared.replay)
             .finish_non_exhaustive()

@@ -28,7 +28,7 @@
 //! | --- | --- | --- |
 //! | a method other than `GET` or `POST` | — | rejected: [`VerifyError::MethodNotAllowed`] |
 //! | `bodySHA256` in the query, any method, content type or body (even empty) | the URL | lower-case hex SHA-256 of the raw body equals `bodySHA256` |
-//! | `POST`, `application/x-www-form-urlencoded` body | the URL ‖ sorted, de-duplicated decoded parameters | |
+//! | `POST`, `application/x-www-form-urlencoded` body | the URL ‖ sorted, de-duplicated decoded parameters | at most [`max_params`](WebhookRequest::max_params) parameters (1000), else [`VerifyError::TooManyParameters`] |
 //! | empty body, no `bodySHA256` | the URL | |
 //! | anything else (a body on a `GET`, a non-form body without `bodySHA256`) | — | rejected: [`VerifyError::UnsupportedContentType`] |
 //!
@@ -65,7 +65,7 @@ use http::{HeaderMap, HeaderName, Method, header};
 
 use crate::{
     Secret,
-    form::{self, Params, SortOrder},
+    form::{self, DEFAULT_MAX_PARAMS, Params, SortOrder},
     signature::{
         Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
         SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, body_sha256_matches,
@@ -122,6 +122,7 @@ pub struct WebhookRequest<'a> {
     signature: Header<'a>,
     settings: Header<'a>,
     lenient_urls: bool,
+    max_params: usize,
 }
 
 impl<'a> WebhookRequest<'a> {
@@ -138,6 +139,7 @@ impl<'a> WebhookRequest<'a> {
             signature: Header::Absent,
             settings: Header::Absent,
             lenient_urls: true,
+            max_params: DEFAULT_MAX_PARAMS,
         }
     }
 
@@ -188,6 +190,14 @@ impl<'a> WebhookRequest<'a> {
     #[must_use]
     pub fn exact_urls_only(mut self, enabled: bool) -> Self {
         self.lenient_urls = !enabled;
+        self
+    }
+
+    /// The most parameters a form body may hold ([`DEFAULT_MAX_PARAMS`], 1000, unless set):
+    /// one with more is refused with [`VerifyError::TooManyParameters`] before it is decoded.
+    #[must_use]
+    pub fn max_params(mut self, max: usize) -> Self {
+        self.max_params = max;
         self
     }
 
@@ -309,11 +319,11 @@ impl<'a> WebhookRequest<'a> {
         let parsed_here;
         let mut form_params = None;
         let mut canonical = Vec::new();
-        if let Payload::Form = payload {
+        if let Payload::Form { pairs } = payload {
             let params = match parsed {
                 Some(params) => params,
                 None => {
-                    parsed_here = Params::parse(self.body);
+                    parsed_here = Params::parse_counted(self.body, pairs);
                     &parsed_here
                 }
             };
@@ -372,7 +382,7 @@ impl<'a> WebhookRequest<'a> {
             url_form,
             covered: match payload {
                 Payload::UrlOnly => Covered::UrlOnly,
-                Payload::Form => Covered::FormParams,
+                Payload::Form { .. } => Covered::FormParams,
                 Payload::BodyHash(_) => Covered::BodySha256,
             },
         })
@@ -396,7 +406,12 @@ impl<'a> WebhookRequest<'a> {
             return Ok(Payload::BodyHash(expected.as_bytes().try_into().ok()));
         }
         if *self.method == Method::POST && content_type.is_some_and(form::is_form_urlencoded) {
-            return Ok(Payload::Form);
+            // Counted, not decoded: a body over the limit costs no allocation.
+            let pairs = form::count_pairs(self.body);
+            if pairs > self.max_params {
+                return Err(VerifyError::TooManyParameters);
+            }
+            return Ok(Payload::Form { pairs });
         }
         if self.body.is_empty() {
             return Ok(Payload::UrlOnly);
@@ -449,6 +464,8 @@ impl fmt::Debug for WebhookRequest<'_> {
             )
             .field("signature", &presence(self.signature))
             .field("settings", &presence(self.settings))
+            .field("lenient_urls", &self.lenient_urls)
+            .field("max_params", &self.max_params)
             .finish()
     }
 }
@@ -464,7 +481,15 @@ impl Prechecked {
     /// Whether the signature covers the body's form parameters: a form-encoded `POST` whose
     /// URL carries no `bodySHA256`.
     pub(crate) fn is_form(&self) -> bool {
-        matches!(self.payload, Payload::Form)
+        self.form_pairs().is_some()
+    }
+
+    /// For a form body, its number of pairs, counted within the limit.
+    pub(crate) fn form_pairs(&self) -> Option<usize> {
+        match self.payload {
+            Payload::Form { pairs } => Some(pairs),
+            _ => None,
+        }
     }
 }
 
@@ -481,7 +506,10 @@ impl fmt::Debug for Prechecked {
 #[derive(Clone, Copy)]
 enum Payload {
     UrlOnly,
-    Form,
+    /// A form body of this many pairs (at most [`WebhookRequest::max_params`]).
+    Form {
+        pairs: usize,
+    },
     /// The decoded `bodySHA256` value from the query, if it is 64 bytes long: no other value
     /// can equal a hex SHA-256.
     BodyHash(Option<[u8; 64]>),
@@ -576,6 +604,9 @@ pub enum VerifyError {
     /// The body is neither form-encoded nor covered by a `bodySHA256` query parameter (or the
     /// `Content-Type` is repeated), so the signature cannot cover it.
     UnsupportedContentType,
+    /// The form body holds more parameters than the limit
+    /// ([`WebhookRequest::max_params`], 1000 by default); it is not decoded.
+    TooManyParameters,
     /// No candidate secret signed any candidate URL with these parameters.
     SignatureMismatch,
     /// The signature is good but the body's SHA-256 differs from the signed `bodySHA256`.
@@ -593,6 +624,7 @@ impl VerifyError {
             Self::UnsupportedAlgorithm => "unsupported_algorithm",
             Self::MalformedSignature => "malformed_signature",
             Self::UnsupportedContentType => "unsupported_content_type",
+            Self::TooManyParameters => "too_many_parameters",
             Self::SignatureMismatch => "signature_mismatch",
             Self::BodyHashMismatch => "body_hash_mismatch",
         }
@@ -609,6 +641,7 @@ impl VerifyError {
             Self::UnsupportedAlgorithm => "unsupported signature algorithm",
             Self::MalformedSignature => "malformed X-Twilio-Signature header",
             Self::UnsupportedContentType => "request body cannot be covered by the signature",
+            Self::TooManyParameters => "too many form parameters",
             Self::SignatureMismatch => "signature does not match",
             Self::BodyHashMismatch => "body does not match the signed bodySHA256",
         }
@@ -645,6 +678,35 @@ mod tests {
         WebhookRequest::new(&Method::POST, url, body)
             .content_type(FORM)
             .signature(sig.as_bytes())
+    }
+
+    #[test]
+    fn a_form_with_more_parameters_than_the_limit_is_refused_before_decoding() {
+        let token = token();
+        let signature = signed(&token, Algorithm::HmacSha1, URL, BODY);
+        let request = WebhookRequest::new(&Method::POST, URL, BODY)
+            .content_type(FORM)
+            .signature(signature.as_bytes());
+        // BODY has three parameters.
+        assert!(request.max_params(3).verify([&token]).is_ok());
+        assert!(
+            request.verify([&token]).is_ok(),
+            "the default limit is 1000"
+        );
+        assert_eq!(
+            request.max_params(2).verify([&token]),
+            Err(VerifyError::TooManyParameters)
+        );
+        // The checks that need no body come first. A GET's query is signed as part of the URL
+        // and not decoded here (the middleware bounds it when it decodes it for the handler).
+        let unsigned = WebhookRequest::new(&Method::POST, URL, BODY).content_type(FORM);
+        assert_eq!(
+            unsigned.max_params(2).verify([&token]),
+            Err(VerifyError::MissingSignature)
+        );
+        let empty = signed(&token, Algorithm::HmacSha1, URL, b"");
+        let get = WebhookRequest::new(&Method::GET, URL, b"").signature(empty.as_bytes());
+        assert!(get.max_params(0).verify([&token]).is_ok());
     }
 
     #[test]

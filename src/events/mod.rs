@@ -177,7 +177,8 @@ impl Severity {
             | ConflictingAccountSid
             | AccountMismatch
             | ReplayStoreFailed => Self::Critical,
-            BodyTooLarge | BodyReadFailed | ReplaySuppressed | ReplayInFlight => Self::Info,
+            BodyTooLarge | TooManyParameters | BodyReadFailed | ReplaySuppressed
+            | ReplayInFlight => Self::Info,
             _ => Self::Warning,
         }
     }

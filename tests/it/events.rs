@@ -112,6 +112,10 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
         (RejectionKind::BodyTooLarge, |r| {
             *r.body_mut() = Full::new(Bytes::from(vec![b'a'; 70_000]));
         }),
+        (RejectionKind::TooManyParameters, |r| {
+            let body = (0..1001).map(|i| format!("p{i}=1&")).collect::<String>();
+            resign(r, &body);
+        }),
         (RejectionKind::MethodNotAllowed, |r| {
             *r.method_mut() = http::Method::PUT;
         }),
@@ -212,7 +216,7 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
             | RejectionKind::ResolverFailed
             | RejectionKind::ConflictingAccountSid
             | RejectionKind::AccountMismatch => Severity::Critical,
-            RejectionKind::BodyTooLarge => Severity::Info,
+            RejectionKind::BodyTooLarge | RejectionKind::TooManyParameters => Severity::Info,
             _ => Severity::Warning,
         };
         assert_eq!(event.severity, expected_severity, "{kind:?}");

@@ -88,7 +88,10 @@ fn behind_proxy(sink: &RecordingSink) -> Layer {
 }
 
 fn large_bodies(sink: &RecordingSink) -> Layer {
-    fixed(sink).max_body_size(1024 * 1024).unwrap()
+    fixed(sink)
+        .max_body_size(1024 * 1024)
+        .unwrap()
+        .max_params(10_000)
 }
 
 fn exact_only(sink: &RecordingSink) -> Layer {
@@ -469,7 +472,44 @@ fn rows() -> Vec<Row> {
         ),
         // --- size
         row(
-            "10 000 parameters within a raised limit",
+            "1001 parameters, over the default limit of 1000",
+            fixed,
+            post_signed_for(
+                "/twilio/sms",
+                &many_params(1001),
+                "/twilio/sms",
+                &many_params(1001),
+            ),
+            Expect::Reject(TooManyParameters, StatusCode::PAYLOAD_TOO_LARGE),
+        ),
+        row(
+            "1001 parameters in a GET's query",
+            fixed,
+            {
+                let query = many_params(1001);
+                let path = format!("/twilio/sms?{query}");
+                let signature = sig(&format!("{PUBLIC}{path}"), b"");
+                Request::get(path)
+                    .header("host", "internal:3000")
+                    .header("x-twilio-signature", signature)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap()
+            },
+            Expect::Reject(TooManyParameters, StatusCode::PAYLOAD_TOO_LARGE),
+        ),
+        row(
+            "1000 parameters (the default limit)",
+            fixed,
+            post_signed_for(
+                "/twilio/sms",
+                &many_params(1000),
+                "/twilio/sms",
+                &many_params(1000),
+            ),
+            Pass,
+        ),
+        row(
+            "10 000 parameters within raised limits",
             large_bodies,
             post_signed_for("/twilio/sms", &ten_thousand, "/twilio/sms", &ten_thousand),
             Pass,
