@@ -354,10 +354,22 @@ pub(crate) fn count_pairs(input: &[u8]) -> usize {
     let Some(&first) = input.first() else {
         return 0;
     };
-    let starts = input
-        .windows(2)
-        .filter(|window| window[0] == b'&' && window[1] != b'&')
-        .count();
+    // Each byte against the next, both comparisons evaluated (`&`, not `&&`) and summed in a
+    // `u8` over blocks of at most 255 bytes (so the sum cannot wrap): the loop has no branch
+    // and no bounds check, and is vectorised 16 bytes at a time. `windows(2)` with `&&`
+    // counted one or two bytes at a time and took a third of a 4 KB MMS webhook's
+    // verification.
+    const BLOCK: usize = 255;
+    let starts: usize = input
+        .chunks(BLOCK)
+        .zip(input[1..].chunks(BLOCK))
+        .map(|(this, next)| {
+            let block = this.iter().zip(next).fold(0u8, |sum, (&this, &next)| {
+                sum + u8::from((this == b'&') & (next != b'&'))
+            });
+            usize::from(block)
+        })
+        .sum();
     starts + usize::from(first != b'&')
 }
 
@@ -913,6 +925,28 @@ mod tests {
             assert_eq!(count_pairs(input), expected, "{input:?}");
             assert_eq!(Params::parse(input).len(), expected, "{input:?}");
         }
+        // Counted in blocks of 255 bytes: pieces that start on either side of a block's end,
+        // in inputs of every length around a few blocks.
+        let naive = |input: &[u8]| {
+            input
+                .split(|&b| b == b'&')
+                .filter(|p| !p.is_empty())
+                .count()
+        };
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        for len in (0..=1100).chain([4096, 65_536]) {
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if state % 3 == 0 { b'&' } else { b'a' }
+                })
+                .collect();
+            assert_eq!(count_pairs(&input), naive(&input), "length {len}");
+        }
+        let tiny: Vec<u8> = b"a&".iter().copied().cycle().take(65_536).collect();
+        assert_eq!(count_pairs(&tiny), 32_768);
     }
 
     #[test]
