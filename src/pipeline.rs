@@ -345,8 +345,7 @@ pub(crate) fn complete(
     let verified = verdict.map_err(|error| {
         let mut refusal = refuse(error.into());
         if error == VerifyError::SignatureMismatch {
-            let secrets: Vec<&Secret> = applicable().map(|c| c.secret()).collect();
-            refusal.diagnosis = diagnose(inbound, &secrets, config);
+            refusal.diagnosis = diagnose(inbound, applicable().map(|c| c.secret()), config);
         }
         refusal
     })?;
@@ -391,12 +390,18 @@ fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
     }
 }
 
-/// Runs the mismatch doctor, when it is on and this second's budget allows.
-fn diagnose(inbound: Inbound<'_>, secrets: &[&Secret], config: &Config) -> Option<Arc<Diagnosis>> {
+/// Runs the mismatch doctor, when it is on and this second's budget allows. Nothing is
+/// allocated otherwise: a known account's mismatch must cost what an unknown one's does.
+fn diagnose<'s>(
+    inbound: Inbound<'_>,
+    secrets: impl Iterator<Item = &'s Secret>,
+    config: &Config,
+) -> Option<Arc<Diagnosis>> {
     let budget = config.diagnoses.as_ref()?;
     if !budget.try_take() {
         return None;
     }
+    let secrets: Vec<&Secret> = secrets.collect();
     let parts = inbound.parts;
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut clues = Clues::new(&parts.headers, path_and_query);
@@ -412,7 +417,7 @@ fn diagnose(inbound: Inbound<'_>, secrets: &[&Secret], config: &Config) -> Optio
     }
     // The request with its headers: the doctor verifies it again at other URLs.
     let request = inbound.webhook_request();
-    let diagnosis = doctor::diagnose(&request, &clues, secrets);
+    let diagnosis = doctor::diagnose(&request, &clues, &secrets);
     #[cfg(feature = "metrics")]
     crate::metrics::diagnosis(diagnosis.is_some());
     diagnosis.map(Arc::new)
