@@ -253,3 +253,43 @@ fn a_body_of_tiny_pairs_holds_at_most_about_twice_its_size_through_the_layer() {
     assert_eq!(status, StatusCode::OK);
     assert!(peak <= 2 * size + 48 * 1024, "{peak}");
 }
+
+// Equal work reaches the allocator too: a forged request for a known account and the same
+// request for an unknown one make the same allocations (the doctor's list of secrets was
+// collected for a known account's mismatch even with the doctor off: one allocation, which
+// dudect measured as a known account answering up to 55 ns later).
+#[test]
+fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
+    const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
+    const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
+        KNOWN,
+        Credentials::new()
+            .tenant("acme")
+            .auth_token("primary", Secret::new(TOKEN).unwrap()),
+    );
+    let layer =
+        TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
+    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let forged = |account: &str| {
+        let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
+        form_request(body.into_bytes(), "not-the-token-at-all")
+    };
+    let count = |account: &str| {
+        allocations(|| {
+            let response = runtime
+                .block_on(service.clone().oneshot(forged(account)))
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        })
+    };
+    let (known, unknown) = (count(KNOWN), count(UNKNOWN));
+    println!("allocations of a forged request: known account {known}, unknown account {unknown}");
+    assert_eq!(known, unknown);
+}
