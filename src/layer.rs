@@ -197,6 +197,11 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// [`max_diagnoses_per_second`](Self::max_diagnoses_per_second)), shared by every clone of
     /// the layer, so a flood of forged requests cannot turn it into a CPU sink. Off by default.
     ///
+    /// Only a known account's mismatch is diagnosed (an unknown account has no secrets to try),
+    /// so while the doctor is on, a forged request for a known account can take longer than
+    /// one for an unknown account: leave it off where which accounts exist must stay secret
+    /// (see `docs/SECURITY.md`, "Equal work").
+    ///
     /// ```
     /// use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer};
     ///
