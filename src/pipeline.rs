@@ -260,10 +260,11 @@ fn params(
 /// before any lookup. One allocation when it names one (the `Arc` the resolver's view, the
 /// verified context, events and the webhook log share), none otherwise.
 fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Result<Option<Arc<str>>, Refusal> {
-    let json = inbound
-        .parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
+    // A form body is not JSON: its content type was read as form-encoded.
+    let json = form
+        .is_none()
+        .then(|| inbound.parts.headers.get(http::header::CONTENT_TYPE))
+        .flatten()
         .is_some_and(|content_type| form::is_json(content_type.as_bytes()))
         .then_some(inbound.body);
     account::named_account_sid(form, inbound.parts.uri.query(), json)
