@@ -152,7 +152,8 @@ impl Params {
     }
 
     /// Decodes like [`parse`](Self::parse) an input of at most `max` pairs (non-empty
-    /// `&`-separated pieces); `None`, before anything is allocated, for one of more.
+    /// `&`-separated pieces); `None`, before anything is allocated, for one of more. (An input
+    /// of 1 GiB or more is not counted and gives no parameters, as with `parse`.)
     ///
     /// The pair index and the sort keys cost 16 bytes a pair each, which for one-byte pairs
     /// (`a&a&…`) is 16 times the body; bounding the number of pairs bounds them whatever the
@@ -940,7 +941,7 @@ mod tests {
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;
-                    if state % 3 == 0 { b'&' } else { b'a' }
+                    if state.is_multiple_of(3) { b'&' } else { b'a' }
                 })
                 .collect();
             assert_eq!(count_pairs(&input), naive(&input), "length {len}");
