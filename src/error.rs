@@ -24,6 +24,8 @@ pub enum ConfigError {
     },
     /// The body size limit is zero.
     ZeroBodyLimit,
+    /// The form parameter limit is zero.
+    ZeroParamLimit,
     /// A forwarded field name is not one of `forwarded-proto`, `forwarded-host`,
     /// `forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `x-forwarded-port`,
     /// `x-forwarded-prefix`, `x-forwarded-for`.
@@ -49,6 +51,7 @@ impl fmt::Display for ConfigError {
                 )
             }
             Self::ZeroBodyLimit => f.pad("the body size limit must be greater than zero"),
+            Self::ZeroParamLimit => f.pad("the form parameter limit must be greater than zero"),
             Self::UnknownForwardedField { name } => write!(
                 f,
                 "unknown forwarded field {name:?}: expected e.g. x-forwarded-proto"

@@ -113,7 +113,8 @@ impl<R> TwilioSignatureLayer<R> {
     /// for a single account, or any [`ResolveCredentials`](crate::ResolveCredentials)).
     ///
     /// Defaults: the public URL is the request's own `Host` with `https` (set a fixed one with
-    /// [`public_url`](Self::public_url)), a body limit of [`DEFAULT_MAX_BODY_SIZE`], events go to
+    /// [`public_url`](Self::public_url)), a body limit of [`DEFAULT_MAX_BODY_SIZE`], a limit of
+    /// [`DEFAULT_MAX_PARAMS`](crate::form::DEFAULT_MAX_PARAMS) form parameters, events go to
     /// [`TracingSink`], rejections get [`DefaultRejectionResponse`], report-only mode is off.
     pub fn new(resolver: R) -> Self {
         Self {
@@ -149,17 +150,25 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
         Ok(self)
     }
 
-    /// The most parameters a form body (or a `GET`'s query) may hold:
-    /// [`DEFAULT_MAX_PARAMS`](crate::form::DEFAULT_MAX_PARAMS), 1000, unless set. A request
-    /// with more is refused with 413 ([`RejectionKind::TooManyParameters`]) before its body
-    /// is decoded or the resolver is asked. Decoding costs 32 bytes a parameter on top of the
-    /// body (its index and sort keys), which this bounds whatever the body's shape; Twilio's
-    /// own webhooks carry a few dozen.
+    /// The most parameters a form body (or a `GET`'s query) may hold: [`DEFAULT_MAX_PARAMS`]
+    /// (1000) unless set. A request with more is refused with 413
+    /// ([`RejectionKind::TooManyParameters`]) before its body is decoded or the resolver is
+    /// asked, in report-only mode too. Decoding costs 32 bytes a parameter on top of the body
+    /// (its index and sort keys), which this bounds whatever the body's shape; Twilio's own
+    /// webhooks carry a few dozen.
     ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroParamLimit`] for 0.
+    ///
+    /// [`DEFAULT_MAX_PARAMS`]: crate::form::DEFAULT_MAX_PARAMS
     /// [`RejectionKind::TooManyParameters`]: crate::RejectionKind::TooManyParameters
-    pub fn max_params(mut self, limit: usize) -> Self {
+    pub fn max_params(mut self, limit: usize) -> Result<Self, ConfigError> {
+        if limit == 0 {
+            return Err(ConfigError::ZeroParamLimit);
+        }
         self.config.max_params = limit;
-        self
+        Ok(self)
     }
 
     /// How to find the connecting peer's address in the request extensions: needed to trust
@@ -258,8 +267,11 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
 
     /// Report-only mode, for rolling verification out on a live system: requests are verified
     /// and failures reported as events with [`Outcome::PassedInReportOnlyMode`]
-    /// (critical severity), but passed on to the inner service instead of refused. Bodies over
-    /// the limit and unreadable bodies are still refused: there is nothing to pass on.
+    /// (critical severity), but passed on to the inner service instead of refused. Still
+    /// refused: bodies over [`max_body_size`](Self::max_body_size) or with more parameters
+    /// than [`max_params`](Self::max_params) (limits on resources hold in every mode),
+    /// unreadable bodies and requests whose public URL cannot be rebuilt (there is nothing
+    /// sound to pass on).
     ///
     /// **Off by default.** While it is on, nothing is protected; an `ERROR` is logged when the
     /// service is built so that it cannot go unnoticed.

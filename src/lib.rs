@@ -169,6 +169,7 @@ pub mod verify;
 
 pub use body::{ResponseBody, VerifiedBody};
 pub use error::ConfigError;
+pub use form::DEFAULT_MAX_PARAMS;
 pub use future::ResponseFuture;
 pub use layer::{
     DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer,

@@ -201,6 +201,39 @@ impl Prepared {
 /// The checks that need the body but no secret, before the (possibly remote) credential
 /// lookup, and what the lookup needs: the SharedKey id, the parameters, the `AccountSid`.
 pub(crate) fn prepare(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Refusal> {
+    prepare_request(inbound, config).map_err(|refusal| {
+        // Report-only mode passes a request with a missing or malformed signature on, but
+        // not past the parameter limit: limits on resources hold in every mode.
+        if config.report_only
+            && refusal.passes_in_report_only_mode()
+            && over_param_limit(inbound, config.max_params)
+        {
+            Refusal::new(RejectionKind::TooManyParameters)
+        } else {
+            refusal
+        }
+    })
+}
+
+/// Whether the form body of a `POST` (whatever its signature says it covers) or a `GET`'s
+/// query holds more than `max` parameters.
+fn over_param_limit(inbound: Inbound<'_>, max: usize) -> bool {
+    let parts = inbound.parts;
+    let input = if parts.method == Method::GET {
+        parts.uri.query().unwrap_or_default().as_bytes()
+    } else if parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|content_type| form::is_form_urlencoded(content_type.as_bytes()))
+    {
+        inbound.body
+    } else {
+        return false;
+    };
+    form::count_pairs(input) > max
+}
+
+fn prepare_request(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Refusal> {
     let request = inbound.webhook_request().max_params(config.max_params);
     let shared_key_id = shared_key_id(&request)?;
     let prechecked = request
@@ -417,7 +450,7 @@ fn diagnose<'s>(
         clues = clues.peer(peer);
     }
     // The request with its headers: the doctor verifies it again at other URLs.
-    let request = inbound.webhook_request();
+    let request = inbound.webhook_request().max_params(config.max_params);
     let diagnosis = doctor::diagnose(&request, &clues, &secrets);
     #[cfg(feature = "metrics")]
     crate::metrics::diagnosis(diagnosis.is_some());
@@ -725,7 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn prepare_refuses_more_parameters_than_the_limit_before_decoding() {
+    fn prepare_refuses_more_parameters_than_the_limit() {
         let limit = Config {
             max_params: 3,
             ..Config::default()

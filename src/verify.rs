@@ -195,9 +195,10 @@ impl<'a> WebhookRequest<'a> {
 
     /// The most parameters a form body may hold ([`DEFAULT_MAX_PARAMS`], 1000, unless set):
     /// one with more is refused with [`VerifyError::TooManyParameters`] before it is decoded.
+    /// (A `GET`'s query is signed as part of the URL and not decoded here.)
     #[must_use]
-    pub fn max_params(mut self, max: usize) -> Self {
-        self.max_params = max;
+    pub fn max_params(mut self, limit: usize) -> Self {
+        self.max_params = limit;
         self
     }
 
@@ -262,8 +263,9 @@ impl<'a> WebhookRequest<'a> {
     }
 
     /// Runs every check that needs no secret: the signature header is present once and well
-    /// formed for the algorithm, the settings header is usable, and the body is one the
-    /// signature can cover. [`verify`](Self::verify) runs these too; the middleware calls this
+    /// formed for the algorithm, the settings header is usable, the body is one the signature
+    /// can cover, and a form body holds no more than [`max_params`](Self::max_params)
+    /// parameters (counted, not decoded). [`verify`](Self::verify) runs these too; the middleware calls this
     /// first so that a request that cannot pass never costs a credential lookup.
     ///
     /// # Errors
@@ -681,7 +683,7 @@ mod tests {
     }
 
     #[test]
-    fn a_form_with_more_parameters_than_the_limit_is_refused_before_decoding() {
+    fn a_form_with_more_parameters_than_the_limit_is_refused() {
         let token = token();
         let signature = signed(&token, Algorithm::HmacSha1, URL, BODY);
         let request = WebhookRequest::new(&Method::POST, URL, BODY)

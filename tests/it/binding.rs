@@ -239,7 +239,7 @@ async fn query_pairs_past_a_thousand_are_not_dropped() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let raised = layer_for(single_account()).max_params(2000);
+    let raised = layer_for(single_account()).max_params(2000).unwrap();
     let (status, kind) = send(raised, request(), &seen).await;
     assert_eq!(
         (status, kind),

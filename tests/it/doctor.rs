@@ -246,6 +246,37 @@ async fn a_forged_signature_gets_no_diagnosis() {
     assert!(sink.events()[0].diagnosis.is_none());
 }
 
+/// A raised parameter limit holds for the doctor too: a form of 1500 parameters, allowed by
+/// `max_params(2000)`, is diagnosed like any other.
+#[tokio::test]
+async fn a_raised_parameter_limit_holds_for_the_doctor() {
+    let body: String = (0..1500).map(|i| format!("p{i}=1&")).collect();
+    let signed_url = "https://hooks.example.com/twilio/sms";
+    let sink = RecordingSink::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
+        .max_params(2000)
+        .unwrap()
+        .diagnose_mismatches(true)
+        .on_security_event(sink.clone());
+    let request = Request::post("/twilio/sms")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sign_form(&token(), signed_url, &body))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(ok)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let events = sink.events();
+    assert_eq!(events[0].reason, RejectionKind::SignatureMismatch);
+    let diagnosis = events[0].diagnosis.clone().expect("diagnosed");
+    assert_eq!(diagnosis.matched_url(), signed_url);
+}
+
 #[tokio::test]
 async fn without_the_builder_call_there_is_no_diagnosis() {
     let sink = RecordingSink::default();

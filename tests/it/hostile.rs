@@ -92,6 +92,7 @@ fn large_bodies(sink: &RecordingSink) -> Layer {
         .max_body_size(1024 * 1024)
         .unwrap()
         .max_params(10_000)
+        .unwrap()
 }
 
 fn exact_only(sink: &RecordingSink) -> Layer {

@@ -596,6 +596,41 @@ async fn report_only_mode_passes_failures_on_and_reports_them() {
     assert_eq!(sink.events().len(), 1);
 }
 
+/// Limits on resources hold in report-only mode too: a body with more parameters than the
+/// limit is refused whether or not it carries a signature, while an unsigned one within the
+/// limit is passed on.
+#[tokio::test]
+async fn report_only_mode_still_refuses_too_many_parameters() {
+    let sink = RecordingSink::default();
+    let layer = layer(&sink).report_only(true);
+    let many: String = (0..1001).map(|i| format!("p{i}=1&")).collect();
+    let unsigned = |body: &str| {
+        let mut request = signed_post("/twilio/sms", body);
+        request.headers_mut().remove("x-twilio-signature");
+        request
+    };
+    for request in [
+        unsigned(&many),
+        signed_post("/twilio/sms", &many),
+        Request::get(format!("/twilio/sms?{many}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    ] {
+        let response = send(layer.clone(), request).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    assert!(
+        sink.events()
+            .iter()
+            .all(|event| event.reason == RejectionKind::TooManyParameters
+                && event.outcome == Outcome::Rejected),
+        "{:?}",
+        sink.events()
+    );
+    let response = send(layer, unsigned(SMS_BODY)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn forwarded_headers_only_matter_from_trusted_peers() {
     let public = PublicUrl::trust_forwarded(
