@@ -204,12 +204,12 @@ impl Params {
                     if at > piece_start {
                         pairs.push(pair_at(piece_start, name_end, value_start, end));
                     }
-                    text[end..at].fill(b'&');
+                    fill_gap(&mut text[end..at]);
                     (piece_start, name_end, read, write) = (at + 1, None, at + 1, at + 1);
                 }
                 b'=' if name_end.is_none() => {
                     let end = settle(&mut text, read, at, write);
-                    text[end..at].fill(b'&');
+                    fill_gap(&mut text[end..at]);
                     name_end = Some(end);
                     (value_start, read, write) = (at + 1, at + 1, at + 1);
                 }
@@ -232,7 +232,7 @@ impl Params {
         if input.len() > piece_start {
             pairs.push(pair_at(piece_start, name_end, value_start, end));
         }
-        text[end..].fill(b'&');
+        fill_gap(&mut text[end..]);
         // Every name and value is UTF-8 on its own exactly when the whole buffer is, because
         // the bytes between them are ASCII and ASCII bytes are always character boundaries.
         match String::from_utf8(text) {
@@ -443,6 +443,15 @@ fn settle(text: &mut [u8], read: usize, until: usize, write: usize) -> usize {
         text.copy_within(read..until, write);
     }
     write + (until - read)
+}
+
+/// Fills the bytes an escape freed at the end of a name or value with ASCII filler. Most
+/// names and values have no escape, so the gap is usually empty, and then no `memset` is
+/// called (it was, twice for every pair).
+fn fill_gap(gap: &mut [u8]) {
+    if !gap.is_empty() {
+        gap.fill(b'&');
+    }
 }
 
 /// The pair of a piece that starts at `start`: its name ends at `name_end` (or at `end` when
