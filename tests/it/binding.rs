@@ -108,6 +108,16 @@ fn sms_body(account: &str) -> String {
     format!("MessageSid=SM0123&AccountSid={account}&From=%2B14155550100&To=%2B14155550199&Body=hi")
 }
 
+/// A form POST of `body` to `/twilio/sms`, signed with the auth token `token`.
+fn signed_sms(token: &str, body: &str) -> Request<Full<Bytes>> {
+    let url = format!("{PUBLIC}/twilio/sms");
+    form_post(
+        "/twilio/sms",
+        body,
+        &sign_params(token, Algorithm::HmacSha1, &url, body),
+    )
+}
+
 fn form_post(target: &str, body: &str, signature: &str) -> Request<Full<Bytes>> {
     Request::post(target)
         .header("content-type", FORM)
@@ -377,19 +387,8 @@ async fn a_repeated_account_sid_with_two_values_is_refused() {
         format!("AccountSid={ACCOUNT_B}&Body=hi&AccountSid={ACCOUNT_A}"),
         format!("AccountSid={ACCOUNT_A}&Body=hi&AccountSid={ACCOUNT_B}"),
     ] {
-        let signature = sign_params(
-            TOKEN_B,
-            Algorithm::HmacSha1,
-            &format!("{PUBLIC}/twilio/sms"),
-            &body,
-        );
         let seen = Seen::default();
-        let outcome = send(
-            layer_for(two_tenants()),
-            form_post("/twilio/sms", &body, &signature),
-            &seen,
-        )
-        .await;
+        let outcome = send(layer_for(two_tenants()), signed_sms(TOKEN_B, &body), &seen).await;
         assert_eq!(
             outcome,
             (
@@ -402,19 +401,8 @@ async fn a_repeated_account_sid_with_two_values_is_refused() {
     }
     // The same value twice is one account.
     let body = format!("AccountSid={ACCOUNT_B}&Body=hi&AccountSid={ACCOUNT_B}");
-    let signature = sign_params(
-        TOKEN_B,
-        Algorithm::HmacSha1,
-        &format!("{PUBLIC}/twilio/sms"),
-        &body,
-    );
     let seen = Seen::default();
-    let outcome = send(
-        layer_for(two_tenants()),
-        form_post("/twilio/sms", &body, &signature),
-        &seen,
-    )
-    .await;
+    let outcome = send(layer_for(two_tenants()), signed_sms(TOKEN_B, &body), &seen).await;
     assert_eq!(outcome, (StatusCode::OK, None));
     let webhook = seen.webhook.lock().unwrap().clone().unwrap();
     assert_eq!(webhook.account_sid(), Some(ACCOUNT_B));
@@ -570,16 +558,10 @@ async fn a_shared_key_without_an_account_verifies_nothing() {
 #[tokio::test]
 async fn credentials_for_one_account_refuse_another_account_sid() {
     let body = sms_body(ACCOUNT_B);
-    let signature = sign_params(
-        TOKEN_A,
-        Algorithm::HmacSha1,
-        &format!("{PUBLIC}/twilio/sms"),
-        &body,
-    );
     let seen = Seen::default();
     let outcome = send(
         layer_for(single_account()),
-        form_post("/twilio/sms", &body, &signature),
+        signed_sms(TOKEN_A, &body),
         &seen,
     )
     .await;
@@ -660,15 +642,9 @@ async fn malformed_account_sids_and_key_ids_never_reach_the_resolver() {
         "",
     ] {
         let body = format!("AccountSid={sid}&Body=hi");
-        let signature = sign_params(
-            TOKEN_A,
-            Algorithm::HmacSha1,
-            &format!("{PUBLIC}/twilio/sms"),
-            &body,
-        );
         let outcome = send(
             layer_for(resolver.clone()),
-            form_post("/twilio/sms", &body, &signature),
+            signed_sms(TOKEN_A, &body),
             &Seen::default(),
         )
         .await;
