@@ -914,6 +914,24 @@ async fn connect(addr: SocketAddr) -> TcpStream {
     bounded(TcpStream::connect(addr)).await.unwrap()
 }
 
+/// Connects to `addr` and sends a signed SMS webhook whose `Content-Length` announces 100 bytes
+/// more than follow.
+async fn send_short_body(addr: SocketAddr) -> TcpStream {
+    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
+    let mut stream = connect(addr).await;
+    let announced = SMS_BODY.len() + 100;
+    let request = format!(
+        "{}{SMS_BODY}",
+        head(
+            "/twilio/sms",
+            &signature,
+            &format!("Content-Length: {announced}\r\n")
+        )
+    );
+    bounded(stream.write_all(request.as_bytes())).await.unwrap();
+    stream
+}
+
 /// Waits until `sink` has an event (the server handles the request on its own task).
 async fn first_event(sink: &RecordingSink) -> tower_twilio::events::SecurityEvent {
     bounded(async {
@@ -931,18 +949,7 @@ async fn first_event(sink: &RecordingSink) -> tower_twilio::events::SecurityEven
 async fn content_length_shorter_than_announced_and_connection_closed_is_a_read_failure() {
     let sink = RecordingSink::default();
     let addr = serve(fixed(&sink), None).await;
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
-    let mut stream = connect(addr).await;
-    let announced = SMS_BODY.len() + 100;
-    let request = format!(
-        "{}{SMS_BODY}",
-        head(
-            "/twilio/sms",
-            &signature,
-            &format!("Content-Length: {announced}\r\n")
-        )
-    );
-    bounded(stream.write_all(request.as_bytes())).await.unwrap();
+    let mut stream = send_short_body(addr).await;
     // The client gives up sending: hyper sees the body end early and fails it.
     bounded(stream.shutdown()).await.unwrap();
     let response = bounded(read_response(&mut stream)).await;
@@ -959,18 +966,7 @@ async fn content_length_shorter_than_announced_and_connection_closed_is_a_read_f
 async fn content_length_shorter_than_announced_from_a_silent_client_is_cut_by_the_timeout() {
     let sink = RecordingSink::default();
     let addr = serve(fixed(&sink), Some(Duration::from_millis(300))).await;
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
-    let mut stream = connect(addr).await;
-    let announced = SMS_BODY.len() + 100;
-    let request = format!(
-        "{}{SMS_BODY}",
-        head(
-            "/twilio/sms",
-            &signature,
-            &format!("Content-Length: {announced}\r\n")
-        )
-    );
-    bounded(stream.write_all(request.as_bytes())).await.unwrap();
+    let mut stream = send_short_body(addr).await;
     // The client keeps the connection open and sends nothing more: the server's timeout
     // answers, and the request never reaches the handler.
     let response = bounded(read_response(&mut stream)).await;
