@@ -315,6 +315,7 @@ pub(crate) mod layer {
             Arc, Mutex,
             atomic::{AtomicUsize, Ordering},
         },
+        time::Duration,
     };
 
     use bytes::Bytes;
@@ -514,6 +515,39 @@ pub(crate) mod layer {
         answers
     }
 
+    /// 50 copies of one webhook across `services`: 25 race while the handler holds the first
+    /// (they are answered `409`), then, once `settle` has passed and the first has finished,
+    /// 25 more (they get the duplicate answer). Asserts that the handler ran once and every
+    /// other copy got a documented answer.
+    pub(crate) async fn race_in_two_waves<Svc>(
+        services: Vec<Svc>,
+        gate: &Semaphore,
+        handler: &Handler,
+        settle: Duration,
+    ) where
+        Svc: Service<Request<Full<Bytes>>, Response = Answer, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        Svc::Future: Send + 'static,
+    {
+        let racing = tokio::spawn({
+            let services = services.clone();
+            async move { race(&services, 25).await }
+        });
+        while handler.runs() == 0 {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(settle).await;
+        gate.add_permits(1);
+        let mut answers = racing.await.unwrap();
+        answers.extend(race(&services, 25).await);
+        assert_eq!(answers.len(), 50);
+        assert_one_handled(&answers);
+        assert_eq!(handler.runs(), 1);
+    }
+
     /// One answer from the handler; every other one a documented answer: `409` (in flight) or
     /// the duplicate response.
     pub(crate) fn assert_one_handled(answers: &[Answer]) {
@@ -696,22 +730,7 @@ mod memory_guard {
         let services: Vec<_> = (0..4)
             .map(|_| service(ReplayGuard::new(store.clone()), &handler, &reports))
             .collect();
-        // The first copy is held in the handler until the others have been answered 409; then
-        // a second wave after it finished gets the duplicate answer.
-        let racing = tokio::spawn({
-            let services = services.clone();
-            async move { race(&services, 25).await }
-        });
-        while handler.runs() == 0 {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        gate.add_permits(1);
-        let mut answers = racing.await.unwrap();
-        answers.extend(race(&services, 25).await);
-        assert_eq!(answers.len(), 50);
-        assert_one_handled(&answers);
-        assert_eq!(handler.runs(), 1);
+        race_in_two_waves(services, &gate, &handler, Duration::from_millis(50)).await;
     }
 
     #[tokio::test]
@@ -862,20 +881,7 @@ mod redis_guard {
             let store = redis::store_with_prefix(&url, &prefix).await;
             services.push(service(ReplayGuard::new(store), &handler, &reports));
         }
-        let racing = tokio::spawn({
-            let services = services.clone();
-            async move { race(&services, 25).await }
-        });
-        while handler.runs() == 0 {
-            tokio::task::yield_now().await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        gate.add_permits(1);
-        let mut answers = racing.await.unwrap();
-        answers.extend(race(&services, 25).await);
-        assert_eq!(answers.len(), 50);
-        assert_one_handled(&answers);
-        assert_eq!(handler.runs(), 1);
+        race_in_two_waves(services, &gate, &handler, Duration::from_millis(100)).await;
     }
 
     #[tokio::test]
