@@ -31,7 +31,7 @@ use tower_twilio::{
     Credentials, PeerAddr, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
     events::{Outcome, TracingSink},
     form::Params,
-    public_url::{ForwardedField, ForwardedHeaders, Scheme},
+    public_url::Scheme,
     signature::{Algorithm, sign},
 };
 
@@ -71,19 +71,8 @@ fn request_host(sink: &RecordingSink) -> Layer {
 }
 
 fn behind_proxy(sink: &RecordingSink) -> Layer {
-    let headers = ForwardedHeaders::new()
-        .read(ForwardedField::ForwardedProto)
-        .read(ForwardedField::ForwardedHost)
-        .read(ForwardedField::ForwardedFor)
-        .read(ForwardedField::XForwardedProto)
-        .read(ForwardedField::XForwardedHost)
-        .read(ForwardedField::XForwardedPort)
-        .read(ForwardedField::XForwardedPrefix)
-        .read(ForwardedField::XForwardedFor)
-        .trust_proxy("10.0.0.0/8")
-        .unwrap();
     TwilioSignatureLayer::new(credentials())
-        .public_url(PublicUrl::trust_forwarded(headers))
+        .public_url(PublicUrl::trust_forwarded(every_field_from_10_8()))
         .on_security_event(sink.clone())
 }
 

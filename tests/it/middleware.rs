@@ -690,19 +690,7 @@ async fn forwarded_headers_only_matter_from_trusted_peers() {
     // A spoofed request signed for the attacker's chosen URL fails from an untrusted peer too.
     let sink = RecordingSink::default();
     let spoof_layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
-        .public_url(PublicUrl::trust_forwarded(
-            ForwardedHeaders::new()
-                .read(ForwardedField::ForwardedProto)
-                .read(ForwardedField::ForwardedHost)
-                .read(ForwardedField::ForwardedFor)
-                .read(ForwardedField::XForwardedProto)
-                .read(ForwardedField::XForwardedHost)
-                .read(ForwardedField::XForwardedPort)
-                .read(ForwardedField::XForwardedPrefix)
-                .read(ForwardedField::XForwardedFor)
-                .trust_proxy("10.0.0.0/8")
-                .unwrap(),
-        ))
+        .public_url(PublicUrl::trust_forwarded(every_field_from_10_8()))
         .on_security_event(sink.clone());
     let mut request = signed_post("/twilio/sms", SMS_BODY);
     request.headers_mut().insert(

@@ -12,8 +12,19 @@ use tower_twilio::{
     Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody, VerifiedWebhook,
     events::{OnSecurityEvent, SecurityEvent},
     form::Params,
+    public_url::{ForwardedField, ForwardedHeaders},
     signature::{Algorithm, sign},
 };
+
+/// Forwarding headers with every field read ([`ForwardedField::ALL`]), trusted from proxies in
+/// 10.0.0.0/8: the widest trust an operator can give.
+pub(crate) fn every_field_from_10_8() -> ForwardedHeaders {
+    ForwardedField::ALL
+        .into_iter()
+        .fold(ForwardedHeaders::new(), ForwardedHeaders::read)
+        .trust_proxy("10.0.0.0/8")
+        .unwrap()
+}
 
 pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 pub(crate) const PUBLIC: &str = "https://api.example.com";

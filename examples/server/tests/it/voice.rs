@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 use serde_json::Value;
-use tower_twilio_example_server::twilio_presets::{Body, Signer, sign_request};
+use tower_twilio_example_server::twilio_presets::{Body, CALL_STATUSES, Signer, sign_request};
 
 use crate::support::{ACCOUNT, Server, TOKEN, TestDb, on_both_databases};
 
@@ -12,19 +12,6 @@ on_both_databases! {
     /// the call; both show in the webhook log.
     call_and_recording_callbacks_are_recorded;
 }
-
-/// Every `CallStatus` Twilio documents, in a plausible order.
-const CALL_STATUSES: [&str; 9] = [
-    "queued",
-    "initiated",
-    "ringing",
-    "in-progress",
-    "completed",
-    "busy",
-    "no-answer",
-    "canceled",
-    "failed",
-];
 
 fn form(
     server: &Server,
@@ -45,7 +32,7 @@ fn form(
 async fn call_and_recording_callbacks_are_recorded(db: TestDb) {
     let server = Server::start(db.config_with_account()).await;
     let call = "CA6666666666666666666666666666call";
-    for value in CALL_STATUSES {
+    for &value in CALL_STATUSES {
         let callback = form(
             &server,
             &[
