@@ -376,7 +376,7 @@ pub(crate) struct Answer {
 
 impl Process {
     /// Starts `server` with `args` and `env` (plus `DATABASE_URL` in a fresh directory and
-    /// `PORT=0`), in that directory, and waits for its start-up message.
+    /// `PORT=0`), in that directory, under umask 022, and waits for its start-up message.
     pub(crate) async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         Self::start_in(tempfile::tempdir().unwrap(), args, env).await
     }
@@ -389,8 +389,15 @@ impl Process {
     ) -> Self {
         let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
         let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_server"));
+        // Under umask 022, the usual default, whatever the test runner's: the file-mode tests
+        // check what the server itself makes of it.
+        let mut command = std::process::Command::new("/bin/sh");
         command
+            .args([
+                "-c",
+                "umask 022 && exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_server"),
+            ])
             .args(args)
             .current_dir(dir.path())
             .env_clear()
