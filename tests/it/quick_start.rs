@@ -15,7 +15,7 @@ use crate::support::{Captured, SMS_BODY, TOKEN, sign_form, token};
 
 #[allow(dead_code)] // its `main`: run by `cargo run --example quick_start`
 #[path = "../../examples/quick_start.rs"]
-mod quick_start;
+mod example;
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
@@ -69,7 +69,7 @@ async fn serve(token: Secret) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let public_url = PublicUrl::fixed(&format!("http://{addr}")).unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, quick_start::app(token, public_url))
+        axum::serve(listener, example::app(token, public_url))
             .await
             .unwrap();
     });
