@@ -112,7 +112,7 @@ fn owner_only(path: &Path) -> Result<(), BoxError> {
         Err(error) => return Err(fail(error).into()),
     };
     if mode & 0o077 != 0 {
-        let restricted = mode & 0o7700;
+        let restricted = mode & 0o700;
         fs::set_permissions(path, fs::Permissions::from_mode(restricted)).map_err(fail)?;
         tracing::warn!(
             file = %path.display(),
