@@ -15,13 +15,13 @@
 
 use std::net::SocketAddr;
 
-use axum::{Router, body::Bytes, routing::post};
+use axum::{Router, body::Bytes, http::header, routing::post};
 use tower_twilio::{Credentials, PublicUrl, Secret, TwilioSignatureLayer};
 
 /// What every route does, with or without the layer: read the body, answer TwiML.
-async fn webhook(body: Bytes) -> &'static str {
+async fn webhook(body: Bytes) -> ([(header::HeaderName, &'static str); 1], &'static str) {
     std::hint::black_box(body);
-    "<Response/>"
+    ([(header::CONTENT_TYPE, "text/xml")], "<Response/>")
 }
 
 fn app() -> Router {

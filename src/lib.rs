@@ -5,8 +5,9 @@
 //! [`TwilioSignatureLayer`] reads the body (under a size limit), rebuilds the public URL,
 //! asks a [`resolver`] for the account's secrets, and recomputes the signature exactly
 //! as Twilio's official libraries do: it accepts every request twilio-python or twilio-node
-//! accepts and nothing else (checked against 850 vectors those libraries produced), compares
-//! in constant time, and answers anything else with a 403 and a [security event](events).
+//! accepts and nothing else, but for the 2 its binding rules refuse on purpose (checked against
+//! the 850 vectors those libraries produced), compares in constant time, and answers anything
+//! else with a 403 and a [security event](events).
 //!
 //! # Example
 //!

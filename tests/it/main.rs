@@ -9,6 +9,7 @@ mod frameworks;
 mod hostile;
 mod middleware;
 mod properties;
+mod quick_start;
 mod replay;
 mod secrets;
 mod support;

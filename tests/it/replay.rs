@@ -1,6 +1,7 @@
 //! The replay guard's stores: the memory store's byte bound, and the Redis store against a
-//! real `redis-server` (`TWILIO_TEST_REDIS_URL`, which `.ci/run` sets; outside CI these tests
-//! skip with a line on standard error, under `CI` they fail without it).
+//! real `redis-server` (`TWILIO_TEST_REDIS_URL`, which `.ci/run` sets). Outside CI, without
+//! it, these tests are reported as ignored with the reason (`build.rs` sets `skip_redis`);
+//! under `CI` they run and fail without it.
 
 use std::time::Duration;
 
@@ -93,7 +94,8 @@ pub(crate) mod redis {
     use tower_twilio::replay::RedisStore;
 
     /// The URL of the shared test server, or `None` (and a line on standard error, once) when
-    /// it is not configured outside CI. Under `CI` a missing server is a failure.
+    /// it is not configured outside CI: only a test run with `--include-ignored` gets here
+    /// without one. Under `CI` a missing server is a failure.
     pub(crate) fn url() -> Option<String> {
         match std::env::var("TWILIO_TEST_REDIS_URL") {
             Ok(url) => Some(url),
@@ -203,6 +205,10 @@ mod redis_store {
 
     use super::{LEASE, WINDOW, key, redis};
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn a_key_is_claimed_once_done_after_complete_and_free_after_release() {
         let Some(url) = redis::url() else { return };
@@ -225,6 +231,10 @@ mod redis_store {
         assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::Done);
     }
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn concurrent_claims_from_four_connections_have_exactly_one_winner() {
         let Some(url) = redis::url() else { return };
@@ -267,6 +277,10 @@ mod redis_store {
         out
     }
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn a_done_key_is_new_again_after_its_window() {
         let Some(url) = redis::url() else { return };
@@ -286,6 +300,10 @@ mod redis_store {
         ));
     }
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn a_stopped_server_is_an_unavailable_error_never_a_new_key() {
         let Some(mut server) = redis::PrivateRedis::start().await else {
@@ -869,6 +887,10 @@ mod redis_guard {
 
     use super::{layer::*, redis};
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_copies_across_four_instances_sharing_one_redis_run_once() {
         let Some(url) = redis::url() else { return };
@@ -884,6 +906,10 @@ mod redis_guard {
         race_in_two_waves(services, &gate, &handler, Duration::from_millis(100)).await;
     }
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn a_500_from_the_handler_lets_the_same_webhook_run_again() {
         let Some(url) = redis::url() else { return };
@@ -900,6 +926,10 @@ mod redis_guard {
         assert_one_suppressed_event(&reports);
     }
 
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn after_the_window_the_webhook_is_accepted_again() {
         let Some(url) = redis::url() else { return };
@@ -918,6 +948,10 @@ mod redis_guard {
     // Redis goes away under a running service: the default guard fails closed, so nothing is
     // accepted (neither the copy of a processed webhook nor a new one) and nothing panics; a
     // guard told to fail open passes new webhooks with a critical event.
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn redis_stopped_mid_test_fails_closed_and_accepts_nothing_twice() {
         let Some(mut server) = redis::PrivateRedis::start().await else {
@@ -1057,6 +1091,10 @@ fn nothing_of_the_replay_guard_prints_the_signature() {
 }
 
 #[cfg(feature = "redis")]
+#[cfg_attr(
+    skip_redis,
+    ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+)]
 #[tokio::test]
 async fn a_redis_connection_error_never_shows_the_password() {
     let Some(url) = redis::url() else { return };

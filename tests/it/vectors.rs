@@ -317,3 +317,74 @@ fn refused_by_input_hygiene(vector: &Vector, key_id: Option<&str>) -> bool {
     });
     malformed || conflicting || bad_key
 }
+
+/// The figures the documentation states are the ones the vector test finds: the summary line
+/// it prints, the number of vectors the official libraries produced, and how many of those the
+/// binding rules refuse. Any `N vectors` (or `N official-library vectors`) in these files is
+/// the official count or the total.
+#[test]
+fn the_documented_vector_figures_are_the_real_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut official = 0;
+    let mut total = 0;
+    for path in json_files(&root.join("tests/data/vectors")) {
+        let Some(vectors) = load(&path) else { continue };
+        total += vectors.len();
+        // The project's own vectors are in one file; the others are the official libraries'.
+        if !path.ends_with("vectors_binding.json") {
+            official += vectors.len();
+        }
+    }
+    let own = total - official;
+    let stricter = STRICTER_BY_BINDING_RULES.len();
+    let summary =
+        format!("vectors: {total} checked, 0 mismatches, {stricter} stricter by binding rules");
+
+    let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap();
+    // Compared with the lines joined, however the text is wrapped.
+    let readme = read("README.md")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for stated in [
+        summary.clone(),
+        format!(
+            "on the {official} vectors those libraries produced, except {stricter} that it refuses on purpose"
+        ),
+        format!("(the {official} of the official libraries and {own} of the project's own)"),
+    ] {
+        assert!(
+            readme.contains(&stated),
+            "README.md does not say {stated:?}"
+        );
+    }
+    for file in [
+        "README.md",
+        "src/lib.rs",
+        "docs/SECURITY.md",
+        "docs/TWILIO_WEBHOOK_SETUP.md",
+    ] {
+        let text = read(file);
+        // Summary lines, as quoted: up to the closing backtick.
+        for quoted in text.split("`vectors: ").skip(1) {
+            let line = format!("vectors: {}", quoted.split('`').next().unwrap());
+            assert_eq!(line, summary, "{file}");
+        }
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if !word.starts_with("vectors") || i == 0 {
+                continue;
+            }
+            let before = match words[i - 1] {
+                "official-library" if i >= 2 => words[i - 2],
+                before => before,
+            };
+            if let Ok(n) = before.trim_start_matches('(').parse::<usize>() {
+                assert!(
+                    n == official || n == total,
+                    "{file} states {n} vectors: there are {official} official ones, {total} in all"
+                );
+            }
+        }
+    }
+}

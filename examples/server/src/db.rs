@@ -14,7 +14,9 @@
 //! | `schema_version` | how many schema changes were applied (databases of earlier versions are upgraded at start) |
 //!
 //! Secrets are stored as they are, as a demo server may. A production service keeps them
-//! encrypted or in a secret manager and gives the resolver a way to read them.
+//! encrypted or in a secret manager and gives the resolver a way to read them. The SQLite file
+//! and its journal, WAL and shared-memory files are the owner's only (mode 0600), see
+//! [`secret_file::prepare_sqlite`](crate::secret_file::prepare_sqlite).
 
 use std::{
     fmt,
@@ -298,6 +300,10 @@ impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
     pub async fn open(location: &Location) -> Result<Self, BoxError> {
         sqlx::any::install_default_drivers();
+        // The tokens are in the file in plain text: it is the owner's only, from the start.
+        if let Location::Sqlite(path) = location {
+            crate::secret_file::prepare_sqlite(path)?;
+        }
         let backend = match location {
             Location::Sqlite(_) => Backend::Sqlite,
             Location::Postgres(_) => Backend::Postgres,
@@ -322,6 +328,10 @@ impl Db {
         db.create_schema()
             .await
             .map_err(|e| format!("cannot create the schema in {location}: {e}"))?;
+        // Now that the WAL and shared-memory files exist: they took the database's mode.
+        if let Location::Sqlite(path) = location {
+            crate::secret_file::check_sqlite(path)?;
+        }
         Ok(db)
     }
 

@@ -19,15 +19,22 @@
 //! send_webhook … --get voice                           GET, parameters in the query
 //! send_webhook … --json '{"AccountSid":"AC…"}' status  JSON body, signed through bodySHA256
 //! send_webhook … --shared-key-id KEY --algorithm HMAC_SHA256 sms   SharedKey signature
+//! send_webhook … --unsigned sms                        no signature: expects 403
+//! send_webhook … --token wrong --expect 403 sms        a wrong token: expects 403
 //! ```
 //!
 //! The secret comes from `--token-file` (recommended), `--token`, or `TWILIO_AUTH_TOKEN`; with
-//! `--shared-key-id` it is the SharedKey's secret. It is never printed.
+//! `--shared-key-id` it is the SharedKey's secret. It is never printed. `--unsigned` sends the
+//! same request without `X-Twilio-Signature` (and needs no secret), as a forger without the
+//! token would.
 //!
 //! `--url` is the public URL that is signed (default `http://127.0.0.1:3000` + the preset's
 //! path); `--connect HOST:PORT` sends it to another address, as a proxy or tunnel would (the
 //! tool speaks plain HTTP, so an `https` URL needs `--connect`). It prints the response's
-//! status, headers and body; with `--expect-ok` it exits with 1 unless the status is 2xx.
+//! status, headers and body, and exits with 1 when the status is not the expected one:
+//! `--expect CODE` (e.g. `--expect 403` for a request signed with a wrong token), `--expect
+//! 2xx` or `--expect any`; by default a signed request expects 2xx and an unsigned one 403.
+//! Any other failure (no answer, a bad argument) exits with 2.
 // The option docs are clap's `--help` text, written for a terminal.
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
@@ -35,7 +42,7 @@ use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::ExitCode, tim
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use http::{Request, Uri, header};
+use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower_twilio::{
@@ -115,13 +122,16 @@ struct Cli {
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
 
-    /// Exit with 1 unless the response status is 2xx.
-    #[arg(long, conflicts_with = "expect_status")]
-    expect_ok: bool,
+    /// Send no X-Twilio-Signature (and no settings header): what a forger without the secret
+    /// sends. No secret is needed (TWILIO_AUTH_TOKEN, if set, is not used).
+    #[arg(long, conflicts_with_all = ["token_file", "shared_key_id", "explain"])]
+    unsigned: bool,
 
-    /// Exit with 1 unless the response has this status (e.g. 403 for a negative test).
-    #[arg(long, value_name = "CODE")]
-    expect_status: Option<u16>,
+    /// The status that counts as success: a code (e.g. 403 for a request signed with a wrong
+    /// token), `2xx` or `any`. Any other status exits with 1. Default: 2xx for a signed
+    /// request, 403 for an --unsigned one.
+    #[arg(long, value_name = "CODE|2xx|any", value_parser = parse_expect)]
+    expect: Option<Expect>,
 
     /// Also print the request that was sent (the signature included).
     #[arg(long, short)]
@@ -146,6 +156,50 @@ enum PresetArg {
     CallStatus,
     /// A recording status callback (see --status).
     Recording,
+}
+
+/// What `--expect` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Exactly this status.
+    Status(StatusCode),
+    /// Any 2xx status.
+    Success,
+    /// Whatever comes back.
+    Any,
+}
+
+impl Expect {
+    fn accepts(self, status: StatusCode) -> bool {
+        match self {
+            Self::Status(expected) => status == expected,
+            Self::Success => status.is_success(),
+            Self::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status(status) => write!(f, "{}", status.as_u16()),
+            Self::Success => f.write_str("2xx"),
+            Self::Any => f.write_str("any"),
+        }
+    }
+}
+
+fn parse_expect(value: &str) -> Result<Expect, String> {
+    match value {
+        "2xx" => Ok(Expect::Success),
+        "any" => Ok(Expect::Any),
+        code => code
+            .parse::<u16>()
+            .ok()
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .map(Expect::Status)
+            .ok_or_else(|| format!("{code:?} is not a status code (100-999), 2xx or any")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -189,7 +243,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
-    let secret = read_secret(&cli)?;
+    // Unsigned, the request is made as if signed with no secret and the signature is dropped.
+    let secret = if cli.unsigned {
+        String::new()
+    } else {
+        read_secret(&cli)?
+    };
     let preset = match cli.preset {
         PresetArg::Sms => Preset::Sms,
         PresetArg::Status => Preset::Status(status_or(&cli, "delivered")),
@@ -242,7 +301,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         },
         None => Signer::AuthToken(secret.as_bytes()),
     };
-    let signed = sign_request(&url, body, signer);
+    let mut signed = sign_request(&url, body, signer);
+    if cli.unsigned {
+        signed.headers.retain(|(name, _)| {
+            !name.eq_ignore_ascii_case(SIGNATURE_HEADER)
+                && !name.eq_ignore_ascii_case(SIGNATURE_SETTINGS_HEADER)
+        });
+    }
 
     // The request line goes to --connect (or the URL's own host); Host names the public host.
     let public: Uri = signed
@@ -320,15 +385,26 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     emit(&mut out);
 
     let status = parts.status;
-    let ok = match (cli.expect_ok, cli.expect_status) {
-        (true, _) => status.is_success(),
-        (false, Some(expected)) => status.as_u16() == expected,
-        (false, None) => true,
-    };
-    if ok {
+    let expect = cli.expect.unwrap_or(if cli.unsigned {
+        Expect::Status(StatusCode::FORBIDDEN)
+    } else {
+        Expect::Success
+    });
+    if expect.accepts(status) {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: unexpected status {status}");
+        eprintln!(
+            "error: unexpected status {status} (expected {expect}{}; see --expect)",
+            if cli.expect.is_none() {
+                if cli.unsigned {
+                    ", the default for an unsigned request"
+                } else {
+                    ", the default for a signed request"
+                }
+            } else {
+                ""
+            }
+        );
         Ok(ExitCode::FAILURE)
     }
 }

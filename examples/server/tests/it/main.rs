@@ -6,6 +6,8 @@ mod support;
 
 mod admin;
 mod doctor;
+#[cfg(unix)]
+mod file_modes;
 mod inspector;
 mod log_bounds;
 mod metrics;

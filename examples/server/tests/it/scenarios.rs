@@ -606,6 +606,10 @@ async fn a_replayed_webhook_is_processed_once(db: TestDb) {
 /// one `redis-server`: a webhook sent to each is processed once; a different one is processed;
 /// a tampered one is refused.
 #[tokio::test]
+#[cfg_attr(
+    skip_redis,
+    ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+)]
 async fn two_servers_sharing_one_redis_process_a_webhook_once() {
     let Some(redis) = redis_url() else { return };
     let db = TestDb::sqlite();

@@ -58,9 +58,15 @@ impl TestDb {
     }
 
     /// A fresh database on the server `TWILIO_TEST_POSTGRES_URL` names, or `None` (and a line
-    /// on standard error, once) when it is not set.
+    /// on standard error, once) when it is not set outside CI: only a run with
+    /// `--include-ignored` gets here without it (`build.rs` sets `skip_postgres`). Under `CI` a
+    /// missing server is a failure.
     pub(crate) async fn postgres() -> Option<Self> {
         let Ok(admin_url) = std::env::var("TWILIO_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but TWILIO_TEST_POSTGRES_URL is not: .ci/run starts PostgreSQL"
+            );
             static ONCE: Once = Once::new();
             ONCE.call_once(|| {
                 // Written past the test harness's capture, so that it shows in a normal run.
@@ -131,6 +137,10 @@ macro_rules! on_both_databases {
             }
 
             #[tokio::test]
+            #[cfg_attr(
+                skip_postgres,
+                ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+            )]
             async fn postgres() {
                 if let Some(db) = $crate::support::TestDb::postgres().await {
                     super::$name(db).await;
@@ -145,7 +155,8 @@ pub(crate) use on_both_databases;
 // ---- redis -----------------------------------------------------------------------------------
 
 /// The Redis server `TWILIO_TEST_REDIS_URL` names (`.ci/run` starts one), or `None` with a
-/// line on standard error (once) outside CI. Under `CI` a missing server is a failure.
+/// line on standard error (once) outside CI: only a run with `--include-ignored` gets here
+/// without it (`build.rs` sets `skip_redis`). Under `CI` a missing server is a failure.
 pub(crate) fn redis_url() -> Option<String> {
     match std::env::var("TWILIO_TEST_REDIS_URL") {
         Ok(url) => Some(url),
@@ -376,7 +387,7 @@ pub(crate) struct Answer {
 
 impl Process {
     /// Starts `server` with `args` and `env` (plus `DATABASE_URL` in a fresh directory and
-    /// `PORT=0`), in that directory, and waits for its start-up message.
+    /// `PORT=0`), in that directory, under umask 022, and waits for its start-up message.
     pub(crate) async fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         Self::start_in(tempfile::tempdir().unwrap(), args, env).await
     }
@@ -389,8 +400,15 @@ impl Process {
     ) -> Self {
         let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
         let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_server"));
+        // Under umask 022, the usual default, whatever the test runner's: the file-mode tests
+        // check what the server itself makes of it.
+        let mut command = std::process::Command::new("/bin/sh");
         command
+            .args([
+                "-c",
+                "umask 022 && exec \"$0\" \"$@\"",
+                env!("CARGO_BIN_EXE_server"),
+            ])
             .args(args)
             .current_dir(dir.path())
             .env_clear()

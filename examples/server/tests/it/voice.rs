@@ -135,7 +135,7 @@ async fn the_signing_tool_sends_call_and_recording_callbacks() {
                 "--base-url",
                 &format!("http://{}", server.addr),
             ])
-            .args(["--expect-status", "204"])
+            .args(["--expect", "204"])
             .args(args)
             .output()
             .unwrap();

@@ -85,9 +85,12 @@ pub(crate) fn print_startup(startup: &Startup, local: SocketAddr) {
             "  cargo run -p tower-twilio-example-server --bin send_webhook -- --token-file {token_file} --account-sid {} --url {base}/twilio/sms sms",
             demo.account_sid
         );
-        println!("The same with a wrong token is refused (403) and logged as rejected:");
         println!(
-            "  cargo run -p tower-twilio-example-server --bin send_webhook -- --token not-the-token --account-sid {} --url {base}/twilio/sms sms",
+            "The same with a wrong token is refused (403) and logged as rejected (the tool exits \
+             with 1 on any status but the one --expect names; 2xx by default):"
+        );
+        println!(
+            "  cargo run -p tower-twilio-example-server --bin send_webhook -- --token not-the-token --expect 403 --account-sid {} --url {base}/twilio/sms sms",
             demo.account_sid
         );
     }
