@@ -37,7 +37,7 @@
 use std::{borrow::Cow, fmt, sync::LazyLock};
 
 use memchr::memmem::Finder;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_core::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use crate::form::{self, Params};
 

@@ -145,7 +145,9 @@ impl Body for VerifiedBody {
 }
 
 pin_project! {
-    /// The response body: the inner service's, or the short body of a rejection.
+    /// The response body: the inner service's (or one of its type that a custom
+    /// [`RejectionResponse`](crate::RejectionResponse) built), or the short body the middleware
+    /// answers with itself (the default rejection, a replay guard's answer to a duplicate).
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -173,6 +175,14 @@ impl<B> ResponseBody<B> {
                 bytes: (!bytes.is_empty()).then_some(bytes),
             },
         }
+    }
+}
+
+/// The inner service's kind of body, for a [`RejectionResponse`](crate::RejectionResponse)
+/// that builds one: handed on as it is.
+impl<B> From<B> for ResponseBody<B> {
+    fn from(body: B) -> Self {
+        Self::inner(body)
     }
 }
 

@@ -1,9 +1,11 @@
-//! [`ConfigError`]: what construction-time setters return when the configuration is wrong.
+//! [`ConfigError`]: the one error type of setting up the middleware.
 
 use std::fmt;
 
-/// A configuration mistake, reported by the setter that received it, before any request is
-/// served.
+/// A setup mistake, reported by the constructor that received it, before any request is
+/// served: an empty [`Secret`](crate::Secret), a malformed [`PublicUrl`](crate::PublicUrl), a
+/// trusted proxy network or forwarded field name that does not parse. The layer's setters take
+/// typed arguments and cannot fail, so a setup meets this one error type.
 ///
 /// `Display` text is for people and may change; match on the variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,10 +24,9 @@ pub enum ConfigError {
         /// The network as given.
         cidr: String,
     },
-    /// The body size limit is zero.
-    ZeroBodyLimit,
-    /// The form parameter limit is zero.
-    ZeroParamLimit,
+    /// A signing secret is empty: an empty key would make every signature trivially
+    /// computable ([`Secret::new`](crate::Secret::new)).
+    EmptySecret,
     /// A forwarded field name is not one of `forwarded-proto`, `forwarded-host`,
     /// `forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`, `x-forwarded-port`,
     /// `x-forwarded-prefix`, `x-forwarded-for`.
@@ -50,8 +51,7 @@ impl fmt::Display for ConfigError {
                     "invalid trusted proxy network {cidr:?}: expected e.g. 10.0.0.0/8"
                 )
             }
-            Self::ZeroBodyLimit => f.pad("the body size limit must be greater than zero"),
-            Self::ZeroParamLimit => f.pad("the form parameter limit must be greater than zero"),
+            Self::EmptySecret => f.pad("signing secret is empty"),
             Self::UnknownForwardedField { name } => write!(
                 f,
                 "unknown forwarded field {name:?}: expected e.g. x-forwarded-proto"

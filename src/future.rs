@@ -111,10 +111,20 @@ pin_project! {
             release: XF,
             result: Option<O>,
         },
+        // The middleware answers itself.
         Refused {
-            response: Option<Response<Bytes>>,
+            answer: Option<Answer>,
         },
     }
+}
+
+/// What the middleware answers without the inner service.
+enum Answer {
+    /// A refusal: its response is built when it is sent, by the layer's
+    /// [`RejectionResponse`], which knows the inner service's body type.
+    Rejected(Rejection),
+    /// The replay guard's answer to a duplicate, with its [`Rejection`] in the extensions.
+    Duplicate(Response<Bytes>),
 }
 
 /// What the future holds for the request whatever its state: the services, the settings, the
@@ -150,7 +160,7 @@ where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     R: ResolveCredentials,
     E: OnSecurityEvent,
-    T: RejectionResponse,
+    T: RejectionResponse<ResBody>,
     B: Body,
     B::Error: Into<BoxError>,
     St: ReplayStore,
@@ -192,7 +202,7 @@ where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     R: ResolveCredentials,
     E: OnSecurityEvent,
-    T: RejectionResponse,
+    T: RejectionResponse<ResBody>,
     B: Body,
     B::Error: Into<BoxError>,
     St: ReplayStore,
@@ -287,9 +297,17 @@ where
                     let result = result.take().expect(POLLED_AFTER_COMPLETION);
                     return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
                 }
-                StateProj::Refused { response } => {
-                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
-                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
+                StateProj::Refused { answer } => {
+                    let response = match answer.take().expect(POLLED_AFTER_COMPLETION) {
+                        Answer::Rejected(rejection) => {
+                            let rejection_response = &request.shared.rejection;
+                            let mut response = rejection_response.rejection_response(&rejection);
+                            response.extensions_mut().insert(rejection);
+                            response
+                        }
+                        Answer::Duplicate(response) => response.map(ResponseBody::rejection),
+                    };
+                    return Poll::Ready(Ok(response));
                 }
             };
             this.state.set(next);
@@ -310,7 +328,6 @@ where
     S: Service<Request<VerifiedBody>>,
     R: ResolveCredentials,
     E: OnSecurityEvent,
-    T: RejectionResponse,
     St: ReplayStore,
 {
     /// The body is in: run the checks that need no secret, then ask the resolver.
@@ -394,7 +411,7 @@ where
                 let refusal = Refusal::of_verified(kind, None, webhook);
                 self.report(&parts, &refusal, Outcome::Suppressed);
                 State::Refused {
-                    response: Some(response),
+                    answer: Some(Answer::Duplicate(response)),
                 }
             }
             Admit::Refuse(kind, source) => {
@@ -446,15 +463,12 @@ where
         self.call(parts, body)
     }
 
-    /// Refuses: one security event, the webhook log's final stage, and the rejection response
-    /// with the [`Rejection`](crate::Rejection) in its extensions.
+    /// Refuses: one security event, the webhook log's final stage, and then the rejection
+    /// response with the [`Rejection`](crate::Rejection) in its extensions.
     fn refuse<B>(&mut self, parts: &Parts, refusal: Refusal) -> StateOf<S, R, St, B> {
         self.report(parts, &refusal, Outcome::Rejected);
-        let rejection = refusal.into_rejection();
-        let mut response = self.shared.rejection.rejection_response(&rejection);
-        response.extensions_mut().insert(rejection);
         State::Refused {
-            response: Some(response),
+            answer: Some(Answer::Rejected(refusal.into_rejection())),
         }
     }
 

@@ -3,6 +3,7 @@
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
+    num::NonZeroUsize,
     sync::Arc,
 };
 
@@ -10,12 +11,12 @@ use http::{Extensions, Uri};
 use tower_layer::Layer;
 
 use crate::{
-    ConfigError, PublicUrl,
+    PublicUrl,
     doctor::DiagnosisBudget,
     events::{OnSecurityEvent, TracingSink, log::OnWebhook},
     form::DEFAULT_MAX_PARAMS,
     public_url::Scheme,
-    rejection::{DefaultRejectionResponse, RejectionResponse},
+    rejection::DefaultRejectionResponse,
     replay::{MemoryStore, ReplayGuard, ReplayStore},
     service::TwilioSignature,
 };
@@ -91,8 +92,8 @@ pub(crate) struct Shared<E, T, St> {
 
 /// Verifies `X-Twilio-Signature` on every request before the inner service sees it.
 ///
-/// See the [crate docs](crate) for an example. Configuration methods return the layer, so they
-/// chain; those that can fail return `Result<Self, ConfigError>` and fail at construction.
+/// See the [crate docs](crate) for an example. Configuration methods take typed arguments,
+/// cannot fail and return the layer, so they chain.
 ///
 /// The type parameters are the resolver `R`, the security-event sink `E`, the rejection
 /// response `T` and the [replay store](crate::replay) `St`; the last three have defaults and
@@ -137,17 +138,19 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
 
     /// The largest body accepted, in bytes. A `Content-Length` above it is refused before the
     /// body is read; a body that streams past it is refused as soon as it does, without
-    /// buffering more. Both get 413.
+    /// buffering more. Both get 413. [`DEFAULT_MAX_BODY_SIZE`] unless set.
     ///
-    /// # Errors
+    /// ```
+    /// use std::num::NonZeroUsize;
+    /// use tower_twilio::{Credentials, TwilioSignatureLayer};
     ///
-    /// [`ConfigError::ZeroBodyLimit`] for 0.
-    pub fn max_body_size(mut self, limit: usize) -> Result<Self, ConfigError> {
-        if limit == 0 {
-            return Err(ConfigError::ZeroBodyLimit);
-        }
-        self.config.max_body_size = limit;
-        Ok(self)
+    /// let layer = TwilioSignatureLayer::new(Credentials::new())
+    ///     .max_body_size(NonZeroUsize::new(256 * 1024).unwrap());
+    /// # let _ = layer;
+    /// ```
+    pub fn max_body_size(mut self, limit: NonZeroUsize) -> Self {
+        self.config.max_body_size = limit.get();
+        self
     }
 
     /// The most parameters a form body (or a `GET`'s query) may hold: [`DEFAULT_MAX_PARAMS`]
@@ -157,18 +160,11 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// (its index and sort keys), which this bounds whatever the body's shape; Twilio's own
     /// webhooks carry a few dozen.
     ///
-    /// # Errors
-    ///
-    /// [`ConfigError::ZeroParamLimit`] for 0.
-    ///
     /// [`DEFAULT_MAX_PARAMS`]: crate::form::DEFAULT_MAX_PARAMS
     /// [`RejectionKind::TooManyParameters`]: crate::RejectionKind::TooManyParameters
-    pub fn max_params(mut self, limit: usize) -> Result<Self, ConfigError> {
-        if limit == 0 {
-            return Err(ConfigError::ZeroParamLimit);
-        }
-        self.config.max_params = limit;
-        Ok(self)
+    pub fn max_params(mut self, limit: NonZeroUsize) -> Self {
+        self.config.max_params = limit.get();
+        self
     }
 
     /// How to find the connecting peer's address in the request extensions: needed to trust
@@ -316,11 +312,14 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
         }
     }
 
-    /// Builds rejection responses with `rejection` instead of [`DefaultRejectionResponse`].
-    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT, St>
-    where
-        NewT: RejectionResponse,
-    {
+    /// Builds rejection responses with `rejection` instead of [`DefaultRejectionResponse`]: a
+    /// closure `Fn(&Rejection) -> Response<X>` whose body `X` converts into the inner service's
+    /// response body (axum's `IntoResponse` output does), or any [`RejectionResponse`]. See
+    /// [`RejectionResponse`] for an example.
+    ///
+    /// [`Rejection`]: crate::Rejection
+    /// [`RejectionResponse`]: crate::RejectionResponse
+    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT, St> {
         TwilioSignatureLayer {
             resolver: self.resolver,
             config: self.config,

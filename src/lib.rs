@@ -105,7 +105,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
-//! | [`resolver`] | where the secrets come from: static, map, closure, fallback, cache, timeout |
+//! | [`resolver`] | where the secrets come from: static, map, closure, fallback, cache (feature `cache`), timeout |
 //! | [`public_url`] | rebuilding the URL Twilio called, behind proxies |
 //! | [`events`] | security events and their sinks |
 //! | [`replay`] | the replay guard: a replayed or retried webhook reaches the handler once |
@@ -119,6 +119,7 @@
 //!
 //! | name | what | default |
 //! | --- | --- | --- |
+//! | `cache` | [`resolver::Cache`] (`.cached()`): resolver answers kept for their TTLs, one lookup per account at a time | no |
 //! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
 //! | `metrics` | counters and a histogram through the `metrics` facade (see `tower_twilio::metrics`) | no |
 //! | `redis` | [`replay::RedisStore`]: a replay guard shared by several instances through Redis | no |
@@ -152,6 +153,7 @@ mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod pipeline;
+mod proxy_network;
 pub mod public_url;
 mod rejection;
 pub mod replay;
@@ -178,7 +180,7 @@ pub use layer::{
 pub use public_url::PublicUrl;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use resolver::{Credentials, ResolveCredentials};
-pub use secret::{EmptySecret, Secret};
+pub use secret::Secret;
 pub use service::TwilioSignature;
 pub use verified_webhook::VerifiedWebhook;
 

@@ -33,6 +33,7 @@ use http::{HeaderMap, Uri, header, request::Parts};
 use ipnet::IpNet;
 
 use crate::error::ConfigError;
+pub use crate::proxy_network::ProxyNetwork;
 
 /// Where the scheme, host, port and path prefix of the verified URL come from. See the
 /// [module docs](self).
@@ -251,8 +252,8 @@ impl RebuiltUrl {
 /// // `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;`
 /// let public = PublicUrl::trust_forwarded(
 ///     ForwardedHeaders::new()
-///         .trust_proxy("10.0.0.0/8")?
-///         .trust_proxy("127.0.0.1/32")?
+///         .trust_proxy("10.0.0.0/8".parse()?)
+///         .trust_proxy("127.0.0.1/32".parse()?)
 ///         .read(ForwardedField::XForwardedProto)
 ///         .read(ForwardedField::XForwardedFor),
 /// );
@@ -389,20 +390,12 @@ impl ForwardedHeaders {
         self.fields.contains(&field)
     }
 
-    /// Trusts the proxies in `cidr` (`"10.0.0.0/8"`, `"::1/128"`, or a bare address).
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::InvalidProxyNetwork`] when `cidr` is neither a network nor an address.
-    pub fn trust_proxy(mut self, cidr: &str) -> Result<Self, ConfigError> {
-        let net = cidr
-            .parse::<IpNet>()
-            .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| ConfigError::InvalidProxyNetwork {
-                cidr: cidr.to_owned(),
-            })?;
-        self.proxies.push(net);
-        Ok(self)
+    /// Trusts the proxies in `network`: `"10.0.0.0/8".parse()?` (also `"::1/128"` or a bare
+    /// address), or `ProxyNetwork::from(ip)`; see [`ProxyNetwork`].
+    #[must_use]
+    pub fn trust_proxy(mut self, network: ProxyNetwork) -> Self {
+        self.proxies.push(network.0);
+        self
     }
 
     /// The scheme when no trusted header names one (default `https`).
@@ -737,8 +730,12 @@ mod tests {
     const PROXY: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5)));
     const STRANGER: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 9)));
 
+    fn net(cidr: &str) -> ProxyNetwork {
+        cidr.parse().unwrap()
+    }
+
     fn forwarded(config: ForwardedHeaders) -> PublicUrl {
-        PublicUrl::trust_forwarded(config.trust_proxy("10.0.0.0/8").unwrap())
+        PublicUrl::trust_forwarded(config.trust_proxy(net("10.0.0.0/8")))
     }
 
     fn url(
@@ -1010,16 +1007,10 @@ mod tests {
     }
 
     #[test]
-    fn proxy_networks_must_parse() {
-        assert!(both().trust_proxy("10.0.0.0/8").is_ok());
-        assert!(both().trust_proxy("::1").is_ok());
-        assert!(matches!(
-            both().trust_proxy("10.0.0.0/33"),
-            Err(ConfigError::InvalidProxyNetwork { .. })
-        ));
-        // IPv4-mapped peers match IPv4 networks.
-        let config = both().trust_proxy("10.0.0.0/8").unwrap();
+    fn ipv4_mapped_peers_match_ipv4_networks() {
+        let config = both().trust_proxy(net("10.0.0.0/8"));
         assert!(config.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!config.is_trusted("::ffff:11.1.2.3".parse().unwrap()));
     }
 
     #[test]
@@ -1043,7 +1034,7 @@ mod tests {
             ("x-forwarded-for", "198.51.100.7"),
         ];
         let rebuilt = |config: ForwardedHeaders| {
-            forwarded(config.trust_proxy("10.0.0.0/8").unwrap())
+            forwarded(config.trust_proxy(net("10.0.0.0/8")))
                 .reconstruct(&parts("/sms", &headers), trusted)
                 .unwrap()
         };

@@ -6,7 +6,7 @@ use std::{error::Error, fmt, sync::Arc};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::verify::VerifyError;
+use crate::{ResponseBody, verify::VerifyError};
 
 /// Why the middleware refused a request.
 ///
@@ -266,51 +266,80 @@ impl From<crate::account::AccountError> for RejectionKind {
     }
 }
 
-/// Builds the response for a rejected request.
+/// Builds the response for a rejected request, in front of an inner service whose responses
+/// have bodies of type `B`.
 ///
-/// Implemented for closures `Fn(&Rejection) -> Response<Bytes>`. Whatever it returns, the
-/// middleware adds the [`Rejection`] to the response's extensions.
+/// Implemented for closures `Fn(&Rejection) -> Response<X>` where `X: Into<B>`: an axum
+/// handler's `IntoResponse` output, or any body the inner service's body converts from (a
+/// `String` or `Bytes` for `http_body_util::Full<Bytes>`). The body is handed on as it is,
+/// without boxing. Whatever the response, the middleware adds the [`Rejection`] to its
+/// extensions.
+///
+/// With axum:
 ///
 /// ```
-/// use bytes::Bytes;
-/// use http::Response;
-/// use tower_twilio::{Credentials, Rejection, TwilioSignatureLayer};
+/// use axum::{Router, http::StatusCode, response::{IntoResponse, Response}, routing::post};
+/// use tower_twilio::{Credentials, Rejection, RejectionKind, TwilioSignatureLayer};
 ///
-/// let layer = TwilioSignatureLayer::new(Credentials::new())
-///     .rejection_response(|rejection: &Rejection| {
-///         Response::builder()
-///             .status(rejection.status())
-///             .body(Bytes::from_static(b"<Response/>"))
-///             .unwrap()
+/// let twilio = TwilioSignatureLayer::new(Credentials::new())
+///     .rejection_response(|rejection: &Rejection| -> Response {
+///         match rejection.kind() {
+///             RejectionKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+///             _ => (StatusCode::FORBIDDEN, "not signed by Twilio").into_response(),
+///         }
 ///     });
-/// # let _ = layer;
+/// let app: Router = Router::new()
+///     .route("/twilio/sms", post(|| async { "<Response/>" }))
+///     .route_layer(twilio);
+/// # let _ = app;
 /// ```
-pub trait RejectionResponse {
+///
+/// A type of your own implements it for the bodies it can build; `ResponseBody::from` wraps
+/// one:
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use tower_twilio::{Rejection, RejectionResponse, ResponseBody};
+///
+/// #[derive(Clone)]
+/// struct Teapot;
+///
+/// impl<B: From<&'static str>> RejectionResponse<B> for Teapot {
+///     fn rejection_response(&self, _: &Rejection) -> Response<ResponseBody<B>> {
+///         let mut response = Response::new(ResponseBody::from(B::from("no")));
+///         *response.status_mut() = StatusCode::IM_A_TEAPOT;
+///         response
+///     }
+/// }
+/// ```
+pub trait RejectionResponse<B> {
     /// The response for `rejection`.
-    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes>;
+    fn rejection_response(&self, rejection: &Rejection) -> Response<ResponseBody<B>>;
 }
 
-impl<F> RejectionResponse for F
+impl<F, B, X> RejectionResponse<B> for F
 where
-    F: Fn(&Rejection) -> Response<Bytes>,
+    F: Fn(&Rejection) -> Response<X>,
+    X: Into<B>,
 {
-    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes> {
-        self(rejection)
+    fn rejection_response(&self, rejection: &Rejection) -> Response<ResponseBody<B>> {
+        self(rejection).map(|body| ResponseBody::inner(body.into()))
     }
 }
 
 /// The default rejection response: the kind's status code and its reason phrase as a short
-/// `text/plain` body (`Forbidden`). It does not say which check failed; the typed reason is in
-/// the response extensions and in the security event.
+/// `text/plain` body (`Forbidden`), whatever the inner service's body type. It does not say
+/// which check failed; the typed reason is in the response extensions and in the security
+/// event.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultRejectionResponse;
 
-impl RejectionResponse for DefaultRejectionResponse {
-    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes> {
+impl<B> RejectionResponse<B> for DefaultRejectionResponse {
+    fn rejection_response(&self, rejection: &Rejection) -> Response<ResponseBody<B>> {
         let status = rejection.status();
-        let mut response = Response::new(Bytes::from_static(
+        let mut response = Response::new(ResponseBody::rejection(Bytes::from_static(
             status.canonical_reason().unwrap_or("Rejected").as_bytes(),
-        ));
+        )));
         *response.status_mut() = status;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -368,11 +397,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn default_response_is_short_and_generic() {
-        let response = DefaultRejectionResponse
+    #[tokio::test]
+    async fn default_response_is_short_and_generic() {
+        use http_body_util::BodyExt;
+
+        let response: Response<ResponseBody<String>> = DefaultRejectionResponse
             .rejection_response(&Rejection::new(RejectionKind::SignatureMismatch));
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(response.body().as_ref(), b"Forbidden");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "Forbidden");
+    }
+
+    #[tokio::test]
+    async fn a_closure_answers_with_any_body_that_converts_into_the_inner_one() {
+        use http_body_util::{BodyExt, Full};
+
+        let rejection = Rejection::new(RejectionKind::UnknownAccount);
+        let text = |rejection: &Rejection| Response::new(format!("refused: {rejection}"));
+        let response: Response<ResponseBody<Full<Bytes>>> = text.rejection_response(&rejection);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "refused: no credentials for this account");
     }
 }

@@ -10,7 +10,10 @@ use sha1::Sha1;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::signature::{Algorithm, MacOutput, finish, keyed};
+use crate::{
+    ConfigError,
+    signature::{Algorithm, MacOutput, finish, keyed},
+};
 
 /// A signing secret: a Twilio auth token or a SharedKey secret.
 ///
@@ -51,16 +54,16 @@ impl Secret {
     ///
     /// # Errors
     ///
-    /// Returns [`EmptySecret`] if `secret` is empty: an empty key would make every
+    /// [`ConfigError::EmptySecret`] if `secret` is empty: an empty key would make every
     /// signature trivially computable, so it is refused rather than silently accepted.
-    pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, EmptySecret> {
+    pub fn new(secret: impl Into<Vec<u8>>) -> Result<Self, ConfigError> {
         // Copy into an exactly sized box, then wipe the whole original buffer (spare capacity
         // included) when `original` drops: `into_boxed_slice` could reallocate and free the old
         // buffer without wiping it.
         let original = Zeroizing::new(secret.into());
         let bytes = Zeroizing::new(Box::<[u8]>::from(original.as_slice()));
         if bytes.is_empty() {
-            return Err(EmptySecret(()));
+            return Err(ConfigError::EmptySecret);
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -123,18 +126,6 @@ impl PartialEq for Secret {
 
 impl Eq for Secret {}
 
-/// The error returned by [`Secret::new`] for an empty secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EmptySecret(());
-
-impl fmt::Display for EmptySecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad("signing secret is empty")
-    }
-}
-
-impl std::error::Error for EmptySecret {}
-
 /// A secret no account has, for the HMAC work an unknown account must cost (see the
 /// middleware's equal-work rule in `docs/SECURITY.md`). As long as an auth token, and as
 /// cached as one; what it verifies is never used.
@@ -158,10 +149,9 @@ mod tests {
 
     #[test]
     fn empty_secret_is_refused() {
-        assert_eq!(
-            Secret::new(Vec::new()).unwrap_err().to_string(),
-            "signing secret is empty"
-        );
+        let error = Secret::new(Vec::new()).unwrap_err();
+        assert_eq!(error, ConfigError::EmptySecret);
+        assert_eq!(error.to_string(), "signing secret is empty");
     }
 
     #[test]

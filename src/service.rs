@@ -85,7 +85,7 @@ where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
     R: ResolveCredentials + Clone,
     E: OnSecurityEvent,
-    T: RejectionResponse,
+    T: RejectionResponse<ResBody>,
     St: ReplayStore,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,

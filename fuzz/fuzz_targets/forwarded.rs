@@ -58,12 +58,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let config = headers
         .default_scheme(scheme)
-        .trust_proxy("10.0.0.0/8")
-        .unwrap()
-        .trust_proxy("::1")
-        .unwrap()
-        .trust_proxy("192.0.2.0/24")
-        .unwrap();
+        .trust_proxy("10.0.0.0/8".parse().unwrap())
+        .trust_proxy("::1".parse().unwrap())
+        .trust_proxy("192.0.2.0/24".parse().unwrap());
     let forwarded = PublicUrl::trust_forwarded(config).reconstruct(&parts, peer);
     let own = PublicUrl::request_host(scheme).reconstruct(&parts, peer);
 

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use super::{Cache, Fallback, ResolveCredentials, Timeout};
+#[cfg(feature = "cache")]
+use super::Cache;
+use super::{Fallback, ResolveCredentials, Timeout};
 
 /// Chains the combinators onto any resolver: `preferred.or(legacy).timeout(d).cached()`.
 ///
@@ -16,7 +18,9 @@ pub trait ResolveCredentialsExt: ResolveCredentials + Sized {
     }
 
     /// Caches the answers with the default settings; see [`Cache`] for them and for the
-    /// setters (`.cached().ttl(…)`).
+    /// setters (`.cached().ttl(…)`). Needs the `cache` feature.
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
     fn cached(self) -> Cache<Self>
     where
         Self: Clone,

@@ -49,7 +49,7 @@
 //! | [`AccountMap`] | an in-memory map by `AccountSid` and by SharedKey id |
 //! | [`Fallback`] (`.or(legacy)`) | asks a preferred resolver, then a legacy one for accounts the first does not know; an error is returned, never passed to the legacy one |
 //! | [`Timeout`] (`.timeout(d)`) | fails a lookup that takes longer than `d` with [`ResolveTimeout`] |
-//! | [`Cache`] (`.cached()`) | keeps hits and misses for their own TTLs (errors are not kept); one lookup per account at a time |
+//! | [`Cache`] (`.cached()`, feature `cache`) | keeps hits and misses for their own TTLs (errors are not kept); one lookup per account at a time |
 //!
 //! The methods in parentheses come from [`ResolveCredentialsExt`]. A database-backed setup that
 //! has moved its tokens from a `tenants` table to a `tenant_settings` table reads the new
@@ -60,9 +60,11 @@
 //! use std::{collections::HashMap, sync::Arc, time::Duration};
 //! use tower_twilio::{Credentials, Secret, resolver::{ResolveCredentials, ResolveCredentialsExt, ResolveRequest}};
 //!
+//! # #[cfg(not(feature = "cache"))] fn main() {}
+//! # #[cfg(feature = "cache")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_twilio::BoxError> {
-//! let tenant = |name: &str, token: &str| Ok::<_, tower_twilio::EmptySecret>(
+//! let tenant = |name: &str, token: &str| Ok::<_, tower_twilio::ConfigError>(
 //!     Credentials::new().tenant(name).auth_token("primary", Secret::new(token)?));
 //! let tenant_settings = Arc::new(HashMap::from([("AC_new", tenant("acme", "new-token")?)]));
 //! let tenants = Arc::new(HashMap::from([
@@ -100,12 +102,15 @@ use http::{Extensions, HeaderMap, Method, Uri, request::Parts};
 
 use crate::{BoxError, Secret};
 
+#[cfg(feature = "cache")]
 mod cache;
 mod ext;
 mod fallback;
 mod map;
 mod timeout;
 
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use cache::{Cache, CacheFuture};
 pub use ext::ResolveCredentialsExt;
 pub use fallback::{Fallback, FallbackFuture};
@@ -408,8 +413,9 @@ impl Credentials {
         })
     }
 
-    /// Roughly the heap memory these credentials hold, for [`Cache`]'s weigher: names,
-    /// labels, secrets and the HMAC key states each secret may cache.
+    /// Roughly the heap memory these credentials hold, for the resolver cache's weigher:
+    /// names, labels, secrets and the HMAC key states each secret may cache.
+    #[cfg(feature = "cache")]
     pub(crate) fn approximate_size(&self) -> usize {
         const PER_SECRET: usize = 512;
         let names = self.tenant.as_deref().map_or(0, str::len)

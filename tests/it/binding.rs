@@ -4,6 +4,7 @@
 
 use std::{
     convert::Infallible,
+    num::NonZeroUsize,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -249,7 +250,7 @@ async fn query_pairs_past_a_thousand_are_not_dropped() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let raised = layer_for(single_account()).max_params(2000).unwrap();
+    let raised = layer_for(single_account()).max_params(NonZeroUsize::new(2000).unwrap());
     let (status, kind) = send(raised, request(), &seen).await;
     assert_eq!(
         (status, kind),
@@ -732,8 +733,7 @@ async fn a_forwarded_field_the_proxy_does_not_set_is_ignored() {
         TwilioSignatureLayer::new(single_account())
             .public_url(PublicUrl::trust_forwarded(
                 ForwardedHeaders::new()
-                    .trust_proxy("10.0.0.0/8")
-                    .unwrap()
+                    .trust_proxy("10.0.0.0/8".parse().unwrap())
                     .read(ForwardedField::XForwardedProto)
                     .read(ForwardedField::XForwardedFor),
             ))

@@ -5,6 +5,7 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -103,8 +104,7 @@ fn cases() -> Vec<Case> {
             public_url: PublicUrl::trust_forwarded(
                 ForwardedHeaders::new()
                     .read(ForwardedField::XForwardedProto)
-                    .trust_proxy("10.0.0.0/8")
-                    .unwrap(),
+                    .trust_proxy("10.0.0.0/8".parse().unwrap()),
             ),
             signed_url: "https://api.example.com/app/twilio/sms",
             target: "/twilio/sms",
@@ -255,8 +255,7 @@ async fn a_raised_parameter_limit_holds_for_the_doctor() {
     let sink = RecordingSink::default();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
-        .max_params(2000)
-        .unwrap()
+        .max_params(NonZeroUsize::new(2000).unwrap())
         .diagnose_mismatches(true)
         .on_security_event(sink.clone());
     let request = Request::post("/twilio/sms")

@@ -199,6 +199,53 @@ async fn axum_answers_413_to_an_announced_10mb_body_without_reading_it() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A custom rejection is whatever axum's `IntoResponse` makes, with no conversion to the
+/// layer's body type; the typed reason still rides in its extensions.
+#[tokio::test]
+async fn axum_rejection_response_is_any_into_response() {
+    use axum::response::IntoResponse;
+
+    let sink = RecordingSink::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let twilio = layer(&sink).rejection_response(|rejection: &Rejection| {
+        let twiml = format!("<Response><Say>{}</Say></Response>", rejection.kind());
+        let content_type = [(http::header::CONTENT_TYPE, "text/xml")];
+        (StatusCode::UNAUTHORIZED, content_type, twiml).into_response()
+    });
+    let app = Router::new()
+        .route("/twilio/sms", post(axum_sms))
+        .route_layer(twilio)
+        .with_state(Arc::clone(&calls));
+
+    let response = app
+        .clone()
+        .oneshot(forged_post("/twilio/sms"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["content-type"], "text/xml");
+    let rejection = response.extensions().get::<Rejection>().cloned();
+    assert_eq!(
+        rejection.map(|r| r.kind()),
+        Some(RejectionKind::SignatureMismatch)
+    );
+    assert_eq!(
+        body_string(response).await,
+        "<Response><Say>signature_mismatch</Say></Response>"
+    );
+    assert_eq!(sink.events().len(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // A signed request still reaches the handler, untouched by the custom rejection.
+    let mut signed = signed_post("/twilio/sms", SMS_BODY);
+    signed
+        .extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from((LOCALHOST, 4000))));
+    let response = app.oneshot(signed).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 /// Reads a raw HTTP/1.1 response up to the end of its head.
 async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();

@@ -9,6 +9,7 @@
 use std::{
     future::Future,
     net::SocketAddr,
+    num::NonZeroUsize,
     pin::Pin,
     task::{Context, Poll},
     time::Duration,
@@ -78,10 +79,8 @@ fn behind_proxy(sink: &RecordingSink) -> Layer {
 
 fn large_bodies(sink: &RecordingSink) -> Layer {
     fixed(sink)
-        .max_body_size(1024 * 1024)
-        .unwrap()
-        .max_params(10_000)
-        .unwrap()
+        .max_body_size(NonZeroUsize::new(1024 * 1024).unwrap())
+        .max_params(NonZeroUsize::new(10_000).unwrap())
 }
 
 fn exact_only(sink: &RecordingSink) -> Layer {
@@ -994,7 +993,11 @@ async fn bytes_past_content_length_are_not_part_of_the_body() {
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_a_413() {
     let sink = RecordingSink::default();
-    let addr = serve(fixed(&sink).max_body_size(1024).unwrap(), None).await;
+    let addr = serve(
+        fixed(&sink).max_body_size(NonZeroUsize::new(1024).unwrap()),
+        None,
+    )
+    .await;
     let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
     let mut stream = connect(addr).await;
     bounded(

@@ -2,6 +2,7 @@
 
 use std::{
     convert::Infallible,
+    num::NonZeroUsize,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -197,7 +198,7 @@ async fn header_problems_are_refused_with_their_reason() {
 #[tokio::test]
 async fn oversize_bodies_get_413_without_being_buffered() {
     let sink = RecordingSink::default();
-    let limited = layer(&sink).max_body_size(100).unwrap();
+    let limited = layer(&sink).max_body_size(NonZeroUsize::new(100).unwrap());
     // By Content-Length: refused before any byte is read. The body would panic if polled.
     struct Untouchable;
     impl http_body::Body for Untouchable {
@@ -225,7 +226,7 @@ async fn oversize_bodies_get_413_without_being_buffered() {
     // Streamed without a length: refused as soon as it passes the limit; later chunks are never
     // pulled.
     let sink = RecordingSink::default();
-    let limited = layer(&sink).max_body_size(100).unwrap();
+    let limited = layer(&sink).max_body_size(NonZeroUsize::new(100).unwrap());
     let pulled = Arc::new(AtomicUsize::new(0));
     let chunks = Chunks {
         pulled: Arc::clone(&pulled),
@@ -640,8 +641,7 @@ async fn forwarded_headers_only_matter_from_trusted_peers() {
             .read(ForwardedField::XForwardedPort)
             .read(ForwardedField::XForwardedPrefix)
             .read(ForwardedField::XForwardedFor)
-            .trust_proxy("10.0.0.0/8")
-            .unwrap(),
+            .trust_proxy("10.0.0.0/8".parse().unwrap()),
     );
     let sink = RecordingSink::default();
     let layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))

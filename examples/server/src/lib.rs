@@ -227,7 +227,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         PublicUrlConfig::TrustForwarded { proxies, fields } => {
             let mut headers = ForwardedHeaders::new();
             for cidr in proxies {
-                headers = headers.trust_proxy(cidr)?;
+                headers = headers.trust_proxy(cidr.parse()?);
             }
             for field in fields {
                 headers = headers.read(*field);

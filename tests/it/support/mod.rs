@@ -22,8 +22,7 @@ pub(crate) fn every_field_from_10_8() -> ForwardedHeaders {
     ForwardedField::ALL
         .into_iter()
         .fold(ForwardedHeaders::new(), ForwardedHeaders::read)
-        .trust_proxy("10.0.0.0/8")
-        .unwrap()
+        .trust_proxy("10.0.0.0/8".parse().unwrap())
 }
 
 pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef";

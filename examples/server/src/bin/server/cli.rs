@@ -11,7 +11,7 @@ use std::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tower_twilio::{
     BoxError, PublicUrl,
-    public_url::{ForwardedField, ForwardedHeaders},
+    public_url::{ForwardedField, ForwardedHeaders, ProxyNetwork},
     signature::Algorithm,
 };
 use tower_twilio_example_server::{
@@ -244,9 +244,10 @@ pub(crate) fn server_config(location: Location, args: &ServeArgs) -> Result<Conf
         (None, false) => {
             let mut headers = ForwardedHeaders::new();
             for cidr in &args.trust_proxy {
-                headers = headers
-                    .trust_proxy(cidr.trim())
+                let network = cidr
+                    .parse::<ProxyNetwork>()
                     .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?;
+                headers = headers.trust_proxy(network);
             }
             let fields = args
                 .trust_forwarded_field
