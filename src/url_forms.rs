@@ -35,6 +35,11 @@ use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
+mod whatwg;
+
+#[doc(hidden)]
+pub use whatwg::{Unserializable, whatwg_form};
+
 /// The parts of an absolute URL that port handling needs, split without normalising anything.
 struct Split<'a> {
     /// `scheme://`
@@ -179,8 +184,7 @@ pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<St
         push(Some(python));
         push(other);
     }
-    if let Ok(parsed) = url::Url::parse(url) {
-        let whatwg = String::from(parsed);
+    if let Ok(whatwg) = whatwg_form(url) {
         // The query re-serialisation and the port change touch disjoint parts of the URL,
         // so they commute: the port form of the re-serialised query is computed directly.
         if whatwg == url {
