@@ -16,7 +16,9 @@
 //!    - twilio-node 6.3.1's WHATWG form (`new URL(url).toString()`: lower-case scheme and host,
 //!      dot segments resolved, non-ASCII and `'` in the query percent-encoded, default port
 //!      dropped) ± port, and that form with its query re-serialised through Node's legacy
-//!      `querystring` module (`%27` becomes `'`, `+` becomes `%20`).
+//!      `querystring` module (`%27` becomes `'`, `+` becomes `%20`). The WHATWG form is this
+//!      crate's own serialiser, for `http` and `https` URLs whose host needs no international
+//!      domain name processing; other URLs get no WHATWG form (see `whatwg.rs`).
 //!
 //! A lenient form is tried only when it cannot change what the application acts on (see
 //! [`binds_same_request`]): it must name the same host (ASCII case aside), the same path

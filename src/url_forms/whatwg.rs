@@ -19,9 +19,14 @@
 //! What it does not do, it refuses rather than guesses (see [`Unserializable`]): other
 //! schemes, and hosts that need international domain name processing (non-ASCII once
 //! percent-decoded, or with a punycode `xn--` label). For those, no WHATWG form is tried.
-//! Twilio calls `http` and `https` URLs only, and a host spelled differently in the WHATWG form
-//! is never a candidate anyway (see [`super::binds_same_request`]); the one thing lost is the
-//! legacy query re-serialisation for a URL with an international host.
+//! Twilio calls `http` and `https` URLs only. A non-ASCII host is spelled differently in the
+//! WHATWG form (punycode), which is then never a candidate anyway (see
+//! [`super::binds_same_request`]). What is lost is the WHATWG form, and its legacy query
+//! re-serialisation, of a URL whose host is already in punycode: no vector has one.
+//!
+//! One deliberate difference from the `url` crate: it never removes a segment like `c:` or
+//! `c|` with `..` (the Standard's rule for `file:` URLs, applied to every scheme). This follows
+//! the Standard, as Node does; a received path with `..` has no lenient form anyway.
 
 use std::net::Ipv4Addr;
 
@@ -486,5 +491,160 @@ fn dots(segment: &str) -> u8 {
         2
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Rows are input -> WHATWG form, as `new URL(input).toString()` gives it (the integration
+    // tests compare the same inputs, and generated ones, with the `url` crate).
+    #[test]
+    fn serialisation_table() {
+        let rows = [
+            // scheme and host lower-cased, empty path written `/`
+            ("HTTPS://Example.COM", "https://example.com/"),
+            ("https://example.com?x=1", "https://example.com/?x=1"),
+            // default ports dropped, others without leading zeros, an empty port dropped
+            ("https://example.com:443/sms", "https://example.com/sms"),
+            ("http://example.com:0080/sms", "http://example.com/sms"),
+            ("http://example.com:443/sms", "http://example.com:443/sms"),
+            (
+                "https://example.com:08443/sms",
+                "https://example.com:8443/sms",
+            ),
+            ("https://example.com:/sms", "https://example.com/sms"),
+            // the special query set encodes `'`; existing escapes stay as written
+            (
+                "https://e.com/v?ToState=Forl\u{ec}'&a=%zz&b=%2f",
+                "https://e.com/v?ToState=Forl%C3%AC%27&a=%zz&b=%2f",
+            ),
+            (
+                "https://e.com/v?a b<>\"`{}|",
+                "https://e.com/v?a%20b%3C%3E%22`{}|",
+            ),
+            // the path set: `` ` ``, `{`, `}` encoded, `'` and `|` and `^` not
+            (
+                "https://e.com/a b`{}'|^\"",
+                "https://e.com/a%20b%60%7B%7D'|^%22",
+            ),
+            ("https://e.com/caf\u{e9}", "https://e.com/caf%C3%A9"),
+            // the fragment set
+            ("https://e.com/#a b`'\u{0}x", "https://e.com/#a%20b%60'%00x"),
+            // `?` after the query starts, `#` after the fragment starts: kept
+            ("https://e.com/a?b?c#d#e", "https://e.com/a?b?c#d#e"),
+            ("https://e.com/sms?", "https://e.com/sms?"),
+            ("https://e.com/sms#", "https://e.com/sms#"),
+            // dot segments and backslashes
+            ("https://e.com/a/../sms", "https://e.com/sms"),
+            ("https://e.com/a/./b/", "https://e.com/a/b/"),
+            ("https://e.com/a/%2E%2e/b/%2e", "https://e.com/b/"),
+            ("https://e.com/..", "https://e.com/"),
+            ("https://e.com/a/..", "https://e.com/"),
+            ("https://e.com/...", "https://e.com/..."),
+            ("https://e.com/twilio\\sms", "https://e.com/twilio/sms"),
+            ("https:\\\\e.com\\a", "https://e.com/a"),
+            ("https:e.com", "https://e.com/"),
+            ("https:////e.com/a", "https://e.com/a"),
+            // userinfo: every `@` but the last, and colons after the first, encoded
+            ("https://u:p@e.com/", "https://u:p@e.com/"),
+            ("https://u@v:p:q@e.com/", "https://u%40v:p%3Aq@e.com/"),
+            ("https://u:@e.com/", "https://u@e.com/"),
+            ("https://:p@e.com/", "https://:p@e.com/"),
+            ("https://:@e.com/", "https://e.com/"),
+            ("https://@e.com/", "https://e.com/"),
+            ("https://u s\u{e9}r@e.com/", "https://u%20s%C3%A9r@e.com/"),
+            // hosts: percent-decoded, IPv4 number forms, IPv6 compression
+            ("https://ex%41mple.com/", "https://example.com/"),
+            ("http://0x7F.1/", "http://127.0.0.1/"),
+            ("http://0177.0.0.1./", "http://127.0.0.1/"),
+            ("http://2130706433/", "http://127.0.0.1/"),
+            ("http://[0:0:0:0:0:0:0:1]/", "http://[::1]/"),
+            (
+                "http://[2001:DB8:0:0:1:0:0:1]:8443/",
+                "http://[2001:db8::1:0:0:1]:8443/",
+            ),
+            ("http://[1:0:0:2:0:0:0:3]/", "http://[1:0:0:2::3]/"),
+            ("http://[::ffff:1.2.3.4]/", "http://[::ffff:102:304]/"),
+            ("http://[::]/", "http://[::]/"),
+            ("http://[1:2:3:4:5:6:7::]/", "http://[1:2:3:4:5:6:7:0]/"),
+            ("http://[1:0:2:3:4:5:6:7]/", "http://[1:0:2:3:4:5:6:7]/"),
+            // white space: C0 and space trimmed, tabs and newlines dropped anywhere
+            (" \u{1}https://e.com/sms \n", "https://e.com/sms"),
+            ("ht\ttps://e.\ncom/s\rms?a\t=1", "https://e.com/sms?a=1"),
+        ];
+        for (input, expected) in rows {
+            assert_eq!(whatwg_form(input).as_deref(), Ok(expected), "{input:?}");
+            // The reference agrees with the table.
+            let reference = url::Url::parse(input).map(String::from);
+            assert_eq!(reference.as_deref(), Ok(expected), "url crate, {input:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_have_no_form() {
+        for input in [
+            "",
+            "example.com/sms",
+            "/sms",
+            "1https://e.com/",
+            "ht tp://e.com/",
+            "https://",
+            "https:///",
+            "https://@/",
+            "https://u@/",
+            "https://:443/",
+            "https://e.com:65536/",
+            "https://e.com:8a/",
+            "https://e.com:-1/",
+            "https://e.com: 80/",
+            "https://e x.com/",
+            "https://e%20x.com/",
+            "https://e%2Fx.com/",
+            "https://e%zz.com/",
+            "https://e<x.com/",
+            "https://e^x.com/",
+            "https://e|x.com/",
+            "https://[::1/",
+            "https://[::1]x/",
+            "https://[]/",
+            "https://[1:2]/",
+            "https://[1::2::3]/",
+            "https://[12345::]/",
+            "https://[::1.2.3]/",
+            "https://[::1.2.3.256]/",
+            "https://[::01.2.3.4]/",
+            "https://[1:2:3:4:5:6:7:1.2.3.4]/",
+            "https://1.2.3.256/",
+            "https://1.2.3.4.5/",
+            "https://example.09/",
+            "https://example.0x/",
+            "https://4294967296/",
+        ] {
+            assert_eq!(
+                whatwg_form(input),
+                Err(Unserializable::Invalid),
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_scope_urls_have_no_form() {
+        let rows = [
+            ("ws://e.com/", Unserializable::Scheme),
+            ("ftp://e.com/", Unserializable::Scheme),
+            ("file:///etc/passwd", Unserializable::Scheme),
+            ("mailto:x@e.com", Unserializable::Scheme),
+            ("https://caf\u{e9}.com/", Unserializable::NonAsciiHost),
+            ("https://caf%C3%A9.com/", Unserializable::NonAsciiHost),
+            ("https://\u{ff21}.com/", Unserializable::NonAsciiHost),
+            ("https://xn--caf-dma.com/", Unserializable::PunycodeLabel),
+            ("https://a.XN--p1ai/", Unserializable::PunycodeLabel),
+        ];
+        for (input, expected) in rows {
+            assert_eq!(whatwg_form(input), Err(expected), "{input:?}");
+        }
     }
 }

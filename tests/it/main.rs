@@ -13,3 +13,4 @@ mod replay;
 mod secrets;
 mod support;
 mod vectors;
+mod whatwg;
