@@ -812,6 +812,25 @@ mod tests {
     }
 
     #[test]
+    fn fixed_base_hosts_are_ascii() {
+        for international in ["https://caf\u{e9}.example", "https://caf%C3%A9.example/app"] {
+            let error = PublicUrl::fixed(international).unwrap_err();
+            assert!(
+                error.to_string().contains("use the punycode form"),
+                "{international}: {error}"
+            );
+        }
+        for ascii in [
+            "https://xn--caf-dma.example",
+            "HTTPS://Api.Example.COM:8443/app/",
+            "http://[::1]:8080",
+            "http://127.0.0.1",
+        ] {
+            assert!(PublicUrl::fixed(ascii).is_ok(), "{ascii}");
+        }
+    }
+
+    #[test]
     fn request_host_table() {
         let public = PublicUrl::request_host(Scheme::Https);
         assert_eq!(

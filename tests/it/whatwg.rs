@@ -300,12 +300,40 @@ prop_compose! {
     }
 }
 
+/// What `PublicUrl::fixed` accepted when it validated with the `url` crate.
+fn fixed_accepted_with_the_url_crate(base: &str) -> bool {
+    url::Url::parse(base).is_ok_and(|parsed| {
+        matches!(parsed.scheme(), "http" | "https")
+            && parsed.host_str().is_some_and(|host| !host.is_empty())
+    }) && !base.contains(['?', '#'])
+        && !base.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn whatwg_form_is_the_url_crates(input in generated_url()) {
         compare(&input)?;
+    }
+
+    // `PublicUrl::fixed` accepts and refuses what it did with the `url` crate, except that it
+    // refuses a non-ASCII host (configure the punycode form) and takes punycode labels as
+    // written.
+    #[test]
+    fn fixed_base_urls_are_judged_as_before(input in generated_url()) {
+        let now = tower_twilio::PublicUrl::fixed(&input);
+        let before = fixed_accepted_with_the_url_crate(&input);
+        match whatwg_form(&input) {
+            Err(Unserializable::NonAsciiHost) => {
+                let error = now.expect_err("a non-ASCII host is refused").to_string();
+                prop_assert!(error.contains("punycode"), "{}", error);
+            }
+            Err(Unserializable::PunycodeLabel) => {
+                prop_assert!(now.is_ok() || !before, "{:?}", input);
+            }
+            _ => prop_assert_eq!(now.is_ok(), before, "{:?}", input),
+        }
     }
 
     // Arbitrary text after a valid start: whatever follows `http://`, the forms agree.
