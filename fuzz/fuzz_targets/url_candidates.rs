@@ -112,7 +112,9 @@ fuzz_target!(|data: &[u8]| {
 /// Whether a segment is a Windows drive letter (`c:`, `c|`) and a later one a double-dot
 /// segment.
 fn drive_letter_then_dots(url: &str) -> bool {
-    let url = url.replace(['\t', '\n', '\r'], "");
+    let url = url
+        .trim_matches(|c: char| c <= ' ')
+        .replace(['\t', '\n', '\r'], "");
     let mut drive_letter = false;
     for segment in url.split(['/', '\\', '?', '#']) {
         let bytes = segment.as_bytes();

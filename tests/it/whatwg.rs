@@ -61,7 +61,9 @@ fn host_of(input: &str) -> Option<String> {
 /// Whether a path segment (any component, to keep it simple) is a Windows drive letter (`c:`,
 /// `c|`) and a later one a double-dot segment.
 fn drive_letter_then_dots(input: &str) -> bool {
-    let input = input.replace(['\t', '\n', '\r'], "");
+    let input = input
+        .trim_matches(|c: char| c <= ' ')
+        .replace(['\t', '\n', '\r'], "");
     let mut drive_letter = false;
     for segment in input.split(['/', '\\', '?', '#']) {
         let bytes = segment.as_bytes();
@@ -405,6 +407,7 @@ fn tricky_inputs_match_the_url_crate() {
         "https://example.com/...",
         "https://example.com/a|/..",
         "https://example.com/c:/b/../..",
+        "https://example.com/a/c:/..\u{4}",
     ] {
         compare(input).unwrap_or_else(|e| panic!("{e}"));
     }
