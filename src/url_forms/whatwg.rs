@@ -28,7 +28,7 @@
 //! `c|` with `..` (the Standard's rule for `file:` URLs, applied to every scheme). This follows
 //! the Standard, as Node does; a received path with `..` has no lenient form anyway.
 
-use std::net::Ipv4Addr;
+use std::{fmt::Write as _, net::Ipv4Addr};
 
 use percent_encoding::{
     AsciiSet, CONTROLS, percent_decode_str, percent_encode, utf8_percent_encode,
@@ -158,8 +158,7 @@ pub fn whatwg_form(input: &str) -> Result<String, Unserializable> {
     if let Some(digits) = port.strip_prefix(':') {
         match parse_port(digits)? {
             Some(port) if port != default_port => {
-                out.push(':');
-                out.push_str(&port.to_string());
+                let _ = write!(out, ":{port}");
             }
             _ => {}
         }
@@ -254,7 +253,7 @@ fn write_host(host: &str, out: &mut String) -> Result<(), Unserializable> {
     if ends_in_a_number(domain) {
         let address = parse_ipv4(domain).ok_or(Unserializable::Invalid)?;
         out.truncate(start);
-        out.push_str(&address.to_string());
+        let _ = write!(out, "{address}");
     }
     Ok(())
 }
@@ -302,20 +301,18 @@ fn ipv4_number(part: &str) -> Option<Option<u32>> {
 /// remaining bytes.
 fn parse_ipv4(domain: &str) -> Option<Ipv4Addr> {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
-    let parts: Vec<&str> = domain.split('.').collect();
-    if parts.len() > 4 {
-        return None;
+    let mut numbers = [0u32; 4];
+    let mut count = 0;
+    for part in domain.split('.') {
+        *numbers.get_mut(count)? = ipv4_number(part)??;
+        count += 1;
     }
-    let mut numbers = Vec::with_capacity(parts.len());
-    for part in parts {
-        numbers.push(ipv4_number(part)??);
-    }
-    let last = numbers.pop()?;
-    if numbers.iter().any(|&n| n > 255) || u64::from(last) >= 1u64 << (8 * (4 - numbers.len())) {
+    let (&last, leading) = numbers[..count].split_last()?;
+    if leading.iter().any(|&n| n > 255) || u64::from(last) >= 1u64 << (8 * (4 - leading.len())) {
         return None;
     }
     let mut address = last;
-    for (i, n) in numbers.iter().enumerate() {
+    for (i, n) in leading.iter().enumerate() {
         address += n << (8 * (3 - i));
     }
     Some(Ipv4Addr::from(address))
@@ -419,8 +416,6 @@ fn parse_embedded_ipv4(input: &[u8], pieces: &mut [u16]) -> Option<()> {
 /// Lower-case hexadecimal pieces, the first longest run of two or more zero pieces written
 /// `::`.
 fn write_ipv6(pieces: &[u16; 8], out: &mut String) {
-    use std::fmt::Write;
-
     let (mut best_start, mut best_len) = (8, 0);
     let mut i = 0;
     while i < 8 {
