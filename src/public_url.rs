@@ -32,8 +32,11 @@ use std::{fmt, net::IpAddr, sync::Arc};
 use http::{HeaderMap, Uri, header, request::Parts};
 use ipnet::IpNet;
 
-use crate::error::ConfigError;
 pub use crate::proxy_network::ProxyNetwork;
+use crate::{
+    error::ConfigError,
+    url_forms::{Unserializable, whatwg_form},
+};
 
 /// Where the scheme, host, port and path prefix of the verified URL come from. See the
 /// [module docs](self).
@@ -95,18 +98,26 @@ impl PublicUrl {
     /// # Errors
     ///
     /// [`ConfigError::InvalidPublicUrl`] unless `base` is an absolute `http` or `https` URL
-    /// with a host and without query or fragment.
+    /// with a host and without query or fragment. An international host is given in its
+    /// punycode form (`https://xn--caf-dma.example`): a non-ASCII one is refused.
     pub fn fixed(base: &str) -> Result<Self, ConfigError> {
         let invalid = |reason: &'static str| ConfigError::InvalidPublicUrl {
             url: base.to_owned(),
             reason,
         };
-        let parsed = url::Url::parse(base).map_err(|_| invalid("not an absolute URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid("the scheme must be http or https"));
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(invalid("the URL has no host"));
+        // The WHATWG parser's verdict, without international domain names: a punycode label
+        // is taken as written (DNS is the judge of it), a non-ASCII host is refused.
+        match whatwg_form(base) {
+            Ok(_) | Err(Unserializable::PunycodeLabel) => {}
+            Err(Unserializable::Scheme) => {
+                return Err(invalid("the scheme must be http or https"));
+            }
+            Err(Unserializable::NonAsciiHost) => {
+                return Err(invalid(
+                    "the host is not ASCII: use the punycode form (xn--...) Twilio calls",
+                ));
+            }
+            Err(Unserializable::Invalid) => return Err(invalid("not an absolute URL")),
         }
         if base.contains(['?', '#']) {
             return Err(invalid("the base URL must not have a query or fragment"));
@@ -795,6 +806,25 @@ mod tests {
             );
         }
         assert!(PublicUrl::fixed("https://user:pass@example.com").is_ok());
+    }
+
+    #[test]
+    fn fixed_base_hosts_are_ascii() {
+        for international in ["https://caf\u{e9}.example", "https://caf%C3%A9.example/app"] {
+            let error = PublicUrl::fixed(international).unwrap_err();
+            assert!(
+                error.to_string().contains("use the punycode form"),
+                "{international}: {error}"
+            );
+        }
+        for ascii in [
+            "https://xn--caf-dma.example",
+            "HTTPS://Api.Example.COM:8443/app/",
+            "http://[::1]:8080",
+            "http://127.0.0.1",
+        ] {
+            assert!(PublicUrl::fixed(ascii).is_ok(), "{ascii}");
+        }
     }
 
     #[test]

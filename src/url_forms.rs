@@ -16,7 +16,9 @@
 //!    - twilio-node 6.3.1's WHATWG form (`new URL(url).toString()`: lower-case scheme and host,
 //!      dot segments resolved, non-ASCII and `'` in the query percent-encoded, default port
 //!      dropped) ± port, and that form with its query re-serialised through Node's legacy
-//!      `querystring` module (`%27` becomes `'`, `+` becomes `%20`).
+//!      `querystring` module (`%27` becomes `'`, `+` becomes `%20`). The WHATWG form is this
+//!      crate's own serialiser, for `http` and `https` URLs whose host needs no international
+//!      domain name processing; other URLs get no WHATWG form (see `whatwg.rs`).
 //!
 //! A lenient form is tried only when it cannot change what the application acts on (see
 //! [`binds_same_request`]): it must name the same host (ASCII case aside), the same path
@@ -34,6 +36,11 @@
 use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+mod whatwg;
+
+#[doc(hidden)]
+pub use whatwg::{Unserializable, whatwg_form};
 
 /// The parts of an absolute URL that port handling needs, split without normalising anything.
 struct Split<'a> {
@@ -179,8 +186,7 @@ pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<St
         push(Some(python));
         push(other);
     }
-    if let Ok(parsed) = url::Url::parse(url) {
-        let whatwg = String::from(parsed);
+    if let Ok(whatwg) = whatwg_form(url) {
         // The query re-serialisation and the port change touch disjoint parts of the URL,
         // so they commute: the port form of the re-serialised query is computed directly.
         if whatwg == url {

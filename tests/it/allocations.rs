@@ -52,7 +52,7 @@ fn valid_webhooks_allocate_at_most_three_times() {
 }
 
 // A forged signature makes the verifier try every spelling of the URL: the three allocations of
-// a valid request, one `String` for the other port form, then what `url::Url::parse` and the
+// a valid request, one `String` for the other port form, then what the WHATWG form and the
 // query re-serialisation the official libraries compare against allocate (4 to 6 for these
 // URLs; a lenient form that differs adds one `String`). None of it depends on the body.
 #[test]

@@ -14,3 +14,4 @@ mod replay;
 mod secrets;
 mod support;
 mod vectors;
+mod whatwg;
