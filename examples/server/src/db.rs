@@ -653,15 +653,16 @@ impl Db {
 
     // ---- webhook log -------------------------------------------------------------------
 
-    /// Inserts a webhook's first stage; returns its row id.
+    /// Inserts a webhook's first stage written (a refused request's only one); returns its row
+    /// id.
     pub async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
             "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
                  rejection_reason, tenant_id, account_sid, message_sid, message_status,
                  credential, status_code, query, user_agent, client_ip, request_id, call_sid,
-                 call_status, recording_status)
+                 call_status, recording_status, diagnosis_url, diagnosis_fix)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19)
+                 $18, $19, $20, $21)
              RETURNING id",
         )
         .bind(entry.received_at_ms)
@@ -683,6 +684,8 @@ impl Db {
         .bind(&entry.call_sid)
         .bind(&entry.call_status)
         .bind(&entry.recording_status)
+        .bind(&entry.diagnosis_url)
+        .bind(&entry.diagnosis_fix)
         .fetch_one(&self.pool)
         .await
     }

@@ -62,7 +62,7 @@ use self::{
     demo::Demo,
     replay::{AnyStore, ReplayGuardConfig},
     routes::AppState,
-    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS, Retention},
+    webhook_log::{LogSender, LogWriter, QUEUED_WEBHOOKS, Retention},
 };
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
@@ -247,10 +247,8 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         }
     };
 
-    let permits = Arc::new(Semaphore::new(
-        (QUEUED_WEBHOOKS * PERMITS_PER_WEBHOOK) as usize,
-    ));
-    let (log, writer) = webhook_log::spawn(db.clone(), Arc::clone(&permits), config.retention);
+    let permits = Arc::new(Semaphore::new(QUEUED_WEBHOOKS as usize));
+    let (log, writer) = webhook_log::spawn(db.clone(), config.retention);
 
     let twilio = TwilioSignatureLayer::new(credentials::resolver(&db, config.credential_cache_ttl))
         .public_url(public_url)

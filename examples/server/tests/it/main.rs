@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod doctor;
+mod flood;
 mod inspector;
 mod log_bounds;
 mod metrics;
