@@ -16,11 +16,12 @@
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
 //!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
 //!              ├─ /healthz ─► handler
-//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
+//!              ├─ admin surface: /inspector/send-*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
+//!              └─ the inspector page's shell: /, /inspector.{js,css} ─► Host ─► handler
 //! ```
 //!
-//! The admin surface always needs the admin token, and answers only to known names
-//! ([`admin`]).
+//! The admin surface always needs the admin token as a bearer header, and answers only to
+//! known names ([`admin`]); the inspector page's shell holds no data and asks for the token.
 //!
 //! ```text
 //! ```
@@ -287,14 +288,22 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         }
     };
     let guard = admin::AdminGuard::new(&admin_token, local_addr, public_base.as_deref());
-    let admin_surface = Router::new()
-        .route("/api/webhooks", get(routes::webhooks))
-        .route("/api/messages/{sid}", get(routes::message))
-        .route("/api/calls/{sid}", get(routes::call))
-        .route("/metrics", get(prometheus::render))
-        .with_state(state.clone())
-        .merge(inspector.router())
-        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+    let admin_surface =
+        Router::new()
+            .route("/api/webhooks", get(routes::webhooks))
+            .route("/api/messages/{sid}", get(routes::message))
+            .route("/api/calls/{sid}", get(routes::call))
+            .route("/metrics", get(prometheus::render))
+            .with_state(state.clone())
+            .merge(inspector.actions())
+            .route_layer(axum::middleware::from_fn_with_state(
+                guard.clone(),
+                admin::guard,
+            ))
+            // The page's shell holds no data and asks for the token itself.
+            .merge(inspector::Inspector::shell().route_layer(
+                axum::middleware::from_fn_with_state(guard, admin::host_only),
+            ));
 
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
@@ -328,7 +337,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
         ))
-        // The span names the path only: a query may hold the admin token (`/?token=`).
+        // The span names the path only: a query may hold anything.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
             tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
         }));
