@@ -125,22 +125,14 @@ impl AdminGuard {
             .any(|token| self.matches(token.trim()))
     }
 
-    /// `421 Misdirected Request` unless the request's `Host` is one of this server's names.
-    fn check_host(&self, request: &Request) -> Result<(), Response> {
+    /// Whether the request's `Host` is one of this server's names.
+    fn meant_for_us(&self, request: &Request) -> bool {
         let host = request
             .headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| request.uri().authority().map(|a| a.as_str()));
-        if host.is_some_and(|host| self.allows_host(host)) {
-            return Ok(());
-        }
-        Err((
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected request: the admin pages answer only to localhost, the bound address \
-             and PUBLIC_URL's host\n",
-        )
-            .into_response())
+        host.is_some_and(|host| self.allows_host(host))
     }
 }
 
@@ -162,8 +154,8 @@ fn strip_port(host: &str) -> &str {
 
 /// The middleware in front of the admin surface; see the module docs.
 pub async fn guard(State(guard): State<AdminGuard>, request: Request, next: Next) -> Response {
-    if let Err(misdirected) = guard.check_host(&request) {
-        return misdirected;
+    if !guard.meant_for_us(&request) {
+        return misdirected();
     }
     if guard.authorized(&request) {
         return next.run(request).await;
@@ -184,10 +176,20 @@ pub async fn guard(State(guard): State<AdminGuard>, request: Request, next: Next
 /// The middleware in front of the inspector page's shell (which holds no data and asks for
 /// the token itself): the `Host` check only.
 pub async fn host_only(State(guard): State<AdminGuard>, request: Request, next: Next) -> Response {
-    match guard.check_host(&request) {
-        Ok(()) => next.run(request).await,
-        Err(misdirected) => misdirected,
+    if !guard.meant_for_us(&request) {
+        return misdirected();
     }
+    next.run(request).await
+}
+
+/// `421 Misdirected Request`, for a `Host` that is none of this server's names.
+fn misdirected() -> Response {
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        "misdirected request: the admin pages answer only to localhost, the bound address and \
+         PUBLIC_URL's host\n",
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //! ```text
 //! ```
 
+pub mod account_index;
 pub mod admin;
 pub mod credentials;
 pub mod db;
@@ -198,6 +199,7 @@ pub struct Handles {
     /// Lets tests wait until the log has caught up ([`LogSender::flush`]).
     pub log: LogSender,
     writer: LogWriter,
+    index_refresh: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the database (creating it), sets up tenants (the configured account, or demo mode),
@@ -251,18 +253,25 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let permits = Arc::new(Semaphore::new(QUEUED_WEBHOOKS as usize));
     let (log, writer) = webhook_log::spawn(db.clone(), config.retention);
 
-    let twilio = TwilioSignatureLayer::new(credentials::resolver(&db, config.credential_cache_ttl))
-        .public_url(public_url)
-        // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
-        .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
-        .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
-        .on_webhook(log.hook())
-        .on_security_event(Sinks::new(config.sentry))
-        // A webhook already processed (a Twilio retry, or a captured request played again) is
-        // answered without running its handler again; the log shows it as `duplicate`.
-        .replay_guard(ReplayGuard::new(
-            AnyStore::open(&config.replay_guard).await?,
-        ));
+    // After the tenants are set up: every stored account, kept current while the server runs.
+    let index = account_index::AccountIndex::load(&db).await?;
+    let index_refresh = index.spawn_refresh(db.clone());
+    let twilio = TwilioSignatureLayer::new(credentials::resolver(
+        &db,
+        &index,
+        config.credential_cache_ttl,
+    ))
+    .public_url(public_url)
+    // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
+    .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+    .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
+    .on_webhook(log.hook())
+    .on_security_event(Sinks::new(config.sentry))
+    // A webhook already processed (a Twilio retry, or a captured request played again) is
+    // answered without running its handler again; the log shows it as `duplicate`.
+    .replay_guard(ReplayGuard::new(
+        AnyStore::open(&config.replay_guard).await?,
+    ));
 
     let state = AppState {
         db: db.clone(),
@@ -368,6 +377,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             db,
             log,
             writer,
+            index_refresh,
         },
     ))
 }
@@ -392,6 +402,7 @@ where
     // Every connection is closed: each webhook's last stage is on the log's queue.
     let written = handles.writer.drain().await;
     tracing::info!(log_entries_written = written, "webhook log drained");
+    handles.index_refresh.abort();
     handles.db.close().await;
     served.map_err(|e| format!("the server failed: {e}").into())
 }
