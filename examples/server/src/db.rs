@@ -27,7 +27,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
 use tower_twilio::BoxError;
 
 /// Where the data lives, from `DATABASE_URL`.
@@ -721,41 +721,36 @@ impl Db {
 
     // ---- webhook log -------------------------------------------------------------------
 
-    /// Inserts a webhook's first stage written (a refused request's only one); returns its row
-    /// id.
+    /// Inserts a webhook's first stage written; returns its row id.
     pub async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
-                 rejection_reason, tenant_id, account_sid, message_sid, message_status,
-                 credential, status_code, query, user_agent, client_ip, request_id, call_sid,
-                 call_status, recording_status, diagnosis_url, diagnosis_fix)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19, $20, $21)
-             RETURNING id",
-        )
-        .bind(entry.received_at_ms)
-        .bind(now_ms())
-        .bind(&entry.method)
-        .bind(&entry.path)
-        .bind(entry.outcome)
-        .bind(entry.rejection_reason)
-        .bind(&entry.tenant_id)
-        .bind(&entry.account_sid)
-        .bind(&entry.message_sid)
-        .bind(&entry.message_status)
-        .bind(&entry.credential)
-        .bind(entry.status_code)
-        .bind(&entry.query)
-        .bind(&entry.user_agent)
-        .bind(&entry.client_ip)
-        .bind(&entry.request_id)
-        .bind(&entry.call_sid)
-        .bind(&entry.call_status)
-        .bind(&entry.recording_status)
-        .bind(&entry.diagnosis_url)
-        .bind(&entry.diagnosis_fix)
-        .fetch_one(&self.pool)
-        .await
+        let sql = format!(
+            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {} RETURNING id",
+            placeholders(1)
+        );
+        bind_log_row(sqlx::query(&sql), entry, now_ms())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    /// Inserts refused requests' rows (each their only stage) in one statement: a flood's
+    /// rows cost one round trip and one commit per batch, not per row. At most
+    /// [`MAX_LOG_BATCH`] rows.
+    pub async fn insert_refused(&self, entries: &[&LogRow]) -> Result<(), sqlx::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = &entries[..entries.len().min(MAX_LOG_BATCH)];
+        let sql = format!(
+            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {}",
+            placeholders(entries.len())
+        );
+        let now = now_ms();
+        let mut query = sqlx::query(&sql);
+        for entry in entries {
+            query = bind_log_row(query, entry, now);
+        }
+        query.execute(&self.pool).await.map(drop)
     }
 
     /// Records a later stage of the webhook in row `id`; what the stage does not know is kept.
@@ -1270,6 +1265,62 @@ pub fn now_ms() -> i64 {
 pub fn to_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The most rows [`Db::insert_refused`] writes at once (21 parameters each, well under
+/// SQLite's and PostgreSQL's limits).
+pub const MAX_LOG_BATCH: usize = 64;
+
+/// The columns a new `webhook_log` row is written with, in [`bind_log_row`]'s order.
+const LOG_COLUMNS: &str = "received_at_ms, updated_at_ms, method, path, outcome, \
+     rejection_reason, tenant_id, account_sid, message_sid, message_status, credential, \
+     status_code, query, user_agent, client_ip, request_id, call_sid, call_status, \
+     recording_status, diagnosis_url, diagnosis_fix";
+
+/// How many [`LOG_COLUMNS`] there are.
+const LOG_COLUMN_COUNT: usize = 21;
+
+/// `($1, …, $21), ($22, …)` for `rows` rows of [`LOG_COLUMNS`].
+fn placeholders(rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let values: Vec<String> = (1..=LOG_COLUMN_COUNT)
+                .map(|column| format!("${}", row * LOG_COLUMN_COUNT + column))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `entry`'s [`LOG_COLUMNS`], with `updated_at_ms` = `now`.
+fn bind_log_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    entry: &'q LogRow,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(entry.received_at_ms)
+        .bind(now)
+        .bind(&entry.method)
+        .bind(&entry.path)
+        .bind(entry.outcome)
+        .bind(entry.rejection_reason)
+        .bind(&entry.tenant_id)
+        .bind(&entry.account_sid)
+        .bind(&entry.message_sid)
+        .bind(&entry.message_status)
+        .bind(&entry.credential)
+        .bind(entry.status_code)
+        .bind(&entry.query)
+        .bind(&entry.user_agent)
+        .bind(&entry.client_ip)
+        .bind(&entry.request_id)
+        .bind(&entry.call_sid)
+        .bind(&entry.call_status)
+        .bind(&entry.recording_status)
+        .bind(&entry.diagnosis_url)
+        .bind(&entry.diagnosis_fix)
 }
 
 /// Moves the `credential_changes` counter, in the transaction that changes credentials.

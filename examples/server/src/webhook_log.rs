@@ -72,7 +72,7 @@ use tower_twilio::{
 };
 
 use crate::{
-    db::{Db, LogRow, now_ms, to_ms},
+    db::{Db, LogRow, MAX_LOG_BATCH, now_ms, to_ms},
     twilio_presets::random_hex,
 };
 
@@ -289,11 +289,12 @@ impl LogSender {
     }
 
     fn send(&self, entry: &WebhookLogEntry) {
-        let tags = TAGS.try_with(Clone::clone).ok();
-        let stage = entry.stage;
-        let queued = match stage {
+        if entry.stage == WebhookStage::Received {
             // Nothing is known of it yet: written with its next stage.
-            WebhookStage::Received => return,
+            return;
+        }
+        let tags = TAGS.try_with(Clone::clone).ok();
+        let queued = match entry.stage {
             WebhookStage::Verified | WebhookStage::PassedInReportOnlyMode(_) => {
                 if let Some(tags) = &tags {
                     lock(&tags.admission).queued = true;
@@ -410,7 +411,8 @@ async fn run(
                 _ = stop.changed() => break,
             },
             (Some(message), Some(entry)) if entry.id < message.order() => {
-                writer.write_entry(entry).await;
+                let batch = writer.refused_batch(entry, message.order(), &mut refused);
+                writer.write(Work::Refused(batch)).await;
                 webhook = Some(message);
             }
             (Some(message), entry) => {
@@ -418,7 +420,8 @@ async fn run(
                 writer.handle(message).await;
             }
             (None, Some(entry)) => {
-                writer.write_entry(entry).await;
+                let batch = writer.refused_batch(entry, u64::MAX, &mut refused);
+                writer.write(Work::Refused(batch)).await;
             }
         }
     }
@@ -426,15 +429,9 @@ async fn run(
     writer.start_deadline();
     let mut lost = 0;
     while let Ok(message) = rx.try_recv() {
-        if !writer.handle(message).await {
-            lost += 1;
-        }
+        lost += writer.handle(message).await;
     }
-    while let Ok(entry) = writer.refused.try_recv() {
-        if !writer.write_entry(entry).await {
-            lost += 1;
-        }
-    }
+    lost += writer.write_all_refused().await;
     if lost > 0 {
         tracing::error!(
             lost,
@@ -483,29 +480,63 @@ impl Writer {
     }
 
     /// Writes one entry, or answers a flush once the refused entries queued before it are
-    /// written too.
-    async fn handle(&mut self, message: Message) -> bool {
+    /// written too. Returns how many entries could not be written (see [`write`](Self::write)).
+    async fn handle(&mut self, message: Message) -> u64 {
         match message {
-            Message::Entry(entry) => self.write_entry(entry).await,
+            Message::Entry(entry) => self.write(Work::Webhook(entry)).await,
             Message::Flush(done) => {
-                while let Ok(entry) = self.refused.try_recv() {
-                    self.write_entry(entry).await;
-                }
+                let lost = self.write_all_refused().await;
                 let _ = done.send(());
-                true
+                lost
             }
         }
     }
 
-    /// Writes one entry, retrying until it is written, or until the shutdown deadline passes
-    /// (returns false). Dropping the entry afterwards gives its permit back.
-    async fn write_entry(&mut self, entry: Box<Entry>) -> bool {
+    /// `first` and the refused entries after it in the queue that arrived before `before`, up
+    /// to a batch; the first later one goes back to `next`.
+    fn refused_batch(
+        &mut self,
+        first: Box<Entry>,
+        before: u64,
+        next: &mut Option<Box<Entry>>,
+    ) -> Vec<Entry> {
+        let mut batch = Vec::with_capacity(MAX_LOG_BATCH);
+        batch.push(*first);
+        while batch.len() < MAX_LOG_BATCH {
+            match self.refused.try_recv() {
+                Ok(entry) if entry.id < before => batch.push(*entry),
+                Ok(entry) => {
+                    *next = Some(entry);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Writes every refused entry queued now, in batches; returns how many were lost.
+    async fn write_all_refused(&mut self) -> u64 {
+        let mut lost = 0;
+        let mut next = None;
+        while let Some(first) = next.take().or_else(|| self.refused.try_recv().ok()) {
+            let batch = self.refused_batch(first, u64::MAX, &mut next);
+            lost += self.write(Work::Refused(batch)).await;
+        }
+        lost
+    }
+
+    /// Writes `work`, retrying until it is written, or until the shutdown deadline passes;
+    /// returns how many entries were lost (0 or all). Dropping the entries afterwards gives
+    /// their permits back.
+    async fn write(&mut self, work: Work) -> u64 {
         let mut backoff = Duration::from_millis(50);
+        let entries = work.len();
         loop {
-            match self.write(&entry).await {
+            match self.try_write(&work).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, webhook = entry.id, "writing the webhook log failed; retrying");
+                    tracing::warn!(%error, entries, "writing the webhook log failed; retrying");
                     if *self.stop.borrow() {
                         self.start_deadline();
                     }
@@ -513,41 +544,68 @@ impl Writer {
                         .deadline
                         .is_some_and(|d| tokio::time::Instant::now() + backoff > d)
                     {
-                        self.finish(&entry);
-                        return false;
+                        self.finish(&work);
+                        return entries;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        self.written += 1;
-        self.finish(&entry);
-        true
+        self.written += entries;
+        self.finish(&work);
+        0
     }
 
-    async fn write(&mut self, entry: &Entry) -> Result<(), sqlx::Error> {
-        match self.rows.get(&entry.id) {
-            Some(&row) => self.db.update_webhook(row, &entry.row).await,
-            None => {
-                let row = self.db.insert_webhook(&entry.row).await?;
-                self.rows.insert(entry.id, row);
-                self.inserted_since_prune += 1;
-                if self.inserted_since_prune >= self.retention.prune_every()
-                    || self.last_prune.elapsed() >= PRUNE_INTERVAL
-                {
-                    self.prune().await;
+    async fn try_write(&mut self, work: &Work) -> Result<(), sqlx::Error> {
+        let inserted = match work {
+            Work::Webhook(entry) => match self.rows.get(&entry.id) {
+                Some(&row) => return self.db.update_webhook(row, &entry.row).await,
+                None => {
+                    let row = self.db.insert_webhook(&entry.row).await?;
+                    self.rows.insert(entry.id, row);
+                    1
                 }
-                Ok(())
+            },
+            Work::Refused(batch) => {
+                let rows: Vec<&LogRow> = batch.iter().map(|entry| &entry.row).collect();
+                self.db.insert_refused(&rows).await?;
+                batch.len() as u64
             }
+        };
+        self.inserted_since_prune += inserted;
+        if self.inserted_since_prune >= self.retention.prune_every()
+            || self.last_prune.elapsed() >= PRUNE_INTERVAL
+        {
+            self.prune().await;
+        }
+        Ok(())
+    }
+
+    /// After a webhook's final stage: forget its row (the caller drops the entry, and with it
+    /// the webhook's permit).
+    fn finish(&mut self, work: &Work) {
+        if let Work::Webhook(entry) = work
+            && entry.is_final
+        {
+            self.rows.remove(&entry.id);
         }
     }
+}
 
-    /// After the final stage: forget the row (the caller drops the entry, and with it the
-    /// webhook's permit).
-    fn finish(&mut self, entry: &Entry) {
-        if entry.is_final {
-            self.rows.remove(&entry.id);
+/// What the writer writes at once.
+enum Work {
+    /// One stage of a verified webhook: its row inserted, or updated.
+    Webhook(Box<Entry>),
+    /// Refused requests' rows, each written once, together (at most [`MAX_LOG_BATCH`]).
+    Refused(Vec<Entry>),
+}
+
+impl Work {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Webhook(_) => 1,
+            Self::Refused(batch) => batch.len() as u64,
         }
     }
 }
