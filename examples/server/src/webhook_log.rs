@@ -493,7 +493,9 @@ impl Writer {
     }
 
     /// `first` and the refused entries after it in the queue that arrived before `before`, up
-    /// to a batch; the first later one goes back to `next`.
+    /// to a batch; the first later one goes back to `next`. When the refused queue is half
+    /// full, arrival order gives way: the batch takes whatever is queued, so that a flood is
+    /// written as fast as the database allows.
     fn refused_batch(
         &mut self,
         first: Box<Entry>,
@@ -504,7 +506,9 @@ impl Writer {
         batch.push(*first);
         while batch.len() < MAX_LOG_BATCH {
             match self.refused.try_recv() {
-                Ok(entry) if entry.id < before => batch.push(*entry),
+                Ok(entry) if entry.id < before || self.refused.len() >= REFUSED_QUEUE / 2 => {
+                    batch.push(*entry);
+                }
                 Ok(entry) => {
                     *next = Some(entry);
                     break;
