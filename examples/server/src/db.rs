@@ -1086,7 +1086,7 @@ pub struct LogRow {
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,
-    /// The stage: `received`, `verified`, `rejected`, `processed`, `failed`, …
+    /// The stage: `verified`, `rejected`, `processed`, `failed`, `duplicate`, …
     pub outcome: &'static str,
     /// Why it was rejected.
     pub rejection_reason: Option<&'static str>,
