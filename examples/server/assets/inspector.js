@@ -1,8 +1,19 @@
 // The inspector page's script. Everything a request carried is inserted with textContent,
 // never as HTML: a forged webhook cannot inject markup or script into this page.
+//
+// The admin token lives in this tab's sessionStorage, which belongs to this origin (port
+// included) and this tab only, and goes out only as a bearer header on this page's own
+// requests. It arrives in the URL fragment (/#token=…, never sent to any server), which is
+// removed from the address bar at once, or through the form. No cookie: a browser sends a
+// cookie to every service on the host, whatever its port.
 "use strict";
 (() => {
-  const csrf = document.querySelector('meta[name="inspector-csrf"]').content;
+  const TOKEN_KEY = "tower-twilio-admin-token";
+  const fromFragment = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  if (fromFragment !== null) {
+    window.history.replaceState(null, "", window.location.pathname + window.location.search);
+    if (fromFragment) window.sessionStorage.setItem(TOKEN_KEY, fromFragment);
+  }
   const OUTCOMES = ["received", "verified", "rejected", "processed", "failed", "duplicate", "passed_in_report_only_mode"];
   const POLL_MS = 1000;
 
@@ -95,8 +106,29 @@
     return [tr, diagnosis];
   };
 
+  let timer = null;
+
+  // Shows the token form instead of the log (the token was missing or refused).
+  const signedOut = (message) => {
+    window.clearInterval(timer);
+    timer = null;
+    window.sessionStorage.removeItem(TOKEN_KEY);
+    document.getElementById("app").hidden = true;
+    document.getElementById("login").hidden = false;
+    document.getElementById("login-message").textContent = message;
+  };
+
+  class SignedOut extends Error {}
+
   const fetchJson = async (url, options) => {
-    const response = await fetch(url, Object.assign({ cache: "no-store", credentials: "same-origin" }, options));
+    const token = window.sessionStorage.getItem(TOKEN_KEY);
+    if (!token) throw new SignedOut("");
+    const response = await fetch(url, Object.assign({
+      cache: "no-store",
+      credentials: "omit",
+      headers: { authorization: `Bearer ${token}` },
+    }, options));
+    if (response.status === 401) throw new SignedOut("The admin token was refused.");
     const body = await response.json().catch(() => null);
     return { ok: response.ok, status: response.status, body };
   };
@@ -126,6 +158,7 @@
       document.getElementById("empty").hidden = body.length > 0;
       error.hidden = true;
     } catch (e) {
+      if (e instanceof SignedOut) return signedOut(e.message);
       error.textContent = `Could not refresh: ${e.message}`;
       error.hidden = false;
     }
@@ -134,16 +167,37 @@
   const send = async (kind) => {
     const result = document.getElementById("action-result");
     result.textContent = "sending…";
-    const { ok, body } = await fetchJson(`/inspector/send-${kind}`, {
-      method: "POST",
-      headers: { "x-inspector-csrf": csrf },
-    });
-    result.textContent = ok && body ? `${kind}: the server answered ${body.status}` : `${kind}: ${body && body.error ? body.error : "failed"}`;
+    try {
+      const { ok, body } = await fetchJson(`/inspector/send-${kind}`, { method: "POST" });
+      result.textContent = ok && body ? `${kind}: the server answered ${body.status}` : `${kind}: ${body && body.error ? body.error : "failed"}`;
+    } catch (e) {
+      if (e instanceof SignedOut) return signedOut(e.message);
+      result.textContent = `${kind}: ${e.message}`;
+    }
     refresh();
   };
 
+  const start = () => {
+    document.getElementById("login").hidden = true;
+    document.getElementById("app").hidden = false;
+    refresh();
+    if (timer === null) timer = window.setInterval(refresh, POLL_MS);
+  };
+
+  document.getElementById("login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = document.getElementById("token");
+    const token = input.value.trim();
+    input.value = "";
+    if (!token) return;
+    window.sessionStorage.setItem(TOKEN_KEY, token);
+    start();
+  });
   document.getElementById("send-test").addEventListener("click", () => send("test"));
   document.getElementById("send-forged").addEventListener("click", () => send("forged"));
-  refresh();
-  setInterval(refresh, POLL_MS);
+  if (window.sessionStorage.getItem(TOKEN_KEY)) {
+    start();
+  } else {
+    signedOut("");
+  }
 })();

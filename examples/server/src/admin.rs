@@ -5,12 +5,17 @@
 //!
 //! - **A token, always**, on loopback too: behind ngrok every request comes from 127.0.0.1.
 //!   It comes from `ADMIN_TOKEN` (never printed or logged), or is random and written to
-//!   `.twilio-admin-token` (mode 0600, see [`secret_file`](crate::secret_file)). Requests
-//!   carry it as `Authorization: Bearer <token>`, or in the cookie the page sets: `GET
-//!   /?token=<token>` (the URL the banner shows how to open) answers `303 See Other` to `/` with
-//!   the token in an `HttpOnly; SameSite=Strict` cookie, so the page's own script never sees
-//!   it, other sites' requests never carry it, and it leaves the address bar at once. A token
-//!   in the URL is accepted there only, never by the API.
+//!   `.twilio-admin-token` (mode 0600, see [`secret_file`](crate::secret_file)). Every request
+//!   to `/api/*`, `/metrics` and the inspector's actions carries it as `Authorization: Bearer
+//!   <token>`, and nothing else is accepted: no cookie (cookies ignore ports, so a browser
+//!   would send one to every other service on `localhost` too), no token in a URL (URLs end
+//!   up in logs).
+//! - **The inspector page holds the token in the browser tab**: its shell (`/`, its script and
+//!   style, nothing from the database) needs no token; the page takes the token from the URL
+//!   fragment (`/#token=<token>`, the URL the banner shows; a fragment is never sent to a
+//!   server) or from a form, removes it from the address bar, keeps it in `sessionStorage` —
+//!   scoped to this origin, port included, and to the tab — and sends it as a bearer header
+//!   on its own requests. Other sites' pages and other local services never receive it.
 //! - **A known `Host`**: a loopback name (`localhost`, `*.localhost`, `127.0.0.0/8`, `::1`),
 //!   the address the server is bound to, or `PUBLIC_URL`'s host. Anything else gets `421
 //!   Misdirected Request`, token or not: a page on another site that rebinds its own name to
@@ -26,20 +31,17 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use subtle::ConstantTimeEq;
 
-/// The cookie that carries the admin token after the first visit.
-pub const COOKIE: &str = "twilio_admin";
-
 /// The shortest `ADMIN_TOKEN` accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Checks an `ADMIN_TOKEN`: long enough, and only characters that travel unchanged in a
-/// header, a cookie and a URL query.
+/// header and a URL fragment.
 pub fn check_token(token: &str) -> Result<(), String> {
     if token.len() < MIN_TOKEN_LEN {
         return Err(format!(
@@ -112,23 +114,25 @@ impl AdminGuard {
         bool::from(candidate.as_bytes().ct_eq(self.token.as_bytes()))
     }
 
-    /// The token from `Authorization: Bearer` or the cookie, if it is the right one.
+    /// Whether the request carries the token in `Authorization: Bearer`.
     fn authorized(&self, request: &Request) -> bool {
-        let headers = request.headers();
-        let bearer = headers
+        request
+            .headers()
             .get_all(header::AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(|v| v.strip_prefix("Bearer "))
-            .any(|token| self.matches(token.trim()));
-        let cookie = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .any(|(name, value)| name == COOKIE && self.matches(value));
-        bearer || cookie
+            .any(|token| self.matches(token.trim()))
+    }
+
+    /// Whether the request's `Host` is one of this server's names.
+    fn meant_for_us(&self, request: &Request) -> bool {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| request.uri().authority().map(|a| a.as_str()));
+        host.is_some_and(|host| self.allows_host(host))
     }
 }
 
@@ -150,43 +154,11 @@ fn strip_port(host: &str) -> &str {
 
 /// The middleware in front of the admin surface; see the module docs.
 pub async fn guard(State(guard): State<AdminGuard>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if !host.is_some_and(|host| guard.allows_host(host)) {
-        return (
-            StatusCode::MISDIRECTED_REQUEST,
-            "misdirected request: the admin pages answer only to localhost, the bound address \
-             and PUBLIC_URL's host\n",
-        )
-            .into_response();
+    if !guard.meant_for_us(&request) {
+        return misdirected();
     }
     if guard.authorized(&request) {
         return next.run(request).await;
-    }
-    // The page takes the token once, from the URL, and keeps it in a cookie.
-    if request.method() == Method::GET && request.uri().path() == "/" {
-        let from_url = request.uri().query().and_then(|query| {
-            form_urlencoded::parse(query.as_bytes())
-                .find(|(name, _)| name == "token")
-                .map(|(_, value)| value.into_owned())
-        });
-        if from_url.is_some_and(|token| guard.matches(&token)) {
-            let cookie = format!(
-                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                guard.token
-            );
-            let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return response;
-        }
     }
     (
         StatusCode::UNAUTHORIZED,
@@ -194,9 +166,28 @@ pub async fn guard(State(guard): State<AdminGuard>, request: Request, next: Next
             header::WWW_AUTHENTICATE,
             "Bearer realm=\"tower-twilio example server\"",
         )],
-        "the admin token is missing or wrong: open the inspector at /?token=<token> (the token is \
-         ADMIN_TOKEN, or the contents of .twilio-admin-token), or send Authorization: Bearer \
+        "the admin token is missing or wrong: open the inspector at /#token=<token> (the token \
+         is ADMIN_TOKEN, or the contents of .twilio-admin-token), or send Authorization: Bearer \
          <token>\n",
+    )
+        .into_response()
+}
+
+/// The middleware in front of the inspector page's shell (which holds no data and asks for
+/// the token itself): the `Host` check only.
+pub async fn host_only(State(guard): State<AdminGuard>, request: Request, next: Next) -> Response {
+    if !guard.meant_for_us(&request) {
+        return misdirected();
+    }
+    next.run(request).await
+}
+
+/// `421 Misdirected Request`, for a `Host` that is none of this server's names.
+fn misdirected() -> Response {
+    (
+        StatusCode::MISDIRECTED_REQUEST,
+        "misdirected request: the admin pages answer only to localhost, the bound address and \
+         PUBLIC_URL's host\n",
     )
         .into_response()
 }

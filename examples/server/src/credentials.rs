@@ -1,7 +1,11 @@
-//! The credential resolver: `tenant_settings` first, the legacy `tenants` table second, each
-//! lookup bounded in time, the answers cached.
+//! The credential resolver: an account the server has never stored is unknown at once; else
+//! `tenant_settings` first, the legacy `tenants` table second, each lookup bounded in time, the
+//! answers cached.
 //!
 //! ```text
+//! AccountIndex::knows                an AccountSid or SharedKey id never stored: "unknown
+//!                                    account" without a query or a cache entry (see
+//!                                    `account_index`)
 //! preferred (tenant_settings, shared_keys)
 //!     .or(legacy (tenants))          asked only when the preferred source does not know the
 //!                                    account; a failed lookup is an error (503), never a
@@ -17,7 +21,10 @@ use tower_twilio::{
     resolver::{CacheFuture, ResolveCredentials, ResolveCredentialsExt, ResolveRequest},
 };
 
-use crate::db::{Db, TenantTokens};
+use crate::{
+    account_index::AccountIndex,
+    db::{Db, TenantTokens},
+};
 
 /// The longest one credential lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,11 +32,13 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an unknown account stays unknown in the cache.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 
-/// The resolver for the layer. `ttl` is how long a tenant's secrets are cached: after a
-/// `tenant rotate` in another process, the new token verifies once the old entry expires (the
-/// old one keeps verifying, as the secondary token, in the meantime).
+/// The resolver for the layer. `index` holds the ids of the stored accounts: any other is
+/// unknown without a lookup. `ttl` is how long a tenant's secrets are cached: after a `tenant
+/// rotate` in another process, the new token verifies once the old entry expires (the old one
+/// keeps verifying, as the secondary token, in the meantime).
 pub fn resolver(
     db: &Db,
+    index: &AccountIndex,
     ttl: Duration,
 ) -> impl ResolveCredentials<Future = CacheFuture> + Clone + Send + Sync + 'static {
     let preferred = {
@@ -79,12 +88,20 @@ pub fn resolver(
             }
         }
     };
-    preferred
+    let mut cached = preferred
         .or(legacy)
         .timeout(LOOKUP_TIMEOUT)
         .cached()
         .ttl(ttl)
-        .negative_ttl(NEGATIVE_TTL.min(ttl))
+        .negative_ttl(NEGATIVE_TTL.min(ttl));
+    let index = index.clone();
+    move |request: ResolveRequest| -> CacheFuture {
+        if index.knows(&request) {
+            cached.resolve(request)
+        } else {
+            Box::pin(std::future::ready(Ok(None)))
+        }
+    }
 }
 
 fn ids(request: &ResolveRequest) -> (Option<String>, Option<String>) {

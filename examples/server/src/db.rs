@@ -11,6 +11,7 @@
 //! | `webhook_log` | one row per webhook, updated through its stages; pruned by rows and age |
 //! | `message_history` | every message status callback, per tenant and `MessageSid`, in the order received |
 //! | `call_history` | every call and recording status callback, per tenant and `CallSid` |
+//! | `credential_changes` | one counter, moved by every change to the three tables above |
 //! | `schema_version` | how many schema changes were applied (databases of earlier versions are upgraded at start) |
 //!
 //! Secrets are stored as they are, as a demo server may. A production service keeps them
@@ -21,10 +22,14 @@
 use std::{
     fmt,
     path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
 use tower_twilio::BoxError;
 
 /// Where the data lives, from `DATABASE_URL`.
@@ -138,11 +143,13 @@ enum Backend {
     Postgres,
 }
 
-/// A connection pool and the backend behind it. Cheap to clone.
+/// A connection pool and the backend behind it. Cheap to clone; clones share the pool and
+/// the count of credential lookups.
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    credential_queries: Arc<AtomicU64>,
 }
 
 /// The first schema, in creation order; `{id}` becomes the backend's auto-increment key.
@@ -291,10 +298,17 @@ const SCHEMA_V4: &[&str] = &[
     "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
 ];
 
+/// Version 5: a counter that every change to the stored credentials moves, so that a running
+/// server notices a tenant added by another process (see `account_index`).
+const SCHEMA_V5: &[&str] = &[
+    "CREATE TABLE credential_changes (version BIGINT NOT NULL)",
+    "INSERT INTO credential_changes (version) VALUES (0)",
+];
+
 /// Every schema change, in order; `schema_version` records how many were applied. A database
 /// of an earlier version (without `schema_version`) counts as version 0: the first step only
 /// creates what is missing.
-const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
@@ -324,7 +338,11 @@ impl Db {
             .connect(&location.connect_url())
             .await
             .map_err(|e| format!("cannot open the database ({location}): {e}"))?;
-        let db = Self { pool, backend };
+        let db = Self {
+            pool,
+            backend,
+            credential_queries: Arc::default(),
+        };
         db.create_schema()
             .await
             .map_err(|e| format!("cannot create the schema in {location}: {e}"))?;
@@ -383,11 +401,23 @@ impl Db {
 
     // ---- credentials -------------------------------------------------------------------
 
+    /// How many credential lookups ([`preferred_tokens`](Self::preferred_tokens),
+    /// [`legacy_token`](Self::legacy_token), [`shared_key`](Self::shared_key)) this handle and
+    /// its clones have sent to the database.
+    pub fn credential_queries(&self) -> u64 {
+        self.credential_queries.load(Ordering::Relaxed)
+    }
+
+    fn count_credential_query(&self) {
+        self.credential_queries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The preferred source: `tenant_settings` by `AccountSid`.
     pub async fn preferred_tokens(
         &self,
         account_sid: &str,
     ) -> Result<Option<TenantTokens>, sqlx::Error> {
+        self.count_credential_query();
         sqlx::query_as(
             "SELECT tenant_id, primary_auth_token AS primary_token,
                     secondary_auth_token AS secondary_token
@@ -403,6 +433,7 @@ impl Db {
         &self,
         account_sid: &str,
     ) -> Result<Option<TenantTokens>, sqlx::Error> {
+        self.count_credential_query();
         sqlx::query_as(
             "SELECT id AS tenant_id, auth_token AS primary_token FROM tenants
              WHERE account_sid = $1 AND auth_token IS NOT NULL",
@@ -416,6 +447,7 @@ impl Db {
     /// belongs to an account: the tenant's `AccountSid` (preferred source first), without
     /// which the layer lets the key verify nothing.
     pub async fn shared_key(&self, key_id: &str) -> Result<Option<SharedKeySecret>, sqlx::Error> {
+        self.count_credential_query();
         sqlx::query_as(
             "SELECT k.tenant_id, k.secret, COALESCE(s.account_sid, t.account_sid) AS account_sid
              FROM shared_keys k
@@ -426,6 +458,37 @@ impl Db {
         .bind(key_id)
         .fetch_optional(&self.pool)
         .await
+    }
+
+    /// The `credential_changes` counter: it moves whenever a tenant or SharedKey is added or
+    /// a token rotated, by this process or another.
+    pub async fn credential_changes(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT MAX(version) FROM credential_changes")
+            .fetch_one(&self.pool)
+            .await
+            .map(|version: Option<i64>| version.unwrap_or(0))
+    }
+
+    /// Every `AccountSid` (from either source) and every SharedKey id stored.
+    pub async fn credential_ids(&self) -> Result<CredentialIds, sqlx::Error> {
+        let account_sids = sqlx::query_scalar(
+            "SELECT account_sid FROM tenants WHERE account_sid IS NOT NULL
+             UNION SELECT account_sid FROM tenant_settings",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let shared_key_ids = sqlx::query_scalar("SELECT key_id FROM shared_keys")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(CredentialIds {
+            account_sids,
+            shared_key_ids,
+        })
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
     }
 
     // ---- tenants -----------------------------------------------------------------------
@@ -476,6 +539,7 @@ impl Db {
             .await
             .map_err(|e| unique_violation(e, "a tenant with this AccountSid exists"))?;
         }
+        credentials_changed(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -522,6 +586,7 @@ impl Db {
             .execute(&mut *tx)
             .await?;
         }
+        credentials_changed(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -557,6 +622,7 @@ impl Db {
         if self.tenant_name(tenant_id).await?.is_none() {
             return Err(format!("no tenant {tenant_id:?}").into());
         }
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO shared_keys (key_id, tenant_id, secret, algorithm) VALUES ($1, $2, $3, $4)
              ON CONFLICT (key_id) DO UPDATE
@@ -566,8 +632,10 @@ impl Db {
         .bind(tenant_id)
         .bind(secret)
         .bind(algorithm)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        credentials_changed(&mut tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -663,38 +731,36 @@ impl Db {
 
     // ---- webhook log -------------------------------------------------------------------
 
-    /// Inserts a webhook's first stage; returns its row id.
+    /// Inserts a webhook's first stage written; returns its row id.
     pub async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
-                 rejection_reason, tenant_id, account_sid, message_sid, message_status,
-                 credential, status_code, query, user_agent, client_ip, request_id, call_sid,
-                 call_status, recording_status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18, $19)
-             RETURNING id",
-        )
-        .bind(entry.received_at_ms)
-        .bind(now_ms())
-        .bind(&entry.method)
-        .bind(&entry.path)
-        .bind(entry.outcome)
-        .bind(entry.rejection_reason)
-        .bind(&entry.tenant_id)
-        .bind(&entry.account_sid)
-        .bind(&entry.message_sid)
-        .bind(&entry.message_status)
-        .bind(&entry.credential)
-        .bind(entry.status_code)
-        .bind(&entry.query)
-        .bind(&entry.user_agent)
-        .bind(&entry.client_ip)
-        .bind(&entry.request_id)
-        .bind(&entry.call_sid)
-        .bind(&entry.call_status)
-        .bind(&entry.recording_status)
-        .fetch_one(&self.pool)
-        .await
+        let sql = format!(
+            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {} RETURNING id",
+            placeholders(1)
+        );
+        bind_log_row(sqlx::query(&sql), entry, now_ms())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)
+    }
+
+    /// Inserts refused requests' rows (each their only stage) in one statement: a flood's
+    /// rows cost one round trip and one commit per batch, not per row. At most
+    /// [`MAX_LOG_BATCH`] rows.
+    pub async fn insert_refused(&self, entries: &[&LogRow]) -> Result<(), sqlx::Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let entries = &entries[..entries.len().min(MAX_LOG_BATCH)];
+        let sql = format!(
+            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {}",
+            placeholders(entries.len())
+        );
+        let now = now_ms();
+        let mut query = sqlx::query(&sql);
+        for entry in entries {
+            query = bind_log_row(query, entry, now);
+        }
+        query.execute(&self.pool).await.map(drop)
     }
 
     /// Records a later stage of the webhook in row `id`; what the stage does not know is kept.
@@ -882,6 +948,15 @@ impl fmt::Debug for TenantTokens {
     }
 }
 
+/// Every stored `AccountSid` and SharedKey id (no secret).
+#[derive(Clone, Debug, Default)]
+pub struct CredentialIds {
+    /// From `tenant_settings` and `tenants`.
+    pub account_sids: Vec<String>,
+    /// From `shared_keys`.
+    pub shared_key_ids: Vec<String>,
+}
+
 /// A SharedKey's tenant and secret.
 #[derive(sqlx::FromRow)]
 pub struct SharedKeySecret {
@@ -1021,7 +1096,7 @@ pub struct LogRow {
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,
-    /// The stage: `received`, `verified`, `rejected`, `processed`, `failed`, …
+    /// The stage: `verified`, `rejected`, `processed`, `failed`, `duplicate`, …
     pub outcome: &'static str,
     /// Why it was rejected.
     pub rejection_reason: Option<&'static str>,
@@ -1200,4 +1275,68 @@ pub fn now_ms() -> i64 {
 pub fn to_ms(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The most rows [`Db::insert_refused`] writes at once (21 parameters each, well under
+/// SQLite's and PostgreSQL's limits).
+pub const MAX_LOG_BATCH: usize = 64;
+
+/// The columns a new `webhook_log` row is written with, in [`bind_log_row`]'s order.
+const LOG_COLUMNS: &str = "received_at_ms, updated_at_ms, method, path, outcome, \
+     rejection_reason, tenant_id, account_sid, message_sid, message_status, credential, \
+     status_code, query, user_agent, client_ip, request_id, call_sid, call_status, \
+     recording_status, diagnosis_url, diagnosis_fix";
+
+/// How many [`LOG_COLUMNS`] there are.
+const LOG_COLUMN_COUNT: usize = 21;
+
+/// `($1, …, $21), ($22, …)` for `rows` rows of [`LOG_COLUMNS`].
+fn placeholders(rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let values: Vec<String> = (1..=LOG_COLUMN_COUNT)
+                .map(|column| format!("${}", row * LOG_COLUMN_COUNT + column))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Binds `entry`'s [`LOG_COLUMNS`], with `updated_at_ms` = `now`.
+fn bind_log_row<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    entry: &'q LogRow,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(entry.received_at_ms)
+        .bind(now)
+        .bind(&entry.method)
+        .bind(&entry.path)
+        .bind(entry.outcome)
+        .bind(entry.rejection_reason)
+        .bind(&entry.tenant_id)
+        .bind(&entry.account_sid)
+        .bind(&entry.message_sid)
+        .bind(&entry.message_status)
+        .bind(&entry.credential)
+        .bind(entry.status_code)
+        .bind(&entry.query)
+        .bind(&entry.user_agent)
+        .bind(&entry.client_ip)
+        .bind(&entry.request_id)
+        .bind(&entry.call_sid)
+        .bind(&entry.call_status)
+        .bind(&entry.recording_status)
+        .bind(&entry.diagnosis_url)
+        .bind(&entry.diagnosis_fix)
+}
+
+/// Moves the `credential_changes` counter, in the transaction that changes credentials.
+async fn credentials_changed(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE credential_changes SET version = version + 1")
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }

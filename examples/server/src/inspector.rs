@@ -8,17 +8,18 @@
 //!   HTML itself holds nothing from any request.
 //! - A strict Content-Security-Policy allows scripts, styles and requests from this origin only,
 //!   and no inline script at all, so even a missed escape could not run injected script.
-//! - The buttons' `POST`s need the `X-Inspector-Csrf` header with a per-process value that only
-//!   this page holds: another site the operator visits cannot make the server send anything.
-//! - The page, its assets, its actions and `/api/*` are the admin surface: they need the admin
-//!   token and a known `Host`, always ([`admin`](crate::admin)).
+//! - The page's shell (the HTML, script and style, the same for everyone, with nothing from the
+//!   database) answers to a known `Host` only; everything with data, and the buttons' `POST`s,
+//!   need the admin token as a bearer header, which only this page's script sends: another
+//!   site the operator visits cannot read anything or make the server send anything
+//!   ([`admin`](crate::admin)).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -29,7 +30,6 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 
 use crate::{
     db::Db,
@@ -56,8 +56,6 @@ pub struct Inspector {
 }
 
 struct Inner {
-    /// Guards the buttons' POSTs against cross-site requests.
-    csrf: String,
     db: Db,
     /// Where this server listens, for sending it the test webhooks.
     local_addr: SocketAddr,
@@ -95,7 +93,6 @@ impl Inspector {
         }
         Self {
             inner: Arc::new(Inner {
-                csrf: random_hex(16),
                 db,
                 local_addr,
                 public_base,
@@ -105,12 +102,18 @@ impl Inspector {
         }
     }
 
-    /// `GET /`, its assets, and the two buttons' actions.
-    pub fn router(&self) -> Router {
+    /// The page's shell: `GET /` and its assets. Holds no data: the page asks for the admin
+    /// token and reads everything through the API.
+    pub fn shell() -> Router {
         Router::new()
             .route("/", get(page))
             .route("/inspector.js", get(script))
             .route("/inspector.css", get(style))
+    }
+
+    /// The two buttons' actions (behind the admin token).
+    pub fn actions(&self) -> Router {
+        Router::new()
             .route("/inspector/send-test", post(send_test))
             .route("/inspector/send-forged", post(send_forged))
             .with_state(self.clone())
@@ -138,10 +141,8 @@ fn hardened(mut response: Response, content_type: &'static str) -> Response {
     response
 }
 
-async fn page(State(inspector): State<Inspector>) -> Response {
-    // The CSRF value is hex, generated here: nothing from a request goes into the HTML.
-    let html = PAGE.replace("{{CSRF}}", &inspector.inner.csrf);
-    hardened(html.into_response(), "text/html; charset=utf-8")
+async fn page() -> Response {
+    hardened(PAGE.into_response(), "text/html; charset=utf-8")
 }
 
 async fn script() -> Response {
@@ -173,28 +174,19 @@ fn send_error(status: StatusCode, error: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn send_test(State(inspector): State<Inspector>, headers: HeaderMap) -> Response {
-    send(&inspector, &headers, false).await
+async fn send_test(State(inspector): State<Inspector>) -> Response {
+    send(&inspector, false).await
 }
 
-async fn send_forged(State(inspector): State<Inspector>, headers: HeaderMap) -> Response {
-    send(&inspector, &headers, true).await
+async fn send_forged(State(inspector): State<Inspector>) -> Response {
+    send(&inspector, true).await
 }
 
 /// Sends this server an incoming-SMS webhook built and signed by the same code as the signing
 /// tool (`examples/common/twilio_presets.rs`): with the tenant's real token, or, `forged`,
 /// with a random one.
-async fn send(inspector: &Inspector, headers: &HeaderMap, forged: bool) -> Response {
+async fn send(inspector: &Inspector, forged: bool) -> Response {
     let inner = &inspector.inner;
-    let csrf_ok = headers
-        .get("x-inspector-csrf")
-        .is_some_and(|value| bool::from(value.as_bytes().ct_eq(inner.csrf.as_bytes())));
-    if !csrf_ok {
-        return send_error(
-            StatusCode::FORBIDDEN,
-            "missing or wrong X-Inspector-Csrf header",
-        );
-    }
     let Some(base) = &inner.public_base else {
         return send_error(
             StatusCode::CONFLICT,

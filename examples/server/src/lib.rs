@@ -16,15 +16,17 @@
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
 //!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
 //!              ├─ /healthz ─► handler
-//!              └─ admin surface: /, /inspector*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
+//!              ├─ admin surface: /inspector/send-*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
+//!              └─ the inspector page's shell: /, /inspector.{js,css} ─► Host ─► handler
 //! ```
 //!
-//! The admin surface always needs the admin token, and answers only to known names
-//! ([`admin`]).
+//! The admin surface always needs the admin token as a bearer header, and answers only to
+//! known names ([`admin`]); the inspector page's shell holds no data and asks for the token.
 //!
 //! ```text
 //! ```
 
+pub mod account_index;
 pub mod admin;
 pub mod credentials;
 pub mod db;
@@ -62,7 +64,7 @@ use self::{
     demo::Demo,
     replay::{AnyStore, ReplayGuardConfig},
     routes::AppState,
-    webhook_log::{LogSender, LogWriter, PERMITS_PER_WEBHOOK, QUEUED_WEBHOOKS, Retention},
+    webhook_log::{LogSender, LogWriter, QUEUED_WEBHOOKS, Retention},
 };
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
@@ -197,6 +199,7 @@ pub struct Handles {
     /// Lets tests wait until the log has caught up ([`LogSender::flush`]).
     pub log: LogSender,
     writer: LogWriter,
+    index_refresh: tokio::task::JoinHandle<()>,
 }
 
 /// Opens the database (creating it), sets up tenants (the configured account, or demo mode),
@@ -247,23 +250,28 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         }
     };
 
-    let permits = Arc::new(Semaphore::new(
-        (QUEUED_WEBHOOKS * PERMITS_PER_WEBHOOK) as usize,
-    ));
-    let (log, writer) = webhook_log::spawn(db.clone(), Arc::clone(&permits), config.retention);
+    let permits = Arc::new(Semaphore::new(QUEUED_WEBHOOKS as usize));
+    let (log, writer) = webhook_log::spawn(db.clone(), config.retention);
 
-    let twilio = TwilioSignatureLayer::new(credentials::resolver(&db, config.credential_cache_ttl))
-        .public_url(public_url)
-        // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
-        .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
-        .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
-        .on_webhook(log.hook())
-        .on_security_event(Sinks::new(config.sentry))
-        // A webhook already processed (a Twilio retry, or a captured request played again) is
-        // answered without running its handler again; the log shows it as `duplicate`.
-        .replay_guard(ReplayGuard::new(
-            AnyStore::open(&config.replay_guard).await?,
-        ));
+    // After the tenants are set up: every stored account, kept current while the server runs.
+    let index = account_index::AccountIndex::load(&db).await?;
+    let index_refresh = index.spawn_refresh(db.clone());
+    let twilio = TwilioSignatureLayer::new(credentials::resolver(
+        &db,
+        &index,
+        config.credential_cache_ttl,
+    ))
+    .public_url(public_url)
+    // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
+    .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+    .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
+    .on_webhook(log.hook())
+    .on_security_event(Sinks::new(config.sentry))
+    // A webhook already processed (a Twilio retry, or a captured request played again) is
+    // answered without running its handler again; the log shows it as `duplicate`.
+    .replay_guard(ReplayGuard::new(
+        AnyStore::open(&config.replay_guard).await?,
+    ));
 
     let state = AppState {
         db: db.clone(),
@@ -289,14 +297,22 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         }
     };
     let guard = admin::AdminGuard::new(&admin_token, local_addr, public_base.as_deref());
-    let admin_surface = Router::new()
-        .route("/api/webhooks", get(routes::webhooks))
-        .route("/api/messages/{sid}", get(routes::message))
-        .route("/api/calls/{sid}", get(routes::call))
-        .route("/metrics", get(prometheus::render))
-        .with_state(state.clone())
-        .merge(inspector.router())
-        .route_layer(axum::middleware::from_fn_with_state(guard, admin::guard));
+    let admin_surface =
+        Router::new()
+            .route("/api/webhooks", get(routes::webhooks))
+            .route("/api/messages/{sid}", get(routes::message))
+            .route("/api/calls/{sid}", get(routes::call))
+            .route("/metrics", get(prometheus::render))
+            .with_state(state.clone())
+            .merge(inspector.actions())
+            .route_layer(axum::middleware::from_fn_with_state(
+                guard.clone(),
+                admin::guard,
+            ))
+            // The page's shell holds no data and asks for the token itself.
+            .merge(inspector::Inspector::shell().route_layer(
+                axum::middleware::from_fn_with_state(guard, admin::host_only),
+            ));
 
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
@@ -330,7 +346,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             StatusCode::SERVICE_UNAVAILABLE,
             config.request_timeout,
         ))
-        // The span names the path only: a query may hold the admin token (`/?token=`).
+        // The span names the path only: a query may hold anything.
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
             tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
         }));
@@ -361,6 +377,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             db,
             log,
             writer,
+            index_refresh,
         },
     ))
 }
@@ -385,6 +402,7 @@ where
     // Every connection is closed: each webhook's last stage is on the log's queue.
     let written = handles.writer.drain().await;
     tracing::info!(log_entries_written = written, "webhook log drained");
+    handles.index_refresh.abort();
     handles.db.close().await;
     served.map_err(|e| format!("the server failed: {e}").into())
 }

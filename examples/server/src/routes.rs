@@ -301,7 +301,7 @@ struct WebhookJson {
     query: Option<String>,
     /// The `User-Agent` header (unverified).
     user_agent: Option<String>,
-    /// `received` (still in progress), `verified`, `rejected`, `processed` or `failed`.
+    /// `verified` (the handler is running), `rejected`, `processed`, `failed` or `duplicate`.
     outcome: String,
     rejection_reason: Option<String>,
     tenant_id: Option<String>,

@@ -1,29 +1,45 @@
 //! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
-//! a channel; the task keeps one `webhook_log` row per webhook up to date through its stages
-//! (received → verified | rejected(reason) → processed | failed(status)).
+//! two queues; the task keeps one `webhook_log` row per webhook up to date through its stages
+//! (verified → processed | failed(status) | duplicate, or at once rejected(reason)).
 //!
-//! # Nothing is lost
+//! # Verified webhooks are never lost, and never wait for forged ones
 //!
-//! The hook runs synchronously on the request path, so it cannot wait for the database: it
-//! puts the entry on an unbounded channel, which never refuses one. The writer retries a failed
-//! write (database briefly down) until it succeeds. On shutdown the server first lets in-flight
-//! requests finish (each webhook's final stage is on the channel before its response is
-//! sent), then [`LogWriter::drain`] writes whatever is still queued before the process exits.
+//! The hook runs synchronously on the request path, so it cannot wait for the database. It
+//! sorts each webhook by what verification said:
+//!
+//! - **A verified webhook** goes on the *webhook queue*, which never refuses an entry: its row
+//!   is inserted at the `Verified` stage and updated at its final stage. The writer retries a
+//!   failed write (database briefly down) until it succeeds; on shutdown the server first lets
+//!   in-flight requests finish (each webhook's final stage is queued before its response is
+//!   sent), then [`LogWriter::drain`] writes whatever is still queued before the process exits.
+//! - **A refused request** (forged, unknown account, malformed; or dropped before it was
+//!   verified) is one row written at its final stage, through the *refused queue*: bounded
+//!   ([`REFUSED_QUEUE`] entries), it drops what does not fit, counts it in the
+//!   [`REFUSED_DROPPED`] metric and says so in a warning (the first drop at once, then at most
+//!   one line a minute with the count). A flood of forged requests faster than the database
+//!   costs log rows, never the capacity genuine webhooks need. The writer takes from the
+//!   webhook queue first.
+//!
+//! Nothing is written at the `Received` stage: whether a request is a webhook or a forgery is
+//! only known once it has been verified.
 //!
 //! # Memory stays bounded
 //!
-//! An unbounded channel is bounded here by admission control, not by dropping entries:
+//! The webhook queue is bounded by admission control, not by dropping entries:
 //!
-//! - Before a request reaches the layer, [`admit`] takes [`PERMITS_PER_WEBHOOK`] permits from
-//!   a semaphore of [`QUEUED_WEBHOOKS`] × that many; the writer gives them back once it has
-//!   written the webhook's final stage. So at most [`QUEUED_WEBHOOKS`] webhooks (at most three
-//!   small entries each: received, verified, final) are ever queued or being written. When the
-//!   database falls behind, new webhooks wait for admission (and, past the request timeout,
-//!   get a 503 that Twilio retries) instead of piling up in memory. A concurrency limit alone
-//!   would not do this: a request finishes long before its entries are written.
+//! - Before a request reaches the layer, [`admit`] takes a permit from a semaphore of
+//!   [`QUEUED_WEBHOOKS`]. A refused request gives it back as soon as it is refused (its entry
+//!   goes to the refused queue, bounded on its own); a verified webhook's permit travels with its
+//!   final entry and is given back once that is written. So at most [`QUEUED_WEBHOOKS`]
+//!   verified webhooks (two small entries each: verified, final) are ever queued or being
+//!   written, and requests in flight (bounded by the server's concurrency limit) hold the only
+//!   other permits. When the database falls behind, new webhooks wait for admission (and, past
+//!   the request timeout, get a 503 that Twilio retries) instead of piling up in memory. A
+//!   concurrency limit alone would not do this: a request finishes long before its entries are
+//!   written.
 //! - The server's concurrency limit bounds the requests in flight, and with them the bodies
 //!   being buffered (each at most the layer's 64 KiB limit); its request timeout bounds how
-//!   long each holds its memory and its permits. See the crate root for the values.
+//!   long each holds its memory and its permit. See the crate root for the values.
 //!
 //! # The log itself stays bounded
 //!
@@ -34,7 +50,11 @@
 //! once a minute while webhooks arrive. Each row keeps the client IP and the request id
 //! ([`tag_request`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{extract::ConnectInfo, http::HeaderValue};
 use axum::{
@@ -43,7 +63,7 @@ use axum::{
     response::Response,
 };
 use tokio::{
-    sync::{Semaphore, mpsc, oneshot, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 use tower_twilio::{
@@ -52,7 +72,7 @@ use tower_twilio::{
 };
 
 use crate::{
-    db::{Db, LogRow, now_ms, to_ms},
+    db::{Db, LogRow, MAX_LOG_BATCH, now_ms, to_ms},
     twilio_presets::random_hex,
 };
 
@@ -110,6 +130,18 @@ fn cap_opt(text: Option<&str>, max: usize) -> Option<String> {
 struct RequestTags {
     client_ip: Option<String>,
     request_id: String,
+    /// The request's place in the webhook queue ([`admit`]) and whether it was verified.
+    admission: Arc<Mutex<Admission>>,
+}
+
+/// One request's standing with the webhook queue.
+#[derive(Debug, Default)]
+struct Admission {
+    /// Taken by [`admit`]; handed to the final entry of a verified webhook, dropped (given
+    /// back) with the request otherwise.
+    permit: Option<OwnedSemaphorePermit>,
+    /// Whether its `Verified` entry went on the webhook queue: its final entry must follow.
+    queued: bool,
 }
 
 tokio::task_local! {
@@ -139,6 +171,7 @@ pub async fn tag_request(mut request: Request, next: Next) -> Response {
     let tags = RequestTags {
         client_ip,
         request_id: request_id.clone(),
+        admission: Arc::default(),
     };
     let mut response = TAGS.scope(tags, next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -147,11 +180,19 @@ pub async fn tag_request(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// How many webhooks may have log entries queued or being written at once.
+/// The counter of refused requests whose log entry was dropped because the queue of refused
+/// entries was full.
+pub const REFUSED_DROPPED: &str = "webhook_log_refused_dropped_total";
+
+/// How many verified webhooks may have log entries queued or being written at once.
 pub const QUEUED_WEBHOOKS: u32 = 1024;
 
-/// The most entries one webhook produces: received, verified, and a final stage.
-pub const PERMITS_PER_WEBHOOK: u32 = 3;
+/// How many refused requests' entries may wait to be written; more are dropped and counted
+/// ([`REFUSED_DROPPED`]). Each is a few KiB at most (see [`cap`]).
+pub const REFUSED_QUEUE: usize = 1024;
+
+/// How often, at most, dropped refused entries are reported in the log.
+const DROP_REPORT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long, once shutdown has begun, the writer keeps retrying a database that fails before
 /// it gives up and reports what it could not write (so that a dead database cannot hold the
@@ -163,16 +204,59 @@ enum Message {
     Flush(oneshot::Sender<()>),
 }
 
+impl Message {
+    /// Where it goes in arrival order: a flush after every entry already queued.
+    fn order(&self) -> u64 {
+        match self {
+            Self::Entry(entry) => entry.id,
+            Self::Flush(_) => u64::MAX,
+        }
+    }
+}
+
 struct Entry {
     id: u64,
     is_final: bool,
     row: LogRow,
+    /// A verified webhook's place in the webhook queue, given back once this, its final entry,
+    /// is written (or given up on).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 /// The sending side: the hook for the layer, and [`flush`](Self::flush).
 #[derive(Clone, Debug)]
 pub struct LogSender {
     tx: mpsc::UnboundedSender<Message>,
+    refused: mpsc::Sender<Box<Entry>>,
+    drops: Arc<Mutex<DropReport>>,
+}
+
+/// Refused entries dropped since the last warning, and when that was.
+#[derive(Debug, Default)]
+struct DropReport {
+    unreported: u64,
+    last: Option<tokio::time::Instant>,
+}
+
+impl DropReport {
+    /// Counts one drop; warns on the first, then at most once per [`DROP_REPORT_INTERVAL`].
+    fn dropped(&mut self) {
+        metrics::counter!(REFUSED_DROPPED).increment(1);
+        self.unreported += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= DROP_REPORT_INTERVAL)
+        {
+            tracing::warn!(
+                dropped = self.unreported,
+                "the webhook log cannot keep up with refused requests: their entries are \
+                 dropped (verified webhooks are still logged)"
+            );
+            self.unreported = 0;
+            self.last = Some(now);
+        }
+    }
 }
 
 /// The writer task.
@@ -182,38 +266,88 @@ pub struct LogWriter {
     stop: watch::Sender<bool>,
 }
 
-/// Starts the writer; `permits` is the semaphore [`admit`] takes from.
-pub fn spawn(db: Db, permits: Arc<Semaphore>, retention: Retention) -> (LogSender, LogWriter) {
+/// Starts the writer. [`admit`] takes from a semaphore of [`QUEUED_WEBHOOKS`] permits.
+pub fn spawn(db: Db, retention: Retention) -> (LogSender, LogWriter) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (refused, refused_rx) = mpsc::channel(REFUSED_QUEUE);
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(db, rx, stop_rx, permits, retention));
-    (LogSender { tx }, LogWriter { task, stop })
+    let task = tokio::spawn(run(db, rx, refused_rx, stop_rx, retention));
+    let sender = LogSender {
+        tx,
+        refused,
+        drops: Arc::default(),
+    };
+    (sender, LogWriter { task, stop })
 }
 
 impl LogSender {
-    /// The callback for `TwilioSignatureLayer::on_webhook`.
+    /// The callback for `TwilioSignatureLayer::on_webhook`: sorts each entry onto the webhook
+    /// or the refused queue (see the module docs).
     pub fn hook(&self) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
-        let tx = self.tx.clone();
-        move |entry: &WebhookLogEntry| {
-            let entry = Entry::from_layer(entry);
-            let id = entry.id;
-            if tx.send(Message::Entry(Box::new(entry))).is_err() {
-                // Only after shutdown, when no request is in flight any more.
-                tracing::error!(
-                    webhook = id,
-                    "webhook log entry after shutdown: not recorded"
-                );
+        let sender = self.clone();
+        move |entry: &WebhookLogEntry| sender.send(entry)
+    }
+
+    fn send(&self, entry: &WebhookLogEntry) {
+        if entry.stage == WebhookStage::Received {
+            // Nothing is known of it yet: written with its next stage.
+            return;
+        }
+        let tags = TAGS.try_with(Clone::clone).ok();
+        let queued = match entry.stage {
+            WebhookStage::Verified | WebhookStage::PassedInReportOnlyMode(_) => {
+                if let Some(tags) = &tags {
+                    lock(&tags.admission).queued = true;
+                }
+                true
             }
+            // A final stage: on the webhook queue if the webhook's earlier stage is there.
+            _ => match &tags {
+                Some(tags) => lock(&tags.admission).queued,
+                // Outside `tag_request` (never in this server): by what the entry says.
+                None => entry.webhook.is_some(),
+            },
+        };
+        let mut row = Entry::from_layer(entry, tags.as_ref());
+        if !queued {
+            // Refused: its permit (if any) goes back with the request; the entry waits in the
+            // refused queue, or is dropped when that is full.
+            return match self.refused.try_send(Box::new(row)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => lock(&self.drops).dropped(),
+                Err(mpsc::error::TrySendError::Closed(row)) => after_shutdown(row.id),
+            };
+        }
+        if row.is_final {
+            row.permit = tags.and_then(|tags| lock(&tags.admission).permit.take());
+        }
+        if let Err(mpsc::error::SendError(message)) = self.tx.send(Message::Entry(Box::new(row)))
+            && let Message::Entry(row) = message
+        {
+            after_shutdown(row.id);
         }
     }
 
-    /// Waits until everything sent before this call is written.
+    /// Waits until everything sent before this call is written (refused entries too).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
             let _ = wait.await;
         }
     }
+}
+
+/// Only after shutdown, when no request is in flight any more.
+fn after_shutdown(id: u64) {
+    tracing::error!(
+        webhook = id,
+        "webhook log entry after shutdown: not recorded"
+    );
+}
+
+/// The lock's value even if a panic poisoned it: every value it guards is valid at any time.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LogWriter {
@@ -231,13 +365,13 @@ impl LogWriter {
 async fn run(
     db: Db,
     mut rx: mpsc::UnboundedReceiver<Message>,
+    refused: mpsc::Receiver<Box<Entry>>,
     mut stop: watch::Receiver<bool>,
-    permits: Arc<Semaphore>,
     retention: Retention,
 ) -> u64 {
     let mut writer = Writer {
         db,
-        permits,
+        refused,
         rows: HashMap::new(),
         written: 0,
         stop: stop.clone(),
@@ -247,28 +381,57 @@ async fn run(
         last_prune: tokio::time::Instant::now(),
     };
     writer.prune().await;
+    // One entry taken from each queue and not yet written: entries are written in the order
+    // their requests arrived (the layer's ids), whichever queue they came through, so that the
+    // log reads in order; a refused entry can delay a verified one's by at most the refused
+    // queue's length, never its answer.
+    let mut webhook: Option<Message> = None;
+    let mut refused: Option<Box<Entry>> = None;
     loop {
-        tokio::select! {
-            // Queued entries first: stop is only taken once the queue is empty.
-            biased;
-            message = rx.recv() => match message {
-                Some(message) => {
-                    writer.handle(message).await;
-                }
-                None => return writer.written,
+        if webhook.is_none() {
+            match rx.try_recv() {
+                Ok(message) => webhook = Some(message),
+                Err(mpsc::error::TryRecvError::Empty) => {}
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            }
+        }
+        if refused.is_none() {
+            refused = writer.refused.try_recv().ok();
+        }
+        match (webhook.take(), refused.take()) {
+            (None, None) => tokio::select! {
+                biased;
+                message = rx.recv() => match message {
+                    Some(message) => webhook = Some(message),
+                    None => break,
+                },
+                Some(entry) = writer.refused.recv() => refused = Some(entry),
+                // A stop, or the `LogWriter` dropped without one; taken only once both queues
+                // are empty.
+                _ = stop.changed() => break,
             },
-            // A stop, or the `LogWriter` dropped without one.
-            _ = stop.changed() => break,
+            (Some(message), Some(entry)) if entry.id < message.order() => {
+                let batch = writer.refused_batch(entry, message.order(), &mut refused);
+                writer.write(Work::Refused(batch)).await;
+                webhook = Some(message);
+            }
+            (Some(message), entry) => {
+                refused = entry;
+                writer.handle(message).await;
+            }
+            (None, Some(entry)) => {
+                let batch = writer.refused_batch(entry, u64::MAX, &mut refused);
+                writer.write(Work::Refused(batch)).await;
+            }
         }
     }
     // Shutting down. Requests are over, so nothing more will be queued; write what is.
     writer.start_deadline();
     let mut lost = 0;
     while let Ok(message) = rx.try_recv() {
-        if !writer.handle(message).await {
-            lost += 1;
-        }
+        lost += writer.handle(message).await;
     }
+    lost += writer.write_all_refused().await;
     if lost > 0 {
         tracing::error!(
             lost,
@@ -280,9 +443,9 @@ async fn run(
 
 struct Writer {
     db: Db,
-    permits: Arc<Semaphore>,
-    /// Layer entry id → row id, for webhooks whose final stage has not been written yet.
-    /// Bounded like the queue: at most `QUEUED_WEBHOOKS` webhooks are admitted at once.
+    refused: mpsc::Receiver<Box<Entry>>,
+    /// Layer entry id → row id, for verified webhooks whose final stage has not been written
+    /// yet. Bounded like the queue: at most `QUEUED_WEBHOOKS` webhooks are admitted at once.
     rows: HashMap<u64, i64>,
     written: u64,
     stop: watch::Receiver<bool>,
@@ -316,22 +479,68 @@ impl Writer {
             .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_DEADLINE);
     }
 
-    /// Writes one entry, retrying until it is written, or until the shutdown deadline passes
-    /// (returns false).
-    async fn handle(&mut self, message: Message) -> bool {
-        let entry = match message {
-            Message::Entry(entry) => entry,
+    /// Writes one entry, or answers a flush once the refused entries queued before it are
+    /// written too. Returns how many entries could not be written (see [`write`](Self::write)).
+    async fn handle(&mut self, message: Message) -> u64 {
+        match message {
+            Message::Entry(entry) => self.write(Work::Webhook(entry)).await,
             Message::Flush(done) => {
+                let lost = self.write_all_refused().await;
                 let _ = done.send(());
-                return true;
+                lost
             }
-        };
+        }
+    }
+
+    /// `first` and the refused entries after it in the queue that arrived before `before`, up
+    /// to a batch; the first later one goes back to `next`. When the refused queue is half
+    /// full, arrival order gives way: the batch takes whatever is queued, so that a flood is
+    /// written as fast as the database allows.
+    fn refused_batch(
+        &mut self,
+        first: Box<Entry>,
+        before: u64,
+        next: &mut Option<Box<Entry>>,
+    ) -> Vec<Entry> {
+        let mut batch = Vec::with_capacity(MAX_LOG_BATCH);
+        batch.push(*first);
+        while batch.len() < MAX_LOG_BATCH {
+            match self.refused.try_recv() {
+                Ok(entry) if entry.id < before || self.refused.len() >= REFUSED_QUEUE / 2 => {
+                    batch.push(*entry);
+                }
+                Ok(entry) => {
+                    *next = Some(entry);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Writes every refused entry queued now, in batches; returns how many were lost.
+    async fn write_all_refused(&mut self) -> u64 {
+        let mut lost = 0;
+        let mut next = None;
+        while let Some(first) = next.take().or_else(|| self.refused.try_recv().ok()) {
+            let batch = self.refused_batch(first, u64::MAX, &mut next);
+            lost += self.write(Work::Refused(batch)).await;
+        }
+        lost
+    }
+
+    /// Writes `work`, retrying until it is written, or until the shutdown deadline passes;
+    /// returns how many entries were lost (0 or all). Dropping the entries afterwards gives
+    /// their permits back.
+    async fn write(&mut self, work: Work) -> u64 {
         let mut backoff = Duration::from_millis(50);
+        let entries = work.len();
         loop {
-            match self.write(&entry).await {
+            match self.try_write(&work).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, webhook = entry.id, "writing the webhook log failed; retrying");
+                    tracing::warn!(%error, entries, "writing the webhook log failed; retrying");
                     if *self.stop.borrow() {
                         self.start_deadline();
                     }
@@ -339,49 +548,75 @@ impl Writer {
                         .deadline
                         .is_some_and(|d| tokio::time::Instant::now() + backoff > d)
                     {
-                        self.finish(&entry);
-                        return false;
+                        self.finish(&work);
+                        return entries;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        self.written += 1;
-        self.finish(&entry);
-        true
+        self.written += entries;
+        self.finish(&work);
+        0
     }
 
-    async fn write(&mut self, entry: &Entry) -> Result<(), sqlx::Error> {
-        match self.rows.get(&entry.id) {
-            Some(&row) => self.db.update_webhook(row, &entry.row).await,
-            None => {
-                let row = self.db.insert_webhook(&entry.row).await?;
-                self.rows.insert(entry.id, row);
-                self.inserted_since_prune += 1;
-                if self.inserted_since_prune >= self.retention.prune_every()
-                    || self.last_prune.elapsed() >= PRUNE_INTERVAL
-                {
-                    self.prune().await;
+    async fn try_write(&mut self, work: &Work) -> Result<(), sqlx::Error> {
+        let inserted = match work {
+            Work::Webhook(entry) => match self.rows.get(&entry.id) {
+                Some(&row) => return self.db.update_webhook(row, &entry.row).await,
+                None => {
+                    let row = self.db.insert_webhook(&entry.row).await?;
+                    self.rows.insert(entry.id, row);
+                    1
                 }
-                Ok(())
+            },
+            Work::Refused(batch) => {
+                let rows: Vec<&LogRow> = batch.iter().map(|entry| &entry.row).collect();
+                self.db.insert_refused(&rows).await?;
+                batch.len() as u64
             }
+        };
+        self.inserted_since_prune += inserted;
+        if self.inserted_since_prune >= self.retention.prune_every()
+            || self.last_prune.elapsed() >= PRUNE_INTERVAL
+        {
+            self.prune().await;
+        }
+        Ok(())
+    }
+
+    /// After a webhook's final stage: forget its row (the caller drops the entry, and with it
+    /// the webhook's permit).
+    fn finish(&mut self, work: &Work) {
+        if let Work::Webhook(entry) = work
+            && entry.is_final
+        {
+            self.rows.remove(&entry.id);
         }
     }
+}
 
-    /// After the final stage: forget the row and give the webhook's permits back.
-    fn finish(&mut self, entry: &Entry) {
-        if entry.is_final {
-            self.rows.remove(&entry.id);
-            self.permits.add_permits(PERMITS_PER_WEBHOOK as usize);
+/// What the writer writes at once.
+enum Work {
+    /// One stage of a verified webhook: its row inserted, or updated.
+    Webhook(Box<Entry>),
+    /// Refused requests' rows, each written once, together (at most [`MAX_LOG_BATCH`]).
+    Refused(Vec<Entry>),
+}
+
+impl Work {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Webhook(_) => 1,
+            Self::Refused(batch) => batch.len() as u64,
         }
     }
 }
 
 impl Entry {
-    fn from_layer(entry: &WebhookLogEntry) -> Self {
-        // Set by `tag_request` around the layer (absent only outside it).
-        let tags = TAGS.try_with(Clone::clone).ok();
+    /// `tags`: set by `tag_request` around the layer (absent only outside it).
+    fn from_layer(entry: &WebhookLogEntry, tags: Option<&RequestTags>) -> Self {
         let mut row = LogRow {
             received_at_ms: to_ms(entry.received_at),
             method: cap(entry.method.as_str(), ID_CAP),
@@ -392,8 +627,8 @@ impl Entry {
             // The tenant and (unverified, on a rejection) account the layer knows of.
             tenant_id: cap_opt(entry.tenant_id.as_deref(), ID_CAP),
             account_sid: cap_opt(entry.account_sid.as_deref(), ID_CAP),
-            client_ip: tags.as_ref().and_then(|t| t.client_ip.clone()),
-            request_id: tags.map(|t| t.request_id),
+            client_ip: tags.and_then(|t| t.client_ip.clone()),
+            request_id: tags.map(|t| t.request_id.clone()),
             ..LogRow::default()
         };
         if let Some(diagnosis) = &entry.diagnosis {
@@ -429,6 +664,7 @@ impl Entry {
             id: entry.id,
             is_final: entry.stage.is_final(),
             row,
+            permit: None,
         }
     }
 }
@@ -442,18 +678,19 @@ pub fn server_fix(diagnosis: &Diagnosis) -> String {
     }
 }
 
-/// Takes [`PERMITS_PER_WEBHOOK`] permits before a webhook reaches the layer; the writer gives
-/// them back after the webhook's final stage is written. See the module docs.
+/// Takes a place in the webhook queue before a request reaches the layer: the log hook hands
+/// it to the webhook's final entry if the request is verified, and it goes back once that is
+/// written; a refused request gives it back when it ends. See the module docs.
 pub async fn admit(
     State(permits): State<Arc<Semaphore>>,
     request: Request,
     next: Next,
 ) -> Response {
-    // The writer gives them back (`Writer::finish`); the layer logs a final stage for every
-    // request it sees, even one dropped half-way, so none leak. (The semaphore is never
-    // closed, so acquiring cannot fail.)
-    if let Ok(permit) = permits.acquire_many(PERMITS_PER_WEBHOOK).await {
-        permit.forget();
+    // The semaphore is never closed, so acquiring cannot fail.
+    if let Ok(permit) = permits.acquire_owned().await
+        && let Ok(admission) = TAGS.try_with(|tags| Arc::clone(&tags.admission))
+    {
+        lock(&admission).permit = Some(permit);
     }
     next.run(request).await
 }

@@ -19,6 +19,11 @@
 //!    (`?slow=<n>`); meanwhile valid webhooks keep being sent. The slow ones must be cut off by
 //!    the server's request timeout (503, or the connection closed), and the others answered as
 //!    usual.
+//! 4. **Forged flood**: `--forged` forged SMSs, `--concurrency` at a time, in turn naming a
+//!    different made-up `AccountSid` each (`?forged=<n>`, 403 unknown account: the server
+//!    knows its accounts in memory) and the tenant's account with a wrong token (403); every one
+//!    must be refused. Meanwhile genuine SMSs (`?during_forged=<n>`), one after another, must
+//!    all be answered 200; the slowest is reported.
 //!
 //! The last line is a summary; the exit status is non-zero when any check fails.
 #![allow(clippy::print_stdout)]
@@ -70,6 +75,9 @@ struct Args {
     /// Slow-body clients.
     #[arg(long, default_value_t = 16)]
     slow: u64,
+    /// Forged SMSs in the forged-flood phase (half of them naming made-up accounts).
+    #[arg(long, default_value_t = 20_000)]
+    forged: u64,
     /// The server's request timeout, in seconds (what should cut slow clients off).
     #[arg(long, default_value_t = 10)]
     request_timeout_secs: u64,
@@ -106,16 +114,20 @@ async fn main() -> std::process::ExitCode {
     let mixed = mixed(&args, &token).await;
     let flood = flood(&args).await;
     let slow = slow(&args, &token).await;
+    let forged = forged(&args, &token).await;
 
     let ok = mixed.wrong == 0
         && mixed.server_errors == 0
         && mixed.transport_errors == 0
         && flood.got_413 == args.flood
         && slow.cut_off == args.slow
-        && slow.others_failed == 0;
+        && slow.others_failed == 0
+        && forged.refused == args.forged
+        && forged.genuine_failed == 0;
     println!(
         "loadtest: mixed {} requests in {:.1} s ({:.0}/s): {} wrong verdicts, {} 5xx, {} transport errors; \
-         flood {}/{} got 413 in {:.1} s; slow {}/{} cut off (after {:.1}-{:.1} s), {} other webhooks meanwhile, {} failed, slowest {} ms; {}",
+         flood {}/{} got 413 in {:.1} s; slow {}/{} cut off (after {:.1}-{:.1} s), {} other webhooks meanwhile, {} failed, slowest {} ms; \
+         forged {}/{} refused in {:.1} s ({:.0}/s), {} genuine meanwhile, {} failed, median {:.1} ms, slowest {:.1} ms; {}",
         mixed.sent,
         mixed.elapsed.as_secs_f64(),
         mixed.sent as f64 / mixed.elapsed.as_secs_f64(),
@@ -132,6 +144,14 @@ async fn main() -> std::process::ExitCode {
         slow.others,
         slow.others_failed,
         slow.slowest_other.as_millis(),
+        forged.refused,
+        args.forged,
+        forged.elapsed.as_secs_f64(),
+        args.forged as f64 / forged.elapsed.as_secs_f64(),
+        forged.genuine,
+        forged.genuine_failed,
+        forged.genuine_median.as_secs_f64() * 1000.0,
+        forged.genuine_slowest.as_secs_f64() * 1000.0,
         if ok { "PASS" } else { "FAIL" },
     );
     if ok {
@@ -233,9 +253,20 @@ async fn mixed(args: &Arc<Args>, token: &Arc<str>) -> Mixed {
 
 /// A signed incoming-SMS webhook for `path`, through the signing tool's code.
 fn webhook(args: &Args, path: &str, secret: &str, malformed: bool) -> Request<Full<Bytes>> {
+    webhook_for(args, &args.account_sid, path, secret, malformed)
+}
+
+/// [`webhook`] naming `account_sid`.
+fn webhook_for(
+    args: &Args,
+    account_sid: &str,
+    path: &str,
+    secret: &str,
+    malformed: bool,
+) -> Request<Full<Bytes>> {
     let signed = sign_request(
         &format!("http://{}{path}", args.addr),
-        Body::Form(Preset::Sms.params(&args.account_sid)),
+        Body::Form(Preset::Sms.params(account_sid)),
         Signer::AuthToken(secret.as_bytes()),
     );
     let mut request = Request::post(format!("http://{}{path}", args.addr));
@@ -429,5 +460,99 @@ async fn trickle(addr: SocketAddr, path: &str) -> Result<StatusCode, tower_twili
             Ok(()) => Err("the whole slow body was accepted".into()),
             Err(error) => Err(error.into()),
         },
+    }
+}
+
+struct Forged {
+    refused: u64,
+    elapsed: Duration,
+    genuine: u64,
+    genuine_failed: u64,
+    genuine_median: Duration,
+    genuine_slowest: Duration,
+}
+
+/// The forged SMS number `n`: a made-up account (even `n`) or the tenant's with a wrong token.
+fn forged_request(args: &Args, n: u64) -> Request<Full<Bytes>> {
+    let path = format!("/twilio/sms?forged={n}");
+    if n.is_multiple_of(2) {
+        let made_up = format!("AC{:032x}", 0x00f0_0ded_0000_0000_u128 + u128::from(n));
+        webhook_for(args, &made_up, &path, "made-up-token", false)
+    } else {
+        webhook(args, &path, "not-the-token", false)
+    }
+}
+
+async fn forged(args: &Arc<Args>, token: &Arc<str>) -> Forged {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(args.concurrency)
+        .build_http::<Full<Bytes>>();
+    let next = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut flooders = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, args, next, refused) = (
+            client.clone(),
+            Arc::clone(args),
+            Arc::clone(&next),
+            Arc::clone(&refused),
+        );
+        flooders.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= args.forged {
+                    return;
+                }
+                let answer = tokio::time::timeout(EXCHANGE_LIMIT, async {
+                    let response = client.request(forged_request(&args, n)).await?;
+                    let status = response.status();
+                    response.into_body().collect().await?;
+                    Ok::<_, tower_twilio::BoxError>(status)
+                })
+                .await;
+                match answer {
+                    Ok(Ok(StatusCode::FORBIDDEN)) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(Ok(status)) => eprintln!("forged #{n}: got {status}"),
+                    Ok(Err(error)) => eprintln!("forged #{n}: {error}"),
+                    Err(_) => eprintln!("forged #{n}: no answer within {EXCHANGE_LIMIT:?}"),
+                }
+            }
+        }));
+    }
+    // Meanwhile, genuine SMSs, one after another, until the flood is over.
+    let genuine_client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let (mut latencies, mut genuine_failed) = (Vec::new(), 0);
+    while next.load(Ordering::Relaxed) < args.forged {
+        let path = format!("/twilio/sms?during_forged={}", latencies.len());
+        let request = webhook(args, &path, token, false);
+        let begun = Instant::now();
+        let answer = tokio::time::timeout(EXCHANGE_LIMIT, genuine_client.request(request)).await;
+        latencies.push(begun.elapsed());
+        match answer {
+            Ok(Ok(response)) if response.status() == StatusCode::OK => {
+                let _ = response.into_body().collect().await;
+            }
+            _ => genuine_failed += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Forged {
+        refused: refused.load(Ordering::Relaxed),
+        elapsed,
+        genuine: latencies.len() as u64,
+        genuine_failed,
+        genuine_median: latencies
+            .get(latencies.len() / 2)
+            .copied()
+            .unwrap_or_default(),
+        genuine_slowest: latencies.last().copied().unwrap_or_default(),
     }
 }

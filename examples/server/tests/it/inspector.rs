@@ -1,7 +1,9 @@
 //! The inspector page (`GET /`) in headless Chromium, driven through ChromeDriver with
-//! fantoccini: without the admin token the page is refused, under a foreign name (DNS
-//! rebinding) it is refused even with the token; opened with the token it keeps it in a cookie
-//! the page's script cannot read; a test SMS sent with the page's button shows up verified,
+//! fantoccini: without the admin token the page shows nothing but a form (and a wrong token is
+//! refused), under a foreign name (DNS rebinding) it is refused even with the token; opened
+//! with the token in the URL fragment it keeps it in the tab, sets no cookie, and another
+//! local service the browser visits receives nothing of it; a test SMS sent with the page's
+//! button shows up verified,
 //! message and call timelines show, and a forged request whose path, query, `User-Agent` and
 //! `AccountSid` carry `<script>` shows up rejected, with those values as text.
 //!
@@ -117,6 +119,34 @@ async fn connect(driver: &Driver) -> Browser {
     }
 }
 
+/// Another service on this machine: answers one request on a loopback port of its own and
+/// hands over the request's head as it arrived.
+async fn other_local_service() -> (u16, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let body = "another service";
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (port, task)
+}
+
 /// The page's rows as (outcome, path, tenant, account, user agent, detail, message, client).
 async fn rows(browser: &Browser) -> Vec<[String; 8]> {
     let script = "return [...document.querySelectorAll('#webhooks tr[data-outcome]')].map(tr => [
@@ -164,9 +194,9 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     let server = Server::start(db.config()).await;
     assert!(server.startup.demo.is_some(), "demo mode");
 
-    // The page carries a strict Content-Security-Policy.
+    // The page (a shell without data: no token needed) carries a strict
+    // Content-Security-Policy.
     let page = Request::get(format!("{}/", server.base()))
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
         .body(Full::default())
         .unwrap();
     let response = bounded("page", server.client.request(page)).await.unwrap();
@@ -190,25 +220,43 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         value.as_str().unwrap_or_default().to_owned()
     };
 
-    // Without the token: refused, and nothing of the page (no CSRF value, no script) is served.
+    // Without the token: the form, and nothing from the log.
     browser.goto(&format!("{}/", server.base())).await.unwrap();
     assert!(
-        body_text()
-            .await
-            .contains("admin token is missing or wrong"),
+        body_text().await.contains("enter the admin token"),
         "{}",
         body_text().await
     );
-    let scripts = browser
-        .execute("return document.querySelectorAll('script').length", vec![])
+    let app_hidden = browser
+        .execute("return document.getElementById('app').hidden", vec![])
         .await
         .unwrap();
-    assert_eq!(scripts, json!(0));
+    assert_eq!(app_hidden, json!(true));
+    // A wrong token is refused by the API, and the form says so.
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys("not-the-admin-token")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !body_text().await.contains("The admin token was refused.") {
+        assert!(Instant::now() < deadline, "{}", body_text().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
-    // Under a foreign name, even with the token: 421, and no cookie is set.
+    // Under a foreign name, even with the token: 421.
     let port = server.addr.port();
     browser
-        .goto(&format!("http://rebound.test:{port}/?token={ADMIN_TOKEN}"))
+        .goto(&format!("http://rebound.test:{port}/#token={ADMIN_TOKEN}"))
         .await
         .unwrap();
     assert!(
@@ -216,12 +264,11 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         "{}",
         body_text().await
     );
-    assert!(browser.get_all_cookies().await.unwrap().is_empty());
 
-    // With the token: taken once from the URL, which the server then replaces with the bare
-    // page; the cookie that keeps it is out of the script's reach.
+    // With the token in the URL fragment (never sent to a server): taken by the page, which
+    // removes it from the address bar and keeps it in the tab; no cookie at all.
     browser
-        .goto(&format!("{}/?token={ADMIN_TOKEN}", server.base()))
+        .goto(&format!("{}/#token={ADMIN_TOKEN}", server.base()))
         .await
         .unwrap();
     let url = browser.current_url().await.unwrap();
@@ -230,23 +277,23 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
         format!("{}/", server.base()),
         "the token left the address bar"
     );
-    let cookies = browser.get_all_cookies().await.unwrap();
-    assert_eq!(cookies.len(), 1, "{cookies:?}");
-    assert_eq!(cookies[0].http_only(), Some(true));
-    assert_eq!(
-        format!("{:?}", cookies[0].same_site()),
-        "Some(Strict)",
-        "{cookies:?}"
-    );
-    let visible = browser
-        .execute("return document.cookie", vec![])
+    assert!(browser.get_all_cookies().await.unwrap().is_empty());
+
+    // Another service on this machine, on another port, gets nothing of the admin credential
+    // from this browser.
+    let (other_port, other) = other_local_service().await;
+    browser
+        .goto(&format!("http://127.0.0.1:{other_port}/"))
         .await
         .unwrap();
-    assert_eq!(
-        visible,
-        json!(""),
-        "the page's script cannot read the token"
+    let head = bounded("the other service's request", other).await.unwrap();
+    assert!(head.starts_with("GET / "), "{head}");
+    assert!(
+        !head.contains(ADMIN_TOKEN) && !head.to_ascii_lowercase().contains("twilio_admin"),
+        "another local service received the admin credential:\n{head}"
     );
+    // Back on the page, the tab still has the token.
+    browser.back().await.unwrap();
 
     // A newcomer presses the button and sees a verified webhook.
     browser

@@ -4,10 +4,12 @@
 
 mod support;
 
+mod accounts;
 mod admin;
 mod doctor;
 #[cfg(unix)]
 mod file_modes;
+mod flood;
 mod inspector;
 mod log_bounds;
 mod metrics;

@@ -181,6 +181,8 @@ pub(crate) fn redis_url() -> Option<String> {
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pub(crate) startup: Startup,
+    /// The server's database handle (it counts credential lookups).
+    pub(crate) db: Db,
     pub(crate) log: LogSender,
     pub(crate) shutdown: oneshot::Sender<()>,
     pub(crate) task: JoinHandle<Result<(), BoxError>>,
@@ -196,6 +198,7 @@ impl Server {
             .unwrap();
         let startup = handles.startup.clone();
         let log = handles.log.clone();
+        let db = handles.db.clone();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(tower_twilio_example_server::serve(
             listener,
@@ -208,6 +211,7 @@ impl Server {
         Self {
             addr,
             startup,
+            db,
             log,
             shutdown,
             task,

@@ -49,7 +49,7 @@ pub(crate) fn print_startup(startup: &Startup, local: SocketAddr) {
     }
     println!(
         "inspector (the live webhook log, with test buttons), opened with the admin token:\n  \
-         xdg-open \"http://{}/?token={token}\"",
+         xdg-open \"http://{}/#token={token}\"",
         connect_addr(local)
     );
     if let Some(tenant) = &startup.env_tenant {
