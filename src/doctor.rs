@@ -21,9 +21,19 @@
 //! wrong one. The verdict never changes: a diagnosed request is still refused, and the diagnosis
 //! belongs in logs and events, never in the HTTP response.
 //!
-//! Pure: no I/O, no tower types. The middleware runs it when
+//! The work is bounded by construction, whatever the request holds: at most the last
+//! 16 values of each forwarding header are read (with the same readers as
+//! [`PublicUrl`](crate::PublicUrl)), the hosts, paths and ports considered are kept without
+//! repeats as they are read so that every combination is a distinct URL, and the URLs are built
+//! one at a time, only as many as the [`MAX_HMACS`] budget lets it try. The URL in a diagnosis
+//! keeps the names of its query and redacts the values (`?From=[redacted]`), like every URL
+//! the middleware reports.
+//!
+//! Pure: no I/O, no tower types. The middleware never runs it on the request path: with
 //! [`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)
-//! is on, at most a configured number of times a second.
+//! on, a mismatch is refused at once and handed to a thread of the layer's own, through a
+//! bounded queue, at most a configured number of times a second; the diagnosis follows the
+//! refusal as a second security event and webhook log entry.
 //!
 //! ```
 //! use http::{HeaderMap, Method};
@@ -110,7 +120,8 @@ impl<'a> Clues<'a> {
     }
 }
 
-/// A URL the signature matches, and what to change so that the middleware rebuilds it.
+/// A URL the signature matches, and what to change so that the middleware rebuilds it. The URL
+/// and paths it shows keep the names of their query and redact the values.
 ///
 /// `Display` gives one line for logs: `signature matches https://…; fix: …`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +132,8 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// The URL the signature was made for (userinfo, if any, redacted).
+    /// The URL the signature was made for, with userinfo and the values of its query redacted
+    /// (`https://…/gather?Digits=[redacted]`).
     pub fn matched_url(&self) -> &str {
         &self.matched_url
     }
@@ -384,7 +396,7 @@ impl<'a> Variants<'a> {
             Source::OtherScheme,
         ))
         .chain(self.hosts.iter().flat_map(move |(host, from)| {
-            [scheme, other].map(|s| candidate(s, host, self.rest, Source::Header(*from)))
+            [scheme, other].map(|s| candidate(s, host, self.rest, Source::Header(from)))
         }))
         .chain(
             self.paths
