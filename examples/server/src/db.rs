@@ -714,7 +714,8 @@ impl Db {
                  call_status = COALESCE($12, call_status),
                  recording_status = COALESCE($13, recording_status),
                  diagnosis_url = COALESCE($14, diagnosis_url),
-                 diagnosis_fix = COALESCE($15, diagnosis_fix)
+                 diagnosis_fix = COALESCE($15, diagnosis_fix),
+                 query = COALESCE($16, query)
              WHERE id = $1",
         )
         .bind(id)
@@ -732,6 +733,27 @@ impl Db {
         .bind(&entry.recording_status)
         .bind(&entry.diagnosis_url)
         .bind(&entry.diagnosis_fix)
+        .bind(&entry.query)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Adds the mismatch doctor's diagnosis to a webhook's row, leaving its outcome alone.
+    pub async fn set_webhook_diagnosis(
+        &self,
+        id: i64,
+        url: &str,
+        fix: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE webhook_log SET updated_at_ms = $2, diagnosis_url = $3, diagnosis_fix = $4
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .bind(url)
+        .bind(fix)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -1017,7 +1039,7 @@ pub struct LogRow {
     pub method: String,
     /// The path, still percent-encoded.
     pub path: String,
-    /// The raw query, if any.
+    /// The query, if any: its values redacted unless the webhook was verified.
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,

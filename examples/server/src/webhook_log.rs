@@ -1,6 +1,7 @@
 //! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
 //! a channel; the task keeps one `webhook_log` row per webhook up to date through its stages
-//! (received → verified | rejected(reason) → processed | failed(status)).
+//! (received → verified | rejected(reason) → processed | failed(status)), and adds the
+//! mismatch doctor's diagnosis to the row when it comes (after the response).
 //!
 //! # Nothing is lost
 //!
@@ -34,7 +35,11 @@
 //! once a minute while webhooks arrive. Each row keeps the client IP and the request id
 //! ([`tag_request`]).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::{extract::ConnectInfo, http::HeaderValue};
 use axum::{
@@ -166,8 +171,14 @@ enum Message {
 struct Entry {
     id: u64,
     is_final: bool,
+    /// The mismatch doctor's follow-up: only its diagnosis is written, into the webhook's row.
+    diagnosis_only: bool,
     row: LogRow,
 }
+
+/// How many finished webhooks keep their row id for a diagnosis that comes after their final
+/// stage (the doctor runs after the response, within milliseconds).
+const DIAGNOSABLE: usize = 64;
 
 /// The sending side: the hook for the layer, and [`flush`](Self::flush).
 #[derive(Clone, Debug)]
@@ -239,6 +250,7 @@ async fn run(
         db,
         permits,
         rows: HashMap::new(),
+        finished: VecDeque::with_capacity(DIAGNOSABLE),
         written: 0,
         stop: stop.clone(),
         deadline: None,
@@ -284,6 +296,8 @@ struct Writer {
     /// Layer entry id → row id, for webhooks whose final stage has not been written yet.
     /// Bounded like the queue: at most `QUEUED_WEBHOOKS` webhooks are admitted at once.
     rows: HashMap<u64, i64>,
+    /// The same for the last [`DIAGNOSABLE`] webhooks finished, for a late diagnosis.
+    finished: VecDeque<(u64, i64)>,
     written: u64,
     stop: watch::Receiver<bool>,
     /// Set once shutdown has begun: retries end then.
@@ -353,6 +367,19 @@ impl Writer {
     }
 
     async fn write(&mut self, entry: &Entry) -> Result<(), sqlx::Error> {
+        if entry.diagnosis_only {
+            let row = self.rows.get(&entry.id).copied().or_else(|| {
+                let finished = self.finished.iter().find(|(id, _)| *id == entry.id);
+                finished.map(|&(_, row)| row)
+            });
+            return match (row, &entry.row.diagnosis_url, &entry.row.diagnosis_fix) {
+                (Some(row), Some(url), Some(fix)) => {
+                    self.db.set_webhook_diagnosis(row, url, fix).await
+                }
+                // Too late to find its row: the diagnosis is still in the security events.
+                _ => Ok(()),
+            };
+        }
         match self.rows.get(&entry.id) {
             Some(&row) => self.db.update_webhook(row, &entry.row).await,
             None => {
@@ -372,7 +399,12 @@ impl Writer {
     /// After the final stage: forget the row and give the webhook's permits back.
     fn finish(&mut self, entry: &Entry) {
         if entry.is_final {
-            self.rows.remove(&entry.id);
+            if let Some(row) = self.rows.remove(&entry.id) {
+                if self.finished.len() == DIAGNOSABLE {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back((entry.id, row));
+            }
             self.permits.add_permits(PERMITS_PER_WEBHOOK as usize);
         }
     }
@@ -428,6 +460,7 @@ impl Entry {
         Self {
             id: entry.id,
             is_final: entry.stage.is_final(),
+            diagnosis_only: entry.stage == WebhookStage::Diagnosed,
             row,
         }
     }
