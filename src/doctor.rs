@@ -908,6 +908,64 @@ mod tests {
     }
 
     #[test]
+    fn only_the_last_forwarded_values_are_read() {
+        let hosts: Vec<String> = (0..1000).map(|i| format!("h{i}.example")).collect();
+        let headers = headers(&[
+            ("x-forwarded-host", &hosts.join(", ")),
+            (
+                "forwarded",
+                &format!("host=f0.example{}", ", for=unknown".repeat(1000)),
+            ),
+        ]);
+        let clues = Clues::new(&headers, "/x");
+        let all = candidates("http://a.example/x", &clues);
+        let tried = |host: &str| all.iter().any(|url| url.contains(&format!("//{host}/")));
+        assert!(tried("h999.example") && tried("h984.example"));
+        assert!(!tried("h983.example") && !tried("h0.example"));
+        assert!(!tried("f0.example"), "the first of 1001 Forwarded elements");
+        // A signature for a host before the last 16 is not explained.
+        assert!(
+            run(
+                "https://h0.example/x",
+                "http://a.example/x",
+                "/x",
+                &headers,
+                None
+            )
+            .is_none()
+        );
+        assert!(
+            run(
+                "http://h984.example/x",
+                "http://a.example/x",
+                "/x",
+                &headers,
+                None
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn the_diagnosis_keeps_query_names_only() {
+        let signed = "https://api.example.com/sms/?From=%2B14155550100&Code=493817";
+        let received = "https://api.example.com/sms?From=%2B14155550100&Code=493817";
+        let pq = "/sms?From=%2B14155550100&Code=493817";
+        let diagnosis = run(signed, received, pq, &HeaderMap::new(), None).unwrap();
+        assert_eq!(
+            diagnosis.matched_url(),
+            "https://api.example.com/sms/?From=[redacted]&Code=[redacted]"
+        );
+        assert_eq!(
+            diagnosis.fix(),
+            "Twilio called /sms/?From=[redacted]&Code=[redacted] but the application received \
+             /sms?From=[redacted]&Code=[redacted]: a trailing slash is removed on the way; make \
+             the URL in the Twilio console match the route, or apply the layer before the path \
+             is rewritten"
+        );
+    }
+
+    #[test]
     fn trailing_slash_toggles_keep_the_query() {
         assert_eq!(toggle_trailing_slash("/a/b?x=1"), "/a/b/?x=1");
         assert_eq!(toggle_trailing_slash("/a/b/?x=1"), "/a/b?x=1");

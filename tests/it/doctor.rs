@@ -669,3 +669,45 @@ fn the_refusal_does_not_wait_for_the_diagnosis() {
         Some("https://hooks.example.com/twilio/sms")
     );
 }
+
+/// In report-only mode the request goes on to the inner service, and the doctor diagnoses a
+/// copy of it.
+#[tokio::test]
+async fn report_only_mode_passes_the_request_on_and_still_diagnoses_it() {
+    let sink = RecordingSink::default();
+    let log = RecordingLog::default();
+    let layer = TwilioSignatureLayer::new(credentials())
+        .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
+        .report_only(true)
+        .diagnose_mismatches(true)
+        .on_webhook(log.clone())
+        .on_security_event(sink.clone());
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(ok)
+        .oneshot(webhook(
+            "/twilio/sms",
+            "https://hooks.example.com/twilio/sms",
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = diagnosed(&sink, 1);
+    assert_eq!(
+        events[0].diagnosis.as_ref().unwrap().matched_url(),
+        "https://hooks.example.com/twilio/sms"
+    );
+    assert_eq!(sink.events()[0].outcome, Outcome::PassedInReportOnlyMode);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.stage == WebhookStage::Diagnosed)
+    {
+        assert!(Instant::now() < deadline, "no diagnosed log entry");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
