@@ -18,7 +18,8 @@
 //! - Before a request reaches the layer, [`admit`] takes [`PERMITS_PER_WEBHOOK`] permits from
 //!   a semaphore of [`QUEUED_WEBHOOKS`] × that many; the writer gives them back once it has
 //!   written the webhook's final stage. So at most [`QUEUED_WEBHOOKS`] webhooks (at most three
-//!   small entries each: received, verified, final) are ever queued or being written. When the
+//!   small entries each: received, verified, final) are ever queued or being written. The
+//!   mismatch doctor's diagnoses come on top, bounded by its own budget (20 a second). When the
 //!   database falls behind, new webhooks wait for admission (and, past the request timeout,
 //!   get a 503 that Twilio retries) instead of piling up in memory. A concurrency limit alone
 //!   would not do this: a request finishes long before its entries are written.
