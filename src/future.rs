@@ -458,7 +458,8 @@ where
     /// Verification failed: refuse, or in report-only mode report it and pass the request on.
     /// Either way a signature mismatch then goes to the mismatch doctor, when it is on.
     fn fail<B>(&mut self, parts: Parts, body: Bytes, mut refusal: Refusal) -> StateOf<S, R, St, B> {
-        let consult = refusal.consult.take();
+        // Taken from this second's budget here, before anything is copied for it.
+        let consult = refusal.consult.take().filter(|_| self.doctor_takes_one());
         if !(self.shared.config.report_only && refusal.passes_in_report_only_mode()) {
             let (state, event) = self.refuse_reporting(&parts, refusal);
             self.consult(consult, parts, body, event);
@@ -496,10 +497,17 @@ where
         (state, event)
     }
 
-    /// Hands a refused request to the mismatch doctor, when it is on and this second's budget
-    /// allows: moved, not copied, with what it takes to report the diagnosis, to run on the
-    /// doctor's thread. The same for a known account as for an unknown one (whose dummy key
-    /// explains nothing), so that the request path does not tell them apart.
+    /// Whether the mismatch doctor is on and this second's budget has a diagnosis left (which
+    /// this takes).
+    fn doctor_takes_one(&self) -> bool {
+        let doctor = self.shared.config.diagnoses.as_ref();
+        doctor.is_some_and(|doctor| doctor.try_take())
+    }
+
+    /// Hands a refused request to the mismatch doctor (when `consult` says so): moved, not
+    /// copied, with what it takes to report the diagnosis, to run on the doctor's thread. The
+    /// same for a known account as for an unknown one (whose dummy key explains nothing), so
+    /// that the request path does not tell them apart.
     fn consult(
         &mut self,
         consult: Option<Consult>,
@@ -510,9 +518,6 @@ where
         let (Some(consult), Some(doctor)) = (consult, &self.shared.config.diagnoses) else {
             return;
         };
-        if !doctor.try_take() {
-            return;
-        }
         let config = &self.shared.config;
         let case = Case {
             parts,
