@@ -250,3 +250,75 @@ async fn forged_requests_with_thousands_of_forwarded_hosts_are_refused_at_once()
     assert!(took < bound, "the genuine SMS took {took:?}");
     server.stop().await;
 }
+
+/// Issue 19: a forged request with 2 000 forwarded hosts and a 60 KB query grew the server's
+/// memory by 1.3 GB while the doctor built every candidate URL. Its memory now stays within a
+/// few MB, measured while the request is answered and while its diagnosis runs after it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_forged_request_with_many_hosts_and_a_long_query_holds_little_memory() {
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicU64, Ordering},
+        },
+        time::Duration,
+    };
+
+    let server = Arc::new(
+        Process::start(
+            &[],
+            &[
+                ("ADMIN_TOKEN", ADMIN),
+                ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+                ("TWILIO_AUTH_TOKEN", TOKEN),
+                ("DIAGNOSE_MISMATCHES", "true"),
+            ],
+        )
+        .await,
+    );
+    // Warm up: the first requests allocate what every request reuses.
+    let plain = sms(
+        &format!("http://{}/twilio/sms", server.addr),
+        "not-the-token",
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            server.send(&plain, None).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = server.rss_kb();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (server, peak, done) = (Arc::clone(&server), Arc::clone(&peak), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(server.rss_kb(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let target = format!("/twilio/sms?q={}", "x".repeat(60 * 1024));
+    let forged = sms(&format!("http://{}{target}", server.addr), "not-the-token");
+    let hosts = many_hosts(2_000);
+    let mut headers: Vec<(&str, &str)> = forged
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    headers.push(("x-forwarded-host", &hosts));
+    let body = String::from_utf8(forged.body.clone()).unwrap();
+    let answer = server.call("POST", &target, &headers, &body).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    // The diagnosis runs after the response: keep measuring while it does.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grown = peak.load(Ordering::Relaxed).saturating_sub(before);
+    println!("RSS grew by {grown} kB with 2000 hosts and a 60 KB query");
+    assert!(grown < 16 * 1024, "RSS grew by {grown} kB");
+    Arc::try_unwrap(server).ok().unwrap().stop().await;
+}
