@@ -21,9 +21,19 @@
 //! wrong one. The verdict never changes: a diagnosed request is still refused, and the diagnosis
 //! belongs in logs and events, never in the HTTP response.
 //!
-//! Pure: no I/O, no tower types. The middleware runs it when
+//! The work is bounded by construction, whatever the request holds: at most the last
+//! 16 values of each forwarding header are read (with the same readers as
+//! [`PublicUrl`](crate::PublicUrl)), the hosts, paths and ports considered are kept without
+//! repeats as they are read so that every combination is a distinct URL, and the URLs are built
+//! one at a time, only as many as the [`MAX_HMACS`] budget lets it try. The URL in a diagnosis
+//! keeps the names of its query and redacts the values (`?From=[redacted]`), like every URL
+//! the middleware reports.
+//!
+//! Pure: no I/O, no tower types. The middleware never runs it on the request path: with
 //! [`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)
-//! is on, at most a configured number of times a second.
+//! on, a mismatch is refused at once and handed to a thread of the layer's own, through a
+//! bounded queue, at most a configured number of times a second; the diagnosis follows the
+//! refusal as a second security event and webhook log entry.
 //!
 //! ```
 //! use http::{HeaderMap, Method};
@@ -60,7 +70,14 @@ use std::{
 
 use http::{HeaderMap, header};
 
-use crate::{Secret, url_forms::redact_userinfo, verify::WebhookRequest};
+use crate::{
+    Secret,
+    public_url::{
+        ForwardedElement, last_elements, last_forwarded_elements, strip_port, valid_host,
+    },
+    url_forms::{redact_url, redact_userinfo},
+    verify::WebhookRequest,
+};
 
 /// The most signatures one diagnosis computes: other URLs tried × secrets.
 pub const MAX_HMACS: usize = 16;
@@ -103,7 +120,8 @@ impl<'a> Clues<'a> {
     }
 }
 
-/// A URL the signature matches, and what to change so that the middleware rebuilds it.
+/// A URL the signature matches, and what to change so that the middleware rebuilds it. The URL
+/// and paths it shows keep the names of their query and redact the values.
 ///
 /// `Display` gives one line for logs: `signature matches https://…; fix: …`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +132,8 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    /// The URL the signature was made for (userinfo, if any, redacted).
+    /// The URL the signature was made for, with userinfo and the values of its query redacted
+    /// (`https://…/gather?Digits=[redacted]`).
     pub fn matched_url(&self) -> &str {
         &self.matched_url
     }
@@ -169,14 +188,14 @@ pub fn diagnose(
         1
     };
     let secrets = &secrets[..secrets.len().min(MAX_HMACS / per_secret)];
-    let received = SplitUrl::parse(request.url())?;
-    let candidates = candidates(request.url(), clues);
+    let variants = Variants::new(request.url(), clues)?;
     let budget = MAX_HMACS / (secrets.len() * per_secret);
-    for candidate in candidates.into_iter().take(budget) {
+    // Only the URLs tried are built: the budget bounds the work whatever the request holds.
+    for candidate in variants.candidates().take(budget) {
         let url = candidate.url();
         let attempt = request.with_exact_url(&url);
         if attempt.verify(secrets.iter().copied()).is_ok() {
-            return Some(explain(&received, &candidate, clues));
+            return Some(explain(&variants, &candidate, clues));
         }
     }
     None
@@ -191,25 +210,6 @@ fn may_hold_astral_characters(body: &[u8]) -> bool {
             .any(|w| w[0] == b'%' && (w[1] == b'F' || w[1] == b'f'))
 }
 
-/// A URL cut into what the doctor varies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SplitUrl<'a> {
-    scheme: &'a str,
-    authority: Cow<'a, str>,
-    /// Path and query, starting with `/`.
-    rest: Cow<'a, str>,
-    source: Source,
-}
-
-/// Where a candidate's changed part came from, for the wording of the fix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Received,
-    OtherScheme,
-    Header(&'static str),
-    TrailingSlash,
-}
-
 /// A URL's scheme, authority, and path with query (starting with `/`).
 fn split(url: &str) -> Option<(&str, &str, &str)> {
     let (scheme, after) = url.split_once("://")?;
@@ -217,15 +217,33 @@ fn split(url: &str) -> Option<(&str, &str, &str)> {
     Some((scheme, &after[..slash], &after[slash..]))
 }
 
-impl<'a> SplitUrl<'a> {
-    fn parse(url: &'a str) -> Option<Self> {
-        let (scheme, authority, rest) = split(url)?;
-        Some(Self {
+/// Where a candidate's changed part came from, for the wording of the fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    OtherScheme,
+    Header(&'static str),
+    TrailingSlash,
+}
+
+/// One URL to try, borrowed from the [`Variants`] it was made of: built into a `String` only
+/// when it is tried.
+#[derive(Debug, Clone, Copy)]
+struct Candidate<'v> {
+    scheme: &'v str,
+    authority: &'v str,
+    /// Path and query, starting with `/`.
+    rest: &'v str,
+    source: Source,
+}
+
+impl<'v> Candidate<'v> {
+    fn new(scheme: &'v str, authority: &'v str, rest: &'v str, source: Source) -> Self {
+        Self {
             scheme,
-            authority: authority.into(),
-            rest: rest.into(),
-            source: Source::Received,
-        })
+            authority,
+            rest,
+            source,
+        }
     }
 
     fn url(&self) -> String {
@@ -233,167 +251,193 @@ impl<'a> SplitUrl<'a> {
             String::with_capacity(self.scheme.len() + 3 + self.authority.len() + self.rest.len());
         url.push_str(self.scheme);
         url.push_str("://");
-        url.push_str(&self.authority);
-        url.push_str(&self.rest);
+        url.push_str(self.authority);
+        url.push_str(self.rest);
         url
     }
 }
 
-/// The other URLs worth trying, most likely first, without repeats and without the URL that
-/// already failed.
-fn candidates<'a>(received_url: &'a str, clues: &Clues<'a>) -> Vec<SplitUrl<'a>> {
-    let Some(received) = SplitUrl::parse(received_url) else {
-        return Vec::new();
-    };
-    let (_, received_authority, _) = split(received_url).unwrap_or_default();
-    let other_scheme = if received.scheme.eq_ignore_ascii_case("https") {
-        "http"
-    } else {
-        "https"
-    };
+/// The parts the doctor varies, each list without repeats, so that every combination is a
+/// distinct URL: the hosts differ from each other and from the received authority, the paths
+/// from each other and from the received path, the port variants from all of those. Each list
+/// is short whatever the request holds: at most
+/// [`MAX_FORWARDED_VALUES`](crate::public_url::MAX_FORWARDED_VALUES) values of each
+/// forwarding header are read.
+struct Variants<'a> {
+    scheme: &'a str,
+    other_scheme: &'static str,
+    authority: &'a str,
+    rest: &'a str,
+    hosts: Vec<(Cow<'a, str>, &'static str)>,
+    paths: Vec<(Cow<'a, str>, Source)>,
+    ported: Vec<(String, &'static str)>,
+}
 
-    let mut hosts: Vec<(&'a str, &'static str)> = Vec::new();
-    let mut add_host = |host: &'a str, from: &'static str| {
-        if valid_host(host)
-            && !host.eq_ignore_ascii_case(received_authority)
-            && !hosts.iter().any(|(h, _)| h.eq_ignore_ascii_case(host))
-        {
-            hosts.push((host, from));
-        }
-    };
-    if let Some(host) = single(clues.headers, header::HOST.as_str()) {
-        add_host(host, "Host");
-    }
-    for host in list(clues.headers, "x-forwarded-host") {
-        add_host(host, "X-Forwarded-Host");
-    }
-    for host in forwarded_params(clues.headers, "host") {
-        add_host(host, "Forwarded");
-    }
-    if let Some(host) = single(clues.headers, "x-original-host") {
-        add_host(host, "X-Original-Host");
-    }
-    // Port variants of every host: the forwarded port, or none.
-    let forwarded_port = list(clues.headers, "x-forwarded-port")
-        .pop()
-        .filter(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    let mut ported: Vec<(String, &'static str)> = Vec::new();
-    for (host, from) in std::iter::once((received_authority, "")).chain(hosts.iter().copied()) {
-        let bare = strip_port(host);
-        if bare != host {
-            ported.push((bare.to_owned(), from));
-        }
-        if let Some(port) = forwarded_port {
-            ported.push((format!("{bare}:{port}"), "X-Forwarded-Port"));
-        }
-    }
+/// The last non-empty value of a forwarding header that the doctor reads.
+fn last_value<'h>(headers: &'h HeaderMap, name: &'static str) -> Option<&'h str> {
+    last_elements(headers, name)
+        .filter_map(Result::ok)
+        .find(|value| !value.is_empty())
+}
 
-    let pq = clues.path_and_query;
-    let mut paths: Vec<(Cow<'a, str>, Source)> = Vec::new();
-    let mut add_path = |path: Cow<'a, str>, source: Source| {
-        if valid_path(&path) && path != received.rest && !paths.iter().any(|(p, _)| *p == path) {
-            paths.push((path, source));
-        }
-    };
-    if let Some(prefix) = list(clues.headers, "x-forwarded-prefix").pop() {
-        let prefix = prefix.trim_end_matches('/');
-        if prefix.starts_with('/') {
-            add_path(
-                format!("{prefix}{pq}").into(),
-                Source::Header("X-Forwarded-Prefix"),
-            );
-        }
-    }
-    for name in ["x-original-uri", "x-envoy-original-path"] {
-        if let Some(original) = single(clues.headers, name) {
-            add_path(original.into(), Source::Header(header_title(name)));
-        }
-    }
-    if let Some(original) = clues.original_uri.and_then(path_and_query_of) {
-        add_path(original.into(), Source::Header("OriginalUri"));
-    }
-    // The received path as the application saw it, when the configured base added a prefix.
-    add_path(pq.into(), Source::Header("the request target"));
-    add_path(
-        toggle_trailing_slash(&received.rest).into(),
-        Source::TrailingSlash,
-    );
+impl<'a> Variants<'a> {
+    fn new(received_url: &'a str, clues: &Clues<'a>) -> Option<Self> {
+        let (scheme, authority, rest) = split(received_url)?;
+        let other_scheme = if scheme.eq_ignore_ascii_case("https") {
+            "http"
+        } else {
+            "https"
+        };
 
-    let base = |scheme: &'a str, authority: &'a str, source: Source| SplitUrl {
-        scheme,
-        authority: authority.into(),
-        rest: received.rest.clone(),
-        source,
-    };
-    let mut out: Vec<SplitUrl<'a>> = Vec::new();
-    // 1. One change: the scheme, the host, the path.
-    out.push(base(other_scheme, received_authority, Source::OtherScheme));
-    for &(host, from) in &hosts {
-        out.push(base(received.scheme, host, Source::Header(from)));
-        out.push(base(other_scheme, host, Source::Header(from)));
-    }
-    for (path, source) in &paths {
-        out.push(SplitUrl {
-            rest: path.clone(),
-            ..base(received.scheme, received_authority, *source)
-        });
-    }
-    // 2. Two changes: the other scheme with each path, each host with each path.
-    for (path, source) in &paths {
-        out.push(SplitUrl {
-            rest: path.clone(),
-            ..base(other_scheme, received_authority, *source)
-        });
-        for &(host, _) in &hosts {
-            for scheme in [received.scheme, other_scheme] {
-                out.push(SplitUrl {
-                    rest: path.clone(),
-                    ..base(scheme, host, *source)
-                });
+        let mut hosts: Vec<(Cow<'a, str>, &'static str)> = Vec::new();
+        let mut add_host = |host: Cow<'a, str>, from: &'static str| {
+            if host.len() <= 255
+                && valid_host(&host)
+                && !host.eq_ignore_ascii_case(authority)
+                && !hosts.iter().any(|(h, _)| h.eq_ignore_ascii_case(&host))
+            {
+                hosts.push((host, from));
+            }
+        };
+        if let Some(host) = single(clues.headers, header::HOST.as_str()) {
+            add_host(host.into(), "Host");
+        }
+        // The last few values of each header, tried in the order they were sent.
+        let mut forwarded_hosts: Vec<&str> = last_elements(clues.headers, "x-forwarded-host")
+            .filter_map(Result::ok)
+            .collect();
+        forwarded_hosts.reverse();
+        for host in forwarded_hosts {
+            add_host(host.into(), "X-Forwarded-Host");
+        }
+        let (mut elements, _) = last_forwarded_elements(clues.headers);
+        elements.reverse();
+        let parsed = elements
+            .into_iter()
+            .filter_map(|element| ForwardedElement::parse(element.ok()?).ok()?.host);
+        for host in parsed {
+            add_host(host.into(), "Forwarded");
+        }
+        if let Some(host) = single(clues.headers, "x-original-host") {
+            add_host(host.into(), "X-Original-Host");
+        }
+
+        // Port variants of every host: the forwarded port, or none; each distinct from every
+        // authority above and from the others.
+        let forwarded_port = last_value(clues.headers, "x-forwarded-port")
+            .filter(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        let mut ported: Vec<(String, &'static str)> = Vec::new();
+        let authorities =
+            std::iter::once((authority, "")).chain(hosts.iter().map(|(h, from)| (&**h, *from)));
+        for (host, from) in authorities {
+            let bare = strip_port(host);
+            let with_port =
+                forwarded_port.map(|port| (format!("{bare}:{port}"), "X-Forwarded-Port"));
+            let without = (bare != host).then(|| (bare.to_owned(), from));
+            for (variant, from) in without.into_iter().chain(with_port) {
+                if variant != authority
+                    && !hosts.iter().any(|(h, _)| **h == variant)
+                    && !ported.iter().any(|(p, _)| *p == variant)
+                {
+                    ported.push((variant, from));
+                }
             }
         }
-    }
-    // 3. Ports, which are rarely the cause: kept for last.
-    for (authority, from) in ported {
-        for scheme in [received.scheme, other_scheme] {
-            out.push(SplitUrl {
-                scheme,
-                authority: authority.clone().into(),
-                rest: received.rest.clone(),
-                source: Source::Header(if from.is_empty() { "no port" } else { from }),
-            });
+
+        let pq = clues.path_and_query;
+        let mut paths: Vec<(Cow<'a, str>, Source)> = Vec::new();
+        let mut add_path = |path: Cow<'a, str>, source: Source| {
+            if valid_path(&path) && path != rest && !paths.iter().any(|(p, _)| *p == path) {
+                paths.push((path, source));
+            }
+        };
+        if let Some(prefix) = last_value(clues.headers, "x-forwarded-prefix") {
+            let prefix = prefix.trim_end_matches('/');
+            if prefix.starts_with('/') {
+                add_path(
+                    format!("{prefix}{pq}").into(),
+                    Source::Header("X-Forwarded-Prefix"),
+                );
+            }
         }
+        for name in ["x-original-uri", "x-envoy-original-path"] {
+            if let Some(original) = single(clues.headers, name) {
+                add_path(original.into(), Source::Header(header_title(name)));
+            }
+        }
+        if let Some(original) = clues.original_uri.and_then(path_and_query_of) {
+            add_path(original.into(), Source::Header("OriginalUri"));
+        }
+        // The received path as the application saw it, when the configured base added a prefix.
+        add_path(pq.into(), Source::Header("the request target"));
+        add_path(toggle_trailing_slash(rest).into(), Source::TrailingSlash);
+
+        Some(Self {
+            scheme,
+            other_scheme,
+            authority,
+            rest,
+            hosts,
+            paths,
+            ported,
+        })
     }
 
-    let failed = received.url();
-    let mut seen: Vec<String> = Vec::with_capacity(out.len());
-    out.retain(|candidate| {
-        let url = candidate.url();
-        if url == failed || seen.contains(&url) {
-            false
-        } else {
-            seen.push(url);
-            true
-        }
-    });
-    out
+    /// The other URLs worth trying, most likely first: distinct by construction, none of them
+    /// the URL that failed, and built one at a time by whoever takes them.
+    fn candidates(&self) -> impl Iterator<Item = Candidate<'_>> + '_ {
+        let (scheme, other) = (self.scheme, self.other_scheme);
+        let candidate = Candidate::new;
+        // 1. One change: the scheme, the host, the path.
+        let one = std::iter::once(candidate(
+            other,
+            self.authority,
+            self.rest,
+            Source::OtherScheme,
+        ))
+        .chain(self.hosts.iter().flat_map(move |(host, from)| {
+            [scheme, other].map(|s| candidate(s, host, self.rest, Source::Header(from)))
+        }))
+        .chain(
+            self.paths
+                .iter()
+                .map(move |(path, source)| candidate(scheme, self.authority, path, *source)),
+        );
+        // 2. Two changes: the other scheme with each path, each host with each path.
+        let two = self.paths.iter().flat_map(move |(path, source)| {
+            std::iter::once(candidate(other, self.authority, path, *source)).chain(
+                self.hosts.iter().flat_map(move |(host, _)| {
+                    [scheme, other].map(|s| candidate(s, host, path, *source))
+                }),
+            )
+        });
+        // 3. Ports, which are rarely the cause: kept for last.
+        let ports = self.ported.iter().flat_map(move |(authority, from)| {
+            let source = Source::Header(if from.is_empty() { "no port" } else { from });
+            [scheme, other].map(|s| candidate(s, authority, self.rest, source))
+        });
+        one.chain(two).chain(ports)
+    }
 }
 
 /// What the matching candidate says about the configuration.
-fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -> Diagnosis {
-    let matched_url = redact_userinfo(&matched.url()).into_owned();
-    let (scheme, authority, matched_rest) = split(&matched_url).unwrap_or_default();
+fn explain(variants: &Variants<'_>, matched: &Candidate<'_>, clues: &Clues<'_>) -> Diagnosis {
+    let url = matched.url();
+    let without_userinfo = redact_userinfo(&url);
+    let (scheme, authority, matched_rest) = split(&without_userinfo).unwrap_or_default();
     let pq = clues.path_and_query;
     // The base that, with the path and query the application receives appended, gives the
-    // matched URL.
+    // matched URL. It has no query; the URL and paths shown keep only the names of theirs.
     let public_base = matched_rest
         .strip_suffix(pq)
         .map(|prefix| format!("{scheme}://{authority}{prefix}"));
+    let matched_url = redact_url(&url).into_owned();
+    let (matched_rest, pq) = (redact_url(matched_rest), redact_url(pq));
     let fix = match (&public_base, matched.source) {
         (Some(base), source) => {
             let mut fix = format!("set PublicUrl::fixed(\"{base}\")");
             if let (Some(header), Some(peer)) = (
-                trusted_header_hint(received, matched, source, clues),
+                trusted_header_hint(variants, matched, source, clues),
                 clues.peer,
             ) {
                 let bits = if peer.is_ipv4() { 32 } else { 128 };
@@ -428,15 +472,15 @@ fn explain(received: &SplitUrl<'_>, matched: &SplitUrl<'_>, clues: &Clues<'_>) -
 /// The forwarding header that, trusted, would have given the matched URL, when the candidate
 /// changed exactly one part and a header supplied it.
 fn trusted_header_hint(
-    received: &SplitUrl<'_>,
-    matched: &SplitUrl<'_>,
+    variants: &Variants<'_>,
+    matched: &Candidate<'_>,
     source: Source,
     clues: &Clues<'_>,
 ) -> Option<&'static str> {
     match source {
         Source::OtherScheme => {
-            let proto = list(clues.headers, "x-forwarded-proto").pop()?;
-            (proto.eq_ignore_ascii_case(matched.scheme) && matched.rest == received.rest)
+            let proto = last_value(clues.headers, "x-forwarded-proto")?;
+            (proto.eq_ignore_ascii_case(matched.scheme) && matched.rest == variants.rest)
                 .then_some("X-Forwarded-Proto")
         }
         Source::Header(name @ ("X-Forwarded-Host" | "X-Forwarded-Prefix")) => Some(name),
@@ -462,42 +506,6 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     }
 }
 
-/// Every comma-separated element of every value of a header, trimmed, in order.
-fn list<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-        .collect()
-}
-
-/// Every value of `name=` in the elements of RFC 7239 `Forwarded` headers (quotes removed).
-fn forwarded_params<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
-    list(headers, "forwarded")
-        .into_iter()
-        .flat_map(|element| element.split(';'))
-        .filter_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            key.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| value.trim().trim_matches('"'))
-        })
-        .collect()
-}
-
-/// A host (with optional port) that can stand in an authority: no delimiters, space or
-/// userinfo, and not absurdly long.
-fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\' | b','))
-}
-
 /// A path and query that can end a URL: starts with `/`, no space or control character, no
 /// fragment.
 fn valid_path(path: &str) -> bool {
@@ -511,14 +519,6 @@ fn path_and_query_of(target: &str) -> Option<&str> {
     }
     let (_, after) = target.split_once("://")?;
     after.find('/').map(|slash| &after[slash..])
-}
-
-fn strip_port(host: &str) -> &str {
-    match host.rfind(':') {
-        // An IPv6 literal's colons are inside the brackets.
-        Some(colon) if !host[colon..].contains(']') => &host[..colon],
-        _ => host,
-    }
 }
 
 /// The path with a trailing slash added, or removed if it has one; the query is kept.
@@ -612,6 +612,13 @@ mod tests {
             url,
             Params::parse(BODY).iter(),
         )
+    }
+
+    /// Every URL the doctor would try for `url`, in order.
+    fn candidates(url: &str, clues: &Clues<'_>) -> Vec<String> {
+        Variants::new(url, clues)
+            .map(|variants| variants.candidates().map(|c| c.url()).collect())
+            .unwrap_or_default()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -802,7 +809,12 @@ mod tests {
             .content_type(b"application/json")
             .signature(signature.as_bytes());
         let diagnosis = diagnose(&request, &clues, &[&token()]).unwrap();
-        assert_eq!(diagnosis.matched_url(), signed);
+        // The query's values are redacted (the hash of the body among them).
+        assert_eq!(
+            diagnosis.matched_url(),
+            "https://api.example.com/twilio/events?bodySHA256=[redacted]"
+        );
+        assert!(signed.starts_with("https://api.example.com/twilio/events?bodySHA256="));
     }
 
     #[test]
@@ -821,18 +833,18 @@ mod tests {
         let clues = Clues::new(&headers, "/x").original_uri("/r/x");
         let all = candidates("http://a.example/x", &clues);
         assert!(all.len() > MAX_HMACS, "the table should exceed the budget");
-        let mut urls: Vec<String> = all.iter().map(SplitUrl::url).collect();
+        let mut urls: Vec<String> = all.clone();
         urls.sort();
         urls.dedup();
         assert_eq!(urls.len(), all.len(), "no URL is tried twice");
         assert!(!urls.contains(&"http://a.example/x".to_owned()));
 
         // The last candidate is out of budget: no diagnosis even though it would match.
-        let last = all.last().unwrap().url();
+        let last = all.last().unwrap().clone();
         assert!(run(&last, "http://a.example/x", "/x", &headers, Some("/r/x")).is_none());
         // With three secrets, five URLs (15 HMACs) are tried.
-        let fifth = all[4].url();
-        let sixth = all[5].url();
+        let fifth = all[4].clone();
+        let sixth = all[5].clone();
         let other = Secret::new("another-token-entirely-0000000000").unwrap();
         let unrelated = Secret::new("yet-another-token-0000000000000000").unwrap();
         for (url, expected) in [(fifth, true), (sixth, false)] {
@@ -859,7 +871,7 @@ mod tests {
         let clues = Clues::new(&headers, "/x");
         let all = candidates("http://a.example/x", &clues);
         for (index, expected) in [(7, true), (8, false)] {
-            let url = all[index].url();
+            let url = all[index].clone();
             let signature = sign(
                 TOKEN.as_bytes(),
                 Algorithm::HmacSha1,
@@ -887,13 +899,70 @@ mod tests {
             ("x-forwarded-port", "99999999"),
         ]);
         let clues = Clues::new(&headers, "/x");
-        for candidate in candidates("https://a.example/x", &clues) {
-            let url = candidate.url();
+        for url in candidates("https://a.example/x", &clues) {
             assert!(!url.contains("evil"), "{url}");
             assert!(!url.contains("no-leading-slash"), "{url}");
             assert!(!url.contains("space"), "{url}");
             assert!(!url.contains("99999999"), "{url}");
         }
+    }
+
+    #[test]
+    fn only_the_last_forwarded_values_are_read() {
+        let hosts: Vec<String> = (0..1000).map(|i| format!("h{i}.example")).collect();
+        let headers = headers(&[
+            ("x-forwarded-host", &hosts.join(", ")),
+            (
+                "forwarded",
+                &format!("host=f0.example{}", ", for=unknown".repeat(1000)),
+            ),
+        ]);
+        let clues = Clues::new(&headers, "/x");
+        let all = candidates("http://a.example/x", &clues);
+        let tried = |host: &str| all.iter().any(|url| url.contains(&format!("//{host}/")));
+        assert!(tried("h999.example") && tried("h984.example"));
+        assert!(!tried("h983.example") && !tried("h0.example"));
+        assert!(!tried("f0.example"), "the first of 1001 Forwarded elements");
+        // A signature for a host before the last 16 is not explained.
+        assert!(
+            run(
+                "https://h0.example/x",
+                "http://a.example/x",
+                "/x",
+                &headers,
+                None
+            )
+            .is_none()
+        );
+        assert!(
+            run(
+                "http://h984.example/x",
+                "http://a.example/x",
+                "/x",
+                &headers,
+                None
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn the_diagnosis_keeps_query_names_only() {
+        let signed = "https://api.example.com/sms/?From=%2B14155550100&Code=493817";
+        let received = "https://api.example.com/sms?From=%2B14155550100&Code=493817";
+        let pq = "/sms?From=%2B14155550100&Code=493817";
+        let diagnosis = run(signed, received, pq, &HeaderMap::new(), None).unwrap();
+        assert_eq!(
+            diagnosis.matched_url(),
+            "https://api.example.com/sms/?From=[redacted]&Code=[redacted]"
+        );
+        assert_eq!(
+            diagnosis.fix(),
+            "Twilio called /sms/?From=[redacted]&Code=[redacted] but the application received \
+             /sms?From=[redacted]&Code=[redacted]: a trailing slash is removed on the way; make \
+             the URL in the Twilio console match the route, or apply the layer before the path \
+             is rewritten"
+        );
     }
 
     #[test]

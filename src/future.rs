@@ -19,12 +19,13 @@ use tower_service::Service;
 use crate::{
     BoxError, ResolveCredentials,
     body::{Collector, ResponseBody, VerifiedBody},
+    diagnoses::Case,
     events::{
         OnSecurityEvent, Outcome, SecurityEvent, TRACING_TARGET,
         log::{Lifecycle, WebhookStage},
     },
     layer::Shared,
-    pipeline::{self, Inbound, Prepared, Refusal, Verified},
+    pipeline::{self, Consult, Inbound, Prepared, Refusal, Verified},
     public_url::RebuiltUrl,
     rejection::{Rejection, RejectionKind, RejectionResponse},
     replay::{self, Admit, ClaimToken, MemoryStore, ReplayGuard, ReplayKey, ReplayStore},
@@ -159,7 +160,7 @@ impl<S, R, E, T, B, St, ResBody> ResponseFuture<S, R, E, T, B, St>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     R: ResolveCredentials,
-    E: OnSecurityEvent,
+    E: OnSecurityEvent + Send + Sync + 'static,
     T: RejectionResponse<ResBody>,
     B: Body,
     B::Error: Into<BoxError>,
@@ -201,7 +202,7 @@ impl<S, R, E, T, B, St, ResBody> Future for ResponseFuture<S, R, E, T, B, St>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     R: ResolveCredentials,
-    E: OnSecurityEvent,
+    E: OnSecurityEvent + Send + Sync + 'static,
     T: RejectionResponse<ResBody>,
     B: Body,
     B::Error: Into<BoxError>,
@@ -327,7 +328,7 @@ impl<S, R, E, T, St> InFlight<S, R, E, T, St>
 where
     S: Service<Request<VerifiedBody>>,
     R: ResolveCredentials,
-    E: OnSecurityEvent,
+    E: OnSecurityEvent + Send + Sync + 'static,
     St: ReplayStore,
 {
     /// The body is in: run the checks that need no secret, then ask the resolver.
@@ -455,21 +456,91 @@ where
     }
 
     /// Verification failed: refuse, or in report-only mode report it and pass the request on.
-    fn fail<B>(&mut self, parts: Parts, body: Bytes, refusal: Refusal) -> StateOf<S, R, St, B> {
+    /// Either way a signature mismatch then goes to the mismatch doctor, when it is on.
+    fn fail<B>(&mut self, parts: Parts, body: Bytes, mut refusal: Refusal) -> StateOf<S, R, St, B> {
+        // Taken from this second's budget here, before anything is copied for it.
+        let consult = refusal.consult.take().filter(|_| self.doctor_takes_one());
         if !(self.shared.config.report_only && refusal.passes_in_report_only_mode()) {
-            return self.refuse(&parts, refusal);
+            let (state, event) = self.refuse_reporting(&parts, refusal);
+            self.consult(consult, parts, body, event);
+            return state;
         }
-        self.report(&parts, &refusal, Outcome::PassedInReportOnlyMode);
+        let event = self.report(&parts, &refusal, Outcome::PassedInReportOnlyMode);
+        if consult.is_some() {
+            // The inner service gets the request: the doctor gets a copy.
+            let (mut copy, ()) = Request::new(()).into_parts();
+            copy.method = parts.method.clone();
+            copy.uri = parts.uri.clone();
+            copy.headers = parts.headers.clone();
+            copy.extensions = parts.extensions.clone();
+            self.consult(consult, copy, body.clone(), event);
+        }
         self.call(parts, body)
     }
 
     /// Refuses: one security event, the webhook log's final stage, and then the rejection
     /// response with the [`Rejection`](crate::Rejection) in its extensions.
     fn refuse<B>(&mut self, parts: &Parts, refusal: Refusal) -> StateOf<S, R, St, B> {
-        self.report(parts, &refusal, Outcome::Rejected);
-        State::Refused {
+        self.refuse_reporting(parts, refusal).0
+    }
+
+    /// [`refuse`](Self::refuse), and the event it reported.
+    fn refuse_reporting<B>(
+        &mut self,
+        parts: &Parts,
+        refusal: Refusal,
+    ) -> (StateOf<S, R, St, B>, SecurityEvent) {
+        let event = self.report(parts, &refusal, Outcome::Rejected);
+        let state = State::Refused {
             answer: Some(Answer::Rejected(refusal.into_rejection())),
-        }
+        };
+        (state, event)
+    }
+
+    /// Whether the mismatch doctor is on and this second's budget has a diagnosis left (which
+    /// this takes).
+    fn doctor_takes_one(&self) -> bool {
+        let doctor = self.shared.config.diagnoses.as_ref();
+        doctor.is_some_and(|doctor| doctor.try_take())
+    }
+
+    /// Hands a refused request to the mismatch doctor (when `consult` says so): moved, not
+    /// copied, with what it takes to report the diagnosis, to run on the doctor's thread. The
+    /// same for a known account as for an unknown one (whose dummy key explains nothing), so
+    /// that the request path does not tell them apart.
+    fn consult(
+        &mut self,
+        consult: Option<Consult>,
+        parts: Parts,
+        body: Bytes,
+        event: SecurityEvent,
+    ) {
+        let (Some(consult), Some(doctor)) = (consult, &self.shared.config.diagnoses) else {
+            return;
+        };
+        let config = &self.shared.config;
+        let case = Case {
+            parts,
+            body,
+            url: std::mem::take(&mut self.url.url),
+            credentials: consult.credentials,
+            shared_key_id: consult.shared_key_id,
+            max_params: config.max_params,
+            original_uri: config.original_uri.clone(),
+            peer_addr: Arc::clone(&config.peer_addr),
+        };
+        let sink = Arc::clone(&self.shared.sink);
+        let log = self.lifecycle.follow_up();
+        doctor.submit(Box::new(move || {
+            let Some(diagnosis) = case.diagnose() else {
+                return;
+            };
+            let diagnosis = Arc::new(diagnosis);
+            sink.on_security_event(&event.diagnosed(Arc::clone(&diagnosis)));
+            if let Some(log) = log {
+                log.diagnosed(diagnosis);
+            }
+        }));
     }
 
     /// Records how long the resolver took, and how it answered.
@@ -487,7 +558,9 @@ where
         credential_lookup(outcome, asked_at.elapsed());
     }
 
-    fn report(&mut self, parts: &Parts, refusal: &Refusal, outcome: Outcome) {
+    /// Reports a refusal (or a request passed on despite one): the security event, which it
+    /// returns, and the webhook log's stage.
+    fn report(&mut self, parts: &Parts, refusal: &Refusal, outcome: Outcome) -> SecurityEvent {
         #[cfg(feature = "metrics")]
         match outcome {
             Outcome::Rejected | Outcome::PassedInReportOnlyMode => {
@@ -495,10 +568,11 @@ where
             }
             Outcome::Suppressed => crate::metrics::replay_suppressed(),
             // Verified and run: counted as verified; the ERROR event says the store failed.
-            Outcome::PassedWithoutReplayCheck => {}
+            // A diagnosis is not reported here.
+            Outcome::PassedWithoutReplayCheck | Outcome::Diagnosed => {}
         }
         let (tenant_id, account_sid) = (refusal.tenant_id.as_ref(), refusal.account_sid.as_ref());
-        let mut event = SecurityEvent::new(
+        let event = SecurityEvent::new(
             refusal.kind,
             outcome,
             parts,
@@ -506,21 +580,20 @@ where
             tenant_id.cloned(),
             account_sid.cloned(),
         );
-        event.diagnosis = refusal.diagnosis.clone();
         self.shared.sink.on_security_event(&event);
         let stage = match outcome {
             Outcome::Rejected => WebhookStage::Rejected(refusal.kind),
             Outcome::PassedInReportOnlyMode => WebhookStage::PassedInReportOnlyMode(refusal.kind),
-            Outcome::Suppressed => return self.lifecycle.duplicate(),
+            Outcome::Suppressed => {
+                self.lifecycle.duplicate();
+                return event;
+            }
             // Verified already; the inner service's answer is the next stage.
-            Outcome::PassedWithoutReplayCheck => return,
+            Outcome::PassedWithoutReplayCheck | Outcome::Diagnosed => return event,
         };
-        self.lifecycle.failed_verification(
-            stage,
-            tenant_id,
-            account_sid,
-            refusal.diagnosis.as_ref(),
-        );
+        self.lifecycle
+            .failed_verification(stage, tenant_id, account_sid);
+        event
     }
 
     fn call<B>(&mut self, parts: Parts, body: Bytes) -> StateOf<S, R, St, B> {

@@ -12,7 +12,7 @@ use tower_layer::Layer;
 
 use crate::{
     PublicUrl,
-    doctor::DiagnosisBudget,
+    diagnoses::Doctor,
     events::{OnSecurityEvent, TracingSink, log::OnWebhook},
     form::DEFAULT_MAX_PARAMS,
     public_url::Scheme,
@@ -37,8 +37,8 @@ pub const DEFAULT_MAX_BODY_SIZE: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-type PeerAddrFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
-type OriginalUriFn = Arc<dyn Fn(&Extensions) -> Option<Uri> + Send + Sync>;
+pub(crate) type PeerAddrFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
+pub(crate) type OriginalUriFn = Arc<dyn Fn(&Extensions) -> Option<Uri> + Send + Sync>;
 
 /// How many mismatch diagnoses a layer runs a second at most, by default (see
 /// [`TwilioSignatureLayer::diagnose_mismatches`]).
@@ -61,8 +61,8 @@ pub(crate) struct Config {
     pub(crate) exact_urls_only: bool,
     pub(crate) peer_addr: PeerAddrFn,
     pub(crate) webhook_log: Option<Arc<dyn OnWebhook + Send + Sync>>,
-    /// The mismatch doctor's shared budget; `None` when it is off.
-    pub(crate) diagnoses: Option<Arc<DiagnosisBudget>>,
+    /// The mismatch doctor's budget and queue, shared by every clone; `None` when it is off.
+    pub(crate) diagnoses: Option<Arc<Doctor>>,
     pub(crate) original_uri: Option<OriginalUriFn>,
 }
 
@@ -85,7 +85,8 @@ impl Default for Config {
 /// What every clone of the service shares, behind one `Arc`.
 pub(crate) struct Shared<E, T, St> {
     pub(crate) config: Config,
-    pub(crate) sink: E,
+    /// In an `Arc` of its own: the mismatch doctor's thread reports through it too.
+    pub(crate) sink: Arc<E>,
     pub(crate) rejection: T,
     pub(crate) replay: Option<ReplayGuard<St>>,
 }
@@ -193,19 +194,26 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// [`SignatureMismatch`](crate::RejectionKind::SignatureMismatch): it tries a bounded set of
     /// other URLs built from the request (the other scheme, hosts and prefixes from forwarding
     /// headers, the original path, a trailing slash) with the secrets the resolver returned, and
-    /// when one matches puts a [`Diagnosis`](crate::doctor::Diagnosis) — the URL Twilio signed
-    /// and the `PublicUrl` to set — into the security event and the webhook log.
+    /// when one matches reports a [`Diagnosis`](crate::doctor::Diagnosis) — the URL Twilio
+    /// signed and the `PublicUrl` to set.
     ///
-    /// The verdict never changes and nothing of the diagnosis goes into the response. Each
-    /// diagnosis computes at most [`doctor::MAX_HMACS`](crate::doctor::MAX_HMACS) signatures,
-    /// and at most [`DEFAULT_DIAGNOSES_PER_SECOND`] run a second (see
+    /// The doctor never runs on the request path: the request is refused at once, exactly as
+    /// with the doctor off, and the diagnosis runs afterwards on a thread of the layer's own
+    /// (started with the first one, ended when the layer and its services are dropped). Its
+    /// result follows the refusal as a second security event
+    /// ([`Outcome::Diagnosed`](crate::events::Outcome::Diagnosed)) and a webhook log entry
+    /// ([`WebhookStage::Diagnosed`](crate::events::log::WebhookStage::Diagnosed)), with the
+    /// same request id and log id. The verdict never changes and nothing of the diagnosis goes
+    /// into the response.
+    ///
+    /// Bounded on every side: each diagnosis reads a few values of each forwarding header and
+    /// computes at most [`doctor::MAX_HMACS`](crate::doctor::MAX_HMACS) signatures; at most
+    /// [`DEFAULT_DIAGNOSES_PER_SECOND`] run a second (see
     /// [`max_diagnoses_per_second`](Self::max_diagnoses_per_second)), shared by every clone of
-    /// the layer, so a flood of forged requests cannot turn it into a CPU sink. Off by default.
-    ///
-    /// Only a known account's mismatch is diagnosed (an unknown account has no secrets to try),
-    /// so while the doctor is on, a forged request for a known account can take longer than
-    /// one for an unknown account: leave it off where which accounts exist must stay secret
-    /// (see `docs/SECURITY.md`, "Equal work").
+    /// the layer; at most 16 requests wait for one, and a request that finds the queue full is
+    /// not diagnosed. A forged request for a known account is refused with the same work on
+    /// the request path as one for an unknown account (see `docs/SECURITY.md`, "Equal work").
+    /// Off by default.
     ///
     /// ```
     /// use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer};
@@ -218,7 +226,7 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// ```
     pub fn diagnose_mismatches(mut self, enabled: bool) -> Self {
         self.config.diagnoses =
-            enabled.then(|| Arc::new(DiagnosisBudget::new(DEFAULT_DIAGNOSES_PER_SECOND)));
+            enabled.then(|| Arc::new(Doctor::new(DEFAULT_DIAGNOSES_PER_SECOND)));
         self
     }
 
@@ -226,8 +234,7 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// [`DEFAULT_DIAGNOSES_PER_SECOND`]); turns the doctor on unless `per_second` is 0, which
     /// turns it off. See [`diagnose_mismatches`](Self::diagnose_mismatches).
     pub fn max_diagnoses_per_second(mut self, per_second: u32) -> Self {
-        self.config.diagnoses =
-            (per_second > 0).then(|| Arc::new(DiagnosisBudget::new(per_second)));
+        self.config.diagnoses = (per_second > 0).then(|| Arc::new(Doctor::new(per_second)));
         self
     }
 
@@ -390,7 +397,7 @@ where
             self.resolver.clone(),
             Arc::new(Shared {
                 config: self.config.clone(),
-                sink: self.sink.clone(),
+                sink: Arc::new(self.sink.clone()),
                 rejection: self.rejection.clone(),
                 replay: self.replay.clone(),
             }),

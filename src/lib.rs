@@ -144,6 +144,7 @@
 
 pub mod account;
 mod body;
+mod diagnoses;
 pub mod doctor;
 mod error;
 pub mod events;

@@ -11,7 +11,7 @@
 //! | [`REFUSED`] `tower_twilio_webhooks_refused_total` | counter | `reason` ([`RejectionKind::as_str`]), `tenant` |
 //! | [`CREDENTIAL_LOOKUP`] `tower_twilio_credential_lookup_seconds` | histogram | `outcome` (`found`, `unknown`, `failed`) |
 //! | [`REPLAYS_SUPPRESSED`] `tower_twilio_replays_suppressed_total` | counter | |
-//! | [`DIAGNOSES`] `tower_twilio_mismatch_diagnoses_total` | counter | `result` (`matched`, `unexplained`) |
+//! | [`DIAGNOSES`] `tower_twilio_mismatch_diagnoses_total` | counter | `result` (`matched`, `unexplained`, `dropped`: the doctor's queue was full) |
 //!
 //! The `tenant` label is the tenant id the resolver reported, `none` when there is none, and
 //! `other` once [`MAX_TENANT_LABELS`] distinct tenants have been seen: label values come only
@@ -158,6 +158,10 @@ pub(crate) fn replay_suppressed() {
 pub(crate) fn diagnosis(matched: bool) {
     let result = if matched { "matched" } else { "unexplained" };
     metrics::counter!(DIAGNOSES, "result" => result).increment(1);
+}
+
+pub(crate) fn diagnosis_dropped() {
+    metrics::counter!(DIAGNOSES, "result" => "dropped").increment(1);
 }
 
 #[cfg(test)]

@@ -19,9 +19,8 @@ use http::{HeaderName, Method, request::Parts};
 use http_body::SizeHint;
 
 use crate::{
-    BoxError, Secret, account,
+    BoxError, account,
     body::CollectError,
-    doctor::{self, Clues, Diagnosis},
     form::{self, Params},
     layer::Config,
     public_url::RebuiltUrl,
@@ -45,8 +44,17 @@ pub(crate) struct Refusal {
     pub(crate) tenant_id: Option<Arc<str>>,
     /// The request's (unverified) `AccountSid`, once the body has been read.
     pub(crate) account_sid: Option<Arc<str>>,
-    /// For a signature mismatch, what the mismatch doctor found.
-    pub(crate) diagnosis: Option<Arc<Diagnosis>>,
+    /// For a signature mismatch with the mismatch doctor on, what it needs besides the request.
+    pub(crate) consult: Option<Consult>,
+}
+
+/// What the mismatch doctor needs to diagnose a refused request besides the request itself:
+/// the credentials it was verified with. For an unknown account that is the key nobody holds,
+/// so that the request path does the same work whether the account exists or not.
+#[derive(Debug)]
+pub(crate) struct Consult {
+    pub(crate) credentials: Credentials,
+    pub(crate) shared_key_id: Option<Arc<str>>,
 }
 
 impl Refusal {
@@ -56,7 +64,7 @@ impl Refusal {
             source: None,
             tenant_id: None,
             account_sid: None,
-            diagnosis: None,
+            consult: None,
         }
     }
 
@@ -72,7 +80,7 @@ impl Refusal {
             source,
             tenant_id: webhook.tenant_id_arc().cloned(),
             account_sid: webhook.account_sid_arc().cloned(),
-            diagnosis: None,
+            consult: None,
         }
     }
 
@@ -372,15 +380,25 @@ pub(crate) fn complete(
         .exact_urls_only(config.exact_urls_only);
     let form = params.as_ref().filter(|_| prechecked.is_form());
     let verdict = request.verify_prechecked(prechecked, form, applicable().map(|c| c.secret()));
+    // A mismatch goes to the doctor, when it is on, with the credentials it was verified with:
+    // for an unknown account too (its dummy key explains nothing), so that the request path
+    // does the same work either way. Cloning credentials copies pointers.
+    let mismatch = matches!(verdict, Err(VerifyError::SignatureMismatch));
+    let consult = || {
+        (mismatch && config.diagnoses.is_some()).then(|| Consult {
+            credentials: verifying.clone(),
+            shared_key_id: shared_key_id.clone(),
+        })
+    };
     if !known {
         std::hint::black_box(verdict.is_ok());
-        return Err(refuse(unknown));
+        let mut refusal = refuse(unknown);
+        refusal.consult = consult();
+        return Err(refusal);
     }
     let verified = verdict.map_err(|error| {
         let mut refusal = refuse(error.into());
-        if error == VerifyError::SignatureMismatch {
-            refusal.diagnosis = diagnose(inbound, applicable().map(|c| c.secret()), config);
-        }
+        refusal.consult = consult();
         refusal
     })?;
     let credential = applicable()
@@ -422,39 +440,6 @@ fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
             .clone(),
         Some(key_id) => Credentials::new().shared_key(key_id, crate::secret::dummy().clone()),
     }
-}
-
-/// Runs the mismatch doctor, when it is on and this second's budget allows. Nothing is
-/// allocated otherwise: a known account's mismatch must cost what an unknown one's does.
-fn diagnose<'s>(
-    inbound: Inbound<'_>,
-    secrets: impl Iterator<Item = &'s Secret>,
-    config: &Config,
-) -> Option<Arc<Diagnosis>> {
-    let budget = config.diagnoses.as_ref()?;
-    if !budget.try_take() {
-        return None;
-    }
-    let secrets: Vec<&Secret> = secrets.collect();
-    let parts = inbound.parts;
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut clues = Clues::new(&parts.headers, path_and_query);
-    let original = config
-        .original_uri
-        .as_ref()
-        .and_then(|original_uri| original_uri(&parts.extensions));
-    if let Some(original) = &original {
-        clues = clues.original_uri(original.path_and_query().map_or("/", |pq| pq.as_str()));
-    }
-    if let Some(peer) = (config.peer_addr)(&parts.extensions) {
-        clues = clues.peer(peer);
-    }
-    // The request with its headers: the doctor verifies it again at other URLs.
-    let request = inbound.webhook_request().max_params(config.max_params);
-    let diagnosis = doctor::diagnose(&request, &clues, &secrets);
-    #[cfg(feature = "metrics")]
-    crate::metrics::diagnosis(diagnosis.is_some());
-    diagnosis.map(Arc::new)
 }
 
 #[cfg(test)]

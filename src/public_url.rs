@@ -220,7 +220,7 @@ fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str
 
 /// A host (with optional port) that can stand in a URL's authority: no delimiters, no space,
 /// no userinfo.
-fn valid_host(host: &str) -> bool {
+pub(crate) fn valid_host(host: &str) -> bool {
     !host.is_empty()
         && host
             .bytes()
@@ -524,36 +524,29 @@ impl ForwardedHeaders {
         &self,
         headers: &HeaderMap,
     ) -> Result<Option<ForwardedElement>, UrlError> {
-        let mut elements = Vec::new();
-        for value in headers.get_all(header::FORWARDED) {
-            let value = value.to_str().map_err(|_| UrlError::InvalidForwarded)?;
-            for element in split_unquoted(value, ',') {
-                elements.push(ForwardedElement::parse(element)?);
-            }
-        }
         // From the nearest proxy outwards: skip elements added for connections from trusted
         // proxies; the first other one was written by the proxy the client reached.
+        let (elements, more) = last_forwarded_elements(headers);
         let mut chosen = None;
-        for element in elements.into_iter().rev() {
+        for element in elements {
+            let element = ForwardedElement::parse(element?)?;
             let from_proxy = element.for_ip.is_some_and(|ip| self.is_trusted(ip));
             chosen = Some(element);
             if !from_proxy {
-                break;
+                return Ok(chosen);
             }
+        }
+        // More trusted hops than are read: which element is the client's cannot be told.
+        if more {
+            return Err(UrlError::InvalidForwarded);
         }
         Ok(chosen)
     }
 
     fn x_forwarded_for(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut chosen = None;
-        let values: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .collect();
-        for value in values.into_iter().rev() {
-            let ip = parse_node(value.trim())?;
+        for value in last_elements(headers, "x-forwarded-for") {
+            let ip = parse_node(value.ok()?)?;
             chosen = Some(ip);
             if !self.is_trusted(ip) {
                 break;
@@ -571,7 +564,8 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// The host without its port (an IPv6 literal's colons are inside its brackets).
+pub(crate) fn strip_port(host: &str) -> &str {
     let search_from = host.rfind(']').map_or(0, |i| i + 1);
     match host[search_from..].find(':') {
         Some(i) => &host[..search_from + i],
@@ -579,25 +573,85 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// The last comma-separated value of a header, across all its lines, trimmed.
-fn last_value<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, UrlError> {
-    let Some(line) = headers.get_all(name).iter().next_back() else {
-        return Ok(None);
-    };
-    let line = line.to_str().map_err(|_| UrlError::InvalidForwarded)?;
-    Ok(line.rsplit(',').next().map(str::trim))
+/// The most values of one forwarding header that are read, from its end: the nearest proxy's
+/// value comes last, and a request with thousands of values costs what one with a few does.
+/// Shared by the URL reconstruction and the [mismatch doctor](crate::doctor).
+pub(crate) const MAX_FORWARDED_VALUES: usize = 16;
+
+/// The comma-separated elements of a header, trimmed, from the last line's last element
+/// backwards, at most [`MAX_FORWARDED_VALUES`]; an element that is not visible ASCII is an
+/// error. Nothing before them is looked at.
+pub(crate) fn last_elements<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+) -> impl Iterator<Item = Result<&'h str, UrlError>> + 'h {
+    headers
+        .get_all(name)
+        .iter()
+        .rev()
+        .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
+        .take(MAX_FORWARDED_VALUES)
+        .map(|element| {
+            std::str::from_utf8(element)
+                .ok()
+                .filter(|text| {
+                    text.bytes()
+                        .all(|b| b == b'\t' || (b' '..0x7f).contains(&b))
+                })
+                .map(str::trim)
+                .ok_or(UrlError::InvalidForwarded)
+        })
+}
+
+/// The last comma-separated value of a header, trimmed.
+fn last_value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, UrlError> {
+    last_elements(headers, name).next().transpose()
+}
+
+/// The elements of the RFC 7239 `Forwarded` headers, from the last (the nearest proxy's)
+/// backwards, at most [`MAX_FORWARDED_VALUES`], unparsed (a line that is not visible ASCII is
+/// an error); and whether there are more. Each line read is scanned once for its element
+/// boundaries (commas inside quoted strings do not count), without allocating: the caller
+/// parses only the elements it needs ([`ForwardedElement::parse`]).
+pub(crate) fn last_forwarded_elements(headers: &HeaderMap) -> (Vec<Result<&str, UrlError>>, bool) {
+    const MAX: usize = MAX_FORWARDED_VALUES;
+    let mut out = Vec::with_capacity(MAX);
+    for line in headers.get_all(header::FORWARDED).iter().rev() {
+        if out.len() == MAX {
+            return (out, true);
+        }
+        let Ok(line) = line.to_str() else {
+            out.push(Err(UrlError::InvalidForwarded));
+            continue;
+        };
+        // The last `MAX` elements of the line, in a ring.
+        let mut ring = [""; MAX];
+        let mut count = 0;
+        for element in split_unquoted(line, ',') {
+            ring[count % MAX] = element;
+            count += 1;
+        }
+        let wanted = MAX - out.len();
+        for back in 0..count.min(wanted) {
+            out.push(Ok(ring[(count - 1 - back) % MAX]));
+        }
+        if count > wanted {
+            return (out, true);
+        }
+    }
+    (out, false)
 }
 
 /// One element of an RFC 7239 `Forwarded` header.
 #[derive(Debug, Default)]
-struct ForwardedElement {
+pub(crate) struct ForwardedElement {
     for_ip: Option<IpAddr>,
     proto: Option<String>,
-    host: Option<String>,
+    pub(crate) host: Option<String>,
 }
 
 impl ForwardedElement {
-    fn parse(element: &str) -> Result<Self, UrlError> {
+    pub(crate) fn parse(element: &str) -> Result<Self, UrlError> {
         let mut out = Self::default();
         for pair in split_unquoted(element, ';') {
             let pair = pair.trim();

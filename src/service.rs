@@ -84,7 +84,7 @@ impl<S, R, E, T, St, ReqBody, ResBody> Service<Request<ReqBody>> for TwilioSigna
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
     R: ResolveCredentials + Clone,
-    E: OnSecurityEvent,
+    E: OnSecurityEvent + Send + Sync + 'static,
     T: RejectionResponse<ResBody>,
     St: ReplayStore,
     ReqBody: Body,

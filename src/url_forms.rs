@@ -159,6 +159,68 @@ pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
     }
 }
 
+/// What stands for a redacted query value.
+pub(crate) const REDACTED_VALUE: &str = "[redacted]";
+
+/// `query` (without its `?`) with every value replaced by `[redacted]` and every name kept:
+/// `From=%2B1415…&Body=Hi` becomes `From=[redacted]&Body=[redacted]`. A piece without `=`
+/// could be a value of its own and is redacted whole; an empty value stays empty.
+pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
+    let keeps = |piece: &str| piece.is_empty() || piece.ends_with('=');
+    if query.split('&').all(keeps) {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    for (i, piece) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match piece.split_once('=') {
+            _ if keeps(piece) => out.push_str(piece),
+            Some((name, _)) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED_VALUE);
+            }
+            None => out.push_str(REDACTED_VALUE),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `url` as events, logs and Sentry may show it: without `user:password@` (see
+/// [`redact_userinfo`]) and with the values of its query redacted (see [`redact_query`]); a
+/// fragment, which no request target has, is redacted whole.
+pub(crate) fn redact_url(url: &str) -> Cow<'_, str> {
+    let without_userinfo = redact_userinfo(url);
+    let Some(start) = without_userinfo.find(['?', '#']) else {
+        return without_userinfo;
+    };
+    let (head, tail) = without_userinfo.split_at(start);
+    let (query, fragment) = match tail.strip_prefix('?') {
+        Some(rest) => match rest.split_once('#') {
+            Some((query, _)) => (Some(query), true),
+            None => (Some(rest), false),
+        },
+        None => (None, true),
+    };
+    let query = query.map(redact_query);
+    if !fragment && matches!(query, Some(Cow::Borrowed(_))) {
+        return without_userinfo;
+    }
+    let mut out = String::with_capacity(url.len());
+    out.push_str(head);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(&query);
+    }
+    if fragment {
+        out.push('#');
+        out.push_str(REDACTED_VALUE);
+    }
+    Cow::Owned(out)
+}
+
 /// Lenient candidates are not computed for URLs longer than this: a cap on the work a forged
 /// request can cause. Twilio webhook URLs are far shorter.
 const LENIENT_MAX_URL_LEN: usize = 8 * 1024;
@@ -683,5 +745,36 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    #[test]
+    fn redacted_urls_keep_query_names_only() {
+        for (url, shown) in [
+            ("https://a.example/sms", "https://a.example/sms"),
+            ("https://a.example/sms?", "https://a.example/sms?"),
+            (
+                "https://u:p@a.example/sms?From=%2B14155550100&Body=Hi&Empty=&&flag",
+                "https://[redacted]@a.example/sms?From=[redacted]&Body=[redacted]&Empty=&&[redacted]",
+            ),
+            (
+                "https://a.example/sms?a=b=c",
+                "https://a.example/sms?a=[redacted]",
+            ),
+            (
+                "https://a.example/sms?x=1#frag",
+                "https://a.example/sms?x=[redacted]#[redacted]",
+            ),
+            (
+                "https://a.example/sms#frag",
+                "https://a.example/sms#[redacted]",
+            ),
+            ("/sms?x=1", "/sms?x=[redacted]"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        assert!(matches!(
+            redact_url("https://a.example/sms?only=&names="),
+            Cow::Borrowed(_)
+        ));
     }
 }

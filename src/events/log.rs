@@ -10,12 +10,18 @@ use std::{
 
 use http::{Method, StatusCode, header, request::Parts};
 
-use crate::{doctor::Diagnosis, rejection::RejectionKind, verified_webhook::VerifiedWebhook};
+use crate::{
+    doctor::Diagnosis, rejection::RejectionKind, url_forms::redact_query,
+    verified_webhook::VerifiedWebhook,
+};
 
 /// Receives every webhook's lifecycle: [`Received`](WebhookStage::Received), then
 /// [`Verified`](WebhookStage::Verified) or not, then exactly one final stage —
 /// [`Rejected`](WebhookStage::Rejected), [`Processed`](WebhookStage::Processed),
-/// [`Failed`](WebhookStage::Failed) or [`Duplicate`](WebhookStage::Duplicate).
+/// [`Failed`](WebhookStage::Failed) or [`Duplicate`](WebhookStage::Duplicate). With the
+/// mismatch doctor on, a signature mismatch it explains gets one more entry,
+/// [`Diagnosed`](WebhookStage::Diagnosed), from the doctor's thread (usually after the final
+/// stage).
 ///
 /// Set it with [`TwilioSignatureLayer::on_webhook`](crate::TwilioSignatureLayer::on_webhook).
 /// Implemented for closures `Fn(&WebhookLogEntry)`. It runs inline on the request path: to
@@ -57,6 +63,12 @@ pub enum WebhookStage {
     /// Verified, but a duplicate of a webhook already processed: the
     /// [replay guard](crate::replay) answered without calling the inner service. Final.
     Duplicate,
+    /// Not a stage of the webhook's processing: the [mismatch doctor](crate::doctor)'s
+    /// diagnosis of a signature mismatch, in [`WebhookLogEntry::diagnosis`], reported from the
+    /// doctor's thread once it has run (usually after the final stage; in report-only mode
+    /// possibly before). Same `id` as the webhook's other entries; add the diagnosis to its
+    /// record without changing its stage.
+    Diagnosed,
 }
 
 impl WebhookStage {
@@ -69,7 +81,7 @@ impl WebhookStage {
     }
 
     /// `"received"`, `"verified"`, `"rejected"`, `"passed_in_report_only_mode"`,
-    /// `"processed"`, `"failed"` or `"duplicate"`.
+    /// `"processed"`, `"failed"`, `"duplicate"` or `"diagnosed"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Received => "received",
@@ -79,6 +91,7 @@ impl WebhookStage {
             Self::Processed(_) => "processed",
             Self::Failed(_) => "failed",
             Self::Duplicate => "duplicate",
+            Self::Diagnosed => "diagnosed",
         }
     }
 }
@@ -95,7 +108,10 @@ pub struct WebhookLogEntry {
     pub method: Method,
     /// The request path (without the query), as received: still percent-encoded.
     pub path: String,
-    /// The raw query, if any. Unverified until the `Verified` stage.
+    /// The query, if any: with its values redacted (`From=[redacted]&Body=[redacted]`) until
+    /// the `Verified` stage, which carries it as received. An unverified request's parameters
+    /// are whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
+    /// personal data: neither is logged.
     pub query: Option<String>,
     /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`). Unverified: headers are not
     /// signed.
@@ -110,7 +126,7 @@ pub struct WebhookLogEntry {
     pub account_sid: Option<Arc<str>>,
     /// The verified context, from the `Verified` stage on.
     pub webhook: Option<VerifiedWebhook>,
-    /// On a signature mismatch the mismatch doctor explained: the URL the signature matches and
+    /// On the [`Diagnosed`](WebhookStage::Diagnosed) entry: the URL the signature matches and
     /// what to configure (see [`crate::doctor`]).
     pub diagnosis: Option<Arc<Diagnosis>>,
 }
@@ -144,7 +160,7 @@ impl Lifecycle {
                 stage: WebhookStage::Received,
                 method: parts.method.clone(),
                 path: parts.uri.path().to_owned(),
-                query: parts.uri.query().map(str::to_owned),
+                query: parts.uri.query().map(|q| redact_query(q).into_owned()),
                 user_agent: super::header_text(&parts.headers, &header::USER_AGENT),
                 received_at: SystemTime::now(),
                 tenant_id: None,
@@ -168,6 +184,12 @@ impl Lifecycle {
             tracked.entry.tenant_id = webhook.tenant_id_arc().cloned();
             tracked.entry.account_sid = webhook.account_sid_arc().cloned();
             tracked.entry.webhook = Some(webhook.clone());
+            // Verified: the query as received (the verified URL's, which is the request's).
+            if let Some(query) = &mut tracked.entry.query
+                && let Some((_, received)) = webhook.url().split_once('?')
+            {
+                received.clone_into(query);
+            }
         }
         self.stage(WebhookStage::Verified);
     }
@@ -179,14 +201,22 @@ impl Lifecycle {
         stage: WebhookStage,
         tenant_id: Option<&Arc<str>>,
         account_sid: Option<&Arc<str>>,
-        diagnosis: Option<&Arc<Diagnosis>>,
     ) {
         if let Some(tracked) = &mut self.tracked {
             tracked.entry.tenant_id = tenant_id.cloned();
             tracked.entry.account_sid = account_sid.cloned();
-            tracked.entry.diagnosis = diagnosis.cloned();
         }
         self.stage(stage);
+    }
+
+    /// What the mismatch doctor needs to add its diagnosis to this webhook's log later, from
+    /// its thread: `None` without a log.
+    pub(crate) fn follow_up(&self) -> Option<FollowUp> {
+        let tracked = self.tracked.as_ref()?;
+        Some(FollowUp {
+            log: Arc::clone(&tracked.log),
+            entry: tracked.entry.clone(),
+        })
     }
 
     /// Reports that the replay guard answered a duplicate without calling the inner service.
@@ -214,6 +244,22 @@ impl Lifecycle {
         tracked.entry.stage = stage;
         tracked.finished = stage.is_final();
         tracked.log.on_webhook(&tracked.entry);
+    }
+}
+
+/// A webhook's log entry as it stood when it was refused, for the doctor's
+/// [`Diagnosed`](WebhookStage::Diagnosed) entry.
+pub(crate) struct FollowUp {
+    log: Arc<dyn OnWebhook + Send + Sync>,
+    entry: WebhookLogEntry,
+}
+
+impl FollowUp {
+    /// Reports [`WebhookStage::Diagnosed`] with `diagnosis`.
+    pub(crate) fn diagnosed(mut self, diagnosis: Arc<Diagnosis>) {
+        self.entry.stage = WebhookStage::Diagnosed;
+        self.entry.diagnosis = Some(diagnosis);
+        self.log.on_webhook(&self.entry);
     }
 }
 
@@ -261,7 +307,6 @@ mod tests {
             WebhookStage::Rejected(kind),
             Some(&"acme".into()),
             Some(&"AC0123".into()),
-            None,
         );
         lifecycle.answered(Some(StatusCode::OK));
         drop(lifecycle);
@@ -273,7 +318,8 @@ mod tests {
         let (first, last) = (&entries[0], &entries[1]);
         assert_eq!(first.id, last.id);
         assert_eq!(first.path, "/twilio/sms");
-        assert_eq!(first.query.as_deref(), Some("tenant=7"));
+        // Unverified: the query's values are not logged.
+        assert_eq!(first.query.as_deref(), Some("tenant=[redacted]"));
         assert_eq!(first.user_agent.as_deref(), Some("TwilioProxy/1.1"));
         assert_eq!(first.account_sid, None);
         assert_eq!(last.tenant_id.as_deref(), Some("acme"));
@@ -285,7 +331,7 @@ mod tests {
         let (log, entries) = recorder();
         let mut lifecycle = Lifecycle::received(Some(&log), &parts());
         let kind = RejectionKind::MissingSignature;
-        lifecycle.failed_verification(WebhookStage::PassedInReportOnlyMode(kind), None, None, None);
+        lifecycle.failed_verification(WebhookStage::PassedInReportOnlyMode(kind), None, None);
         lifecycle.answered(Some(StatusCode::SERVICE_UNAVAILABLE));
         drop(lifecycle);
         assert_eq!(

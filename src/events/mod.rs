@@ -2,12 +2,16 @@
 //! mode, would have), and the sinks that receive them.
 //!
 //! A [`SecurityEvent`] never holds the secret, the received signature or the body; URLs are
-//! shown without `user:password@`.
+//! shown without `user:password@` and with the values of their query redacted
+//! (`?From=[redacted]&Body=[redacted]`): webhook parameters (phone numbers, message bodies,
+//! one-time codes) reach no sink.
 //!
 //! Sinks implement [`OnSecurityEvent`]. Provided: [`TracingSink`] (the default), `()` (drop
 //! everything), any `Fn(&SecurityEvent)`, and a pair `(A, B)` that sends each event to both.
 //! A sink runs inline on the request path: keep it fast, and hand slow work (a database, an
-//! HTTP call) to a channel or task of your own.
+//! HTTP call) to a channel or task of your own. The one exception is the
+//! [mismatch doctor](crate::doctor)'s follow-up ([`Outcome::Diagnosed`]), reported from the
+//! doctor's own thread after the response: which is why a sink is `Send + Sync + 'static`.
 
 pub mod log;
 #[cfg(feature = "sentry")]
@@ -23,7 +27,7 @@ use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::{
-    doctor::Diagnosis, public_url::RebuiltUrl, rejection::RejectionKind, url_forms::redact_userinfo,
+    doctor::Diagnosis, public_url::RebuiltUrl, rejection::RejectionKind, url_forms::redact_url,
 };
 
 /// The `tracing` target of every security event and of the report-only warning, and the
@@ -49,8 +53,8 @@ pub struct SecurityEvent {
     pub account_sid: Option<Arc<str>>,
     /// The real client: from the trusted forwarding chain, else the connecting peer.
     pub client_ip: Option<IpAddr>,
-    /// The rebuilt public URL (without userinfo), or the raw request target when the URL could
-    /// not be rebuilt.
+    /// The rebuilt public URL, or the raw request target when the URL could not be rebuilt:
+    /// without userinfo, and with the values of its query redacted (its names kept).
     pub url: String,
     /// The request method.
     pub method: Method,
@@ -60,9 +64,9 @@ pub struct SecurityEvent {
     pub request_id: Option<String>,
     /// When the event happened.
     pub timestamp: SystemTime,
-    /// For a signature mismatch, when the mismatch doctor is on
-    /// ([`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches))
-    /// and found one: the URL the signature matches and what to configure.
+    /// On an [`Outcome::Diagnosed`] event, the mismatch doctor's finding
+    /// ([`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)):
+    /// the URL the signature matches and what to configure. `None` on every other event.
     pub diagnosis: Option<Arc<Diagnosis>>,
 }
 
@@ -70,7 +74,8 @@ pub struct SecurityEvent {
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 impl SecurityEvent {
-    /// The event about one request, stamped now. `url` is shown without its userinfo.
+    /// The event about one request, stamped now. `url` is shown without its userinfo and
+    /// with its query's values redacted.
     pub(crate) fn new(
         reason: RejectionKind,
         outcome: Outcome,
@@ -87,7 +92,7 @@ impl SecurityEvent {
             tenant_id,
             account_sid,
             client_ip: url.client_ip,
-            url: redact_userinfo(&url.url).into_owned(),
+            url: redact_url(&url.url).into_owned(),
             method: parts.method.clone(),
             user_agent: header_text(&parts.headers, &header::USER_AGENT),
             request_id: header_text(&parts.headers, &REQUEST_ID_HEADER),
@@ -97,14 +102,25 @@ impl SecurityEvent {
     }
 
     /// The event type name: the reason's name (`"signature_mismatch"`, `"replay_suppressed"`,
-    /// `"replay_store_failed"`), or `"passed_in_report_only_mode"`.
+    /// `"replay_store_failed"`), `"passed_in_report_only_mode"`, or `"mismatch_diagnosed"`.
     pub fn event_type(&self) -> &'static str {
         match self.outcome {
             Outcome::Rejected | Outcome::Suppressed | Outcome::PassedWithoutReplayCheck => {
                 self.reason.as_str()
             }
             Outcome::PassedInReportOnlyMode => Outcome::PassedInReportOnlyMode.as_str(),
+            Outcome::Diagnosed => "mismatch_diagnosed",
         }
+    }
+
+    /// The follow-up of this event: the mismatch doctor's diagnosis of the same request,
+    /// stamped now.
+    pub(crate) fn diagnosed(mut self, diagnosis: Arc<Diagnosis>) -> Self {
+        self.outcome = Outcome::Diagnosed;
+        self.severity = Severity::of(self.reason, Outcome::Diagnosed);
+        self.diagnosis = Some(diagnosis);
+        self.timestamp = SystemTime::now();
+        self
     }
 }
 
@@ -129,18 +145,24 @@ pub enum Outcome {
     /// Verified, but the replay store failed: passed to the inner service without the replay
     /// check (the guard fails open), or processed without being recorded as done.
     PassedWithoutReplayCheck,
+    /// Not a second verdict: the [mismatch doctor](crate::doctor)'s diagnosis of a request
+    /// already refused (or passed in report-only mode) for a signature mismatch, in
+    /// [`SecurityEvent::diagnosis`]. It follows that request's event, from the doctor's
+    /// thread, with the same URL, request id, tenant and account; its `reason` is the refusal's.
+    Diagnosed,
 }
 
 impl Outcome {
-    /// `"rejected"`, `"passed_in_report_only_mode"`, `"suppressed"` or
-    /// `"passed_without_replay_check"`: where the webhook log has the same stage, the same
-    /// words as [`WebhookStage::as_str`](log::WebhookStage::as_str).
+    /// `"rejected"`, `"passed_in_report_only_mode"`, `"suppressed"`,
+    /// `"passed_without_replay_check"` or `"diagnosed"`: where the webhook log has the same
+    /// stage, the same words as [`WebhookStage::as_str`](log::WebhookStage::as_str).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",
             Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
             Self::Suppressed => "suppressed",
             Self::PassedWithoutReplayCheck => "passed_without_replay_check",
+            Self::Diagnosed => "diagnosed",
         }
     }
 }
@@ -195,7 +217,9 @@ impl Severity {
 
 /// Receives security events.
 pub trait OnSecurityEvent {
-    /// Called once per refused (or report-only) request, on the request path.
+    /// Called once per refused (or report-only) request, on the request path; and, for a
+    /// signature mismatch the mismatch doctor explains, once more from the doctor's thread
+    /// ([`Outcome::Diagnosed`]).
     fn on_security_event(&self, event: &SecurityEvent);
 }
 

@@ -14,8 +14,14 @@ use super::{OnSecurityEvent, SecurityEvent, Severity};
 /// Events at or above a severity (default: critical) become Sentry events on the current hub,
 /// so under `sentry-tower`'s per-request hub they join the request's scope. Each carries the
 /// tags `provider`, `event_type`, `severity` and, when known, `tenant_id`, and the rest of the
-/// context (URL, method, client IP, user agent, request id, account SID) as extra data. Never a
-/// secret, a signature or a body.
+/// context (URL, method, client IP, user agent, request id, account SID, and the mismatch
+/// doctor's `diagnosis_matched_url` and `diagnosis_fix` on its follow-up event) as extra data.
+/// Never a secret, a signature, a body or a webhook parameter's value: URLs keep their query's
+/// names only.
+///
+/// The doctor's follow-up is reported from its own thread, after the response: it is captured
+/// on that thread's hub (a clone of the main hub), not in the request's scope under
+/// `sentry-tower`; its `request_id` ties it to the refusal's event.
 ///
 /// # Flood control
 ///

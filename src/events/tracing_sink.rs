@@ -7,9 +7,10 @@ use super::{OnSecurityEvent, SecurityEvent, Severity, TRACING_TARGET};
 /// otherwise (or at one fixed level, see [`TracingSink::level`]).
 ///
 /// Fields: `event_type`, `reason`, `outcome`, `severity`, `provider`, `tenant_id`,
-/// `account_sid`, `client_ip`, `url`, `method`, `user_agent`, `request_id`, and, when the
-/// mismatch doctor found one, `diagnosis_matched_url` and `diagnosis_fix`. None of them holds a
-/// secret, a signature or a body, so the log is safe to archive.
+/// `account_sid`, `client_ip`, `url`, `method`, `user_agent`, `request_id`, and, on the mismatch
+/// doctor's follow-up event (`mismatch_diagnosed`), `diagnosis_matched_url` and
+/// `diagnosis_fix`. None of them holds a secret, a signature, a body or a query value (URLs keep
+/// their query's names only), so the log is safe to archive.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TracingSink {
     level: Option<Level>,

@@ -548,3 +548,134 @@ mod sentry {
         assert!(warnings.is_empty());
     }
 }
+
+/// Issue 19: a genuine webhook refused for its URL (here the public URL is configured as
+/// `http`) sent its whole query, values included, to every sink: in the event's URL, in the
+/// diagnosis, in the Sentry extras and the webhook log. Names stay; values are redacted.
+mod no_parameter_values {
+    use std::time::{Duration, Instant};
+
+    use tower_twilio::events::{OnSecurityEvent, SecurityEvent, TracingSink};
+
+    use super::*;
+
+    /// Values of the query that must reach no sink.
+    const VALUES: [&str; 2] = ["14155550100", "493817"];
+    const TARGET: &str = "/twilio/gather?From=%2B14155550100&Code=493817";
+
+    /// Runs a webhook Twilio signed for `https://…` through a layer configured with `http://…`,
+    /// and returns every security event (the diagnosed one included) and log entry.
+    fn refused() -> (Vec<SecurityEvent>, Vec<WebhookLogEntry>) {
+        let sink = crate::support::RecordingSink::default();
+        let entries = Arc::new(Mutex::new(Vec::new()));
+        let log = {
+            let entries = Arc::clone(&entries);
+            move |entry: &WebhookLogEntry| entries.lock().unwrap().push(entry.clone())
+        };
+        let layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+            .public_url(PublicUrl::fixed("http://api.example.com").unwrap())
+            .diagnose_mismatches(true)
+            .on_webhook(log)
+            .on_security_event(sink.clone());
+        let signature = sign_form(&token(), &format!("{PUBLIC}{TARGET}"), SMS_BODY);
+        let request = Request::post(TARGET)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .body(Full::new(Bytes::from_static(SMS_BODY.as_bytes())))
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let response = runtime
+            .block_on(
+                ServiceBuilder::new()
+                    .layer(layer)
+                    .service_fn(echo)
+                    .oneshot(request),
+            )
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        // The diagnosis may come after the response.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !sink.events().iter().any(|e| e.diagnosis.is_some()) {
+            assert!(Instant::now() < deadline, "no diagnosis");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let entries = entries.lock().unwrap().clone();
+        (sink.events(), entries)
+    }
+
+    fn assert_clean(what: &str, text: &str) {
+        for value in VALUES {
+            assert!(!text.contains(value), "{what} holds {value}: {text}");
+        }
+    }
+
+    #[test]
+    fn security_events_and_the_diagnosis_keep_names_only() {
+        let (events, _) = refused();
+        for event in &events {
+            assert_clean("the event's URL", &event.url);
+            assert!(
+                event.url.contains("From=") && event.url.contains("Code="),
+                "{}",
+                event.url
+            );
+            if let Some(diagnosis) = &event.diagnosis {
+                assert_clean("the diagnosis", &diagnosis.to_string());
+                assert_clean("the matched URL", diagnosis.matched_url());
+                assert!(
+                    diagnosis
+                        .matched_url()
+                        .starts_with("https://api.example.com/twilio/gather?From=")
+                );
+                assert_eq!(diagnosis.public_base(), Some("https://api.example.com"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_tracing_sink_keeps_names_only() {
+        let (events, _) = refused();
+        let (captured, _guard) = capture_json_logs();
+        for event in &events {
+            TracingSink::new().on_security_event(event);
+        }
+        let text = captured.text();
+        assert!(text.contains("diagnosis_matched_url"), "{text}");
+        assert_clean("the tracing output", &text);
+    }
+
+    #[test]
+    fn the_webhook_log_keeps_names_only_for_refused_requests() {
+        let (_, entries) = refused();
+        assert!(entries.iter().any(|e| e.diagnosis.is_some()));
+        for entry in &entries {
+            let query = entry.query.as_deref().unwrap_or_default();
+            assert!(
+                query.contains("From=") && query.contains("Code="),
+                "{query}"
+            );
+            assert_clean("the log entry's query", query);
+            if let Some(diagnosis) = &entry.diagnosis {
+                assert_clean("the logged diagnosis", &diagnosis.to_string());
+            }
+        }
+    }
+
+    #[cfg(feature = "sentry")]
+    #[test]
+    fn the_sentry_sink_keeps_names_only() {
+        let (events, _) = refused();
+        let captured = sentry_core::test::with_captured_events(|| {
+            let sink = tower_twilio::events::SentrySink::new();
+            for event in &events {
+                sink.on_security_event(event);
+            }
+        });
+        assert!(!captured.is_empty());
+        let text = format!("{captured:?}");
+        assert!(text.contains("diagnosis_matched_url"), "{text}");
+        assert_clean("what Sentry got", &text);
+    }
+}

@@ -745,14 +745,14 @@ impl Db {
 
     /// Inserts refused requests' rows (each their only stage) in one statement: a flood's
     /// rows cost one round trip and one commit per batch, not per row. At most
-    /// [`MAX_LOG_BATCH`] rows.
-    pub async fn insert_refused(&self, entries: &[&LogRow]) -> Result<(), sqlx::Error> {
+    /// [`MAX_LOG_BATCH`] rows. Returns their ids in the order of `entries`.
+    pub async fn insert_refused(&self, entries: &[&LogRow]) -> Result<Vec<i64>, sqlx::Error> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let entries = &entries[..entries.len().min(MAX_LOG_BATCH)];
         let sql = format!(
-            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {}",
+            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {} RETURNING id",
             placeholders(entries.len())
         );
         let now = now_ms();
@@ -760,7 +760,17 @@ impl Db {
         for entry in entries {
             query = bind_log_row(query, entry, now);
         }
-        query.execute(&self.pool).await.map(drop)
+        // One statement numbers its rows in the order of its VALUES (SQLite's rowids and a
+        // PostgreSQL identity both increase row by row), but RETURNING may list them in any
+        // order: sorted, they are the entries' ids in order.
+        let mut ids = query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     /// Records a later stage of the webhook in row `id`; what the stage does not know is kept.
@@ -780,7 +790,8 @@ impl Db {
                  call_status = COALESCE($12, call_status),
                  recording_status = COALESCE($13, recording_status),
                  diagnosis_url = COALESCE($14, diagnosis_url),
-                 diagnosis_fix = COALESCE($15, diagnosis_fix)
+                 diagnosis_fix = COALESCE($15, diagnosis_fix),
+                 query = COALESCE($16, query)
              WHERE id = $1",
         )
         .bind(id)
@@ -798,6 +809,27 @@ impl Db {
         .bind(&entry.recording_status)
         .bind(&entry.diagnosis_url)
         .bind(&entry.diagnosis_fix)
+        .bind(&entry.query)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Adds the mismatch doctor's diagnosis to a webhook's row, leaving its outcome alone.
+    pub async fn set_webhook_diagnosis(
+        &self,
+        id: i64,
+        url: &str,
+        fix: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE webhook_log SET updated_at_ms = $2, diagnosis_url = $3, diagnosis_fix = $4
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .bind(url)
+        .bind(fix)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -1092,7 +1124,7 @@ pub struct LogRow {
     pub method: String,
     /// The path, still percent-encoded.
     pub path: String,
-    /// The raw query, if any.
+    /// The query, if any: its values redacted unless the webhook was verified.
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,

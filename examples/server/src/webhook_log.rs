@@ -1,6 +1,7 @@
 //! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
 //! two queues; the task keeps one `webhook_log` row per webhook up to date through its stages
-//! (verified → processed | failed(status) | duplicate, or at once rejected(reason)).
+//! (verified → processed | failed(status) | duplicate, or at once rejected(reason)), and adds
+//! the mismatch doctor's diagnosis to the row when it comes (after the response).
 //!
 //! # Verified webhooks are never lost, and never wait for forged ones
 //!
@@ -33,7 +34,8 @@
 //!   final entry and is given back once that is written. So at most [`QUEUED_WEBHOOKS`]
 //!   verified webhooks (two small entries each: verified, final) are ever queued or being
 //!   written, and requests in flight (bounded by the server's concurrency limit) hold the only
-//!   other permits. When the database falls behind, new webhooks wait for admission (and, past
+//!   other permits. The mismatch doctor's diagnoses come on top, through the refused queue and
+//!   bounded by the doctor's own budget (20 a second). When the database falls behind, new webhooks wait for admission (and, past
 //!   the request timeout, get a 503 that Twilio retries) instead of piling up in memory. A
 //!   concurrency limit alone would not do this: a request finishes long before its entries are
 //!   written.
@@ -51,7 +53,7 @@
 //! ([`tag_request`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -217,11 +219,18 @@ impl Message {
 struct Entry {
     id: u64,
     is_final: bool,
+    /// The mismatch doctor's follow-up: only its diagnosis is written, into the webhook's row.
+    diagnosis_only: bool,
     row: LogRow,
     /// A verified webhook's place in the webhook queue, given back once this, its final entry,
     /// is written (or given up on).
     permit: Option<OwnedSemaphorePermit>,
 }
+
+/// How many finished webhooks and refused requests keep their row id for a diagnosis that
+/// comes after their final stage (the doctor runs after the response, within milliseconds; a
+/// flood of refusals can pass a whole refused queue in that time).
+const DIAGNOSABLE: usize = REFUSED_QUEUE;
 
 /// The sending side: the hook for the layer, and [`flush`](Self::flush).
 #[derive(Clone, Debug)]
@@ -373,6 +382,7 @@ async fn run(
         db,
         refused,
         rows: HashMap::new(),
+        finished: VecDeque::with_capacity(DIAGNOSABLE),
         written: 0,
         stop: stop.clone(),
         deadline: None,
@@ -447,6 +457,8 @@ struct Writer {
     /// Layer entry id → row id, for verified webhooks whose final stage has not been written
     /// yet. Bounded like the queue: at most `QUEUED_WEBHOOKS` webhooks are admitted at once.
     rows: HashMap<u64, i64>,
+    /// The same for the last [`DIAGNOSABLE`] webhooks finished, for a late diagnosis.
+    finished: VecDeque<(u64, i64)>,
     written: u64,
     stop: watch::Receiver<bool>,
     /// Set once shutdown has begun: retries end then.
@@ -572,9 +584,17 @@ impl Writer {
                 }
             },
             Work::Refused(batch) => {
-                let rows: Vec<&LogRow> = batch.iter().map(|entry| &entry.row).collect();
-                self.db.insert_refused(&rows).await?;
-                batch.len() as u64
+                let (diagnoses, refusals): (Vec<&Entry>, Vec<&Entry>) =
+                    batch.iter().partition(|entry| entry.diagnosis_only);
+                let rows: Vec<&LogRow> = refusals.iter().map(|entry| &entry.row).collect();
+                let ids = self.db.insert_refused(&rows).await?;
+                for (entry, row) in refusals.iter().zip(ids) {
+                    self.remember(entry.id, row);
+                }
+                for entry in diagnoses {
+                    self.add_diagnosis(entry).await;
+                }
+                rows.len() as u64
             }
         };
         self.inserted_since_prune += inserted;
@@ -586,13 +606,38 @@ impl Writer {
         Ok(())
     }
 
-    /// After a webhook's final stage: forget its row (the caller drops the entry, and with it
-    /// the webhook's permit).
+    /// After a webhook's final stage: forget its row, but for a late diagnosis (the caller
+    /// drops the entry, and with it the webhook's permit).
     fn finish(&mut self, work: &Work) {
         if let Work::Webhook(entry) = work
             && entry.is_final
+            && let Some(row) = self.rows.remove(&entry.id)
         {
-            self.rows.remove(&entry.id);
+            self.remember(entry.id, row);
+        }
+    }
+
+    /// Keeps the row id of a finished webhook or a refused request for a diagnosis that comes
+    /// after it, for the last [`DIAGNOSABLE`] of them.
+    fn remember(&mut self, id: u64, row: i64) {
+        if self.finished.len() == DIAGNOSABLE {
+            self.finished.pop_front();
+        }
+        self.finished.push_back((id, row));
+    }
+
+    /// Adds the mismatch doctor's diagnosis to its webhook's row. Best effort: a diagnosis
+    /// whose row is no longer known, or whose write fails, is still in the security events.
+    async fn add_diagnosis(&mut self, entry: &Entry) {
+        let row = self.rows.get(&entry.id).copied().or_else(|| {
+            let finished = self.finished.iter().rev().find(|(id, _)| *id == entry.id);
+            finished.map(|&(_, row)| row)
+        });
+        if let (Some(row), Some(url), Some(fix)) =
+            (row, &entry.row.diagnosis_url, &entry.row.diagnosis_fix)
+            && let Err(error) = self.db.set_webhook_diagnosis(row, url, fix).await
+        {
+            tracing::warn!(%error, "adding a diagnosis to the webhook log failed");
         }
     }
 }
@@ -663,6 +708,7 @@ impl Entry {
         Self {
             id: entry.id,
             is_final: entry.stage.is_final(),
+            diagnosis_only: entry.stage == WebhookStage::Diagnosed,
             row,
             permit: None,
         }

@@ -161,3 +161,67 @@ async fn nothing_sent_to_sentry_carries_signatures_or_credentials() {
     }
     server.stop().await;
 }
+
+/// Issue 19: a genuine webhook refused for its URL (the server was not told its public URL)
+/// sent its query, values included, to Sentry in `extra.url` and, from the mismatch doctor,
+/// `extra.diagnosis_matched_url`. Both keep the names only now, the diagnosis (which comes
+/// from the doctor's thread) included.
+#[tokio::test]
+async fn no_query_value_of_a_refused_webhook_reaches_sentry() {
+    use tower_twilio_example_server::twilio_presets::{Body, Signer, sign_request};
+
+    const CODE: &str = "493817";
+    const PHONE: &str = "14155550100";
+    let (dsn, received) = ingest().await;
+    let account = "AC77777777777777777777777777777777";
+    let token = "0123456789abcdef0123456789abcdef";
+    let server = Process::start(
+        &[],
+        &[
+            ("SENTRY_DSN", &dsn),
+            ("ADMIN_TOKEN", "admin-token-0123456789"),
+            ("TWILIO_ACCOUNT_SID", account),
+            ("TWILIO_AUTH_TOKEN", token),
+            ("DIAGNOSE_MISMATCHES", "true"),
+        ],
+    )
+    .await;
+    // A Gather action whose URL carries the caller's number and a one-time code, signed by
+    // Twilio for the public https URL; the server rebuilds http://…
+    let signed = sign_request(
+        &format!("https://hooks.example.com/twilio/sms?Code={CODE}&From=%2B{PHONE}"),
+        Body::Form(vec![
+            ("AccountSid".to_owned(), account.to_owned()),
+            ("Body".to_owned(), "Hi".to_owned()),
+        ]),
+        Signer::AuthToken(token.as_bytes()),
+    );
+    let answer = server.send(&signed, Some("hooks.example.com")).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+
+    // The refusal and the diagnosis that follows it reach the stand-in.
+    let deadline = Instant::now() + LIMIT;
+    let all = loop {
+        let all = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        if all.contains("signature_mismatch") && all.contains("diagnosis_matched_url") {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no diagnosed event at the ingest endpoint: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for value in [CODE, PHONE] {
+        assert!(!all.contains(value), "{value} was sent to Sentry:\n{all}");
+    }
+    assert!(all.contains("mismatch_diagnosed"), "{all}");
+    assert!(all.contains("Code=[redacted]"), "{all}");
+    server.stop().await;
+}

@@ -465,6 +465,17 @@ impl Process {
         std::fs::read_to_string(self.dir.path().join("stdout")).unwrap_or_default()
     }
 
+    /// The server's resident memory, in kB (Linux).
+    pub(crate) fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|kb| kb.parse().ok())
+            .unwrap()
+    }
+
     pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }
