@@ -15,6 +15,8 @@
 # Usage: scripts/msrv.sh        (exit status 1 on any crate above what we state)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `join` needs both sides sorted the same way.
+export LC_ALL=C
 
 crate=tower-twilio
 metadata=$(cargo metadata --format-version 1 --locked)
