@@ -154,6 +154,7 @@ mod pipeline;
 pub mod public_url;
 mod rejection;
 pub mod replay;
+pub mod replay_guard;
 pub mod resolver;
 mod secret;
 mod service;

@@ -404,6 +404,7 @@ pub(crate) fn complete(
         covered: verified.covered,
         params: params.unwrap_or_default(),
         idempotency_token: inbound.parts.headers.get(IDEMPOTENCY_TOKEN).cloned(),
+        signature: inbound.parts.headers.get(&verify::SIGNATURE).cloned(),
         url: String::new(),
     };
     Ok(Verified { facts })

@@ -140,9 +140,15 @@ pub enum RejectionKind {
     /// A verified copy of a webhook that another request is handling right now (here or on
     /// another instance sharing the replay store). 409: Twilio retries it later.
     ReplayInFlight,
-    /// The replay store failed (unreachable, or full), and the guard fails closed. 503: the
-    /// request is genuine and Twilio retries it later.
+    /// The replay store failed (unreachable, or full), and the guard is set to refuse then.
+    /// 503: the request is genuine, but Twilio does not retry a 5xx unless the webhook URL's
+    /// retry policy (`#rp=`) says so; see the [replay guard](crate::replay_guard) docs.
     ReplayStoreFailed,
+    /// The [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer) got a request without
+    /// a [`VerifiedWebhook`](crate::VerifiedWebhook): it is placed before
+    /// `TwilioSignatureLayer`, or on a route without it. A misconfiguration, never passed on.
+    /// 500.
+    ReplayGuardMisplaced,
 }
 
 impl RejectionKind {
@@ -155,6 +161,7 @@ impl RejectionKind {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ReplaySuppressed => StatusCode::OK,
             Self::ReplayInFlight => StatusCode::CONFLICT,
+            Self::ReplayGuardMisplaced => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -213,6 +220,10 @@ impl RejectionKind {
                 "a copy of this webhook is being handled",
             ),
             Self::ReplayStoreFailed => own("replay_store_failed", "replay store failed"),
+            Self::ReplayGuardMisplaced => own(
+                "replay_guard_misplaced",
+                "replay guard got a request the signature layer did not verify",
+            ),
         }
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct Facts {
     pub(crate) covered: Covered,
     pub(crate) params: Params,
     pub(crate) idempotency_token: Option<HeaderValue>,
+    /// The `X-Twilio-Signature` header that verified: the replay guard's key. Never shown.
+    pub(crate) signature: Option<HeaderValue>,
     /// Without userinfo.
     pub(crate) url: String,
 }
@@ -135,6 +137,22 @@ impl VerifiedWebhook {
             .idempotency_token
             .as_ref()
             .and_then(|value| value.to_str().ok())
+    }
+
+    /// The signature header that verified, for the replay key: crate-private, never in `Debug`.
+    pub(crate) fn signature(&self) -> &[u8] {
+        self.inner
+            .signature
+            .as_ref()
+            .map_or(&[][..], HeaderValue::as_bytes)
+    }
+
+    /// The idempotency token's raw bytes, for the replay key of the delivery scope.
+    pub(crate) fn idempotency_token_bytes(&self) -> Option<&[u8]> {
+        self.inner
+            .idempotency_token
+            .as_ref()
+            .map(HeaderValue::as_bytes)
     }
 
     /// The public URL the signature was checked against (as rebuilt, before port variants),

@@ -10,6 +10,7 @@ mod hostile;
 mod middleware;
 mod properties;
 mod replay;
+mod replay_guard;
 mod secrets;
 mod support;
 mod vectors;
