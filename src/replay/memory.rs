@@ -298,13 +298,16 @@ impl Table {
     }
 
     fn renew(&mut self, key: ReplayKey, token: ClaimToken, lease: Duration) -> bool {
-        let expires = Instant::now() + lease;
+        let now = Instant::now();
         let Some(entry) = self.entries.get_mut(&key) else {
             return false;
         };
-        if !matches!(entry.state, State::Claimed(_)) || u128::from(entry.seq) != token.get() {
+        // A lapsed claim is not revived: a copy may have been told it is free.
+        let ours = matches!(entry.state, State::Claimed(_)) && u128::from(entry.seq) == token.get();
+        if !ours || entry.expires <= now {
             return false;
         }
+        let expires = now + lease;
         self.expiries.remove(&(entry.expires, entry.seq));
         entry.expires = expires;
         self.expiries.insert((expires, entry.seq), key);
