@@ -138,7 +138,8 @@ pub enum RejectionKind {
     /// Twilio is told it arrived, so it stops retrying.
     ReplaySuppressed,
     /// A verified copy of a webhook that another request is handling right now (here or on
-    /// another instance sharing the replay store). 409: Twilio retries it later.
+    /// another instance sharing the replay store), and that could not wait for it. 409: final
+    /// for Twilio unless the URL's retry policy (`#rp=`) names `4xx`.
     ReplayInFlight,
     /// The replay store failed (unreachable, or full), and the guard is set to refuse then.
     /// 503: the request is genuine, but Twilio does not retry a 5xx unless the webhook URL's

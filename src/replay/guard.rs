@@ -31,7 +31,7 @@ type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Sen
 /// | --- | --- |
 /// | not seen | the handler runs. A 2xx answer marks the key done for the [window](Self::window) (24 hours by default); any other answer, an error, or a request dropped before the answer releases the claim, so Twilio's retry goes through |
 /// | done | the handler is **not** called; the [duplicate response](Self::duplicate_response) is sent (by default `200` with an empty TwiML `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one, so Twilio stops retrying); one [`replay_suppressed`](crate::RejectionKind::ReplaySuppressed) event (info) and the webhook log's final stage [`Duplicate`](crate::events::log::WebhookStage::Duplicate) |
-/// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` with the default [rejection response](crate::TwilioSignatureLayer::rejection_response): Twilio retries later |
+/// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` with the default [rejection response](crate::TwilioSignatureLayer::rejection_response), which Twilio does not retry by default (the reason it is superseded) |
 /// | an error | fail closed (the default): a rejection of kind [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), `503`. Or, with [`fail_open`](Self::fail_open), the handler runs unguarded and a critical event (`ERROR`) says so |
 ///
 /// Only verified requests are claimed: a forged one is refused (or, in report-only mode,
