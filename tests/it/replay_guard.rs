@@ -686,3 +686,55 @@ async fn across_instances_on_redis_a_concurrent_copy_gets_the_first_answer() {
     assert_first_answer(&copy, &first);
     assert_eq!(handler.runs(), 1);
 }
+
+// Every byte the store allocates is counted (allocation-counter is this binary's allocator):
+// 100 000 webhooks, each with a TwiML answer that a copy was given once (which makes the
+// answer's bytes shared), stay under the bytes the store was given, and the next new webhook
+// is refused rather than let in by forgetting an old one.
+#[test]
+fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
+    use tower_twilio::{
+        replay::{Claim, ReplayKey, ReplayStoreErrorKind, StoredAnswer},
+        signature::Algorithm,
+    };
+
+    const WEBHOOKS: usize = 100_000;
+    let twiml = Bytes::from(format!(
+        "<Response><Message>{}</Message></Response>",
+        "x".repeat(120)
+    ));
+    let content_type = HeaderValue::from_static("text/xml; charset=utf-8");
+    let answer = StoredAnswer::new(StatusCode::OK, Some(content_type), twiml);
+    let one = MemoryStore::ENTRY_BYTES + MemoryStore::ANSWER_BYTES + answer.len();
+    let max_bytes = MemoryStore::FIXED_BYTES + WEBHOOKS * one;
+    let store = MemoryStore::new(max_bytes);
+    let key = |n: usize| ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes());
+    let lease = Duration::from_secs(5);
+    let info = allocation_counter::measure(|| {
+        for n in 0..WEBHOOKS {
+            let Ok(Claim::Claimed(token)) = store.claim(&key(n), lease).into_inner() else {
+                panic!("webhook {n} was not new");
+            };
+            store
+                .complete(&key(n), token, answer.clone(), Duration::from_secs(3600))
+                .into_inner()
+                .unwrap();
+            let Ok(Claim::Done(copy)) = store.claim(&key(n), lease).into_inner() else {
+                panic!("webhook {n} was not done");
+            };
+            assert_eq!(copy, answer);
+        }
+    });
+    println!(
+        "memory store with answers: {WEBHOOKS} webhooks, peak {} bytes ({} per webhook), limit {max_bytes}",
+        info.bytes_max,
+        info.bytes_max / WEBHOOKS as u64
+    );
+    assert!(
+        info.bytes_max <= max_bytes as u64,
+        "peak {} > limit {max_bytes}",
+        info.bytes_max
+    );
+    let refused = store.claim(&key(WEBHOOKS), lease).into_inner().unwrap_err();
+    assert_eq!(refused.kind(), ReplayStoreErrorKind::Full);
+}
