@@ -50,31 +50,29 @@ impl ReplayKey {
     /// The key of a webhook signed with `algorithm`, carrying the header value `signature`:
     /// the same signature is the same webhook (the content scope).
     pub fn new(algorithm: Algorithm, signature: &[u8]) -> Self {
-        Self::hash(b"content", algorithm, signature, None)
+        Self::hash(b'c', algorithm, signature, None)
     }
 
     /// The key of one delivery of a webhook: the same signature with the same
     /// `I-Twilio-Idempotency-Token` value `token` (the delivery scope). Never equal to a
     /// content-scope key.
     pub fn for_delivery(algorithm: Algorithm, signature: &[u8], token: &[u8]) -> Self {
-        Self::hash(b"delivery", algorithm, signature, Some(token))
+        Self::hash(b'd', algorithm, signature, Some(token))
     }
 
-    fn hash(scope: &[u8], algorithm: Algorithm, signature: &[u8], token: Option<&[u8]>) -> Self {
+    fn hash(scope: u8, algorithm: Algorithm, signature: &[u8], token: Option<&[u8]>) -> Self {
         let mut hash = Sha256::new();
-        // Domain separation and length prefixes: no two different inputs hash the same bytes.
-        hash.update(b"tower-twilio replay key v2\0");
-        hash.update(scope);
-        hash.update([0]);
+        // Domain separation and prefix-free lengths: no two different inputs hash the same
+        // bytes. A content key over an HMAC-SHA1 signature is 52 bytes: one SHA-256 block.
+        hash.update(b"tower-twilio replay 2");
+        hash.update([scope]);
         hash.update([match algorithm {
             Algorithm::HmacSha1 => 1,
             Algorithm::HmacSha256 => 2,
         }]);
-        hash.update((signature.len() as u64).to_be_bytes());
-        hash.update(signature);
+        update_with_length(&mut hash, signature);
         if let Some(token) = token {
-            hash.update((token.len() as u64).to_be_bytes());
-            hash.update(token);
+            update_with_length(&mut hash, token);
         }
         Self(hash.finalize().into())
     }
@@ -88,6 +86,26 @@ impl ReplayKey {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+}
+
+/// `bytes` after its length as a LEB128 varint (one byte up to 127).
+fn update_with_length(hash: &mut Sha256, bytes: &[u8]) {
+    let mut length = bytes.len() as u64;
+    let mut encoded = [0; 10];
+    let mut used = 0;
+    loop {
+        let low = (length & 0x7f) as u8;
+        length >>= 7;
+        if length == 0 {
+            encoded[used] = low;
+            used += 1;
+            break;
+        }
+        encoded[used] = low | 0x80;
+        used += 1;
+    }
+    hash.update(&encoded[..used]);
+    hash.update(bytes);
 }
 
 impl fmt::Debug for ReplayKey {
@@ -126,6 +144,14 @@ mod tests {
         // Without length prefixes "abc" + "d" and "ab" + "cd" would hash the same bytes.
         let a = ReplayKey::for_delivery(Algorithm::HmacSha1, b"abc", b"d");
         let b = ReplayKey::for_delivery(Algorithm::HmacSha1, b"ab", b"cd");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn long_inputs_have_their_own_length_encoding() {
+        let long = vec![b'a'; 300];
+        let a = ReplayKey::for_delivery(Algorithm::HmacSha1, &long, b"x");
+        let b = ReplayKey::for_delivery(Algorithm::HmacSha1, &long[..299], b"ax");
         assert_ne!(a, b);
     }
 

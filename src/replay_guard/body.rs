@@ -156,10 +156,12 @@ pub(crate) enum Collected {
     Partial(Bytes, Option<Result<Frame<Bytes>, BoxError>>),
 }
 
-/// Reads the inner service's answer body up to a bound, so that it can be stored.
+/// Reads the inner service's answer body up to a bound, so that it can be stored. No copy
+/// when the body comes in one frame, as a TwiML answer does.
 #[derive(Default)]
 pub(crate) struct AnswerCollector {
-    buffer: BytesMut,
+    first: Option<Bytes>,
+    more: BytesMut,
 }
 
 impl AnswerCollector {
@@ -192,22 +194,37 @@ impl AnswerCollector {
                 }
             };
             let data = data.copy_to_bytes(data.remaining());
-            if self.buffer.len() + data.len() > limit {
+            if self.len() + data.len() > limit {
                 return Poll::Ready(Collected::Partial(self.take(), Some(Ok(Frame::data(data)))));
             }
-            self.buffer.extend_from_slice(&data);
+            match self.first.take() {
+                None if self.more.is_empty() => self.first = Some(data),
+                first => {
+                    if let Some(first) = first {
+                        self.more.extend_from_slice(&first);
+                    }
+                    self.more.extend_from_slice(&data);
+                }
+            }
         }
     }
 
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.more.len()
+    }
+
     fn take(&mut self) -> Bytes {
-        std::mem::take(&mut self.buffer).freeze()
+        match self.first.take() {
+            Some(first) => first,
+            None => std::mem::take(&mut self.more).freeze(),
+        }
     }
 }
 
 impl std::fmt::Debug for AnswerCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnswerCollector")
-            .field("read", &self.buffer.len())
+            .field("read", &self.len())
             .finish()
     }
 }
