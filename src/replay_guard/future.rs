@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, Response, header, response::Parts};
+use http::{HeaderMap, Request, Response, header, response::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -146,7 +146,10 @@ where
         let verified = request
             .extensions()
             .get::<VerifiedWebhook>()
-            .map(|webhook| (replay_key(webhook, settings.scope), webhook.covered()));
+            .map(|webhook| {
+                let key = replay_key(webhook, request.headers(), settings.scope);
+                (key, webhook.covered())
+            });
         let (key, covered, state) = match verified {
             Some((key, covered)) => {
                 let claim = settings.store.claim(&key, settings.lease);
@@ -509,8 +512,15 @@ where
 
 /// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
 /// scope its idempotency token when it has one.
-fn replay_key(webhook: &VerifiedWebhook, scope: Scope) -> ReplayKey {
-    let (algorithm, signature) = (webhook.algorithm(), webhook.signature());
+fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> ReplayKey {
+    // The signature that verified, as the signature layer kept it (never absent for a
+    // verified request; the header is the fallback).
+    let signature = webhook.signature().unwrap_or_else(|| {
+        headers
+            .get(&crate::verify::SIGNATURE)
+            .map_or(&[][..], |value| value.as_bytes())
+    });
+    let algorithm = webhook.algorithm();
     match (scope, webhook.idempotency_token_bytes()) {
         (Scope::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
         _ => ReplayKey::new(algorithm, signature),
