@@ -10,8 +10,10 @@
 //! ```
 //!
 //! `plain N` sends N distinct signed SMS webhooks through `TwilioSignatureLayer`; `guard N` the
-//! same with `ReplayGuard::default()` (every webhook new: key, claim, handler, complete). The
-//! requests are built and signed before counting starts; only `send_all` is counted.
+//! same with the older built-in `ReplayGuard::default()`; `layer N` the same with
+//! `ReplayGuardLayer::default()` after the signature layer (every webhook new: key, claim,
+//! handler, reading and storing its answer, complete). The requests are built and signed
+//! before counting starts; only `send_all` is counted.
 #![allow(clippy::print_stdout)]
 
 use std::convert::Infallible;
@@ -24,6 +26,7 @@ use tower_twilio::{
     Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
     form::Params,
     replay::ReplayGuard,
+    replay_guard::ReplayGuardLayer,
     signature::{Algorithm, sign},
 };
 
@@ -101,7 +104,15 @@ fn main() {
                 .service_fn(handler),
             requests,
         ),
-        other => panic!("plain or guard, not {other}"),
+        "layer" => send_all(
+            &runtime,
+            ServiceBuilder::new()
+                .layer(layer)
+                .layer(ReplayGuardLayer::default())
+                .service_fn(handler),
+            requests,
+        ),
+        other => panic!("plain, guard or layer, not {other}"),
     };
     assert_eq!(ok, count as usize, "every webhook is new and verified");
     println!("{variant}: {ok} webhooks answered 200");

@@ -439,7 +439,8 @@ where
         };
         let guard = self.guard();
         if replay::answer_is_done(status) {
-            let complete = guard.store.complete(&key, token, guard.window);
+            let done = replay::StoredAnswer::done_only(status.unwrap_or_default());
+            let complete = guard.store.complete(&key, token, done, guard.window);
             // Not released if dropped from here on: the handler succeeded.
             self.claim = None;
             Settle::Complete(complete)

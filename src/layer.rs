@@ -340,6 +340,10 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     /// inner service a second time: see [`ReplayGuard`] for what happens to each request, and
     /// the [`replay`](crate::replay) module for what is guaranteed. Off by default.
     ///
+    /// **Superseded by [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer)**, a layer
+    /// of its own placed after this one, which gives every copy the first answer (this guard
+    /// gives an empty one, and `409` to a concurrent copy, which Twilio does not retry).
+    ///
     /// ```
     /// use tower_twilio::{Credentials, TwilioSignatureLayer, replay::ReplayGuard};
     ///

@@ -90,9 +90,11 @@
 //!    account, any other only with auth tokens (several during a rotation). On a signature
 //!    mismatch the optional [mismatch doctor](TwilioSignatureLayer::diagnose_mismatches) looks
 //!    for the URL the signature was made for, for the event and the log only.
-//! 5. With a [replay guard](TwilioSignatureLayer::replay_guard), claims the webhook in its
-//!    store ([`replay`]): a webhook already processed is answered without the inner service
-//!    (`200` empty TwiML / `204`), a copy in flight gets a 409.
+//! 5. With the older built-in [replay guard](TwilioSignatureLayer::replay_guard), claims the
+//!    webhook in its store ([`replay`]): a webhook already processed is answered without the
+//!    inner service (`200` empty TwiML / `204`), a copy in flight gets a 409. Superseded by
+//!    [`ReplayGuardLayer`](replay_guard::ReplayGuardLayer), a layer of its own placed after
+//!    this one, which gives every copy the first answer.
 //! 6. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
 //!    in the request extensions, or answers the [`RejectionResponse`] with the [`Rejection`] in
 //!    its extensions and sends one [`SecurityEvent`](events::SecurityEvent).
@@ -108,7 +110,8 @@
 //! | [`resolver`] | where the secrets come from: static, map, closure, fallback, cache (feature `cache`), timeout |
 //! | [`public_url`] | rebuilding the URL Twilio called, behind proxies |
 //! | [`events`] | security events and their sinks |
-//! | [`replay`] | the replay guard: a replayed or retried webhook reaches the handler once |
+//! | [`replay_guard`] | [`ReplayGuardLayer`](replay_guard::ReplayGuardLayer): a replayed or retried webhook reaches the handler once, and every copy gets the first answer |
+//! | [`replay`] | the replay guard's keys and stores (memory, Redis) |
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
 //! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`], and the URL spellings it accepts |
@@ -136,10 +139,10 @@
 //! - An unknown algorithm in the settings header is refused, never replaced by a default; a
 //!   SharedKey request is never verified with an auth token.
 //! - Forwarding headers are ignored unless you enable them for named proxy networks.
-//! - Twilio signs no timestamp: a captured request verifies again. Turn on the
-//!   [replay guard](replay), which keys on the signature itself (the unsigned
-//!   `I-Twilio-Idempotency-Token` header can be changed by whoever captured the request); its
-//!   [`replay`] docs say what it does and does not guarantee.
+//! - Twilio signs no timestamp: a captured request verifies again. Add the
+//!   [replay guard](replay_guard), which keys on the signature itself, never on what the
+//!   request claims (the unsigned `I-Twilio-Idempotency-Token` header refines the key only in
+//!   the delivery scope for voice); its docs say what it does and does not guarantee.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod account;
@@ -158,6 +161,7 @@ mod proxy_network;
 pub mod public_url;
 mod rejection;
 pub mod replay;
+pub mod replay_guard;
 pub mod resolver;
 mod secret;
 mod service;

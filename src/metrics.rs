@@ -12,6 +12,7 @@
 //! | [`CREDENTIAL_LOOKUP`] `tower_twilio_credential_lookup_seconds` | histogram | `outcome` (`found`, `unknown`, `failed`) |
 //! | [`REPLAYS_SUPPRESSED`] `tower_twilio_replays_suppressed_total` | counter | |
 //! | [`DIAGNOSES`] `tower_twilio_mismatch_diagnoses_total` | counter | `result` (`matched`, `unexplained`, `dropped`: the doctor's queue was full) |
+//! | [`REPLAY_DEGRADED`] `tower_twilio_replay_degraded_total` | counter | `reason` (`store_failed`, `complete_failed`, `wait_ran_out`) |
 //!
 //! The `tenant` label is the tenant id the resolver reported, `none` when there is none, and
 //! `other` once [`MAX_TENANT_LABELS`] distinct tenants have been seen: label values come only
@@ -44,6 +45,9 @@ pub const REFUSED: &str = "tower_twilio_webhooks_refused_total";
 pub const CREDENTIAL_LOOKUP: &str = "tower_twilio_credential_lookup_seconds";
 /// Counter: verified duplicates that the replay guard kept from the handler.
 pub const REPLAYS_SUPPRESSED: &str = "tower_twilio_replays_suppressed_total";
+/// Counter: requests the replay guard could not guard as configured (label `reason`:
+/// `store_failed`, `complete_failed`, `wait_ran_out`).
+pub const REPLAY_DEGRADED: &str = "tower_twilio_replay_degraded_total";
 /// Counter: mismatch diagnoses run (label `result`: `matched` or `unexplained`).
 pub const DIAGNOSES: &str = "tower_twilio_mismatch_diagnoses_total";
 
@@ -153,6 +157,10 @@ pub(crate) fn credential_lookup(outcome: Lookup, took: Duration) {
 
 pub(crate) fn replay_suppressed() {
     metrics::counter!(REPLAYS_SUPPRESSED).increment(1);
+}
+
+pub(crate) fn replay_degraded(reason: &'static str) {
+    metrics::counter!(REPLAY_DEGRADED, "reason" => reason).increment(1);
 }
 
 pub(crate) fn diagnosis(matched: bool) {

@@ -28,7 +28,7 @@ use crate::{
     resolver::{Credentials, Resolution, ResolveRequest},
     signature::IDEMPOTENCY_TOKEN_HEADER,
     url_forms::redact_userinfo,
-    verified_webhook::{Facts, VerifiedWebhook},
+    verified_webhook::{Facts, SignatureBytes, VerifiedWebhook},
     verify::{self, Prechecked, VerifyError, WebhookRequest, check_method},
 };
 
@@ -422,6 +422,11 @@ pub(crate) fn complete(
         covered: verified.covered,
         params: params.unwrap_or_default(),
         idempotency_token: inbound.parts.headers.get(IDEMPOTENCY_TOKEN).cloned(),
+        signature: inbound
+            .parts
+            .headers
+            .get(&verify::SIGNATURE)
+            .and_then(|value| SignatureBytes::new(value.as_bytes())),
         url: String::new(),
     };
     Ok(Verified { facts })

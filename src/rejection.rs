@@ -138,11 +138,18 @@ pub enum RejectionKind {
     /// Twilio is told it arrived, so it stops retrying.
     ReplaySuppressed,
     /// A verified copy of a webhook that another request is handling right now (here or on
-    /// another instance sharing the replay store). 409: Twilio retries it later.
+    /// another instance sharing the replay store), and that could not wait for it. 409: final
+    /// for Twilio unless the URL's retry policy (`#rp=`) names `4xx`.
     ReplayInFlight,
-    /// The replay store failed (unreachable, or full), and the guard fails closed. 503: the
-    /// request is genuine and Twilio retries it later.
+    /// The replay store failed (unreachable, or full), and the guard is set to refuse then.
+    /// 503: the request is genuine, but Twilio does not retry a 5xx unless the webhook URL's
+    /// retry policy (`#rp=`) says so; see the [replay guard](crate::replay_guard) docs.
     ReplayStoreFailed,
+    /// The [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer) got a request without
+    /// a [`VerifiedWebhook`](crate::VerifiedWebhook): it is placed before
+    /// `TwilioSignatureLayer`, or on a route without it. A misconfiguration, never passed on.
+    /// 500.
+    ReplayGuardMisplaced,
 }
 
 impl RejectionKind {
@@ -155,6 +162,7 @@ impl RejectionKind {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::ReplaySuppressed => StatusCode::OK,
             Self::ReplayInFlight => StatusCode::CONFLICT,
+            Self::ReplayGuardMisplaced => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
         }
     }
@@ -213,6 +221,10 @@ impl RejectionKind {
                 "a copy of this webhook is being handled",
             ),
             Self::ReplayStoreFailed => own("replay_store_failed", "replay store failed"),
+            Self::ReplayGuardMisplaced => own(
+                "replay_guard_misplaced",
+                "replay guard got a request the signature layer did not verify",
+            ),
         }
     }
 }
@@ -336,17 +348,23 @@ pub struct DefaultRejectionResponse;
 
 impl<B> RejectionResponse<B> for DefaultRejectionResponse {
     fn rejection_response(&self, rejection: &Rejection) -> Response<ResponseBody<B>> {
-        let status = rejection.status();
-        let mut response = Response::new(ResponseBody::rejection(Bytes::from_static(
-            status.canonical_reason().unwrap_or("Rejected").as_bytes(),
-        )));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
+        default_response(rejection).map(ResponseBody::rejection)
     }
+}
+
+/// [`DefaultRejectionResponse`]'s answer, with its body as bytes (for the layers with bodies
+/// of their own).
+pub(crate) fn default_response(rejection: &Rejection) -> Response<Bytes> {
+    let status = rejection.status();
+    let mut response = Response::new(Bytes::from_static(
+        status.canonical_reason().unwrap_or("Rejected").as_bytes(),
+    ));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 #[cfg(test)]

@@ -52,8 +52,38 @@ pub(crate) struct Facts {
     pub(crate) covered: Covered,
     pub(crate) params: Params,
     pub(crate) idempotency_token: Option<HeaderValue>,
+    /// The `X-Twilio-Signature` header that verified: the replay guard's key. Never shown.
+    pub(crate) signature: Option<SignatureBytes>,
     /// Without userinfo.
     pub(crate) url: String,
+}
+
+/// A verified signature header, held inline so that keeping it costs no allocation: the
+/// canonical base64 of an HMAC-SHA1 or HMAC-SHA256 is 28 or 44 bytes.
+#[derive(Clone, Copy)]
+pub(crate) struct SignatureBytes {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl SignatureBytes {
+    /// `None` when `value` is longer than 64 bytes (no verified signature is).
+    pub(crate) fn new(value: &[u8]) -> Option<Self> {
+        let len = u8::try_from(value.len()).ok().filter(|&len| len <= 64)?;
+        let mut bytes = [0; 64];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(Self { bytes, len })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for SignatureBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SignatureBytes(<redacted>)")
+    }
 }
 
 impl VerifiedWebhook {
@@ -135,6 +165,19 @@ impl VerifiedWebhook {
             .idempotency_token
             .as_ref()
             .and_then(|value| value.to_str().ok())
+    }
+
+    /// The signature header that verified, for the replay key: crate-private, never in `Debug`.
+    pub(crate) fn signature(&self) -> Option<&[u8]> {
+        self.inner.signature.as_ref().map(SignatureBytes::as_bytes)
+    }
+
+    /// The idempotency token's raw bytes, for the replay key of the delivery scope.
+    pub(crate) fn idempotency_token_bytes(&self) -> Option<&[u8]> {
+        self.inner
+            .idempotency_token
+            .as_ref()
+            .map(HeaderValue::as_bytes)
     }
 
     /// The public URL the signature was checked against (as rebuilt, before port variants),

@@ -1,5 +1,7 @@
 //! [`ReplayGuard`]: the replay guard's settings, given to
 //! [`TwilioSignatureLayer::replay_guard`](crate::TwilioSignatureLayer::replay_guard).
+//! Superseded by [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer), which gives
+//! every copy the first answer.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -16,6 +18,10 @@ type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Sen
 
 /// Turns a replayed or retried webhook away before it reaches the handler a second time.
 ///
+/// **Superseded by [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer)**, which
+/// gives every copy the first answer instead of an empty one, makes a concurrent copy wait
+/// instead of answering 409, renews short leases, and has a delivery scope for voice.
+///
 /// Enable it with one call,
 /// [`TwilioSignatureLayer::replay_guard`](crate::TwilioSignatureLayer::replay_guard). After a
 /// request is verified, its [`ReplayKey`](super::ReplayKey) is
@@ -25,7 +31,7 @@ type DuplicateResponseFn = Arc<dyn Fn(&VerifiedWebhook) -> Response<Bytes> + Sen
 /// | --- | --- |
 /// | not seen | the handler runs. A 2xx answer marks the key done for the [window](Self::window) (24 hours by default); any other answer, an error, or a request dropped before the answer releases the claim, so Twilio's retry goes through |
 /// | done | the handler is **not** called; the [duplicate response](Self::duplicate_response) is sent (by default `200` with an empty TwiML `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one, so Twilio stops retrying); one [`replay_suppressed`](crate::RejectionKind::ReplaySuppressed) event (info) and the webhook log's final stage [`Duplicate`](crate::events::log::WebhookStage::Duplicate) |
-/// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` with the default [rejection response](crate::TwilioSignatureLayer::rejection_response): Twilio retries later |
+/// | in flight (another copy is being handled, here or on another instance) | a rejection of kind [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), `409` with the default [rejection response](crate::TwilioSignatureLayer::rejection_response), which Twilio does not retry by default (the reason it is superseded) |
 /// | an error | fail closed (the default): a rejection of kind [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), `503`. Or, with [`fail_open`](Self::fail_open), the handler runs unguarded and a critical event (`ERROR`) says so |
 ///
 /// Only verified requests are claimed: a forged one is refused (or, in report-only mode,
@@ -154,7 +160,7 @@ impl<St> ReplayGuard<St> {
     pub(crate) fn admit(&self, claim: Result<Claim, ReplayStoreError>) -> Admit {
         match claim {
             Ok(Claim::Claimed(token)) => Admit::Run(token),
-            Ok(Claim::Done) => Admit::Duplicate,
+            Ok(Claim::Done(_)) => Admit::Duplicate,
             Ok(Claim::InFlight) => Admit::Refuse(RejectionKind::ReplayInFlight, None),
             Err(error) if self.fail_open => Admit::RunUnguarded(error),
             Err(error) => Admit::Refuse(RejectionKind::ReplayStoreFailed, Some(error.into())),
@@ -181,17 +187,13 @@ pub(crate) fn answer_is_done(status: Option<StatusCode>) -> bool {
     status.is_some_and(|status| status.is_success())
 }
 
-/// The replay key of a verified request: its account (the `AccountSid`, else the tenant), its
-/// algorithm, and the signature header it carried.
+/// The replay key of a verified request: its algorithm and the signature header it carried,
+/// nothing the request claims.
 pub(crate) fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap) -> ReplayKey {
-    let account = webhook
-        .account_sid()
-        .or_else(|| webhook.tenant_id())
-        .unwrap_or_default();
     let signature = headers
         .get(&verify::SIGNATURE)
         .map_or(&[][..], HeaderValue::as_bytes);
-    ReplayKey::new(account, webhook.algorithm(), signature)
+    ReplayKey::new(webhook.algorithm(), signature)
 }
 
 /// `200` with an empty TwiML document for a form or `GET` webhook (a message or call webhook
@@ -269,7 +271,12 @@ mod tests {
         let failure = || Err(ReplayStoreError::new(ReplayStoreErrorKind::Unavailable));
         for guard in [&closed, &open] {
             assert!(matches!(guard.admit(Ok(Claim::Claimed(token))), Admit::Run(t) if t == token));
-            assert!(matches!(guard.admit(Ok(Claim::Done)), Admit::Duplicate));
+            assert!(matches!(
+                guard.admit(Ok(Claim::Done(super::super::StoredAnswer::done_only(
+                    StatusCode::OK
+                )))),
+                Admit::Duplicate
+            ));
             assert!(matches!(
                 guard.admit(Ok(Claim::InFlight)),
                 Admit::Refuse(RejectionKind::ReplayInFlight, None)

@@ -9,14 +9,18 @@ use sha2::{Digest, Sha256};
 
 use crate::signature::Algorithm;
 
-/// What identifies one signed webhook for the replay guard: a SHA-256 over the account, the
-/// signature algorithm and the received `X-Twilio-Signature` bytes.
+/// What identifies one signed webhook for the replay guard: a SHA-256 over the signature
+/// algorithm and the received `X-Twilio-Signature` bytes, and in the
+/// [delivery scope](crate::replay_guard::Scope::Delivery) the `I-Twilio-Idempotency-Token`.
 ///
 /// Identical signed content has an identical signature, and the signature is what a sender
 /// without the secret cannot change: any change to the URL or the signed parameters needs a
 /// new one. So two requests with the same key are the same webhook, however else they differ
-/// (unsigned headers, a port spelling the verifier tolerates). The signature header is
-/// canonical base64 (the verifier refuses any other spelling), so its bytes are the signature.
+/// (unsigned headers, a port spelling the verifier tolerates, a parameter pair split at
+/// another boundary that concatenates to the same signed string). Nothing the request claims
+/// (its `AccountSid`, say) is part of the key: a claim the signature does not pin down would
+/// let a copy dodge it. The signature header is canonical base64 (the verifier refuses any
+/// other spelling), so its bytes are the signature.
 ///
 /// The raw signature is never stored: only this hash is, and `Debug` shows its first eight
 /// bytes in hex.
@@ -24,11 +28,11 @@ use crate::signature::Algorithm;
 /// ```
 /// use tower_twilio::{replay::ReplayKey, signature::Algorithm};
 ///
-/// let key = ReplayKey::new("AC123", Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
-/// let same = ReplayKey::new("AC123", Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
-/// let other_account = ReplayKey::new("AC999", Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+/// let key = ReplayKey::new(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+/// let same = ReplayKey::new(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+/// let delivery = ReplayKey::for_delivery(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=", b"idem-1");
 /// assert_eq!(key, same);
-/// assert_ne!(key, other_account);
+/// assert_ne!(key, delivery);
 /// assert!(!format!("{key:?}").contains("RSOYDt4T"));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -43,21 +47,33 @@ impl Hash for ReplayKey {
 }
 
 impl ReplayKey {
-    /// The key of a webhook of `account` (its `AccountSid`, or whatever names the secret's
-    /// owner; empty when unknown), signed with `algorithm`, carrying the header value
-    /// `signature`.
-    pub fn new(account: &str, algorithm: Algorithm, signature: &[u8]) -> Self {
+    /// The key of a webhook signed with `algorithm`, carrying the header value `signature`:
+    /// the same signature is the same webhook (the content scope).
+    pub fn new(algorithm: Algorithm, signature: &[u8]) -> Self {
+        Self::hash(b'c', algorithm, signature, None)
+    }
+
+    /// The key of one delivery of a webhook: the same signature with the same
+    /// `I-Twilio-Idempotency-Token` value `token` (the delivery scope). Never equal to a
+    /// content-scope key.
+    pub fn for_delivery(algorithm: Algorithm, signature: &[u8], token: &[u8]) -> Self {
+        Self::hash(b'd', algorithm, signature, Some(token))
+    }
+
+    fn hash(scope: u8, algorithm: Algorithm, signature: &[u8], token: Option<&[u8]>) -> Self {
         let mut hash = Sha256::new();
-        // Domain separation and length prefixes: no two different triples hash the same input.
-        hash.update(b"tower-twilio replay key v1\0");
-        hash.update((account.len() as u64).to_be_bytes());
-        hash.update(account.as_bytes());
+        // Domain separation and prefix-free lengths: no two different inputs hash the same
+        // bytes. A content key over an HMAC-SHA1 signature is 52 bytes: one SHA-256 block.
+        hash.update(b"tower-twilio replay 2");
+        hash.update([scope]);
         hash.update([match algorithm {
             Algorithm::HmacSha1 => 1,
             Algorithm::HmacSha256 => 2,
         }]);
-        hash.update((signature.len() as u64).to_be_bytes());
-        hash.update(signature);
+        update_with_length(&mut hash, signature);
+        if let Some(token) = token {
+            update_with_length(&mut hash, token);
+        }
         Self(hash.finalize().into())
     }
 
@@ -70,6 +86,26 @@ impl ReplayKey {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+}
+
+/// `bytes` after its length as a LEB128 varint (one byte up to 127).
+fn update_with_length(hash: &mut Sha256, bytes: &[u8]) {
+    let mut length = bytes.len() as u64;
+    let mut encoded = [0; 10];
+    let mut used = 0;
+    loop {
+        let low = (length & 0x7f) as u8;
+        length >>= 7;
+        if length == 0 {
+            encoded[used] = low;
+            used += 1;
+            break;
+        }
+        encoded[used] = low | 0x80;
+        used += 1;
+    }
+    hash.update(&encoded[..used]);
+    hash.update(bytes);
 }
 
 impl fmt::Debug for ReplayKey {
@@ -85,31 +121,43 @@ mod tests {
     const SIG: &[u8] = b"RSOYDt4T1cUTdK1PDd93/VVr8B8=";
 
     #[test]
-    fn every_part_of_the_triple_changes_the_key() {
-        let base = ReplayKey::new("AC1", Algorithm::HmacSha1, SIG);
+    fn every_part_changes_the_key() {
+        let base = ReplayKey::new(Algorithm::HmacSha1, SIG);
         let variants = [
-            ReplayKey::new("AC2", Algorithm::HmacSha1, SIG),
-            ReplayKey::new("", Algorithm::HmacSha1, SIG),
-            ReplayKey::new("AC1", Algorithm::HmacSha256, SIG),
-            ReplayKey::new("AC1", Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B9="),
+            ReplayKey::new(Algorithm::HmacSha256, SIG),
+            ReplayKey::new(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B9="),
+            ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b""),
+            ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b"idem-1"),
         ];
         for variant in variants {
             assert_ne!(base, variant);
         }
-        assert_eq!(base, ReplayKey::new("AC1", Algorithm::HmacSha1, SIG));
+        assert_ne!(
+            ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b"idem-1"),
+            ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b"idem-2")
+        );
+        assert_eq!(base, ReplayKey::new(Algorithm::HmacSha1, SIG));
     }
 
     #[test]
-    fn the_boundary_between_account_and_signature_is_not_ambiguous() {
-        // Without length prefixes "AC1" + "2abc" and "AC12" + "abc" would hash the same bytes.
-        let a = ReplayKey::new("AC1", Algorithm::HmacSha1, b"2abc");
-        let b = ReplayKey::new("AC12", Algorithm::HmacSha1, b"abc");
+    fn the_boundary_between_signature_and_token_is_not_ambiguous() {
+        // Without length prefixes "abc" + "d" and "ab" + "cd" would hash the same bytes.
+        let a = ReplayKey::for_delivery(Algorithm::HmacSha1, b"abc", b"d");
+        let b = ReplayKey::for_delivery(Algorithm::HmacSha1, b"ab", b"cd");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn long_inputs_have_their_own_length_encoding() {
+        let long = vec![b'a'; 300];
+        let a = ReplayKey::for_delivery(Algorithm::HmacSha1, &long, b"x");
+        let b = ReplayKey::for_delivery(Algorithm::HmacSha1, &long[..299], b"ax");
         assert_ne!(a, b);
     }
 
     #[test]
     fn debug_and_hex_never_show_the_signature() {
-        let key = ReplayKey::new("AC1", Algorithm::HmacSha1, SIG);
+        let key = ReplayKey::new(Algorithm::HmacSha1, SIG);
         let shown = format!("{key:?} {}", key.to_hex());
         assert!(!shown.contains("RSOYDt4T"), "{shown}");
         assert!(!shown.contains(&hex::encode(SIG)), "{shown}");

@@ -3,15 +3,25 @@
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
-    future::{Ready, ready},
+    future::{Future, Ready, ready},
     hash::{BuildHasherDefault, Hasher},
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::time::Instant;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use pin_project_lite::pin_project;
+use tokio::{
+    sync::{Notify, futures::OwnedNotified},
+    time::{Instant, Sleep},
+};
 
-use super::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind};
+use super::{
+    Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind, StoredAnswer,
+};
 
 /// The in-memory [`ReplayStore`]: one process, bounded by bytes. The default store.
 ///
@@ -20,33 +30,46 @@ use super::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayS
 /// It never forgets an entry before its time. Expired entries are dropped first (in order of
 /// expiry, as they are met); when the store is at its limit and nothing has expired, a claim
 /// for a **new** webhook fails with [`ReplayStoreErrorKind::Full`]. Duplicates of webhooks it
-/// holds are still recognised, and webhooks in flight still complete. With the guard's
-/// default fail-closed mode the new webhook gets a 503 and Twilio retries it later; with
-/// fail-open it passes with an `ERROR` event. Evicting the oldest entry instead would turn a
+/// holds are still recognised, and webhooks in flight still complete. The guard treats it as
+/// a store failure: by default the new webhook runs unguarded with an `ERROR` event (see
+/// [`StoreFailure`](crate::replay_guard::StoreFailure)). Evicting the oldest entry instead would turn a
 /// full store into one that silently accepts duplicates of what it evicted, which is exactly
 /// what the guard is for.
 ///
 /// Size it for the webhooks one window brings: each entry costs at most
 /// [`ENTRY_BYTES`](Self::ENTRY_BYTES) bytes of heap (hash table, expiry index and their
-/// growth slack, measured), so the default 64 MiB holds 190 647 webhooks: 2.2 a second
-/// for the 24-hour window.
+/// growth slack, measured), and a stored answer [`ANSWER_BYTES`](Self::ANSWER_BYTES) more
+/// than its body and content type. The default 64 MiB holds 174 759 webhooks without answers,
+/// or about 74 000 with a 300-byte TwiML answer each: about one a second for the 24-hour
+/// window. An answer that does not fit any more is kept as "done" only (its copies get an
+/// empty answer, and the store reports it at `WARN`); a new webhook that does not fit is
+/// refused with [`ReplayStoreErrorKind::Full`].
+///
+/// A copy that [waits](ReplayStore::wait) for a claim here is woken the moment the claim is
+/// completed, released or lapses.
 ///
 /// Time comes from [`tokio::time::Instant`], so tests can move it with `tokio::time::pause`.
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_twilio::{replay::{Claim, MemoryStore, ReplayKey, ReplayStore}, signature::Algorithm};
+/// use bytes::Bytes;
+/// use http::StatusCode;
+/// use tower_twilio::{
+///     replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+///     signature::Algorithm,
+/// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_twilio::replay::ReplayStoreError> {
 /// let store = MemoryStore::new(1024 * 1024);
-/// let key = ReplayKey::new("AC123", Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+/// let key = ReplayKey::new(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B8=");
 /// let Claim::Claimed(token) = store.claim(&key, Duration::from_secs(60)).await? else {
 ///     unreachable!("a new key");
 /// };
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::InFlight);
-/// store.complete(&key, token, Duration::from_secs(24 * 3600)).await?;
-/// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::Done);
+/// let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(b"<Response/>"));
+/// store.complete(&key, token, answer.clone(), Duration::from_secs(24 * 3600)).await?;
+/// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::Done(answer));
 /// # Ok(())
 /// # }
 /// ```
@@ -59,7 +82,11 @@ impl MemoryStore {
     /// The heap one entry may cost, in bytes, with the hash table and the expiry index at
     /// their worst growth slack. Checked by a test that fills a store to its limit and counts
     /// every byte it allocates.
-    pub const ENTRY_BYTES: usize = 352;
+    pub const ENTRY_BYTES: usize = 384;
+
+    /// The heap a stored answer costs beyond its body and content type (the box that holds it
+    /// and the reference counts its copies share), in bytes.
+    pub const ANSWER_BYTES: usize = 192;
 
     /// The heap the store needs whatever its size (the first nodes of its tables), in bytes.
     pub const FIXED_BYTES: usize = 1024;
@@ -68,17 +95,27 @@ impl MemoryStore {
     pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
     /// A store that keeps at most `max_bytes` of heap: at most
-    /// `(max_bytes - FIXED_BYTES) / ENTRY_BYTES` entries, and at least one.
+    /// `(max_bytes - FIXED_BYTES) / ENTRY_BYTES` entries (at least one), fewer as stored
+    /// answers take their share.
     pub fn new(max_bytes: usize) -> Self {
+        let budget = max_bytes
+            .saturating_sub(Self::FIXED_BYTES)
+            .max(Self::ENTRY_BYTES);
         Self {
             table: Arc::new(Mutex::new(Table {
                 entries: HashMap::default(),
                 expiries: BTreeMap::new(),
                 next: 0,
-                max_entries: (max_bytes.saturating_sub(Self::FIXED_BYTES) / Self::ENTRY_BYTES)
-                    .max(1),
+                budget,
+                used: 0,
             })),
         }
+    }
+
+    /// The bytes its entries and stored answers count for now, out of its limit (less
+    /// [`FIXED_BYTES`](Self::FIXED_BYTES)).
+    pub fn used_bytes(&self) -> usize {
+        self.lock().used
     }
 
     /// How many entries (claimed or done, expired ones not yet dropped included) it holds.
@@ -91,9 +128,9 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// The most entries it will hold.
+    /// The most entries it will hold when they store no answer.
     pub fn capacity(&self) -> usize {
-        self.lock().max_entries
+        self.lock().budget / Self::ENTRY_BYTES
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -115,7 +152,8 @@ impl fmt::Debug for MemoryStore {
         let table = self.lock();
         f.debug_struct("MemoryStore")
             .field("len", &table.entries.len())
-            .field("capacity", &table.max_entries)
+            .field("used_bytes", &table.used)
+            .field("capacity", &(table.budget / Self::ENTRY_BYTES))
             .finish()
     }
 }
@@ -125,7 +163,49 @@ struct Entry {
     expires: Instant,
     /// Its key in `expiries`, and while claimed, the claim token.
     seq: u64,
-    done: bool,
+    state: State,
+}
+
+enum State {
+    /// Held by the request whose token is `seq`; the copies waiting for it, once one waits.
+    Claimed(Option<Arc<Notify>>),
+    /// Processed: the answer's status, and the answer when it was kept.
+    Done(StatusCode, Option<Box<StoredAnswer>>),
+}
+
+impl State {
+    /// The bytes the entry's answer counts for.
+    fn answer_bytes(&self) -> usize {
+        match self {
+            Self::Done(_, Some(answer)) => answer_bytes(answer),
+            _ => 0,
+        }
+    }
+
+    /// Wakes the copies waiting for this claim, if any.
+    fn settle(&self) {
+        if let Self::Claimed(Some(waiters)) = self {
+            waiters.notify_waiters();
+        }
+    }
+}
+
+fn answer_bytes(answer: &StoredAnswer) -> usize {
+    MemoryStore::ANSWER_BYTES + answer.len()
+}
+
+/// The answer with its bytes in allocations of their own and of their exact size, so that
+/// what is counted is what is held (a body sliced out of a larger buffer would keep all of it).
+fn owned(answer: &StoredAnswer) -> StoredAnswer {
+    let content_type = answer
+        .content_type()
+        .and_then(|value| HeaderValue::from_bytes(value.as_bytes()).ok());
+    match answer.body() {
+        Some(body) => {
+            StoredAnswer::new(answer.status(), content_type, Bytes::copy_from_slice(body))
+        }
+        None => StoredAnswer::done_only(answer.status()),
+    }
 }
 
 /// The keys are SHA-256 outputs of verified signatures: uniform, and not chosen by a sender
@@ -157,7 +237,10 @@ struct Table {
     expiries: BTreeMap<(Instant, u64), ReplayKey>,
     /// Hands out claim tokens and expiry sequence numbers.
     next: u64,
-    max_entries: usize,
+    /// The bytes entries and answers may count for.
+    budget: usize,
+    /// The bytes they count for now.
+    used: usize,
 }
 
 impl Table {
@@ -167,24 +250,32 @@ impl Table {
     }
 
     /// Drops every entry that has expired by `now`: each is met once, so this costs nothing
-    /// on average.
+    /// on average. A lapsed claim wakes its waiters.
     fn purge(&mut self, now: Instant) {
         while let Some(entry) = self.expiries.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let key = entry.remove();
-            self.entries.remove(&key);
+            if let Some(entry) = self.entries.remove(&key) {
+                self.used -= MemoryStore::ENTRY_BYTES + entry.state.answer_bytes();
+                entry.state.settle();
+            }
         }
     }
 
-    /// Inserts or replaces `key`'s entry; returns its sequence number.
-    fn insert(&mut self, key: ReplayKey, done: bool, expires: Instant) -> u64 {
+    /// Inserts `key`'s entry (absent before); returns its sequence number.
+    fn insert(&mut self, key: ReplayKey, state: State, expires: Instant) -> u64 {
         let seq = self.next();
-        let entry = Entry { expires, seq, done };
-        if let Some(old) = self.entries.insert(key, entry) {
-            self.expiries.remove(&(old.expires, old.seq));
-        }
+        self.used += MemoryStore::ENTRY_BYTES + state.answer_bytes();
+        self.entries.insert(
+            key,
+            Entry {
+                expires,
+                seq,
+                state,
+            },
+        );
         self.expiries.insert((expires, seq), key);
         seq
     }
@@ -193,70 +284,180 @@ impl Table {
         let now = Instant::now();
         self.purge(now);
         if let Some(entry) = self.entries.get(&key) {
-            return Ok(if entry.done {
-                Claim::Done
-            } else {
-                Claim::InFlight
+            return Ok(match &entry.state {
+                State::Done(_, Some(answer)) => Claim::Done(StoredAnswer::clone(answer)),
+                State::Done(status, None) => Claim::Done(StoredAnswer::done_only(*status)),
+                State::Claimed(_) => Claim::InFlight,
             });
         }
-        if self.entries.len() >= self.max_entries {
+        if self.used + MemoryStore::ENTRY_BYTES > self.budget {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
         }
-        let seq = self.insert(key, false, now + lease);
+        let seq = self.insert(key, State::Claimed(None), now + lease);
         Ok(Claim::Claimed(ClaimToken::new(u128::from(seq))))
     }
 
-    fn complete(&mut self, key: ReplayKey, window: Duration) -> Result<(), ReplayStoreError> {
+    fn renew(&mut self, key: ReplayKey, token: ClaimToken, lease: Duration) -> bool {
+        let now = Instant::now();
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        // A lapsed claim is not revived: a copy may have been told it is free.
+        let ours = matches!(entry.state, State::Claimed(_)) && u128::from(entry.seq) == token.get();
+        if !ours || entry.expires <= now {
+            return false;
+        }
+        let expires = now + lease;
+        self.expiries.remove(&(entry.expires, entry.seq));
+        entry.expires = expires;
+        self.expiries.insert((expires, entry.seq), key);
+        true
+    }
+
+    fn complete(
+        &mut self,
+        key: ReplayKey,
+        answer: &StoredAnswer,
+        window: Duration,
+    ) -> Result<(), ReplayStoreError> {
         let expires = Instant::now() + window;
+        let status = answer.status();
+        let old = self.entries.get(&key).map(|e| e.state.answer_bytes());
+        let room = self.budget - self.used + old.unwrap_or(0);
+        let needed = if old.is_some() {
+            0
+        } else {
+            MemoryStore::ENTRY_BYTES
+        };
+        let state = if answer.body().is_some() && needed + answer_bytes(answer) <= room {
+            State::Done(status, Some(Box::new(owned(answer))))
+        } else {
+            if answer.body().is_some() {
+                tracing::warn!(
+                    target: crate::events::TRACING_TARGET,
+                    "the replay store is too full to keep an answer: its copies get an empty answer"
+                );
+            }
+            State::Done(status, None)
+        };
         if let Some(entry) = self.entries.get_mut(&key) {
+            self.used = self.used - entry.state.answer_bytes() + state.answer_bytes();
             self.expiries.remove(&(entry.expires, entry.seq));
             entry.expires = expires;
-            entry.done = true;
+            let old = std::mem::replace(&mut entry.state, state);
             self.expiries.insert((expires, entry.seq), key);
+            old.settle();
             return Ok(());
         }
         // The claim ran out and was dropped: record the webhook all the same if there is room,
         // since it was processed.
-        if self.entries.len() >= self.max_entries {
+        if needed > room {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
         }
-        self.insert(key, true, expires);
+        self.insert(key, state, expires);
         Ok(())
     }
 
     fn release(&mut self, key: ReplayKey, token: ClaimToken) {
         if let Some(entry) = self.entries.get(&key)
-            && !entry.done
+            && matches!(entry.state, State::Claimed(_))
             && u128::from(entry.seq) == token.get()
         {
             let expiry = (entry.expires, entry.seq);
-            self.entries.remove(&key);
+            if let Some(entry) = self.entries.remove(&key) {
+                self.used -= MemoryStore::ENTRY_BYTES;
+                entry.state.settle();
+            }
             self.expiries.remove(&expiry);
+        }
+    }
+
+    /// What a copy waits on: the claim's waiters, until the claim lapses.
+    fn wait(&mut self, key: ReplayKey) -> Option<(OwnedNotified, Instant)> {
+        let entry = self.entries.get_mut(&key)?;
+        let State::Claimed(waiters) = &mut entry.state else {
+            return None;
+        };
+        let waiters = waiters.get_or_insert_with(|| Arc::new(Notify::new()));
+        // Registered now, under the lock: a settle from here on wakes it.
+        Some((Arc::clone(waiters).notified_owned(), entry.expires))
+    }
+}
+
+pin_project! {
+    /// What [`MemoryStore::wait`](ReplayStore::wait) returns: finishes when the claim is
+    /// completed, released or lapses (or at once if it is not claimed any more).
+    pub struct MemoryWait {
+        #[pin]
+        notified: Option<OwnedNotified>,
+        #[pin]
+        lapse: Option<Sleep>,
+    }
+}
+
+impl fmt::Debug for MemoryWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryWait")
+            .field("waiting", &self.notified.is_some())
+            .finish()
+    }
+}
+
+impl Future for MemoryWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let Some(notified) = this.notified.as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        if notified.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        match this.lapse.as_pin_mut() {
+            Some(lapse) => lapse.poll(cx),
+            None => Poll::Pending,
         }
     }
 }
 
 impl ReplayStore for MemoryStore {
     type ClaimFuture = Ready<Result<Claim, ReplayStoreError>>;
+    type RenewFuture = Ready<Result<bool, ReplayStoreError>>;
     type CompleteFuture = Ready<Result<(), ReplayStoreError>>;
     type ReleaseFuture = Ready<Result<(), ReplayStoreError>>;
+    type WaitFuture = MemoryWait;
 
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
         ready(self.lock().claim(*key, lease))
+    }
+
+    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
+        ready(Ok(self.lock().renew(*key, token, lease)))
     }
 
     fn complete(
         &self,
         key: &ReplayKey,
         _token: ClaimToken,
+        answer: StoredAnswer,
         window: Duration,
     ) -> Self::CompleteFuture {
-        ready(self.lock().complete(*key, window))
+        ready(self.lock().complete(*key, &answer, window))
     }
 
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
         self.lock().release(*key, token);
         ready(Ok(()))
+    }
+
+    fn wait(&self, key: &ReplayKey, _attempt: u32) -> Self::WaitFuture {
+        let waiting = self.lock().wait(*key);
+        let (notified, lapse) = match waiting {
+            Some((notified, expires)) => (Some(notified), Some(tokio::time::sleep_until(expires))),
+            None => (None, None),
+        };
+        MemoryWait { notified, lapse }
     }
 
     fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
@@ -273,7 +474,7 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(24 * 3600);
 
     fn key(n: u32) -> ReplayKey {
-        ReplayKey::new("AC1", Algorithm::HmacSha1, &n.to_be_bytes())
+        ReplayKey::new(Algorithm::HmacSha1, &n.to_be_bytes())
     }
 
     fn claim(store: &MemoryStore, key: &ReplayKey) -> Result<Claim, ReplayStoreError> {
@@ -287,16 +488,33 @@ mod tests {
         }
     }
 
+    fn done() -> StoredAnswer {
+        StoredAnswer::done_only(StatusCode::OK)
+    }
+
+    fn twiml(body: &'static [u8]) -> StoredAnswer {
+        StoredAnswer::new(
+            StatusCode::OK,
+            Some(HeaderValue::from_static("text/xml")),
+            Bytes::from_static(body),
+        )
+    }
+
+    fn complete(store: &MemoryStore, key: ReplayKey, answer: &StoredAnswer, window: Duration) {
+        store.lock().complete(key, answer, window).unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_key_goes_claimed_then_done_then_expires() {
+    async fn a_key_goes_claimed_then_done_with_its_answer_then_expires() {
         let store = MemoryStore::default();
         let token = claimed(&store, &key(1));
         assert_eq!(claim(&store, &key(1)).unwrap(), Claim::InFlight);
-        store.lock().complete(key(1), WINDOW).unwrap();
-        assert_eq!(claim(&store, &key(1)).unwrap(), Claim::Done);
+        let answer = twiml(b"<Response><Message>hi</Message></Response>");
+        complete(&store, key(1), &answer, WINDOW);
+        assert_eq!(claim(&store, &key(1)).unwrap(), Claim::Done(answer.clone()));
         // A release with the old token does not undo the done mark.
         store.lock().release(key(1), token);
-        assert_eq!(claim(&store, &key(1)).unwrap(), Claim::Done);
+        assert_eq!(claim(&store, &key(1)).unwrap(), Claim::Done(answer));
         tokio::time::advance(WINDOW).await;
         assert!(matches!(claim(&store, &key(1)), Ok(Claim::Claimed(_))));
     }
@@ -317,18 +535,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_renewed_claim_outlives_its_first_lease_and_a_stale_token_renews_nothing() {
+        let store = MemoryStore::default();
+        let token = claimed(&store, &key(1));
+        for _ in 0..5 {
+            tokio::time::advance(LEASE / 2).await;
+            assert!(store.lock().renew(key(1), token, LEASE));
+        }
+        assert_eq!(claim(&store, &key(1)).unwrap(), Claim::InFlight);
+        assert!(
+            !store
+                .lock()
+                .renew(key(1), ClaimToken::new(token.get() + 1), LEASE)
+        );
+        tokio::time::advance(LEASE).await;
+        assert!(!store.lock().renew(key(1), token, LEASE), "lapsed");
+        assert!(matches!(claim(&store, &key(1)), Ok(Claim::Claimed(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_full_store_refuses_new_keys_but_still_knows_the_old_ones() {
         let store = MemoryStore::new(MemoryStore::FIXED_BYTES + 3 * MemoryStore::ENTRY_BYTES);
         assert_eq!(store.capacity(), 3);
         for n in 0..3 {
             claimed(&store, &key(n));
-            store.lock().complete(key(n), WINDOW).unwrap();
+            complete(&store, key(n), &done(), WINDOW);
         }
         let error = claim(&store, &key(3)).unwrap_err();
         assert_eq!(error.kind(), ReplayStoreErrorKind::Full);
         // Nothing was evicted to make room: every duplicate is still recognised.
         for n in 0..3 {
-            assert_eq!(claim(&store, &key(n)).unwrap(), Claim::Done);
+            assert_eq!(claim(&store, &key(n)).unwrap(), Claim::Done(done()));
         }
         // Once an entry expires there is room again, and only the expired one is forgotten.
         tokio::time::advance(WINDOW).await;
@@ -337,21 +574,46 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn stored_answers_count_toward_the_bound_and_one_that_does_not_fit_is_done_only() {
+        let body = &[b'x'; 1000];
+        let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(body));
+        let one = MemoryStore::ENTRY_BYTES + MemoryStore::ANSWER_BYTES + 1000;
+        let store = MemoryStore::new(MemoryStore::FIXED_BYTES + 2 * one);
+        for n in 0..2 {
+            claimed(&store, &key(n));
+            complete(&store, key(n), &answer, WINDOW);
+            assert_eq!(claim(&store, &key(n)).unwrap(), Claim::Done(answer.clone()));
+        }
+        assert_eq!(store.used_bytes(), 2 * one);
+        // Room for the entry of a third (the answers took it) is gone.
+        assert_eq!(
+            claim(&store, &key(2)).unwrap_err().kind(),
+            ReplayStoreErrorKind::Full
+        );
+        // In a store with room for three entries but two answers, the third is done only.
+        let store = MemoryStore::new(MemoryStore::FIXED_BYTES + 2 * one + MemoryStore::ENTRY_BYTES);
+        for n in 0..3 {
+            claimed(&store, &key(n));
+            complete(&store, key(n), &answer, WINDOW);
+        }
+        assert_eq!(claim(&store, &key(2)).unwrap(), Claim::Done(done()));
+        assert!(store.used_bytes() <= 2 * one + MemoryStore::ENTRY_BYTES);
+        // Expiry gives the bytes back.
+        tokio::time::advance(WINDOW).await;
+        claimed(&store, &key(9));
+        assert_eq!(store.used_bytes(), MemoryStore::ENTRY_BYTES);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn expired_entries_go_first_in_order_of_expiry() {
         let store = MemoryStore::new(MemoryStore::FIXED_BYTES + 2 * MemoryStore::ENTRY_BYTES);
         claimed(&store, &key(1));
-        store
-            .lock()
-            .complete(key(1), Duration::from_secs(10))
-            .unwrap();
+        complete(&store, key(1), &done(), Duration::from_secs(10));
         claimed(&store, &key(2));
-        store
-            .lock()
-            .complete(key(2), Duration::from_secs(20))
-            .unwrap();
+        complete(&store, key(2), &done(), Duration::from_secs(20));
         tokio::time::advance(Duration::from_secs(15)).await;
         claimed(&store, &key(3));
-        assert_eq!(claim(&store, &key(2)).unwrap(), Claim::Done);
+        assert_eq!(claim(&store, &key(2)).unwrap(), Claim::Done(done()));
         assert_eq!(claim(&store, &key(3)).unwrap(), Claim::InFlight);
         assert_eq!(store.len(), 2);
     }
@@ -359,8 +621,8 @@ mod tests {
     #[test]
     fn a_completed_key_whose_claim_lapsed_is_recorded_again() {
         let store = MemoryStore::default();
-        store.lock().complete(key(9), WINDOW).unwrap();
-        assert_eq!(claim(&store, &key(9)).unwrap(), Claim::Done);
+        complete(&store, key(9), &done(), WINDOW);
+        assert_eq!(claim(&store, &key(9)).unwrap(), Claim::Done(done()));
     }
 
     #[test]
@@ -369,5 +631,31 @@ mod tests {
         let token = claimed(&store, &key(1));
         store.release_detached(&key(1), token);
         assert!(store.is_empty());
+        assert_eq!(store.used_bytes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_when_the_claim_settles_or_lapses_and_not_before() {
+        let store = MemoryStore::default();
+        // Not claimed: nothing to wait for.
+        store.wait(&key(1), 0).await;
+        let token = claimed(&store, &key(1));
+        let mut wait = Box::pin(store.wait(&key(1), 0));
+        let noop = &mut Context::from_waker(std::task::Waker::noop());
+        assert!(wait.as_mut().poll(noop).is_pending());
+        complete(&store, key(1), &done(), WINDOW);
+        assert!(
+            wait.as_mut().poll(noop).is_ready(),
+            "woken by the completion"
+        );
+
+        claimed(&store, &key(2));
+        let mut wait = Box::pin(store.wait(&key(2), 0));
+        assert!(wait.as_mut().poll(noop).is_pending());
+        store.lock().release(key(1), token); // not its claim
+        assert!(wait.as_mut().poll(noop).is_pending());
+        tokio::time::timeout(LEASE * 2, wait)
+            .await
+            .expect("woken when the lease lapses");
     }
 }

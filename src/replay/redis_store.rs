@@ -13,14 +13,27 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use super::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind};
+use tokio::time::Sleep;
+
+use super::{
+    Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind, StoredAnswer,
+};
 
 /// A boxed future: the Redis store's operations are network round trips, next to which one
 /// allocation costs nothing. The layer's own path stays unboxed.
 pub type RedisFuture<T> = Pin<Box<dyn Future<Output = Result<T, ReplayStoreError>> + Send>>;
 
-/// The value of a key that is done.
-const DONE: &str = "d";
+/// The first byte of a key that is done; the [`StoredAnswer`] follows.
+const DONE: u8 = b'd';
+
+/// Extends `KEYS[1]`'s expiry to `ARGV[2]` milliseconds only if it still holds `ARGV[1]`
+/// (our claim), atomically.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+         return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0",
+    )
+});
 
 /// Deletes `KEYS[1]` only if it still holds `ARGV[1]` (our claim), atomically.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -35,15 +48,19 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 /// balancer. Needs the cargo feature `redis`.
 ///
 /// Each key is `PREFIX` ‖ the [`ReplayKey`] in hex (`tower-twilio:replay:` by default), and
-/// holds `c:` ‖ a random 128-bit claim token while claimed, or `d` once done. Every operation
-/// is one atomic command:
+/// holds `c:` ‖ a random 128-bit claim token while claimed, or `d` ‖ the
+/// [stored answer](StoredAnswer::to_bytes) once done. Every operation is one atomic command:
 ///
 /// - claim: `SET key c:TOKEN NX PX lease`. Only when the key exists already, a `GET` tells a
-///   duplicate (`d`) from one in flight; the key vanishing in between is answered as in
-///   flight (Twilio retries), never as new.
-/// - complete: `SET key d PX window`.
+///   copy (`d…`, with the answer) from one in flight; the key vanishing in between is
+///   answered as in flight (the guard waits and claims again), never as new.
+/// - renew: a Lua script that sets the expiry to the lease again only while the key holds our
+///   token.
+/// - complete: `SET key d… PX window`.
 /// - release: a Lua script that deletes the key only while it holds our token, so a late
 ///   release never deletes another request's claim or a done mark.
+/// - wait: Redis cannot tell a waiting copy when a claim settles, so a copy sleeps 25 ms,
+///   doubling up to 400 ms, between claims.
 ///
 /// It talks through a [`ConnectionManager`], which reconnects on its own after the server
 /// comes back. [`connect`](Self::connect) bounds every command by one second and the
@@ -58,12 +75,12 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 /// persistence if that matters.
 ///
 /// ```no_run
-/// use tower_twilio::{Credentials, TwilioSignatureLayer, replay::{RedisStore, ReplayGuard}};
+/// use tower_twilio::{Credentials, replay::RedisStore, replay_guard::ReplayGuardLayer};
 ///
 /// # async fn layer(credentials: Credentials) -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
-/// let twilio = TwilioSignatureLayer::new(credentials).replay_guard(ReplayGuard::new(store));
-/// # let _ = twilio;
+/// let replay_guard = ReplayGuardLayer::new(store);
+/// # let _ = replay_guard;
 /// # Ok(())
 /// # }
 /// ```
@@ -144,8 +161,10 @@ fn random_token() -> Result<ClaimToken, ReplayStoreError> {
 
 impl ReplayStore for RedisStore {
     type ClaimFuture = RedisFuture<Claim>;
+    type RenewFuture = RedisFuture<bool>;
     type CompleteFuture = RedisFuture<()>;
     type ReleaseFuture = RedisFuture<()>;
+    type WaitFuture = Sleep;
 
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
         let mut connection = self.connection.clone();
@@ -170,12 +189,34 @@ impl ReplayStore for RedisStore {
                     ));
                 }
             }
-            let current: Option<String> = connection.get(&key).await.map_err(unavailable)?;
-            Ok(match current.as_deref() {
-                Some(DONE) => Claim::Done,
-                // Claimed by someone else, or gone between the two commands: Twilio retries.
-                _ => Claim::InFlight,
-            })
+            let current: Option<Vec<u8>> = connection.get(&key).await.map_err(unavailable)?;
+            match current.as_deref() {
+                Some([DONE, answer @ ..]) => StoredAnswer::from_bytes(answer)
+                    .map(Claim::Done)
+                    .ok_or_else(|| {
+                        ReplayStoreError::with_source(
+                            ReplayStoreErrorKind::Protocol,
+                            "a done key holds no answer the guard wrote",
+                        )
+                    }),
+                // Claimed by someone else, or gone between the two commands: claim again.
+                _ => Ok(Claim::InFlight),
+            }
+        })
+    }
+
+    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
+        let mut connection = self.connection.clone();
+        let key = self.key(key);
+        Box::pin(async move {
+            let renewed: i64 = RENEW
+                .key(&key)
+                .arg(claim_value(token))
+                .arg(millis(lease))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            Ok(renewed == 1)
         })
     }
 
@@ -183,17 +224,25 @@ impl ReplayStore for RedisStore {
         &self,
         key: &ReplayKey,
         _token: ClaimToken,
+        answer: StoredAnswer,
         window: Duration,
     ) -> Self::CompleteFuture {
         let mut connection = self.connection.clone();
         let key = self.key(key);
         Box::pin(async move {
+            let mut value = vec![DONE];
+            value.extend_from_slice(&answer.to_bytes());
             let () = connection
-                .pset_ex(&key, DONE, millis(window))
+                .pset_ex(&key, value, millis(window))
                 .await
                 .map_err(unavailable)?;
             Ok(())
         })
+    }
+
+    fn wait(&self, _key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
+        let backoff = Duration::from_millis(25) * 2u32.saturating_pow(attempt.min(4));
+        tokio::time::sleep(backoff)
     }
 
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {

@@ -9,18 +9,18 @@ use std::{
     time::Duration,
 };
 
-use super::ReplayKey;
+use super::{ReplayKey, StoredAnswer};
 use crate::BoxError;
 
 /// The answer to a [claim](ReplayStore::claim).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// Not seen: the key is now held by this request until it is
     /// [completed](ReplayStore::complete), [released](ReplayStore::release) or the lease runs
-    /// out. The token proves the claim is ours when releasing it.
+    /// out. The token proves the claim is ours when renewing or releasing it.
     Claimed(ClaimToken),
-    /// Processed already, within the window: a duplicate.
-    Done,
+    /// Processed already, within the window: a copy, to be given this answer.
+    Done(StoredAnswer),
     /// Claimed by another request that has not finished (here or on another instance).
     InFlight,
 }
@@ -45,17 +45,23 @@ impl ClaimToken {
     }
 }
 
-/// Keeps which webhooks are in flight and which were processed, for
-/// [`ReplayGuard`](super::ReplayGuard).
+/// Keeps which webhooks are in flight and which were processed, with the first answer to
+/// each, for the [replay guard](crate::replay_guard).
 ///
-/// Three operations, each a single atomic step in the store:
+/// Each operation is a single atomic step in the store:
 ///
 /// 1. [`claim`](Self::claim): if the key is absent, store it as claimed by a fresh token for
-///    `lease`, and answer [`Claim::Claimed`]; else say whether it is [`Claim::Done`] or
-///    [`Claim::InFlight`].
-/// 2. [`complete`](Self::complete): mark the key done for `window`, whoever holds it now (the
-///    handler succeeded, so that is the truth).
-/// 3. [`release`](Self::release): delete the key only if it is still claimed by `token`.
+///    `lease`, and answer [`Claim::Claimed`]; else answer [`Claim::Done`] with the stored
+///    answer, or [`Claim::InFlight`].
+/// 2. [`renew`](Self::renew): extend the claim to `lease` from now, only while `token` holds
+///    it; answers whether it still did.
+/// 3. [`complete`](Self::complete): store the answer and mark the key done for `window`,
+///    whoever holds it now (the handler succeeded, so that is the truth).
+/// 4. [`release`](Self::release): delete the key only if it is still claimed by `token`.
+/// 5. [`wait`](Self::wait): a future that finishes when the key's claim may have been
+///    settled: the in-memory store wakes waiters when it is; a shared store cannot, and
+///    sleeps a short, growing backoff (`attempt` counts the waits before). The guard then
+///    claims again, and bounds the whole wait itself.
 ///
 /// The futures are associated types, so that a store whose operations are synchronous (like
 /// [`MemoryStore`](super::MemoryStore), with [`std::future::Ready`]) costs no allocation. A
@@ -63,29 +69,42 @@ impl ClaimToken {
 /// [`RedisStore`](super::RedisStore) does: one allocation is nothing next to a round trip.
 /// The futures must not borrow the store: they live in the middleware's response future.
 ///
-/// An error is never taken as "not seen": the guard refuses the request (or, if configured to
-/// fail open, passes it and reports an `ERROR`).
+/// An error is never taken as "not seen": the guard refuses the request or runs it unguarded
+/// with an `ERROR` event, as it is configured.
 pub trait ReplayStore {
     /// What [`claim`](Self::claim) returns.
     type ClaimFuture: Future<Output = Result<Claim, ReplayStoreError>>;
+    /// What [`renew`](Self::renew) returns.
+    type RenewFuture: Future<Output = Result<bool, ReplayStoreError>>;
     /// What [`complete`](Self::complete) returns.
     type CompleteFuture: Future<Output = Result<(), ReplayStoreError>>;
     /// What [`release`](Self::release) returns.
     type ReleaseFuture: Future<Output = Result<(), ReplayStoreError>>;
+    /// What [`wait`](Self::wait) returns.
+    type WaitFuture: Future<Output = ()>;
 
     /// Claims `key` for `lease` if it is absent; see the [trait docs](Self).
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture;
 
-    /// Marks `key` done for `window`.
+    /// Extends `token`'s claim on `key` to `lease` from now; `Ok(false)` if `token` no longer
+    /// holds it.
+    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture;
+
+    /// Stores `answer` and marks `key` done for `window`.
     fn complete(
         &self,
         key: &ReplayKey,
         token: ClaimToken,
+        answer: StoredAnswer,
         window: Duration,
     ) -> Self::CompleteFuture;
 
     /// Deletes `key` if `token` still holds it.
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture;
+
+    /// Finishes when `key`'s claim may have been settled (or after a backoff); see the
+    /// [trait docs](Self).
+    fn wait(&self, key: &ReplayKey, attempt: u32) -> Self::WaitFuture;
 
     /// Releases a claim from synchronous code: the guard calls it when a request is dropped
     /// before its handler answered (the client went away), so that Twilio's retry is not
@@ -115,8 +134,8 @@ pub struct ReplayStoreError {
 #[non_exhaustive]
 pub enum ReplayStoreErrorKind {
     /// The store is at its size limit and holds no expired entry to make room: a new webhook
-    /// cannot be recorded, so it is not let through as if it were new (with the default
-    /// fail-closed mode it gets a 503 and Twilio retries it later).
+    /// cannot be recorded, so it is never taken as new-and-guarded (the guard runs it
+    /// unguarded with an `ERROR` event, or refuses it, as it is configured).
     Full,
     /// The store could not be reached or did not answer in time (a Redis server down, a
     /// network failure, a timeout).

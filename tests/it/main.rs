@@ -11,6 +11,7 @@ mod middleware;
 mod properties;
 mod quick_start;
 mod replay;
+mod replay_guard;
 mod secrets;
 mod support;
 mod vectors;

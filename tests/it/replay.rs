@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tower_twilio::{
-    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, ReplayStoreErrorKind},
+    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer},
     signature::Algorithm,
 };
 
@@ -14,11 +14,12 @@ const LEASE: Duration = Duration::from_secs(60);
 const WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 fn key(n: u64) -> ReplayKey {
-    ReplayKey::new(
-        "AC11111111111111111111111111111111",
-        Algorithm::HmacSha1,
-        format!("{n:027}=").as_bytes(),
-    )
+    ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes())
+}
+
+/// "Done" without an answer body, as the older guard records it.
+fn done() -> StoredAnswer {
+    StoredAnswer::done_only(http::StatusCode::OK)
 }
 
 /// Records `count` distinct verified webhooks (claim, then complete) in `store`.
@@ -27,7 +28,10 @@ fn record(store: &MemoryStore, range: std::ops::Range<u64>) {
         let Ok(Claim::Claimed(token)) = store.claim(&key(n), LEASE).into_inner() else {
             panic!("webhook {n} was not new");
         };
-        store.complete(&key(n), token, WINDOW).into_inner().unwrap();
+        store
+            .complete(&key(n), token, done(), WINDOW)
+            .into_inner()
+            .unwrap();
     }
 }
 
@@ -55,7 +59,7 @@ fn memory_store_stays_within_its_byte_limit_under_100_000_webhooks() {
     assert_eq!(refused.kind(), ReplayStoreErrorKind::Full);
     assert_eq!(
         store.claim(&key(0), LEASE).into_inner().unwrap(),
-        Claim::Done
+        Claim::Done(done())
     );
     // The worst cases: a store that fills just past one of the hash table's growth steps
     // (7/8 of a power of two), where the table is at its emptiest and both the old and the new
@@ -203,7 +207,7 @@ mod redis_store {
 
     use tower_twilio::replay::{Claim, ReplayStore, ReplayStoreErrorKind};
 
-    use super::{LEASE, WINDOW, key, redis};
+    use super::{LEASE, WINDOW, done, key, redis};
 
     #[cfg_attr(
         skip_redis,
@@ -224,11 +228,20 @@ mod redis_store {
         // A late release with a stale token deletes nothing.
         store.release(&key(1), first).await.unwrap();
         assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
-        store.complete(&key(1), second, WINDOW).await.unwrap();
-        assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::Done);
+        store
+            .complete(&key(1), second, done(), WINDOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&key(1), LEASE).await.unwrap(),
+            Claim::Done(done())
+        );
         // Releasing after completion does not undo it.
         store.release(&key(1), second).await.unwrap();
-        assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::Done);
+        assert_eq!(
+            store.claim(&key(1), LEASE).await.unwrap(),
+            Claim::Done(done())
+        );
     }
 
     #[cfg_attr(
@@ -289,10 +302,13 @@ mod redis_store {
             panic!("a new key")
         };
         store
-            .complete(&key(2), token, Duration::from_millis(200))
+            .complete(&key(2), token, done(), Duration::from_millis(200))
             .await
             .unwrap();
-        assert_eq!(store.claim(&key(2), LEASE).await.unwrap(), Claim::Done);
+        assert_eq!(
+            store.claim(&key(2), LEASE).await.unwrap(),
+            Claim::Done(done())
+        );
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(matches!(
             store.claim(&key(2), LEASE).await,
@@ -1067,7 +1083,7 @@ fn nothing_of_the_replay_guard_prints_the_signature() {
         .to_str()
         .unwrap()
         .to_owned();
-    let key = ReplayKey::new("AC0123", Algorithm::HmacSha1, signature.as_bytes());
+    let key = ReplayKey::new(Algorithm::HmacSha1, signature.as_bytes());
     let store = MemoryStore::default();
     let token = match store.claim(&key, LEASE).into_inner().unwrap() {
         Claim::Claimed(token) => token,

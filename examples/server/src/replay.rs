@@ -5,7 +5,10 @@ use std::{fmt, time::Duration};
 
 use tower_twilio::{
     BoxError,
-    replay::{Claim, ClaimToken, MemoryStore, RedisFuture, RedisStore, ReplayKey, ReplayStore},
+    replay::{
+        Claim, ClaimToken, MemoryStore, RedisFuture, RedisStore, ReplayKey, ReplayStore,
+        StoredAnswer,
+    },
 };
 
 /// Where the replay guard keeps what it has seen. `Debug` and `Display` hide a Redis password.
@@ -89,8 +92,10 @@ impl AnyStore {
 
 impl ReplayStore for AnyStore {
     type ClaimFuture = RedisFuture<Claim>;
+    type RenewFuture = RedisFuture<bool>;
     type CompleteFuture = RedisFuture<()>;
     type ReleaseFuture = RedisFuture<()>;
+    type WaitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
         match self {
@@ -99,15 +104,30 @@ impl ReplayStore for AnyStore {
         }
     }
 
+    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
+        match self {
+            Self::Memory(store) => Box::pin(store.renew(key, token, lease)),
+            Self::Redis(store) => store.renew(key, token, lease),
+        }
+    }
+
     fn complete(
         &self,
         key: &ReplayKey,
         token: ClaimToken,
+        answer: StoredAnswer,
         window: Duration,
     ) -> Self::CompleteFuture {
         match self {
-            Self::Memory(store) => Box::pin(store.complete(key, token, window)),
-            Self::Redis(store) => store.complete(key, token, window),
+            Self::Memory(store) => Box::pin(store.complete(key, token, answer, window)),
+            Self::Redis(store) => store.complete(key, token, answer, window),
+        }
+    }
+
+    fn wait(&self, key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
+        match self {
+            Self::Memory(store) => Box::pin(store.wait(key, attempt)),
+            Self::Redis(store) => Box::pin(store.wait(key, attempt)),
         }
     }
 

@@ -1,0 +1,559 @@
+//! [`ResponseFuture`]: claims the webhook, then runs the inner service and stores its answer,
+//! gives a copy the stored answer, or waits for the first attempt.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use http::{HeaderMap, Request, Response, header, response::Parts};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::{
+    ResponseBody, StoreFailure,
+    body::{AnswerCollector, Collected},
+    layer::{Scope, Settings},
+};
+use crate::{
+    BoxError, Rejection, RejectionKind, VerifiedWebhook,
+    events::TRACING_TARGET,
+    replay::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, StoredAnswer},
+    verify::Covered,
+};
+
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+pin_project! {
+    /// The response future of [`ReplayGuard`](super::ReplayGuard): a small state machine
+    /// (claim, wait, run, read the answer, store it) with nothing boxed.
+    pub struct ResponseFuture<S, St, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+        St: ReplayStore,
+    {
+        #[pin]
+        state: State<
+            St::ClaimFuture,
+            St::WaitFuture,
+            S::Future,
+            ResBody,
+            St::CompleteFuture,
+            St::ReleaseFuture,
+            S::Error,
+        >,
+        // How long a copy may still wait for the first attempt: set when it first waits.
+        #[pin]
+        deadline: Option<Sleep>,
+        // When the claim is renewed next: set when the handler first makes the request wait.
+        #[pin]
+        renew_at: Option<Sleep>,
+        #[pin]
+        renewal: Option<St::RenewFuture>,
+        request: InFlight<S, St, ReqBody>,
+    }
+
+    impl<S, St, ReqBody, ResBody> PinnedDrop for ResponseFuture<S, St, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+        St: ReplayStore,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped while holding the claim (the client went away before the handler
+            // answered): let the next copy run.
+            let request = this.project().request;
+            if let Some(token) = request.claim.take() {
+                request.settings.store.release_detached(&request.key, token);
+            }
+        }
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<CF, WF, SF, RB, KF, XF, E> {
+        Claiming {
+            #[pin]
+            claim: CF,
+        },
+        // Another attempt holds the claim: wait for it to settle, then claim again.
+        Waiting {
+            #[pin]
+            wait: WF,
+        },
+        Running {
+            #[pin]
+            future: SF,
+        },
+        // The handler answered 2xx: its body is read (up to the bound) for the store.
+        Reading {
+            body: Option<RB>,
+            collector: AnswerCollector,
+            parts: Option<Parts>,
+        },
+        Completing {
+            #[pin]
+            complete: KF,
+            response: Option<Response<ResponseBody<RB>>>,
+        },
+        Releasing {
+            #[pin]
+            release: XF,
+            result: Option<Result<Response<ResponseBody<RB>>, E>>,
+        },
+        Finished {
+            result: Option<Result<Response<ResponseBody<RB>>, E>>,
+        },
+    }
+}
+
+/// What the future holds whatever its state.
+struct InFlight<S, St, ReqBody> {
+    inner: S,
+    settings: Arc<Settings<St>>,
+    /// Until the inner service is called.
+    request: Option<Request<ReqBody>>,
+    key: ReplayKey,
+    /// What the signature covered, for the empty answer to a copy whose answer was not kept.
+    covered: Covered,
+    /// Held from the claim until the store is told to complete or release it.
+    claim: Option<ClaimToken>,
+    /// How many times this copy has waited.
+    waits: u32,
+}
+
+type StateOf<S, St, ReqBody, ResBody> = State<
+    <St as ReplayStore>::ClaimFuture,
+    <St as ReplayStore>::WaitFuture,
+    <S as Service<Request<ReqBody>>>::Future,
+    ResBody,
+    <St as ReplayStore>::CompleteFuture,
+    <St as ReplayStore>::ReleaseFuture,
+    <S as Service<Request<ReqBody>>>::Error,
+>;
+
+impl<S, St, ReqBody, ResBody> ResponseFuture<S, St, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: ReplayStore,
+{
+    pub(crate) fn new(request: Request<ReqBody>, inner: S, settings: Arc<Settings<St>>) -> Self {
+        let verified = request
+            .extensions()
+            .get::<VerifiedWebhook>()
+            .map(|webhook| {
+                let key = replay_key(webhook, request.headers(), settings.scope);
+                (key, webhook.covered())
+            });
+        let (key, covered, state) = match verified {
+            Some((key, covered)) => {
+                let claim = settings.store.claim(&key, settings.lease);
+                (key, covered, State::Claiming { claim })
+            }
+            None => {
+                tracing::error!(
+                    target: TRACING_TARGET,
+                    event_type = RejectionKind::ReplayGuardMisplaced.as_str(),
+                    severity = "critical",
+                    method = %request.method(),
+                    path = request.uri().path(),
+                    "the replay guard got a request without a VerifiedWebhook: place \
+                     ReplayGuardLayer after TwilioSignatureLayer (refused with 500)"
+                );
+                let response = refusal(RejectionKind::ReplayGuardMisplaced, None);
+                let key = ReplayKey::new(crate::signature::Algorithm::HmacSha1, b"");
+                (key, Covered::UrlOnly, finished(response))
+            }
+        };
+        Self {
+            state,
+            deadline: None,
+            renew_at: None,
+            renewal: None,
+            request: InFlight {
+                inner,
+                settings,
+                request: Some(request),
+                key,
+                covered,
+                claim: None,
+                waits: 0,
+            },
+        }
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Future for ResponseFuture<S, St, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: ReplayStore,
+    ResBody: Body + Unpin,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let request = this.request;
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Claiming { claim } => {
+                    let answer = ready!(claim.poll(cx));
+                    if matches!(answer, Ok(Claim::InFlight)) && this.deadline.is_none() {
+                        let wait = request.settings.wait;
+                        this.deadline.set(Some(tokio::time::sleep(wait)));
+                    }
+                    request.claimed(answer)
+                }
+                StateProj::Waiting { wait } => {
+                    let deadline = this.deadline.as_mut().as_pin_mut();
+                    if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
+                        request.wait_ran_out()
+                    } else {
+                        ready!(wait.poll(cx));
+                        request.waits += 1;
+                        let settings = &request.settings;
+                        State::Claiming {
+                            claim: settings.store.claim(&request.key, settings.lease),
+                        }
+                    }
+                }
+                StateProj::Running { future } => match future.poll(cx) {
+                    Poll::Ready(result) => request.answered(result),
+                    Poll::Pending => {
+                        request.poll_renewal(this.renew_at.as_mut(), this.renewal.as_mut(), cx);
+                        return Poll::Pending;
+                    }
+                },
+                StateProj::Reading {
+                    body,
+                    collector,
+                    parts,
+                } => {
+                    let limit = request.settings.max_answer_bytes;
+                    let reading = body.as_mut().expect(POLLED_AFTER_COMPLETION);
+                    match collector.poll_collect(Pin::new(reading), limit, cx) {
+                        Poll::Ready(collected) => {
+                            let parts = parts.take().expect(POLLED_AFTER_COMPLETION);
+                            let body = body.take().expect(POLLED_AFTER_COMPLETION);
+                            request.read(parts, body, collected)
+                        }
+                        Poll::Pending => {
+                            request.poll_renewal(this.renew_at.as_mut(), this.renewal.as_mut(), cx);
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                StateProj::Completing { complete, response } => {
+                    if let Err(error) = ready!(complete.poll(cx)) {
+                        tracing::error!(
+                            target: TRACING_TARGET,
+                            event_type = RejectionKind::ReplayStoreFailed.as_str(),
+                            severity = "critical",
+                            %error,
+                            "a processed webhook could not be recorded in the replay store: \
+                             a copy arriving after the claim's lease runs the handler again"
+                        );
+                        #[cfg(feature = "metrics")]
+                        crate::metrics::replay_degraded("complete_failed");
+                    }
+                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Releasing { release, result } => {
+                    if let Err(error) = ready!(release.poll(cx)) {
+                        tracing::warn!(
+                            target: TRACING_TARGET,
+                            %error,
+                            "a replay claim could not be released: copies wait for it until \
+                             its lease runs out"
+                        );
+                    }
+                    return Poll::Ready(result.take().expect(POLLED_AFTER_COMPLETION));
+                }
+                StateProj::Finished { result } => {
+                    return Poll::Ready(result.take().expect(POLLED_AFTER_COMPLETION));
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+impl<S, St, ReqBody, ResBody> InFlight<S, St, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: ReplayStore,
+{
+    /// The store answered a claim.
+    fn claimed(
+        &mut self,
+        answer: Result<Claim, ReplayStoreError>,
+    ) -> StateOf<S, St, ReqBody, ResBody> {
+        match answer {
+            Ok(Claim::Claimed(token)) => {
+                self.claim = Some(token);
+                self.call()
+            }
+            Ok(Claim::Done(answer)) => {
+                #[cfg(feature = "metrics")]
+                crate::metrics::replay_suppressed();
+                tracing::debug!(
+                    target: TRACING_TARGET,
+                    event_type = RejectionKind::ReplaySuppressed.as_str(),
+                    waited = self.waits > 0,
+                    "a copy of a processed webhook got the first answer"
+                );
+                finished(self.copy(&answer))
+            }
+            Ok(Claim::InFlight) => State::Waiting {
+                wait: self.settings.store.wait(&self.key, self.waits),
+            },
+            Err(error) => self.store_failed(error),
+        }
+    }
+
+    /// The answer to a copy: the stored one, or an empty one when only "done" was kept.
+    fn copy(&self, answer: &StoredAnswer) -> Response<ResponseBody<ResBody>> {
+        let mut response = match answer.body() {
+            Some(body) => {
+                let mut response = Response::new(ResponseBody::full(body.clone()));
+                *response.status_mut() = answer.status();
+                if let Some(content_type) = answer.content_type() {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, content_type.clone());
+                }
+                response
+            }
+            None => crate::replay::default_duplicate_response(self.covered).map(ResponseBody::full),
+        };
+        let rejection = Rejection::new(RejectionKind::ReplaySuppressed);
+        response.extensions_mut().insert(rejection);
+        response
+    }
+
+    fn store_failed(&mut self, error: ReplayStoreError) -> StateOf<S, St, ReqBody, ResBody> {
+        #[cfg(feature = "metrics")]
+        crate::metrics::replay_degraded("store_failed");
+        match self.settings.on_store_failure {
+            StoreFailure::RunUnguarded => {
+                tracing::error!(
+                    target: TRACING_TARGET,
+                    event_type = RejectionKind::ReplayStoreFailed.as_str(),
+                    severity = "critical",
+                    outcome = "passed_without_replay_check",
+                    %error,
+                    "the replay store failed: the webhook runs without a replay check"
+                );
+                self.call()
+            }
+            StoreFailure::Refuse => {
+                tracing::error!(
+                    target: TRACING_TARGET,
+                    event_type = RejectionKind::ReplayStoreFailed.as_str(),
+                    severity = "critical",
+                    outcome = "rejected",
+                    %error,
+                    "the replay store failed: the webhook is refused with 503"
+                );
+                let kind = RejectionKind::ReplayStoreFailed;
+                finished(refusal(kind, Some(Box::new(error))))
+            }
+        }
+    }
+
+    /// The copy waited as long as it may and the first attempt still runs.
+    fn wait_ran_out(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
+        tracing::warn!(
+            target: TRACING_TARGET,
+            event_type = RejectionKind::ReplayInFlight.as_str(),
+            wait_ms = self.settings.wait.as_millis() as u64,
+            "a copy waited for the first attempt until its bound and got 409; the first \
+             attempt keeps running and its answer is stored for later copies"
+        );
+        #[cfg(feature = "metrics")]
+        crate::metrics::replay_degraded("wait_ran_out");
+        finished(refusal(RejectionKind::ReplayInFlight, None))
+    }
+
+    fn call(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
+        let request = self.request.take().expect(POLLED_AFTER_COMPLETION);
+        State::Running {
+            future: self.inner.call(request),
+        }
+    }
+
+    /// The inner service answered: read a 2xx answer for the store, or let the claim go.
+    fn answered(
+        &mut self,
+        result: Result<Response<ResBody>, S::Error>,
+    ) -> StateOf<S, St, ReqBody, ResBody> {
+        let Some(token) = self.claim else {
+            // Unguarded (the store failed): nothing to record.
+            return State::Finished {
+                result: Some(result.map(|r| r.map(ResponseBody::inner))),
+            };
+        };
+        match result {
+            Ok(response) if response.status().is_success() => {
+                let (parts, body) = response.into_parts();
+                State::Reading {
+                    body: Some(body),
+                    collector: AnswerCollector::default(),
+                    parts: Some(parts),
+                }
+            }
+            result => self.release(token, result.map(|r| r.map(ResponseBody::inner))),
+        }
+    }
+
+    fn release(
+        &mut self,
+        token: ClaimToken,
+        result: Result<Response<ResponseBody<ResBody>>, S::Error>,
+    ) -> StateOf<S, St, ReqBody, ResBody> {
+        self.claim = None;
+        State::Releasing {
+            release: self.settings.store.release(&self.key, token),
+            result: Some(result),
+        }
+    }
+
+    /// The 2xx answer's body was read: store it (or "done" only) and hand it on.
+    fn read(
+        &mut self,
+        parts: Parts,
+        body: ResBody,
+        collected: Collected,
+    ) -> StateOf<S, St, ReqBody, ResBody> {
+        let token = self.claim.take().expect("only a claimed request is read");
+        let status = parts.status;
+        let (answer, response_body) = match collected {
+            Collected::Whole(bytes) => {
+                let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+                let answer = StoredAnswer::new(status, content_type, bytes.clone());
+                (answer, ResponseBody::full(bytes))
+            }
+            Collected::Partial(prefix, held @ Some(Err(_))) => {
+                // The body failed: not processed as far as anyone can tell. The client gets
+                // the error; the next copy runs again.
+                let response = Response::from_parts(parts, ResponseBody::rest(prefix, held, body));
+                return self.release(token, Ok(response));
+            }
+            Collected::Partial(prefix, held) => {
+                tracing::warn!(
+                    target: TRACING_TARGET,
+                    max_answer_bytes = self.settings.max_answer_bytes,
+                    "an answer larger than the replay guard's bound (or with trailers) is not \
+                     stored: its copies get an empty answer"
+                );
+                let answer = StoredAnswer::done_only(status);
+                (answer, ResponseBody::rest(prefix, held, body))
+            }
+        };
+        let settings = &self.settings;
+        State::Completing {
+            complete: settings
+                .store
+                .complete(&self.key, token, answer, settings.window),
+            response: Some(Response::from_parts(parts, response_body)),
+        }
+    }
+
+    /// While the handler runs: renew the claim every two fifths of the lease.
+    fn poll_renewal(
+        &mut self,
+        mut renew_at: Pin<&mut Option<Sleep>>,
+        mut renewal: Pin<&mut Option<St::RenewFuture>>,
+        cx: &mut Context<'_>,
+    ) {
+        let Some(token) = self.claim else { return };
+        let every = self.settings.renew_every();
+        loop {
+            if let Some(pending) = renewal.as_mut().as_pin_mut() {
+                let Poll::Ready(renewed) = pending.poll(cx) else {
+                    return;
+                };
+                renewal.set(None);
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
+                        target: TRACING_TARGET,
+                        "a replay claim lapsed while its handler ran: a copy may run too"
+                    ),
+                    Err(error) => tracing::warn!(
+                        target: TRACING_TARGET,
+                        %error,
+                        "a replay claim could not be renewed; retrying at the next interval"
+                    ),
+                }
+            }
+            match renew_at.as_mut().as_pin_mut() {
+                None => renew_at.set(Some(tokio::time::sleep(every))),
+                Some(mut sleep) => {
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return;
+                    }
+                    sleep.reset(Instant::now() + every);
+                    let settings = &self.settings;
+                    let renew = settings.store.renew(&self.key, token, settings.lease);
+                    renewal.set(Some(renew));
+                }
+            }
+        }
+    }
+}
+
+/// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
+/// scope its idempotency token when it has one.
+fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> ReplayKey {
+    // The signature that verified, as the signature layer kept it (never absent for a
+    // verified request; the header is the fallback).
+    let signature = webhook.signature().unwrap_or_else(|| {
+        headers
+            .get(&crate::verify::SIGNATURE)
+            .map_or(&[][..], |value| value.as_bytes())
+    });
+    let algorithm = webhook.algorithm();
+    match (scope, webhook.idempotency_token_bytes()) {
+        (Scope::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
+        _ => ReplayKey::new(algorithm, signature),
+    }
+}
+
+fn finished<CF, WF, SF, B, KF, XF, E>(
+    response: Response<ResponseBody<B>>,
+) -> State<CF, WF, SF, B, KF, XF, E> {
+    State::Finished {
+        result: Some(Ok(response)),
+    }
+}
+
+/// The default rejection response for `kind`, with the typed reason in its extensions.
+fn refusal<B>(kind: RejectionKind, source: Option<BoxError>) -> Response<ResponseBody<B>> {
+    let rejection = match source {
+        Some(source) => Rejection::with_source(kind, source),
+        None => Rejection::new(kind),
+    };
+    let mut response = crate::rejection::default_response(&rejection);
+    response.extensions_mut().insert(rejection);
+    response.map(ResponseBody::full)
+}
+
+impl<S, St, ReqBody, ResBody> std::fmt::Debug for ResponseFuture<S, St, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>>,
+    St: ReplayStore,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("key", &self.request.key)
+            .field("claimed", &self.request.claim.is_some())
+            .finish_non_exhaustive()
+    }
+}

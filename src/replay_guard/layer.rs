@@ -1,0 +1,211 @@
+//! [`ReplayGuardLayer`]: the replay guard's settings, and the layer that applies them.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use tower_layer::Layer;
+
+use super::ReplayGuard;
+use crate::replay::MemoryStore;
+
+/// Which requests are copies of one another. See the [module docs](super) for which Twilio
+/// webhook takes which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Scope {
+    /// The same signature is the same webhook: messages, status callbacks, Event Streams.
+    /// The default.
+    #[default]
+    Content,
+    /// The same signature **and** the same `I-Twilio-Idempotency-Token` are the same
+    /// delivery: voice TwiML requests, where a `<Redirect>` or a `<Gather>` loop sends the
+    /// same signed request again as a new request. Twilio's retries of one request collapse;
+    /// a loop runs the handler each time. A request without the token is keyed on its
+    /// signature alone, as in the content scope.
+    Delivery,
+}
+
+/// What the guard does with a request when the store fails (unreachable, timed out, full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StoreFailure {
+    /// Run the handler without a claim and report an `ERROR` event (and the metric). Loses
+    /// nothing: a webhook is processed even while the store is down; a copy arriving in that
+    /// time may run again. The default.
+    #[default]
+    RunUnguarded,
+    /// Answer `503` ([`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed)) and report
+    /// an `ERROR` event. Nothing runs twice, but Twilio does not retry a 5xx unless the URL's
+    /// retry policy names it (`#rp=5xx`), so without that (or a Fallback URL) the webhook is
+    /// lost.
+    Refuse,
+}
+
+/// The settings a [`ReplayGuardLayer`] gives every [`ReplayGuard`] it makes.
+pub(crate) struct Settings<St> {
+    pub(crate) store: St,
+    pub(crate) scope: Scope,
+    pub(crate) window: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) wait: Duration,
+    pub(crate) max_answer_bytes: usize,
+    pub(crate) on_store_failure: StoreFailure,
+}
+
+impl<St> Settings<St> {
+    /// How often a claim is renewed while its handler runs: two fifths of the lease, so two
+    /// renewals can fail before the claim lapses.
+    pub(crate) fn renew_every(&self) -> Duration {
+        (self.lease * 2 / 5).max(Duration::from_millis(1))
+    }
+}
+
+/// Keeps a webhook from reaching the handler twice and gives every copy the first answer.
+/// Place it after [`TwilioSignatureLayer`](crate::TwilioSignatureLayer): it reads the
+/// [`VerifiedWebhook`](crate::VerifiedWebhook) that layer leaves in the request.
+///
+/// See the [module docs](super) for what it does and an example.
+pub struct ReplayGuardLayer<St = MemoryStore> {
+    settings: Settings<St>,
+}
+
+impl ReplayGuardLayer {
+    /// The default window: 24 hours.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+    /// The default lease: 5 seconds, renewed every 2 while the handler runs.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+    /// The default wait of a copy for the first attempt: 5 seconds.
+    pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+    /// The default bound on a stored answer's body: 64 KiB.
+    pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024;
+}
+
+impl Default for ReplayGuardLayer {
+    /// A guard on a [`MemoryStore`] of the default size.
+    fn default() -> Self {
+        Self::new(MemoryStore::default())
+    }
+}
+
+impl<St> ReplayGuardLayer<St> {
+    /// A guard on `store` with the defaults: content scope, a 24-hour window, a 5-second lease
+    /// renewed every 2, a 5-second wait for copies, answers kept up to 64 KiB, and a store
+    /// failure runs the handler unguarded.
+    pub fn new(store: St) -> Self {
+        Self {
+            settings: Settings {
+                store,
+                scope: Scope::Content,
+                window: ReplayGuardLayer::DEFAULT_WINDOW,
+                lease: ReplayGuardLayer::DEFAULT_LEASE,
+                wait: ReplayGuardLayer::DEFAULT_WAIT,
+                max_answer_bytes: ReplayGuardLayer::DEFAULT_MAX_ANSWER_BYTES,
+                on_store_failure: StoreFailure::RunUnguarded,
+            },
+        }
+    }
+
+    /// Which requests are copies of one another ([`Scope::Content`] by default). Use one layer
+    /// per scope: `Scope::Delivery` on the voice routes.
+    #[must_use]
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.settings.scope = scope;
+        self
+    }
+
+    /// How long a processed webhook and its answer are remembered. A captured request replayed
+    /// after the window runs again, so keep it long.
+    #[must_use]
+    pub fn window(mut self, window: Duration) -> Self {
+        self.settings.window = window;
+        self
+    }
+
+    /// How long a claim holds without renewal. It is renewed every two fifths of it while the
+    /// handler runs, so a slow handler keeps it, and the claim of an instance that died
+    /// lapses within this time (then a copy runs the handler).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease;
+        self
+    }
+
+    /// How long a copy waits for a first attempt that is still running before it is answered
+    /// `409`. Keep it under the read timeout of the webhook URL (15 s by default, `#rt=` on
+    /// the URL): Twilio reads nothing after that.
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.settings.wait = wait;
+        self
+    }
+
+    /// The largest answer body kept for copies (64 KiB by default). A larger answer reaches
+    /// Twilio whole, but only "done" is stored: its copies get an empty answer.
+    #[must_use]
+    pub fn max_answer_bytes(mut self, max: usize) -> Self {
+        self.settings.max_answer_bytes = max;
+        self
+    }
+
+    /// What happens to a request when the store fails ([`StoreFailure::RunUnguarded`] by
+    /// default); see the module docs' trade-off table.
+    #[must_use]
+    pub fn on_store_failure(mut self, mode: StoreFailure) -> Self {
+        self.settings.on_store_failure = mode;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.settings.store
+    }
+}
+
+impl<S, St: Clone> Layer<S> for ReplayGuardLayer<St> {
+    type Service = ReplayGuard<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReplayGuard::new(inner, Arc::new(self.settings.clone()))
+    }
+}
+
+impl<St: Clone> Clone for Settings<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            scope: self.scope,
+            window: self.window,
+            lease: self.lease,
+            wait: self.wait,
+            max_answer_bytes: self.max_answer_bytes,
+            on_store_failure: self.on_store_failure,
+        }
+    }
+}
+
+impl<St: Clone> Clone for ReplayGuardLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            settings: self.settings.clone(),
+        }
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for Settings<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplayGuardLayer")
+            .field("store", &self.store)
+            .field("scope", &self.scope)
+            .field("window", &self.window)
+            .field("lease", &self.lease)
+            .field("wait", &self.wait)
+            .field("max_answer_bytes", &self.max_answer_bytes)
+            .field("on_store_failure", &self.on_store_failure)
+            .finish()
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for ReplayGuardLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.settings.fmt(f)
+    }
+}

@@ -1,0 +1,182 @@
+//! The replay guard: a webhook reaches the handler once, and every copy of it gets the answer
+//! the handler gave the first time.
+//!
+//! [`ReplayGuardLayer`] is a middleware of its own, placed **after**
+//! [`TwilioSignatureLayer`](crate::TwilioSignatureLayer): it reads the
+//! [`VerifiedWebhook`](crate::VerifiedWebhook) that layer leaves in the request, so it can
+//! guard one route (axum's `route_layer`) or a whole router. A request without a
+//! `VerifiedWebhook` (the guard placed before the signature layer, or on a route without it;
+//! or a request that failed verification in report-only mode) is refused with `500` and a
+//! [`ReplayGuardMisplaced`](crate::RejectionKind::ReplayGuardMisplaced) rejection and an
+//! `ERROR` event: never passed on.
+//!
+//! # Why
+//!
+//! Twilio signs no timestamp, so a captured webhook verifies forever, and Twilio retries a
+//! webhook whose answer it did not get. Identical signed content has an identical signature,
+//! and the signature is the one thing a sender without the secret cannot change, so the
+//! [key](crate::replay::ReplayKey) is the algorithm and the signature: never a parameter the
+//! request claims. (A key that included the claimed `AccountSid` could be dodged: a form
+//! webhook replayed with its `AccountSid` pair split at another boundary, `Account=SidAC…`,
+//! signs the same string, verifies, and names no account.)
+//!
+//! A copy is either Twilio's own retry or a replay. Both get the first answer: a blank TwiML
+//! answer would drop an SMS reply or hang up a call.
+//!
+//! # What happens to a request
+//!
+//! | the store says | what happens |
+//! | --- | --- |
+//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (5 s), renewed every 2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before its answer releases the claim, so the next copy runs the handler |
+//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
+//! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 5 s). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
+//! | an error | by default the handler runs unguarded, with an `ERROR` event; see the trade-off table |
+//!
+//! # Scopes: which Twilio webhook is which
+//!
+//! One layer per [`Scope`]; give the voice routes their own.
+//!
+//! | webhook | scope | why |
+//! | --- | --- | --- |
+//! | incoming message (SMS, MMS, WhatsApp) | [`Scope::Content`] (the default) | each message has its own `MessageSid`: the same signature is the same message |
+//! | message status callbacks | [`Scope::Content`] | each status change has its own parameters |
+//! | Event Streams (webhook sink) | [`Scope::Content`] | each event has its own id in the body, covered by `bodySHA256` |
+//! | voice: incoming call, `<Gather>` action, `<Redirect>` target, other TwiML requests | [`Scope::Delivery`] | a `<Redirect>` back to the menu, or a `<Gather>` that times out and loops, sends the same signed request again as a new request: only the same `I-Twilio-Idempotency-Token` makes it a copy |
+//! | call status callbacks | [`Scope::Content`] | each has its own `CallStatus` and sequence |
+//!
+//! In the delivery scope the key is the signature and the `I-Twilio-Idempotency-Token`
+//! header. Twilio sends that header on its webhook requests; its documentation names it but,
+//! as far as we found, does not spell out its guarantees: the guard relies on it being the
+//! same on Twilio's retries of one request and new on each new request, as its name says. A
+//! request without it is keyed on its signature alone (as in the content scope): a copy then
+//! gets the first answer, never a blank one. The header is not signed, so in the delivery
+//! scope a replay with a fresh token runs the handler again: handlers on voice routes must
+//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML).
+//!
+//! # What Twilio does with the answers
+//!
+//! Twilio's [connection overrides](https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides)
+//! document a retry count (`rc`) of 1 by default, "the number of retry attempts Twilio will
+//! make if its connection to your webhook fails", and a retry policy (`rp`) that says which
+//! failures are retried; a `4xx` or `5xx` answer is retried only when `rp` names it. The read
+//! timeout (`rt`) and the total time for all attempts (`tt`) are 15 000 ms by default. So:
+//!
+//! - a copy that waited past the [wait bound](ReplayGuardLayer::wait) gets `409`, which Twilio
+//!   does not retry by default: final for that request. The first attempt keeps running and
+//!   stores its answer; nothing runs twice. Keep the wait under `rt` minus your handler's
+//!   usual time, and keep handlers fast (Twilio reads nothing after `rt`).
+//! - a store failure: the trade-off below.
+//!
+//! | on a store failure ([`StoreFailure`]) | what is lost | what may run twice |
+//! | --- | --- | --- |
+//! | [`RunUnguarded`](StoreFailure::RunUnguarded) (default) | nothing | a copy (Twilio's retry, or a replay) arriving while the store is down |
+//! | [`Refuse`](StoreFailure::Refuse) | every webhook arriving while the store is down: Twilio does not retry the `503` unless `rp` names `5xx` (a Fallback URL gets it otherwise) | nothing |
+//!
+//! Either way every such request is reported at `ERROR` (event type `replay_store_failed`,
+//! target `tower_twilio::security`) and, with the `metrics` feature, counted in
+//! `tower_twilio_replay_degraded_total`.
+//!
+//! # What is guaranteed, and what is not
+//!
+//! - While the store keeps its data, a webhook whose handler answered 2xx does not reach a
+//!   handler again within the window (per scope), whichever instance sharing the store
+//!   receives the copy; every copy gets the first answer (or an empty one when it was larger
+//!   than the bound).
+//! - A failed webhook is released, so its copy runs again: handlers must still tolerate a
+//!   second run of a webhook whose first run failed half-way.
+//! - **Not** guaranteed: a replay after the window, after the store lost its data, or while
+//!   the store fails with the default [`StoreFailure::RunUnguarded`]; a second run when the
+//!   claim lapses because the store could not be reached to renew it for a whole lease.
+//!
+//! The guard needs a tokio runtime with its time driver (leases, waits). A response body must
+//! be `Unpin` (axum's `Body`, `Full`, and most bodies are) so the part read for the store can
+//! be handed on with the rest.
+//!
+//! # Example
+//!
+//! The same signed webhook twice: the handler runs once; the copy gets the first answer.
+//!
+//! ```
+//! use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_twilio::{
+//!     Credentials, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
+//!     VerifiedBody, form::Params, replay_guard::ReplayGuardLayer, signature::{Algorithm, sign},
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let token = Secret::new("0123456789abcdef0123456789abcdef")?;
+//! let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token.clone()))
+//!     .public_url(PublicUrl::fixed("https://api.example.com")?);
+//!
+//! let runs = Arc::new(AtomicUsize::new(0));
+//! let counter = Arc::clone(&runs);
+//! let app = ServiceBuilder::new()
+//!     .layer(twilio)
+//!     .layer(ReplayGuardLayer::default())
+//!     .service_fn(move |_: Request<VerifiedBody>| {
+//!         let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+//!         let twiml = format!("<Response><Message>reply {run}</Message></Response>");
+//!         async move { Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(twiml)))) }
+//!     });
+//!
+//! let body = "AccountSid=AC0123456789abcdef0123456789abcdef&From=%2B14155550100&Body=Hi&MessageSid=SM1";
+//! let signature = sign(token.expose_secret(), Algorithm::HmacSha1,
+//!     "https://api.example.com/twilio/sms", Params::parse(body.as_bytes()).iter());
+//! let webhook = || {
+//!     Request::post("/twilio/sms")
+//!         .header("content-type", "application/x-www-form-urlencoded")
+//!         .header("x-twilio-signature", &signature)
+//!         .body(Full::new(Bytes::from(body)))
+//! };
+//!
+//! let first = app.clone().oneshot(webhook()?).await?;
+//! assert_eq!(first.status(), StatusCode::OK);
+//! assert_eq!(first.into_body().collect().await?.to_bytes(), "<Response><Message>reply 1</Message></Response>");
+//!
+//! let copy = app.oneshot(webhook()?).await?; // a Twilio retry, or a captured request
+//! assert_eq!(copy.status(), StatusCode::OK);
+//! assert_eq!(copy.extensions().get::<Rejection>().unwrap().kind(), RejectionKind::ReplaySuppressed);
+//! assert_eq!(copy.into_body().collect().await?.to_bytes(), "<Response><Message>reply 1</Message></Response>");
+//! assert_eq!(runs.load(Ordering::SeqCst), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With axum, the voice routes in the delivery scope:
+//!
+//! ```
+//! # use axum::{Router, routing::post};
+//! # use tower::ServiceBuilder;
+//! # use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer, replay::MemoryStore,
+//! #     replay_guard::{ReplayGuardLayer, Scope}};
+//! # async fn incoming_sms() {}
+//! # async fn voice() {}
+//! # fn app(credentials: Credentials) -> Result<Router, tower_twilio::ConfigError> {
+//! let twilio = TwilioSignatureLayer::new(credentials)
+//!     .public_url(PublicUrl::fixed("https://api.example.com")?);
+//! let store = MemoryStore::default(); // one store, two scopes: their keys never meet
+//! let messages = Router::new()
+//!     .route("/twilio/sms", post(incoming_sms))
+//!     .route_layer(ServiceBuilder::new().layer(twilio.clone()).layer(ReplayGuardLayer::new(store.clone())));
+//! let calls = Router::new()
+//!     .route("/twilio/voice", post(voice))
+//!     .route_layer(ServiceBuilder::new().layer(twilio)
+//!         .layer(ReplayGuardLayer::new(store).scope(Scope::Delivery)));
+//! # Ok(messages.merge(calls))
+//! # }
+//! ```
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+pub use self::body::ResponseBody;
+pub use self::future::ResponseFuture;
+pub use self::layer::{ReplayGuardLayer, Scope, StoreFailure};
+pub use self::service::ReplayGuard;

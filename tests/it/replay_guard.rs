@@ -1,0 +1,740 @@
+//! `ReplayGuardLayer` through the real layers: `TwilioSignatureLayer` in front, a counting
+//! handler behind, signed requests in.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use tokio::sync::Semaphore;
+use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
+use tower_twilio::{
+    BoxError, Credentials, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
+    replay::{MemoryStore, ReplayGuard, ReplayStore},
+    replay_guard::{ReplayGuardLayer, Scope, StoreFailure},
+};
+
+use crate::support::{PUBLIC, SMS_BODY, signed_post, token};
+
+type App =
+    BoxCloneService<Request<Full<Bytes>>, Response<UnsyncBoxBody<Bytes, BoxError>>, Infallible>;
+
+/// The inner service: counts its runs, answers `<Message>reply N</Message>` (N: its run) as
+/// TwiML with the next scripted status (200 when the script is empty), can be held at a gate
+/// or made slow.
+#[derive(Clone, Default)]
+struct Handler {
+    runs: Arc<AtomicUsize>,
+    script: Arc<Mutex<VecDeque<StatusCode>>>,
+    gate: Option<Arc<Semaphore>>,
+    delay: Option<Duration>,
+    padding: usize,
+}
+
+impl Handler {
+    fn answering(statuses: &[StatusCode]) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(statuses.iter().copied().collect())),
+            ..Self::default()
+        }
+    }
+
+    fn gated(mut self, gate: &Arc<Semaphore>) -> Self {
+        self.gate = Some(Arc::clone(gate));
+        self
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    async fn run(self) -> Result<Response<Full<Bytes>>, Infallible> {
+        let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.unwrap().forget();
+        }
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let status = self.script.lock().unwrap().pop_front();
+        let twiml = format!(
+            "<Response><Message>reply {run}{}</Message></Response>",
+            "x".repeat(self.padding)
+        );
+        let mut response = Response::new(Full::new(Bytes::from(twiml)));
+        *response.status_mut() = status.unwrap_or(StatusCode::OK);
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        );
+        Ok(response)
+    }
+}
+
+/// The body both layers hand back.
+type Layered = tower_twilio::ResponseBody<tower_twilio::replay_guard::ResponseBody<Full<Bytes>>>;
+
+/// The signature layer (credentials that name no account, as in the README's quick start),
+/// then `guard`, then `handler`.
+fn app<St>(guard: ReplayGuardLayer<St>, handler: &Handler) -> App
+where
+    St: ReplayStore + Clone + Send + Sync + 'static,
+    St::ClaimFuture: Send,
+    St::RenewFuture: Send,
+    St::CompleteFuture: Send,
+    St::ReleaseFuture: Send,
+    St::WaitFuture: Send,
+{
+    let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap());
+    let handler = handler.clone();
+    let service = ServiceBuilder::new()
+        .layer(twilio)
+        .layer(guard)
+        .service_fn(move |_: Request<VerifiedBody>| handler.clone().run());
+    BoxCloneService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
+        service,
+        |response: Response<Layered>| response.map(BodyExt::boxed_unsync),
+    ))
+}
+
+/// What a response said.
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+    kind: Option<RejectionKind>,
+}
+
+fn send(
+    app: &App,
+    request: Request<Full<Bytes>>,
+) -> impl std::future::Future<Output = Answer> + Send + 'static {
+    let call = app.clone().oneshot(request);
+    async move { answer(call.await.unwrap()).await }
+}
+
+async fn answer(response: Response<UnsyncBoxBody<Bytes, BoxError>>) -> Answer {
+    let kind = response
+        .extensions()
+        .get::<Rejection>()
+        .map(Rejection::kind);
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
+        body: body.collect().await.unwrap().to_bytes(),
+        kind,
+    }
+}
+
+fn sms(n: u32) -> Request<Full<Bytes>> {
+    let body = SMS_BODY.replace("MessageSid=SM0123", &format!("MessageSid=SM{n:032}"));
+    signed_post("/twilio/sms", &body)
+}
+
+/// A voice request with `token` as its `I-Twilio-Idempotency-Token` (none with `None`).
+fn voice(token: Option<&str>) -> Request<Full<Bytes>> {
+    let body = "AccountSid=AC0123ffffffffffffffffffffffffffff&CallSid=CA0123&Digits=1";
+    let mut request = signed_post("/twilio/voice", body);
+    match token {
+        Some(token) => {
+            request
+                .headers_mut()
+                .insert("i-twilio-idempotency-token", token.parse().unwrap());
+        }
+        None => {
+            request.headers_mut().remove("i-twilio-idempotency-token");
+        }
+    }
+    request
+}
+
+fn assert_first_answer(copy: &Answer, first: &Answer) {
+    assert_eq!(first.kind, None);
+    assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+    assert_eq!(
+        (copy.status, &copy.content_type, &copy.body),
+        (first.status, &first.content_type, &first.body),
+        "the copy gets the first answer byte for byte"
+    );
+}
+
+/// Waits until `handler` has started `n` runs.
+async fn started(handler: &Handler, n: usize) {
+    while handler.runs() < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A captured form webhook replayed with its `AccountSid` pair split at another boundary
+/// (`Account=SidAC…`): the signed string (keys and values concatenated in key order) is the
+/// same, so it verifies, but it names no account. With credentials that name no account, a
+/// key built from the claimed account let it run the handler again.
+fn boundary_shifted() -> (Request<Full<Bytes>>, Request<Full<Bytes>>) {
+    let original = signed_post("/twilio/sms", SMS_BODY);
+    let shifted_body = SMS_BODY.replace("AccountSid=AC0123", "Account=SidAC0123");
+    let shifted = signed_post("/twilio/sms", &shifted_body);
+    assert_eq!(
+        shifted.headers()["x-twilio-signature"],
+        original.headers()["x-twilio-signature"],
+        "the same signed string"
+    );
+    (original, shifted)
+}
+
+#[tokio::test]
+async fn a_boundary_shifted_replay_gets_the_first_answer_and_does_not_run_the_handler() {
+    let handler = Handler::default();
+    let app = app(ReplayGuardLayer::default(), &handler);
+    let (original, shifted) = boundary_shifted();
+    let first = send(&app, original).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let replay = send(&app, shifted).await;
+    assert_first_answer(&replay, &first);
+    assert_eq!(handler.runs(), 1, "the replay ran the handler again");
+}
+
+#[tokio::test]
+async fn the_older_guard_is_not_dodged_by_a_boundary_shifted_replay_either() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+        .replay_guard(ReplayGuard::default());
+    let service =
+        ServiceBuilder::new()
+            .layer(twilio)
+            .service_fn(move |_: Request<VerifiedBody>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+            });
+    let (original, shifted) = boundary_shifted();
+    assert_eq!(
+        service.clone().oneshot(original).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let replay = service.clone().oneshot(shifted).await.unwrap();
+    assert_eq!(
+        replay.extensions().get::<Rejection>().map(Rejection::kind),
+        Some(RejectionKind::ReplaySuppressed)
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the replay ran the handler again"
+    );
+}
+
+#[tokio::test]
+async fn a_copy_gets_the_first_answer_byte_for_byte() {
+    let handler = Handler::answering(&[StatusCode::CREATED]);
+    let app = app(ReplayGuardLayer::default(), &handler);
+    let first = send(&app, sms(1)).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(
+        first.body,
+        "<Response><Message>reply 1</Message></Response>"
+    );
+    for _ in 0..3 {
+        assert_first_answer(&send(&app, sms(1)).await, &first);
+    }
+    assert_eq!(handler.runs(), 1);
+    // Another webhook is new.
+    assert_eq!(
+        send(&app, sms(2)).await.body,
+        "<Response><Message>reply 2</Message></Response>"
+    );
+    assert_eq!(handler.runs(), 2);
+}
+
+#[tokio::test]
+async fn a_concurrent_copy_waits_and_gets_the_first_answer() {
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let app = app(ReplayGuardLayer::default(), &handler);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    started(&handler, 1).await;
+    let copy = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!copy.is_finished(), "the copy waits for the first attempt");
+    gate.add_permits(1);
+    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
+    assert_eq!(first.status, StatusCode::OK);
+    assert_first_answer(&copy, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test]
+async fn when_the_first_attempt_fails_the_waiting_copy_runs_the_handler_itself() {
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]).gated(&gate);
+    let app = app(ReplayGuardLayer::default(), &handler);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    started(&handler, 1).await;
+    let copy = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(handler.runs(), 1, "the copy waits rather than runs");
+    gate.add_permits(2);
+    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
+    assert_eq!(first.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!((copy.status, copy.kind), (StatusCode::OK, None));
+    assert_eq!(copy.body, "<Response><Message>reply 2</Message></Response>");
+    assert_eq!(handler.runs(), 2);
+    // And its answer is the one stored.
+    assert_first_answer(&send(&app, sms(1)).await, &copy);
+}
+
+#[tokio::test]
+async fn when_the_first_attempt_is_dropped_the_waiting_copy_runs_the_handler_itself() {
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let app = app(ReplayGuardLayer::default(), &handler);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    started(&handler, 1).await;
+    let copy = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    first.abort(); // the client went away
+    let _ = first.await;
+    gate.add_permits(1);
+    let copy = copy.await.unwrap();
+    assert_eq!((copy.status, copy.kind), (StatusCode::OK, None));
+    assert_eq!(handler.runs(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_whose_wait_runs_out_gets_409_and_the_first_answer_is_still_stored() {
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let guard = ReplayGuardLayer::default().wait(Duration::from_secs(2));
+    let app = app(guard, &handler);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    started(&handler, 1).await;
+    let copy = send(&app, sms(1)).await;
+    assert_eq!(copy.status, StatusCode::CONFLICT);
+    assert_eq!(copy.kind, Some(RejectionKind::ReplayInFlight));
+    gate.add_permits(1);
+    let first = first.await.unwrap();
+    assert_first_answer(&send(&app, sms(1)).await, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_handler_keeps_its_claim_past_the_lease() {
+    // Lease 5 s; the handler takes 20 s; a copy arrives at 12 s and may wait 30 s. Without
+    // renewal the claim would lapse at 5 s and the copy would run the handler again.
+    let handler = Handler {
+        delay: Some(Duration::from_secs(20)),
+        ..Handler::default()
+    };
+    let guard = ReplayGuardLayer::default().wait(Duration::from_secs(30));
+    let app = app(guard, &handler);
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, sms(1)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(handler.runs(), 1);
+    let copy = send(&app, sms(1)).await;
+    let first = first.await.unwrap();
+    assert_first_answer(&copy, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_menu_loop_runs_each_pass_in_the_delivery_scope_and_a_retry_does_not() {
+    let handler = Handler::default();
+    let app = app(ReplayGuardLayer::default().scope(Scope::Delivery), &handler);
+    // A <Redirect> back to the menu: the same signed request, a new delivery token each time.
+    for (pass, token) in ["menu-1", "menu-2", "menu-3"].into_iter().enumerate() {
+        let answer = send(&app, voice(Some(token))).await;
+        assert_eq!(
+            (answer.status, answer.kind),
+            (StatusCode::OK, None),
+            "pass {pass}"
+        );
+    }
+    assert_eq!(handler.runs(), 3);
+    // Twilio's retry of one of them: the same token, the first answer.
+    let retry = send(&app, voice(Some("menu-2"))).await;
+    assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+    assert_eq!(
+        retry.body,
+        "<Response><Message>reply 2</Message></Response>"
+    );
+    assert_eq!(handler.runs(), 3);
+    // Without a token, the signature alone is the key: the copy gets the first answer.
+    let untokened = send(&app, voice(None)).await;
+    assert_eq!(untokened.kind, None);
+    assert_first_answer(&send(&app, voice(None)).await, &untokened);
+    assert_eq!(handler.runs(), 4);
+}
+
+#[tokio::test]
+async fn in_the_content_scope_a_fresh_token_does_not_make_a_replay_new() {
+    let handler = Handler::default();
+    let app = app(ReplayGuardLayer::default(), &handler);
+    let first = send(&app, voice(Some("a"))).await;
+    assert_first_answer(&send(&app, voice(Some("b"))).await, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_bound_reaches_twilio_whole_and_its_copies_get_an_empty_answer() {
+    let handler = Handler {
+        padding: 200,
+        ..Handler::default()
+    };
+    let app = app(ReplayGuardLayer::default().max_answer_bytes(100), &handler);
+    let first = send(&app, sms(1)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.body.len() > 200 && first.body.ends_with(b"</Message></Response>"));
+    let copy = send(&app, sms(1)).await;
+    assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+    assert_eq!(copy.status, StatusCode::OK);
+    assert_eq!(
+        copy.body,
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#
+    );
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test]
+async fn a_request_without_a_verified_webhook_is_refused_with_500() {
+    let (logs, _guard) = crate::support::capture_json_logs();
+    let handler = Handler::default();
+    let h = handler.clone();
+    // The guard without the signature layer in front.
+    let app = ServiceBuilder::new()
+        .layer(ReplayGuardLayer::default())
+        .service_fn(move |_: Request<Full<Bytes>>| h.clone().run());
+    let response = app.oneshot(sms(1)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        response
+            .extensions()
+            .get::<Rejection>()
+            .map(Rejection::kind),
+        Some(RejectionKind::ReplayGuardMisplaced)
+    );
+    assert_eq!(handler.runs(), 0, "never passed on");
+    let logged = logs.text();
+    assert!(logged.contains(r#""level":"ERROR""#), "{logged}");
+    assert!(logged.contains("replay_guard_misplaced"), "{logged}");
+}
+
+/// A store that always fails.
+#[derive(Clone, Debug)]
+struct Broken;
+
+impl ReplayStore for Broken {
+    type ClaimFuture = std::future::Ready<Result<tower_twilio::replay::Claim, StoreError>>;
+    type RenewFuture = std::future::Ready<Result<bool, StoreError>>;
+    type CompleteFuture = std::future::Ready<Result<(), StoreError>>;
+    type ReleaseFuture = std::future::Ready<Result<(), StoreError>>;
+    type WaitFuture = std::future::Ready<()>;
+
+    fn claim(&self, _: &tower_twilio::replay::ReplayKey, _: Duration) -> Self::ClaimFuture {
+        std::future::ready(Err(unavailable()))
+    }
+    fn renew(
+        &self,
+        _: &tower_twilio::replay::ReplayKey,
+        _: tower_twilio::replay::ClaimToken,
+        _: Duration,
+    ) -> Self::RenewFuture {
+        std::future::ready(Err(unavailable()))
+    }
+    fn complete(
+        &self,
+        _: &tower_twilio::replay::ReplayKey,
+        _: tower_twilio::replay::ClaimToken,
+        _: tower_twilio::replay::StoredAnswer,
+        _: Duration,
+    ) -> Self::CompleteFuture {
+        std::future::ready(Err(unavailable()))
+    }
+    fn release(
+        &self,
+        _: &tower_twilio::replay::ReplayKey,
+        _: tower_twilio::replay::ClaimToken,
+    ) -> Self::ReleaseFuture {
+        std::future::ready(Err(unavailable()))
+    }
+    fn wait(&self, _: &tower_twilio::replay::ReplayKey, _: u32) -> Self::WaitFuture {
+        std::future::ready(())
+    }
+}
+
+type StoreError = tower_twilio::replay::ReplayStoreError;
+
+fn unavailable() -> StoreError {
+    StoreError::new(tower_twilio::replay::ReplayStoreErrorKind::Unavailable)
+}
+
+#[tokio::test]
+async fn a_failing_store_loses_nothing_by_default_and_refuses_when_told_to() {
+    let (logs, _guard) = crate::support::capture_json_logs();
+    let handler = Handler::default();
+    let unguarded = app(ReplayGuardLayer::new(Broken), &handler);
+    let answer = send(&unguarded, sms(1)).await;
+    assert_eq!((answer.status, answer.kind), (StatusCode::OK, None));
+    assert_eq!(handler.runs(), 1);
+    let refusing = app(
+        ReplayGuardLayer::new(Broken).on_store_failure(StoreFailure::Refuse),
+        &handler,
+    );
+    let answer = send(&refusing, sms(1)).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.kind, Some(RejectionKind::ReplayStoreFailed));
+    assert_eq!(handler.runs(), 1);
+    let logged = logs.text();
+    let errors = logged
+        .lines()
+        .filter(|line| line.contains(r#""level":"ERROR""#) && line.contains("replay_store_failed"))
+        .count();
+    assert_eq!(errors, 2, "every degraded request at ERROR: {logged}");
+}
+
+#[tokio::test]
+async fn stored_answers_keep_the_memory_store_within_its_bytes() {
+    // Room for three entries with their answers: the fourth webhook does not fit, and runs
+    // unguarded (reported) rather than being lost.
+    let answer_len =
+        "<Response><Message>reply 1</Message></Response>".len() + "text/xml; charset=utf-8".len();
+    let one = MemoryStore::ENTRY_BYTES + MemoryStore::ANSWER_BYTES + answer_len;
+    let store = MemoryStore::new(MemoryStore::FIXED_BYTES + 3 * one);
+    let handler = Handler::default();
+    let app = app(ReplayGuardLayer::new(store.clone()), &handler);
+    for n in 1..=3 {
+        send(&app, sms(n)).await;
+    }
+    assert_eq!(store.used_bytes(), 3 * one);
+    let fourth = send(&app, sms(4)).await;
+    assert_eq!((fourth.status, fourth.kind), (StatusCode::OK, None));
+    assert_eq!(store.len(), 3, "nothing evicted");
+    for n in 1..=3 {
+        assert_eq!(
+            send(&app, sms(n)).await.kind,
+            Some(RejectionKind::ReplaySuppressed)
+        );
+    }
+    assert_eq!(handler.runs(), 4);
+}
+
+/// The store contract, written once: run against the memory store here and against a real
+/// Redis in `redis_contract`.
+pub(crate) mod contract {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{HeaderValue, StatusCode};
+    use tower_twilio::{
+        replay::{Claim, ReplayKey, ReplayStore, StoredAnswer},
+        signature::Algorithm,
+    };
+
+    const LEASE: Duration = Duration::from_secs(5);
+
+    fn key(n: u8) -> ReplayKey {
+        ReplayKey::new(Algorithm::HmacSha1, &[n; 28])
+    }
+
+    fn answer() -> StoredAnswer {
+        StoredAnswer::new(
+            StatusCode::OK,
+            Some(HeaderValue::from_static("text/xml")),
+            Bytes::from_static(b"<Response><Message>hi</Message></Response>"),
+        )
+    }
+
+    pub(crate) async fn run<St: ReplayStore>(store: &St) {
+        // Claimed once, in flight for every other claim.
+        let Ok(Claim::Claimed(first)) = store.claim(&key(1), LEASE).await else {
+            panic!("a new key")
+        };
+        assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
+        assert!(store.renew(&key(1), first, LEASE).await.unwrap());
+        // Released, new again; a stale token releases and renews nothing.
+        store.release(&key(1), first).await.unwrap();
+        let Ok(Claim::Claimed(second)) = store.claim(&key(1), LEASE).await else {
+            panic!("released, so new again")
+        };
+        assert_ne!(first, second);
+        store.release(&key(1), first).await.unwrap();
+        assert!(!store.renew(&key(1), first, LEASE).await.unwrap());
+        assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
+        // Completed with its answer: every claim gets the answer, a release undoes nothing.
+        store
+            .complete(&key(1), second, answer(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&key(1), LEASE).await.unwrap(),
+            Claim::Done(answer())
+        );
+        store.release(&key(1), second).await.unwrap();
+        assert!(!store.renew(&key(1), second, LEASE).await.unwrap());
+        assert_eq!(
+            store.claim(&key(1), LEASE).await.unwrap(),
+            Claim::Done(answer())
+        );
+        // "Done" only.
+        let Ok(Claim::Claimed(token)) = store.claim(&key(2), LEASE).await else {
+            panic!("a new key")
+        };
+        let done = StoredAnswer::done_only(StatusCode::NO_CONTENT);
+        store
+            .complete(&key(2), token, done.clone(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&key(2), LEASE).await.unwrap(),
+            Claim::Done(done)
+        );
+        // A wait on a settled key finishes.
+        tokio::time::timeout(Duration::from_secs(10), store.wait(&key(2), 0))
+            .await
+            .expect("a wait is bounded");
+        // A claim that is not renewed lapses.
+        let short = Duration::from_millis(100);
+        let Ok(Claim::Claimed(_)) = store.claim(&key(3), short).await else {
+            panic!("a new key")
+        };
+        tokio::time::sleep(short * 3).await;
+        assert!(matches!(
+            store.claim(&key(3), LEASE).await,
+            Ok(Claim::Claimed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn memory_store() {
+        run(&tower_twilio::replay::MemoryStore::default()).await;
+    }
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_store() {
+        let Some(url) = crate::replay::redis::url() else {
+            return;
+        };
+        run(&crate::replay::redis::store(&url).await).await;
+    }
+}
+
+/// Two instances (two connections) on one Redis: a copy arriving at the second while the
+/// first runs waits and gets the first answer.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn across_instances_on_redis_a_concurrent_copy_gets_the_first_answer() {
+    let Some(url) = crate::replay::redis::url() else {
+        return;
+    };
+    let prefix = format!("test:{}:", crate::replay::redis::random_hex());
+    let one = crate::replay::redis::store_with_prefix(&url, &prefix).await;
+    let two = crate::replay::redis::store_with_prefix(&url, &prefix).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let (a, b) = (
+        app(ReplayGuardLayer::new(one), &handler),
+        app(ReplayGuardLayer::new(two), &handler),
+    );
+    let first = tokio::spawn(async move { send(&a, sms(1)).await });
+    started(&handler, 1).await;
+    let copy = tokio::spawn(async move { send(&b, sms(1)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!copy.is_finished(), "the copy waits");
+    gate.add_permits(1);
+    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
+    assert_first_answer(&copy, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+// Every byte the store allocates is counted (allocation-counter is this binary's allocator):
+// 100 000 webhooks, each with a TwiML answer that a copy was given once (which makes the
+// answer's bytes shared), stay under the bytes the store was given, and the next new webhook
+// is refused rather than let in by forgetting an old one.
+#[test]
+fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
+    use tower_twilio::{
+        replay::{Claim, ReplayKey, ReplayStoreErrorKind, StoredAnswer},
+        signature::Algorithm,
+    };
+
+    const WEBHOOKS: usize = 100_000;
+    let twiml = Bytes::from(format!(
+        "<Response><Message>{}</Message></Response>",
+        "x".repeat(120)
+    ));
+    let content_type = HeaderValue::from_static("text/xml; charset=utf-8");
+    let answer = StoredAnswer::new(StatusCode::OK, Some(content_type), twiml);
+    let one = MemoryStore::ENTRY_BYTES + MemoryStore::ANSWER_BYTES + answer.len();
+    let max_bytes = MemoryStore::FIXED_BYTES + WEBHOOKS * one;
+    let store = MemoryStore::new(max_bytes);
+    let key = |n: usize| ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes());
+    let lease = Duration::from_secs(5);
+    let info = allocation_counter::measure(|| {
+        for n in 0..WEBHOOKS {
+            let Ok(Claim::Claimed(token)) = store.claim(&key(n), lease).into_inner() else {
+                panic!("webhook {n} was not new");
+            };
+            store
+                .complete(&key(n), token, answer.clone(), Duration::from_secs(3600))
+                .into_inner()
+                .unwrap();
+            let Ok(Claim::Done(copy)) = store.claim(&key(n), lease).into_inner() else {
+                panic!("webhook {n} was not done");
+            };
+            assert_eq!(copy, answer);
+        }
+    });
+    println!(
+        "memory store with answers: {WEBHOOKS} webhooks, peak {} bytes ({} per webhook), limit {max_bytes}",
+        info.bytes_max,
+        info.bytes_max / WEBHOOKS as u64
+    );
+    assert!(
+        info.bytes_max <= max_bytes as u64,
+        "peak {} > limit {max_bytes}",
+        info.bytes_max
+    );
+    let refused = store.claim(&key(WEBHOOKS), lease).into_inner().unwrap_err();
+    assert_eq!(refused.kind(), ReplayStoreErrorKind::Full);
+}
