@@ -174,9 +174,11 @@
 mod body;
 mod future;
 mod layer;
+mod outcome;
 mod service;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{ReplayGuardLayer, Scope, StoreFailure};
+pub use self::outcome::ReplayOutcome;
 pub use self::service::ReplayGuard;
