@@ -88,11 +88,8 @@ struct InFlight<S, R, E, T> {
     asked_at: Option<std::time::Instant>,
 }
 
-type StateOf<S, R, B> = State<
-    B,
-    <R as ResolveCredentials>::Future,
-    <S as Service<Request<VerifiedBody>>>::Future,
->;
+type StateOf<S, R, B> =
+    State<B, <R as ResolveCredentials>::Future, <S as Service<Request<VerifiedBody>>>::Future>;
 
 impl<S, R, E, T, B, ResBody> ResponseFuture<S, R, E, T, B>
 where
@@ -188,10 +185,14 @@ where
                     let result = ready!(future.poll(cx));
                     match &result {
                         // The replay guard behind answered a copy with the first answer.
-                        Ok(response) if ReplayOutcome::of(response) == Some(ReplayOutcome::Copy) => {
+                        Ok(response)
+                            if ReplayOutcome::of(response) == Some(ReplayOutcome::Copy) =>
+                        {
                             request.lifecycle.duplicate();
                         }
-                        result => request.lifecycle.answered(result.as_ref().ok().map(Response::status)),
+                        result => request
+                            .lifecycle
+                            .answered(result.as_ref().ok().map(Response::status)),
                     }
                     return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
                 }

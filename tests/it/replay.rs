@@ -802,7 +802,10 @@ mod memory_guard {
         let refused = service.clone().oneshot(sms(2)).await.unwrap();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(kind(&refused), Some(RejectionKind::ReplayStoreFailed));
-        assert_eq!(ReplayOutcome::of(&refused), Some(ReplayOutcome::StoreRefused));
+        assert_eq!(
+            ReplayOutcome::of(&refused),
+            Some(ReplayOutcome::StoreRefused)
+        );
         let events = reports.events();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type(), "replay_store_failed");
@@ -821,7 +824,10 @@ mod memory_guard {
         service.clone().oneshot(sms(1)).await.unwrap();
         let passed = service.clone().oneshot(sms(2)).await.unwrap();
         assert_eq!((passed.status(), kind(&passed)), (StatusCode::OK, None));
-        assert_eq!(ReplayOutcome::of(&passed), Some(ReplayOutcome::RanUnguarded));
+        assert_eq!(
+            ReplayOutcome::of(&passed),
+            Some(ReplayOutcome::RanUnguarded)
+        );
         assert_eq!(handler.runs(), 2);
         let events = reports.events();
         assert_eq!(events.len(), 1);
@@ -874,7 +880,11 @@ mod memory_guard {
         assert_eq!(kind(&copy), Some(RejectionKind::ReplayInFlight));
         gate.add_permits(1);
         assert_eq!(first.await.unwrap().status(), StatusCode::OK);
-        assert_eq!(moved(&snapshotter), (0, 0, 1), "the 409 is a degraded request");
+        assert_eq!(
+            moved(&snapshotter),
+            (0, 0, 1),
+            "the 409 is a degraded request"
+        );
 
         for n in 1..=3 {
             assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
@@ -1056,10 +1066,13 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
     .public_url(tower_twilio::PublicUrl::fixed(crate::support::PUBLIC).unwrap())
     .on_security_event(());
     let guard = ReplayGuardLayer::new(store.clone()).on_security_event(());
-    let service = tower::ServiceBuilder::new().layer(twilio).layer(guard).service_fn({
-        let handler = handler.clone();
-        move |_: http::Request<tower_twilio::VerifiedBody>| handler.clone().run()
-    });
+    let service = tower::ServiceBuilder::new()
+        .layer(twilio)
+        .layer(guard)
+        .service_fn({
+            let handler = handler.clone();
+            move |_: http::Request<tower_twilio::VerifiedBody>| handler.clone().run()
+        });
     let info = allocation_counter::measure(|| {
         runtime.block_on(async {
             for n in 0..WEBHOOKS {
@@ -1092,9 +1105,7 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
 #[test]
 fn nothing_of_the_replay_guard_prints_the_signature() {
     use tower_twilio::{
-        Credentials, TwilioSignatureLayer,
-        replay::ReplayStoreError,
-        replay_guard::ReplayGuardLayer,
+        Credentials, TwilioSignatureLayer, replay::ReplayStoreError, replay_guard::ReplayGuardLayer,
     };
 
     let request = layer::sms(1);

@@ -425,10 +425,7 @@ async fn a_request_without_a_verified_webhook_is_refused_with_500() {
         Some(RejectionKind::ReplayGuardMisplaced)
     );
     assert_eq!(handler.runs(), 0, "never passed on");
-    assert_eq!(
-        ReplayOutcome::of(&response),
-        Some(ReplayOutcome::Misplaced)
-    );
+    assert_eq!(ReplayOutcome::of(&response), Some(ReplayOutcome::Misplaced));
     let logged = logs.text();
     assert!(logged.contains(r#""level":"ERROR""#), "{logged}");
     assert!(logged.contains("replay_guard_misplaced"), "{logged}");
