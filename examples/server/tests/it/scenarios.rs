@@ -685,3 +685,36 @@ async fn two_servers_sharing_one_redis_process_a_webhook_once() {
     first.stop().await;
     second.stop().await;
 }
+
+/// `/twilio/voice` is in the delivery scope: Twilio's retry of one request (the same
+/// `I-Twilio-Idempotency-Token`) gets the first answer and is logged `duplicate`; the same
+/// signed request with a new token (a menu that loops back) runs the handler again.
+#[tokio::test]
+async fn a_voice_retry_gets_the_first_answer_and_a_loop_runs_again() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    // One signed call request; Twilio sends each delivery with its own token.
+    let call = server.webhook(&Preset::Voice, ACCOUNT, TOKEN, &[]);
+    let with_token = |token: &str| {
+        let mut call = call.clone();
+        call.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("i-twilio-idempotency-token"));
+        call.headers
+            .push(("I-Twilio-Idempotency-Token".to_owned(), token.to_owned()));
+        call
+    };
+    let (code, first, _) = server.send(&with_token("token-1")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(first.contains("<Response>"), "{first}");
+    let (code, retry, _) = server.send(&with_token("token-1")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(retry, first, "Twilio's retry gets the first answer");
+    let (code, again, _) = server.send(&with_token("token-2")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(again.contains("<Response>"), "{again}");
+
+    let log = server.webhooks(10).await;
+    let outcomes: Vec<&str> = log.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["processed", "duplicate", "processed"]);
+    server.stop().await;
+}
