@@ -159,7 +159,8 @@ pub enum Outcome {
     /// [replay guard](crate::replay_guard) without calling the inner service.
     Suppressed,
     /// Verified, but the replay store failed: passed to the inner service without the replay
-    /// check (the guard fails open), or processed without being recorded as done.
+    /// check ([`StoreFailure::RunUnguarded`](crate::replay_guard::StoreFailure::RunUnguarded),
+    /// the default).
     PassedWithoutReplayCheck,
     /// Not a second verdict: the [mismatch doctor](crate::doctor)'s diagnosis of a request
     /// already refused (or passed in report-only mode) for a signature mismatch, in
