@@ -36,7 +36,8 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_twilio::{
     Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
     form::Params,
-    replay::{MemoryStore, ReplayGuard},
+    replay::MemoryStore,
+    replay_guard::ReplayGuardLayer,
     signature::{Algorithm, sign},
     verify::{VerifyError, WebhookRequest},
 };
@@ -141,17 +142,17 @@ fn layer(c: &mut Criterion) {
             .service(service_fn(|_: Request<VerifiedBody>| async {
                 Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
             }));
-    // The same layer with a replay guard on the memory store. Its window is so short that the
-    // webhook recorded by one iteration has expired by the next, so each request takes the
-    // path of a new webhook (key, claim, inner service, complete) and drops one expired entry,
-    // as in steady state.
-    let guard = ReplayGuard::new(MemoryStore::default()).window(Duration::from_nanos(1));
+    // The same layer followed by a replay guard on the memory store. Its window is so short
+    // that the webhook recorded by one iteration has expired by the next, so each request takes
+    // the path of a new webhook (key, claim, inner service, complete) and drops one expired
+    // entry, as in steady state.
+    let guard = ReplayGuardLayer::new(MemoryStore::default()).window(Duration::from_nanos(1));
     let twilio_guarded =
         TwilioSignatureLayer::new(Credentials::new().auth_token("primary", secret()))
-            .public_url(PublicUrl::fixed(PUBLIC_BASE).expect("valid base URL"))
-            .replay_guard(guard);
+            .public_url(PublicUrl::fixed(PUBLIC_BASE).expect("valid base URL"));
     let with_guard = ServiceBuilder::new()
         .layer(twilio_guarded)
+        .layer(guard)
         .service(service_fn(|_: Request<VerifiedBody>| async {
             Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
         }));

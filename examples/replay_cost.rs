@@ -6,13 +6,12 @@
 //! ```text
 //! cargo build --release --example replay_cost
 //! valgrind --tool=callgrind --toggle-collect='*replay_cost*send_all*' \
-//!     target/release/examples/replay_cost guard 20000
+//!     target/release/examples/replay_cost layer 20000
 //! ```
 //!
-//! `plain N` sends N distinct signed SMS webhooks through `TwilioSignatureLayer`; `guard N` the
-//! same with the older built-in `ReplayGuard::default()`; `layer N` the same with
-//! `ReplayGuardLayer::default()` after the signature layer (every webhook new: key, claim,
-//! handler, reading and storing its answer, complete). The requests are built and signed
+//! `plain N` sends N distinct signed SMS webhooks through `TwilioSignatureLayer`; `layer N` the
+//! same with `ReplayGuardLayer::default()` after the signature layer (every webhook new: key,
+//! claim, handler, reading and storing its answer, complete). The requests are built and signed
 //! before counting starts; only `send_all` is counted.
 #![allow(clippy::print_stdout)]
 
@@ -25,7 +24,6 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_twilio::{
     Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
     form::Params,
-    replay::ReplayGuard,
     replay_guard::ReplayGuardLayer,
     signature::{Algorithm, sign},
 };
@@ -77,7 +75,7 @@ where
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let variant = args.next().unwrap_or_else(|| "guard".to_owned());
+    let variant = args.next().unwrap_or_else(|| "layer".to_owned());
     let count: u32 = args.next().map_or(20_000, |n| n.parse().expect("a count"));
     let requests = webhooks(count);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -97,13 +95,6 @@ fn main() {
             ServiceBuilder::new().layer(layer).service_fn(handler),
             requests,
         ),
-        "guard" => send_all(
-            &runtime,
-            ServiceBuilder::new()
-                .layer(layer.replay_guard(ReplayGuard::default()))
-                .service_fn(handler),
-            requests,
-        ),
         "layer" => send_all(
             &runtime,
             ServiceBuilder::new()
@@ -112,7 +103,7 @@ fn main() {
                 .service_fn(handler),
             requests,
         ),
-        other => panic!("plain, guard or layer, not {other}"),
+        other => panic!("plain or layer, not {other}"),
     };
     assert_eq!(ok, count as usize, "every webhook is new and verified");
     println!("{variant}: {ok} webhooks answered 200");

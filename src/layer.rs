@@ -17,7 +17,6 @@ use crate::{
     form::DEFAULT_MAX_PARAMS,
     public_url::Scheme,
     rejection::DefaultRejectionResponse,
-    replay::{MemoryStore, ReplayGuard, ReplayStore},
     service::TwilioSignature,
 };
 
@@ -83,12 +82,11 @@ impl Default for Config {
 }
 
 /// What every clone of the service shares, behind one `Arc`.
-pub(crate) struct Shared<E, T, St> {
+pub(crate) struct Shared<E, T> {
     pub(crate) config: Config,
     /// In an `Arc` of its own: the mismatch doctor's thread reports through it too.
     pub(crate) sink: Arc<E>,
     pub(crate) rejection: T,
-    pub(crate) replay: Option<ReplayGuard<St>>,
 }
 
 /// Verifies `X-Twilio-Signature` on every request before the inner service sees it.
@@ -96,18 +94,19 @@ pub(crate) struct Shared<E, T, St> {
 /// See the [crate docs](crate) for an example. Configuration methods take typed arguments,
 /// cannot fail and return the layer, so they chain.
 ///
-/// The type parameters are the resolver `R`, the security-event sink `E`, the rejection
-/// response `T` and the [replay store](crate::replay) `St`; the last three have defaults and
-/// change through [`on_security_event`](Self::on_security_event),
-/// [`rejection_response`](Self::rejection_response) and [`replay_guard`](Self::replay_guard).
+/// The type parameters are the resolver `R`, the security-event sink `E` and the rejection
+/// response `T`; the last two have defaults and change through
+/// [`on_security_event`](Self::on_security_event) and
+/// [`rejection_response`](Self::rejection_response).
+///
+/// Replays and retries are kept from the handler by a layer of its own placed after this one,
+/// [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer).
 #[must_use]
-pub struct TwilioSignatureLayer<R, E = TracingSink, T = DefaultRejectionResponse, St = MemoryStore>
-{
+pub struct TwilioSignatureLayer<R, E = TracingSink, T = DefaultRejectionResponse> {
     resolver: R,
     config: Config,
     sink: E,
     rejection: T,
-    replay: Option<ReplayGuard<St>>,
 }
 
 impl<R> TwilioSignatureLayer<R> {
@@ -124,12 +123,11 @@ impl<R> TwilioSignatureLayer<R> {
             config: Config::default(),
             sink: TracingSink::new(),
             rejection: DefaultRejectionResponse,
-            replay: None,
         }
     }
 }
 
-impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
+impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// Where the scheme, host, port and path prefix of the verified URL come from. Use
     /// [`PublicUrl::fixed`] with the URL you configured in Twilio.
     pub fn public_url(mut self, public_url: PublicUrl) -> Self {
@@ -306,7 +304,7 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
 
     /// Sends security events to `sink` instead (e.g. `(TracingSink::new(), my_sink)` for
     /// both).
-    pub fn on_security_event<NewE>(self, sink: NewE) -> TwilioSignatureLayer<R, NewE, T, St>
+    pub fn on_security_event<NewE>(self, sink: NewE) -> TwilioSignatureLayer<R, NewE, T>
     where
         NewE: OnSecurityEvent,
     {
@@ -315,7 +313,6 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
             config: self.config,
             sink,
             rejection: self.rejection,
-            replay: self.replay,
         }
     }
 
@@ -326,68 +323,34 @@ impl<R, E, T, St> TwilioSignatureLayer<R, E, T, St> {
     ///
     /// [`Rejection`]: crate::Rejection
     /// [`RejectionResponse`]: crate::RejectionResponse
-    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT, St> {
+    pub fn rejection_response<NewT>(self, rejection: NewT) -> TwilioSignatureLayer<R, E, NewT> {
         TwilioSignatureLayer {
             resolver: self.resolver,
             config: self.config,
             sink: self.sink,
             rejection,
-            replay: self.replay,
-        }
-    }
-
-    /// Turns replays and retries of a webhook already processed away before they reach the
-    /// inner service a second time: see [`ReplayGuard`] for what happens to each request, and
-    /// the [`replay`](crate::replay) module for what is guaranteed. Off by default.
-    ///
-    /// **Superseded by [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer)**, a layer
-    /// of its own placed after this one, which gives every copy the first answer (this guard
-    /// gives an empty one, and `409` to a concurrent copy, which Twilio does not retry).
-    ///
-    /// ```
-    /// use tower_twilio::{Credentials, TwilioSignatureLayer, replay::ReplayGuard};
-    ///
-    /// // In memory, for one instance; `ReplayGuard::new(RedisStore)` for several.
-    /// let layer = TwilioSignatureLayer::new(Credentials::new()).replay_guard(ReplayGuard::default());
-    /// # let _ = layer;
-    /// ```
-    pub fn replay_guard<NewSt>(
-        self,
-        guard: ReplayGuard<NewSt>,
-    ) -> TwilioSignatureLayer<R, E, T, NewSt>
-    where
-        NewSt: ReplayStore,
-    {
-        TwilioSignatureLayer {
-            resolver: self.resolver,
-            config: self.config,
-            sink: self.sink,
-            rejection: self.rejection,
-            replay: Some(guard),
         }
     }
 }
 
-impl<R: Clone, E: Clone, T: Clone, St: Clone> Clone for TwilioSignatureLayer<R, E, T, St> {
+impl<R: Clone, E: Clone, T: Clone> Clone for TwilioSignatureLayer<R, E, T> {
     fn clone(&self) -> Self {
         Self {
             resolver: self.resolver.clone(),
             config: self.config.clone(),
             sink: self.sink.clone(),
             rejection: self.rejection.clone(),
-            replay: self.replay.clone(),
         }
     }
 }
 
-impl<S, R, E, T, St> Layer<S> for TwilioSignatureLayer<R, E, T, St>
+impl<S, R, E, T> Layer<S> for TwilioSignatureLayer<R, E, T>
 where
     R: Clone,
     E: Clone,
     T: Clone,
-    St: Clone,
 {
-    type Service = TwilioSignature<S, R, E, T, St>;
+    type Service = TwilioSignature<S, R, E, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
         if self.config.report_only {
@@ -403,13 +366,12 @@ where
                 config: self.config.clone(),
                 sink: Arc::new(self.sink.clone()),
                 rejection: self.rejection.clone(),
-                replay: self.replay.clone(),
             }),
         )
     }
 }
 
-impl<R, E, T, St: fmt::Debug> fmt::Debug for TwilioSignatureLayer<R, E, T, St> {
+impl<R, E, T> fmt::Debug for TwilioSignatureLayer<R, E, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TwilioSignatureLayer")
             .field("public_url", &self.config.public_url)
@@ -418,7 +380,6 @@ impl<R, E, T, St: fmt::Debug> fmt::Debug for TwilioSignatureLayer<R, E, T, St> {
             .field("report_only", &self.config.report_only)
             .field("exact_urls_only", &self.config.exact_urls_only)
             .field("diagnose_mismatches", &self.config.diagnoses.is_some())
-            .field("replay_guard", &self.replay)
             .finish_non_exhaustive()
     }
 }

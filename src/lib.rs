@@ -90,14 +90,11 @@
 //!    account, any other only with auth tokens (several during a rotation). On a signature
 //!    mismatch the optional [mismatch doctor](TwilioSignatureLayer::diagnose_mismatches) looks
 //!    for the URL the signature was made for, for the event and the log only.
-//! 5. With the older built-in [replay guard](TwilioSignatureLayer::replay_guard), claims the
-//!    webhook in its store ([`replay`]): a webhook already processed is answered without the
-//!    inner service (`200` empty TwiML / `204`), a copy in flight gets a 409. Superseded by
-//!    [`ReplayGuardLayer`](replay_guard::ReplayGuardLayer), a layer of its own placed after
-//!    this one, which gives every copy the first answer.
-//! 6. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
+//! 5. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
 //!    in the request extensions, or answers the [`RejectionResponse`] with the [`Rejection`] in
-//!    its extensions and sends one [`SecurityEvent`](events::SecurityEvent).
+//!    its extensions and sends one [`SecurityEvent`](events::SecurityEvent). Replays and
+//!    retries are kept from the handler by [`ReplayGuardLayer`](replay_guard::ReplayGuardLayer),
+//!    a layer of its own placed after this one.
 //!
 //! The inner service never sees an unverified request (unless you turn on
 //! [report-only mode](TwilioSignatureLayer::report_only)), and the middleware adds no error

@@ -68,22 +68,6 @@ impl Refusal {
         }
     }
 
-    /// A refusal of a request that passed verification (the replay guard's), with its verified
-    /// tenant and account.
-    pub(crate) fn of_verified(
-        kind: RejectionKind,
-        source: Option<BoxError>,
-        webhook: &VerifiedWebhook,
-    ) -> Self {
-        Self {
-            kind,
-            source,
-            tenant_id: webhook.tenant_id_arc().cloned(),
-            account_sid: webhook.account_sid_arc().cloned(),
-            consult: None,
-        }
-    }
-
     fn with_source(kind: RejectionKind, source: BoxError) -> Self {
         Self {
             source: Some(source),
@@ -322,7 +306,12 @@ pub(crate) struct Verified {
 
 impl Verified {
     /// The context for the inner service, with `url` (the one verification used).
-    pub(crate) fn into_webhook(mut self, url: String) -> VerifiedWebhook {
+    pub(crate) fn into_webhook(
+        mut self,
+        url: String,
+        client_ip: Option<std::net::IpAddr>,
+    ) -> VerifiedWebhook {
+        self.facts.client_ip = client_ip;
         self.facts.url = match redact_userinfo(&url) {
             Cow::Borrowed(_) => url,
             Cow::Owned(redacted) => redacted,
@@ -428,6 +417,7 @@ pub(crate) fn complete(
             .get(&verify::SIGNATURE)
             .and_then(|value| SignatureBytes::new(value.as_bytes())),
         url: String::new(),
+        client_ip: None,
     };
     Ok(Verified { facts })
 }
@@ -525,7 +515,7 @@ mod tests {
         config: &Config,
     ) -> Result<VerifiedWebhook, Refusal> {
         let url = inbound.url.url.clone();
-        complete(inbound, prepared, resolution, config).map(|v| v.into_webhook(url))
+        complete(inbound, prepared, resolution, config).map(|v| v.into_webhook(url, None))
     }
 
     #[test]

@@ -131,11 +131,10 @@ pub enum RejectionKind {
     /// The SharedKey id in the settings header is empty, longer than 128 bytes, or holds a
     /// character outside `A-Z a-z 0-9 _ - . :`. Refused before the resolver is asked. 403.
     InvalidSharedKeyId,
-    /// A verified duplicate of a webhook already processed, answered by the
-    /// [replay guard](crate::replay) without calling the inner service: 200 (with an empty
-    /// TwiML `<Response/>`) for a form webhook, 204 otherwise, or the guard's
-    /// [duplicate response](crate::replay::ReplayGuard::duplicate_response). Not a refusal:
-    /// Twilio is told it arrived, so it stops retrying.
+    /// A verified copy of a webhook already processed, answered by the
+    /// [replay guard](crate::replay_guard) with the first answer, without calling the inner
+    /// service. Not a refusal: a marker in the copy's extensions; Twilio gets the first
+    /// answer, so it stops retrying.
     ReplaySuppressed,
     /// A verified copy of a webhook that another request is handling right now (here or on
     /// another instance sharing the replay store), and that could not wait for it. 409: final

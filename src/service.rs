@@ -17,7 +17,6 @@ use crate::{
     future::ResponseFuture,
     layer::Shared,
     rejection::{DefaultRejectionResponse, RejectionResponse},
-    replay::{MemoryStore, ReplayStore},
 };
 
 /// The middleware service built by [`TwilioSignatureLayer`](crate::TwilioSignatureLayer).
@@ -26,14 +25,14 @@ use crate::{
 /// `Content-Length` is over the limit; otherwise it reads the body (up to the limit), asks the
 /// resolver for credentials, verifies, and only then calls the inner service with the same
 /// bytes. See the [crate docs](crate) for an example.
-pub struct TwilioSignature<S, R, E = TracingSink, T = DefaultRejectionResponse, St = MemoryStore> {
+pub struct TwilioSignature<S, R, E = TracingSink, T = DefaultRejectionResponse> {
     inner: S,
     resolver: R,
-    shared: Arc<Shared<E, T, St>>,
+    shared: Arc<Shared<E, T>>,
 }
 
-impl<S, R, E, T, St> TwilioSignature<S, R, E, T, St> {
-    pub(crate) fn new(inner: S, resolver: R, shared: Arc<Shared<E, T, St>>) -> Self {
+impl<S, R, E, T> TwilioSignature<S, R, E, T> {
+    pub(crate) fn new(inner: S, resolver: R, shared: Arc<Shared<E, T>>) -> Self {
         Self {
             inner,
             resolver,
@@ -57,7 +56,7 @@ impl<S, R, E, T, St> TwilioSignature<S, R, E, T, St> {
     }
 }
 
-impl<S: Clone, R: Clone, E, T, St> Clone for TwilioSignature<S, R, E, T, St> {
+impl<S: Clone, R: Clone, E, T> Clone for TwilioSignature<S, R, E, T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -67,7 +66,7 @@ impl<S: Clone, R: Clone, E, T, St> Clone for TwilioSignature<S, R, E, T, St> {
     }
 }
 
-impl<S: fmt::Debug, R, E, T, St: fmt::Debug> fmt::Debug for TwilioSignature<S, R, E, T, St> {
+impl<S: fmt::Debug, R, E, T> fmt::Debug for TwilioSignature<S, R, E, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TwilioSignature")
             .field("inner", &self.inner)
@@ -75,24 +74,22 @@ impl<S: fmt::Debug, R, E, T, St: fmt::Debug> fmt::Debug for TwilioSignature<S, R
             .field("max_body_size", &self.shared.config.max_body_size)
             .field("max_params", &self.shared.config.max_params)
             .field("report_only", &self.shared.config.report_only)
-            .field("replay_guard", &self.shared.replay)
             .finish_non_exhaustive()
     }
 }
 
-impl<S, R, E, T, St, ReqBody, ResBody> Service<Request<ReqBody>> for TwilioSignature<S, R, E, T, St>
+impl<S, R, E, T, ReqBody, ResBody> Service<Request<ReqBody>> for TwilioSignature<S, R, E, T>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
     R: ResolveCredentials + Clone,
     E: OnSecurityEvent + Send + Sync + 'static,
     T: RejectionResponse<ResBody>,
-    St: ReplayStore,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, R, E, T, ReqBody, St>;
+    type Future = ResponseFuture<S, R, E, T, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -56,6 +56,8 @@ pub(crate) struct Facts {
     pub(crate) signature: Option<SignatureBytes>,
     /// Without userinfo.
     pub(crate) url: String,
+    /// The real client, as the signature layer found it: for the replay guard's events.
+    pub(crate) client_ip: Option<std::net::IpAddr>,
 }
 
 /// A verified signature header, held inline so that keeping it costs no allocation: the
@@ -99,6 +101,10 @@ impl VerifiedWebhook {
 
     pub(crate) fn tenant_id_arc(&self) -> Option<&Arc<str>> {
         self.inner.tenant_id.as_ref()
+    }
+
+    pub(crate) fn client_ip(&self) -> Option<std::net::IpAddr> {
+        self.inner.client_ip
     }
 
     /// The account this request belongs to: the account the verifying credentials belong to

@@ -49,7 +49,7 @@ pub enum WebhookStage {
     /// The request arrived.
     Received,
     /// The signature checked out; the inner service is about to run (unless the
-    /// [replay guard](crate::replay) finds it a duplicate or in flight).
+    /// [replay guard](crate::replay_guard) finds it a duplicate or in flight).
     Verified,
     /// Refused. Final.
     Rejected(RejectionKind),
@@ -60,8 +60,10 @@ pub enum WebhookStage {
     /// The inner service answered with a 4xx/5xx status, returned an error (`None`), or the
     /// request was dropped before it answered (`None`). Final.
     Failed(Option<StatusCode>),
-    /// Verified, but a duplicate of a webhook already processed: the
-    /// [replay guard](crate::replay) answered without calling the inner service. Final.
+    /// Verified, but a copy of a webhook already processed: the
+    /// [replay guard](crate::replay_guard) behind the signature layer answered it with the
+    /// first answer, without calling the handler (the response carried
+    /// [`ReplayOutcome::Copy`](crate::replay_guard::ReplayOutcome::Copy)). Final.
     Duplicate,
     /// Not a stage of the webhook's processing: the [mismatch doctor](crate::doctor)'s
     /// diagnosis of a signature mismatch, in [`WebhookLogEntry::diagnosis`], reported from the

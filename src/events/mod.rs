@@ -84,6 +84,22 @@ impl SecurityEvent {
         tenant_id: Option<Arc<str>>,
         account_sid: Option<Arc<str>>,
     ) -> Self {
+        let request = (&parts.method, &parts.headers);
+        let about = (tenant_id, account_sid);
+        Self::about(reason, outcome, request, &url.url, url.client_ip, about)
+    }
+
+    /// The event about a request known by its method and headers, at `url`, from
+    /// `client_ip`, of (`tenant_id`, `account_sid`), stamped now. `url` is shown without its
+    /// userinfo and with its query's values redacted.
+    pub(crate) fn about(
+        reason: RejectionKind,
+        outcome: Outcome,
+        (method, headers): (&Method, &HeaderMap),
+        url: &str,
+        client_ip: Option<IpAddr>,
+        (tenant_id, account_sid): (Option<Arc<str>>, Option<Arc<str>>),
+    ) -> Self {
         Self {
             reason,
             outcome,
@@ -91,11 +107,11 @@ impl SecurityEvent {
             provider: "twilio",
             tenant_id,
             account_sid,
-            client_ip: url.client_ip,
-            url: redact_url(&url.url).into_owned(),
-            method: parts.method.clone(),
-            user_agent: header_text(&parts.headers, &header::USER_AGENT),
-            request_id: header_text(&parts.headers, &REQUEST_ID_HEADER),
+            client_ip,
+            url: redact_url(url).into_owned(),
+            method: method.clone(),
+            user_agent: header_text(headers, &header::USER_AGENT),
+            request_id: header_text(headers, &REQUEST_ID_HEADER),
             timestamp: SystemTime::now(),
             diagnosis: None,
         }
@@ -140,10 +156,11 @@ pub enum Outcome {
     /// Failed verification but passed to the inner service because report-only mode is on.
     PassedInReportOnlyMode,
     /// Verified, but a duplicate of a webhook already processed: answered by the
-    /// [replay guard](crate::replay) without calling the inner service.
+    /// [replay guard](crate::replay_guard) without calling the inner service.
     Suppressed,
     /// Verified, but the replay store failed: passed to the inner service without the replay
-    /// check (the guard fails open), or processed without being recorded as done.
+    /// check ([`StoreFailure::RunUnguarded`](crate::replay_guard::StoreFailure::RunUnguarded),
+    /// the default).
     PassedWithoutReplayCheck,
     /// Not a second verdict: the [mismatch doctor](crate::doctor)'s diagnosis of a request
     /// already refused (or passed in report-only mode) for a signature mismatch, in
@@ -198,9 +215,9 @@ impl Severity {
             | ResolverFailed
             | ConflictingAccountSid
             | AccountMismatch
-            | ReplayStoreFailed => Self::Critical,
-            BodyTooLarge | TooManyParameters | BodyReadFailed | ReplaySuppressed
-            | ReplayInFlight => Self::Info,
+            | ReplayStoreFailed
+            | ReplayGuardMisplaced => Self::Critical,
+            BodyTooLarge | TooManyParameters | BodyReadFailed | ReplaySuppressed => Self::Info,
             _ => Self::Warning,
         }
     }

@@ -8,12 +8,6 @@
 //! | [`MemoryStore`] (the default) | this process, bounded by bytes (answers included) | one instance |
 //! | [`RedisStore`] (feature `redis`) | a Redis or Valkey server | several instances behind a load balancer |
 //!
-//! [`ReplayGuard`] is the older guard built into
-//! [`TwilioSignatureLayer::replay_guard`](crate::TwilioSignatureLayer::replay_guard): it
-//! answers copies with an empty TwiML answer and a concurrent copy with `409`. It is superseded
-//! by [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer) and uses the same stores and
-//! keys.
-//!
 //! A store on its own:
 //!
 //! ```
@@ -40,7 +34,6 @@
 //! ```
 
 mod answer;
-mod guard;
 mod key;
 mod memory;
 #[cfg(feature = "redis")]
@@ -48,8 +41,6 @@ mod redis_store;
 mod store;
 
 pub use self::answer::StoredAnswer;
-pub use self::guard::ReplayGuard;
-pub(crate) use self::guard::{Admit, answer_is_done, default_duplicate_response, replay_key};
 pub use self::key::ReplayKey;
 pub use self::memory::{MemoryStore, MemoryWait};
 #[cfg(feature = "redis")]

@@ -8,20 +8,21 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderMap, Request, Response, header, response::Parts};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header, response::Parts};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::{
-    ResponseBody, StoreFailure,
+    ReplayOutcome, ResponseBody, StoreFailure,
     body::{AnswerCollector, Collected},
     layer::{Scope, Settings},
 };
 use crate::{
     BoxError, Rejection, RejectionKind, VerifiedWebhook,
-    events::TRACING_TARGET,
+    events::{Outcome, SecurityEvent, TRACING_TARGET},
     replay::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, StoredAnswer},
     verify::Covered,
 };
@@ -157,14 +158,12 @@ where
             None => {
                 tracing::error!(
                     target: TRACING_TARGET,
-                    event_type = RejectionKind::ReplayGuardMisplaced.as_str(),
-                    severity = "critical",
-                    method = %request.method(),
-                    path = request.uri().path(),
                     "the replay guard got a request without a VerifiedWebhook: place \
                      ReplayGuardLayer after TwilioSignatureLayer (refused with 500)"
                 );
-                let response = refusal(RejectionKind::ReplayGuardMisplaced, None);
+                let kind = RejectionKind::ReplayGuardMisplaced;
+                report(&settings, &request, kind, Outcome::Rejected);
+                let response = refusal(kind, None, ReplayOutcome::Misplaced);
                 let key = ReplayKey::new(crate::signature::Algorithm::HmacSha1, b"");
                 (key, Covered::UrlOnly, finished(response))
             }
@@ -302,12 +301,7 @@ where
             Ok(Claim::Done(answer)) => {
                 #[cfg(feature = "metrics")]
                 crate::metrics::replay_suppressed();
-                tracing::debug!(
-                    target: TRACING_TARGET,
-                    event_type = RejectionKind::ReplaySuppressed.as_str(),
-                    waited = self.waits > 0,
-                    "a copy of a processed webhook got the first answer"
-                );
+                self.report(RejectionKind::ReplaySuppressed, Outcome::Suppressed);
                 finished(self.copy(&answer))
             }
             Ok(Claim::InFlight) => State::Waiting {
@@ -330,11 +324,19 @@ where
                 }
                 response
             }
-            None => crate::replay::default_duplicate_response(self.covered).map(ResponseBody::full),
+            None => empty_answer(self.covered).map(ResponseBody::full),
         };
         let rejection = Rejection::new(RejectionKind::ReplaySuppressed);
         response.extensions_mut().insert(rejection);
+        response.extensions_mut().insert(ReplayOutcome::Copy);
         response
+    }
+
+    /// Reports a security event about this request to the layer's sink.
+    fn report(&self, kind: RejectionKind, outcome: Outcome) {
+        if let Some(request) = &self.request {
+            report(&self.settings, request, kind, outcome);
+        }
     }
 
     fn store_failed(&mut self, error: ReplayStoreError) -> StateOf<S, St, ReqBody, ResBody> {
@@ -344,25 +346,23 @@ where
             StoreFailure::RunUnguarded => {
                 tracing::error!(
                     target: TRACING_TARGET,
-                    event_type = RejectionKind::ReplayStoreFailed.as_str(),
-                    severity = "critical",
-                    outcome = "passed_without_replay_check",
                     %error,
                     "the replay store failed: the webhook runs without a replay check"
                 );
+                let kind = RejectionKind::ReplayStoreFailed;
+                self.report(kind, Outcome::PassedWithoutReplayCheck);
                 self.call()
             }
             StoreFailure::Refuse => {
                 tracing::error!(
                     target: TRACING_TARGET,
-                    event_type = RejectionKind::ReplayStoreFailed.as_str(),
-                    severity = "critical",
-                    outcome = "rejected",
                     %error,
                     "the replay store failed: the webhook is refused with 503"
                 );
                 let kind = RejectionKind::ReplayStoreFailed;
-                finished(refusal(kind, Some(Box::new(error))))
+                self.report(kind, Outcome::Rejected);
+                let outcome = ReplayOutcome::StoreRefused;
+                finished(refusal(kind, Some(Box::new(error)), outcome))
             }
         }
     }
@@ -371,14 +371,15 @@ where
     fn wait_ran_out(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
         tracing::warn!(
             target: TRACING_TARGET,
-            event_type = RejectionKind::ReplayInFlight.as_str(),
             wait_ms = self.settings.wait.as_millis() as u64,
             "a copy waited for the first attempt until its bound and got 409; the first \
              attempt keeps running and its answer is stored for later copies"
         );
         #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("wait_ran_out");
-        finished(refusal(RejectionKind::ReplayInFlight, None))
+        let kind = RejectionKind::ReplayInFlight;
+        self.report(kind, Outcome::Rejected);
+        finished(refusal(kind, None, ReplayOutcome::WaitRanOut))
     }
 
     fn call(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
@@ -393,6 +394,14 @@ where
         &mut self,
         result: Result<Response<ResBody>, S::Error>,
     ) -> StateOf<S, St, ReqBody, ResBody> {
+        let outcome = match self.claim {
+            Some(_) => ReplayOutcome::First,
+            None => ReplayOutcome::RanUnguarded,
+        };
+        let result = result.map(|mut response| {
+            response.extensions_mut().insert(outcome);
+            response
+        });
         let Some(token) = self.claim else {
             // Unguarded (the store failed): nothing to record.
             return State::Finished {
@@ -534,15 +543,66 @@ fn finished<CF, WF, SF, B, KF, XF, E>(
     }
 }
 
-/// The default rejection response for `kind`, with the typed reason in its extensions.
-fn refusal<B>(kind: RejectionKind, source: Option<BoxError>) -> Response<ResponseBody<B>> {
+/// The default rejection response for `kind`, with the typed reason and the guard's
+/// `outcome` in its extensions.
+fn refusal<B>(
+    kind: RejectionKind,
+    source: Option<BoxError>,
+    outcome: ReplayOutcome,
+) -> Response<ResponseBody<B>> {
     let rejection = match source {
         Some(source) => Rejection::with_source(kind, source),
         None => Rejection::new(kind),
     };
     let mut response = crate::rejection::default_response(&rejection);
     response.extensions_mut().insert(rejection);
+    response.extensions_mut().insert(outcome);
     response.map(ResponseBody::full)
+}
+
+/// Reports one security event about `request` to the layer's sink: its verified URL, client,
+/// tenant and account when the signature layer left them, else its target as received.
+fn report<B, St>(
+    settings: &Settings<St>,
+    request: &Request<B>,
+    kind: RejectionKind,
+    outcome: Outcome,
+) {
+    let head = (request.method(), request.headers());
+    let event = match request.extensions().get::<VerifiedWebhook>() {
+        Some(webhook) => {
+            let about = (
+                webhook.tenant_id_arc().cloned(),
+                webhook.account_sid_arc().cloned(),
+            );
+            let (url, client_ip) = (webhook.url(), webhook.client_ip());
+            SecurityEvent::about(kind, outcome, head, url, client_ip, about)
+        }
+        None => {
+            let target = request.uri().to_string();
+            SecurityEvent::about(kind, outcome, head, &target, None, (None, None))
+        }
+    };
+    settings.sink.on_security_event(&event);
+}
+
+/// The answer to a copy whose first answer was larger than the bound (only "done" was
+/// stored): `200` with an empty TwiML document for a form or `GET` webhook (a message or call
+/// webhook expects TwiML; an empty `<Response/>` does nothing), `204` for a `bodySHA256` one.
+fn empty_answer(covered: Covered) -> Response<Bytes> {
+    if covered == Covered::BodySha256 {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        return response;
+    }
+    let mut response = Response::new(Bytes::from_static(
+        b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
+    ));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    response
 }
 
 impl<S, St, ReqBody, ResBody> std::fmt::Debug for ResponseFuture<S, St, ReqBody, ResBody>
@@ -555,5 +615,26 @@ where
             .field("key", &self.request.key)
             .field("claimed", &self.request.claim.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_empty_answer_stops_twilio_retrying_without_doing_anything() {
+        for covered in [Covered::FormParams, Covered::UrlOnly] {
+            let twiml = empty_answer(covered);
+            assert_eq!(twiml.status(), StatusCode::OK);
+            assert_eq!(
+                twiml.headers()[header::CONTENT_TYPE],
+                "text/xml; charset=utf-8"
+            );
+            assert!(twiml.body().ends_with(b"<Response/>"));
+        }
+        let json = empty_answer(Covered::BodySha256);
+        assert_eq!(json.status(), StatusCode::NO_CONTENT);
+        assert!(json.body().is_empty());
     }
 }

@@ -5,7 +5,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::ReplayGuard;
-use crate::replay::MemoryStore;
+use crate::{
+    events::{OnSecurityEvent, TracingSink},
+    replay::MemoryStore,
+};
 
 /// Which requests are copies of one another. See the [module docs](super) for which Twilio
 /// webhook takes which.
@@ -49,6 +52,7 @@ pub(crate) struct Settings<St> {
     pub(crate) wait: Duration,
     pub(crate) max_answer_bytes: usize,
     pub(crate) on_store_failure: StoreFailure,
+    pub(crate) sink: Arc<dyn OnSecurityEvent + Send + Sync>,
 }
 
 impl<St> Settings<St> {
@@ -100,6 +104,7 @@ impl<St> ReplayGuardLayer<St> {
                 wait: ReplayGuardLayer::DEFAULT_WAIT,
                 max_answer_bytes: ReplayGuardLayer::DEFAULT_MAX_ANSWER_BYTES,
                 on_store_failure: StoreFailure::RunUnguarded,
+                sink: Arc::new(TracingSink::new()),
             },
         }
     }
@@ -154,6 +159,35 @@ impl<St> ReplayGuardLayer<St> {
         self
     }
 
+    /// Sends the guard's security events to `sink` instead of [`TracingSink`] (the same
+    /// [`OnSecurityEvent`] sinks as
+    /// [`TwilioSignatureLayer::on_security_event`](crate::TwilioSignatureLayer::on_security_event);
+    /// give both layers the same one). One event per copy kept from the handler
+    /// ([`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed), info), per degraded
+    /// request (the store failed: [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed),
+    /// critical, with outcome [`PassedWithoutReplayCheck`](crate::events::Outcome::PassedWithoutReplayCheck)
+    /// or [`Rejected`](crate::events::Outcome::Rejected); the wait ran out:
+    /// [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), warning) and per request
+    /// without a verified webhook ([`ReplayGuardMisplaced`](crate::RejectionKind::ReplayGuardMisplaced),
+    /// critical).
+    ///
+    /// ```
+    /// use tower_twilio::{events::SecurityEvent, replay_guard::ReplayGuardLayer};
+    ///
+    /// let guard = ReplayGuardLayer::default().on_security_event(|event: &SecurityEvent| {
+    ///     println!("{} {}", event.event_type(), event.url);
+    /// });
+    /// # let _ = guard;
+    /// ```
+    #[must_use]
+    pub fn on_security_event<E>(mut self, sink: E) -> Self
+    where
+        E: OnSecurityEvent + Send + Sync + 'static,
+    {
+        self.settings.sink = Arc::new(sink);
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &St {
         &self.settings.store
@@ -178,6 +212,7 @@ impl<St: Clone> Clone for Settings<St> {
             wait: self.wait,
             max_answer_bytes: self.max_answer_bytes,
             on_store_failure: self.on_store_failure,
+            sink: Arc::clone(&self.sink),
         }
     }
 }
@@ -200,7 +235,7 @@ impl<St: fmt::Debug> fmt::Debug for Settings<St> {
             .field("wait", &self.wait)
             .field("max_answer_bytes", &self.max_answer_bytes)
             .field("on_store_failure", &self.on_store_failure)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -32,6 +32,17 @@
 //! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 5 s). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
 //! | an error | by default the handler runs unguarded, with an `ERROR` event; see the trade-off table |
 //!
+//! # What it reports
+//!
+//! Security events go to the layer's sink ([`on_security_event`](ReplayGuardLayer::on_security_event),
+//! [`TracingSink`](crate::events::TracingSink) by default), one per request: a copy kept from
+//! the handler (`replay_suppressed`, info), a store failure (`replay_store_failed`, critical),
+//! a wait that ran out (`replay_in_flight`, warning), a request without a `VerifiedWebhook`
+//! (`replay_guard_misplaced`, critical). Every response the guard hands back carries a
+//! [`ReplayOutcome`] in its extensions; the signature layer's
+//! [webhook log](crate::events::log) reads it and records a copy as
+//! [`Duplicate`](crate::events::log::WebhookStage::Duplicate), not as processed.
+//!
 //! # Scopes: which Twilio webhook is which
 //!
 //! One layer per [`Scope`]; give the voice routes their own.
@@ -174,9 +185,11 @@
 mod body;
 mod future;
 mod layer;
+mod outcome;
 mod service;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{ReplayGuardLayer, Scope, StoreFailure};
+pub use self::outcome::ReplayOutcome;
 pub use self::service::ReplayGuard;

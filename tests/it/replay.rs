@@ -339,8 +339,8 @@ mod redis_store {
     }
 }
 
-/// The guard through the real layer: a counting handler behind `TwilioSignatureLayer` with a
-/// `ReplayGuard`, driven by signed requests.
+/// The guard through the real layers: a counting handler behind `TwilioSignatureLayer` and a
+/// `ReplayGuardLayer`, both reporting to one sink, driven by signed requests.
 pub(crate) mod layer {
     use std::{
         collections::VecDeque,
@@ -365,7 +365,8 @@ pub(crate) mod layer {
             log::{WebhookLogEntry, WebhookStage},
         },
         form::Params,
-        replay::{ReplayGuard, ReplayStore},
+        replay::ReplayStore,
+        replay_guard::{ReplayGuardLayer, ReplayOutcome},
         signature::{Algorithm, sign, url_with_body_sha256},
     };
 
@@ -434,11 +435,12 @@ pub(crate) mod layer {
         }
     }
 
-    pub(crate) type Answer = Response<ResponseBody<Full<Bytes>>>;
+    pub(crate) type Answer =
+        Response<ResponseBody<tower_twilio::replay_guard::ResponseBody<Full<Bytes>>>>;
 
-    /// The layer with `guard` in front of `handler`.
+    /// The signature layer, then `guard`, then `handler`; both layers report to `reports`.
     pub(crate) fn service<St>(
-        guard: ReplayGuard<St>,
+        guard: ReplayGuardLayer<St>,
         handler: &Handler,
         reports: &Reports,
     ) -> impl Service<
@@ -452,8 +454,10 @@ pub(crate) mod layer {
     where
         St: ReplayStore + Clone + Send + Sync + 'static,
         St::ClaimFuture: Send,
+        St::RenewFuture: Send,
         St::CompleteFuture: Send,
         St::ReleaseFuture: Send,
+        St::WaitFuture: Send,
     {
         let log = Arc::clone(&reports.log);
         let layer = TwilioSignatureLayer::new(
@@ -463,11 +467,12 @@ pub(crate) mod layer {
         )
         .public_url(PublicUrl::fixed(PUBLIC).unwrap())
         .on_security_event(reports.sink.clone())
-        .on_webhook(move |entry: &WebhookLogEntry| log.lock().unwrap().push(entry.clone()))
-        .replay_guard(guard);
+        .on_webhook(move |entry: &WebhookLogEntry| log.lock().unwrap().push(entry.clone()));
+        let guard = guard.on_security_event(reports.sink.clone());
         let handler = handler.clone();
         ServiceBuilder::new()
             .layer(layer)
+            .layer(guard)
             .service_fn(move |_: Request<VerifiedBody>| handler.clone().run())
     }
 
@@ -499,11 +504,12 @@ pub(crate) mod layer {
         answer.extensions().get::<Rejection>().map(Rejection::kind)
     }
 
-    /// A duplicate's default answer to a form webhook: 200, empty TwiML, the typed reason.
+    /// A copy's answer: the handler's first answer (200), the typed reason, the guard's
+    /// outcome.
     pub(crate) fn assert_duplicate(answer: &Answer) {
         assert_eq!(answer.status(), StatusCode::OK);
         assert_eq!(kind(answer), Some(RejectionKind::ReplaySuppressed));
-        assert_eq!(answer.headers()["content-type"], "text/xml; charset=utf-8");
+        assert_eq!(ReplayOutcome::of(answer), Some(ReplayOutcome::Copy));
     }
 
     /// Exactly one event, `replay_suppressed` at info, and the log's final stage `duplicate`.
@@ -550,9 +556,9 @@ pub(crate) mod layer {
     }
 
     /// 50 copies of one webhook across `services`: 25 race while the handler holds the first
-    /// (they are answered `409`), then, once `settle` has passed and the first has finished,
-    /// 25 more (they get the duplicate answer). Asserts that the handler ran once and every
-    /// other copy got a documented answer.
+    /// (they wait for it), then, once `settle` has passed and the first has finished, 25 more.
+    /// Asserts that the handler ran once and every other copy got the first answer (or, had a
+    /// wait run out, `409`).
     pub(crate) async fn race_in_two_waves<Svc>(
         services: Vec<Svc>,
         gate: &Semaphore,
@@ -582,8 +588,8 @@ pub(crate) mod layer {
         assert_eq!(handler.runs(), 1);
     }
 
-    /// One answer from the handler; every other one a documented answer: `409` (in flight) or
-    /// the duplicate response.
+    /// One answer from the handler; every other one a documented answer: `409` (a wait ran
+    /// out) or the first answer.
     pub(crate) fn assert_one_handled(answers: &[Answer]) {
         let handled = answers.iter().filter(|a| kind(a).is_none()).count();
         let in_flight = answers
@@ -598,7 +604,7 @@ pub(crate) mod layer {
             .count();
         assert_eq!(handled, 1);
         assert_eq!(handled + in_flight + duplicates, answers.len());
-        println!("race: 1 handled, {in_flight} in flight (409), {duplicates} duplicates (200)");
+        println!("race: 1 handled, {in_flight} waits ran out (409), {duplicates} copies (200)");
     }
 }
 
@@ -611,7 +617,8 @@ mod memory_guard {
     use tower_twilio::{
         RejectionKind,
         events::{Outcome, Severity, log::WebhookStage},
-        replay::{MemoryStore, ReplayGuard},
+        replay::MemoryStore,
+        replay_guard::{ReplayGuardLayer, ReplayOutcome, StoreFailure},
     };
 
     use super::layer::*;
@@ -619,18 +626,16 @@ mod memory_guard {
     #[tokio::test]
     async fn a_webhook_sent_twice_reaches_the_handler_once() {
         let (handler, reports) = (Handler::default(), Reports::default());
-        let service = service(ReplayGuard::default(), &handler, &reports);
+        let service = service(ReplayGuardLayer::default(), &handler, &reports);
         let first = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!(first.status(), StatusCode::OK);
         assert_eq!(kind(&first), None);
         assert!(reports.events().is_empty());
 
+        assert_eq!(ReplayOutcome::of(&first), Some(ReplayOutcome::First));
         let second = service.clone().oneshot(sms(1)).await.unwrap();
         assert_duplicate(&second);
-        assert_eq!(
-            crate::support::body_string(second).await,
-            r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#
-        );
+        assert_eq!(crate::support::body_string(second).await, "handled");
         assert_eq!(handler.runs(), 1);
         assert_one_suppressed_event(&reports);
         assert_eq!(
@@ -642,6 +647,12 @@ mod memory_guard {
         );
         assert_eq!(WebhookStage::Duplicate.as_str(), "duplicate");
 
+        // Each copy is one event and one `duplicate` in the log.
+        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_eq!(reports.events().len(), 2);
+        assert_eq!(reports.final_stages().len(), 3);
+        assert_eq!(reports.final_stages()[2], WebhookStage::Duplicate);
+
         // A different webhook is new.
         let other = service.clone().oneshot(sms(2)).await.unwrap();
         assert_eq!((other.status(), kind(&other)), (StatusCode::OK, None));
@@ -649,13 +660,14 @@ mod memory_guard {
     }
 
     #[tokio::test]
-    async fn a_duplicate_json_webhook_gets_204() {
+    async fn a_copy_of_a_json_webhook_gets_the_first_answer() {
         let (handler, reports) = (Handler::default(), Reports::default());
-        let service = service(ReplayGuard::default(), &handler, &reports);
+        let service = service(ReplayGuardLayer::default(), &handler, &reports);
         assert_eq!(kind(&service.clone().oneshot(json()).await.unwrap()), None);
         let second = service.clone().oneshot(json()).await.unwrap();
-        assert_eq!(second.status(), StatusCode::NO_CONTENT);
+        assert_eq!(second.status(), StatusCode::OK);
         assert_eq!(kind(&second), Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(crate::support::body_string(second).await, "handled");
         assert_eq!(handler.runs(), 1);
     }
 
@@ -663,7 +675,7 @@ mod memory_guard {
     async fn a_tampered_copy_is_still_refused_and_stores_nothing() {
         let (handler, reports) = (Handler::default(), Reports::default());
         let store = MemoryStore::default();
-        let service = service(ReplayGuard::new(store.clone()), &handler, &reports);
+        let service = service(ReplayGuardLayer::new(store.clone()), &handler, &reports);
         let mut tampered = sms(1);
         *tampered.body_mut() = http_body_util::Full::new(bytes::Bytes::from(
             crate::support::SMS_BODY.replace("Body=Hello", "Body=Hellp"),
@@ -679,7 +691,7 @@ mod memory_guard {
     async fn a_failed_webhook_runs_again_when_twilio_retries() {
         let reports = Reports::default();
         let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
-        let service = service(ReplayGuard::default(), &handler, &reports);
+        let service = service(ReplayGuardLayer::default(), &handler, &reports);
         let first = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let retry = service.clone().oneshot(sms(1)).await.unwrap();
@@ -690,10 +702,11 @@ mod memory_guard {
     }
 
     #[tokio::test]
-    async fn a_copy_arriving_while_the_first_runs_gets_409_then_the_duplicate_answer() {
+    async fn a_copy_whose_wait_runs_out_gets_409_with_one_warning_then_the_first_answer() {
         let gate = Arc::new(Semaphore::new(0));
         let (handler, reports) = (Handler::gated(&gate), Reports::default());
-        let service = service(ReplayGuard::default(), &handler, &reports);
+        let guard = ReplayGuardLayer::default().wait(Duration::from_millis(50));
+        let service = service(guard, &handler, &reports);
         let first = tokio::spawn(service.clone().oneshot(sms(1)));
         while handler.runs() == 0 {
             tokio::task::yield_now().await;
@@ -701,11 +714,17 @@ mod memory_guard {
         let copy = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!(copy.status(), StatusCode::CONFLICT);
         assert_eq!(kind(&copy), Some(RejectionKind::ReplayInFlight));
+        assert_eq!(ReplayOutcome::of(&copy), Some(ReplayOutcome::WaitRanOut));
         let events = reports.events();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type(), "replay_in_flight");
-        assert_eq!(events[0].severity, Severity::Info);
+        assert_eq!(events[0].severity, Severity::Warning);
         assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
+        assert_eq!(events[0].tenant_id.as_deref(), Some("acme"));
+        assert_eq!(
+            reports.final_stages(),
+            [WebhookStage::Failed(Some(StatusCode::CONFLICT))]
+        );
         gate.add_permits(1);
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
         assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
@@ -717,7 +736,7 @@ mod memory_guard {
         let gate = Arc::new(Semaphore::new(0));
         let (handler, reports) = (Handler::gated(&gate), Reports::default());
         let store = MemoryStore::default();
-        let service = service(ReplayGuard::new(store.clone()), &handler, &reports);
+        let service = service(ReplayGuardLayer::new(store.clone()), &handler, &reports);
         let mut first = Box::pin(service.clone().oneshot(sms(1)));
         assert!(futures_poll_once(first.as_mut()).await.is_none());
         assert_eq!((handler.runs(), store.len()), (1, 1));
@@ -745,7 +764,7 @@ mod memory_guard {
     #[tokio::test(start_paused = true)]
     async fn after_the_window_the_webhook_is_accepted_again() {
         let (handler, reports) = (Handler::default(), Reports::default());
-        let guard = ReplayGuard::default().window(Duration::from_secs(3600));
+        let guard = ReplayGuardLayer::default().window(Duration::from_secs(3600));
         let service = service(guard, &handler, &reports);
         service.clone().oneshot(sms(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(3599)).await;
@@ -762,23 +781,35 @@ mod memory_guard {
         let gate = Arc::new(Semaphore::new(0));
         let (handler, reports) = (Handler::gated(&gate), Reports::default());
         let services: Vec<_> = (0..4)
-            .map(|_| service(ReplayGuard::new(store.clone()), &handler, &reports))
+            .map(|_| service(ReplayGuardLayer::new(store.clone()), &handler, &reports))
             .collect();
         race_in_two_waves(services, &gate, &handler, Duration::from_millis(50)).await;
     }
 
+    /// Room for one webhook and its answer.
+    fn store_for_one() -> MemoryStore {
+        let answer = MemoryStore::ANSWER_BYTES + b"handled".len();
+        MemoryStore::new(MemoryStore::FIXED_BYTES + MemoryStore::ENTRY_BYTES + answer)
+    }
+
     #[tokio::test]
-    async fn a_full_store_fails_closed_with_503_and_never_forgets() {
-        let store = MemoryStore::new(MemoryStore::FIXED_BYTES + MemoryStore::ENTRY_BYTES);
+    async fn a_full_store_refuses_with_503_when_told_to_and_never_forgets() {
+        let store = store_for_one();
         let (handler, reports) = (Handler::default(), Reports::default());
-        let service = service(ReplayGuard::new(store), &handler, &reports);
+        let guard = ReplayGuardLayer::new(store).on_store_failure(StoreFailure::Refuse);
+        let service = service(guard, &handler, &reports);
         assert_eq!(kind(&service.clone().oneshot(sms(1)).await.unwrap()), None);
         let refused = service.clone().oneshot(sms(2)).await.unwrap();
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(kind(&refused), Some(RejectionKind::ReplayStoreFailed));
+        assert_eq!(
+            ReplayOutcome::of(&refused),
+            Some(ReplayOutcome::StoreRefused)
+        );
         let events = reports.events();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type(), "replay_store_failed");
+        assert_eq!(events[0].outcome, Outcome::Rejected);
         assert_eq!(events[0].severity, Severity::Critical);
         // The webhook it holds is still a duplicate.
         assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
@@ -786,13 +817,17 @@ mod memory_guard {
     }
 
     #[tokio::test]
-    async fn a_full_store_failing_open_passes_new_webhooks_with_a_critical_event() {
-        let store = MemoryStore::new(MemoryStore::FIXED_BYTES + MemoryStore::ENTRY_BYTES);
+    async fn a_full_store_runs_new_webhooks_unguarded_by_default_with_a_critical_event() {
+        let store = store_for_one();
         let (handler, reports) = (Handler::default(), Reports::default());
-        let service = service(ReplayGuard::new(store).fail_open(true), &handler, &reports);
+        let service = service(ReplayGuardLayer::new(store), &handler, &reports);
         service.clone().oneshot(sms(1)).await.unwrap();
         let passed = service.clone().oneshot(sms(2)).await.unwrap();
         assert_eq!((passed.status(), kind(&passed)), (StatusCode::OK, None));
+        assert_eq!(
+            ReplayOutcome::of(&passed),
+            Some(ReplayOutcome::RanUnguarded)
+        );
         assert_eq!(handler.runs(), 2);
         let events = reports.events();
         assert_eq!(events.len(), 1);
@@ -804,31 +839,18 @@ mod memory_guard {
         assert_eq!(handler.runs(), 2);
     }
 
-    #[tokio::test]
-    async fn the_duplicate_answer_can_be_replaced() {
-        let (handler, reports) = (Handler::default(), Reports::default());
-        let guard = ReplayGuard::default().duplicate_response(|_webhook: &_| {
-            http::Response::new(bytes::Bytes::from_static(b"seen"))
-        });
-        let service = service(guard, &handler, &reports);
-        service.clone().oneshot(sms(1)).await.unwrap();
-        let second = service.clone().oneshot(sms(1)).await.unwrap();
-        assert_eq!(kind(&second), Some(RejectionKind::ReplaySuppressed));
-        assert_eq!(crate::support::body_string(second).await, "seen");
-    }
-
-    /// `tower_twilio_replays_suppressed_total` moves by one per duplicate kept from the
-    /// handler, and by nothing for a first run, a failed one, its retry, a copy answered 409,
-    /// or a forgery; a duplicate is not counted as refused.
+    /// `tower_twilio_replays_suppressed_total` moves by one per copy kept from the handler,
+    /// and by nothing for a first run, a failed one, its retry, a copy whose wait ran out
+    /// (counted as degraded instead), or a forgery; a copy is not counted as refused.
     #[cfg(feature = "metrics")]
     #[tokio::test(flavor = "current_thread")]
     async fn each_suppressed_duplicate_moves_the_replay_counter_by_one() {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-        use tower_twilio::metrics::{REFUSED, REPLAYS_SUPPRESSED};
+        use tower_twilio::metrics::{REFUSED, REPLAY_DEGRADED, REPLAYS_SUPPRESSED};
 
-        /// How far each counter moved since the last call: (suppressed, refused).
-        fn moved(snapshotter: &Snapshotter) -> (u64, u64) {
-            let mut counts = (0, 0);
+        /// How far each counter moved since the last call: (suppressed, refused, degraded).
+        fn moved(snapshotter: &Snapshotter) -> (u64, u64, u64) {
+            let mut counts = (0, 0, 0);
             for (key, .., value) in snapshotter.snapshot().into_vec() {
                 let DebugValue::Counter(n) = value else {
                     continue;
@@ -836,6 +858,7 @@ mod memory_guard {
                 match key.key().name() {
                     REPLAYS_SUPPRESSED => counts.0 += n,
                     REFUSED => counts.1 += n,
+                    REPLAY_DEGRADED => counts.2 += n,
                     _ => {}
                 }
             }
@@ -847,33 +870,38 @@ mod memory_guard {
         let _local = metrics::set_default_local_recorder(&recorder);
         let gate = Arc::new(Semaphore::new(0));
         let (handler, reports) = (Handler::gated(&gate), Reports::default());
-        let service = service(ReplayGuard::default(), &handler, &reports);
+        let guard = ReplayGuardLayer::default().wait(Duration::from_millis(20));
+        let service = service(guard, &handler, &reports);
 
-        // A first run, and a copy answered 409 while it runs: nothing suppressed.
+        // A first run, and a copy whose wait runs out while it runs: nothing suppressed.
         let mut first = Box::pin(service.clone().oneshot(sms(1)));
         assert!(futures_poll_once(first.as_mut()).await.is_none());
         let copy = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!(kind(&copy), Some(RejectionKind::ReplayInFlight));
         gate.add_permits(1);
         assert_eq!(first.await.unwrap().status(), StatusCode::OK);
-        assert_eq!(moved(&snapshotter), (0, 1), "the 409 is a refusal");
+        assert_eq!(
+            moved(&snapshotter),
+            (0, 0, 1),
+            "the 409 is a degraded request"
+        );
 
         for n in 1..=3 {
             assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
-            assert_eq!(moved(&snapshotter), (1, 0), "duplicate #{n}");
+            assert_eq!(moved(&snapshotter), (1, 0, 0), "copy #{n}");
         }
         assert_eq!(handler.runs(), 1);
 
         // A failed webhook and Twilio's retry both run: neither is a duplicate.
         let failing = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
-        let service = super::layer::service(ReplayGuard::default(), &failing, &reports);
+        let service = super::layer::service(ReplayGuardLayer::default(), &failing, &reports);
         for expected in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::OK] {
             let answer = service.clone().oneshot(sms(2)).await.unwrap();
             assert_eq!((answer.status(), kind(&answer)), (expected, None));
         }
-        assert_eq!(moved(&snapshotter), (0, 0));
+        assert_eq!(moved(&snapshotter), (0, 0, 0));
         assert_duplicate(&service.clone().oneshot(sms(2)).await.unwrap());
-        assert_eq!(moved(&snapshotter), (1, 0));
+        assert_eq!(moved(&snapshotter), (1, 0, 0));
 
         // A tampered copy is refused before the guard: not a duplicate.
         let mut tampered = sms(2);
@@ -884,7 +912,7 @@ mod memory_guard {
         ));
         let answer = service.clone().oneshot(tampered).await.unwrap();
         assert_eq!(kind(&answer), Some(RejectionKind::SignatureMismatch));
-        assert_eq!(moved(&snapshotter), (0, 1));
+        assert_eq!(moved(&snapshotter), (0, 1, 0));
     }
 }
 
@@ -898,7 +926,8 @@ mod redis_guard {
     use tower_twilio::{
         RejectionKind,
         events::{Outcome, Severity},
-        replay::{RedisStore, ReplayGuard},
+        replay::RedisStore,
+        replay_guard::{ReplayGuardLayer, StoreFailure},
     };
 
     use super::{layer::*, redis};
@@ -917,7 +946,7 @@ mod redis_guard {
         for _ in 0..4 {
             // Four instances: four connection managers, one key space.
             let store = redis::store_with_prefix(&url, &prefix).await;
-            services.push(service(ReplayGuard::new(store), &handler, &reports));
+            services.push(service(ReplayGuardLayer::new(store), &handler, &reports));
         }
         race_in_two_waves(services, &gate, &handler, Duration::from_millis(100)).await;
     }
@@ -932,7 +961,7 @@ mod redis_guard {
         let reports = Reports::default();
         let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
         let store = redis::store(&url).await;
-        let service = service(ReplayGuard::new(store), &handler, &reports);
+        let service = service(ReplayGuardLayer::new(store), &handler, &reports);
         let first = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let retry = service.clone().oneshot(sms(1)).await.unwrap();
@@ -951,7 +980,7 @@ mod redis_guard {
         let Some(url) = redis::url() else { return };
         let (handler, reports) = (Handler::default(), Reports::default());
         let store = redis::store(&url).await;
-        let guard = ReplayGuard::new(store).window(Duration::from_millis(300));
+        let guard = ReplayGuardLayer::new(store).window(Duration::from_millis(300));
         let service = service(guard, &handler, &reports);
         service.clone().oneshot(sms(1)).await.unwrap();
         assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
@@ -961,9 +990,9 @@ mod redis_guard {
         assert_eq!(handler.runs(), 2);
     }
 
-    // Redis goes away under a running service: the default guard fails closed, so nothing is
-    // accepted (neither the copy of a processed webhook nor a new one) and nothing panics; a
-    // guard told to fail open passes new webhooks with a critical event.
+    // Redis goes away under a running service: a guard told to refuse accepts nothing (neither
+    // the copy of a processed webhook nor a new one) and nothing panics; the default guard
+    // runs new webhooks unguarded with a critical event.
     #[cfg_attr(
         skip_redis,
         ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
@@ -975,13 +1004,10 @@ mod redis_guard {
         };
         let store = RedisStore::connect(&server.url).await.unwrap();
         let (handler, reports) = (Handler::default(), Reports::default());
-        let closed = service(ReplayGuard::new(store.clone()), &handler, &reports);
+        let refusing = ReplayGuardLayer::new(store.clone()).on_store_failure(StoreFailure::Refuse);
+        let closed = service(refusing, &handler, &reports);
         let open_reports = Reports::default();
-        let open = service(
-            ReplayGuard::new(store).fail_open(true),
-            &handler,
-            &open_reports,
-        );
+        let open = service(ReplayGuardLayer::new(store), &handler, &open_reports);
         assert_eq!(kind(&closed.clone().oneshot(sms(1)).await.unwrap()), None);
         assert_duplicate(&closed.clone().oneshot(sms(1)).await.unwrap());
 
@@ -1018,14 +1044,14 @@ mod redis_guard {
     }
 }
 
-// 100 000 distinct verified webhooks through the layer with the default memory store: all are
-// processed, and the heap the run keeps afterwards (the store's entries; every request's own
-// allocations are freed) is counted and stays within the bound the store promises. A copy of
-// the first is still a duplicate.
+// 100 000 distinct verified webhooks through the layers with the default memory store: all are
+// processed, and the heap the run keeps afterwards (the store's entries and stored answers;
+// every request's own allocations are freed) is counted and stays within the bound the store
+// promises. A copy of the first still gets the first answer.
 #[test]
 fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
     use tower::ServiceExt;
-    use tower_twilio::replay::ReplayGuard;
+    use tower_twilio::replay_guard::ReplayGuardLayer;
 
     const WEBHOOKS: u32 = 100_000;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1038,12 +1064,15 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
         tower_twilio::Credentials::new().auth_token("primary", crate::support::token()),
     )
     .public_url(tower_twilio::PublicUrl::fixed(crate::support::PUBLIC).unwrap())
-    .on_security_event(())
-    .replay_guard(ReplayGuard::new(store.clone()));
-    let service = tower::ServiceBuilder::new().layer(twilio).service_fn({
-        let handler = handler.clone();
-        move |_: http::Request<tower_twilio::VerifiedBody>| handler.clone().run()
-    });
+    .on_security_event(());
+    let guard = ReplayGuardLayer::new(store.clone()).on_security_event(());
+    let service = tower::ServiceBuilder::new()
+        .layer(twilio)
+        .layer(guard)
+        .service_fn({
+            let handler = handler.clone();
+            move |_: http::Request<tower_twilio::VerifiedBody>| handler.clone().run()
+        });
     let info = allocation_counter::measure(|| {
         runtime.block_on(async {
             for n in 0..WEBHOOKS {
@@ -1056,7 +1085,9 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
         (handler.runs(), store.len()),
         (WEBHOOKS as usize, WEBHOOKS as usize)
     );
-    let bound = MemoryStore::FIXED_BYTES + WEBHOOKS as usize * MemoryStore::ENTRY_BYTES;
+    // Each webhook's entry and its stored answer ("handled").
+    let per_webhook = MemoryStore::ENTRY_BYTES + MemoryStore::ANSWER_BYTES + b"handled".len();
+    let bound = MemoryStore::FIXED_BYTES + WEBHOOKS as usize * per_webhook;
     println!(
         "layer + memory store: {WEBHOOKS} distinct webhooks, {} bytes kept ({} per webhook), \
          peak {} bytes; bound {bound}",
@@ -1074,8 +1105,7 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
 #[test]
 fn nothing_of_the_replay_guard_prints_the_signature() {
     use tower_twilio::{
-        Credentials, TwilioSignatureLayer,
-        replay::{ReplayGuard, ReplayStoreError},
+        Credentials, TwilioSignatureLayer, replay::ReplayStoreError, replay_guard::ReplayGuardLayer,
     };
 
     let request = layer::sms(1);
@@ -1089,8 +1119,8 @@ fn nothing_of_the_replay_guard_prints_the_signature() {
         Claim::Claimed(token) => token,
         other => panic!("{other:?}"),
     };
-    let guard = ReplayGuard::new(store.clone());
-    let layer = TwilioSignatureLayer::new(Credentials::new()).replay_guard(guard.clone());
+    let guard = ReplayGuardLayer::new(store.clone());
+    let layer = TwilioSignatureLayer::new(Credentials::new());
     let error = ReplayStoreError::new(ReplayStoreErrorKind::Full);
     let printed = [
         format!("{key:?} {}", key.to_hex()),

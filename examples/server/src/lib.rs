@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
-//!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
+//!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► ReplayGuardLayer ─► handler
 //!              ├─ /healthz ─► handler
 //!              ├─ admin surface: /inspector/send-*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
 //!              └─ the inspector page's shell: /, /inspector.{js,css} ─► Host ─► handler
@@ -56,7 +56,7 @@ use tower_twilio::{
     BoxError, PublicUrl, TwilioSignatureLayer,
     events::{OnSecurityEvent, SecurityEvent, TracingSink},
     public_url::{ForwardedField, ForwardedHeaders},
-    replay::ReplayGuard,
+    replay_guard::{ReplayGuardLayer, Scope},
 };
 
 use self::{
@@ -266,12 +266,16 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
     .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
     .on_webhook(log.hook())
-    .on_security_event(Sinks::new(config.sentry))
-    // A webhook already processed (a Twilio retry, or a captured request played again) is
-    // answered without running its handler again; the log shows it as `duplicate`.
-    .replay_guard(ReplayGuard::new(
-        AnyStore::open(&config.replay_guard).await?,
-    ));
+    .on_security_event(Sinks::new(config.sentry));
+    // After the signature layer, on each webhook route: a webhook already processed (a Twilio
+    // retry, or a captured request played again) gets the first answer without running its
+    // handler again, and the log shows it as `duplicate`. One store, two scopes: messages and
+    // status callbacks are the same webhook when their signature is the same; voice requests
+    // only with the same `I-Twilio-Idempotency-Token`, so that a menu that loops (a
+    // `<Redirect>` back, a `<Gather>` without input) runs each time.
+    let content = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
+        .on_security_event(Sinks::new(config.sentry));
+    let delivery = content.clone().scope(Scope::Delivery);
 
     let state = AppState {
         db: db.clone(),
@@ -315,16 +319,18 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             ));
 
     let router = Router::new()
-        .route("/twilio/sms", post(routes::sms))
-        .route("/twilio/voice", post(routes::voice))
-        .route("/twilio/status", post(routes::status))
+        .route("/twilio/sms", post(routes::sms).layer(content.clone()))
+        .route("/twilio/status", post(routes::status).layer(content))
+        // Voice TwiML requests (the call, and any `<Gather>` action or `<Redirect>` target)
+        // take the delivery scope.
+        .route("/twilio/voice", post(routes::voice).layer(delivery))
         // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
         // request to a made-up webhook path shows up in the log as rejected.
         .route(
             "/twilio/{*rest}",
             axum::routing::any(routes::unknown_webhook),
         )
-        // Only the webhook routes above are verified (and logged).
+        // Only the webhook routes above are verified (and logged), before their replay guard.
         .route_layer(
             ServiceBuilder::new()
                 .layer(axum::middleware::from_fn(webhook_log::tag_request))

@@ -115,7 +115,7 @@ async fn status_callbacks_make_an_ordered_history(db: TestDb) {
     );
 
     // Every documented value is kept as it is, with its ErrorCode; a retried delivery (the
-    // same signed request) gets the replay guard's duplicate answer and counts once.
+    // same signed request) gets the first answer from the replay guard and counts once.
     let other = "SM33333333333333333333333333333333";
     for value in twilio_presets::MESSAGE_STATUSES {
         let callback = server.webhook(&status(value), ACCOUNT, TOKEN, &[("MessageSid", other)]);
@@ -126,8 +126,8 @@ async fn status_callbacks_make_an_ordered_history(db: TestDb) {
         );
         if *value == "undelivered" {
             let (code, body, _) = server.send(&callback).await;
-            assert_eq!(code, StatusCode::OK, "retry");
-            assert!(body.ends_with("<Response/>"), "retry: {body}");
+            assert_eq!(code, StatusCode::NO_CONTENT, "retry");
+            assert_eq!(body, "", "retry: the first answer");
         }
     }
     let (_, history) = server.message(other).await;
@@ -573,10 +573,15 @@ async fn a_replayed_webhook_is_processed_once(db: TestDb) {
     let (code, again, content_type) = server.send(&sms).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(
-        again, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>",
-        "a duplicate gets empty TwiML: no second reply"
+        again, first,
+        "a copy gets the first answer: the same reply, not a second one"
     );
-    assert_eq!(content_type.as_deref(), Some("text/xml; charset=utf-8"));
+    assert!(
+        content_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("text/xml")),
+        "{content_type:?}"
+    );
 
     let other = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[("Body", "another")]);
     let (code, body, _) = server.send(&other).await;
@@ -642,15 +647,12 @@ async fn two_servers_sharing_one_redis_process_a_webhook_once() {
         )
     };
     let sms = sign("to both");
-    let (code, body, _) = first.send(&sms).await;
+    let (code, answer, _) = first.send(&sms).await;
     assert_eq!(code, StatusCode::OK);
-    assert!(body.contains("<Message>"), "{body}");
+    assert!(answer.contains("<Message>"), "{answer}");
     let (code, body, _) = second.send(&sms).await;
     assert_eq!(code, StatusCode::OK);
-    assert!(
-        body.ends_with("<Response/>"),
-        "the second server knows: {body}"
-    );
+    assert_eq!(body, answer, "the second server gives the first answer");
 
     let (code, body, _) = second.send(&sign("different")).await;
     assert_eq!(code, StatusCode::OK);
@@ -682,4 +684,37 @@ async fn two_servers_sharing_one_redis_process_a_webhook_once() {
     );
     first.stop().await;
     second.stop().await;
+}
+
+/// `/twilio/voice` is in the delivery scope: Twilio's retry of one request (the same
+/// `I-Twilio-Idempotency-Token`) gets the first answer and is logged `duplicate`; the same
+/// signed request with a new token (a menu that loops back) runs the handler again.
+#[tokio::test]
+async fn a_voice_retry_gets_the_first_answer_and_a_loop_runs_again() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    // One signed call request; Twilio sends each delivery with its own token.
+    let call = server.webhook(&Preset::Voice, ACCOUNT, TOKEN, &[]);
+    let with_token = |token: &str| {
+        let mut call = call.clone();
+        call.headers
+            .retain(|(name, _)| !name.eq_ignore_ascii_case("i-twilio-idempotency-token"));
+        call.headers
+            .push(("I-Twilio-Idempotency-Token".to_owned(), token.to_owned()));
+        call
+    };
+    let (code, first, _) = server.send(&with_token("token-1")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(first.contains("<Response>"), "{first}");
+    let (code, retry, _) = server.send(&with_token("token-1")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(retry, first, "Twilio's retry gets the first answer");
+    let (code, again, _) = server.send(&with_token("token-2")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(again.contains("<Response>"), "{again}");
+
+    let log = server.webhooks(10).await;
+    let outcomes: Vec<&str> = log.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["processed", "duplicate", "processed"]);
+    server.stop().await;
 }
