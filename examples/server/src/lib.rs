@@ -38,6 +38,7 @@ pub mod routes;
 #[cfg(feature = "sentry")]
 pub mod scrub;
 pub mod secret_file;
+pub mod twilio_delivery;
 pub mod twilio_presets;
 pub mod webhook_log;
 
