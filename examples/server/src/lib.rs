@@ -277,6 +277,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let state = AppState {
         db: db.clone(),
         log: log.clone(),
+        max_slow: AppState::max_slow_for(config.request_timeout),
     };
     // The inspector page and the JSON API it reads: the admin surface, behind the admin token
     // and the Host check (see `admin`).
@@ -318,6 +319,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
         .route("/twilio/voice", post(routes::voice))
+        .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
         .route("/twilio/status", post(routes::status))
         // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
         // request to a made-up webhook path shows up in the log as rejected.
