@@ -257,7 +257,19 @@ where
                 StateProj::Inner { future } => {
                     let result = ready!(future.poll(cx));
                     let status = result.as_ref().ok().map(Response::status);
-                    request.lifecycle.answered(status);
+                    // A copy the ReplayGuardLayer inside answered with the stored answer is a
+                    // duplicate, not a second processing.
+                    let suppressed = result.as_ref().is_ok_and(|response| {
+                        response
+                            .extensions()
+                            .get::<Rejection>()
+                            .is_some_and(|r| r.kind() == RejectionKind::ReplaySuppressed)
+                    });
+                    if suppressed {
+                        request.lifecycle.duplicate();
+                    } else {
+                        request.lifecycle.answered(status);
+                    }
                     match request.settle(status) {
                         Settle::Nothing => {
                             return Poll::Ready(result.map(|r| r.map(ResponseBody::inner)));
