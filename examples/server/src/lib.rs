@@ -14,7 +14,8 @@
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
-//!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer (+ replay guard) ─► handler
+//!              ├─ /twilio/{sms,status,…} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► ReplayGuardLayer (content) ─► handler
+//!              ├─ /twilio/voice{,/menu} ─► … the same … ─► ReplayGuardLayer (delivery) ─► handler
 //!              ├─ /healthz ─► handler
 //!              ├─ admin surface: /inspector/send-*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
 //!              └─ the inspector page's shell: /, /inspector.{js,css} ─► Host ─► handler
@@ -57,7 +58,7 @@ use tower_twilio::{
     BoxError, PublicUrl, TwilioSignatureLayer,
     events::{OnSecurityEvent, SecurityEvent, TracingSink},
     public_url::{ForwardedField, ForwardedHeaders},
-    replay::ReplayGuard,
+    replay_guard::{ReplayGuardLayer, Scope},
 };
 
 use self::{
@@ -267,12 +268,15 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
     .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
     .on_webhook(log.hook())
-    .on_security_event(Sinks::new(config.sentry))
+    .on_security_event(Sinks::new(config.sentry));
     // A webhook already processed (a Twilio retry, or a captured request played again) is
-    // answered without running its handler again; the log shows it as `duplicate`.
-    .replay_guard(ReplayGuard::new(
-        AnyStore::open(&config.replay_guard).await?,
-    ));
+    // answered with the first answer without running its handler again; the log shows it as
+    // `duplicate`. One store, two scopes: the voice routes are guarded per delivery (same
+    // signature and same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs
+    // each pass; the others per content (same signature).
+    let store = AnyStore::open(&config.replay_guard).await?;
+    let content_guard = ReplayGuardLayer::new(store.clone());
+    let delivery_guard = ReplayGuardLayer::new(store).scope(Scope::Delivery);
 
     let state = AppState {
         db: db.clone(),
@@ -316,10 +320,22 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
                 axum::middleware::from_fn_with_state(guard, admin::host_only),
             ));
 
-    let router = Router::new()
-        .route("/twilio/sms", post(routes::sms))
+    // Only the webhook routes are verified (and logged).
+    let webhook_stack = || {
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(webhook_log::tag_request))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&permits),
+                webhook_log::admit,
+            ))
+            .layer(twilio.clone())
+    };
+    let voice = Router::new()
         .route("/twilio/voice", post(routes::voice))
         .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
+        .route_layer(webhook_stack().layer(delivery_guard));
+    let router = Router::new()
+        .route("/twilio/sms", post(routes::sms))
         .route("/twilio/status", post(routes::status))
         // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
         // request to a made-up webhook path shows up in the log as rejected.
@@ -327,16 +343,8 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             "/twilio/{*rest}",
             axum::routing::any(routes::unknown_webhook),
         )
-        // Only the webhook routes above are verified (and logged).
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(webhook_log::tag_request))
-                .layer(axum::middleware::from_fn_with_state(
-                    permits,
-                    webhook_log::admit,
-                ))
-                .layer(twilio),
-        )
+        .route_layer(webhook_stack().layer(content_guard))
+        .merge(voice)
         .route("/healthz", get(routes::health))
         .with_state(state.clone())
         .merge(admin_surface);
