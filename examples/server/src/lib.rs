@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
-//!              ├─ /twilio/{sms,status,…} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► ReplayGuardLayer (content) ─► handler
+//!              ├─ /twilio/{sms,status,…} ─► run to end ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► ReplayGuardLayer (content) ─► handler
 //!              ├─ /twilio/voice{,/menu} ─► … the same … ─► ReplayGuardLayer (delivery) ─► handler
 //!              ├─ /healthz ─► handler
 //!              ├─ admin surface: /inspector/send-*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
@@ -277,6 +277,10 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let store = AnyStore::open(&config.replay_guard).await?;
     let content_guard = ReplayGuardLayer::new(store.clone());
     let delivery_guard = ReplayGuardLayer::new(store).scope(Scope::Delivery);
+    let run_to_end = RunToEnd {
+        permits: Arc::new(Semaphore::new(config.concurrency_limit)),
+        timeout: config.request_timeout,
+    };
 
     let state = AppState {
         db: db.clone(),
@@ -320,9 +324,14 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
                 axum::middleware::from_fn_with_state(guard, admin::host_only),
             ));
 
-    // Only the webhook routes are verified (and logged).
+    // Only the webhook routes are verified (and logged); each runs to its end even when Twilio
+    // hangs up first (see `RunToEnd`).
     let webhook_stack = || {
         ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(
+                run_to_end.clone(),
+                run_to_end_middleware,
+            ))
             .layer(axum::middleware::from_fn(webhook_log::tag_request))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&permits),
@@ -416,6 +425,45 @@ where
     handles.index_refresh.abort();
     handles.db.close().await;
     served.map_err(|e| format!("the server failed: {e}").into())
+}
+
+/// Lets a webhook's handling (verification, replay guard, handler, log) run to its end when
+/// the client goes away first: Twilio closes the connection when its read timeout (`#rt=…`)
+/// runs out and retries. Were the handling dropped with the connection, the replay guard would
+/// release its claim and the retry would run the handler again, as slowly; run to its end,
+/// the first attempt stores its answer and the waiting retry gets it.
+///
+/// Bounded: at most `permits` such tasks at once (the concurrency limit), each cut at the
+/// request timeout.
+#[derive(Clone, Debug)]
+struct RunToEnd {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+async fn run_to_end_middleware(
+    axum::extract::State(run): axum::extract::State<RunToEnd>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+
+    let Ok(permit) = run.permits.acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let task = tokio::spawn(async move {
+        let response = tokio::time::timeout(run.timeout, next.run(request)).await;
+        drop(permit);
+        response
+    });
+    match task.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(error) => {
+            tracing::error!(%error, "a webhook's handling panicked");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// The security-event sinks: the `tracing` log, and Sentry when configured.
