@@ -109,9 +109,7 @@ impl RetryPolicy {
                     }
                 }
                 other => {
-                    return Err(format!(
-                        "rp: {other:?} is not one of 4xx, 5xx, ct, rt, all"
-                    ));
+                    return Err(format!("rp: {other:?} is not one of 4xx, 5xx, ct, rt, all"));
                 }
             }
         }
@@ -243,8 +241,11 @@ impl Target {
         let (url, fragment) = split_fragment(url);
         let overrides = Overrides::parse(fragment.unwrap_or_default())?;
         let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        let connect = match (parsed.scheme(), parsed.host_str(), parsed.port_or_known_default())
-        {
+        let connect = match (
+            parsed.scheme(),
+            parsed.host_str(),
+            parsed.port_or_known_default(),
+        ) {
             (_, Some(host), Some(port)) => {
                 if host.contains(':') {
                     format!("[{host}]:{port}")
@@ -485,27 +486,24 @@ async fn attempt(target: &Target, deadline: Instant) -> Outcome {
         let _ = connection.await;
     }));
 
-    let response = match tokio::time::timeout_at(
-        within(overrides.read_timeout),
-        sender.send_request(request),
-    )
-    .await
-    {
-        Err(_) => return Outcome::ReadTimedOut,
-        Ok(Err(error)) => return Outcome::ReadFailed(error.to_string()),
-        Ok(Ok(response)) => response,
-    };
-    let (parts, mut body) = response.into_parts();
-    let mut read = BytesMut::new();
-    loop {
-        let frame = match tokio::time::timeout_at(within(overrides.read_timeout), body.frame())
+    let response =
+        match tokio::time::timeout_at(within(overrides.read_timeout), sender.send_request(request))
             .await
         {
             Err(_) => return Outcome::ReadTimedOut,
-            Ok(None) => break,
-            Ok(Some(Err(error))) => return Outcome::ReadFailed(error.to_string()),
-            Ok(Some(Ok(frame))) => frame,
+            Ok(Err(error)) => return Outcome::ReadFailed(error.to_string()),
+            Ok(Ok(response)) => response,
         };
+    let (parts, mut body) = response.into_parts();
+    let mut read = BytesMut::new();
+    loop {
+        let frame =
+            match tokio::time::timeout_at(within(overrides.read_timeout), body.frame()).await {
+                Err(_) => return Outcome::ReadTimedOut,
+                Ok(None) => break,
+                Ok(Some(Err(error))) => return Outcome::ReadFailed(error.to_string()),
+                Ok(Some(Ok(frame))) => frame,
+            };
         if let Ok(data) = frame.into_data() {
             if read.len() + data.len() > MAX_BODY {
                 return Outcome::ReadFailed(format!("the answer is larger than {MAX_BODY} bytes"));
@@ -560,7 +558,10 @@ mod tests {
     fn the_fragment_holds_the_overrides_and_is_not_part_of_the_url() {
         assert_eq!(
             split_fragment("https://x.example/twilio/voice?step=main#rt=2000&rc=1"),
-            ("https://x.example/twilio/voice?step=main", Some("rt=2000&rc=1"))
+            (
+                "https://x.example/twilio/voice?step=main",
+                Some("rt=2000&rc=1")
+            )
         );
         assert_eq!(Overrides::parse("").unwrap(), Overrides::DEFAULT);
         let o = Overrides::parse("ct=100&rt=2000&tt=9000&rc=3&rp=rt,5xx&e=ashburn&sni=y").unwrap();
@@ -577,7 +578,9 @@ mod tests {
                 server_errors: true
             }
         );
-        for bad in ["ct=99", "rt=15001", "rc=6", "rp=6xx", "rp=", "xx=1", "rt", "tt=abc"] {
+        for bad in [
+            "ct=99", "rt=15001", "rc=6", "rp=6xx", "rp=", "xx=1", "rt", "tt=abc",
+        ] {
             assert!(Overrides::parse(bad).is_err(), "{bad}");
         }
     }
