@@ -225,8 +225,9 @@ pub struct Target {
     pub request: SignedRequest,
     /// The overrides from the URL's fragment.
     pub overrides: Overrides,
-    /// Where to connect (`host:port`): the URL's own host, unless told otherwise.
-    pub connect: String,
+    /// Where to connect (`host:port`): the URL's own host, unless told otherwise. With more
+    /// than one address, attempt N goes to the Nth (round robin), as through a load balancer.
+    pub connect: Vec<String>,
 }
 
 impl Target {
@@ -258,7 +259,7 @@ impl Target {
         Ok(Self {
             request: sign_request(url, body, signer),
             overrides,
-            connect,
+            connect: vec![connect],
         })
     }
 
@@ -266,7 +267,21 @@ impl Target {
     /// proxy; the `Host` header still names the URL's host.
     #[must_use]
     pub fn connect(mut self, address: impl Into<String>) -> Self {
-        self.connect = address.into();
+        self.connect = vec![address.into()];
+        self
+    }
+
+    /// Spreads the attempts over `addresses` (`host:port` each), one after the other, as a
+    /// load balancer in front of several instances would: a retry reaches another instance.
+    /// The `Host` header still names the URL's host.
+    ///
+    /// # Panics
+    ///
+    /// When `addresses` is empty.
+    #[must_use]
+    pub fn balance(mut self, addresses: impl IntoIterator<Item = String>) -> Self {
+        self.connect = addresses.into_iter().collect();
+        assert!(!self.connect.is_empty(), "balance over no address");
         self
     }
 }
@@ -430,12 +445,13 @@ impl Delivery {
 async fn try_target(target: &Target, fallback: bool, attempts: &mut Vec<Attempt>) {
     let overrides = target.overrides;
     let deadline = Instant::now() + overrides.total_time;
-    for _ in 0..=overrides.retry_count {
+    for n in 0..=overrides.retry_count as usize {
         let started = Instant::now();
-        let outcome = if started >= deadline {
-            Outcome::OutOfTime
-        } else {
-            attempt(target, deadline).await
+        let address = target.connect.get(n % target.connect.len().max(1));
+        let outcome = match address {
+            _ if started >= deadline => Outcome::OutOfTime,
+            None => Outcome::ConnectFailed("no address to connect to".to_owned()),
+            Some(address) => attempt(target, address, deadline).await,
         };
         let retry = overrides.retry_policy.retries(&outcome);
         attempts.push(Attempt {
@@ -455,13 +471,13 @@ async fn try_target(target: &Target, fallback: bool, attempts: &mut Vec<Attempt>
 
 /// One attempt: connect within `ct`, the answer's head within `rt`, each part of the body
 /// within `rt`; every wait cut at `deadline` (`tt`).
-async fn attempt(target: &Target, deadline: Instant) -> Outcome {
+async fn attempt(target: &Target, address: &str, deadline: Instant) -> Outcome {
     let overrides = target.overrides;
     let within = |limit: Duration| (Instant::now() + limit).min(deadline);
 
     let stream = match tokio::time::timeout_at(
         within(overrides.connect_timeout),
-        TcpStream::connect(&target.connect),
+        TcpStream::connect(address),
     )
     .await
     {

@@ -309,3 +309,51 @@ async fn send_webhook_deliver_shows_every_attempt_and_the_answer() {
     assert_eq!(outcomes(&server).await, ["processed", "duplicate"]);
     server.stop().await;
 }
+
+/// Two instances behind a load balancer, sharing one Redis: the slow first attempt runs on one,
+/// Twilio's retry reaches the other, which waits for the first (through Redis) and gives its
+/// answer. Processed once, on the first instance.
+#[tokio::test]
+#[cfg_attr(
+    skip_redis,
+    ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+)]
+async fn a_retry_on_another_instance_gets_the_first_answer_through_redis() {
+    let Some(redis) = crate::support::redis_url() else {
+        return;
+    };
+    const PUBLIC: &str = "http://webhooks.example.test";
+    let db = TestDb::sqlite();
+    let config = || {
+        let mut config = db.config_with_account();
+        config.public_url = tower_twilio_example_server::PublicUrlConfig::Fixed(PUBLIC.to_owned());
+        config.replay_guard =
+            tower_twilio_example_server::replay::ReplayGuardConfig::parse(&redis).unwrap();
+        config
+    };
+    let (first, second) = (Server::start(config()).await, Server::start(config()).await);
+    // The preset's MessageSid is fresh: runs of this test share the Redis server.
+    let mut params = Preset::Sms.params(ACCOUNT);
+    params.retain(|(k, _)| k != "Body");
+    params.push(("Body".to_owned(), "slow 6".to_owned()));
+    let sms = Target::new(
+        &format!("{PUBLIC}/twilio/sms#rt=5000&rc=1"),
+        Body::Form(params),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    )
+    .unwrap()
+    .balance([first.addr.to_string(), second.addr.to_string()]);
+    let delivered = deliver(&Delivery::new(sms)).await;
+
+    assert_eq!(delivered.attempts.len(), 2, "{delivered}");
+    assert_eq!(delivered.attempts[0].outcome, Outcome::ReadTimedOut);
+    let answer = handler_answer(&delivered);
+    assert!(
+        answer.contains("received your message: slow 6 (answered after 6 s)</Message>"),
+        "{answer}"
+    );
+    first.webhooks(1).await;
+    assert_eq!(outcomes(&second).await, ["processed", "duplicate"]);
+    first.stop().await;
+    second.stop().await;
+}
