@@ -202,6 +202,7 @@ pub struct Handles {
     pub log: LogSender,
     writer: LogWriter,
     index_refresh: tokio::task::JoinHandle<()>,
+    run_to_end: RunToEnd,
 }
 
 /// Opens the database (creating it), sets up tenants (the configured account, or demo mode),
@@ -279,6 +280,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let delivery_guard = ReplayGuardLayer::new(store).scope(Scope::Delivery);
     let run_to_end = RunToEnd {
         permits: Arc::new(Semaphore::new(config.concurrency_limit)),
+        limit: config.concurrency_limit,
         timeout: config.request_timeout,
     };
 
@@ -398,6 +400,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             log,
             writer,
             index_refresh,
+            run_to_end,
         },
     ))
 }
@@ -419,7 +422,12 @@ where
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    // Every connection is closed: each webhook's last stage is on the log's queue.
+    // Every connection is closed; a webhook whose client left first may still be running on
+    // its own (`RunToEnd`): wait for it (bounded by the request timeout), so that its last
+    // stage is on the log's queue too.
+    let run_to_end = handles.run_to_end;
+    let all = u32::try_from(run_to_end.limit).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(run_to_end.timeout, run_to_end.permits.acquire_many(all)).await;
     let written = handles.writer.drain().await;
     tracing::info!(log_entries_written = written, "webhook log drained");
     handles.index_refresh.abort();
@@ -438,6 +446,8 @@ where
 #[derive(Clone, Debug)]
 struct RunToEnd {
     permits: Arc<Semaphore>,
+    /// How many permits there are.
+    limit: usize,
     timeout: Duration,
 }
 

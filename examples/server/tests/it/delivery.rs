@@ -357,3 +357,25 @@ async fn a_retry_on_another_instance_gets_the_first_answer_through_redis() {
     first.stop().await;
     second.stop().await;
 }
+
+/// Twilio gave up (`rc=0`) while the handler ran; the server is stopped right after. The
+/// handling runs to its end and the shutdown waits for it: the log says `processed`.
+#[tokio::test]
+async fn a_handling_whose_client_left_is_finished_and_logged_before_shutdown() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    let sms = target(
+        &server,
+        "/twilio/sms#rt=1000&rc=0",
+        &Preset::Sms,
+        &[("Body", "slow 3")],
+    );
+    let delivered = deliver(&Delivery::new(sms)).await;
+    assert_eq!(delivered.attempts.len(), 1, "{delivered}");
+    assert_eq!(delivered.attempts[0].outcome, Outcome::ReadTimedOut);
+    server.stop().await;
+
+    let log = db.open().await.recent_webhooks(10).await.unwrap();
+    let outcomes: Vec<&str> = log.iter().map(|row| row.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["processed"]);
+}
