@@ -730,3 +730,42 @@ fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
     let refused = store.claim(&key(WEBHOOKS), lease).into_inner().unwrap_err();
     assert_eq!(refused.kind(), ReplayStoreErrorKind::Full);
 }
+
+/// The signature layer's webhook log (`on_webhook`) records a copy the guard answered with the
+/// stored answer as `duplicate`, not as a second `processed`.
+#[tokio::test]
+async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
+    use tower_twilio::events::log::{WebhookLogEntry, WebhookStage};
+
+    let entries: Arc<Mutex<Vec<WebhookStage>>> = Arc::default();
+    let recorded = Arc::clone(&entries);
+    let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+        .on_webhook(move |entry: &WebhookLogEntry| {
+            if entry.stage.is_final() {
+                recorded.lock().unwrap().push(entry.stage);
+            }
+        });
+    let handler = Handler::default();
+    let app = ServiceBuilder::new()
+        .layer(twilio)
+        .layer(ReplayGuardLayer::default())
+        .service_fn({
+            let handler = handler.clone();
+            move |_: Request<VerifiedBody>| handler.clone().run()
+        });
+    for _ in 0..2 {
+        let response = app.clone().oneshot(sms(7)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "<Response><Message>reply 1</Message></Response>");
+    }
+    assert_eq!(handler.runs(), 1);
+    assert_eq!(
+        *entries.lock().unwrap(),
+        [
+            WebhookStage::Processed(StatusCode::OK),
+            WebhookStage::Duplicate
+        ]
+    );
+}

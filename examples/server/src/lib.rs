@@ -14,7 +14,8 @@
 //!
 //! ```text
 //! request ─► Trace ─► Timeout (10 s) ─► concurrency limit (64)
-//!              ├─ /twilio/{sms,voice,status} ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► ReplayGuardLayer ─► handler
+//!              ├─ /twilio/{sms,status,…} ─► run to end ─► request id ─► admit (log back-pressure) ─► TwilioSignatureLayer ─► ReplayGuardLayer (content) ─► handler
+//!              ├─ /twilio/voice{,/menu} ─► … the same … ─► ReplayGuardLayer (delivery) ─► handler
 //!              ├─ /healthz ─► handler
 //!              ├─ admin surface: /inspector/send-*, /api/{webhooks,messages/{sid},calls/{sid}}, /metrics ─► Host + token ─► handler
 //!              └─ the inspector page's shell: /, /inspector.{js,css} ─► Host ─► handler
@@ -38,6 +39,7 @@ pub mod routes;
 #[cfg(feature = "sentry")]
 pub mod scrub;
 pub mod secret_file;
+pub mod twilio_delivery;
 pub mod twilio_presets;
 pub mod webhook_log;
 
@@ -200,6 +202,7 @@ pub struct Handles {
     pub log: LogSender,
     writer: LogWriter,
     index_refresh: tokio::task::JoinHandle<()>,
+    run_to_end: RunToEnd,
 }
 
 /// Opens the database (creating it), sets up tenants (the configured account, or demo mode),
@@ -267,19 +270,24 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
     .on_webhook(log.hook())
     .on_security_event(Sinks::new(config.sentry));
-    // After the signature layer, on each webhook route: a webhook already processed (a Twilio
-    // retry, or a captured request played again) gets the first answer without running its
-    // handler again, and the log shows it as `duplicate`. One store, two scopes: messages and
-    // status callbacks are the same webhook when their signature is the same; voice requests
-    // only with the same `I-Twilio-Idempotency-Token`, so that a menu that loops (a
-    // `<Redirect>` back, a `<Gather>` without input) runs each time.
-    let content = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
-        .on_security_event(Sinks::new(config.sentry));
-    let delivery = content.clone().scope(Scope::Delivery);
+    // A webhook already processed (a Twilio retry, or a captured request played again) is
+    // answered with the first answer without running its handler again; the log shows it as
+    // `duplicate`. One store, two scopes: the voice routes are guarded per delivery (same
+    // signature and same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs
+    // each pass; the others per content (same signature).
+    let store = AnyStore::open(&config.replay_guard).await?;
+    let content_guard = ReplayGuardLayer::new(store).on_security_event(Sinks::new(config.sentry));
+    let delivery_guard = content_guard.clone().scope(Scope::Delivery);
+    let run_to_end = RunToEnd {
+        permits: Arc::new(Semaphore::new(config.concurrency_limit)),
+        limit: config.concurrency_limit,
+        timeout: config.request_timeout,
+    };
 
     let state = AppState {
         db: db.clone(),
         log: log.clone(),
+        max_slow: AppState::max_slow_for(config.request_timeout),
     };
     // The inspector page and the JSON API it reads: the admin surface, behind the admin token
     // and the Host check (see `admin`).
@@ -318,28 +326,36 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
                 axum::middleware::from_fn_with_state(guard, admin::host_only),
             ));
 
+    // Only the webhook routes are verified (and logged); each runs to its end even when Twilio
+    // hangs up first (see `RunToEnd`).
+    let webhook_stack = || {
+        ServiceBuilder::new()
+            .layer(axum::middleware::from_fn_with_state(
+                run_to_end.clone(),
+                run_to_end_middleware,
+            ))
+            .layer(axum::middleware::from_fn(webhook_log::tag_request))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&permits),
+                webhook_log::admit,
+            ))
+            .layer(twilio.clone())
+    };
+    let voice = Router::new()
+        .route("/twilio/voice", post(routes::voice))
+        .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
+        .route_layer(webhook_stack().layer(delivery_guard));
     let router = Router::new()
-        .route("/twilio/sms", post(routes::sms).layer(content.clone()))
-        .route("/twilio/status", post(routes::status).layer(content))
-        // Voice TwiML requests (the call, and any `<Gather>` action or `<Redirect>` target)
-        // take the delivery scope.
-        .route("/twilio/voice", post(routes::voice).layer(delivery))
+        .route("/twilio/sms", post(routes::sms))
+        .route("/twilio/status", post(routes::status))
         // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
         // request to a made-up webhook path shows up in the log as rejected.
         .route(
             "/twilio/{*rest}",
             axum::routing::any(routes::unknown_webhook),
         )
-        // Only the webhook routes above are verified (and logged), before their replay guard.
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(axum::middleware::from_fn(webhook_log::tag_request))
-                .layer(axum::middleware::from_fn_with_state(
-                    permits,
-                    webhook_log::admit,
-                ))
-                .layer(twilio),
-        )
+        .route_layer(webhook_stack().layer(content_guard))
+        .merge(voice)
         .route("/healthz", get(routes::health))
         .with_state(state.clone())
         .merge(admin_surface);
@@ -384,6 +400,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             log,
             writer,
             index_refresh,
+            run_to_end,
         },
     ))
 }
@@ -405,12 +422,58 @@ where
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    // Every connection is closed: each webhook's last stage is on the log's queue.
+    // Every connection is closed; a webhook whose client left first may still be running on
+    // its own (`RunToEnd`): wait for it (bounded by the request timeout), so that its last
+    // stage is on the log's queue too.
+    let run_to_end = handles.run_to_end;
+    let all = u32::try_from(run_to_end.limit).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(run_to_end.timeout, run_to_end.permits.acquire_many(all)).await;
     let written = handles.writer.drain().await;
     tracing::info!(log_entries_written = written, "webhook log drained");
     handles.index_refresh.abort();
     handles.db.close().await;
     served.map_err(|e| format!("the server failed: {e}").into())
+}
+
+/// Lets a webhook's handling (verification, replay guard, handler, log) run to its end when
+/// the client goes away first: Twilio closes the connection when its read timeout (`#rt=…`)
+/// runs out and retries. Were the handling dropped with the connection, the replay guard would
+/// release its claim and the retry would run the handler again, as slowly; run to its end,
+/// the first attempt stores its answer and the waiting retry gets it.
+///
+/// Bounded: at most `permits` such tasks at once (the concurrency limit), each cut at the
+/// request timeout.
+#[derive(Clone, Debug)]
+struct RunToEnd {
+    permits: Arc<Semaphore>,
+    /// How many permits there are.
+    limit: usize,
+    timeout: Duration,
+}
+
+async fn run_to_end_middleware(
+    axum::extract::State(run): axum::extract::State<RunToEnd>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+
+    let Ok(permit) = run.permits.acquire_owned().await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let task = tokio::spawn(async move {
+        let response = tokio::time::timeout(run.timeout, next.run(request)).await;
+        drop(permit);
+        response
+    });
+    match task.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(error) => {
+            tracing::error!(%error, "a webhook's handling panicked");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 /// The security-event sinks: the `tracing` log, and Sentry when configured.

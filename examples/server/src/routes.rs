@@ -25,6 +25,22 @@ pub struct AppState {
     pub db: Db,
     /// The webhook log, to wait for it to catch up before reading it.
     pub log: LogSender,
+    /// The longest an SMS `slow N` may delay its reply (see [`sms`]).
+    pub max_slow: Duration,
+}
+
+/// The longest an SMS `slow N` delays its reply, whatever the request timeout: long enough to
+/// pass a short read timeout (`#rt=…`), short of Twilio's default 15 s.
+pub const MAX_SLOW: Duration = Duration::from_secs(8);
+
+impl AppState {
+    /// The bound on `slow N` for a server whose requests time out after `request_timeout`:
+    /// [`MAX_SLOW`], and at least 2 s under the timeout, so that a slow reply is still a reply.
+    pub fn max_slow_for(request_timeout: Duration) -> Duration {
+        request_timeout
+            .saturating_sub(Duration::from_secs(2))
+            .min(MAX_SLOW)
+    }
 }
 
 /// `GET /api/webhooks` returns this many entries unless told otherwise.
@@ -39,6 +55,11 @@ const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// `POST /twilio/sms`: an incoming SMS, MMS or WhatsApp message. Answers with TwiML that echoes
 /// it back, signed with the tenant's name.
+///
+/// A message whose body is `slow N` (N whole seconds) delays the reply N seconds, to try by
+/// hand what Twilio does with a slow answer (its read timeout, `#rt=…`, and its retry). N is
+/// clamped to [`AppState::max_slow`]: at most [`MAX_SLOW`] (8 s), and 2 s under the server's
+/// request timeout, so the reply still comes before the server answers `503`.
 pub async fn sms(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
@@ -59,24 +80,99 @@ pub async fn sms(
         message_sid = fields.get("MessageSid").unwrap_or_default(),
         "incoming message"
     );
+    let delay = slow_request(text, state.max_slow);
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let note = delay
+        .map(|d| format!(" (answered after {} s)", d.as_secs()))
+        .unwrap_or_default();
     twiml(&format!(
         "<Message>{}</Message>",
-        xml_escape(&format!("{tenant} received your message: {text}{media}"))
+        xml_escape(&format!(
+            "{tenant} received your message: {text}{media}{note}"
+        ))
     ))
 }
 
-/// `POST /twilio/voice`: an incoming call. Answers with a spoken greeting.
+/// The delay a message body `slow N` asks for, clamped to `max`; `None` for any other body.
+pub fn slow_request(body: &str, max: Duration) -> Option<Duration> {
+    let mut words = body.split_whitespace();
+    let (Some(word), Some(n), None) = (words.next(), words.next(), words.next()) else {
+        return None;
+    };
+    if !word.eq_ignore_ascii_case("slow") {
+        return None;
+    }
+    // Digits only (no sign), and a count too large for u64 is clamped like any other.
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds = n.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(seconds).min(max))
+}
+
+/// Where the voice menu lives; its `step` query parameter says which part of it is asked for.
+pub const VOICE_MENU_PATH: &str = "/twilio/voice/menu";
+
+/// `POST /twilio/voice`: an incoming call. Answers with the voice menu (see [`voice_menu`]).
 pub async fn voice(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
 ) -> Response {
     let tenant = tenant_name(&state.db, &webhook).await;
-    twiml(&format!(
-        "<Say>{}</Say>",
+    twiml(&menu(&tenant))
+}
+
+/// `POST /twilio/voice/menu?step=…`: the voice menu, a TwiML document per step.
+///
+/// - `step=main` (or no step): a `<Gather>` of one digit whose action is
+///   `/twilio/voice/menu?step=choice`, then, when the caller presses nothing, a `<Redirect>`
+///   back to `step=main`: the same signed request again, as a new request with a new
+///   `I-Twilio-Idempotency-Token`. These routes are guarded in the delivery scope, so each
+///   pass of the loop gets the menu.
+/// - `step=choice`, with the verified `Digits`: `1` says how the call was verified and goes
+///   back to the menu, `2` says goodbye and hangs up, anything else says so and goes back.
+///
+/// The step is in the query, which the signature covers. Any other step is a 404.
+pub async fn voice_menu(
+    State(state): State<AppState>,
+    Extension(webhook): Extension<VerifiedWebhook>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let step = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "step")
+        .map(|(_, value)| value.into_owned());
+    let back = format!(r#"<Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#);
+    match step.as_deref() {
+        None | Some("main") => {
+            let tenant = tenant_name(&state.db, &webhook).await;
+            twiml(&menu(&tenant))
+        }
+        Some("choice") => match webhook.params().get("Digits") {
+            Some("1") => twiml(&format!(
+                "<Say>This call's requests are signed by Twilio and verified by tower twilio. \
+                 Each pass of this menu is a new request; a retry of one gets the same answer.</Say>{back}"
+            )),
+            Some("2") => twiml("<Say>Goodbye.</Say><Hangup/>"),
+            Some(other) => twiml(&format!(
+                "<Say>{} is not an option.</Say>{back}",
+                xml_escape(other)
+            )),
+            None => twiml(&format!("<Say>No choice was made.</Say>{back}")),
+        },
+        Some(_) => (StatusCode::NOT_FOUND, "no such menu step\n").into_response(),
+    }
+}
+
+/// The main menu: one digit, then back to the menu when nothing was pressed.
+fn menu(tenant: &str) -> String {
+    format!(
+        r#"<Gather input="dtmf" numDigits="1" timeout="5" method="POST" action="{VOICE_MENU_PATH}?step=choice"><Say>{}</Say></Gather><Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#,
         xml_escape(&format!(
-            "Hello from {tenant}. This call was verified by tower twilio. Goodbye."
+            "Hello from {tenant}. Press 1 to hear how this call is verified. Press 2 to hang up."
         ))
-    ))
+    )
 }
 
 /// `POST /twilio/status`: a status callback. A message status (`MessageStatus`, with its
@@ -612,4 +708,41 @@ pub fn rfc3339(ms: i64) -> String {
         secs % 60,
         ms_of_day % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_n_asks_for_n_seconds_clamped_and_nothing_else_does() {
+        let max = Duration::from_secs(8);
+        assert_eq!(slow_request("slow 3", max), Some(Duration::from_secs(3)));
+        assert_eq!(slow_request("  SLOW\t0 ", max), Some(Duration::ZERO));
+        assert_eq!(slow_request("slow 60", max), Some(max));
+        assert_eq!(slow_request("slow 99999999999999999999999", max), Some(max));
+        for other in [
+            "slow",
+            "slow -1",
+            "slow 1.5",
+            "slow 3 please",
+            "so slow 3",
+            "hello",
+            "",
+        ] {
+            assert_eq!(slow_request(other, max), None, "{other:?}");
+        }
+        assert_eq!(
+            AppState::max_slow_for(Duration::from_secs(10)),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            AppState::max_slow_for(Duration::from_secs(5)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            AppState::max_slow_for(Duration::from_secs(1)),
+            Duration::ZERO
+        );
+    }
 }

@@ -35,6 +35,18 @@
 //! `--expect CODE` (e.g. `--expect 403` for a request signed with a wrong token), `--expect
 //! 2xx` or `--expect any`; by default a signed request expects 2xx and an unsigned one 403.
 //! Any other failure (no answer, a bad argument) exits with 2.
+//!
+//! `--deliver` delivers the webhook as Twilio does (`twilio_delivery`): the connection
+//! overrides in the URL's fragment (`--url 'http://…/twilio/sms#rt=2000&rc=1'`: connect and
+//! read timeouts, total time, retry count and policy), every retry with the same
+//! `I-Twilio-Idempotency-Token`, and `--fallback-url` when the primary fails. It prints each
+//! attempt and the answer Twilio would act on; `--expect` applies to that answer (no answer
+//! exits with 1). With `Body='slow 4'` and `#rt=3000` the server's answer comes after the read
+//! timeout: the retry shows what a server gives Twilio's retry.
+//!
+//! ```text
+//! send_webhook … --deliver --url 'http://127.0.0.1:3000/twilio/sms#rt=3000&rc=1' sms Body='slow 4'
+//! ```
 // The option docs are clap's `--help` text, written for a terminal.
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
@@ -50,6 +62,7 @@ use tower_twilio::{
     signature::{Algorithm, SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER},
 };
 
+use tower_twilio_example_server::twilio_delivery::{Delivery, Target};
 use tower_twilio_example_server::twilio_presets::{
     Body, CALL_STATUSES, EXAMPLE_ACCOUNT_SID, MESSAGE_STATUSES, Preset, RECORDING_STATUSES,
     SignedRequest, Signer, apply_overrides, parse_override, sign_request,
@@ -132,6 +145,17 @@ struct Cli {
     /// request, 403 for an --unsigned one.
     #[arg(long, value_name = "CODE|2xx|any", value_parser = parse_expect)]
     expect: Option<Expect>,
+
+    /// Deliver as Twilio does: the connection overrides in the URL's fragment (`#ct=…&rt=…
+    /// &tt=…&rc=…&rp=…`), retries with the same idempotency token, then --fallback-url. Prints
+    /// every attempt; --expect applies to the answer Twilio would act on.
+    #[arg(long, conflicts_with_all = ["explain", "verbose"])]
+    deliver: bool,
+
+    /// With --deliver: the Fallback URL (with its own overrides in its fragment), tried when
+    /// the primary URL's last attempt fails. Signed for its own URL.
+    #[arg(long, requires = "deliver", value_name = "URL")]
+    fallback_url: Option<String>,
 
     /// Also print the request that was sent (the signature included).
     #[arg(long, short)]
@@ -301,6 +325,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         },
         None => Signer::AuthToken(secret.as_bytes()),
     };
+    if cli.deliver {
+        return deliver(&cli, &url, body, signer).await;
+    }
     let mut signed = sign_request(&url, body, signer);
     if cli.unsigned {
         signed.headers.retain(|(name, _)| {
@@ -406,6 +433,103 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `--deliver`: the webhook delivered as Twilio delivers it.
+async fn deliver(
+    cli: &Cli,
+    url: &str,
+    body: Body,
+    signer: Signer<'_>,
+) -> Result<ExitCode, BoxError> {
+    let target = |url: &str, body: Body| -> Result<Target, BoxError> {
+        let mut target = Target::new(url, body, signer)?;
+        if let Some(connect) = &cli.connect {
+            target = target.connect(connect.clone());
+        } else if !url.starts_with("http://") {
+            return Err(format!(
+                "{url} is not plain http: this tool does not speak TLS; add --connect HOST:PORT"
+            )
+            .into());
+        }
+        let headers = &mut target.request.headers;
+        if cli.unsigned {
+            headers.retain(|(name, _)| {
+                !name.eq_ignore_ascii_case(SIGNATURE_HEADER)
+                    && !name.eq_ignore_ascii_case(SIGNATURE_SETTINGS_HEADER)
+            });
+        }
+        for extra in &cli.headers {
+            let (name, value) = extra
+                .split_once(':')
+                .ok_or_else(|| format!("--header {extra:?}: expected `Name: value`"))?;
+            headers.push((name.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(target)
+    };
+    let primary = target(url, body.clone())?;
+    let mut delivery = Delivery::new(primary);
+    if let Some(fallback) = &cli.fallback_url {
+        delivery = delivery.fallback(target(fallback, body)?);
+    }
+
+    let mut out = String::new();
+    let overrides = delivery.primary().overrides;
+    let _ = writeln!(
+        out,
+        "> {} {} (ct={} ms, rt={} ms, tt={} ms, rc={}, {:?})",
+        delivery.primary().request.method,
+        delivery.primary().request.url,
+        overrides.connect_timeout.as_millis(),
+        overrides.read_timeout.as_millis(),
+        overrides.total_time.as_millis(),
+        overrides.retry_count,
+        overrides.retry_policy
+    );
+    emit(&mut out);
+    let delivered = delivery.deliver().await;
+    let _ = write!(out, "{delivered}");
+    let status = match delivered.answer().or_else(|| {
+        delivered
+            .attempts
+            .last()
+            .and_then(|attempt| attempt.outcome.answer())
+    }) {
+        Some(answer) => {
+            let _ = writeln!(
+                out,
+                "< {} ({})\n{}",
+                answer.status,
+                answer.content_type.as_deref().unwrap_or("no content type"),
+                answer.text()
+            );
+            Some(answer.status)
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "< no answer: Twilio gives up (or its Fallback URL failed)"
+            );
+            None
+        }
+    };
+    emit(&mut out);
+    let expect = cli.expect.unwrap_or(if cli.unsigned {
+        Expect::Status(StatusCode::FORBIDDEN)
+    } else {
+        Expect::Success
+    });
+    match status {
+        Some(status) if expect.accepts(status) => Ok(ExitCode::SUCCESS),
+        Some(status) => {
+            eprintln!("error: unexpected status {status} (expected {expect}; see --expect)");
+            Ok(ExitCode::FAILURE)
+        }
+        None => {
+            eprintln!("error: no answer was read");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod admin;
+mod delivery;
 mod doctor;
 #[cfg(unix)]
 mod file_modes;

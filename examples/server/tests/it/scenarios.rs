@@ -69,7 +69,8 @@ async fn signed_sms_and_call_get_twiml(db: TestDb) {
     let (status, body, _) = server.send(&call).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
-        body.contains("<Response><Say>Hello from Default tenant (TWILIO_ACCOUNT_SID)."),
+        body.contains("<Gather")
+            && body.contains("<Say>Hello from Default tenant (TWILIO_ACCOUNT_SID)."),
         "{body}"
     );
 

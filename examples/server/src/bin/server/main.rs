@@ -15,8 +15,9 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `POST /twilio/sms` | incoming SMS/MMS/WhatsApp → TwiML `<Message>` echo with the tenant's name |
-//! | `POST /twilio/voice` | incoming call → TwiML `<Say>` |
+//! | `POST /twilio/sms` | incoming SMS/MMS/WhatsApp → TwiML `<Message>` echo with the tenant's name; a body `slow N` answers after N s (at most 8) |
+//! | `POST /twilio/voice` | incoming call → the voice menu: TwiML `<Gather>` (action `/twilio/voice/menu?step=choice`), then `<Redirect>` to `/twilio/voice/menu?step=main` |
+//! | `POST /twilio/voice/menu?step=main\|choice` | the menu again, or what a digit does (`Digits` 1: say, 2: hang up) |
 //! | `POST /twilio/status` | message status callback → recorded per `MessageSid` |
 //! | `GET /healthz` | 200 when the database answers |
 //! | `POST /twilio/status` | call status and recording status callbacks → recorded per `CallSid` |

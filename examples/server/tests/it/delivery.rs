@@ -1,0 +1,381 @@
+//! Twilio's delivery, simulated (`twilio_delivery`), against the real server over TCP: read
+//! timeouts and retries with the same idempotency token, a voice menu's `<Redirect>` loop, and
+//! a replay with a fresh token. Each scenario checks that every webhook was processed once (the
+//! webhook log: one `processed` per webhook, every copy `duplicate`) and that every answer the
+//! simulated Twilio read was the handler's.
+
+use tower_twilio_example_server::{
+    routes::VOICE_MENU_PATH,
+    twilio_delivery::{Delivered, Delivery, Outcome, Target},
+    twilio_presets::{Body, Preset, Signer},
+};
+
+use crate::support::{ACCOUNT, Server, TOKEN, TestDb, bounded};
+
+/// A webhook for `path_and_fragment` on `server` (the fragment holds the overrides), with the
+/// preset's parameters and `overrides`.
+fn target(
+    server: &Server,
+    path_and_fragment: &str,
+    preset: &Preset,
+    overrides: &[(&str, &str)],
+) -> Target {
+    let mut params = preset.params(ACCOUNT);
+    for (name, value) in overrides {
+        params.retain(|(k, _)| k != name);
+        params.push(((*name).to_owned(), (*value).to_owned()));
+    }
+    Target::new(
+        &format!("{}{path_and_fragment}", server.base()),
+        Body::Form(params),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn deliver(delivery: &Delivery) -> Delivered {
+    bounded("a delivery", delivery.deliver()).await
+}
+
+/// The webhook log's outcomes, oldest first.
+async fn outcomes(server: &Server) -> Vec<String> {
+    let mut log = server.webhooks(100).await;
+    log.reverse();
+    log.iter()
+        .map(|entry| entry["outcome"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The one answer of a delivery, checked to be a TwiML document the handler wrote.
+fn handler_answer(delivered: &Delivered) -> String {
+    let answer = delivered
+        .answer()
+        .unwrap_or_else(|| panic!("Twilio read no answer:\n{delivered}"));
+    assert_eq!(
+        answer.content_type.as_deref(),
+        Some("text/xml; charset=utf-8"),
+        "{delivered}"
+    );
+    let text = answer.text();
+    assert!(
+        text.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#)
+            && text != r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#,
+        "not the handler's answer: {text}"
+    );
+    text
+}
+
+/// A slow reply past the read timeout (`rt=5000`, `rc=1`, the default policy): Twilio gives up
+/// on the first attempt and retries with the same token while the handler still runs. The
+/// retry waits for the first attempt and gets its answer (not 409); the handler ran once.
+/// The reply comes 1 s into the retry, whose read timeout leaves 4 s to spare.
+#[tokio::test]
+async fn a_retry_during_a_slow_first_attempt_gets_the_first_answer() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    let sms = target(
+        &server,
+        "/twilio/sms#rt=5000&rc=1",
+        &Preset::Sms,
+        &[("Body", "slow 6")],
+    );
+    let delivered = deliver(&Delivery::new(sms)).await;
+
+    assert_eq!(delivered.attempts.len(), 2, "{delivered}");
+    assert_eq!(
+        delivered.attempts[0].outcome,
+        Outcome::ReadTimedOut,
+        "{delivered}"
+    );
+    assert_eq!(
+        delivered.attempts[0].idempotency_token, delivered.attempts[1].idempotency_token,
+        "a retry carries the same token"
+    );
+    let answer = handler_answer(&delivered);
+    assert!(
+        answer.contains("received your message: slow 6 (answered after 6 s)</Message>"),
+        "{answer}"
+    );
+    assert_eq!(outcomes(&server).await, ["processed", "duplicate"]);
+    server.stop().await;
+}
+
+/// Twilio's retry of an SMS (the same request with the same token, as after an answer that
+/// was lost on the way) gets the same `<Message>`; a replay of the same signed request with a
+/// fresh token is not processed again either.
+#[tokio::test]
+async fn a_retried_or_replayed_sms_gets_the_same_message_and_is_processed_once() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    let sms = target(&server, "/twilio/sms", &Preset::Sms, &[("Body", "hello")]);
+    let first = deliver(&Delivery::new(sms.clone())).await;
+    assert_eq!(first.attempts.len(), 1, "{first}");
+    let first = handler_answer(&first);
+    assert!(
+        first.contains("received your message: hello</Message>"),
+        "{first}"
+    );
+
+    // Twilio's retry: the same request, the same token.
+    let retry = deliver(&Delivery::new(sms.clone())).await;
+    assert_eq!(handler_answer(&retry), first);
+
+    // A replay: the same signed request with a token of its own.
+    let mut replay = sms;
+    for (name, value) in &mut replay.request.headers {
+        if name.eq_ignore_ascii_case(tower_twilio::signature::IDEMPOTENCY_TOKEN_HEADER) {
+            *value = "replayed-with-a-fresh-token".to_owned();
+        }
+    }
+    let replayed = deliver(&Delivery::new(replay)).await;
+    assert_eq!(handler_answer(&replayed), first);
+
+    assert_eq!(
+        outcomes(&server).await,
+        ["processed", "duplicate", "duplicate"]
+    );
+    server.stop().await;
+}
+
+/// The voice menu: the call's first request, then the `<Redirect>` back to the menu when the
+/// caller pressed nothing, three times: the same signed request each time, each a new request
+/// with a new token. Every pass gets the menu, and each is processed (a loop is not a copy).
+/// A retry of one pass (same token) is a copy: the same menu, not processed again.
+#[tokio::test]
+async fn a_menu_loop_gets_the_menu_every_pass() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    let call = Preset::Voice.params(ACCOUNT);
+    let call_sid = call
+        .iter()
+        .find(|(k, _)| k == "CallSid")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+
+    let incoming = deliver(&Delivery::new(target(
+        &server,
+        "/twilio/voice",
+        &Preset::Voice,
+        &[("CallSid", &call_sid)],
+    )))
+    .await;
+    let menu = handler_answer(&incoming);
+    let redirect = format!(r#"<Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#);
+    assert!(
+        menu.contains(&format!(r#"action="{VOICE_MENU_PATH}?step=choice""#))
+            && menu.contains("<Gather")
+            && menu.ends_with(&format!("{redirect}</Response>")),
+        "{menu}"
+    );
+
+    let mut passes = Vec::new();
+    for _ in 0..3 {
+        // Twilio signs the same URL and parameters again: a new request (new token).
+        let pass = target(
+            &server,
+            &format!("{VOICE_MENU_PATH}?step=main"),
+            &Preset::Voice,
+            &[("CallSid", &call_sid)],
+        );
+        let delivered = deliver(&Delivery::new(pass.clone())).await;
+        assert_eq!(handler_answer(&delivered), menu, "every pass gets the menu");
+        passes.push(pass);
+    }
+    // Twilio's retry of the last pass: its token again.
+    let retry = deliver(&Delivery::new(passes.pop().unwrap())).await;
+    assert_eq!(handler_answer(&retry), menu);
+
+    // A digit does something.
+    let choice = deliver(&Delivery::new(target(
+        &server,
+        &format!("{VOICE_MENU_PATH}?step=choice"),
+        &Preset::Voice,
+        &[("CallSid", &call_sid), ("Digits", "1")],
+    )))
+    .await;
+    let choice = handler_answer(&choice);
+    assert!(
+        choice.contains("<Say>") && choice.ends_with(&format!("{redirect}</Response>")),
+        "{choice}"
+    );
+
+    assert_eq!(
+        outcomes(&server).await,
+        [
+            "processed",
+            "processed",
+            "processed",
+            "processed",
+            "duplicate",
+            "processed"
+        ]
+    );
+    server.stop().await;
+}
+
+/// The Fallback URL: the primary's `503` is not retried by default (`rp` names no `5xx`), and
+/// the fallback gets the webhook and answers it.
+#[tokio::test]
+async fn the_fallback_url_gets_the_webhook_when_the_primary_fails() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    // A path the server verifies and answers 404: the primary fails with a 4xx.
+    let primary = target(&server, "/twilio/nowhere#rc=2", &Preset::Sms, &[]);
+    let fallback = target(
+        &server,
+        "/twilio/sms",
+        &Preset::Sms,
+        &[("Body", "fell back")],
+    );
+    let delivered = deliver(&Delivery::new(primary).fallback(fallback)).await;
+    assert_eq!(
+        delivered.attempts.len(),
+        2,
+        "a 404 is not retried: {delivered}"
+    );
+    assert!(!delivered.attempts[0].fallback && delivered.attempts[1].fallback);
+    assert_eq!(
+        delivered.attempts[0]
+            .outcome
+            .answer()
+            .map(|a| a.status.as_u16()),
+        Some(404)
+    );
+    assert!(handler_answer(&delivered).contains("fell back"));
+    assert_eq!(outcomes(&server).await, ["failed", "processed"]);
+    server.stop().await;
+}
+
+/// Nothing listening: a connection failure is retried (`ct` is in the default policy), `rc`
+/// times, then the delivery fails with no answer.
+#[tokio::test]
+async fn a_refused_connection_is_retried_rc_times() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let target = Target::new(
+        &format!("http://{addr}/twilio/sms#rc=3&ct=1000"),
+        Body::Form(Preset::Sms.params(ACCOUNT)),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    )
+    .unwrap();
+    let delivered = deliver(&Delivery::new(target)).await;
+    assert_eq!(delivered.attempts.len(), 4, "{delivered}");
+    assert!(
+        delivered
+            .attempts
+            .iter()
+            .all(|a| matches!(a.outcome, Outcome::ConnectFailed(_))),
+        "{delivered}"
+    );
+    assert!(delivered.answer().is_none());
+}
+
+/// `send_webhook --deliver`: the same delivery from the command line, against the real server.
+/// The slow first attempt times out, the retry gets the reply, the tool exits with 0.
+#[tokio::test]
+async fn send_webhook_deliver_shows_every_attempt_and_the_answer() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    let output = bounded(
+        "send_webhook --deliver",
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_send_webhook"))
+            .args([
+                "--deliver",
+                "--token",
+                TOKEN,
+                "--account-sid",
+                ACCOUNT,
+                "--url",
+            ])
+            .arg(format!("{}/twilio/sms#rt=4000&rc=1", server.base()))
+            .args(["sms", "Body=slow 5"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("attempt 1: read timeout (rt)")
+            && stdout.contains("attempt 2: answered 200 OK")
+            && stdout.contains("received your message: slow 5 (answered after 5 s)</Message>"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("#rt="),
+        "the fragment is not requested: {stdout}"
+    );
+    assert_eq!(outcomes(&server).await, ["processed", "duplicate"]);
+    server.stop().await;
+}
+
+/// Two instances behind a load balancer, sharing one Redis: the slow first attempt runs on one,
+/// Twilio's retry reaches the other, which waits for the first (through Redis) and gives its
+/// answer. Processed once, on the first instance.
+#[tokio::test]
+#[cfg_attr(
+    skip_redis,
+    ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+)]
+async fn a_retry_on_another_instance_gets_the_first_answer_through_redis() {
+    let Some(redis) = crate::support::redis_url() else {
+        return;
+    };
+    const PUBLIC: &str = "http://webhooks.example.test";
+    let db = TestDb::sqlite();
+    let config = || {
+        let mut config = db.config_with_account();
+        config.public_url = tower_twilio_example_server::PublicUrlConfig::Fixed(PUBLIC.to_owned());
+        config.replay_guard =
+            tower_twilio_example_server::replay::ReplayGuardConfig::parse(&redis).unwrap();
+        config
+    };
+    let (first, second) = (Server::start(config()).await, Server::start(config()).await);
+    // The preset's MessageSid is fresh: runs of this test share the Redis server.
+    let mut params = Preset::Sms.params(ACCOUNT);
+    params.retain(|(k, _)| k != "Body");
+    params.push(("Body".to_owned(), "slow 6".to_owned()));
+    let sms = Target::new(
+        &format!("{PUBLIC}/twilio/sms#rt=5000&rc=1"),
+        Body::Form(params),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    )
+    .unwrap()
+    .balance([first.addr.to_string(), second.addr.to_string()]);
+    let delivered = deliver(&Delivery::new(sms)).await;
+
+    assert_eq!(delivered.attempts.len(), 2, "{delivered}");
+    assert_eq!(delivered.attempts[0].outcome, Outcome::ReadTimedOut);
+    let answer = handler_answer(&delivered);
+    assert!(
+        answer.contains("received your message: slow 6 (answered after 6 s)</Message>"),
+        "{answer}"
+    );
+    first.webhooks(1).await;
+    assert_eq!(outcomes(&second).await, ["processed", "duplicate"]);
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Twilio gave up (`rc=0`) while the handler ran; the server is stopped right after. The
+/// handling runs to its end and the shutdown waits for it: the log says `processed`.
+#[tokio::test]
+async fn a_handling_whose_client_left_is_finished_and_logged_before_shutdown() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.config_with_account()).await;
+    let sms = target(
+        &server,
+        "/twilio/sms#rt=1000&rc=0",
+        &Preset::Sms,
+        &[("Body", "slow 3")],
+    );
+    let delivered = deliver(&Delivery::new(sms)).await;
+    assert_eq!(delivered.attempts.len(), 1, "{delivered}");
+    assert_eq!(delivered.attempts[0].outcome, Outcome::ReadTimedOut);
+    server.stop().await;
+
+    let log = db.open().await.recent_webhooks(10).await.unwrap();
+    let outcomes: Vec<&str> = log.iter().map(|row| row.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["processed"]);
+}
