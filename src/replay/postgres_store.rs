@@ -31,7 +31,8 @@ pub type PostgresFuture<T> =
 /// them as it is).
 struct Queries {
     table: Box<str>,
-    /// Creates the table and its index on `expires_at` if they do not exist. One row per key;
+    /// Takes the schema lock, then creates the table and its index on `expires_at` if they do
+    /// not exist, in one transaction. One row per key;
     /// `expires_at` is the end of the lease while the key is claimed (`done` false) and the
     /// end of the window once it is done.
     schema: String,
@@ -58,7 +59,8 @@ impl Queries {
         Self {
             table: table.into(),
             schema: format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
+                "SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+CREATE TABLE IF NOT EXISTS {table} (
     key BYTEA PRIMARY KEY,
     token BYTEA NOT NULL,
     done BOOLEAN NOT NULL,
@@ -279,17 +281,13 @@ impl PostgresStore {
     /// [`ReplayStoreErrorKind::Unavailable`] if the database cannot be reached or refuses
     /// (the user may not create tables: create it as above with a user that may).
     pub async fn ensure_schema(&self) -> Result<(), ReplayStoreError> {
-        let mut transaction = self.pool.begin().await.map_err(store_error)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(SCHEMA_LOCK)
-            .execute(&mut *transaction)
-            .await
-            .map_err(store_error)?;
+        // One simple-query message: one implicit transaction, which holds the advisory lock
+        // until the table and index exist. (Not `pool.begin()`: its future is not `Send`.)
         sqlx::raw_sql(&self.queries.schema)
-            .execute(&mut *transaction)
+            .execute(&self.pool)
             .await
             .map_err(store_error)?;
-        transaction.commit().await.map_err(store_error)
+        Ok(())
     }
 
     /// Deletes at most [`SWEEP_LIMIT`](Self::SWEEP_LIMIT) expired rows; answers how many. The
