@@ -148,7 +148,8 @@ const SCHEMA_LOCK: i64 = 0x7474_2d72_6570_6c61;
 ///   again), never as new.
 /// - renew: an `UPDATE` that extends the lease only while our token holds a live claim (a
 ///   lapsed claim is not revived: a copy may have been told it is free).
-/// - complete: an upsert that marks the key done with its answer for the window.
+/// - complete: an upsert that marks the key done with its answer for the window, whoever
+///   holds the claim now (the handler succeeded: that is the truth), as the other stores do.
 /// - release: a `DELETE` only while our token still claims the key, so a late release never
 ///   deletes another request's claim or a done mark.
 /// - wait: PostgreSQL does not tell a waiting copy when a claim settles, so a copy sleeps
@@ -170,11 +171,15 @@ const SCHEMA_LOCK: i64 = 0x7474_2d72_6570_6c61;
 ///
 /// # Failures
 ///
-/// [`connect`](Self::connect) bounds the wait for a connection and each statement by one
-/// second, so a database that is down turns into [`Unavailable`](ReplayStoreErrorKind::Unavailable)
-/// errors quickly rather than into hanging webhooks; pass your own pool to [`new`](Self::new)
-/// for other limits or TLS. A row that does not hold what this store wrote is a
-/// [`Protocol`](ReplayStoreErrorKind::Protocol) error.
+/// [`connect`](Self::connect) bounds the wait for a connection by three seconds and each
+/// statement by one, so a database that is down turns into
+/// [`Unavailable`](ReplayStoreErrorKind::Unavailable) errors quickly rather than into hanging
+/// webhooks; pass your own pool to [`new`](Self::new) for other limits or TLS. A row that does
+/// not hold what this store wrote is a [`Protocol`](ReplayStoreErrorKind::Protocol) error.
+///
+/// The statements are written for PostgreSQL's default isolation, `READ COMMITTED`. Under
+/// `SERIALIZABLE` (as a database default) concurrent claims of one key may fail with
+/// serialization errors, which are store failures.
 ///
 /// ```no_run
 /// use tower_twilio::{replay::PostgresStore, replay_guard::ReplayGuardLayer};
@@ -212,8 +217,9 @@ impl PostgresStore {
     pub const SWEEP_LIMIT: u32 = 1000;
 
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`),
-    /// with a pool of at most 16 connections, one second to get a connection and one second
-    /// for each statement (`statement_timeout`). Does not create the table: call
+    /// with a pool of at most 16 connections, three seconds to get a connection (opening one,
+    /// authentication included, under a burst of webhooks) and one second for each statement
+    /// (`statement_timeout`). Does not create the table: call
     /// [`ensure_schema`](Self::ensure_schema).
     ///
     /// # Errors
