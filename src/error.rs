@@ -34,6 +34,13 @@ pub enum ConfigError {
         /// The name as given.
         name: String,
     },
+    /// A replay store's table name is not `table` or `schema.table`, each part lowercase ASCII
+    /// letters, digits and `_`, not starting with a digit, at most 48 bytes (it is written into
+    /// SQL as it is, so nothing else is accepted).
+    InvalidTableName {
+        /// The name as given.
+        name: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -55,6 +62,10 @@ impl fmt::Display for ConfigError {
             Self::UnknownForwardedField { name } => write!(
                 f,
                 "unknown forwarded field {name:?}: expected e.g. x-forwarded-proto"
+            ),
+            Self::InvalidTableName { name } => write!(
+                f,
+                "invalid table name {name:?}: expected e.g. tower_twilio_replay or replay.webhooks"
             ),
         }
     }

@@ -108,7 +108,7 @@
 //! | [`public_url`] | rebuilding the URL Twilio called, behind proxies |
 //! | [`events`] | security events and their sinks |
 //! | [`replay_guard`] | [`ReplayGuardLayer`](replay_guard::ReplayGuardLayer): a replayed or retried webhook reaches the handler once, and every copy gets the first answer |
-//! | [`replay`] | the replay guard's keys and stores (memory, Redis) |
+//! | [`replay`] | the replay guard's keys and stores (memory, Redis, PostgreSQL) |
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
 //! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`], and the URL spellings it accepts |
@@ -123,6 +123,7 @@
 //! | `sentry` | [`events::SentrySink`]: critical events captured in Sentry, with flood control | no |
 //! | `metrics` | counters and a histogram through the `metrics` facade (see `tower_twilio::metrics`) | no |
 //! | `redis` | [`replay::RedisStore`]: a replay guard shared by several instances through Redis | no |
+//! | `postgres` | [`replay::PostgresStore`]: a replay guard shared by several instances through a PostgreSQL table, on `sqlx` | no |
 //!
 //! # Security notes
 //!

@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | [`MemoryStore`] (the default) | this process, bounded by bytes (answers included) | one instance |
 //! | [`RedisStore`] (feature `redis`) | a Redis or Valkey server | several instances behind a load balancer |
+//! | [`PostgresStore`] (feature `postgres`) | a table in a PostgreSQL database | several instances that share a database and have no Redis |
 //!
 //! A store on its own:
 //!
@@ -36,6 +37,8 @@
 mod answer;
 mod key;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 #[cfg(feature = "redis")]
 mod redis_store;
 mod store;
@@ -43,6 +46,9 @@ mod store;
 pub use self::answer::StoredAnswer;
 pub use self::key::ReplayKey;
 pub use self::memory::{MemoryStore, MemoryWait};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use self::postgres_store::{PostgresFuture, PostgresStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis_store::{RedisFuture, RedisStore};

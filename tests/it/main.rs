@@ -8,6 +8,8 @@ mod events;
 mod frameworks;
 mod hostile;
 mod middleware;
+#[cfg(feature = "postgres")]
+mod postgres_store;
 mod properties;
 mod quick_start;
 mod replay;

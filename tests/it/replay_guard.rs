@@ -550,8 +550,8 @@ async fn stored_answers_keep_the_memory_store_within_its_bytes() {
     assert_eq!(handler.runs(), 4);
 }
 
-/// The store contract, written once: run against the memory store here and against a real
-/// Redis in `redis_contract`.
+/// The store contract, written once: run against the memory store, and against a real Redis
+/// and a real PostgreSQL.
 pub(crate) mod contract {
     use std::time::Duration;
 
@@ -649,6 +649,19 @@ pub(crate) mod contract {
         };
         run(&crate::replay::redis::store(&url).await).await;
     }
+
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(
+        skip_postgres,
+        ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+    )]
+    #[tokio::test]
+    async fn postgres_store() {
+        let Some(url) = crate::postgres_store::postgres::url() else {
+            return;
+        };
+        run(&crate::postgres_store::postgres::store(&url).await).await;
+    }
 }
 
 /// Two instances (two connections) on one Redis: a copy arriving at the second while the
@@ -677,6 +690,103 @@ async fn across_instances_on_redis_a_concurrent_copy_gets_the_first_answer() {
     let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
     assert_first_answer(&copy, &first);
     assert_eq!(handler.runs(), 1);
+}
+
+/// Two instances (two pools) on one PostgreSQL table: a copy arriving at the second while the
+/// first runs waits and gets the first answer, and so does a copy after it.
+#[cfg(feature = "postgres")]
+#[cfg_attr(
+    skip_postgres,
+    ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+)]
+#[tokio::test]
+async fn across_instances_on_postgres_a_copy_gets_the_first_answer() {
+    use crate::postgres_store::postgres;
+    let Some(url) = postgres::url() else { return };
+    let table = postgres::fresh_table();
+    let one = postgres::store_on(&url, &table).await;
+    let two = postgres::store_on(&url, &table).await;
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let (a, b) = (
+        app(ReplayGuardLayer::new(one), &handler),
+        app(ReplayGuardLayer::new(two), &handler),
+    );
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { send(&a, sms(1)).await }
+    });
+    started(&handler, 1).await;
+    let copy = tokio::spawn({
+        let b = b.clone();
+        async move { send(&b, sms(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!copy.is_finished(), "the copy waits");
+    gate.add_permits(1);
+    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
+    assert_eq!(
+        first.body,
+        "<Response><Message>reply 1</Message></Response>"
+    );
+    assert_first_answer(&copy, &first);
+    // A later copy, on either instance, gets it from the table.
+    assert_first_answer(&send(&b, sms(1)).await, &first);
+    assert_first_answer(&send(&a, sms(1)).await, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+/// Two instances on one PostgreSQL table: the first is killed mid-handler (its response
+/// future is never polled nor dropped again, so it neither answers, renews nor releases), and
+/// Twilio's retry on the second waits for the dead claim's short lease to lapse, then runs
+/// the handler itself within the guard's wait, and its answer is the one stored.
+#[cfg(feature = "postgres")]
+#[cfg_attr(
+    skip_postgres,
+    ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+)]
+#[tokio::test]
+async fn across_instances_on_postgres_a_killed_first_attempt_lets_the_retry_run_on_the_other() {
+    use crate::postgres_store::postgres;
+    let Some(url) = postgres::url() else { return };
+    let table = postgres::fresh_table();
+    let one = postgres::store_on(&url, &table).await;
+    let two = postgres::store_on(&url, &table).await;
+    // The first attempt hangs in the handler; later runs answer at once.
+    let gate = Arc::new(Semaphore::new(0));
+    let hanging = Handler::default().gated(&gate);
+    let handler = Handler::default();
+    let lease = Duration::from_secs(1);
+    let a = app(ReplayGuardLayer::new(one).lease(lease), &hanging);
+    let b = app(ReplayGuardLayer::new(two).lease(lease), &handler);
+    let mut killed = Box::pin(a.oneshot(sms(1)));
+    while hanging.runs() < 1 {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), &mut killed)
+                .await
+                .is_err(),
+            "the first attempt hangs"
+        );
+    }
+    // The instance dies: nothing of it runs again, not even its drop.
+    std::mem::forget(killed);
+    let started = tokio::time::Instant::now();
+    let retry = send(&b, sms(1)).await;
+    assert_eq!(retry.kind, None, "the retry ran the handler: {retry:?}");
+    assert_eq!(retry.status, StatusCode::OK);
+    assert_eq!(
+        retry.body,
+        "<Response><Message>reply 1</Message></Response>"
+    );
+    assert_eq!(handler.runs(), 1);
+    assert!(
+        started.elapsed() < ReplayGuardLayer::DEFAULT_WAIT,
+        "within the guard's wait: {:?}",
+        started.elapsed()
+    );
+    // Its answer is the one stored.
+    assert_first_answer(&send(&b, sms(1)).await, &retry);
+    assert_eq!((hanging.runs(), handler.runs()), (1, 1));
 }
 
 // Every byte the store allocates is counted (allocation-counter is this binary's allocator):

@@ -1,17 +1,18 @@
-//! The replay guard's store, chosen at start: `REPLAY_GUARD=memory` (the default) or
-//! `REPLAY_GUARD=redis://…` for several server processes behind one load balancer.
+//! The replay guard's store, chosen at start: `REPLAY_GUARD=memory` (the default), or
+//! `REPLAY_GUARD=redis://…` or `postgres://…` for several server processes behind one load
+//! balancer.
 
 use std::{fmt, time::Duration};
 
 use tower_twilio::{
     BoxError,
     replay::{
-        Claim, ClaimToken, MemoryStore, RedisFuture, RedisStore, ReplayKey, ReplayStore,
-        StoredAnswer,
+        Claim, ClaimToken, MemoryStore, PostgresStore, RedisFuture, RedisStore, ReplayKey,
+        ReplayStore, StoredAnswer,
     },
 };
 
-/// Where the replay guard keeps what it has seen. `Debug` and `Display` hide a Redis password.
+/// Where the replay guard keeps what it has seen. `Debug` and `Display` hide a password.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum ReplayGuardConfig {
     /// In this process (`memory`): enough for one server.
@@ -19,10 +20,13 @@ pub enum ReplayGuardConfig {
     Memory,
     /// A Redis server (`redis://…` or `rediss://…`), shared by every server process.
     Redis(String),
+    /// A PostgreSQL database (`postgres://…` or `postgresql://…`), shared by every server
+    /// process; the store creates its table there at start.
+    Postgres(String),
 }
 
 impl ReplayGuardConfig {
-    /// Parses `memory`, or a `redis://` / `rediss://` URL.
+    /// Parses `memory`, a `redis://` / `rediss://` URL or a `postgres://` / `postgresql://` URL.
     ///
     /// # Errors
     ///
@@ -32,25 +36,27 @@ impl ReplayGuardConfig {
             Ok(Self::Memory)
         } else if value.starts_with("redis://") || value.starts_with("rediss://") {
             Ok(Self::Redis(value.to_owned()))
+        } else if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            Ok(Self::Postgres(value.to_owned()))
         } else {
-            Err("REPLAY_GUARD must be `memory` or a redis:// URL".into())
+            Err("REPLAY_GUARD must be `memory`, a redis:// URL or a postgres:// URL".into())
         }
     }
 }
 
 impl fmt::Display for ReplayGuardConfig {
-    /// `memory`, or the Redis URL without its password.
+    /// `memory`, or the URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Memory => f.pad("memory"),
-            Self::Redis(url) => match url::Url::parse(url) {
+            Self::Redis(url) | Self::Postgres(url) => match url::Url::parse(url) {
                 Ok(mut url) => {
                     if url.password().is_some() {
                         let _ = url.set_password(Some("redacted"));
                     }
                     f.pad(url.as_str())
                 }
-                Err(_) => f.pad("redis://(unparsable URL)"),
+                Err(_) => f.pad("(unparsable URL)"),
             },
         }
     }
@@ -70,14 +76,17 @@ pub enum AnyStore {
     Memory(MemoryStore),
     /// [`ReplayGuardConfig::Redis`].
     Redis(RedisStore),
+    /// [`ReplayGuardConfig::Postgres`].
+    Postgres(PostgresStore),
 }
 
 impl AnyStore {
-    /// Opens the configured store (connects to Redis).
+    /// Opens the configured store (connects to Redis, or to PostgreSQL and creates the
+    /// store's table if it does not exist).
     ///
     /// # Errors
     ///
-    /// When Redis cannot be reached at start.
+    /// When the server cannot be reached at start, or the table cannot be created.
     pub async fn open(config: &ReplayGuardConfig) -> Result<Self, BoxError> {
         Ok(match config {
             ReplayGuardConfig::Memory => Self::Memory(MemoryStore::default()),
@@ -86,6 +95,16 @@ impl AnyStore {
                     .await
                     .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?,
             ),
+            ReplayGuardConfig::Postgres(url) => {
+                let store = PostgresStore::connect(url)
+                    .await
+                    .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?;
+                store
+                    .ensure_schema()
+                    .await
+                    .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?;
+                Self::Postgres(store)
+            }
         })
     }
 }
@@ -101,6 +120,7 @@ impl ReplayStore for AnyStore {
         match self {
             Self::Memory(store) => Box::pin(store.claim(key, lease)),
             Self::Redis(store) => store.claim(key, lease),
+            Self::Postgres(store) => store.claim(key, lease),
         }
     }
 
@@ -108,6 +128,7 @@ impl ReplayStore for AnyStore {
         match self {
             Self::Memory(store) => Box::pin(store.renew(key, token, lease)),
             Self::Redis(store) => store.renew(key, token, lease),
+            Self::Postgres(store) => store.renew(key, token, lease),
         }
     }
 
@@ -121,6 +142,7 @@ impl ReplayStore for AnyStore {
         match self {
             Self::Memory(store) => Box::pin(store.complete(key, token, answer, window)),
             Self::Redis(store) => store.complete(key, token, answer, window),
+            Self::Postgres(store) => store.complete(key, token, answer, window),
         }
     }
 
@@ -128,6 +150,7 @@ impl ReplayStore for AnyStore {
         match self {
             Self::Memory(store) => Box::pin(store.wait(key, attempt)),
             Self::Redis(store) => Box::pin(store.wait(key, attempt)),
+            Self::Postgres(store) => Box::pin(store.wait(key, attempt)),
         }
     }
 
@@ -135,6 +158,7 @@ impl ReplayStore for AnyStore {
         match self {
             Self::Memory(store) => Box::pin(store.release(key, token)),
             Self::Redis(store) => store.release(key, token),
+            Self::Postgres(store) => store.release(key, token),
         }
     }
 
@@ -142,6 +166,7 @@ impl ReplayStore for AnyStore {
         match self {
             Self::Memory(store) => store.release_detached(key, token),
             Self::Redis(store) => store.release_detached(key, token),
+            Self::Postgres(store) => store.release_detached(key, token),
         }
     }
 }
@@ -151,7 +176,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_setting_is_memory_or_a_redis_url_and_never_shows_a_password() {
+    fn the_setting_is_memory_or_a_url_and_never_shows_a_password() {
         assert_eq!(
             ReplayGuardConfig::parse("memory").unwrap(),
             ReplayGuardConfig::Memory
@@ -159,7 +184,18 @@ mod tests {
         let redis = ReplayGuardConfig::parse("redis://:s3cret@10.0.0.5:6379/2").unwrap();
         assert_eq!(redis.to_string(), "redis://:redacted@10.0.0.5:6379/2");
         assert!(!format!("{redis} {redis:?}").contains("s3cret"));
-        for bad in ["", "Memory", "postgres://x", "s3cret"] {
+        let postgres = ReplayGuardConfig::parse("postgres://app:s3cret@10.0.0.6/app").unwrap();
+        assert_eq!(
+            postgres,
+            ReplayGuardConfig::Postgres("postgres://app:s3cret@10.0.0.6/app".to_owned())
+        );
+        assert_eq!(postgres.to_string(), "postgres://app:redacted@10.0.0.6/app");
+        assert!(!format!("{postgres} {postgres:?}").contains("s3cret"));
+        assert!(matches!(
+            ReplayGuardConfig::parse("postgresql://10.0.0.6/app"),
+            Ok(ReplayGuardConfig::Postgres(_))
+        ));
+        for bad in ["", "Memory", "mysql://x", "s3cret"] {
             let error = ReplayGuardConfig::parse(bad).unwrap_err().to_string();
             assert!(!error.contains("s3cret"), "{error}");
         }

@@ -719,3 +719,66 @@ async fn a_voice_retry_gets_the_first_answer_and_a_loop_runs_again() {
     assert_eq!(outcomes, ["processed", "duplicate", "processed"]);
     server.stop().await;
 }
+
+/// Two server processes behind one public URL and one PostgreSQL database, which keeps both
+/// the webhook log and the replay guard (`REPLAY_GUARD=postgres://…`, no Redis): a webhook sent
+/// to each runs the handler once.
+#[tokio::test]
+#[cfg_attr(
+    skip_postgres,
+    ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+)]
+async fn two_servers_sharing_one_postgres_database_process_a_webhook_once() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let (admin_url, name) = db.postgres.clone().unwrap();
+    let mut database_url = url::Url::parse(&admin_url).unwrap();
+    database_url.set_path(&name);
+    const PUBLIC: &str = "https://webhooks.example.test";
+    let config = || {
+        let mut config = db.config_with_account();
+        config.public_url = PublicUrlConfig::Fixed(PUBLIC.to_owned());
+        config.replay_guard = ReplayGuardConfig::parse(database_url.as_str()).unwrap();
+        config
+    };
+    let first = Server::start(config()).await;
+    let second = Server::start(config()).await;
+    let shown = second.startup.replay_guard.to_string();
+    let password = database_url.password().unwrap_or("(none)");
+    assert!(
+        shown.starts_with("postgres") && !shown.contains(&format!(":{password}@")),
+        "the password is hidden: {shown}"
+    );
+
+    let mut params = Preset::Sms.params(ACCOUNT);
+    let sid = format!("SM{}", twilio_presets::random_hex(16));
+    twilio_presets::apply_overrides(&mut params, &[("MessageSid".to_owned(), sid.clone())]);
+    let sms = sign_request(
+        &format!("{PUBLIC}/twilio/sms"),
+        Body::Form(params),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    );
+    let (code, body, _) = first.send(&sms).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(body.contains("<Message>"), "{body}");
+    let (code, _, _) = second.send(&sms).await;
+    assert_eq!(code, StatusCode::OK);
+
+    first.webhooks(1).await;
+    let log = second.webhooks(10).await;
+    let outcomes: Vec<&str> = log
+        .iter()
+        .filter(|e| e["message_sid"].as_str() == Some(&*sid))
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{log:?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "processed").count(),
+        1,
+        "the handler ran once: {outcomes:?}"
+    );
+    first.stop().await;
+    second.stop().await;
+    db.drop_database().await;
+}

@@ -129,8 +129,8 @@ pub(crate) struct ServeArgs {
     pub(crate) credential_cache_ttl_secs: u64,
 
     /// Where the replay guard keeps the webhooks it has processed, so that a Twilio retry or a
-    /// replayed request does not run a handler twice: `memory` (this process) or a redis:// URL
-    /// shared by every server process behind one load balancer.
+    /// replayed request does not run a handler twice: `memory` (this process), or a redis:// or
+    /// postgres:// URL shared by every server process behind one load balancer.
     #[arg(
         long,
         env = "REPLAY_GUARD",
