@@ -166,7 +166,9 @@ pub(crate) const REDACTED_VALUE: &str = "[redacted]";
 /// `From=%2B1415…&Body=Hi` becomes `From=[redacted]&Body=[redacted]`. A piece without `=`
 /// could be a value of its own and is redacted whole; an empty value stays empty.
 pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
-    let keeps = |piece: &str| piece.is_empty() || piece.ends_with('=');
+    // Kept as it is: nothing, or a name with an empty value (its only `=` is its last byte; a
+    // value may itself end in `=`, as base64 does).
+    let keeps = |piece: &str| piece.is_empty() || piece.find('=') == Some(piece.len() - 1);
     if query.split('&').all(keeps) {
         return Cow::Borrowed(query);
     }
@@ -759,6 +761,15 @@ mod tests {
             (
                 "https://a.example/sms?a=b=c",
                 "https://a.example/sms?a=[redacted]",
+            ),
+            // Values that end in `=` (base64, a one-time code) are values all the same.
+            (
+                "https://a.example/sms?From=%2B15551234567&Body=my-secret-code=&Digits=1234==",
+                "https://a.example/sms?From=[redacted]&Body=[redacted]&Digits=[redacted]",
+            ),
+            (
+                "https://a.example/sms?==",
+                "https://a.example/sms?=[redacted]",
             ),
             (
                 "https://a.example/sms?x=1#frag",

@@ -560,8 +560,9 @@ mod no_parameter_values {
     use super::*;
 
     /// Values of the query that must reach no sink.
-    const VALUES: [&str; 2] = ["14155550100", "493817"];
-    const TARGET: &str = "/twilio/gather?From=%2B14155550100&Code=493817";
+    /// (The last ends in `=`, as base64 values do: it is a value all the same.)
+    const VALUES: [&str; 3] = ["14155550100", "493817", "c2VjcmV0LWNvZGU="];
+    const TARGET: &str = "/twilio/gather?From=%2B14155550100&Code=493817&Token=c2VjcmV0LWNvZGU=";
 
     /// Runs a webhook Twilio signed for `https://…` through a layer configured with `http://…`,
     /// and returns every security event (the diagnosed one included) and log entry.
