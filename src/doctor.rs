@@ -436,9 +436,12 @@ fn explain(variants: &Variants<'_>, matched: &Candidate<'_>, clues: &Clues<'_>) 
     let fix = match (&public_base, matched.source) {
         (Some(base), source) => {
             let mut fix = format!("set PublicUrl::fixed(\"{base}\")");
+            // Only a peer on a loopback or private network is named as a proxy to trust: from
+            // any other address, the "proxy" may be whoever replayed a webhook signed for
+            // another URL, and trusting it would let it choose the URL.
             if let (Some(header), Some(peer)) = (
                 trusted_header_hint(variants, matched, source, clues),
-                clues.peer,
+                clues.peer.filter(|&peer| may_be_a_proxy(peer)),
             ) {
                 let bits = if peer.is_ipv4() { 32 } else { 128 };
                 fix.push_str(&format!(
@@ -466,6 +469,22 @@ fn explain(variants: &Variants<'_>, matched: &Candidate<'_>, clues: &Clues<'_>) 
         matched_url,
         public_base,
         fix,
+    }
+}
+
+/// Whether `peer` is on a network a reverse proxy of the application's own sits on: loopback,
+/// private (RFC 1918), shared (RFC 6598), or IPv6 unique local.
+fn may_be_a_proxy(peer: IpAddr) -> bool {
+    match peer {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || (v4.octets()[0] == 100 && v4.octets()[1] & 0xc0 == 64)
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => may_be_a_proxy(IpAddr::V4(v4)),
+            None => v6.is_loopback() || v6.is_unique_local(),
+        },
     }
 }
 
@@ -980,6 +999,51 @@ mod tests {
         assert_eq!((0..100).filter(|_| budget.try_take_at(8)).count(), 20);
         let none = DiagnosisBudget::new(0);
         assert!(!none.try_take_at(0));
+    }
+
+    #[test]
+    fn only_a_peer_on_a_private_network_is_named_as_a_proxy_to_trust() {
+        // A webhook signed for another host (staging, say), replayed from anywhere with that
+        // host in X-Forwarded-Host: the fix must not tell the operator to trust the sender.
+        let headers = headers(&[("x-forwarded-host", "staging.example.com")]);
+        let signature = signed_for("https://staging.example.com/twilio/sms");
+        let request =
+            WebhookRequest::new(&Method::POST, "https://api.example.com/twilio/sms", BODY)
+                .content_type(FORM)
+                .signature(signature.as_bytes());
+        let fix_from = |peer: IpAddr| {
+            let clues = Clues::new(&headers, "/twilio/sms").peer(peer);
+            diagnose(&request, &clues, &[&token()])
+                .unwrap()
+                .fix()
+                .to_owned()
+        };
+        for peer in [
+            IpAddr::from([203, 0, 113, 7]),
+            IpAddr::from([100, 128, 0, 1]),
+            "2001:db8::1".parse().unwrap(),
+            "::ffff:198.51.100.2".parse().unwrap(),
+        ] {
+            let fix = fix_from(peer);
+            assert!(fix.contains("PublicUrl::fixed"), "{peer}: {fix}");
+            assert!(!fix.contains("trust"), "{peer}: {fix}");
+        }
+        for peer in [
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([10, 1, 2, 3]),
+            IpAddr::from([172, 16, 0, 9]),
+            IpAddr::from([192, 168, 1, 2]),
+            IpAddr::from([100, 64, 0, 1]),
+            "fd00::1".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "::ffff:10.0.0.1".parse().unwrap(),
+        ] {
+            let fix = fix_from(peer);
+            assert!(
+                fix.contains(&format!("trust X-Forwarded-Host from {peer}")),
+                "{peer}: {fix}"
+            );
+        }
     }
 
     #[test]
