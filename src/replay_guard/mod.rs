@@ -62,7 +62,10 @@
 //! request without it is keyed on its signature alone (as in the content scope): a copy then
 //! gets the first answer, never a blank one. The header is not signed, so in the delivery
 //! scope a replay with a fresh token runs the handler again: handlers on voice routes must
-//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML).
+//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML). Each such replay
+//! also takes an entry in the store for the window, so give the delivery scope a store of its
+//! own: a [`MemoryStore`](crate::replay::MemoryStore) that a flood of replayed voice webhooks
+//! fills then refuses new voice keys only, and never the keys the messages rely on.
 //!
 //! # What Twilio does with the answers
 //!
@@ -170,14 +173,15 @@
 //! # fn app(credentials: Credentials) -> Result<Router, tower_twilio::ConfigError> {
 //! let twilio = TwilioSignatureLayer::new(credentials)
 //!     .public_url(PublicUrl::fixed("https://api.example.com")?);
-//! let store = MemoryStore::default(); // one store, two scopes: their keys never meet
+//! // A store per scope: replays of a voice webhook with fresh tokens cannot fill the messages'.
 //! let messages = Router::new()
 //!     .route("/twilio/sms", post(incoming_sms))
-//!     .route_layer(ServiceBuilder::new().layer(twilio.clone()).layer(ReplayGuardLayer::new(store.clone())));
+//!     .route_layer(ServiceBuilder::new().layer(twilio.clone())
+//!         .layer(ReplayGuardLayer::new(MemoryStore::default())));
 //! let calls = Router::new()
 //!     .route("/twilio/voice", post(voice))
 //!     .route_layer(ServiceBuilder::new().layer(twilio)
-//!         .layer(ReplayGuardLayer::new(store).scope(Scope::Delivery)));
+//!         .layer(ReplayGuardLayer::new(MemoryStore::default()).scope(Scope::Delivery)));
 //! # Ok(messages.merge(calls))
 //! # }
 //! ```

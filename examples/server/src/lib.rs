@@ -272,12 +272,15 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     .on_security_event(Sinks::new(config.sentry));
     // A webhook already processed (a Twilio retry, or a captured request played again) is
     // answered with the first answer without running its handler again; the log shows it as
-    // `duplicate`. One store, two scopes: the voice routes are guarded per delivery (same
-    // signature and same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs
-    // each pass; the others per content (same signature).
-    let store = AnyStore::open(&config.replay_guard).await?;
-    let content_guard = ReplayGuardLayer::new(store).on_security_event(Sinks::new(config.sentry));
-    let delivery_guard = content_guard.clone().scope(Scope::Delivery);
+    // `duplicate`. Two scopes: the voice routes are guarded per delivery (same signature and
+    // same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs each pass; the
+    // others per content (same signature). Each has a store of its own, so that replays of a
+    // voice webhook with fresh tokens cannot fill the memory store the messages rely on.
+    let content_guard = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
+        .on_security_event(Sinks::new(config.sentry));
+    let delivery_guard = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
+        .on_security_event(Sinks::new(config.sentry))
+        .scope(Scope::Delivery);
     let run_to_end = RunToEnd {
         permits: Arc::new(Semaphore::new(config.concurrency_limit)),
         limit: config.concurrency_limit,
