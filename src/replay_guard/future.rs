@@ -146,9 +146,9 @@ where
         let verified = request
             .extensions()
             .get::<VerifiedWebhook>()
-            .map(|webhook| {
-                let key = replay_key(webhook, request.headers(), settings.scope);
-                (key, webhook.covered())
+            .and_then(|webhook| {
+                let key = replay_key(webhook, request.headers(), settings.scope)?;
+                Some((key, webhook.covered()))
             });
         let (key, covered, state) = match verified {
             Some((key, covered)) => {
@@ -158,8 +158,9 @@ where
             None => {
                 tracing::error!(
                     target: TRACING_TARGET,
-                    "the replay guard got a request without a VerifiedWebhook: place \
-                     ReplayGuardLayer after TwilioSignatureLayer (refused with 500)"
+                    "the replay guard got a request without a VerifiedWebhook or its \
+                     signature: place ReplayGuardLayer after TwilioSignatureLayer (refused \
+                     with 500)"
                 );
                 let kind = RejectionKind::ReplayGuardMisplaced;
                 report(&settings, &request, kind, Outcome::Rejected);
@@ -519,20 +520,24 @@ where
 }
 
 /// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
-/// scope its idempotency token when it has one.
-fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> ReplayKey {
+/// scope its idempotency token when it has one. `None` without a signature: a key of empty
+/// bytes would make every such request a copy of the first.
+fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> Option<ReplayKey> {
     // The signature that verified, as the signature layer kept it (never absent for a
     // verified request; the header is the fallback).
-    let signature = webhook.signature().unwrap_or_else(|| {
-        headers
-            .get(&crate::verify::SIGNATURE)
-            .map_or(&[][..], |value| value.as_bytes())
-    });
+    let signature = webhook
+        .signature()
+        .or_else(|| {
+            headers
+                .get(&crate::verify::SIGNATURE)
+                .map(HeaderValue::as_bytes)
+        })
+        .filter(|signature| !signature.is_empty())?;
     let algorithm = webhook.algorithm();
-    match (scope, webhook.idempotency_token_bytes()) {
+    Some(match (scope, webhook.idempotency_token_bytes()) {
         (Scope::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
         _ => ReplayKey::new(algorithm, signature),
-    }
+    })
 }
 
 fn finished<CF, WF, SF, B, KF, XF, E>(
@@ -620,7 +625,74 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        convert::Infallible,
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+
     use super::*;
+    use crate::{
+        form::Params, replay::MemoryStore, replay_guard::ReplayGuardLayer, signature::Algorithm,
+        verified_webhook::Facts, verify::UrlForm,
+    };
+
+    /// A verified webhook as the signature layer leaves it, but without the signature.
+    fn webhook_without_signature() -> VerifiedWebhook {
+        VerifiedWebhook::new(Facts {
+            account_sid: None,
+            tenant_id: None,
+            credential: "primary".into(),
+            algorithm: Algorithm::HmacSha1,
+            url_form: UrlForm::AsReceived,
+            covered: Covered::UrlOnly,
+            params: Params::default(),
+            idempotency_token: None,
+            signature: None,
+            url: "https://example.com/sms".to_owned(),
+            client_ip: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_webhook_without_a_signature_is_never_keyed_on_empty_bytes() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&events);
+        let guard = ReplayGuardLayer::new(MemoryStore::default()).on_security_event(
+            move |event: &SecurityEvent| record.lock().unwrap().push(event.reason),
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&calls);
+        let service = ServiceBuilder::new()
+            .layer(guard)
+            .service_fn(move |_: Request<()>| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+            });
+        // Two different requests: neither may pass for a copy of the other.
+        for _ in 0..2 {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(webhook_without_signature());
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let rejection = response.extensions().get::<Rejection>().unwrap();
+            assert_eq!(rejection.kind(), RejectionKind::ReplayGuardMisplaced);
+            assert_eq!(
+                response.extensions().get::<ReplayOutcome>(),
+                Some(&ReplayOutcome::Misplaced)
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            *events.lock().unwrap(),
+            [RejectionKind::ReplayGuardMisplaced; 2]
+        );
+    }
 
     #[test]
     fn the_empty_answer_stops_twilio_retrying_without_doing_anything() {

@@ -6,7 +6,8 @@
 //! [`VerifiedWebhook`](crate::VerifiedWebhook) that layer leaves in the request, so it can
 //! guard one route (axum's `route_layer`) or a whole router. A request without a
 //! `VerifiedWebhook` (the guard placed before the signature layer, or on a route without it;
-//! or a request that failed verification in report-only mode) is refused with `500` and a
+//! or a request that failed verification in report-only mode), or with one that carries no
+//! signature to key on (not made by the signature layer), is refused with `500` and a
 //! [`ReplayGuardMisplaced`](crate::RejectionKind::ReplayGuardMisplaced) rejection and an
 //! `ERROR` event: never passed on.
 //!
