@@ -125,6 +125,29 @@ struct InFlight<S, St, ReqBody> {
     claim: Option<ClaimToken>,
     /// How many times this copy has waited.
     waits: u32,
+    /// What an event about this request needs once the inner service has it: set by `call`.
+    about: Option<About>,
+}
+
+/// What [`report`] reads of a request, kept when the request goes to the inner service: the
+/// store can still fail to record its answer after that.
+struct About {
+    method: http::Method,
+    user_agent: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    webhook: Option<VerifiedWebhook>,
+}
+
+impl About {
+    fn of<B>(request: &Request<B>) -> Self {
+        let headers = request.headers();
+        Self {
+            method: request.method().clone(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: headers.get(crate::events::REQUEST_ID_HEADER).cloned(),
+            webhook: request.extensions().get::<VerifiedWebhook>().cloned(),
+        }
+    }
 }
 
 type StateOf<S, St, ReqBody, ResBody> = State<
@@ -182,6 +205,7 @@ where
                 covered,
                 claim: None,
                 waits: 0,
+                about: None,
             },
         }
     }
@@ -250,6 +274,10 @@ where
                 }
                 StateProj::Completing { complete, response } => {
                     if let Err(error) = ready!(complete.poll(cx)) {
+                        request.report(
+                            RejectionKind::ReplayStoreFailed,
+                            Outcome::PassedWithoutReplayCheck,
+                        );
                         tracing::error!(
                             target: TRACING_TARGET,
                             event_type = RejectionKind::ReplayStoreFailed.as_str(),
@@ -333,10 +361,25 @@ where
         response
     }
 
-    /// Reports a security event about this request to the layer's sink.
+    /// Reports a security event about this request to the layer's sink, before or after the
+    /// inner service took it.
     fn report(&self, kind: RejectionKind, outcome: Outcome) {
         if let Some(request) = &self.request {
             report(&self.settings, request, kind, outcome);
+        } else if let Some(about) = &self.about {
+            let mut headers = HeaderMap::new();
+            let named = [
+                (header::USER_AGENT, &about.user_agent),
+                (crate::events::REQUEST_ID_HEADER, &about.request_id),
+            ];
+            for (name, value) in named {
+                if let Some(value) = value {
+                    headers.insert(name, value.clone());
+                }
+            }
+            let head = (&about.method, &headers);
+            let event = event_about(kind, outcome, head, about.webhook.as_ref(), "");
+            self.settings.sink.on_security_event(&event);
         }
     }
 
@@ -385,6 +428,10 @@ where
 
     fn call(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
         let request = self.request.take().expect(POLLED_AFTER_COMPLETION);
+        if self.claim.is_some() {
+            // Only a claimed request is recorded afterwards, and can fail to be.
+            self.about = Some(About::of(&request));
+        }
         State::Running {
             future: self.inner.call(request),
         }
@@ -574,7 +621,25 @@ fn report<B, St>(
     outcome: Outcome,
 ) {
     let head = (request.method(), request.headers());
-    let event = match request.extensions().get::<VerifiedWebhook>() {
+    let webhook = request.extensions().get::<VerifiedWebhook>();
+    let target = match webhook {
+        Some(_) => String::new(),
+        None => request.uri().to_string(),
+    };
+    let event = event_about(kind, outcome, head, webhook, &target);
+    settings.sink.on_security_event(&event);
+}
+
+/// The event about a request: its verified URL, client, tenant and account when the signature
+/// layer left them, else `target`, the request target as received.
+fn event_about(
+    kind: RejectionKind,
+    outcome: Outcome,
+    head: (&http::Method, &HeaderMap),
+    webhook: Option<&VerifiedWebhook>,
+    target: &str,
+) -> SecurityEvent {
+    match webhook {
         Some(webhook) => {
             let about = (
                 webhook.tenant_id_arc().cloned(),
@@ -583,12 +648,8 @@ fn report<B, St>(
             let (url, client_ip) = (webhook.url(), webhook.client_ip());
             SecurityEvent::about(kind, outcome, head, url, client_ip, about)
         }
-        None => {
-            let target = request.uri().to_string();
-            SecurityEvent::about(kind, outcome, head, &target, None, (None, None))
-        }
-    };
-    settings.sink.on_security_event(&event);
+        None => SecurityEvent::about(kind, outcome, head, target, None, (None, None)),
+    }
 }
 
 /// The answer to a copy whose first answer was larger than the bound (only "done" was

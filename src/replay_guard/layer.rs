@@ -176,9 +176,10 @@ impl<St> ReplayGuardLayer<St> {
     /// [`TwilioSignatureLayer::on_security_event`](crate::TwilioSignatureLayer::on_security_event);
     /// give both layers the same one). One event per copy kept from the handler
     /// ([`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed), info), per degraded
-    /// request (the store failed: [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed),
-    /// critical, with outcome [`PassedWithoutReplayCheck`](crate::events::Outcome::PassedWithoutReplayCheck)
-    /// or [`Rejected`](crate::events::Outcome::Rejected); the wait ran out:
+    /// request (the store failed, before the handler or when recording its answer:
+    /// [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), critical, with outcome
+    /// [`PassedWithoutReplayCheck`](crate::events::Outcome::PassedWithoutReplayCheck) or
+    /// [`Rejected`](crate::events::Outcome::Rejected); the wait ran out:
     /// [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), warning) and per request
     /// without a verified webhook ([`ReplayGuardMisplaced`](crate::RejectionKind::ReplayGuardMisplaced),
     /// critical).

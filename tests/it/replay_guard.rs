@@ -524,6 +524,67 @@ async fn a_failing_store_loses_nothing_by_default_and_refuses_when_told_to() {
     assert_eq!(errors, 2, "every degraded request at ERROR: {logged}");
 }
 
+/// A memory store whose `complete` fails: claims work, a processed webhook is never recorded.
+#[derive(Clone, Debug, Default)]
+struct ForgetsCompletion(MemoryStore);
+
+impl ReplayStore for ForgetsCompletion {
+    type ClaimFuture = <MemoryStore as ReplayStore>::ClaimFuture;
+    type RenewFuture = <MemoryStore as ReplayStore>::RenewFuture;
+    type CompleteFuture = std::future::Ready<Result<(), StoreError>>;
+    type ReleaseFuture = <MemoryStore as ReplayStore>::ReleaseFuture;
+    type WaitFuture = <MemoryStore as ReplayStore>::WaitFuture;
+
+    fn claim(&self, key: &tower_twilio::replay::ReplayKey, lease: Duration) -> Self::ClaimFuture {
+        self.0.claim(key, lease)
+    }
+    fn renew(
+        &self,
+        key: &tower_twilio::replay::ReplayKey,
+        token: tower_twilio::replay::ClaimToken,
+        lease: Duration,
+    ) -> Self::RenewFuture {
+        self.0.renew(key, token, lease)
+    }
+    fn complete(
+        &self,
+        _: &tower_twilio::replay::ReplayKey,
+        _: tower_twilio::replay::ClaimToken,
+        _: tower_twilio::replay::StoredAnswer,
+        _: Duration,
+    ) -> Self::CompleteFuture {
+        std::future::ready(Err(unavailable()))
+    }
+    fn release(
+        &self,
+        key: &tower_twilio::replay::ReplayKey,
+        token: tower_twilio::replay::ClaimToken,
+    ) -> Self::ReleaseFuture {
+        self.0.release(key, token)
+    }
+    fn wait(&self, key: &tower_twilio::replay::ReplayKey, attempt: u32) -> Self::WaitFuture {
+        self.0.wait(key, attempt)
+    }
+}
+
+#[tokio::test]
+async fn a_processed_webhook_the_store_failed_to_record_is_reported_once() {
+    let sink = crate::support::RecordingSink::default();
+    let handler = Handler::default();
+    let guard = ReplayGuardLayer::new(ForgetsCompletion::default()).on_security_event(sink.clone());
+    let app = app(guard, &handler);
+    let answer = send(&app, sms(1)).await;
+    assert_eq!((answer.status, answer.kind), (StatusCode::OK, None));
+    assert_eq!(handler.runs(), 1);
+    let events = sink.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, RejectionKind::ReplayStoreFailed);
+    assert_eq!(events[0].outcome, Outcome::PassedWithoutReplayCheck);
+    assert_eq!(events[0].severity, Severity::Critical);
+    assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
+    assert_eq!(events[0].user_agent.as_deref(), Some("TwilioProxy/1.1"));
+}
+
 #[tokio::test]
 async fn stored_answers_keep_the_memory_store_within_its_bytes() {
     // Room for three entries with their answers: the fourth webhook does not fit, and runs
