@@ -179,7 +179,8 @@ where
                 (key, covered, State::Claiming { claim })
             }
             None => {
-                tracing::error!(
+                // The event is the one ERROR report; this only adds the remedy for debugging.
+                tracing::debug!(
                     target: TRACING_TARGET,
                     "the replay guard got a request without a VerifiedWebhook or its \
                      signature: place ReplayGuardLayer after TwilioSignatureLayer (refused \
@@ -278,10 +279,9 @@ where
                             RejectionKind::ReplayStoreFailed,
                             Outcome::PassedWithoutReplayCheck,
                         );
-                        tracing::error!(
+                        // The event is the one ERROR report; the store's error adds its cause.
+                        tracing::debug!(
                             target: TRACING_TARGET,
-                            event_type = RejectionKind::ReplayStoreFailed.as_str(),
-                            severity = "critical",
                             %error,
                             "a processed webhook could not be recorded in the replay store: \
                              a copy arriving after the claim's lease runs the handler again"
@@ -387,8 +387,9 @@ where
         #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("store_failed");
         match self.settings.on_store_failure {
+            // The event is the one ERROR report; the store's error adds its cause.
             StoreFailure::RunUnguarded => {
-                tracing::error!(
+                tracing::debug!(
                     target: TRACING_TARGET,
                     %error,
                     "the replay store failed: the webhook runs without a replay check"
@@ -398,7 +399,7 @@ where
                 self.call()
             }
             StoreFailure::Refuse => {
-                tracing::error!(
+                tracing::debug!(
                     target: TRACING_TARGET,
                     %error,
                     "the replay store failed: the webhook is refused with 503"

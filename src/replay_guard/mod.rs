@@ -84,9 +84,11 @@
 //! | [`RunUnguarded`](StoreFailure::RunUnguarded) (default) | nothing | a copy (Twilio's retry, or a replay) arriving while the store is down |
 //! | [`Refuse`](StoreFailure::Refuse) | every webhook arriving while the store is down: Twilio does not retry the `503` unless `rp` names `5xx` (a Fallback URL gets it otherwise) | nothing |
 //!
-//! Either way every such request is reported at `ERROR` (event type `replay_store_failed`,
-//! target `tower_twilio::security`) and, with the `metrics` feature, counted in
-//! `tower_twilio_replay_degraded_total`.
+//! Either way every such request is reported once, by a critical event to the sink (with the
+//! default [`TracingSink`](crate::events::TracingSink), one `ERROR` line: event type
+//! `replay_store_failed`, target `tower_twilio::security`; the store's error is logged at
+//! `DEBUG`) and, with the `metrics` feature, counted in `tower_twilio_replay_degraded_total`.
+//! So is a processed webhook the store failed to record.
 //!
 //! # What is guaranteed, and what is not
 //!

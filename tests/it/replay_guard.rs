@@ -517,11 +517,52 @@ async fn a_failing_store_loses_nothing_by_default_and_refuses_when_told_to() {
     assert_eq!(answer.kind, Some(RejectionKind::ReplayStoreFailed));
     assert_eq!(handler.runs(), 1);
     let logged = logs.text();
-    let errors = logged
+    let errors = error_lines(&logged);
+    assert_eq!(
+        errors.len(),
+        2,
+        "one ERROR line per degraded request: {logged}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|line| line.contains("replay_store_failed")),
+        "{logged}"
+    );
+}
+
+/// The lines logged at `ERROR`.
+fn error_lines(logged: &str) -> Vec<&str> {
+    logged
         .lines()
-        .filter(|line| line.contains(r#""level":"ERROR""#) && line.contains("replay_store_failed"))
-        .count();
-    assert_eq!(errors, 2, "every degraded request at ERROR: {logged}");
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_misplaced_guard_or_a_lost_record_logs_one_error_line_per_request() {
+    let (logs, _guard) = crate::support::capture_json_logs();
+    let handler = Handler::default();
+    let h = handler.clone();
+    let misplaced = ServiceBuilder::new()
+        .layer(ReplayGuardLayer::default())
+        .service_fn(move |_: Request<Full<Bytes>>| h.clone().run());
+    misplaced.oneshot(sms(1)).await.unwrap();
+    let logged = logs.text();
+    let errors = error_lines(&logged);
+    assert_eq!(errors.len(), 1, "{logged}");
+    assert!(errors[0].contains("replay_guard_misplaced"), "{logged}");
+
+    let (logs, _guard) = crate::support::capture_json_logs();
+    let forgetful = app(
+        ReplayGuardLayer::new(ForgetsCompletion::default()),
+        &handler,
+    );
+    send(&forgetful, sms(2)).await;
+    let logged = logs.text();
+    let errors = error_lines(&logged);
+    assert_eq!(errors.len(), 1, "{logged}");
+    assert!(errors[0].contains("replay_store_failed"), "{logged}");
 }
 
 /// A memory store whose `complete` fails: claims work, a processed webhook is never recorded.
