@@ -981,3 +981,28 @@ async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
         ]
     );
 }
+
+// tower-http's `Timeout` answers with `ResBody::default()`: it sits directly outside the guard.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_directly_outside_the_guard_answers_with_an_empty_body() {
+    use tower_http::timeout::TimeoutLayer;
+
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let h = handler.clone();
+    let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap());
+    let service = ServiceBuilder::new()
+        .layer(twilio)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(1),
+        ))
+        .layer(ReplayGuardLayer::default())
+        .service_fn(move |_: Request<VerifiedBody>| h.clone().run());
+    let response = service.oneshot(sms(1)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(handler.runs(), 1);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
+}
