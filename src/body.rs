@@ -147,7 +147,7 @@ impl Body for VerifiedBody {
 pin_project! {
     /// The response body: the inner service's (or one of its type that a custom
     /// [`RejectionResponse`](crate::RejectionResponse) built), or the short body the middleware
-    /// answers with itself (the default rejection, a replay guard's answer to a duplicate).
+    /// answers with itself (the default rejection).
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

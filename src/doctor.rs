@@ -84,7 +84,10 @@ pub const MAX_HMACS: usize = 16;
 
 /// What a request carries besides what verification reads: where the doctor looks for the URL
 /// Twilio really called.
-#[derive(Debug, Clone, Copy)]
+///
+/// `Debug` shows header names without their values (`X-Twilio-Signature`, `Authorization`,
+/// `Cookie`), and the path and original URI with the values of their query redacted.
+#[derive(Clone, Copy)]
 pub struct Clues<'a> {
     headers: &'a HeaderMap,
     path_and_query: &'a str,
@@ -117,6 +120,18 @@ impl<'a> Clues<'a> {
     pub fn peer(mut self, peer: IpAddr) -> Self {
         self.peer = Some(peer);
         self
+    }
+}
+
+impl fmt::Debug for Clues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header_names: Vec<&str> = self.headers.keys().map(|name| name.as_str()).collect();
+        f.debug_struct("Clues")
+            .field("header_names", &header_names)
+            .field("path_and_query", &redact_url(self.path_and_query))
+            .field("original_uri", &self.original_uri.map(redact_url))
+            .field("peer", &self.peer)
+            .finish()
     }
 }
 
@@ -757,6 +772,41 @@ mod tests {
                 "{why}: {}",
                 diagnosis.fix()
             );
+        }
+    }
+
+    #[test]
+    fn the_debug_of_clues_shows_header_names_and_no_value() {
+        let headers = headers(&[
+            ("x-twilio-signature", "c2lnbmF0dXJlLXZhbHVl"),
+            ("authorization", "Bearer tok-4711"),
+            ("cookie", "session=cookie-4711"),
+            ("host", "internal:3000"),
+        ]);
+        let clues = Clues::new(&headers, "/sms?From=%2B14155550100&Body=secret-body")
+            .original_uri("/twilio/sms?From=%2B14155550100&Body=secret-body")
+            .peer("10.0.0.7".parse().unwrap());
+        for printed in [format!("{clues:?}"), format!("{clues:#?}")] {
+            for hidden in [
+                "c2lnbmF0dXJlLXZhbHVl",
+                "tok-4711",
+                "cookie-4711",
+                "internal:3000",
+                "14155550100",
+                "secret-body",
+            ] {
+                assert!(!printed.contains(hidden), "{hidden} in {printed}");
+            }
+            for shown in [
+                "x-twilio-signature",
+                "authorization",
+                "cookie",
+                "/sms?From=",
+                "/twilio/sms?From=",
+                "10.0.0.7",
+            ] {
+                assert!(printed.contains(shown), "{shown} not in {printed}");
+            }
         }
     }
 

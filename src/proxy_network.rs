@@ -23,7 +23,8 @@ use crate::ConfigError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProxyNetwork(pub(crate) IpNet);
 
-/// Parses a CIDR network or a bare address, ignoring surrounding white space.
+/// Parses a CIDR network or a bare address, ignoring surrounding white space. Host bits are
+/// dropped: `"10.0.0.1/8"` is `10.0.0.0/8`.
 impl FromStr for ProxyNetwork {
     type Err = ConfigError;
 
@@ -32,7 +33,8 @@ impl FromStr for ProxyNetwork {
         trimmed
             .parse::<IpNet>()
             .or_else(|_| trimmed.parse::<IpAddr>().map(IpNet::from))
-            .map(Self)
+            // `10.0.0.1/8` is the network `10.0.0.0/8`: shown and compared as such.
+            .map(|network| Self(network.trunc()))
             .map_err(|_| ConfigError::InvalidProxyNetwork {
                 cidr: cidr.to_owned(),
             })
@@ -63,9 +65,16 @@ mod tests {
             (" 192.0.2.0/24 ", "192.0.2.0/24"),
             ("::1", "::1/128"),
             ("127.0.0.1", "127.0.0.1/32"),
+            // Host bits are dropped: the network it stands for, as it is shown and compared.
+            ("10.0.0.1/8", "10.0.0.0/8"),
+            ("2001:db8::1/32", "2001:db8::/32"),
         ] {
             assert_eq!(text.parse::<ProxyNetwork>().unwrap().to_string(), shown);
         }
+        assert_eq!(
+            "10.0.0.1/8".parse::<ProxyNetwork>(),
+            "10.0.0.0/8".parse::<ProxyNetwork>()
+        );
         for bad in ["10.0.0.0/33", "", "nginx", "10.0.0.0/8/8"] {
             assert_eq!(
                 bad.parse::<ProxyNetwork>(),

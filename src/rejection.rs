@@ -145,8 +145,9 @@ pub enum RejectionKind {
     /// retry policy (`#rp=`) says so; see the [replay guard](crate::replay_guard) docs.
     ReplayStoreFailed,
     /// The [`ReplayGuardLayer`](crate::replay_guard::ReplayGuardLayer) got a request without
-    /// a [`VerifiedWebhook`](crate::VerifiedWebhook): it is placed before
-    /// `TwilioSignatureLayer`, or on a route without it. A misconfiguration, never passed on.
+    /// a [`VerifiedWebhook`](crate::VerifiedWebhook), or with one that has no signature to key
+    /// on: it is placed before `TwilioSignatureLayer`, or on a route without it. A
+    /// misconfiguration, never passed on.
     /// 500.
     ReplayGuardMisplaced,
 }

@@ -42,7 +42,6 @@ pub struct VerifiedWebhook {
 
 /// What a [`VerifiedWebhook`] holds, built once per request from what the middleware already
 /// has: nothing is parsed or split a second time.
-#[derive(Debug)]
 pub(crate) struct Facts {
     pub(crate) account_sid: Option<Arc<str>>,
     pub(crate) tenant_id: Option<Arc<str>>,
@@ -79,6 +78,24 @@ impl SignatureBytes {
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for Facts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Facts")
+            .field("account_sid", &self.account_sid)
+            .field("tenant_id", &self.tenant_id)
+            .field("credential", &self.credential)
+            .field("algorithm", &self.algorithm)
+            .field("url_form", &self.url_form)
+            .field("covered", &self.covered)
+            .field("params", &self.params)
+            .field("idempotency_token", &self.idempotency_token)
+            .field("signature", &self.signature)
+            .field("url", &crate::url_forms::redact_url(&self.url))
+            .field("client_ip", &self.client_ip)
+            .finish()
     }
 }
 
@@ -188,6 +205,7 @@ impl VerifiedWebhook {
 
     /// The public URL the signature was checked against (as rebuilt, before port variants),
     /// with any userinfo redacted. Its path and query are the request target's, byte for byte.
+    /// `Debug` shows it with the query's values redacted.
     pub fn url(&self) -> &str {
         &self.inner.url
     }
@@ -204,7 +222,8 @@ impl fmt::Debug for VerifiedWebhook {
             .field("covered", &self.covered())
             .field("params", self.params())
             .field("idempotency_token", &self.idempotency_token())
-            .field("url", &self.url())
+            // A `GET` webhook's query holds every parameter value: names only.
+            .field("url", &crate::url_forms::redact_url(self.url()))
             .finish()
     }
 }

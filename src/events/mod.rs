@@ -71,7 +71,7 @@ pub struct SecurityEvent {
 }
 
 /// The request id header tower-http's `SetRequestIdLayer` and most proxies set.
-const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 impl SecurityEvent {
     /// The event about one request, stamped now. `url` is shown without its userinfo and
@@ -160,7 +160,8 @@ pub enum Outcome {
     Suppressed,
     /// Verified, but the replay store failed: passed to the inner service without the replay
     /// check ([`StoreFailure::RunUnguarded`](crate::replay_guard::StoreFailure::RunUnguarded),
-    /// the default).
+    /// the default), or processed but not recorded (whatever the mode), so a later copy runs
+    /// again.
     PassedWithoutReplayCheck,
     /// Not a second verdict: the [mismatch doctor](crate::doctor)'s diagnosis of a request
     /// already refused (or passed in report-only mode) for a signature mismatch, in

@@ -74,6 +74,14 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body, so that middleware such as tower-http's `Timeout`, which needs
+/// `ResBody: Default`, can sit directly outside the guard.
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body,

@@ -125,6 +125,29 @@ struct InFlight<S, St, ReqBody> {
     claim: Option<ClaimToken>,
     /// How many times this copy has waited.
     waits: u32,
+    /// What an event about this request needs once the inner service has it: set by `call`.
+    about: Option<About>,
+}
+
+/// What [`report`] reads of a request, kept when the request goes to the inner service: the
+/// store can still fail to record its answer after that.
+struct About {
+    method: http::Method,
+    user_agent: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+    webhook: Option<VerifiedWebhook>,
+}
+
+impl About {
+    fn of<B>(request: &Request<B>) -> Self {
+        let headers = request.headers();
+        Self {
+            method: request.method().clone(),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            request_id: headers.get(crate::events::REQUEST_ID_HEADER).cloned(),
+            webhook: request.extensions().get::<VerifiedWebhook>().cloned(),
+        }
+    }
 }
 
 type StateOf<S, St, ReqBody, ResBody> = State<
@@ -146,9 +169,9 @@ where
         let verified = request
             .extensions()
             .get::<VerifiedWebhook>()
-            .map(|webhook| {
-                let key = replay_key(webhook, request.headers(), settings.scope);
-                (key, webhook.covered())
+            .and_then(|webhook| {
+                let key = replay_key(webhook, request.headers(), settings.scope)?;
+                Some((key, webhook.covered()))
             });
         let (key, covered, state) = match verified {
             Some((key, covered)) => {
@@ -156,10 +179,12 @@ where
                 (key, covered, State::Claiming { claim })
             }
             None => {
-                tracing::error!(
+                // The event is the one ERROR report; this only adds the remedy for debugging.
+                tracing::debug!(
                     target: TRACING_TARGET,
-                    "the replay guard got a request without a VerifiedWebhook: place \
-                     ReplayGuardLayer after TwilioSignatureLayer (refused with 500)"
+                    "the replay guard got a request without a VerifiedWebhook or its \
+                     signature: place ReplayGuardLayer after TwilioSignatureLayer (refused \
+                     with 500)"
                 );
                 let kind = RejectionKind::ReplayGuardMisplaced;
                 report(&settings, &request, kind, Outcome::Rejected);
@@ -181,6 +206,7 @@ where
                 covered,
                 claim: None,
                 waits: 0,
+                about: None,
             },
         }
     }
@@ -249,10 +275,13 @@ where
                 }
                 StateProj::Completing { complete, response } => {
                     if let Err(error) = ready!(complete.poll(cx)) {
-                        tracing::error!(
+                        request.report(
+                            RejectionKind::ReplayStoreFailed,
+                            Outcome::PassedWithoutReplayCheck,
+                        );
+                        // The event is the one ERROR report; the store's error adds its cause.
+                        tracing::debug!(
                             target: TRACING_TARGET,
-                            event_type = RejectionKind::ReplayStoreFailed.as_str(),
-                            severity = "critical",
                             %error,
                             "a processed webhook could not be recorded in the replay store: \
                              a copy arriving after the claim's lease runs the handler again"
@@ -332,10 +361,25 @@ where
         response
     }
 
-    /// Reports a security event about this request to the layer's sink.
+    /// Reports a security event about this request to the layer's sink, before or after the
+    /// inner service took it.
     fn report(&self, kind: RejectionKind, outcome: Outcome) {
         if let Some(request) = &self.request {
             report(&self.settings, request, kind, outcome);
+        } else if let Some(about) = &self.about {
+            let mut headers = HeaderMap::new();
+            let named = [
+                (header::USER_AGENT, &about.user_agent),
+                (crate::events::REQUEST_ID_HEADER, &about.request_id),
+            ];
+            for (name, value) in named {
+                if let Some(value) = value {
+                    headers.insert(name, value.clone());
+                }
+            }
+            let head = (&about.method, &headers);
+            let event = event_about(kind, outcome, head, about.webhook.as_ref(), "");
+            self.settings.sink.on_security_event(&event);
         }
     }
 
@@ -343,8 +387,9 @@ where
         #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("store_failed");
         match self.settings.on_store_failure {
+            // The event is the one ERROR report; the store's error adds its cause.
             StoreFailure::RunUnguarded => {
-                tracing::error!(
+                tracing::debug!(
                     target: TRACING_TARGET,
                     %error,
                     "the replay store failed: the webhook runs without a replay check"
@@ -354,7 +399,7 @@ where
                 self.call()
             }
             StoreFailure::Refuse => {
-                tracing::error!(
+                tracing::debug!(
                     target: TRACING_TARGET,
                     %error,
                     "the replay store failed: the webhook is refused with 503"
@@ -384,6 +429,10 @@ where
 
     fn call(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
         let request = self.request.take().expect(POLLED_AFTER_COMPLETION);
+        if self.claim.is_some() {
+            // Only a claimed request is recorded afterwards, and can fail to be.
+            self.about = Some(About::of(&request));
+        }
         State::Running {
             future: self.inner.call(request),
         }
@@ -519,20 +568,24 @@ where
 }
 
 /// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
-/// scope its idempotency token when it has one.
-fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> ReplayKey {
+/// scope its idempotency token when it has one. `None` without a signature: a key of empty
+/// bytes would make every such request a copy of the first.
+fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> Option<ReplayKey> {
     // The signature that verified, as the signature layer kept it (never absent for a
     // verified request; the header is the fallback).
-    let signature = webhook.signature().unwrap_or_else(|| {
-        headers
-            .get(&crate::verify::SIGNATURE)
-            .map_or(&[][..], |value| value.as_bytes())
-    });
+    let signature = webhook
+        .signature()
+        .or_else(|| {
+            headers
+                .get(&crate::verify::SIGNATURE)
+                .map(HeaderValue::as_bytes)
+        })
+        .filter(|signature| !signature.is_empty())?;
     let algorithm = webhook.algorithm();
-    match (scope, webhook.idempotency_token_bytes()) {
+    Some(match (scope, webhook.idempotency_token_bytes()) {
         (Scope::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
         _ => ReplayKey::new(algorithm, signature),
-    }
+    })
 }
 
 fn finished<CF, WF, SF, B, KF, XF, E>(
@@ -569,7 +622,25 @@ fn report<B, St>(
     outcome: Outcome,
 ) {
     let head = (request.method(), request.headers());
-    let event = match request.extensions().get::<VerifiedWebhook>() {
+    let webhook = request.extensions().get::<VerifiedWebhook>();
+    let target = match webhook {
+        Some(_) => String::new(),
+        None => request.uri().to_string(),
+    };
+    let event = event_about(kind, outcome, head, webhook, &target);
+    settings.sink.on_security_event(&event);
+}
+
+/// The event about a request: its verified URL, client, tenant and account when the signature
+/// layer left them, else `target`, the request target as received.
+fn event_about(
+    kind: RejectionKind,
+    outcome: Outcome,
+    head: (&http::Method, &HeaderMap),
+    webhook: Option<&VerifiedWebhook>,
+    target: &str,
+) -> SecurityEvent {
+    match webhook {
         Some(webhook) => {
             let about = (
                 webhook.tenant_id_arc().cloned(),
@@ -578,12 +649,8 @@ fn report<B, St>(
             let (url, client_ip) = (webhook.url(), webhook.client_ip());
             SecurityEvent::about(kind, outcome, head, url, client_ip, about)
         }
-        None => {
-            let target = request.uri().to_string();
-            SecurityEvent::about(kind, outcome, head, &target, None, (None, None))
-        }
-    };
-    settings.sink.on_security_event(&event);
+        None => SecurityEvent::about(kind, outcome, head, target, None, (None, None)),
+    }
 }
 
 /// The answer to a copy whose first answer was larger than the bound (only "done" was
@@ -620,7 +687,74 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        convert::Infallible,
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+
     use super::*;
+    use crate::{
+        form::Params, replay::MemoryStore, replay_guard::ReplayGuardLayer, signature::Algorithm,
+        verified_webhook::Facts, verify::UrlForm,
+    };
+
+    /// A verified webhook as the signature layer leaves it, but without the signature.
+    fn webhook_without_signature() -> VerifiedWebhook {
+        VerifiedWebhook::new(Facts {
+            account_sid: None,
+            tenant_id: None,
+            credential: "primary".into(),
+            algorithm: Algorithm::HmacSha1,
+            url_form: UrlForm::AsReceived,
+            covered: Covered::UrlOnly,
+            params: Params::default(),
+            idempotency_token: None,
+            signature: None,
+            url: "https://example.com/sms".to_owned(),
+            client_ip: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_webhook_without_a_signature_is_never_keyed_on_empty_bytes() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&events);
+        let guard = ReplayGuardLayer::new(MemoryStore::default()).on_security_event(
+            move |event: &SecurityEvent| record.lock().unwrap().push(event.reason),
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&calls);
+        let service = ServiceBuilder::new()
+            .layer(guard)
+            .service_fn(move |_: Request<()>| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok")))) }
+            });
+        // Two different requests: neither may pass for a copy of the other.
+        for _ in 0..2 {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(webhook_without_signature());
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let rejection = response.extensions().get::<Rejection>().unwrap();
+            assert_eq!(rejection.kind(), RejectionKind::ReplayGuardMisplaced);
+            assert_eq!(
+                response.extensions().get::<ReplayOutcome>(),
+                Some(&ReplayOutcome::Misplaced)
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            *events.lock().unwrap(),
+            [RejectionKind::ReplayGuardMisplaced; 2]
+        );
+    }
 
     #[test]
     fn the_empty_answer_stops_twilio_retrying_without_doing_anything() {

@@ -56,10 +56,11 @@ pub(crate) struct Settings<St> {
 }
 
 impl<St> Settings<St> {
-    /// How often a claim is renewed while its handler runs: two fifths of the lease, so two
+    /// How often a claim is renewed while its handler runs: two fifths of the lease (at least
+    /// 400 ms, as the lease is at least [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE)), so two
     /// renewals can fail before the claim lapses.
     pub(crate) fn renew_every(&self) -> Duration {
-        (self.lease * 2 / 5).max(Duration::from_millis(1))
+        self.lease.saturating_mul(2) / 5
     }
 }
 
@@ -81,6 +82,14 @@ impl ReplayGuardLayer {
     pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
     /// The default bound on a stored answer's body: 64 KiB.
     pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024;
+    /// The shortest window: 1 minute. Twilio retries within seconds, and a shorter window
+    /// forgets a webhook before its copies arrive.
+    pub const MIN_WINDOW: Duration = Duration::from_secs(60);
+    /// The shortest lease: 1 second, renewed every 400 ms. A shorter one lapses before a store
+    /// round trip returns and floods the store with renewals.
+    pub const MIN_LEASE: Duration = Duration::from_secs(1);
+    /// The shortest wait of a copy: 100 ms, time for a store round trip.
+    pub const MIN_WAIT: Duration = Duration::from_millis(100);
 }
 
 impl Default for ReplayGuardLayer {
@@ -118,28 +127,31 @@ impl<St> ReplayGuardLayer<St> {
     }
 
     /// How long a processed webhook and its answer are remembered. A captured request replayed
-    /// after the window runs again, so keep it long.
+    /// after the window runs again, so keep it long. At least
+    /// [`MIN_WINDOW`](ReplayGuardLayer::MIN_WINDOW) (1 minute): a shorter one is raised to it.
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
-        self.settings.window = window;
+        self.settings.window = window.max(ReplayGuardLayer::MIN_WINDOW);
         self
     }
 
     /// How long a claim holds without renewal. It is renewed every two fifths of it while the
     /// handler runs, so a slow handler keeps it, and the claim of an instance that died
-    /// lapses within this time (then a copy runs the handler).
+    /// lapses within this time (then a copy runs the handler). At least
+    /// [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE) (1 second): a shorter one is raised to it.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.settings.lease = lease;
+        self.settings.lease = lease.max(ReplayGuardLayer::MIN_LEASE);
         self
     }
 
     /// How long a copy waits for a first attempt that is still running before it is answered
     /// `409`. Keep it under the read timeout of the webhook URL (15 s by default, `#rt=` on
-    /// the URL): Twilio reads nothing after that.
+    /// the URL): Twilio reads nothing after that. At least
+    /// [`MIN_WAIT`](ReplayGuardLayer::MIN_WAIT) (100 ms): a shorter one is raised to it.
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.settings.wait = wait;
+        self.settings.wait = wait.max(ReplayGuardLayer::MIN_WAIT);
         self
     }
 
@@ -164,9 +176,10 @@ impl<St> ReplayGuardLayer<St> {
     /// [`TwilioSignatureLayer::on_security_event`](crate::TwilioSignatureLayer::on_security_event);
     /// give both layers the same one). One event per copy kept from the handler
     /// ([`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed), info), per degraded
-    /// request (the store failed: [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed),
-    /// critical, with outcome [`PassedWithoutReplayCheck`](crate::events::Outcome::PassedWithoutReplayCheck)
-    /// or [`Rejected`](crate::events::Outcome::Rejected); the wait ran out:
+    /// request (the store failed, before the handler or when recording its answer:
+    /// [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), critical, with outcome
+    /// [`PassedWithoutReplayCheck`](crate::events::Outcome::PassedWithoutReplayCheck) or
+    /// [`Rejected`](crate::events::Outcome::Rejected); the wait ran out:
     /// [`ReplayInFlight`](crate::RejectionKind::ReplayInFlight), warning) and per request
     /// without a verified webhook ([`ReplayGuardMisplaced`](crate::RejectionKind::ReplayGuardMisplaced),
     /// critical).
@@ -242,5 +255,49 @@ impl<St: fmt::Debug> fmt::Debug for Settings<St> {
 impl<St: fmt::Debug> fmt::Debug for ReplayGuardLayer<St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.settings.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_below_their_minimum_are_raised_to_it() {
+        let guard = ReplayGuardLayer::default()
+            .lease(Duration::ZERO)
+            .wait(Duration::ZERO)
+            .window(Duration::ZERO);
+        assert_eq!(guard.settings.lease, Duration::from_secs(1));
+        assert_eq!(guard.settings.renew_every(), Duration::from_millis(400));
+        assert_eq!(guard.settings.wait, Duration::from_millis(100));
+        assert_eq!(guard.settings.window, Duration::from_secs(60));
+        assert_eq!(
+            (
+                ReplayGuardLayer::MIN_LEASE,
+                ReplayGuardLayer::MIN_WAIT,
+                ReplayGuardLayer::MIN_WINDOW
+            ),
+            (
+                guard.settings.lease,
+                guard.settings.wait,
+                guard.settings.window
+            )
+        );
+    }
+
+    #[test]
+    fn settings_at_or_above_their_minimum_are_kept() {
+        let guard = ReplayGuardLayer::default()
+            .lease(Duration::from_secs(30))
+            .wait(Duration::from_millis(100))
+            .window(Duration::from_secs(60));
+        assert_eq!(guard.settings.lease, Duration::from_secs(30));
+        assert_eq!(guard.settings.renew_every(), Duration::from_secs(12));
+        assert_eq!(guard.settings.wait, Duration::from_millis(100));
+        assert_eq!(guard.settings.window, Duration::from_secs(60));
+        // The renewal interval of the longest lease does not overflow.
+        let longest = ReplayGuardLayer::default().lease(Duration::MAX);
+        assert!(longest.settings.renew_every() >= Duration::from_secs(1));
     }
 }

@@ -6,7 +6,8 @@
 //! [`VerifiedWebhook`](crate::VerifiedWebhook) that layer leaves in the request, so it can
 //! guard one route (axum's `route_layer`) or a whole router. A request without a
 //! `VerifiedWebhook` (the guard placed before the signature layer, or on a route without it;
-//! or a request that failed verification in report-only mode) is refused with `500` and a
+//! or a request that failed verification in report-only mode), or with one that carries no
+//! signature to key on (not made by the signature layer), is refused with `500` and a
 //! [`ReplayGuardMisplaced`](crate::RejectionKind::ReplayGuardMisplaced) rejection and an
 //! `ERROR` event: never passed on.
 //!
@@ -86,9 +87,11 @@
 //! | [`RunUnguarded`](StoreFailure::RunUnguarded) (default) | nothing | a copy (Twilio's retry, or a replay) arriving while the store is down |
 //! | [`Refuse`](StoreFailure::Refuse) | every webhook arriving while the store is down: Twilio does not retry the `503` unless `rp` names `5xx` (a Fallback URL gets it otherwise) | nothing |
 //!
-//! Either way every such request is reported at `ERROR` (event type `replay_store_failed`,
-//! target `tower_twilio::security`) and, with the `metrics` feature, counted in
-//! `tower_twilio_replay_degraded_total`.
+//! Either way every such request is reported once, by a critical event to the sink (with the
+//! default [`TracingSink`](crate::events::TracingSink), one `ERROR` line: event type
+//! `replay_store_failed`, target `tower_twilio::security`; the store's error is logged at
+//! `DEBUG`) and, with the `metrics` feature, counted in `tower_twilio_replay_degraded_total`.
+//! So is a processed webhook the store failed to record.
 //!
 //! # What is guaranteed, and what is not
 //!

@@ -756,3 +756,29 @@ async fn unresolvable_urls_and_unreadable_bodies_are_refused() {
         StatusCode::BAD_REQUEST,
     );
 }
+
+#[tokio::test]
+async fn the_debug_of_a_get_webhook_shows_no_parameter_value() {
+    let sink = RecordingSink::default();
+    let path = "/twilio/voice?CallSid=CA1&From=%2B14155550100";
+    let signature = sign(
+        token().expose_secret(),
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}{path}"),
+        Params::default().iter(),
+    );
+    let request = Request::get(path)
+        .header("x-twilio-signature", signature)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = send(layer(&sink), request).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
+    // The accessor is the signed URL byte for byte; only Debug redacts.
+    assert_eq!(webhook.url(), format!("{PUBLIC}{path}"));
+    for printed in [format!("{webhook:?}"), format!("{webhook:#?}")] {
+        assert!(!printed.contains("14155550100"), "{printed}");
+        assert!(!printed.contains("CA1"), "{printed}");
+        assert!(printed.contains("/twilio/voice?CallSid="), "{printed}");
+    }
+}

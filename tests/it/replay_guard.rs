@@ -517,11 +517,113 @@ async fn a_failing_store_loses_nothing_by_default_and_refuses_when_told_to() {
     assert_eq!(answer.kind, Some(RejectionKind::ReplayStoreFailed));
     assert_eq!(handler.runs(), 1);
     let logged = logs.text();
-    let errors = logged
+    let errors = error_lines(&logged);
+    assert_eq!(
+        errors.len(),
+        2,
+        "one ERROR line per degraded request: {logged}"
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|line| line.contains("replay_store_failed")),
+        "{logged}"
+    );
+}
+
+/// The lines logged at `ERROR`.
+fn error_lines(logged: &str) -> Vec<&str> {
+    logged
         .lines()
-        .filter(|line| line.contains(r#""level":"ERROR""#) && line.contains("replay_store_failed"))
-        .count();
-    assert_eq!(errors, 2, "every degraded request at ERROR: {logged}");
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_misplaced_guard_or_a_lost_record_logs_one_error_line_per_request() {
+    let (logs, _guard) = crate::support::capture_json_logs();
+    let handler = Handler::default();
+    let h = handler.clone();
+    let misplaced = ServiceBuilder::new()
+        .layer(ReplayGuardLayer::default())
+        .service_fn(move |_: Request<Full<Bytes>>| h.clone().run());
+    misplaced.oneshot(sms(1)).await.unwrap();
+    let logged = logs.text();
+    let errors = error_lines(&logged);
+    assert_eq!(errors.len(), 1, "{logged}");
+    assert!(errors[0].contains("replay_guard_misplaced"), "{logged}");
+
+    let (logs, _guard) = crate::support::capture_json_logs();
+    let forgetful = app(
+        ReplayGuardLayer::new(ForgetsCompletion::default()),
+        &handler,
+    );
+    send(&forgetful, sms(2)).await;
+    let logged = logs.text();
+    let errors = error_lines(&logged);
+    assert_eq!(errors.len(), 1, "{logged}");
+    assert!(errors[0].contains("replay_store_failed"), "{logged}");
+}
+
+/// A memory store whose `complete` fails: claims work, a processed webhook is never recorded.
+#[derive(Clone, Debug, Default)]
+struct ForgetsCompletion(MemoryStore);
+
+impl ReplayStore for ForgetsCompletion {
+    type ClaimFuture = <MemoryStore as ReplayStore>::ClaimFuture;
+    type RenewFuture = <MemoryStore as ReplayStore>::RenewFuture;
+    type CompleteFuture = std::future::Ready<Result<(), StoreError>>;
+    type ReleaseFuture = <MemoryStore as ReplayStore>::ReleaseFuture;
+    type WaitFuture = <MemoryStore as ReplayStore>::WaitFuture;
+
+    fn claim(&self, key: &tower_twilio::replay::ReplayKey, lease: Duration) -> Self::ClaimFuture {
+        self.0.claim(key, lease)
+    }
+    fn renew(
+        &self,
+        key: &tower_twilio::replay::ReplayKey,
+        token: tower_twilio::replay::ClaimToken,
+        lease: Duration,
+    ) -> Self::RenewFuture {
+        self.0.renew(key, token, lease)
+    }
+    fn complete(
+        &self,
+        _: &tower_twilio::replay::ReplayKey,
+        _: tower_twilio::replay::ClaimToken,
+        _: tower_twilio::replay::StoredAnswer,
+        _: Duration,
+    ) -> Self::CompleteFuture {
+        std::future::ready(Err(unavailable()))
+    }
+    fn release(
+        &self,
+        key: &tower_twilio::replay::ReplayKey,
+        token: tower_twilio::replay::ClaimToken,
+    ) -> Self::ReleaseFuture {
+        self.0.release(key, token)
+    }
+    fn wait(&self, key: &tower_twilio::replay::ReplayKey, attempt: u32) -> Self::WaitFuture {
+        self.0.wait(key, attempt)
+    }
+}
+
+#[tokio::test]
+async fn a_processed_webhook_the_store_failed_to_record_is_reported_once() {
+    let sink = crate::support::RecordingSink::default();
+    let handler = Handler::default();
+    let guard = ReplayGuardLayer::new(ForgetsCompletion::default()).on_security_event(sink.clone());
+    let app = app(guard, &handler);
+    let answer = send(&app, sms(1)).await;
+    assert_eq!((answer.status, answer.kind), (StatusCode::OK, None));
+    assert_eq!(handler.runs(), 1);
+    let events = sink.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, RejectionKind::ReplayStoreFailed);
+    assert_eq!(events[0].outcome, Outcome::PassedWithoutReplayCheck);
+    assert_eq!(events[0].severity, Severity::Critical);
+    assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
+    assert_eq!(events[0].user_agent.as_deref(), Some("TwilioProxy/1.1"));
 }
 
 #[tokio::test]
@@ -878,4 +980,29 @@ async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
             WebhookStage::Duplicate
         ]
     );
+}
+
+// tower-http's `Timeout` answers with `ResBody::default()`: it sits directly outside the guard.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_directly_outside_the_guard_answers_with_an_empty_body() {
+    use tower_http::timeout::TimeoutLayer;
+
+    let gate = Arc::new(Semaphore::new(0));
+    let handler = Handler::default().gated(&gate);
+    let h = handler.clone();
+    let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+        .public_url(PublicUrl::fixed(PUBLIC).unwrap());
+    let service = ServiceBuilder::new()
+        .layer(twilio)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(1),
+        ))
+        .layer(ReplayGuardLayer::default())
+        .service_fn(move |_: Request<VerifiedBody>| h.clone().run());
+    let response = service.oneshot(sms(1)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(handler.runs(), 1);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
 }
