@@ -90,6 +90,14 @@ impl ReplayGuardLayer {
     pub const MIN_LEASE: Duration = Duration::from_secs(1);
     /// The shortest wait of a copy: 100 ms, time for a store round trip.
     pub const MIN_WAIT: Duration = Duration::from_millis(100);
+    /// The longest window: 30 days (a longer one is lowered to it, so that an expiry never
+    /// overflows a clock).
+    pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+    /// The longest lease: 1 hour. A lease is renewed while its handler runs; a long one only
+    /// holds a dead instance's claims longer.
+    pub const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
+    /// The longest wait of a copy: 1 minute, four times what Twilio waits for an answer.
+    pub const MAX_WAIT: Duration = Duration::from_secs(60);
 }
 
 impl Default for ReplayGuardLayer {
@@ -128,30 +136,34 @@ impl<St> ReplayGuardLayer<St> {
 
     /// How long a processed webhook and its answer are remembered. A captured request replayed
     /// after the window runs again, so keep it long. At least
-    /// [`MIN_WINDOW`](ReplayGuardLayer::MIN_WINDOW) (1 minute): a shorter one is raised to it.
+    /// [`MIN_WINDOW`](ReplayGuardLayer::MIN_WINDOW) (1 minute) and at most
+    /// [`MAX_WINDOW`](ReplayGuardLayer::MAX_WINDOW) (30 days): others are brought within.
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
-        self.settings.window = window.max(ReplayGuardLayer::MIN_WINDOW);
+        self.settings.window =
+            window.clamp(ReplayGuardLayer::MIN_WINDOW, ReplayGuardLayer::MAX_WINDOW);
         self
     }
 
     /// How long a claim holds without renewal. It is renewed every two fifths of it while the
     /// handler runs, so a slow handler keeps it, and the claim of an instance that died
     /// lapses within this time (then a copy runs the handler). At least
-    /// [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE) (1 second): a shorter one is raised to it.
+    /// [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE) (1 second) and at most
+    /// [`MAX_LEASE`](ReplayGuardLayer::MAX_LEASE) (1 hour): others are brought within.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.settings.lease = lease.max(ReplayGuardLayer::MIN_LEASE);
+        self.settings.lease = lease.clamp(ReplayGuardLayer::MIN_LEASE, ReplayGuardLayer::MAX_LEASE);
         self
     }
 
     /// How long a copy waits for a first attempt that is still running before it is answered
     /// `409`. Keep it under the read timeout of the webhook URL (15 s by default, `#rt=` on
     /// the URL): Twilio reads nothing after that. At least
-    /// [`MIN_WAIT`](ReplayGuardLayer::MIN_WAIT) (100 ms): a shorter one is raised to it.
+    /// [`MIN_WAIT`](ReplayGuardLayer::MIN_WAIT) (100 ms) and at most
+    /// [`MAX_WAIT`](ReplayGuardLayer::MAX_WAIT) (1 minute): others are brought within.
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
-        self.settings.wait = wait.max(ReplayGuardLayer::MIN_WAIT);
+        self.settings.wait = wait.clamp(ReplayGuardLayer::MIN_WAIT, ReplayGuardLayer::MAX_WAIT);
         self
     }
 

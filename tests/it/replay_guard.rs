@@ -229,6 +229,22 @@ async fn a_copy_gets_the_first_answer_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn the_longest_settings_work_like_any_other() {
+    // `Duration::MAX` for the window, lease and wait made the memory store's expiry
+    // (`Instant::now() + window`) overflow on the first webhook.
+    let handler = Handler::default();
+    let guard = ReplayGuardLayer::default()
+        .window(Duration::MAX)
+        .lease(Duration::MAX)
+        .wait(Duration::MAX);
+    let app = app(guard, &handler);
+    let first = send(&app, sms(1)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_first_answer(&send(&app, sms(1)).await, &first);
+    assert_eq!(handler.runs(), 1);
+}
+
+#[tokio::test]
 async fn a_concurrent_copy_waits_and_gets_the_first_answer() {
     let gate = Arc::new(Semaphore::new(0));
     let handler = Handler::default().gated(&gate);
