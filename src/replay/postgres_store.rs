@@ -462,8 +462,7 @@ impl ReplayStore for PostgresStore {
     }
 
     fn wait(&self, _key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
-        let backoff = Duration::from_millis(25) * 2u32.saturating_pow(attempt.min(4));
-        tokio::time::sleep(backoff)
+        super::store::poll_backoff(attempt)
     }
 
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
@@ -483,18 +482,7 @@ impl ReplayStore for PostgresStore {
     /// Spawns the release on the current tokio runtime; without one, the claim stays until its
     /// lease runs out.
     fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let release = self.release(key, token);
-            runtime.spawn(async move {
-                if let Err(error) = release.await {
-                    tracing::warn!(
-                        target: crate::events::TRACING_TARGET,
-                        %error,
-                        "could not release a replay claim; it stays until its lease runs out"
-                    );
-                }
-            });
-        }
+        super::store::spawn_release(self.release(key, token));
     }
 }
 

@@ -192,3 +192,33 @@ impl Error for ReplayStoreError {
         self.source.as_deref().map(|e| e as &(dyn Error + 'static))
     }
 }
+
+/// How long a copy waits before it asks a shared store again whether the first attempt has
+/// settled: 25 ms, doubling to 400 ms. Shared stores cannot wake a waiting copy; they are
+/// asked again instead.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn poll_backoff(attempt: u32) -> tokio::time::Sleep {
+    let backoff = Duration::from_millis(25) * 2u32.saturating_pow(attempt.min(4));
+    tokio::time::sleep(backoff)
+}
+
+/// Runs a shared store's `release` on the current tokio runtime, for
+/// [`ReplayStore::release_detached`]; without a runtime, the claim stays until its lease runs
+/// out.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn spawn_release<F>(release: F)
+where
+    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
+{
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(error) = release.await {
+                tracing::warn!(
+                    target: crate::events::TRACING_TARGET,
+                    %error,
+                    "could not release a replay claim; it stays until its lease runs out"
+                );
+            }
+        });
+    }
+}
