@@ -379,14 +379,6 @@ fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64().min(3.0e9)
 }
 
-fn random_token() -> Result<ClaimToken, ReplayStoreError> {
-    let mut bytes = [0; 16];
-    getrandom::fill(&mut bytes).map_err(|error| {
-        ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error.to_string())
-    })?;
-    Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
-}
-
 impl ReplayStore for PostgresStore {
     type ClaimFuture = PostgresFuture<Claim>;
     type RenewFuture = PostgresFuture<bool>;
@@ -399,7 +391,7 @@ impl ReplayStore for PostgresStore {
         let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
         let key = key.as_bytes().to_vec();
         Box::pin(async move {
-            let token = random_token()?;
+            let token = super::store::random_token()?;
             let row = sqlx::query(&queries.claim)
                 .bind(key)
                 .bind(token_bytes(token))

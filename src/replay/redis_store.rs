@@ -151,14 +151,6 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
-fn random_token() -> Result<ClaimToken, ReplayStoreError> {
-    let mut bytes = [0; 16];
-    getrandom::fill(&mut bytes).map_err(|error| {
-        ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error.to_string())
-    })?;
-    Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
-}
-
 impl ReplayStore for RedisStore {
     type ClaimFuture = RedisFuture<Claim>;
     type RenewFuture = RedisFuture<bool>;
@@ -170,7 +162,7 @@ impl ReplayStore for RedisStore {
         let mut connection = self.connection.clone();
         let key = self.key(key);
         Box::pin(async move {
-            let token = random_token()?;
+            let token = super::store::random_token()?;
             let options = SetOptions::default()
                 .conditional_set(ExistenceCheck::NX)
                 .with_expiration(SetExpiry::PX(millis(lease)));

@@ -222,3 +222,14 @@ where
         });
     }
 }
+
+/// A new claim token for a shared store: 128 random bits from the operating system, so that
+/// no other instance can hold or guess it.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn random_token() -> Result<ClaimToken, ReplayStoreError> {
+    let mut bytes = [0; 16];
+    getrandom::fill(&mut bytes).map_err(|error| {
+        ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error.to_string())
+    })?;
+    Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
+}
