@@ -134,7 +134,9 @@ pub async fn voice(
 /// - `step=choice`, with the verified `Digits`: `1` says how the call was verified and goes
 ///   back to the menu, `2` says goodbye and hangs up, anything else says so and goes back.
 ///
-/// The step is in the query, which the signature covers. Any other step is a 404.
+/// The step is in the query, which the signature covers. Any other step gets the main menu:
+/// Twilio ends a call on a 4xx or 5xx answer (and does not retry it), so a menu never answers
+/// one. An empty `Digits` (the caller pressed only `#`) is no choice.
 pub async fn voice_menu(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
@@ -145,11 +147,7 @@ pub async fn voice_menu(
         .map(|(_, value)| value.into_owned());
     let back = format!(r#"<Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#);
     match step.as_deref() {
-        None | Some("main") => {
-            let tenant = tenant_name(&state.db, &webhook).await;
-            twiml(&menu(&tenant))
-        }
-        Some("choice") => match webhook.params().get("Digits") {
+        Some("choice") => match webhook.params().get("Digits").filter(|d| !d.is_empty()) {
             Some("1") => twiml(&format!(
                 "<Say>This call's requests are signed by Twilio and verified by tower twilio. \
                  Each pass of this menu is a new request; a retry of one gets the same answer.</Say>{back}"
@@ -161,7 +159,10 @@ pub async fn voice_menu(
             )),
             None => twiml(&format!("<Say>No choice was made.</Say>{back}")),
         },
-        Some(_) => (StatusCode::NOT_FOUND, "no such menu step\n").into_response(),
+        _ => {
+            let tenant = tenant_name(&state.db, &webhook).await;
+            twiml(&menu(&tenant))
+        }
     }
 }
 

@@ -199,6 +199,33 @@ async fn a_menu_loop_gets_the_menu_every_pass() {
         "{choice}"
     );
 
+    // A caller who presses only `#` (an empty `Digits`) and a step the menu does not know
+    // never get a 4xx, which would end the call: no choice, and the menu.
+    let empty = deliver(&Delivery::new(target(
+        &server,
+        &format!("{VOICE_MENU_PATH}?step=choice"),
+        &Preset::Voice,
+        &[("CallSid", &call_sid), ("Digits", "")],
+    )))
+    .await;
+    let empty = handler_answer(&empty);
+    assert!(
+        empty.contains("No choice was made") && empty.ends_with(&format!("{redirect}</Response>")),
+        "{empty}"
+    );
+    let unknown = deliver(&Delivery::new(target(
+        &server,
+        &format!("{VOICE_MENU_PATH}?step=elsewhere"),
+        &Preset::Voice,
+        &[("CallSid", &call_sid)],
+    )))
+    .await;
+    assert_eq!(
+        handler_answer(&unknown),
+        menu,
+        "an unknown step gets the menu"
+    );
+
     assert_eq!(
         outcomes(&server).await,
         [
@@ -207,6 +234,8 @@ async fn a_menu_loop_gets_the_menu_every_pass() {
             "processed",
             "processed",
             "duplicate",
+            "processed",
+            "processed",
             "processed"
         ]
     );
