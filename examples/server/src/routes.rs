@@ -89,10 +89,28 @@ pub async fn sms(
         .unwrap_or_default();
     twiml(&format!(
         "<Message>{}</Message>",
-        xml_escape(&format!(
-            "{tenant} received your message: {text}{media}{note}"
-        ))
+        xml_escape(&reply_text(&tenant, text, &media, &note))
     ))
+}
+
+/// The most characters of a reply: Twilio refuses to send a message body over 1 600
+/// characters (and the reply would be lost), so the echoed text is cut to fit.
+pub const MAX_REPLY_CHARS: usize = 1_600;
+
+/// The SMS reply: the tenant, the received text (cut with `…` so that the whole reply stays
+/// within [`MAX_REPLY_CHARS`]), then the media and delay notes.
+fn reply_text(tenant: &str, text: &str, media: &str, note: &str) -> String {
+    let head = format!("{tenant} received your message: ");
+    let room = MAX_REPLY_CHARS
+        .saturating_sub(head.chars().count() + media.chars().count() + note.chars().count());
+    let text = if text.chars().count() <= room {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(room.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    };
+    format!("{head}{text}{media}{note}")
 }
 
 /// The delay a message body `slow N` asks for, clamped to `max`; `None` for any other body.
@@ -714,6 +732,25 @@ pub fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_never_exceeds_what_twilio_sends() {
+        let long = "é".repeat(1_600);
+        let reply = reply_text("Demo", &long, " (+1 media)", " (answered after 3 s)");
+        assert_eq!(reply.chars().count(), MAX_REPLY_CHARS);
+        assert!(
+            reply.starts_with("Demo received your message: éé"),
+            "{reply}"
+        );
+        assert!(
+            reply.ends_with("é… (+1 media) (answered after 3 s)"),
+            "{reply}"
+        );
+        assert_eq!(
+            reply_text("Demo", "Hi", "", ""),
+            "Demo received your message: Hi"
+        );
+    }
 
     #[test]
     fn slow_n_asks_for_n_seconds_clamped_and_nothing_else_does() {
