@@ -23,8 +23,8 @@ use http::request::Parts;
 
 use crate::{
     Credentials, Secret,
+    config::{OriginalUriFn, PeerAddrFn},
     doctor::{self, Clues, Diagnosis, DiagnosisBudget},
-    layer::{OriginalUriFn, PeerAddrFn},
     verify::WebhookRequest,
 };
 
@@ -76,7 +76,6 @@ impl Doctor {
             None => job,
         };
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
         crate::metrics::diagnosis_dropped();
         drop(refused);
     }
@@ -155,7 +154,6 @@ impl Case {
             WebhookRequest::from_parts(&parts.method, &self.url, &parts.headers, &self.body)
                 .max_params(self.max_params);
         let diagnosis = doctor::diagnose(&request, &clues, &secrets);
-        #[cfg(feature = "metrics")]
         crate::metrics::diagnosis(diagnosis.is_some());
         diagnosis
     }

@@ -145,6 +145,7 @@
 
 pub mod account;
 mod body;
+mod config;
 mod diagnoses;
 pub mod doctor;
 mod error;
@@ -153,7 +154,13 @@ pub mod form;
 mod future;
 mod layer;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+// Without the feature: the same crate-private calls, doing nothing. The feature's one switch.
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics_off.rs"]
+mod metrics;
+mod observe;
 mod pipeline;
 mod proxy_network;
 pub mod public_url;
@@ -174,12 +181,11 @@ mod verified_webhook;
 pub mod verify;
 
 pub use body::{ResponseBody, VerifiedBody};
+pub use config::{DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr};
 pub use error::ConfigError;
 pub use form::DEFAULT_MAX_PARAMS;
 pub use future::ResponseFuture;
-pub use layer::{
-    DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr, TwilioSignatureLayer,
-};
+pub use layer::TwilioSignatureLayer;
 pub use public_url::PublicUrl;
 pub use rejection::{DefaultRejectionResponse, Rejection, RejectionKind, RejectionResponse};
 pub use resolver::{Credentials, ResolveCredentials};

@@ -3,7 +3,8 @@
 //!
 //! With the feature on, the middleware records the names below through whatever recorder the
 //! application installed (`metrics-exporter-prometheus`, StatsD, …); without a recorder the
-//! calls do nothing. Names follow Prometheus conventions.
+//! calls do nothing. Names follow Prometheus conventions. Without the feature the crate records
+//! nothing and this module does not exist (the crate-private calls compile to nothing).
 //!
 //! | name | kind | labels |
 //! | --- | --- | --- |
@@ -32,10 +33,10 @@
 use std::{
     collections::HashSet,
     sync::{Mutex, OnceLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use crate::RejectionKind;
+use crate::{RejectionKind, resolver::Resolution};
 
 /// Counter: webhooks that verified (label `tenant`).
 pub const VERIFIED: &str = "tower_twilio_webhooks_verified_total";
@@ -134,15 +135,46 @@ pub(crate) fn refused(reason: RejectionKind, tenant: Option<&str>) {
         .increment(1);
 }
 
+/// Times one credential lookup, for [`CREDENTIAL_LOOKUP`]: started when the resolver is asked,
+/// recorded when it answers. Without the `metrics` feature it is empty and does nothing.
+#[derive(Debug)]
+pub(crate) struct LookupTimer {
+    asked_at: Option<Instant>,
+}
+
+impl LookupTimer {
+    pub(crate) const fn new() -> Self {
+        Self { asked_at: None }
+    }
+
+    /// The resolver is asked now.
+    pub(crate) fn start(&mut self) {
+        self.asked_at = Some(Instant::now());
+    }
+
+    /// The resolver answered: records how long it took, and how it answered.
+    pub(crate) fn stop(&mut self, answer: &Resolution) {
+        let Some(asked_at) = self.asked_at.take() else {
+            return;
+        };
+        let outcome = match answer {
+            Ok(Some(_)) => Lookup::Found,
+            Ok(None) => Lookup::Unknown,
+            Err(_) => Lookup::Failed,
+        };
+        credential_lookup(outcome, asked_at.elapsed());
+    }
+}
+
 /// How a credential lookup ended, for [`CREDENTIAL_LOOKUP`]'s `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lookup {
+enum Lookup {
     Found,
     Unknown,
     Failed,
 }
 
-pub(crate) fn credential_lookup(outcome: Lookup, took: Duration) {
+fn credential_lookup(outcome: Lookup, took: Duration) {
     let key = match outcome {
         Lookup::Found => &LOOKUP_FOUND,
         Lookup::Unknown => &LOOKUP_UNKNOWN,

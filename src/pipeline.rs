@@ -21,8 +21,8 @@ use http_body::SizeHint;
 use crate::{
     BoxError, account,
     body::CollectError,
+    config::Config,
     form::{self, Params},
-    layer::Config,
     public_url::RebuiltUrl,
     rejection::{Rejection, RejectionKind},
     resolver::{Credentials, Resolution, ResolveRequest},

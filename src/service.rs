@@ -13,9 +13,9 @@ use tower_service::Service;
 use crate::{
     BoxError, ResolveCredentials,
     body::{ResponseBody, VerifiedBody},
+    config::Shared,
     events::{OnSecurityEvent, TracingSink},
     future::ResponseFuture,
-    layer::Shared,
     rejection::{DefaultRejectionResponse, RejectionResponse},
 };
 
