@@ -235,7 +235,7 @@ where
 
     /// Verification failed: refuse, or in report-only mode pass the request on.
     fn fail<B>(&mut self, parts: Parts, body: Bytes, refusal: Refusal) -> Step<S, R, B> {
-        if !(self.shared.config.report_only && refusal.passes_in_report_only_mode()) {
+        if !refusal.passes_on(&self.shared.config) {
             return Err(self.refuse(parts, body, refusal));
         }
         self.observer

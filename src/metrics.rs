@@ -3,8 +3,8 @@
 //!
 //! With the feature on, the middleware records the names below through whatever recorder the
 //! application installed (`metrics-exporter-prometheus`, StatsD, …); without a recorder the
-//! calls do nothing. Names follow Prometheus conventions. Without the feature the crate records
-//! nothing and this module does not exist (the crate-private calls compile to nothing).
+//! calls do nothing. Names follow Prometheus conventions. Without the feature nothing is
+//! recorded.
 //!
 //! | name | kind | labels |
 //! | --- | --- | --- |

@@ -95,6 +95,12 @@ impl Refusal {
         )
     }
 
+    /// Whether the request goes on to the inner service despite this refusal: report-only
+    /// mode is on and passes it (see [`passes_in_report_only_mode`](Self::passes_in_report_only_mode)).
+    pub(crate) fn passes_on(&self, config: &Config) -> bool {
+        config.report_only && self.passes_in_report_only_mode()
+    }
+
     pub(crate) fn into_rejection(self) -> Rejection {
         match self.source {
             Some(source) => Rejection::with_source(self.kind, source),
@@ -196,10 +202,7 @@ pub(crate) fn prepare(inbound: Inbound<'_>, config: &Config) -> Result<Prepared,
     prepare_request(inbound, config).map_err(|refusal| {
         // Report-only mode passes a request with a missing or malformed signature on, but
         // not past the parameter limit: limits on resources hold in every mode.
-        if config.report_only
-            && refusal.passes_in_report_only_mode()
-            && over_param_limit(inbound, config.max_params)
-        {
+        if refusal.passes_on(config) && over_param_limit(inbound, config.max_params) {
             Refusal::new(RejectionKind::TooManyParameters)
         } else {
             refusal
