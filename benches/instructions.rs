@@ -1,27 +1,146 @@
 //! Runs one benchmark body N times, for instruction counts under callgrind (the VM this crate
-//! is measured on has no hardware counters). `benches/instructions.sh` drives it.
+//! is measured on has no hardware counters). `benches/instructions.sh` and the gate,
+//! `scripts/instruction_gate.sh`, drive it.
 //!
 //! ```text
-//! cargo bench --bench instructions --no-run
-//! valgrind --tool=callgrind target/release/deps/instructions-HASH with a_sms 1000
+//! cargo build --release --bench instructions
+//! valgrind --tool=callgrind --toggle-collect=instructions::measured \
+//!     target/release/deps/instructions-HASH with a_sms 1000
 //! ```
 //!
 //! MODE is `with` (one request through the layer, as `layer/with` in `verify.rs`), `without`
-//! (the same service without the layer) or `verify` (`verify/valid`).
+//! (the same service without the layer) or `verify` (`verify/valid`). The body runs
+//! [`WARM_UP`] times first, so that one-time work (the runtime's first poll, the allocator's
+//! first pages) is done, then N times inside [`measured`], the one function the gate counts
+//! (`--toggle-collect`): the process's start and exit are left out.
+//!
+//! MODE `server-with` and `server-without` serve the app of `examples/bench_server.rs` (with
+//! and without the layer) with hyper's HTTP/1 server on one in-memory keep-alive connection
+//! (`tokio::io::duplex`: no socket, no timer, no other thread, so the order of events never
+//! changes), to a hyper client on the same thread. After the warm-up requests, every poll of
+//! the server's connection goes through [`server_poll`], the function the gate counts: HTTP
+//! parsing and writing, routing, the layer and the handler, without the client and the
+//! runtime's scheduling. The one clock-driven work left is hyper rendering its `Date` header
+//! again when a second has passed; the gate subtracts it.
 #![allow(missing_docs)]
 
-use std::{convert::Infallible, hint::black_box};
+use std::{
+    convert::Infallible,
+    future::Future,
+    hint::black_box,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
 
+use axum::{Router, http::header, routing::post};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_twilio::{Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody};
 
 #[allow(dead_code)] // the payload helpers this probe does not need
 mod payloads;
 
-use payloads::{PAYLOADS, PUBLIC_BASE, TOKEN};
+use payloads::{PAYLOADS, PUBLIC_BASE, Payload, TOKEN};
+
+/// Runs of the body before the counted ones.
+const WARM_UP: usize = 10;
+
+/// Runs `body` `count` times: the only function the gate counts.
+#[inline(never)]
+fn measured(count: usize, body: &dyn Fn()) {
+    for _ in 0..count {
+        body();
+    }
+}
+
+/// The server's connection, polled through [`server_poll`] once `counting` is set, and
+/// directly before (the warm-up).
+struct Counted {
+    connection: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+    counting: Arc<AtomicBool>,
+}
+
+impl Future for Counted {
+    type Output = hyper::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.counting.load(Ordering::Relaxed) {
+            server_poll(self.connection.as_mut(), cx)
+        } else {
+            self.connection.as_mut().poll(cx)
+        }
+    }
+}
+
+/// One poll of the server's connection: the only function the gate counts in the server
+/// modes.
+#[inline(never)]
+fn server_poll(
+    connection: Pin<&mut (dyn Future<Output = hyper::Result<()>> + Send)>,
+    cx: &mut Context<'_>,
+) -> Poll<hyper::Result<()>> {
+    connection.poll(cx)
+}
+
+/// The app of `examples/bench_server.rs`: read the body, answer TwiML.
+fn app() -> Router {
+    async fn webhook(body: Bytes) -> ([(header::HeaderName, &'static str); 1], &'static str) {
+        black_box(body);
+        ([(header::CONTENT_TYPE, "text/xml")], "<Response/>")
+    }
+    Router::new()
+        .route("/twilio/sms", post(webhook))
+        .route("/twilio/status", post(webhook))
+        .route("/twilio/mms", post(webhook))
+        .route("/twilio/json", post(webhook))
+}
+
+/// `count` keep-alive requests from a hyper client to `app` served by hyper over an in-memory
+/// connection, after [`WARM_UP`] uncounted ones.
+fn serve(runtime: &tokio::runtime::Runtime, app: Router, payload: &'static Payload, count: usize) {
+    runtime.block_on(async move {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let counting = Arc::new(AtomicBool::new(false));
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(server_io), TowerToHyperService::new(app));
+        let server = tokio::spawn(Counted {
+            connection: Box::pin(connection),
+            counting: Arc::clone(&counting),
+        });
+        let (mut sender, client) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+            .await
+            .expect("handshake");
+        let client = tokio::spawn(client);
+        for n in 0..WARM_UP + count {
+            if n == WARM_UP {
+                counting.store(true, Ordering::Relaxed);
+            }
+            let response = sender
+                .send_request(payload.http_request())
+                .await
+                .expect("a response");
+            assert_eq!(response.status(), StatusCode::OK);
+            black_box(response.into_body().collect().await.expect("a body"));
+        }
+        counting.store(false, Ordering::Relaxed);
+        drop(sender);
+        client
+            .await
+            .expect("client task")
+            .expect("client connection");
+        server
+            .await
+            .expect("server task")
+            .expect("server connection");
+    });
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,29 +157,39 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let twilio =
+    let twilio = || {
         TwilioSignatureLayer::new(Credentials::new().auth_token("primary", secret.clone()))
-            .public_url(PublicUrl::fixed(PUBLIC_BASE).expect("valid base URL"));
+            .public_url(PublicUrl::fixed(PUBLIC_BASE).expect("valid base URL"))
+    };
     let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
     let with_layer = ServiceBuilder::new()
-        .layer(twilio)
+        .layer(twilio())
         .service(service_fn(move |_: Request<VerifiedBody>| ok()));
     let without_layer = service_fn(move |_: Request<Full<Bytes>>| ok());
-    for _ in 0..count {
-        match mode.as_str() {
-            "with" => {
-                let response = runtime.block_on(with_layer.clone().oneshot(payload.http_request()));
-                assert_eq!(response.expect("infallible").status(), StatusCode::OK);
-            }
-            "without" => {
-                let response = runtime.block_on(without_layer.oneshot(payload.http_request()));
-                assert_eq!(response.expect("infallible").status(), StatusCode::OK);
-            }
-            "verify" => {
-                let verified = payload.request(payload.signature).verify([&secret]);
-                black_box(verified).expect("a valid signature");
-            }
-            other => panic!("unknown mode {other:?}: with, without or verify"),
+    let with = || {
+        let response = runtime.block_on(with_layer.clone().oneshot(payload.http_request()));
+        assert_eq!(response.expect("infallible").status(), StatusCode::OK);
+    };
+    let without = || {
+        let response = runtime.block_on(without_layer.oneshot(payload.http_request()));
+        assert_eq!(response.expect("infallible").status(), StatusCode::OK);
+    };
+    let verify = || {
+        let verified = payload.request(payload.signature).verify([&secret]);
+        black_box(verified).expect("a valid signature");
+    };
+    let body: &dyn Fn() = match mode.as_str() {
+        "server-with" => return serve(&runtime, app().route_layer(twilio()), payload, count),
+        "server-without" => return serve(&runtime, app(), payload, count),
+        "with" => &with,
+        "without" => &without,
+        "verify" => &verify,
+        other => {
+            panic!("unknown mode {other:?}: with, without, verify, server-with or server-without")
         }
+    };
+    for _ in 0..WARM_UP {
+        body();
     }
+    measured(count, body);
 }

@@ -6,6 +6,8 @@
 #   - the whole HTTP server (examples/bench_server.rs, user space only) with and without the
 #     layer, over keep-alive requests from one client.
 # Each count is (run with 2N - run with N) / N, so start-up costs cancel out.
+# scripts/instruction_gate.sh (in .ci/run) counts the same probe without the process's start,
+# and the server in memory instead of over TCP, so that every run gives the same figures.
 #
 #   benches/instructions.sh                   # N=1000 (about 2 minutes)
 #   SERVER_BIN=... PROBE_BIN=... benches/instructions.sh   # binaries built elsewhere
