@@ -4,13 +4,16 @@
 //! webhook log: one `processed` per webhook, every copy `duplicate`) and that every answer the
 //! simulated Twilio read was the handler's.
 
+use tower_twilio::replay_guard::ReplayGuardLayer;
 use tower_twilio_example_server::{
     routes::VOICE_MENU_PATH,
     twilio_delivery::{Delivered, Delivery, Outcome, Target},
     twilio_presets::{Body, Preset, Signer},
 };
 
-use crate::support::{ACCOUNT, Server, TOKEN, TestDb, bounded};
+use std::time::Duration;
+
+use crate::support::{ACCOUNT, ADMIN_TOKEN, Process, Server, TOKEN, TestDb, bounded};
 
 /// A webhook for `path_and_fragment` on `server` (the fragment holds the overrides), with the
 /// preset's parameters and `overrides`.
@@ -407,4 +410,143 @@ async fn a_handling_whose_client_left_is_finished_and_logged_before_shutdown() {
     let log = db.open().await.recent_webhooks(10).await.unwrap();
     let outcomes: Vec<&str> = log.iter().map(|row| row.outcome.as_str()).collect();
     assert_eq!(outcomes, ["processed"]);
+}
+
+// ---- a fleet of server processes -------------------------------------------------------------
+
+/// The public URL of the fleet below: one name in front of every instance, as behind a load
+/// balancer (the simulator connects to each instance's own address).
+const FLEET_URL: &str = "http://webhooks.example.test";
+
+/// A server process of a fleet: the `server` binary as deployed, with the account, the public
+/// URL, the admin token, the replay guard's store and the database (shared by the fleet).
+async fn fleet_instance(replay_guard: &str, database_url: &str) -> Process {
+    Process::start(
+        &[],
+        &[
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("TWILIO_ACCOUNT_SID", ACCOUNT),
+            ("TWILIO_AUTH_TOKEN", TOKEN),
+            ("PUBLIC_URL", FLEET_URL),
+            ("REPLAY_GUARD", replay_guard),
+            ("DATABASE_URL", database_url),
+        ],
+    )
+    .await
+}
+
+/// The outcomes the webhook log (the fleet's database, read through `server`) holds for the
+/// message `sid`, oldest first.
+async fn outcomes_of(server: &Process, sid: &str) -> Vec<String> {
+    let log = server
+        .get_json("/api/webhooks?limit=100", ADMIN_TOKEN)
+        .await;
+    let mut outcomes: Vec<String> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["message_sid"] == sid)
+        .map(|entry| entry["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    outcomes.reverse();
+    outcomes
+}
+
+/// When the first instance dies: just after the guard renewed its claim (every two fifths of
+/// the lease), so that the dead claim has a whole lease ahead of it while Twilio's retry comes
+/// at once: the worst moment for the retry, which must outwait it.
+const KILLED_AFTER: Duration =
+    Duration::from_millis(ReplayGuardLayer::DEFAULT_LEASE.as_millis() as u64 * 2 / 5 + 50);
+
+/// Two instances sharing the replay store `replay_guard` and the database `database_url`; an
+/// SMS whose handler takes 4 s (`slow 4`) reaches the first, which is killed while the handler
+/// runs: `SIGKILL`, as a crash or an OOM kill, so nothing of it runs any more (it neither
+/// answers, renews its claim nor releases it; stopping it in-process would drop the handling
+/// and release the claim, which a crash does not). Twilio sees its connection close and retries
+/// (`rt` is in its default policy) with the same token; the load balancer sends the retry to
+/// the second instance, which finds the dead instance's claim, waits for its lease to lapse,
+/// runs the handler itself and answers within Twilio's 15 s (`tt`: the simulator gives up
+/// after it). The webhook is processed once, by the survivor, and Twilio reads the handler's
+/// reply.
+async fn an_instance_killed_mid_handler(replay_guard: &str, database_url: &str) {
+    let mut first = fleet_instance(replay_guard, database_url).await;
+    let second = fleet_instance(replay_guard, database_url).await;
+    let mut params = Preset::Sms.params(ACCOUNT);
+    params.retain(|(k, _)| k != "Body");
+    params.push(("Body".to_owned(), "slow 4".to_owned()));
+    let sid = params
+        .iter()
+        .find(|(k, _)| k == "MessageSid")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let sms = Target::new(
+        &format!("{FLEET_URL}/twilio/sms"),
+        Body::Form(params),
+        Signer::AuthToken(TOKEN.as_bytes()),
+    )
+    .unwrap()
+    .balance([first.addr.to_string(), second.addr.to_string()]);
+    let delivery = tokio::spawn(async move { Delivery::new(sms).deliver().await });
+
+    // The handler runs on the first instance (it logs the message as it starts), holding the
+    // claim; then the instance dies.
+    first.wait_for_log_line(&["incoming message", &sid]).await;
+    tokio::time::sleep(KILLED_AFTER).await;
+    let killed = first.kill();
+    let delivered = bounded("the delivery", delivery).await.unwrap();
+
+    assert_eq!(delivered.attempts.len(), 2, "{delivered}");
+    assert!(
+        matches!(delivered.attempts[0].outcome, Outcome::ReadFailed(_)),
+        "the killed instance's connection closed: {delivered}"
+    );
+    assert_eq!(
+        delivered.attempts[0].idempotency_token, delivered.attempts[1].idempotency_token,
+        "a retry carries the same token"
+    );
+    let answer = handler_answer(&delivered);
+    assert!(
+        answer.contains("received your message: slow 4 (answered after 4 s)</Message>"),
+        "{answer}"
+    );
+    // Processed once, by the survivor; the dead instance's row stays at `verified` (its
+    // handler never answered), if its log writer got that far.
+    let outcomes = outcomes_of(&second, &sid).await;
+    let processed = outcomes.iter().filter(|o| *o == "processed").count();
+    assert_eq!(processed, 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| o == "processed" || o == "verified"),
+        "{outcomes:?}\n{killed}"
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    skip_redis,
+    ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+)]
+async fn an_instance_killed_mid_handler_leaves_the_retry_to_the_other_through_redis() {
+    let Some(redis) = crate::support::redis_url() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("webhooks.db");
+    an_instance_killed_mid_handler(&redis, database.to_str().unwrap()).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    skip_postgres,
+    ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+)]
+async fn an_instance_killed_mid_handler_leaves_the_retry_to_the_other_through_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let (admin_url, name) = db.postgres.clone().unwrap();
+    let mut url = url::Url::parse(&admin_url).unwrap();
+    url.set_path(&name);
+    an_instance_killed_mid_handler(url.as_str(), url.as_str()).await;
+    db.drop_database().await;
 }

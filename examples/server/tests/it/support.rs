@@ -500,6 +500,46 @@ impl Process {
         (output, dir)
     }
 
+    /// Kills the process at once (`SIGKILL`), as a crash or an OOM kill would: nothing of it
+    /// runs any more (no graceful shutdown, no drop, no release of a replay claim), and the
+    /// kernel closes its connections. Returns everything it printed.
+    pub(crate) fn kill(&mut self) -> String {
+        self.child.kill().expect("kill the server");
+        self.child.wait().unwrap();
+        format!("{}\n{}", self.stdout(), self.stderr())
+    }
+
+    /// Waits until the server's log (standard error) has a line containing every one of
+    /// `parts`; returns that line.
+    pub(crate) async fn wait_for_log_line(&self, parts: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Some(line) = self
+                .stderr()
+                .lines()
+                .find(|line| parts.iter().all(|part| line.contains(part)))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {parts:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `GET path` with the admin token `admin` (JSON).
+    pub(crate) async fn get_json(&self, path: &str, admin: &str) -> Value {
+        let auth = format!("Bearer {admin}");
+        let answer = self
+            .call("GET", path, &[("authorization", &auth)], "")
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    }
+
     /// A request to this server, with these headers (a `host` header replaces the default).
     pub(crate) async fn call(
         &self,
