@@ -76,8 +76,11 @@ pub struct ReplayGuardLayer<St = MemoryStore> {
 impl ReplayGuardLayer {
     /// The default window: 24 hours.
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-    /// The default lease: 5 seconds, renewed every 2 while the handler runs.
-    pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+    /// The default lease: 3 seconds, renewed every 1.2 while the handler runs. Shorter than the
+    /// [default wait](Self::DEFAULT_WAIT) by 2 seconds, so that a copy arriving just as an
+    /// instance dies (just after it renewed its claim) outwaits the dead claim and runs the
+    /// handler itself.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
     /// The default wait of a copy for the first attempt: 5 seconds.
     pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
     /// The default bound on a stored answer's body: 64 KiB.
@@ -108,8 +111,8 @@ impl Default for ReplayGuardLayer {
 }
 
 impl<St> ReplayGuardLayer<St> {
-    /// A guard on `store` with the defaults: content scope, a 24-hour window, a 5-second lease
-    /// renewed every 2, a 5-second wait for copies, answers kept up to 64 KiB, and a store
+    /// A guard on `store` with the defaults: content scope, a 24-hour window, a 3-second lease
+    /// renewed every 1.2, a 5-second wait for copies, answers kept up to 64 KiB, and a store
     /// failure runs the handler unguarded.
     pub fn new(store: St) -> Self {
         Self {
@@ -147,7 +150,10 @@ impl<St> ReplayGuardLayer<St> {
 
     /// How long a claim holds without renewal. It is renewed every two fifths of it while the
     /// handler runs, so a slow handler keeps it, and the claim of an instance that died
-    /// lapses within this time (then a copy runs the handler). At least
+    /// lapses within this time (then a copy runs the handler). Keep it shorter than the
+    /// [wait](Self::wait), by a second or more: a copy that arrives just as an instance dies
+    /// (Twilio retries at once when the connection closes) finds a claim renewed a moment
+    /// before, and gets `409` if its wait runs out before that claim lapses. At least
     /// [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE) (1 second) and at most
     /// [`MAX_LEASE`](ReplayGuardLayer::MAX_LEASE) (1 hour): others are brought within.
     #[must_use]
@@ -158,7 +164,8 @@ impl<St> ReplayGuardLayer<St> {
 
     /// How long a copy waits for a first attempt that is still running before it is answered
     /// `409`. Keep it under the read timeout of the webhook URL (15 s by default, `#rt=` on
-    /// the URL): Twilio reads nothing after that. At least
+    /// the URL): Twilio reads nothing after that; and above the [lease](Self::lease), by a
+    /// second or more, so that a copy outwaits the claim of an instance that died. At least
     /// [`MIN_WAIT`](ReplayGuardLayer::MIN_WAIT) (100 ms) and at most
     /// [`MAX_WAIT`](ReplayGuardLayer::MAX_WAIT) (1 minute): others are brought within.
     #[must_use]

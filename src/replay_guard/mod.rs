@@ -28,9 +28,9 @@
 //!
 //! | the store says | what happens |
 //! | --- | --- |
-//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (5 s), renewed every 2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before its answer releases the claim, so the next copy runs the handler |
+//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (3 s), renewed every 1.2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before its answer releases the claim, so the next copy runs the handler |
 //! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
-//! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 5 s). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
+//! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 3 s, well within the wait even when the instance died just after renewing it). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
 //! | an error | by default the handler runs unguarded, with an `ERROR` event; see the trade-off table |
 //!
 //! # What it reports

@@ -344,8 +344,8 @@ async fn a_copy_whose_wait_runs_out_gets_409_and_the_first_answer_is_still_store
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_handler_keeps_its_claim_past_the_lease() {
-    // Lease 5 s; the handler takes 20 s; a copy arrives at 12 s and may wait 30 s. Without
-    // renewal the claim would lapse at 5 s and the copy would run the handler again.
+    // Lease 3 s; the handler takes 20 s; a copy arrives at 12 s and may wait 30 s. Without
+    // renewal the claim would lapse at 3 s and the copy would run the handler again.
     let handler = Handler {
         delay: Some(Duration::from_secs(20)),
         ..Handler::default()

@@ -63,6 +63,15 @@
     let detail = "";
     if (webhook.rejection_reason) detail = webhook.rejection_reason;
     if (webhook.status_code != null) detail = `handler ${webhook.status_code}`;
+    // A copy: the replay guard answered it with the first answer it stored; the handler did
+    // not run. The row of that first answer, when it is in this log.
+    if (webhook.outcome === "duplicate") {
+      const first = webhook.copy_of;
+      detail = first
+        ? `copy: answered with the first answer (#${first.id}, stored ${new Date(first.answered_at).toLocaleTimeString()})`
+        : "copy: answered with the stored first answer";
+      if (first) tr.dataset.copyOf = String(first.id);
+    }
     if (webhook.credential) detail += ` · ${webhook.credential}`;
     const message = cell(webhook.message_sid || webhook.call_sid || "", "message");
     const messageRecord = webhook.message_sid && recordOf(histories.messages.get(webhook.message_sid), webhook.tenant_id);

@@ -305,10 +305,20 @@ const SCHEMA_V5: &[&str] = &[
     "INSERT INTO credential_changes (version) VALUES (0)",
 ];
 
+/// Version 6: the replay guard's key of each processed webhook and copy (a hash of its
+/// signature, never the signature), so that a copy in the log points at the webhook whose
+/// stored answer it got.
+const SCHEMA_V6: &[&str] = &[
+    "ALTER TABLE webhook_log ADD COLUMN replay_key TEXT",
+    "CREATE INDEX webhook_log_by_replay_key ON webhook_log (replay_key)",
+];
+
 /// Every schema change, in order; `schema_version` records how many were applied. A database
 /// of an earlier version (without `schema_version`) counts as version 0: the first step only
 /// creates what is missing.
-const MIGRATIONS: &[&[&str]] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+const MIGRATIONS: &[&[&str]] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
@@ -791,7 +801,8 @@ impl Db {
                  recording_status = COALESCE($13, recording_status),
                  diagnosis_url = COALESCE($14, diagnosis_url),
                  diagnosis_fix = COALESCE($15, diagnosis_fix),
-                 query = COALESCE($16, query)
+                 query = COALESCE($16, query),
+                 replay_key = COALESCE($17, replay_key)
              WHERE id = $1",
         )
         .bind(id)
@@ -810,6 +821,7 @@ impl Db {
         .bind(&entry.diagnosis_url)
         .bind(&entry.diagnosis_fix)
         .bind(&entry.query)
+        .bind(&entry.replay_key)
         .execute(&self.pool)
         .await
         .map(drop)
@@ -841,12 +853,35 @@ impl Db {
             "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
                     account_sid, message_sid, message_status, credential, status_code,
                     query, user_agent, client_ip, request_id, call_sid, call_status,
-                    recording_status, diagnosis_url, diagnosis_fix
+                    recording_status, diagnosis_url, diagnosis_fix, replay_key
              FROM webhook_log ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// The `processed` rows with one of these replay keys, oldest first: the webhooks whose
+    /// stored answers copies got. At most 500 keys are looked up.
+    pub async fn processed_with_keys(
+        &self,
+        keys: &[&str],
+    ) -> Result<Vec<ProcessedKey>, sqlx::Error> {
+        let keys = &keys[..keys.len().min(500)];
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=keys.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT id, replay_key, received_at_ms, updated_at_ms FROM webhook_log
+             WHERE outcome = 'processed' AND replay_key IN ({}) ORDER BY id",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as(&sql);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        query.fetch_all(&self.pool).await
     }
 
     /// Deletes the log's oldest rows beyond the newest `max_rows`, and every row (and every
@@ -1158,6 +1193,9 @@ pub struct LogRow {
     pub diagnosis_url: Option<String>,
     /// And what to set.
     pub diagnosis_fix: Option<String>,
+    /// The replay guard's key (hex), written with a verified webhook's final stage: the same
+    /// for a processed webhook and its copies.
+    pub replay_key: Option<String>,
 }
 
 /// A webhook-log row, as read back.
@@ -1205,6 +1243,21 @@ pub struct LoggedWebhook {
     pub diagnosis_url: Option<String>,
     /// What to set so that it verifies.
     pub diagnosis_fix: Option<String>,
+    /// The replay guard's key (hex), for a processed webhook or a copy.
+    pub replay_key: Option<String>,
+}
+
+/// A processed webhook with a replay key: what a copy of it points at.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProcessedKey {
+    /// Its row id.
+    pub id: i64,
+    /// Its replay key.
+    pub replay_key: String,
+    /// When it arrived, in milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+    /// When its answer was logged (its final stage), in milliseconds since the Unix epoch.
+    pub updated_at_ms: i64,
 }
 
 /// One status callback to record.

@@ -55,7 +55,7 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 use tower_twilio::{
-    BoxError, PublicUrl, TwilioSignatureLayer,
+    BoxError, PublicUrl, TwilioSignatureLayer, VerifiedBody,
     events::{OnSecurityEvent, SecurityEvent, TracingSink},
     public_url::{ForwardedField, ForwardedHeaders},
     replay_guard::{ReplayGuardLayer, Scope},
@@ -347,7 +347,13 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     let voice = Router::new()
         .route("/twilio/voice", post(routes::voice))
         .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
-        .route_layer(webhook_stack().layer(delivery_guard));
+        .route_layer(
+            webhook_stack()
+                .map_request(webhook_log::note_replay_key::<VerifiedBody>(
+                    Scope::Delivery,
+                ))
+                .layer(delivery_guard),
+        );
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
         .route("/twilio/status", post(routes::status))
@@ -357,7 +363,11 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             "/twilio/{*rest}",
             axum::routing::any(routes::unknown_webhook),
         )
-        .route_layer(webhook_stack().layer(content_guard))
+        .route_layer(
+            webhook_stack()
+                .map_request(webhook_log::note_replay_key::<VerifiedBody>(Scope::Content))
+                .layer(content_guard),
+        )
         .merge(voice)
         .route("/healthz", get(routes::health))
         .with_state(state.clone())

@@ -14,7 +14,10 @@ use serde::Serialize;
 use tower_twilio::VerifiedWebhook;
 
 use crate::{
-    db::{CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, StatusRow},
+    db::{
+        CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, ProcessedKey,
+        StatusRow,
+    },
     webhook_log::LogSender,
 };
 
@@ -437,6 +440,20 @@ struct WebhookJson {
     /// For a signature mismatch the mismatch doctor explained (`DIAGNOSE_MISMATCHES`): the URL
     /// the signature matches and what to set; `null` otherwise.
     diagnosis: Option<DiagnosisJson>,
+    /// For a `duplicate` (a copy: the handler did not run): the webhook whose stored first
+    /// answer it was given, when that is in this log; `null` otherwise (answered on an instance
+    /// with another log, or pruned).
+    copy_of: Option<CopyOfJson>,
+}
+
+/// The webhook a copy got its answer from.
+#[derive(Serialize)]
+struct CopyOfJson {
+    /// Its row id.
+    id: i64,
+    received_at: String,
+    /// When its answer, the one the replay guard stored and gave the copy, was logged.
+    answered_at: String,
 }
 
 /// What the mismatch doctor found.
@@ -472,8 +489,35 @@ impl From<LoggedWebhook> for WebhookJson {
                 .diagnosis_url
                 .zip(row.diagnosis_fix)
                 .map(|(matched_url, fix)| DiagnosisJson { matched_url, fix }),
+            copy_of: None,
         }
     }
+}
+
+/// Points each copy in `rows` at the processed webhook with its replay key that came last
+/// before it: the one whose stored answer it got (one in the normal case).
+fn link_copies(rows: Vec<LoggedWebhook>, processed: &[ProcessedKey]) -> Vec<WebhookJson> {
+    rows.into_iter()
+        .map(|row| {
+            let first = (row.outcome == "duplicate")
+                .then_some(row.replay_key.as_deref())
+                .flatten()
+                .and_then(|key| {
+                    processed
+                        .iter()
+                        .rfind(|p| p.replay_key == key && p.id < row.id)
+                });
+            let copy_of = first.map(|first| CopyOfJson {
+                id: first.id,
+                received_at: rfc3339(first.received_at_ms),
+                answered_at: rfc3339(first.updated_at_ms),
+            });
+            WebhookJson {
+                copy_of,
+                ..WebhookJson::from(row)
+            }
+        })
+        .collect()
 }
 
 /// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
@@ -484,10 +528,22 @@ pub async fn webhooks(State(state): State<AppState>, RawQuery(query): RawQuery) 
     };
     // Show everything received before this request: let the writer catch up (bounded).
     let _ = tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await;
-    match state.db.recent_webhooks(limit).await {
-        Ok(rows) => {
-            Json(rows.into_iter().map(WebhookJson::from).collect::<Vec<_>>()).into_response()
-        }
+    let webhooks = async {
+        let rows = state.db.recent_webhooks(limit).await?;
+        // The webhooks whose stored answers the copies among them got.
+        let mut keys: Vec<&str> = rows
+            .iter()
+            .filter(|row| row.outcome == "duplicate")
+            .filter_map(|row| row.replay_key.as_deref())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let processed = state.db.processed_with_keys(&keys).await?;
+        Ok::<_, sqlx::Error>(link_copies(rows, &processed))
+    }
+    .await;
+    match webhooks {
+        Ok(webhooks) => Json(webhooks).into_response(),
         Err(error) => {
             tracing::error!(%error, "reading the webhook log failed");
             api_error(

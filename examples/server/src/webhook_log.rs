@@ -24,6 +24,9 @@
 //! Nothing is written at the `Received` stage: whether a request is a webhook or a forgery is
 //! only known once it has been verified.
 //!
+//! A verified webhook's final stage also records the replay guard's key ([`note_replay_key`]),
+//! so that a copy (`duplicate`) can be pointed at the webhook whose stored answer it got.
+//!
 //! # Memory stays bounded
 //!
 //! The webhook queue is bounded by admission control, not by dropping entries:
@@ -54,7 +57,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -69,8 +72,12 @@ use tokio::{
     task::JoinHandle,
 };
 use tower_twilio::{
+    VerifiedWebhook,
     doctor::Diagnosis,
     events::log::{WebhookLogEntry, WebhookStage},
+    replay::ReplayKey,
+    replay_guard::Scope,
+    signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
 };
 
 use crate::{
@@ -134,6 +141,8 @@ struct RequestTags {
     request_id: String,
     /// The request's place in the webhook queue ([`admit`]) and whether it was verified.
     admission: Arc<Mutex<Admission>>,
+    /// The replay guard's key, once the request is verified ([`note_replay_key`]).
+    replay_key: Arc<OnceLock<String>>,
 }
 
 /// One request's standing with the webhook queue.
@@ -174,12 +183,56 @@ pub async fn tag_request(mut request: Request, next: Next) -> Response {
         client_ip,
         request_id: request_id.clone(),
         admission: Arc::default(),
+        replay_key: Arc::default(),
     };
     let mut response = TAGS.scope(tags, next.run(request)).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// Placed between the signature layer and a replay guard of `scope`: notes the key the guard
+/// claims for the verified request (a SHA-256 of the signature, and in the delivery scope of
+/// the `I-Twilio-Idempotency-Token`: never the signature itself) for the log, which writes it
+/// with the webhook's final stage. A copy's row and the row of the webhook whose stored answer
+/// it got then share it, and the API points from one to the other.
+///
+/// ```
+/// # use tower_twilio::{VerifiedBody, replay_guard::Scope};
+/// let layer = tower::util::MapRequestLayer::new(
+///     tower_twilio_example_server::webhook_log::note_replay_key::<VerifiedBody>(Scope::Delivery),
+/// );
+/// # let _ = layer;
+/// ```
+pub fn note_replay_key<B>(scope: Scope) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
+    move |request: http::Request<B>| {
+        if let Some(key) = replay_key(&request, scope)
+            && let Ok(tags) = TAGS.try_with(|tags| Arc::clone(&tags.replay_key))
+        {
+            let _ = tags.set(key.to_hex());
+        }
+        request
+    }
+}
+
+/// The key [`ReplayGuardLayer`](tower_twilio::replay_guard::ReplayGuardLayer) claims for a
+/// verified request: the algorithm and the `X-Twilio-Signature` that verified, with the
+/// delivery token in the delivery scope when there is one.
+fn replay_key<B>(request: &http::Request<B>, scope: Scope) -> Option<ReplayKey> {
+    let webhook = request.extensions().get::<VerifiedWebhook>()?;
+    let signature = request
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(HeaderValue::as_bytes)
+        .filter(|signature| !signature.is_empty())?;
+    let token = request.headers().get(IDEMPOTENCY_TOKEN_HEADER);
+    Some(match (scope, token) {
+        (Scope::Delivery, Some(token)) => {
+            ReplayKey::for_delivery(webhook.algorithm(), signature, token.as_bytes())
+        }
+        _ => ReplayKey::new(webhook.algorithm(), signature),
+    })
 }
 
 /// The counter of refused requests whose log entry was dropped because the queue of refused
@@ -674,6 +727,7 @@ impl Entry {
             account_sid: cap_opt(entry.account_sid.as_deref(), ID_CAP),
             client_ip: tags.and_then(|t| t.client_ip.clone()),
             request_id: tags.map(|t| t.request_id.clone()),
+            replay_key: tags.and_then(|t| t.replay_key.get().cloned()),
             ..LogRow::default()
         };
         if let Some(diagnosis) = &entry.diagnosis {

@@ -3,7 +3,7 @@
 //! refused), under a foreign name (DNS rebinding) it is refused even with the token; opened
 //! with the token in the URL fragment it keeps it in the tab, sets no cookie, and another
 //! local service the browser visits receives nothing of it; a test SMS sent with the page's
-//! button shows up verified,
+//! button shows up verified, a retried SMS shows up as a copy answered with the first answer,
 //! message and call timelines show, and a forged request whose path, query, `User-Agent` and
 //! `AccountSid` carry `<script>` shows up rejected, with those values as text.
 //!
@@ -24,7 +24,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use tower_twilio_example_server::twilio_presets::{Body, Signer, sign_request};
+use tower_twilio_example_server::twilio_presets::{Body, Preset, Signer, sign_request};
 
 use crate::support::{ADMIN_TOKEN, Server, TestDb, bounded};
 
@@ -385,6 +385,42 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     )
     .unwrap();
     assert_eq!(order, ["ringing", "in-progress", "completed"], "{call:?}");
+
+    // Twilio's retry of an SMS (the same signed request again): the replay guard answers it
+    // with the first answer it stored, and the page says so, naming the row of that answer.
+    let sms = server.webhook(&Preset::Sms, &account, token.trim(), &[("Body", "again")]);
+    let (status, first, _) = server.send(&sms).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, retry, _) = server.send(&sms).await;
+    assert_eq!((status, &retry), (StatusCode::OK, &first));
+    let copy = wait_for_row(&browser, "the copy", |row| row[0] == "duplicate").await;
+    let [first_id, first_outcome, first_message]: [String; 3] = serde_json::from_value(
+        browser
+            .execute(
+                "const copy = document.querySelector('#webhooks tr[data-outcome=duplicate]');
+                 const first = document.querySelector(`#webhooks tr[data-id=\"${copy.dataset.copyOf}\"]`);
+                 return [copy.dataset.copyOf, first.dataset.outcome, first.querySelector('.message').textContent];",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first_outcome, "processed");
+    assert_eq!(first_message, copy[6], "the same message");
+    let detail = &copy[5];
+    let prefix = format!("copy: answered with the first answer (#{first_id}, stored ");
+    assert!(
+        detail.starts_with(&prefix) && detail.ends_with(") · primary"),
+        "{copy:?}"
+    );
+    // Nothing of the message itself.
+    assert!(
+        !copy
+            .iter()
+            .any(|cell| cell.contains("again") || cell.contains("4155550100")),
+        "{copy:?}"
+    );
 
     // The forged button gives a rejection.
     browser

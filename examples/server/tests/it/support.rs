@@ -500,6 +500,46 @@ impl Process {
         (output, dir)
     }
 
+    /// Kills the process at once (`SIGKILL`), as a crash or an OOM kill would: nothing of it
+    /// runs any more (no graceful shutdown, no drop, no release of a replay claim), and the
+    /// kernel closes its connections. Returns everything it printed.
+    pub(crate) fn kill(&mut self) -> String {
+        self.child.kill().expect("kill the server");
+        self.child.wait().unwrap();
+        format!("{}\n{}", self.stdout(), self.stderr())
+    }
+
+    /// Waits until the server's log (standard error) has a line containing every one of
+    /// `parts`; returns that line.
+    pub(crate) async fn wait_for_log_line(&self, parts: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Some(line) = self
+                .stderr()
+                .lines()
+                .find(|line| parts.iter().all(|part| line.contains(part)))
+            {
+                return line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {parts:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `GET path` with the admin token `admin` (JSON).
+    pub(crate) async fn get_json(&self, path: &str, admin: &str) -> Value {
+        let auth = format!("Bearer {admin}");
+        let answer = self
+            .call("GET", path, &[("authorization", &auth)], "")
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    }
+
     /// A request to this server, with these headers (a `host` header replaces the default).
     pub(crate) async fn call(
         &self,
@@ -571,4 +611,65 @@ pub(crate) fn form_webhook(
         ),
         Signer::AuthToken(token.as_bytes()),
     )
+}
+
+// ---- a store that goes down ------------------------------------------------------------------
+
+/// A TCP proxy on a loopback port of its own, in front of a store (Redis, PostgreSQL): a server
+/// pointed at it reaches the store until [`stop`](Self::stop), after which the proxy's port
+/// refuses connections and every connection through it is closed, as when the store's process
+/// stops. The store itself stays up for the other tests.
+pub(crate) struct StoreProxy {
+    pub(crate) addr: SocketAddr,
+    accept: JoinHandle<()>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl StoreProxy {
+    /// A proxy to `upstream` (`host:port`).
+    pub(crate) async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::<std::sync::Mutex<Vec<JoinHandle<()>>>>::default();
+        let accept = tokio::spawn({
+            let connections = std::sync::Arc::clone(&connections);
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let upstream = upstream.clone();
+                    let connection = tokio::spawn(async move {
+                        if let Ok(mut store) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut store).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(connection);
+                }
+            }
+        });
+        Self {
+            addr,
+            accept,
+            connections,
+        }
+    }
+
+    /// The store goes down: the port is closed, then every open connection.
+    pub(crate) async fn stop(&mut self) {
+        self.accept.abort();
+        // Cancelled: the listener is closed once this returns.
+        let _ = (&mut self.accept).await;
+        let connections: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
+        for connection in connections {
+            connection.abort();
+            let _ = connection.await;
+        }
+    }
+}
+
+impl Drop for StoreProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
 }
