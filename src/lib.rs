@@ -155,8 +155,6 @@ mod layer;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod pipeline;
-mod proxy_network;
-pub mod public_url;
 mod rejection;
 pub mod replay;
 pub mod replay_guard;
@@ -165,13 +163,16 @@ mod secret;
 mod service;
 pub mod setup;
 pub mod signature;
+mod url;
+mod verified_webhook;
+pub mod verify;
+
+pub use url::public as public_url;
 // Public only for the fuzz targets and property tests (`remove_port`, `add_default_port`): not
 // part of the API, hidden from the docs, no semver promise. `verify`'s docs describe the
 // spellings.
 #[doc(hidden)]
-pub mod url_forms;
-mod verified_webhook;
-pub mod verify;
+pub use url::spellings as url_forms;
 
 pub use body::{ResponseBody, VerifiedBody};
 pub use error::ConfigError;
