@@ -50,7 +50,7 @@ impl fmt::Display for ConfigError {
             Self::InvalidPublicUrl { url, reason } => write!(
                 f,
                 "invalid public URL {:?}: {reason}",
-                crate::url_forms::redact_userinfo(url)
+                crate::url::redact::redact_userinfo(url)
             ),
             Self::InvalidProxyNetwork { cidr } => {
                 write!(

@@ -162,8 +162,6 @@ pub mod metrics;
 mod metrics;
 mod observe;
 mod pipeline;
-mod proxy_network;
-pub mod public_url;
 mod rejection;
 pub mod replay;
 pub mod replay_guard;
@@ -172,13 +170,16 @@ mod secret;
 mod service;
 pub mod setup;
 pub mod signature;
+mod url;
+mod verified_webhook;
+pub mod verify;
+
+pub use url::public as public_url;
 // Public only for the fuzz targets and property tests (`remove_port`, `add_default_port`): not
 // part of the API, hidden from the docs, no semver promise. `verify`'s docs describe the
 // spellings.
 #[doc(hidden)]
-pub mod url_forms;
-mod verified_webhook;
-pub mod verify;
+pub use url::spellings as url_forms;
 
 pub use body::{ResponseBody, VerifiedBody};
 pub use config::{DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr};

@@ -27,7 +27,7 @@ use crate::{
     rejection::{Rejection, RejectionKind},
     resolver::{Credentials, Resolution, ResolveRequest},
     signature::IDEMPOTENCY_TOKEN_HEADER,
-    url_forms::redact_userinfo,
+    url::redact::redact_userinfo,
     verified_webhook::{Facts, SignatureBytes, VerifiedWebhook},
     verify::{self, Prechecked, VerifyError, WebhookRequest, check_method},
 };

@@ -102,8 +102,8 @@ pub enum RejectionKind {
     UnknownAccount,
     /// The resolver knows no secret for the SharedKey id the settings header names. 403.
     UnknownSharedKey,
-    /// The public URL could not be rebuilt (no path, no or several `Host` headers, a malformed
-    /// trusted forwarding header). 403.
+    /// The public URL could not be rebuilt (no path, no or several `Host` headers, a host that
+    /// cannot stand in a URL, a malformed trusted forwarding header). 403.
     UnresolvableUrl,
     /// The body is larger than the configured limit. 413.
     BodyTooLarge,

@@ -93,7 +93,7 @@ impl fmt::Debug for Facts {
             .field("params", &self.params)
             .field("idempotency_token", &self.idempotency_token)
             .field("signature", &self.signature)
-            .field("url", &crate::url_forms::redact_url(&self.url))
+            .field("url", &crate::url::redact::redact_url(&self.url))
             .field("client_ip", &self.client_ip)
             .finish()
     }
@@ -223,7 +223,7 @@ impl fmt::Debug for VerifiedWebhook {
             .field("params", self.params())
             .field("idempotency_token", &self.idempotency_token())
             // A `GET` webhook's query holds every parameter value: names only.
-            .field("url", &crate::url_forms::redact_url(self.url()))
+            .field("url", &crate::url::redact::redact_url(self.url()))
             .finish()
     }
 }

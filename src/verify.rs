@@ -70,7 +70,7 @@ use crate::{
         Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
         SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, body_sha256_matches,
     },
-    url_forms,
+    url::{redact::redact_userinfo, spellings},
 };
 
 /// The Twilio header names as [`HeaderName`]s, made once: a lookup by `&str` parses and
@@ -357,13 +357,13 @@ impl<'a> WebhookRequest<'a> {
 
         let mut found = try_params(self.url).map(|m| (m, UrlForm::AsReceived));
         if found.is_none() {
-            let other = url_forms::other_port_form(self.url);
+            let other = spellings::other_port_form(self.url);
             found = other
                 .as_deref()
                 .and_then(&mut try_params)
                 .map(|m| (m, UrlForm::OtherPort));
             if found.is_none() && self.lenient_urls {
-                found = url_forms::lenient_candidates(self.url, other.as_deref())
+                found = spellings::lenient_candidates(self.url, other.as_deref())
                     .iter()
                     .find_map(|candidate| try_params(candidate))
                     .map(|m| (m, UrlForm::Normalized));
@@ -458,7 +458,7 @@ impl fmt::Debug for WebhookRequest<'_> {
         }
         f.debug_struct("WebhookRequest")
             .field("method", self.method)
-            .field("url", &url_forms::redact_userinfo(self.url))
+            .field("url", &redact_userinfo(self.url))
             .field("body_len", &self.body.len())
             .field(
                 "content_type",

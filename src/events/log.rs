@@ -11,7 +11,7 @@ use std::{
 use http::{Method, StatusCode, header, request::Parts};
 
 use crate::{
-    doctor::Diagnosis, rejection::RejectionKind, url_forms::redact_query,
+    doctor::Diagnosis, rejection::RejectionKind, url::redact::redact_query,
     verified_webhook::VerifiedWebhook,
 };
 

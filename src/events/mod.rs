@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::{
-    doctor::Diagnosis, public_url::RebuiltUrl, rejection::RejectionKind, url_forms::redact_url,
+    doctor::Diagnosis, public_url::RebuiltUrl, rejection::RejectionKind, url::redact::redact_url,
 };
 
 /// The `tracing` target of every security event and of the report-only warning, and the

@@ -567,6 +567,19 @@ fn rows() -> Vec<Row> {
             forbidden(UnresolvableUrl),
         ),
         row(
+            "Host with a port that is not a number, URL from the request",
+            request_host,
+            {
+                let request = post_signed_for("/twilio/sms", SMS_BODY, "/twilio/sms", SMS_BODY);
+                with_header(
+                    without_header(request, "host"),
+                    "host",
+                    b"api.example.com:443x",
+                )
+            },
+            forbidden(UnresolvableUrl),
+        ),
+        row(
             "Host is the public host, URL from the request (control)",
             request_host,
             {

@@ -4,10 +4,10 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
-use crate::ConfigError;
+use crate::error::ConfigError;
 
 /// A network of trusted proxies, for
-/// [`ForwardedHeaders::trust_proxy`](crate::public_url::ForwardedHeaders::trust_proxy): a CIDR
+/// [`ForwardedHeaders::trust_proxy`](super::public::ForwardedHeaders::trust_proxy): a CIDR
 /// network parsed from text (`"10.0.0.0/8"`, `"::1/128"`, or a bare address), or one address.
 ///
 /// ```
@@ -21,7 +21,23 @@ use crate::ConfigError;
 /// # Ok::<(), tower_twilio::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProxyNetwork(pub(crate) IpNet);
+pub struct ProxyNetwork(IpNet);
+
+impl ProxyNetwork {
+    /// Whether `ip` is in this network; an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) counts
+    /// as the IPv4 address it maps.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&canonical_ip(ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) as IPv4; every other address as it is.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
 
 /// Parses a CIDR network or a bare address, ignoring surrounding white space. Host bits are
 /// dropped: `"10.0.0.1/8"` is `10.0.0.0/8`.

@@ -30,13 +30,16 @@
 use std::{fmt, net::IpAddr, sync::Arc};
 
 use http::{HeaderMap, Uri, header, request::Parts};
-use ipnet::IpNet;
 
-pub use crate::proxy_network::ProxyNetwork;
-use crate::{
-    error::ConfigError,
-    url_forms::{Unserializable, whatwg_form},
+pub use super::proxy_network::ProxyNetwork;
+use super::{
+    headers::{
+        ForwardedElement, Repeated, forwarded_elements, last_value, list_values, parse_node, single,
+    },
+    parts::{join, path_prefix, strip_port, valid_host, valid_port},
+    whatwg::{Unserializable, whatwg_form},
 };
+use crate::error::ConfigError;
 
 /// Where the scheme, host, port and path prefix of the verified URL come from. See the
 /// [module docs](self).
@@ -70,14 +73,12 @@ impl Scheme {
         }
     }
 
-    fn parse(value: &str) -> Option<Self> {
-        if value.eq_ignore_ascii_case("https") {
-            Some(Self::Https)
-        } else if value.eq_ignore_ascii_case("http") {
-            Some(Self::Http)
-        } else {
-            None
-        }
+    /// The scheme `value` names, ASCII case aside: the one reading of `X-Forwarded-Proto` and
+    /// `Forwarded: proto=`.
+    pub(crate) fn parse(value: &str) -> Option<Self> {
+        [Self::Https, Self::Http]
+            .into_iter()
+            .find(|scheme| scheme.as_str().eq_ignore_ascii_case(value))
     }
 }
 
@@ -136,6 +137,11 @@ impl PublicUrl {
 
     /// The request's own authority (absolute-form target or HTTP/2 `:authority`, else its one
     /// `Host` header) with the given scheme. No forwarding header is read.
+    ///
+    /// A request without a `Host`, with two, or with one that cannot stand in a URL as it is
+    /// (a path, userinfo or second value in it, a host over 255 bytes, a port that is not a
+    /// number up to 65535) is refused with
+    /// [`RejectionKind::UnresolvableUrl`](crate::RejectionKind::UnresolvableUrl).
     pub fn request_host(scheme: Scheme) -> Self {
         Self {
             source: Source::RequestHost { scheme },
@@ -193,38 +199,22 @@ impl fmt::Debug for PublicUrl {
     }
 }
 
-fn join(parts: &[&str]) -> String {
-    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        out.push_str(part);
-    }
-    out
-}
-
-/// The request's authority: from the target if absolute, else from its single `Host`.
+/// The request's authority: from the target if absolute, else from its single `Host`; either
+/// held to the one host rule ([`valid_host`]).
 fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str, UrlError> {
-    if let Some(authority) = uri.authority() {
-        return Ok(authority.as_str());
+    let authority = match uri.authority() {
+        Some(authority) => authority.as_str(),
+        None => match single(headers, header::HOST) {
+            Ok(Some(host)) => host.to_str().map_err(|_| UrlError::InvalidHost)?,
+            Ok(None) => return Err(UrlError::MissingHost),
+            Err(Repeated) => return Err(UrlError::DuplicateHost),
+        },
+    };
+    if valid_host(authority) {
+        Ok(authority)
+    } else {
+        Err(UrlError::InvalidHost)
     }
-    let mut hosts = headers.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(host), None) => host
-            .to_str()
-            .ok()
-            .filter(|h| valid_host(h))
-            .ok_or(UrlError::InvalidHost),
-        (None, _) => Err(UrlError::MissingHost),
-        (Some(_), Some(_)) => Err(UrlError::DuplicateHost),
-    }
-}
-
-/// A host (with optional port) that can stand in a URL's authority: no delimiters, no space,
-/// no userinfo.
-pub(crate) fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\' | b','))
 }
 
 /// A rebuilt public URL and the client address that came with it.
@@ -282,11 +272,16 @@ impl RebuiltUrl {
 /// - `X-Forwarded-Proto`, `-Host`, `-Port`, `-Prefix`: the last value (set or appended by the
 ///   nearest proxy). `X-Forwarded-For`: the last address that is not a trusted proxy.
 /// - Where both name a scheme, host or client, `Forwarded` wins.
+/// - A value read that cannot stand in the URL refuses the request
+///   ([`RejectionKind::UnresolvableUrl`](crate::RejectionKind::UnresolvableUrl)): a scheme
+///   other than `http` or `https`, a host that [`PublicUrl::request_host`] would refuse in
+///   `Host`, a port other than 1 to 5 digits up to 65535, a prefix that does not start with
+///   one `/` or holds `?`, `#`, white space or control characters.
 /// - Anything missing or not named falls back to the request's own authority and
 ///   [`Self::default_scheme`].
 #[derive(Clone, Debug)]
 pub struct ForwardedHeaders {
-    proxies: Vec<IpNet>,
+    proxies: Vec<ProxyNetwork>,
     fields: Vec<ForwardedField>,
     default_scheme: Scheme,
 }
@@ -405,7 +400,7 @@ impl ForwardedHeaders {
     /// address), or `ProxyNetwork::from(ip)`; see [`ProxyNetwork`].
     #[must_use]
     pub fn trust_proxy(mut self, network: ProxyNetwork) -> Self {
-        self.proxies.push(network.0);
+        self.proxies.push(network);
         self
     }
 
@@ -417,8 +412,7 @@ impl ForwardedHeaders {
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
-        self.proxies.iter().any(|net| net.contains(&ip))
+        self.proxies.iter().any(|network| network.contains(ip))
     }
 
     fn reconstruct(
@@ -483,7 +477,7 @@ impl ForwardedHeaders {
         if self.reads(F::XForwardedPort)
             && let Some(value) = last_value(headers, "x-forwarded-port")?
         {
-            if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            if !valid_port(value) {
                 return Err(UrlError::InvalidForwarded);
             }
             port = Some(value);
@@ -491,14 +485,7 @@ impl ForwardedHeaders {
         if self.reads(F::XForwardedPrefix)
             && let Some(value) = last_value(headers, "x-forwarded-prefix")?
         {
-            let value = value.trim_end_matches('/');
-            if !(value.is_empty() || value.starts_with('/'))
-                || value.contains(['?', '#', ' '])
-                || value.starts_with("//")
-            {
-                return Err(UrlError::InvalidForwarded);
-            }
-            prefix = value;
+            prefix = path_prefix(value).ok_or(UrlError::InvalidForwarded)?;
         }
         if client_ip == peer && self.reads(F::XForwardedFor) {
             client_ip = self.x_forwarded_for(headers).or(peer);
@@ -511,7 +498,7 @@ impl ForwardedHeaders {
         };
         let host = match port {
             // X-Forwarded-Port replaces any port in the host.
-            Some(port) => format!("{}:{port}", strip_port(&host)),
+            Some(port) => join(&[strip_port(&host), ":", port]),
             None => host,
         };
         Ok(RebuiltUrl {
@@ -526,7 +513,7 @@ impl ForwardedHeaders {
     ) -> Result<Option<ForwardedElement>, UrlError> {
         // From the nearest proxy outwards: skip elements added for connections from trusted
         // proxies; the first other one was written by the proxy the client reached.
-        let (elements, more) = last_forwarded_elements(headers);
+        let (elements, more) = forwarded_elements(headers);
         let mut chosen = None;
         for element in elements {
             let element = ForwardedElement::parse(element?)?;
@@ -545,7 +532,7 @@ impl ForwardedHeaders {
 
     fn x_forwarded_for(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut chosen = None;
-        for value in last_elements(headers, "x-forwarded-for") {
+        for value in list_values(headers, "x-forwarded-for") {
             let ip = parse_node(value.ok()?)?;
             chosen = Some(ip);
             if !self.is_trusted(ip) {
@@ -554,167 +541,6 @@ impl ForwardedHeaders {
         }
         chosen
     }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as IPv4.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
-}
-
-/// The host without its port (an IPv6 literal's colons are inside its brackets).
-pub(crate) fn strip_port(host: &str) -> &str {
-    let search_from = host.rfind(']').map_or(0, |i| i + 1);
-    match host[search_from..].find(':') {
-        Some(i) => &host[..search_from + i],
-        None => host,
-    }
-}
-
-/// The most values of one forwarding header that are read, from its end: the nearest proxy's
-/// value comes last, and a request with thousands of values costs what one with a few does.
-/// Shared by the URL reconstruction and the [mismatch doctor](crate::doctor).
-pub(crate) const MAX_FORWARDED_VALUES: usize = 16;
-
-/// The comma-separated elements of a header, trimmed, from the last line's last element
-/// backwards, at most [`MAX_FORWARDED_VALUES`]; an element that is not visible ASCII is an
-/// error. Nothing before them is looked at.
-pub(crate) fn last_elements<'h>(
-    headers: &'h HeaderMap,
-    name: &'static str,
-) -> impl Iterator<Item = Result<&'h str, UrlError>> + 'h {
-    headers
-        .get_all(name)
-        .iter()
-        .rev()
-        .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
-        .take(MAX_FORWARDED_VALUES)
-        .map(|element| {
-            std::str::from_utf8(element)
-                .ok()
-                .filter(|text| {
-                    text.bytes()
-                        .all(|b| b == b'\t' || (b' '..0x7f).contains(&b))
-                })
-                .map(str::trim)
-                .ok_or(UrlError::InvalidForwarded)
-        })
-}
-
-/// The last comma-separated value of a header, trimmed.
-fn last_value<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, UrlError> {
-    last_elements(headers, name).next().transpose()
-}
-
-/// The elements of the RFC 7239 `Forwarded` headers, from the last (the nearest proxy's)
-/// backwards, at most [`MAX_FORWARDED_VALUES`], unparsed (a line that is not visible ASCII is
-/// an error); and whether there are more. Each line read is scanned once for its element
-/// boundaries (commas inside quoted strings do not count), without allocating: the caller
-/// parses only the elements it needs ([`ForwardedElement::parse`]).
-pub(crate) fn last_forwarded_elements(headers: &HeaderMap) -> (Vec<Result<&str, UrlError>>, bool) {
-    const MAX: usize = MAX_FORWARDED_VALUES;
-    let mut out = Vec::with_capacity(MAX);
-    for line in headers.get_all(header::FORWARDED).iter().rev() {
-        if out.len() == MAX {
-            return (out, true);
-        }
-        let Ok(line) = line.to_str() else {
-            out.push(Err(UrlError::InvalidForwarded));
-            continue;
-        };
-        // The last `MAX` elements of the line, in a ring.
-        let mut ring = [""; MAX];
-        let mut count = 0;
-        for element in split_unquoted(line, ',') {
-            ring[count % MAX] = element;
-            count += 1;
-        }
-        let wanted = MAX - out.len();
-        for back in 0..count.min(wanted) {
-            out.push(Ok(ring[(count - 1 - back) % MAX]));
-        }
-        if count > wanted {
-            return (out, true);
-        }
-    }
-    (out, false)
-}
-
-/// One element of an RFC 7239 `Forwarded` header.
-#[derive(Debug, Default)]
-pub(crate) struct ForwardedElement {
-    for_ip: Option<IpAddr>,
-    proto: Option<String>,
-    pub(crate) host: Option<String>,
-}
-
-impl ForwardedElement {
-    pub(crate) fn parse(element: &str) -> Result<Self, UrlError> {
-        let mut out = Self::default();
-        for pair in split_unquoted(element, ';') {
-            let pair = pair.trim();
-            if pair.is_empty() {
-                continue;
-            }
-            let (name, value) = pair.split_once('=').ok_or(UrlError::InvalidForwarded)?;
-            let value = unquote(value.trim()).ok_or(UrlError::InvalidForwarded)?;
-            match name.trim().to_ascii_lowercase().as_str() {
-                "for" => out.for_ip = parse_node(&value),
-                "proto" => out.proto = Some(value),
-                "host" => out.host = Some(value),
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Splits on `separator` outside double-quoted strings.
-fn split_unquoted(value: &str, separator: char) -> impl Iterator<Item = &str> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    value.split(move |c: char| {
-        if escaped {
-            escaped = false;
-            return false;
-        }
-        match c {
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            c if c == separator && !in_quotes => return true,
-            _ => {}
-        }
-        false
-    })
-}
-
-fn unquote(value: &str) -> Option<String> {
-    let Some(inner) = value.strip_prefix('"') else {
-        return Some(value.to_owned());
-    };
-    let inner = inner.strip_suffix('"')?;
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        out.push(if c == '\\' { chars.next()? } else { c });
-    }
-    Some(out)
-}
-
-/// An RFC 7239 node or an `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`,
-/// `::1`. Obfuscated identifiers and `unknown` give `None`.
-fn parse_node(node: &str) -> Option<IpAddr> {
-    if let Ok(ip) = node.parse::<IpAddr>() {
-        return Some(canonical_ip(ip));
-    }
-    if let Some(rest) = node.strip_prefix('[') {
-        let end = rest.find(']')?;
-        return rest[..end].parse::<IpAddr>().ok().map(canonical_ip);
-    }
-    let (host, _port) = node.rsplit_once(':')?;
-    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// Why a request's public URL could not be rebuilt.
@@ -732,7 +558,7 @@ pub enum UrlError {
     MissingHost,
     /// More than one `Host` header.
     DuplicateHost,
-    /// The `Host` header cannot stand in a URL.
+    /// The request's authority (its `Host`, or the target's) cannot stand in a URL.
     InvalidHost,
     /// A trusted forwarding header is malformed or holds a value that cannot stand in a URL.
     InvalidForwarded,
@@ -744,7 +570,7 @@ impl fmt::Display for UrlError {
             Self::NoPath => "request target has no path",
             Self::MissingHost => "request has no Host header",
             Self::DuplicateHost => "request has more than one Host header",
-            Self::InvalidHost => "Host header cannot be part of a URL",
+            Self::InvalidHost => "request host cannot be part of a URL",
             Self::InvalidForwarded => "trusted forwarding header is malformed",
         })
     }
@@ -904,9 +730,30 @@ mod tests {
             url(&public, "/sms", &[("host", "a"), ("host", "b")], None),
             Err(UrlError::DuplicateHost)
         );
-        for bad in ["a/b", "a b", "user@host", "a?b", ""] {
+        for bad in [
+            "a/b",
+            "a b",
+            "user@host",
+            "a?b",
+            "",
+            ":443",
+            "host:80a",
+            "host:65536",
+            "a,b",
+        ] {
             assert_eq!(
                 url(&public, "/sms", &[("host", bad)], None),
+                Err(UrlError::InvalidHost),
+                "{bad:?}"
+            );
+        }
+        // The target's authority is held to the same rule as Host.
+        for bad in [
+            "http://user@example.com/sms",
+            "http://example.com:65536/sms",
+        ] {
+            assert_eq!(
+                url(&public, bad, &[("host", "example.com")], None),
                 Err(UrlError::InvalidHost),
                 "{bad:?}"
             );
@@ -1012,6 +859,10 @@ mod tests {
             ("x-forwarded-host", "a/b"),
             ("x-forwarded-host", "a@b"),
             ("x-forwarded-port", "80a"),
+            ("x-forwarded-port", "65536"),
+            ("x-forwarded-port", ""),
+            ("x-forwarded-prefix", "//evil.example"),
+            ("x-forwarded-host", "evil.example:80a"),
             ("x-forwarded-prefix", "app"),
             ("x-forwarded-prefix", "/a?b"),
         ] {

@@ -21,7 +21,7 @@
 //! percent-decoded, or with a punycode `xn--` label). For those, no WHATWG form is tried.
 //! Twilio calls `http` and `https` URLs only. A non-ASCII host is spelled differently in the
 //! WHATWG form (punycode), which is then never a candidate anyway (see
-//! [`super::binds_same_request`]). What is lost is the WHATWG form, and its legacy query
+//! [`binds_same_request`](super::spellings::binds_same_request)). What is lost is the WHATWG form, and its legacy query
 //! re-serialisation, of a URL whose host is already in punycode: no vector has one.
 //!
 //! One deliberate difference from the `url` crate: it never removes a segment like `c:` or
@@ -33,6 +33,8 @@ use std::{fmt::Write as _, net::Ipv4Addr};
 use percent_encoding::{
     AsciiSet, CONTROLS, percent_decode_str, percent_encode, utf8_percent_encode,
 };
+
+use super::parts::{port_number, scheme_len};
 
 /// The fragment percent-encode set.
 const FRAGMENT: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
@@ -185,37 +187,13 @@ pub fn whatwg_form(input: &str) -> Result<String, Unserializable> {
     Ok(out)
 }
 
-/// The length of the scheme before the `:` that ends it: `ALPHA *( ALPHA / DIGIT / "+" / "-"
-/// / "." )`.
-fn scheme_len(input: &str) -> Option<usize> {
-    let bytes = input.as_bytes();
-    if !bytes.first()?.is_ascii_alphabetic() {
-        return None;
-    }
-    let colon = bytes.iter().position(|&b| b == b':')?;
-    bytes[..colon]
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        .then_some(colon)
-}
-
-/// The port number, `None` when empty. Leading zeros are allowed; anything but digits, or a
-/// number above 65535, is invalid.
+/// The port number, `None` when empty; anything but digits, or a number above 65535, is
+/// invalid (leading zeros are allowed: [`port_number`]).
 fn parse_port(digits: &str) -> Result<Option<u16>, Unserializable> {
     if digits.is_empty() {
         return Ok(None);
     }
-    let mut port: u32 = 0;
-    for b in digits.bytes() {
-        if !b.is_ascii_digit() {
-            return Err(Unserializable::Invalid);
-        }
-        port = port * 10 + u32::from(b - b'0');
-        if port > u32::from(u16::MAX) {
-            return Err(Unserializable::Invalid);
-        }
-    }
-    Ok(u16::try_from(port).ok())
+    port_number(digits).map(Some).ok_or(Unserializable::Invalid)
 }
 
 /// Bytes a domain may not hold (the Standard's forbidden domain code points, as

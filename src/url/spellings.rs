@@ -37,55 +37,9 @@ use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-mod whatwg;
-
+use super::parts::{join, path_and_query, split};
 #[doc(hidden)]
-pub use whatwg::{Unserializable, whatwg_form};
-
-/// The parts of an absolute URL that port handling needs, split without normalising anything.
-struct Split<'a> {
-    /// `scheme://`
-    scheme: &'a str,
-    /// `user:pass@`, or empty.
-    userinfo: &'a str,
-    /// The host, brackets of an IPv6 literal included.
-    host: &'a str,
-    /// `:port` (possibly just `:`), or empty.
-    port: &'a str,
-    /// Everything after the authority: path, query, fragment.
-    rest: &'a str,
-}
-
-fn split(url: &str) -> Option<Split<'_>> {
-    // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then "://".
-    let colon = url.find("://")?;
-    let scheme = &url[..colon];
-    let mut chars = scheme.chars();
-    if !chars.next()?.is_ascii_alphabetic()
-        || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
-        return None;
-    }
-    let after_scheme = colon + 3;
-    let authority_len = url[after_scheme..]
-        .find(['/', '?', '#'])
-        .unwrap_or(url.len() - after_scheme);
-    let authority = &url[after_scheme..after_scheme + authority_len];
-    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
-    let host_and_port = &authority[host_start..];
-    // A colon only starts the port after the closing bracket of an IPv6 literal.
-    let search_from = host_and_port.rfind(']').map_or(0, |bracket| bracket + 1);
-    let port_start = host_and_port[search_from..]
-        .find(':')
-        .map_or(host_and_port.len(), |i| search_from + i);
-    Some(Split {
-        scheme: &url[..after_scheme],
-        userinfo: &authority[..host_start],
-        host: &host_and_port[..port_start],
-        port: &host_and_port[port_start..],
-        rest: &url[after_scheme + authority_len..],
-    })
-}
+pub use super::whatwg::{Unserializable, whatwg_form};
 
 /// The URL with its explicit port removed; unchanged when it has none.
 ///
@@ -98,10 +52,13 @@ fn split(url: &str) -> Option<Split<'_>> {
 /// ```
 pub fn remove_port(url: &str) -> Cow<'_, str> {
     match split(url) {
-        Some(parts) if !parts.port.is_empty() => Cow::Owned(format!(
-            "{}{}{}{}",
-            parts.scheme, parts.userinfo, parts.host, parts.rest
-        )),
+        Some(parts) if !parts.port.is_empty() => Cow::Owned(join(&[
+            parts.scheme,
+            "://",
+            parts.userinfo,
+            parts.host,
+            parts.rest,
+        ])),
         _ => Cow::Borrowed(url),
     }
 }
@@ -119,15 +76,19 @@ pub fn remove_port(url: &str) -> Cow<'_, str> {
 pub fn add_default_port(url: &str) -> Cow<'_, str> {
     match split(url) {
         Some(parts) if parts.port.is_empty() => {
-            let port = if parts.scheme.eq_ignore_ascii_case("https://") {
+            let port = if parts.scheme.eq_ignore_ascii_case("https") {
                 ":443"
             } else {
                 ":80"
             };
-            Cow::Owned(format!(
-                "{}{}{}{port}{}",
-                parts.scheme, parts.userinfo, parts.host, parts.rest
-            ))
+            Cow::Owned(join(&[
+                parts.scheme,
+                "://",
+                parts.userinfo,
+                parts.host,
+                port,
+                parts.rest,
+            ]))
         }
         _ => Cow::Borrowed(url),
     }
@@ -142,85 +103,6 @@ pub(crate) fn other_port_form(url: &str) -> Option<String> {
     } else {
         remove_port(url).into_owned()
     })
-}
-
-/// `url` with any `user:password@` replaced by `[redacted]@`, for logs and events.
-pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
-    // Userinfo ends with `@`: most URLs have none, and need no split.
-    if !url.contains('@') {
-        return Cow::Borrowed(url);
-    }
-    match split(url) {
-        Some(parts) if !parts.userinfo.is_empty() => Cow::Owned(format!(
-            "{}[redacted]@{}{}{}",
-            parts.scheme, parts.host, parts.port, parts.rest
-        )),
-        _ => Cow::Borrowed(url),
-    }
-}
-
-/// What stands for a redacted query value.
-pub(crate) const REDACTED_VALUE: &str = "[redacted]";
-
-/// `query` (without its `?`) with every value replaced by `[redacted]` and every name kept:
-/// `From=%2B1415…&Body=Hi` becomes `From=[redacted]&Body=[redacted]`. A piece without `=`
-/// could be a value of its own and is redacted whole; an empty value stays empty.
-pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
-    // Kept as it is: nothing, or a name with an empty value (its only `=` is its last byte; a
-    // value may itself end in `=`, as base64 does).
-    let keeps = |piece: &str| piece.is_empty() || piece.find('=') == Some(piece.len() - 1);
-    if query.split('&').all(keeps) {
-        return Cow::Borrowed(query);
-    }
-    let mut out = String::with_capacity(query.len());
-    for (i, piece) in query.split('&').enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        match piece.split_once('=') {
-            _ if keeps(piece) => out.push_str(piece),
-            Some((name, _)) => {
-                out.push_str(name);
-                out.push('=');
-                out.push_str(REDACTED_VALUE);
-            }
-            None => out.push_str(REDACTED_VALUE),
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// `url` as events, logs and Sentry may show it: without `user:password@` (see
-/// [`redact_userinfo`]) and with the values of its query redacted (see [`redact_query`]); a
-/// fragment, which no request target has, is redacted whole.
-pub(crate) fn redact_url(url: &str) -> Cow<'_, str> {
-    let without_userinfo = redact_userinfo(url);
-    let Some(start) = without_userinfo.find(['?', '#']) else {
-        return without_userinfo;
-    };
-    let (head, tail) = without_userinfo.split_at(start);
-    let (query, fragment) = match tail.strip_prefix('?') {
-        Some(rest) => match rest.split_once('#') {
-            Some((query, _)) => (Some(query), true),
-            None => (Some(rest), false),
-        },
-        None => (None, true),
-    };
-    let query = query.map(redact_query);
-    if !fragment && matches!(query, Some(Cow::Borrowed(_))) {
-        return without_userinfo;
-    }
-    let mut out = String::with_capacity(url.len());
-    out.push_str(head);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(&query);
-    }
-    if fragment {
-        out.push('#');
-        out.push_str(REDACTED_VALUE);
-    }
-    Cow::Owned(out)
 }
 
 /// Lenient candidates are not computed for URLs longer than this: a cap on the work a forged
@@ -322,16 +204,6 @@ pub fn binds_same_request(url: &str, candidate: &str) -> bool {
     same_query_pairs(query, other_query)
 }
 
-/// `rest` (everything after the authority) split into the path and the query; a fragment is
-/// dropped.
-fn path_and_query(rest: &str) -> (&str, &str) {
-    let rest = rest.split('#').next().unwrap_or_default();
-    match rest.split_once('?') {
-        Some((path, query)) => (path, query),
-        None => (rest, ""),
-    }
-}
-
 /// `.` or `..`, spelled with any mix of `.` and `%2e`/`%2E`.
 fn is_dot_segment(segment: &str) -> bool {
     let mut dots = 0;
@@ -386,10 +258,7 @@ fn python_geturl(url: &str) -> Option<String> {
         return None;
     }
     let scheme = parts.scheme.to_ascii_lowercase();
-    let normalised = format!(
-        "{scheme}{}{}{}{rest}{fragment}",
-        parts.userinfo, parts.host, parts.port
-    );
+    let normalised = join(&[&scheme, "://", parts.authority, rest, fragment]);
     (normalised != url).then_some(normalised)
 }
 
@@ -544,9 +413,11 @@ mod tests {
         }
     }
 
+    // Rows are url -> re-serialised form, `None` when it changes nothing. The legacy rows were
+    // checked against Node 20: `querystring.stringify(querystring.parse(q))`.
     #[test]
-    fn python_geturl_table() {
-        let rows = [
+    fn reserialisation_tables() {
+        let python: &[(&str, Option<&str>)] = &[
             ("https://example.com/sms?", Some("https://example.com/sms")),
             ("https://example.com/sms#", Some("https://example.com/sms")),
             ("https://example.com/sms?#", Some("https://example.com/sms")),
@@ -555,16 +426,7 @@ mod tests {
             ("https://example.com/sms?a=1#f", None),
             ("https://Example.com/sms", None),
         ];
-        for (url, expected) in rows {
-            assert_eq!(python_geturl(url).as_deref(), expected, "{url}");
-        }
-    }
-
-    // Each row was checked against Node 20:
-    // `querystring.stringify(querystring.parse(q))`.
-    #[test]
-    fn legacy_querystring_table() {
-        let rows = [
+        let legacy: &[(&str, Option<&str>)] = &[
             (
                 "https://e.com/v?ToState=Forli%27",
                 Some("https://e.com/v?ToState=Forli'"),
@@ -592,69 +454,105 @@ mod tests {
             ("https://e.com/v?", None),
             ("https://e.com/v", None),
         ];
-        for (url, expected) in rows {
-            assert_eq!(legacy_querystring(url).as_deref(), expected, "{url}");
+        let forms: [(&str, fn(&str) -> Option<String>, _); 2] = [
+            ("python", python_geturl, python),
+            ("legacy querystring", legacy_querystring, legacy),
+        ];
+        for (name, form, rows) in forms {
+            for &(url, expected) in rows {
+                assert_eq!(form(url).as_deref(), expected, "{name}: {url}");
+            }
         }
     }
 
-    // Path binding: rows are (received, lenient form, may the form stand for the received
-    // URL). Only host case, ports and re-encodings that decode to the same bytes may differ.
+    // Path binding: rows are (received, lenient form), grouped by why the form may, or may
+    // not, stand for the received URL. Only host case, ports and re-encodings that decode to
+    // the same bytes may differ.
     #[test]
     fn binds_same_request_table() {
-        let rows = [
-            ("https://Example.COM/sms", "https://example.com/sms", true),
-            ("https://e.com/sms?x='", "https://e.com/sms?x=%27", true),
-            ("https://e.com/sms?a=b+c", "https://e.com/sms?a=b%20c", true),
-            ("https://e.com/caf\u{e9}", "https://e.com/caf%C3%A9", true),
-            ("https://e.com:443/sms", "https://e.com/sms", true),
-            ("https://e.com/sms?", "https://e.com/sms", true),
-            // repeated names regrouped: every name keeps its values in order
+        type Group = (&'static str, bool, &'static [(&'static str, &'static str)]);
+        let groups: &[Group] = &[
             (
-                "https://e.com/v?a=1&b=2&a=3",
-                "https://e.com/v?a=1&a=3&b=2",
+                "host case, escapes and ports",
                 true,
+                &[
+                    ("https://Example.COM/sms", "https://example.com/sms"),
+                    ("https://e.com/sms?x='", "https://e.com/sms?x=%27"),
+                    ("https://e.com/sms?a=b+c", "https://e.com/sms?a=b%20c"),
+                    ("https://e.com/caf\u{e9}", "https://e.com/caf%C3%A9"),
+                    ("https://e.com:443/sms", "https://e.com/sms"),
+                    ("https://e.com/sms?", "https://e.com/sms"),
+                ],
             ),
             (
-                "https://e.com/v?a=1&b=2&a=3",
-                "https://e.com/v?a=3&a=1&b=2",
-                false,
+                "repeated names regrouped: every name keeps its values in order",
+                true,
+                &[("https://e.com/v?a=1&b=2&a=3", "https://e.com/v?a=1&a=3&b=2")],
             ),
-            // dot segments, raw or escaped, any case, anywhere
-            ("https://e.com/x/../sms", "https://e.com/sms", false),
-            ("https://e.com/./sms", "https://e.com/sms", false),
-            ("https://e.com/r/%2e%2e/sms", "https://e.com/sms", false),
-            ("https://e.com/r/%2E%2e/sms", "https://e.com/sms", false),
-            ("https://e.com/r/.%2E/sms", "https://e.com/sms", false),
-            ("https://e.com/r/%2e/sms", "https://e.com/r/sms", false),
-            ("https://e.com/sms/..", "https://e.com/", false),
-            // a dot segment is refused even when the form happens to keep it
-            ("https://e.com/a/../b", "https://e.com/a/../b?", false),
-            // backslashes are not separators
             (
-                "https://e.com/twilio\\sms",
-                "https://e.com/twilio/sms",
+                "a name's values reordered",
                 false,
+                &[("https://e.com/v?a=1&b=2&a=3", "https://e.com/v?a=3&a=1&b=2")],
             ),
-            ("https://e.com/a\\b", "https://e.com/a%5Cb", false),
-            // segments that decode differently, or a different number of them
-            ("https://e.com/a%2Fb", "https://e.com/a/b", false),
-            ("https://e.com/sms", "https://e.com/sms/", false),
-            ("https://e.com/sms", "https://e.com/SMS", false),
-            // another host
-            ("https://e.com/sms", "https://f.com/sms", false),
-            // query pairs dropped, added or changed
-            ("https://e.com/v?a=1&b=2", "https://e.com/v?a=1", false),
-            ("https://e.com/v?a=1", "https://e.com/v?a=1&b=2", false),
-            ("https://e.com/v?a=1", "https://e.com/v?a=2", false),
-            // not URLs
-            ("e.com/sms", "https://e.com/sms", false),
+            (
+                "dot segments, raw or escaped, any case, anywhere",
+                false,
+                &[
+                    ("https://e.com/x/../sms", "https://e.com/sms"),
+                    ("https://e.com/./sms", "https://e.com/sms"),
+                    ("https://e.com/r/%2e%2e/sms", "https://e.com/sms"),
+                    ("https://e.com/r/%2E%2e/sms", "https://e.com/sms"),
+                    ("https://e.com/r/.%2E/sms", "https://e.com/sms"),
+                    ("https://e.com/r/%2e/sms", "https://e.com/r/sms"),
+                    ("https://e.com/sms/..", "https://e.com/"),
+                ],
+            ),
+            (
+                "a dot segment, even when the form happens to keep it",
+                false,
+                &[("https://e.com/a/../b", "https://e.com/a/../b?")],
+            ),
+            (
+                "backslashes are not separators",
+                false,
+                &[
+                    ("https://e.com/twilio\\sms", "https://e.com/twilio/sms"),
+                    ("https://e.com/a\\b", "https://e.com/a%5Cb"),
+                ],
+            ),
+            (
+                "segments that decode differently, or a different number of them",
+                false,
+                &[
+                    ("https://e.com/a%2Fb", "https://e.com/a/b"),
+                    ("https://e.com/sms", "https://e.com/sms/"),
+                    ("https://e.com/sms", "https://e.com/SMS"),
+                ],
+            ),
+            (
+                "another host",
+                false,
+                &[("https://e.com/sms", "https://f.com/sms")],
+            ),
+            (
+                "query pairs dropped, added or changed",
+                false,
+                &[
+                    ("https://e.com/v?a=1&b=2", "https://e.com/v?a=1"),
+                    ("https://e.com/v?a=1", "https://e.com/v?a=1&b=2"),
+                    ("https://e.com/v?a=1", "https://e.com/v?a=2"),
+                ],
+            ),
+            ("not a URL", false, &[("e.com/sms", "https://e.com/sms")]),
         ];
-        for (url, candidate, expected) in rows {
-            assert_eq!(
-                binds_same_request(url, candidate),
-                expected,
-                "{url} -> {candidate}"
-            );
+        for &(why, expected, rows) in groups {
+            for &(url, candidate) in rows {
+                assert_eq!(
+                    binds_same_request(url, candidate),
+                    expected,
+                    "{why}: {url} -> {candidate}"
+                );
+            }
         }
     }
 
@@ -747,45 +645,5 @@ mod tests {
             )
             .is_empty()
         );
-    }
-
-    #[test]
-    fn redacted_urls_keep_query_names_only() {
-        for (url, shown) in [
-            ("https://a.example/sms", "https://a.example/sms"),
-            ("https://a.example/sms?", "https://a.example/sms?"),
-            (
-                "https://u:p@a.example/sms?From=%2B14155550100&Body=Hi&Empty=&&flag",
-                "https://[redacted]@a.example/sms?From=[redacted]&Body=[redacted]&Empty=&&[redacted]",
-            ),
-            (
-                "https://a.example/sms?a=b=c",
-                "https://a.example/sms?a=[redacted]",
-            ),
-            // Values that end in `=` (base64, a one-time code) are values all the same.
-            (
-                "https://a.example/sms?From=%2B15551234567&Body=my-secret-code=&Digits=1234==",
-                "https://a.example/sms?From=[redacted]&Body=[redacted]&Digits=[redacted]",
-            ),
-            (
-                "https://a.example/sms?==",
-                "https://a.example/sms?=[redacted]",
-            ),
-            (
-                "https://a.example/sms?x=1#frag",
-                "https://a.example/sms?x=[redacted]#[redacted]",
-            ),
-            (
-                "https://a.example/sms#frag",
-                "https://a.example/sms#[redacted]",
-            ),
-            ("/sms?x=1", "/sms?x=[redacted]"),
-        ] {
-            assert_eq!(redact_url(url), shown, "{url}");
-        }
-        assert!(matches!(
-            redact_url("https://a.example/sms?only=&names="),
-            Cow::Borrowed(_)
-        ));
     }
 }
