@@ -323,11 +323,21 @@ mod tests {
 
     fn request() -> ResolveRequest {
         let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
-        ResolveRequest::new(parts)
+        ResolveRequest::new(parts, None, None)
     }
 
     fn for_account(account_sid: &str) -> ResolveRequest {
-        request().with_account_sid(account_sid)
+        for_account_and_key(account_sid, None)
+    }
+
+    fn for_account_and_key(account_sid: &str, key_id: Option<&str>) -> ResolveRequest {
+        let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
+        ResolveRequest::new(parts, Some(account_sid), key_id)
+    }
+
+    fn for_key(key_id: &str) -> ResolveRequest {
+        let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
+        ResolveRequest::new(parts, None, Some(key_id))
     }
 
     /// A backend that knows accounts whose SID starts with `AC` (and every SharedKey id),
@@ -498,7 +508,7 @@ mod tests {
         let mut cache = Cache::new(backend.clone());
         let miss = cache.resolve(for_account("K1")).await.unwrap();
         let hit = cache
-            .resolve(for_account("K1").with_shared_key_id("K1"))
+            .resolve(for_account_and_key("K1", Some("K1")))
             .await
             .unwrap();
         assert!(miss.is_none() && hit.is_some());
@@ -506,7 +516,7 @@ mod tests {
 
         // A SharedKey request is cached by its key id, whatever its AccountSid.
         cache
-            .resolve(for_account("AC9").with_shared_key_id("K1"))
+            .resolve(for_account_and_key("AC9", Some("K1")))
             .await
             .unwrap();
         assert_eq!(backend.calls(), 2);
@@ -550,25 +560,16 @@ mod tests {
         let backend = Backend::new();
         let mut cache = Cache::new(backend.clone());
         cache.resolve(for_account("AC1")).await.unwrap();
-        cache
-            .resolve(request().with_shared_key_id("K1"))
-            .await
-            .unwrap();
+        cache.resolve(for_key("K1")).await.unwrap();
         assert_eq!(backend.calls(), 2);
 
         cache.invalidate_account("AC1").await;
         cache.resolve(for_account("AC1")).await.unwrap();
-        cache
-            .resolve(request().with_shared_key_id("K1"))
-            .await
-            .unwrap();
+        cache.resolve(for_key("K1")).await.unwrap();
         assert_eq!(backend.calls(), 3);
 
         cache.invalidate_shared_key("K1").await;
-        cache
-            .resolve(request().with_shared_key_id("K1"))
-            .await
-            .unwrap();
+        cache.resolve(for_key("K1")).await.unwrap();
         assert_eq!(backend.calls(), 4);
 
         cache.invalidate_all();

@@ -165,7 +165,7 @@ mod tests {
 
     fn request() -> ResolveRequest {
         let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
-        ResolveRequest::new(parts).with_account_sid("AC1")
+        ResolveRequest::new(parts, Some("AC1"), None)
     }
 
     /// A resolver that counts its calls and gives `answer()`.

@@ -109,9 +109,9 @@ mod tests {
     use super::*;
     use crate::Secret;
 
-    fn request() -> ResolveRequest {
+    fn request(account_sid: Option<&str>, key_id: Option<&str>) -> ResolveRequest {
         let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
-        ResolveRequest::new(parts)
+        ResolveRequest::new(parts, account_sid, key_id)
     }
 
     fn tenant(name: &str) -> Credentials {
@@ -140,38 +140,32 @@ mod tests {
     #[tokio::test]
     async fn account_sid_picks_its_credentials() {
         let mut map = map();
-        let found = tenant_for(&mut map, request().with_account_sid("AC2")).await;
+        let found = tenant_for(&mut map, request(Some("AC2"), None)).await;
         assert_eq!(found.as_deref(), Some("two"));
     }
 
     #[tokio::test]
     async fn shared_key_id_wins_over_account_sid() {
         let mut map = map();
-        let with_both = request().with_account_sid("AC1").with_shared_key_id("key1");
+        let with_both = request(Some("AC1"), Some("key1"));
         assert_eq!(
             tenant_for(&mut map, with_both).await.as_deref(),
             Some("keyed")
         );
 
         // An unknown key id never falls back to the account's auth token.
-        let unknown_key = request().with_account_sid("AC1").with_shared_key_id("key2");
+        let unknown_key = request(Some("AC1"), Some("key2"));
         assert_eq!(tenant_for(&mut map, unknown_key).await, None);
     }
 
     #[tokio::test]
     async fn unknown_or_missing_keys_are_unknown_accounts() {
         let mut map = map();
+        assert_eq!(tenant_for(&mut map, request(Some("AC9"), None)).await, None);
+        assert_eq!(tenant_for(&mut map, request(Some("ac1"), None)).await, None);
+        assert_eq!(tenant_for(&mut map, request(None, None)).await, None);
         assert_eq!(
-            tenant_for(&mut map, request().with_account_sid("AC9")).await,
-            None
-        );
-        assert_eq!(
-            tenant_for(&mut map, request().with_account_sid("ac1")).await,
-            None
-        );
-        assert_eq!(tenant_for(&mut map, request()).await, None);
-        assert_eq!(
-            tenant_for(&mut AccountMap::new(), request().with_account_sid("AC1")).await,
+            tenant_for(&mut AccountMap::new(), request(Some("AC1"), None)).await,
             None
         );
     }
@@ -180,21 +174,21 @@ mod tests {
     fn clones_do_not_see_later_inserts() {
         let before = map();
         let after = before.clone().insert_account("AC4", tenant("four"));
-        assert!(before.lookup(&request().with_account_sid("AC4")).is_none());
-        assert!(after.lookup(&request().with_account_sid("AC4")).is_some());
+        assert!(before.lookup(&request(Some("AC4"), None)).is_none());
+        assert!(after.lookup(&request(Some("AC4"), None)).is_some());
     }
 
     #[tokio::test]
     async fn every_entry_is_stamped_with_its_account() {
         let mut map = map();
         let by_key = map
-            .resolve(request().with_shared_key_id("key1"))
+            .resolve(request(None, Some("key1")))
             .await
             .unwrap()
             .unwrap();
         assert_eq!(by_key.account_sid(), Some("AC3"));
         let by_sid = map
-            .resolve(request().with_account_sid("AC1"))
+            .resolve(request(Some("AC1"), None))
             .await
             .unwrap()
             .unwrap();
@@ -204,7 +198,7 @@ mod tests {
     #[test]
     fn replacing_an_account_drops_its_old_shared_keys() {
         let map = map().insert_account("AC3", tenant("keyed"));
-        assert!(map.lookup(&request().with_shared_key_id("key1")).is_none());
+        assert!(map.lookup(&request(None, Some("key1"))).is_none());
         let moved = AccountMap::new()
             .insert_account(
                 "AC1",
@@ -214,7 +208,7 @@ mod tests {
                 "AC2",
                 tenant("two").shared_key("k", Secret::new("s").unwrap()),
             );
-        let found = moved.lookup(&request().with_shared_key_id("k")).unwrap();
+        let found = moved.lookup(&request(None, Some("k"))).unwrap();
         assert_eq!(found.account_sid(), Some("AC2"));
     }
 

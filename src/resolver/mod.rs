@@ -85,7 +85,7 @@
 //!
 //! let request = |sid: &str| {
 //!     let (parts, ()) = http::Request::post("/twilio/sms").body(()).unwrap().into_parts();
-//!     ResolveRequest::new(parts).with_account_sid(sid)
+//!     ResolveRequest::new(parts, Some(sid), None)
 //! };
 //! let found = resolver.resolve(request("AC_new")).await?.expect("in tenant_settings");
 //! assert_eq!(found.iter().next().unwrap().secret(), &Secret::new("new-token")?);
@@ -180,44 +180,23 @@ struct RequestInfo {
 }
 
 impl ResolveRequest {
-    /// A view of a request with these parts and no `AccountSid` or SharedKey id, for testing
-    /// resolvers. Add them with [`with_account_sid`](Self::with_account_sid) and
-    /// [`with_shared_key_id`](Self::with_shared_key_id).
-    pub fn new(parts: Parts) -> Self {
-        Self {
-            inner: Arc::new(RequestInfo {
-                parts,
-                account_sid: None,
-                shared_key_id: None,
-            }),
-        }
-    }
-
-    /// Sets the `AccountSid`.
-    #[must_use]
-    pub fn with_account_sid(mut self, account_sid: impl Into<String>) -> Self {
-        self.info_mut().account_sid = Some(account_sid.into().into());
-        self
-    }
-
-    /// Sets the SharedKey id.
-    #[must_use]
-    pub fn with_shared_key_id(mut self, key_id: impl Into<String>) -> Self {
-        self.info_mut().shared_key_id = Some(key_id.into().into());
-        self
-    }
-
-    fn info_mut(&mut self) -> &mut RequestInfo {
-        // Builders run before any clone exists; if one does, detach from it.
-        if Arc::get_mut(&mut self.inner).is_none() {
-            let info = &*self.inner;
-            self.inner = Arc::new(RequestInfo {
-                parts: clone_parts(&info.parts),
-                account_sid: info.account_sid.clone(),
-                shared_key_id: info.shared_key_id.clone(),
-            });
-        }
-        Arc::get_mut(&mut self.inner).expect("just made unique")
+    /// A view of a request with these parts, the `AccountSid` it names and the SharedKey id
+    /// of its settings header, as the middleware builds it: for testing resolvers.
+    ///
+    /// ```
+    /// use tower_twilio::resolver::ResolveRequest;
+    ///
+    /// let (parts, ()) = http::Request::post("/twilio/sms").body(()).unwrap().into_parts();
+    /// let request = ResolveRequest::new(parts, Some("AC0123456789abcdef0123456789abcdef"), None);
+    /// assert_eq!(request.account_sid(), Some("AC0123456789abcdef0123456789abcdef"));
+    /// assert_eq!(request.shared_key_id(), None);
+    /// ```
+    pub fn new(parts: Parts, account_sid: Option<&str>, shared_key_id: Option<&str>) -> Self {
+        Self::from_request(
+            parts,
+            account_sid.map(Arc::from),
+            shared_key_id.map(Arc::from),
+        )
     }
 
     /// The `AccountSid` the request names: in its form body, its query, or the top level of a
@@ -536,9 +515,7 @@ mod tests {
     #[test]
     fn request_view_gives_back_its_parts() {
         let (parts, ()) = http::Request::post("/sms").body(()).unwrap().into_parts();
-        let view = ResolveRequest::new(parts)
-            .with_account_sid("AC1")
-            .with_shared_key_id("k");
+        let view = ResolveRequest::new(parts, Some("AC1"), Some("k"));
         assert_eq!(view.account_sid(), Some("AC1"));
         assert_eq!(view.shared_key_id(), Some("k"));
         let kept = view.clone();

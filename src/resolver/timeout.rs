@@ -35,7 +35,7 @@ use super::{Resolution, ResolveCredentials, ResolveRequest};
 /// .timeout(Duration::from_secs(2));
 ///
 /// let (parts, ()) = http::Request::post("/sms").body(()).unwrap().into_parts();
-/// let error = resolver.resolve(ResolveRequest::new(parts)).await.unwrap_err();
+/// let error = resolver.resolve(ResolveRequest::new(parts, None, None)).await.unwrap_err();
 /// assert!(error.is::<ResolveTimeout>());
 /// assert_eq!(error.to_string(), "credential lookup timed out");
 /// # }
@@ -157,7 +157,7 @@ mod tests {
 
     fn request() -> ResolveRequest {
         let (parts, ()) = http::Request::post("/x").body(()).unwrap().into_parts();
-        ResolveRequest::new(parts).with_account_sid("AC1")
+        ResolveRequest::new(parts, Some("AC1"), None)
     }
 
     /// A resolver that answers `answer()` after `delay`.
