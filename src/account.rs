@@ -88,7 +88,7 @@ pub fn is_account_sid(sid: &str) -> bool {
 
 /// Whether `key_id` is a SharedKey id this layer will look up: 1 to
 /// [`MAX_SHARED_KEY_ID_LEN`] bytes of `A-Z a-z 0-9 _ - . :`. Twilio documents no format, so
-/// the set is conservative: it admits every id seen so far and nothing that could confuse a
+/// the set is conservative: it accepts every id seen so far and nothing that could confuse a
 /// log line, a cache key or a database query.
 ///
 /// ```

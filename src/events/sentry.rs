@@ -93,7 +93,7 @@ impl OnSecurityEvent for SentrySink {
         }
         let Some(suppressed) = self
             .flood
-            .admit(event.event_type(), event.tenant_id.as_ref())
+            .try_take(event.event_type(), event.tenant_id.as_ref())
         else {
             return;
         };
@@ -171,7 +171,7 @@ impl FloodControl {
     }
 
     /// `Some(suppressed since the last captured event)` when this event may be captured.
-    fn admit(&self, event_type: &'static str, tenant: Option<&Arc<str>>) -> Option<u64> {
+    fn try_take(&self, event_type: &'static str, tenant: Option<&Arc<str>>) -> Option<u64> {
         let now = Instant::now();
         // A poisoned lock only means another thread panicked mid-update; the counters are
         // still usable.
@@ -207,22 +207,22 @@ mod tests {
     #[test]
     fn flood_control_caps_each_window_and_counts_the_rest() {
         let flood = FloodControl::new(3, Duration::from_millis(50));
-        let admitted: Vec<_> = (0..10)
-            .map(|_| flood.admit("signature_mismatch", None))
+        let taken: Vec<_> = (0..10)
+            .map(|_| flood.try_take("signature_mismatch", None))
             .collect();
-        assert_eq!(admitted.iter().filter(|a| a.is_some()).count(), 3);
+        assert_eq!(taken.iter().filter(|a| a.is_some()).count(), 3);
         // Another type or tenant has its own window.
-        assert_eq!(flood.admit("unknown_account", None), Some(0));
+        assert_eq!(flood.try_take("unknown_account", None), Some(0));
         assert_eq!(
-            flood.admit("signature_mismatch", Some(&Arc::from("t1"))),
+            flood.try_take("signature_mismatch", Some(&Arc::from("t1"))),
             Some(0)
         );
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(
-            flood.admit("signature_mismatch", None),
+            flood.try_take("signature_mismatch", None),
             Some(7),
             "reports what it dropped"
         );
-        assert_eq!(flood.admit("signature_mismatch", None), Some(0));
+        assert_eq!(flood.try_take("signature_mismatch", None), Some(0));
     }
 }
