@@ -35,10 +35,6 @@ pub struct PeerAddr(pub SocketAddr);
 pub(crate) type PeerAddrFn = Arc<dyn Fn(&Extensions) -> Option<IpAddr> + Send + Sync>;
 pub(crate) type OriginalUriFn = Arc<dyn Fn(&Extensions) -> Option<Uri> + Send + Sync>;
 
-/// How many mismatch diagnoses a layer runs a second at most, by default (see
-/// [`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)).
-pub const DEFAULT_DIAGNOSES_PER_SECOND: u32 = 20;
-
 fn default_peer_addr(extensions: &Extensions) -> Option<IpAddr> {
     extensions
         .get::<PeerAddr>()

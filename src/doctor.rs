@@ -32,10 +32,10 @@
 //! the middleware reports.
 //!
 //! Pure: no I/O, no tower types. The middleware never runs it on the request path: with
-//! [`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)
-//! on, a mismatch is refused at once and handed to a thread of the layer's own, through a
-//! bounded queue, at most a configured number of times a second; the diagnosis follows the
-//! refusal as a second security event and webhook log entry.
+//! [`diagnose_mismatches_per_second`](crate::TwilioSignatureLayer::diagnose_mismatches_per_second)
+//! set, a mismatch is refused at once and handed to a thread of the layer's own, through a
+//! bounded queue, at most that many times a second; the diagnosis follows the refusal as a
+//! second security event and webhook log entry.
 //!
 //! ```
 //! use http::{HeaderMap, Method};

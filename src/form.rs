@@ -327,13 +327,14 @@ impl Params {
     /// character at or above U+10000.
     ///
     /// ```
-    /// use tower_twilio::form::Params;
+    /// use tower_twilio::{__private::write_canonical, form::Params};
     ///
+    /// let params = Params::parse(b"To=%2B1&From=%2B2&Digits=9&Digits=1&Digits=9");
     /// let mut signed = Vec::new();
-    /// Params::parse(b"To=%2B1&From=%2B2&Digits=9&Digits=1&Digits=9").write_canonical(&mut signed);
+    /// write_canonical(&params, &mut signed);
     /// assert_eq!(signed, b"Digits1Digits9From+2To+1");
     /// ```
-    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write_canonical(&self, out: &mut Vec<u8>) {
         canonicalize(self, SortOrder::CodePoint, out);
     }
 }

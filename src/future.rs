@@ -21,10 +21,11 @@ use crate::{
     config::Shared,
     events::OnSecurityEvent,
     observe::Observer,
-    pipeline::{self, Inbound, Prepared, Refusal, Verified},
-    public_url::RebuiltUrl,
+    pipeline::{self, Inbound, Prepared, Refusal},
     rejection::{Rejection, RejectionResponse},
     resolver::ResolveRequest,
+    url::rebuilt::RebuiltUrl,
+    verified_webhook::Facts,
 };
 
 const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
@@ -106,15 +107,15 @@ where
     ) -> Self {
         let (parts, body) = request.into_parts();
         let observer = Observer::received(&shared.config, &parts);
-        let admission = pipeline::admit(&parts, &body.size_hint(), &shared.config);
+        let head = pipeline::check_head(&parts, &body.size_hint(), &shared.config);
         let mut request = InFlight {
             inner,
             resolver,
-            url: admission.url,
+            url: head.url,
             observer,
             shared,
         };
-        let (parts, refused) = match admission.verdict {
+        let (parts, refused) = match head.verdict {
             Ok(()) => (Some(parts), None),
             Err(refusal) => (None, Some(request.refuse(parts, Bytes::new(), refusal))),
         };
@@ -224,10 +225,10 @@ where
     /// Verified: the inner service gets the request with its [`VerifiedWebhook`] context.
     ///
     /// [`VerifiedWebhook`]: crate::VerifiedWebhook
-    fn pass<B>(&mut self, mut parts: Parts, body: Bytes, verified: Verified) -> StateOf<S, R, B> {
+    fn pass<B>(&mut self, mut parts: Parts, body: Bytes, facts: Facts) -> StateOf<S, R, B> {
         // Nothing is refused from here on: the URL moves into the context.
         let url = std::mem::take(&mut self.url.url);
-        let webhook = verified.into_webhook(url, self.url.client_ip);
+        let webhook = facts.into_webhook(url, self.url.client_ip);
         self.observer.verified(&webhook);
         parts.extensions.insert(webhook);
         self.call(parts, body)

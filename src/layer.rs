@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use crate::{
     PublicUrl,
-    config::{Config, DEFAULT_DIAGNOSES_PER_SECOND, Shared},
+    config::{Config, Shared},
     diagnoses::Doctor,
     events::{OnSecurityEvent, TracingSink, log::OnWebhook},
     rejection::DefaultRejectionResponse,
@@ -113,8 +113,11 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
         self
     }
 
-    /// Runs the [mismatch doctor](crate::doctor) on requests refused for
-    /// [`SignatureMismatch`](crate::RejectionKind::SignatureMismatch): it tries a bounded set of
+    /// Runs the [mismatch doctor](crate::doctor) on at most `per_second` requests a second
+    /// refused for [`SignatureMismatch`](crate::RejectionKind::SignatureMismatch); 0, the
+    /// default, turns it off. 20 a second is plenty to name a misconfiguration in the log.
+    ///
+    /// For each, the doctor tries a bounded set of
     /// other URLs built from the request (the other scheme, hosts and prefixes from forwarding
     /// headers, the original path, a trailing slash) with the secrets the resolver returned, and
     /// when one matches reports a [`Diagnosis`](crate::doctor::Diagnosis) — the URL Twilio
@@ -125,44 +128,33 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// (started with the first one, ended when the layer and its services are dropped). Its
     /// result follows the refusal as a second security event
     /// ([`Outcome::Diagnosed`](crate::events::Outcome::Diagnosed)) and a webhook log entry
-    /// ([`WebhookStage::Diagnosed`](crate::events::log::WebhookStage::Diagnosed)), with the
+    /// ([`WebhookOutcome::Diagnosed`](crate::events::log::WebhookOutcome::Diagnosed)), with the
     /// same request id and log id. The verdict never changes and nothing of the diagnosis goes
     /// into the response.
     ///
     /// Bounded on every side: each diagnosis reads a few values of each forwarding header and
     /// computes at most [`doctor::MAX_HMACS`](crate::doctor::MAX_HMACS) signatures; at most
-    /// [`DEFAULT_DIAGNOSES_PER_SECOND`] run a second (see
-    /// [`max_diagnoses_per_second`](Self::max_diagnoses_per_second)), shared by every clone of
-    /// the layer; at most 16 requests wait for one, and a request that finds the queue full is
-    /// not diagnosed. A forged request for a known account is refused with the same work on
-    /// the request path as one for an unknown account (see `docs/SECURITY.md`, "Equal work").
-    /// Off by default.
+    /// `per_second` run a second, shared by every clone of the layer; at most 16 requests wait
+    /// for one, and a request that finds the queue full is not diagnosed. A forged request for
+    /// a known account is refused with the same work on the request path as one for an unknown
+    /// account (see `docs/SECURITY.md`, "Equal work").
     ///
     /// ```
     /// use tower_twilio::{Credentials, PublicUrl, TwilioSignatureLayer};
     ///
     /// let layer = TwilioSignatureLayer::new(Credentials::new())
     ///     .public_url(PublicUrl::fixed("https://api.example.com")?)
-    ///     .diagnose_mismatches(true);
+    ///     .diagnose_mismatches_per_second(20);
     /// # let _ = layer;
     /// # Ok::<(), tower_twilio::ConfigError>(())
     /// ```
-    pub fn diagnose_mismatches(mut self, enabled: bool) -> Self {
-        self.config.diagnoses =
-            enabled.then(|| Arc::new(Doctor::new(DEFAULT_DIAGNOSES_PER_SECOND)));
-        self
-    }
-
-    /// At most `per_second` mismatch diagnoses a second (default
-    /// [`DEFAULT_DIAGNOSES_PER_SECOND`]); turns the doctor on unless `per_second` is 0, which
-    /// turns it off. See [`diagnose_mismatches`](Self::diagnose_mismatches).
-    pub fn max_diagnoses_per_second(mut self, per_second: u32) -> Self {
+    pub fn diagnose_mismatches_per_second(mut self, per_second: u32) -> Self {
         self.config.diagnoses = (per_second > 0).then(|| Arc::new(Doctor::new(per_second)));
         self
     }
 
     /// Where to find the request target as it was before a router stripped a prefix from it,
-    /// for the [mismatch doctor](Self::diagnose_mismatches): axum's `OriginalUri` under
+    /// for the [mismatch doctor](Self::diagnose_mismatches_per_second): axum's `OriginalUri` under
     /// `Router::nest`. Verification itself always uses the request's own target.
     ///
     /// ```
@@ -170,7 +162,7 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// use tower_twilio::{Credentials, TwilioSignatureLayer};
     ///
     /// let layer = TwilioSignatureLayer::new(Credentials::new())
-    ///     .diagnose_mismatches(true)
+    ///     .diagnose_mismatches_per_second(20)
     ///     .original_uri_with(|ext| ext.get::<OriginalUri>().map(|original| original.0.clone()));
     /// # let _ = layer;
     /// ```
@@ -215,7 +207,7 @@ impl<R, E, T> TwilioSignatureLayer<R, E, T> {
     /// use tower_twilio::{Credentials, TwilioSignatureLayer, events::log::WebhookLogEntry};
     ///
     /// let layer = TwilioSignatureLayer::new(Credentials::new()).on_webhook(|entry: &WebhookLogEntry| {
-    ///     println!("webhook {} {} {}", entry.id, entry.path, entry.stage.as_str());
+    ///     println!("webhook {} {} {}", entry.id, entry.path, entry.outcome.as_str());
     /// });
     /// # let _ = layer;
     /// ```

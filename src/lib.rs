@@ -88,8 +88,9 @@
 //!    same HMAC work as a known one), a failed lookup a 503.
 //! 4. Verifies ([`verify`]): a SharedKey request only with that SharedKey and only for its own
 //!    account, any other only with auth tokens (several during a rotation). On a signature
-//!    mismatch the optional [mismatch doctor](TwilioSignatureLayer::diagnose_mismatches) looks
-//!    for the URL the signature was made for, for the event and the log only.
+//!    mismatch the optional
+//!    [mismatch doctor](TwilioSignatureLayer::diagnose_mismatches_per_second) looks for the
+//!    URL the signature was made for, for the event and the log only.
 //! 5. Calls the inner service with the same bytes ([`VerifiedBody`]) and a [`VerifiedWebhook`]
 //!    in the request extensions, or answers the [`RejectionResponse`] with the [`Rejection`] in
 //!    its extensions and sends one [`SecurityEvent`](events::SecurityEvent). Replays and
@@ -143,6 +144,10 @@
 //!   the delivery scope for voice); its docs say what it does and does not guarantee.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// What the fuzz targets, property tests and benchmarks drive directly: not part of the API,
+// hidden from the docs, no semver promise.
+#[doc(hidden)]
+pub mod __private;
 pub mod account;
 mod body;
 mod config;
@@ -175,16 +180,10 @@ mod verified_webhook;
 pub mod verify;
 
 pub use url::public as public_url;
-// Public only for the fuzz targets and property tests (`remove_port`, `add_default_port`): not
-// part of the API, hidden from the docs, no semver promise. `verify`'s docs describe the
-// spellings.
-#[doc(hidden)]
-pub use url::spellings as url_forms;
 
 pub use body::{ResponseBody, VerifiedBody};
-pub use config::{DEFAULT_DIAGNOSES_PER_SECOND, DEFAULT_MAX_BODY_SIZE, PeerAddr};
+pub use config::{DEFAULT_MAX_BODY_SIZE, PeerAddr};
 pub use error::ConfigError;
-pub use form::DEFAULT_MAX_PARAMS;
 pub use future::ResponseFuture;
 pub use layer::TwilioSignatureLayer;
 pub use public_url::PublicUrl;

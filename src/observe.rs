@@ -46,14 +46,14 @@ use crate::{
     diagnoses::Case,
     events::{
         OnSecurityEvent, Outcome, SecurityEvent,
-        log::{Lifecycle, WebhookStage},
+        log::{Lifecycle, WebhookOutcome},
     },
     metrics::{self, LookupTimer},
     pipeline::{Consult, Refusal},
-    public_url::RebuiltUrl,
     rejection::Rejection,
     replay_guard::ReplayOutcome,
     resolver::Resolution,
+    url::rebuilt::RebuiltUrl,
     verified_webhook::VerifiedWebhook,
 };
 
@@ -65,7 +65,7 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    /// The request `parts` belong to arrived: [`WebhookStage::Received`].
+    /// The request `parts` belong to arrived: [`WebhookOutcome::Received`].
     pub(crate) fn received(config: &Config, parts: &Parts) -> Self {
         Self {
             lifecycle: Lifecycle::received(config.webhook_log.as_ref(), parts),
@@ -140,8 +140,8 @@ impl Observer {
         }
     }
 
-    /// The inner service answered (or failed): [`WebhookStage::Processed`] or
-    /// [`WebhookStage::Failed`] by its status, or [`WebhookStage::Duplicate`] when the replay
+    /// The inner service answered (or failed): [`WebhookOutcome::Processed`] or
+    /// [`WebhookOutcome::Failed`] by its status, or [`WebhookOutcome::Duplicate`] when the replay
     /// guard behind answered a copy with the first answer.
     pub(crate) fn answered<B, Error>(&mut self, result: &Result<Response<B>, Error>) {
         match result {
@@ -155,7 +155,7 @@ impl Observer {
     }
 
     /// A failed verification's security event (which it returns, for the doctor's follow-up),
-    /// its metric and its webhook log stage: refused, or `passed_on` in report-only mode.
+    /// its metric and its webhook log outcome: refused, or `passed_on` in report-only mode.
     fn report<E, T>(
         &mut self,
         shared: &Shared<E, T>,
@@ -168,11 +168,11 @@ impl Observer {
         E: OnSecurityEvent,
     {
         let kind = refusal.kind;
-        let (outcome, stage) = if passed_on {
-            let stage = WebhookStage::PassedInReportOnlyMode(kind);
-            (Outcome::PassedInReportOnlyMode, stage)
+        let (outcome, logged) = if passed_on {
+            let logged = WebhookOutcome::PassedInReportOnlyMode(kind);
+            (Outcome::PassedInReportOnlyMode, logged)
         } else {
-            (Outcome::Rejected, WebhookStage::Rejected(kind))
+            (Outcome::Rejected, WebhookOutcome::Rejected(kind))
         };
         metrics::refused(kind, refusal.tenant_id.as_deref());
         let (tenant_id, account_sid) = (refusal.tenant_id.as_ref(), refusal.account_sid.as_ref());
@@ -186,7 +186,7 @@ impl Observer {
         );
         shared.sink.on_security_event(&event);
         self.lifecycle
-            .failed_verification(stage, tenant_id, account_sid);
+            .failed_verification(logged, tenant_id, account_sid);
         event
     }
 

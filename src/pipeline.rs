@@ -2,18 +2,18 @@
 //! them (read the body, ask the resolver, call the inner service) and acts on their answers.
 //!
 //! ```text
-//! admit(parts, body size, config)         before the body:   the URL, or a Refusal
+//! check_head(parts, body size, config)    before the body:   the URL, or a Refusal
 //! prepare(inbound, config)                the body is in:    Prepared (what to ask the resolver), or a Refusal
-//! complete(inbound, prepared, resolution) the resolver answered: Verified (the VerifiedWebhook), or a Refusal
+//! complete(inbound, prepared, resolution) the resolver answered: the VerifiedWebhook's Facts, or a Refusal
 //! ```
 //!
 //! Each step runs the checks that need no more than what it is given, cheapest first, so that
 //! a request that cannot pass never costs a body read or a credential lookup. A new rule goes
-//! into the step that first has what it needs (a method or header rule into [`admit`] or
+//! into the step that first has what it needs (a method or header rule into [`check_head`] or
 //! [`prepare`], a rule about the credentials into [`complete`]) as one more function returning
 //! `Result<_, Refusal>`.
 
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 
 use http::{HeaderName, Method, request::Parts};
 use http_body::SizeHint;
@@ -23,12 +23,11 @@ use crate::{
     body::CollectError,
     config::Config,
     form::{self, Params},
-    public_url::RebuiltUrl,
     rejection::{Rejection, RejectionKind},
     resolver::{Credentials, Resolution, ResolveRequest},
     signature::IDEMPOTENCY_TOKEN_HEADER,
-    url::redact::redact_userinfo,
-    verified_webhook::{Facts, SignatureBytes, VerifiedWebhook},
+    url::rebuilt::RebuiltUrl,
+    verified_webhook::{Facts, SignatureBytes},
     verify::{self, Prechecked, VerifyError, WebhookRequest, check_method},
 };
 
@@ -120,9 +119,9 @@ impl From<CollectError> for Refusal {
     }
 }
 
-/// The outcome of [`admit`].
+/// What [`check_head`] found.
 #[derive(Debug)]
-pub(crate) struct Admission {
+pub(crate) struct HeadCheck {
     /// The public URL and the real client, or, when the URL cannot be rebuilt, the raw request
     /// target and the peer (for the event).
     pub(crate) url: RebuiltUrl,
@@ -134,10 +133,10 @@ pub(crate) struct Admission {
 /// (see [`check_method`]), the signature header is there
 /// (unless report-only mode passes unsigned requests on, which needs their body), and the
 /// declared size is within the limit (hyper reports `Content-Length` as the exact size hint).
-pub(crate) fn admit(parts: &Parts, body_size: &SizeHint, config: &Config) -> Admission {
+pub(crate) fn check_head(parts: &Parts, body_size: &SizeHint, config: &Config) -> HeadCheck {
     let peer = (config.peer_addr)(&parts.extensions);
     let Ok(url) = config.public_url.reconstruct(parts, peer) else {
-        return Admission {
+        return HeadCheck {
             url: RebuiltUrl::new(parts.uri.to_string(), peer),
             verdict: Err(Refusal::new(RejectionKind::UnresolvableUrl)),
         };
@@ -153,7 +152,7 @@ pub(crate) fn admit(parts: &Parts, body_size: &SizeHint, config: &Config) -> Adm
     } else {
         Ok(())
     };
-    Admission { url, verdict }
+    HeadCheck { url, verdict }
 }
 
 /// A request whose body has been read: what [`prepare`] and [`complete`] look at.
@@ -247,7 +246,7 @@ fn prepare_request(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Re
 
 /// The SharedKey id a request is signed with: `None` for an auth-token request. A SharedKey
 /// request must say which key, or no secret can be chosen for it, and the id must be one
-/// [`is_shared_key_id`](crate::account::is_shared_key_id) admits: Twilio documents no format,
+/// [`is_shared_key_id`](crate::account::is_shared_key_id) accepts: Twilio documents no format,
 /// so an id of unbounded length or arbitrary bytes is refused before it reaches a resolver,
 /// a cache key or a database query.
 fn shared_key_id(request: &WebhookRequest<'_>) -> Result<Option<Arc<str>>, Refusal> {
@@ -300,39 +299,18 @@ fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Result<Option<Arc
         .map_err(|error| Refusal::new(error.into()))
 }
 
-/// A verified request: what its [`VerifiedWebhook`] says, but for the URL, which the response
-/// future hands over (moved, not copied) with [`Verified::into_webhook`].
-#[derive(Debug)]
-pub(crate) struct Verified {
-    facts: Facts,
-}
-
-impl Verified {
-    /// The context for the inner service, with `url` (the one verification used).
-    pub(crate) fn into_webhook(
-        mut self,
-        url: String,
-        client_ip: Option<std::net::IpAddr>,
-    ) -> VerifiedWebhook {
-        self.facts.client_ip = client_ip;
-        self.facts.url = match redact_userinfo(&url) {
-            Cow::Borrowed(_) => url,
-            Cow::Owned(redacted) => redacted,
-        };
-        VerifiedWebhook::new(self.facts)
-    }
-}
-
 /// Verifies the request with the credentials the resolver returned: a SharedKey request only
 /// with that SharedKey, any other only with auth tokens; then binds the account (see
-/// [`account::bind_account`]). An unknown account or SharedKey costs the same HMAC work as a
+/// [`account::bind_account`]). A verified request's [`Facts`] lack the URL and the client
+/// address, which the response future hands over (moved, not copied) with
+/// [`Facts::into_webhook`]. An unknown account or SharedKey costs the same HMAC work as a
 /// known one with a wrong signature (see [`dummy_credentials`]).
 pub(crate) fn complete(
     inbound: Inbound<'_>,
     prepared: Prepared,
     resolution: Resolution,
     config: &Config,
-) -> Result<Verified, Refusal> {
+) -> Result<Facts, Refusal> {
     let Prepared {
         prechecked,
         params,
@@ -422,7 +400,7 @@ pub(crate) fn complete(
         url: String::new(),
         client_ip: None,
     };
-    Ok(Verified { facts })
+    Ok(facts)
 }
 
 /// What an unknown account or SharedKey is verified with, so that it costs the same HMAC work
@@ -444,7 +422,7 @@ fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
 mod tests {
     use super::*;
     use crate::{
-        PublicUrl, Secret,
+        PublicUrl, Secret, VerifiedWebhook,
         signature::{Algorithm, sign, url_with_body_sha256},
         verify::{Covered, UrlForm},
     };
@@ -522,35 +500,32 @@ mod tests {
     }
 
     #[test]
-    fn admit_rebuilds_the_url_and_reads_a_signed_body_within_the_limit() {
+    fn check_head_rebuilds_the_url_and_reads_a_signed_body_within_the_limit() {
         let (parts, _) = signed_form("/twilio/sms?x=1", SMS);
-        let admission = admit(&parts, &SizeHint::with_exact(SMS.len() as u64), &config());
-        assert_eq!(admission.url.url, "https://api.example.com/twilio/sms?x=1");
-        assert!(admission.verdict.is_ok());
+        let head = check_head(&parts, &SizeHint::with_exact(SMS.len() as u64), &config());
+        assert_eq!(head.url.url, "https://api.example.com/twilio/sms?x=1");
+        assert!(head.verdict.is_ok());
     }
 
     #[test]
-    fn admit_refuses_without_the_body_what_cannot_pass() {
+    fn check_head_refuses_without_the_body_what_cannot_pass() {
         let config = config();
         let (unsigned, _) = request(Method::POST, "/twilio/sms", &[("content-type", FORM)]);
-        let admission = admit(&unsigned, &SizeHint::default(), &config);
-        assert_eq!(
-            refusal_kind(admission.verdict),
-            RejectionKind::MissingSignature
-        );
+        let head = check_head(&unsigned, &SizeHint::default(), &config);
+        assert_eq!(refusal_kind(head.verdict), RejectionKind::MissingSignature);
         // The event still names the URL that was called.
-        assert_eq!(admission.url.url, "https://api.example.com/twilio/sms");
+        assert_eq!(head.url.url, "https://api.example.com/twilio/sms");
 
         let (signed, _) = signed_form("/twilio/sms", SMS);
         let limit = config.max_body_size as u64;
-        let at_limit = admit(&signed, &SizeHint::with_exact(limit), &config);
+        let at_limit = check_head(&signed, &SizeHint::with_exact(limit), &config);
         assert!(at_limit.verdict.is_ok());
-        let over = admit(&signed, &SizeHint::with_exact(limit + 1), &config);
+        let over = check_head(&signed, &SizeHint::with_exact(limit + 1), &config);
         assert_eq!(refusal_kind(over.verdict), RejectionKind::BodyTooLarge);
     }
 
     #[test]
-    fn admit_reports_the_raw_target_when_the_url_cannot_be_rebuilt() {
+    fn check_head_reports_the_raw_target_when_the_url_cannot_be_rebuilt() {
         let mut config = config();
         config.public_url = PublicUrl::request_host(crate::public_url::Scheme::Https);
         let no_host = http::Request::post("/twilio/sms?x=1")
@@ -559,11 +534,11 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        let admission = admit(&no_host, &SizeHint::default(), &config);
-        let refusal = admission.verdict.expect_err("no Host header");
+        let head = check_head(&no_host, &SizeHint::default(), &config);
+        let refusal = head.verdict.expect_err("no Host header");
         assert_eq!(refusal.kind, RejectionKind::UnresolvableUrl);
         assert!(!refusal.passes_in_report_only_mode());
-        assert_eq!(admission.url.url, "/twilio/sms?x=1");
+        assert_eq!(head.url.url, "/twilio/sms?x=1");
     }
 
     #[test]
@@ -572,13 +547,13 @@ mod tests {
         config.report_only = true;
         let (unsigned, _) = request(Method::POST, "/twilio/sms", &[("content-type", FORM)]);
         assert!(
-            admit(&unsigned, &SizeHint::default(), &config)
+            check_head(&unsigned, &SizeHint::default(), &config)
                 .verdict
                 .is_ok()
         );
         // ...but never a body over the limit.
         let over = SizeHint::with_exact(config.max_body_size as u64 + 1);
-        let refusal = admit(&unsigned, &over, &config)
+        let refusal = check_head(&unsigned, &over, &config)
             .verdict
             .expect_err("too large");
         assert_eq!(refusal.kind, RejectionKind::BodyTooLarge);
@@ -781,12 +756,12 @@ mod tests {
     }
 
     #[test]
-    fn admit_refuses_every_method_but_get_and_post_before_the_body() {
+    fn check_head_refuses_every_method_but_get_and_post_before_the_body() {
         for method in [Method::PUT, Method::DELETE, Method::PATCH, Method::HEAD] {
             let (parts, _) = request(method.clone(), "/sms", &[("x-twilio-signature", "x")]);
-            let admission = admit(&parts, &SizeHint::default(), &config());
+            let head = check_head(&parts, &SizeHint::default(), &config());
             assert_eq!(
-                refusal_kind(admission.verdict),
+                refusal_kind(head.verdict),
                 RejectionKind::MethodNotAllowed,
                 "{method}"
             );
@@ -794,7 +769,7 @@ mod tests {
         for method in [Method::GET, Method::POST] {
             let (parts, _) = request(method.clone(), "/sms", &[("x-twilio-signature", "x")]);
             assert!(
-                admit(&parts, &SizeHint::default(), &config())
+                check_head(&parts, &SizeHint::default(), &config())
                     .verdict
                     .is_ok()
             );

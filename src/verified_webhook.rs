@@ -1,12 +1,13 @@
 //! [`VerifiedWebhook`]: what the inner service learns about a verified request.
 
-use std::{fmt, sync::Arc};
+use std::{borrow::Cow, fmt, net::IpAddr, sync::Arc};
 
 use http::HeaderValue;
 
 use crate::{
     form::Params,
     signature::Algorithm,
+    url::redact::redact_userinfo,
     verify::{Covered, UrlForm},
 };
 
@@ -56,7 +57,7 @@ pub(crate) struct Facts {
     /// Without userinfo.
     pub(crate) url: String,
     /// The real client, as the signature layer found it: for the replay guard's events.
-    pub(crate) client_ip: Option<std::net::IpAddr>,
+    pub(crate) client_ip: Option<IpAddr>,
 }
 
 /// A verified signature header, held inline so that keeping it costs no allocation: the
@@ -78,6 +79,23 @@ impl SignatureBytes {
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl Facts {
+    /// The context for the inner service, with `url` (the one verification used, shown
+    /// without its userinfo) and the real client's address.
+    pub(crate) fn into_webhook(
+        mut self,
+        url: String,
+        client_ip: Option<IpAddr>,
+    ) -> VerifiedWebhook {
+        self.client_ip = client_ip;
+        self.url = match redact_userinfo(&url) {
+            Cow::Borrowed(_) => url,
+            Cow::Owned(redacted) => redacted,
+        };
+        VerifiedWebhook::new(self)
     }
 }
 

@@ -231,7 +231,9 @@ impl<'a> WebhookRequest<'a> {
     ///
     /// [`VerifyError::MalformedSettings`] when the header is repeated or not UTF-8, and
     /// [`VerifyError::UnsupportedAlgorithm`] when it names an unknown algorithm.
-    pub fn signature_settings_header(&self) -> Result<Option<SignatureSettings<'a>>, VerifyError> {
+    pub(crate) fn signature_settings_header(
+        &self,
+    ) -> Result<Option<SignatureSettings<'a>>, VerifyError> {
         match self.settings {
             Header::Absent => Ok(None),
             Header::Repeated => Err(VerifyError::MalformedSettings),
@@ -273,7 +275,7 @@ impl<'a> WebhookRequest<'a> {
     /// The same as [`verify`](Self::verify), except
     /// [`SignatureMismatch`](VerifyError::SignatureMismatch) and
     /// [`BodyHashMismatch`](VerifyError::BodyHashMismatch).
-    pub fn check_without_secrets(&self) -> Result<(), VerifyError> {
+    pub(crate) fn check_without_secrets(&self) -> Result<(), VerifyError> {
         self.prechecked().map(|_| ())
     }
 
@@ -430,7 +432,7 @@ impl<'a> WebhookRequest<'a> {
 ///
 /// ```
 /// use http::Method;
-/// use tower_twilio::verify::{VerifyError, check_method};
+/// use tower_twilio::{__private::check_method, verify::VerifyError};
 ///
 /// assert_eq!(check_method(&Method::POST), Ok(()));
 /// assert_eq!(check_method(&Method::DELETE), Err(VerifyError::MethodNotAllowed));
@@ -439,7 +441,7 @@ impl<'a> WebhookRequest<'a> {
 /// # Errors
 ///
 /// [`VerifyError::MethodNotAllowed`] for any other method.
-pub fn check_method(method: &Method) -> Result<(), VerifyError> {
+pub(crate) fn check_method(method: &Method) -> Result<(), VerifyError> {
     if *method == Method::GET || *method == Method::POST {
         Ok(())
     } else {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use tower_twilio::{form::Params, verify::WebhookRequest};
+use tower_twilio::{__private::write_canonical, form::Params, verify::WebhookRequest};
 
 /// The auth token every payload is signed with.
 pub(crate) const TOKEN: &str = include_str!("token");
@@ -62,7 +62,7 @@ impl Payload {
     pub(crate) fn signed_string(&self) -> Vec<u8> {
         let mut signed = self.url.as_bytes().to_vec();
         if self.is_form() {
-            Params::parse(self.body).write_canonical(&mut signed);
+            write_canonical(&Params::parse(self.body), &mut signed);
         }
         signed
     }

@@ -1,4 +1,4 @@
-//! `Forwarded` / `X-Forwarded-*` parsing: `PublicUrl::reconstruct` with arbitrary header bytes,
+//! `Forwarded` / `X-Forwarded-*` parsing: rebuilding the public URL with arbitrary header bytes,
 //! request targets and peers.
 //!
 //! Input: `flags 0xFF peer 0xFF target 0xFF header 0xFF header …`, where `flags` picks which
@@ -14,6 +14,7 @@ use common::Fields;
 use http::{HeaderName, HeaderValue, Request};
 use libfuzzer_sys::fuzz_target;
 use tower_twilio::{
+    __private::reconstruct,
     PublicUrl,
     public_url::{ForwardedField, ForwardedHeaders, Scheme},
 };
@@ -61,8 +62,8 @@ fuzz_target!(|data: &[u8]| {
         .trust_proxy("10.0.0.0/8".parse().unwrap())
         .trust_proxy("::1".parse().unwrap())
         .trust_proxy("192.0.2.0/24".parse().unwrap());
-    let forwarded = PublicUrl::trust_forwarded(config).reconstruct(&parts, peer);
-    let own = PublicUrl::request_host(scheme).reconstruct(&parts, peer);
+    let forwarded = reconstruct(&PublicUrl::trust_forwarded(config), &parts, peer);
+    let own = reconstruct(&PublicUrl::request_host(scheme), &parts, peer);
 
     let trusted = peer.is_some_and(|ip| {
         let ip = match ip {
@@ -96,9 +97,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The fixed base ignores every header.
-    let fixed = PublicUrl::fixed("https://api.example.com/app")
-        .unwrap()
-        .reconstruct(&parts, peer);
+    let fixed = reconstruct(
+        &PublicUrl::fixed("https://api.example.com/app").unwrap(),
+        &parts,
+        peer,
+    );
     if let Ok(fixed) = fixed {
         assert!(fixed.url.starts_with("https://api.example.com/app/"));
     }

@@ -8,6 +8,7 @@ use common::{FORM, TOKEN};
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use tower_twilio::{
+    __private::signature_settings_header,
     Secret,
     signature::{SettingsError, SignatureSettings, sign},
     verify::{VerifyError, WebhookRequest},
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let request = WebhookRequest::new(&Method::POST, URL, BODY)
         .content_type(FORM)
         .signature_settings(data);
-    let through_request = request.signature_settings_header();
+    let through_request = signature_settings_header(&request);
     match parsed {
         Ok(settings) => {
             assert_eq!(through_request, Ok(Some(settings)));

@@ -11,10 +11,10 @@ use common::{FORM, Fields, TOKEN};
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use tower_twilio::{
+    __private::{Unserializable, add_default_port, binds_same_request, remove_port, whatwg_form},
     Secret,
     form::Params,
     signature::{Algorithm, sign},
-    url_forms::{Unserializable, add_default_port, binds_same_request, remove_port, whatwg_form},
     verify::{UrlForm, VerifyError, WebhookRequest},
 };
 

@@ -15,13 +15,13 @@ use crate::{
     verified_webhook::VerifiedWebhook,
 };
 
-/// Receives every webhook's lifecycle: [`Received`](WebhookStage::Received), then
-/// [`Verified`](WebhookStage::Verified) or not, then exactly one final stage —
-/// [`Rejected`](WebhookStage::Rejected), [`Processed`](WebhookStage::Processed),
-/// [`Failed`](WebhookStage::Failed) or [`Duplicate`](WebhookStage::Duplicate). With the
+/// Receives every webhook's lifecycle: [`Received`](WebhookOutcome::Received), then
+/// [`Verified`](WebhookOutcome::Verified) or not, then exactly one final outcome —
+/// [`Rejected`](WebhookOutcome::Rejected), [`Processed`](WebhookOutcome::Processed),
+/// [`Failed`](WebhookOutcome::Failed) or [`Duplicate`](WebhookOutcome::Duplicate). With the
 /// mismatch doctor on, a signature mismatch it explains gets one more entry,
-/// [`Diagnosed`](WebhookStage::Diagnosed), from the doctor's thread (usually after the final
-/// stage).
+/// [`Diagnosed`](WebhookOutcome::Diagnosed), from the doctor's thread (usually after the final
+/// outcome).
 ///
 /// Set it with [`TwilioSignatureLayer::on_webhook`](crate::TwilioSignatureLayer::on_webhook).
 /// Implemented for closures `Fn(&WebhookLogEntry)`. It runs inline on the request path: to
@@ -29,7 +29,7 @@ use crate::{
 /// bounded channel with `try_send` keeps a slow database from slowing requests; count what it
 /// drops).
 pub trait OnWebhook {
-    /// Called at each stage of each webhook.
+    /// Called at each outcome of each webhook.
     fn on_webhook(&self, entry: &WebhookLogEntry);
 }
 
@@ -42,10 +42,11 @@ where
     }
 }
 
-/// A stage of one webhook's lifecycle.
+/// What has happened to a webhook so far, one entry of its lifecycle. A security event names
+/// the outcomes it reports with [`Outcome`](super::Outcome), in the same words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum WebhookStage {
+pub enum WebhookOutcome {
     /// The request arrived.
     Received,
     /// The signature checked out; the inner service is about to run (unless the
@@ -53,7 +54,7 @@ pub enum WebhookStage {
     Verified,
     /// Refused. Final.
     Rejected(RejectionKind),
-    /// Failed verification but passed on in report-only mode; a final stage follows.
+    /// Failed verification but passed on in report-only mode; a final outcome follows.
     PassedInReportOnlyMode(RejectionKind),
     /// The inner service answered with a success (1xx–3xx) status. Final.
     Processed(StatusCode),
@@ -65,16 +66,16 @@ pub enum WebhookStage {
     /// first answer, without calling the handler (the response carried
     /// [`ReplayOutcome::Copy`](crate::replay_guard::ReplayOutcome::Copy)). Final.
     Duplicate,
-    /// Not a stage of the webhook's processing: the [mismatch doctor](crate::doctor)'s
+    /// Not an outcome of the webhook's processing: the [mismatch doctor](crate::doctor)'s
     /// diagnosis of a signature mismatch, in [`WebhookLogEntry::diagnosis`], reported from the
-    /// doctor's thread once it has run (usually after the final stage; in report-only mode
+    /// doctor's thread once it has run (usually after the final outcome; in report-only mode
     /// possibly before). Same `id` as the webhook's other entries; add the diagnosis to its
-    /// record without changing its stage.
+    /// record without changing its outcome.
     Diagnosed,
 }
 
-impl WebhookStage {
-    /// Whether no stage follows this one.
+impl WebhookOutcome {
+    /// Whether no outcome follows this one.
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -98,20 +99,20 @@ impl WebhookStage {
     }
 }
 
-/// One stage of one webhook, with what is known of it so far.
+/// One outcome of one webhook, with what is known of it so far.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WebhookLogEntry {
-    /// Unique within the process, the same for every stage of one webhook.
+    /// Unique within the process, the same for every entry of one webhook.
     pub id: u64,
-    /// The stage.
-    pub stage: WebhookStage,
+    /// What has happened to the webhook.
+    pub outcome: WebhookOutcome,
     /// The request method.
     pub method: Method,
     /// The request path (without the query), as received: still percent-encoded.
     pub path: String,
     /// The query, if any: with its values redacted (`From=[redacted]&Body=[redacted]`) until
-    /// the `Verified` stage, which carries it as received. An unverified request's parameters
+    /// the `Verified` outcome, which carries it as received. An unverified request's parameters
     /// are whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
     /// personal data: neither is logged.
     pub query: Option<String>,
@@ -126,9 +127,9 @@ pub struct WebhookLogEntry {
     /// The request's `AccountSid`, once the body has been read. Unverified on a rejection:
     /// it is whatever the sender put there.
     pub account_sid: Option<Arc<str>>,
-    /// The verified context, from the `Verified` stage on.
+    /// The verified context, from the `Verified` outcome on.
     pub webhook: Option<VerifiedWebhook>,
-    /// On the [`Diagnosed`](WebhookStage::Diagnosed) entry: the URL the signature matches and
+    /// On the [`Diagnosed`](WebhookOutcome::Diagnosed) entry: the URL the signature matches and
     /// what to configure (see [`crate::doctor`]).
     pub diagnosis: Option<Arc<Diagnosis>>,
 }
@@ -139,7 +140,7 @@ fn next_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The webhook log of one request: reports its stages to the layer's [`OnWebhook`], if it has
+/// The webhook log of one request: reports its outcomes to the layer's [`OnWebhook`], if it has
 /// one, and its end even if the request is dropped before it completes (the client went away),
 /// so that nothing goes unrecorded. Every method does nothing without a log.
 pub(crate) struct Lifecycle {
@@ -154,12 +155,12 @@ struct Tracked {
 }
 
 impl Lifecycle {
-    /// Reports [`WebhookStage::Received`] for the request `parts` belong to.
+    /// Reports [`WebhookOutcome::Received`] for the request `parts` belong to.
     pub(crate) fn received(log: Option<&Arc<dyn OnWebhook + Send + Sync>>, parts: &Parts) -> Self {
         let tracked = log.map(|log| {
             let entry = WebhookLogEntry {
                 id: next_id(),
-                stage: WebhookStage::Received,
+                outcome: WebhookOutcome::Received,
                 method: parts.method.clone(),
                 path: parts.uri.path().to_owned(),
                 query: parts.uri.query().map(|q| redact_query(q).into_owned()),
@@ -193,14 +194,14 @@ impl Lifecycle {
                 received.clone_into(query);
             }
         }
-        self.stage(WebhookStage::Verified);
+        self.record(WebhookOutcome::Verified);
     }
 
-    /// Reports a refusal ([`WebhookStage::Rejected`]) or, in report-only mode, a failure passed
-    /// on ([`WebhookStage::PassedInReportOnlyMode`]), with what was known of the request.
+    /// Reports a refusal ([`WebhookOutcome::Rejected`]) or, in report-only mode, a failure passed
+    /// on ([`WebhookOutcome::PassedInReportOnlyMode`]), with what was known of the request.
     pub(crate) fn failed_verification(
         &mut self,
-        stage: WebhookStage,
+        outcome: WebhookOutcome,
         tenant_id: Option<&Arc<str>>,
         account_sid: Option<&Arc<str>>,
     ) {
@@ -208,7 +209,7 @@ impl Lifecycle {
             tracked.entry.tenant_id = tenant_id.cloned();
             tracked.entry.account_sid = account_sid.cloned();
         }
-        self.stage(stage);
+        self.record(outcome);
     }
 
     /// What the mismatch doctor needs to add its diagnosis to this webhook's log later, from
@@ -223,43 +224,43 @@ impl Lifecycle {
 
     /// Reports that the replay guard answered a duplicate without calling the inner service.
     pub(crate) fn duplicate(&mut self) {
-        self.stage(WebhookStage::Duplicate);
+        self.record(WebhookOutcome::Duplicate);
     }
 
     /// Reports the inner service's answer: its status, or `None` for an error.
     pub(crate) fn answered(&mut self, status: Option<StatusCode>) {
-        self.stage(match status {
+        self.record(match status {
             Some(status) if !status.is_client_error() && !status.is_server_error() => {
-                WebhookStage::Processed(status)
+                WebhookOutcome::Processed(status)
             }
-            _ => WebhookStage::Failed(status),
+            _ => WebhookOutcome::Failed(status),
         });
     }
 
-    fn stage(&mut self, stage: WebhookStage) {
+    fn record(&mut self, outcome: WebhookOutcome) {
         let Some(tracked) = &mut self.tracked else {
             return;
         };
         if tracked.finished {
             return;
         }
-        tracked.entry.stage = stage;
-        tracked.finished = stage.is_final();
+        tracked.entry.outcome = outcome;
+        tracked.finished = outcome.is_final();
         tracked.log.on_webhook(&tracked.entry);
     }
 }
 
 /// A webhook's log entry as it stood when it was refused, for the doctor's
-/// [`Diagnosed`](WebhookStage::Diagnosed) entry.
+/// [`Diagnosed`](WebhookOutcome::Diagnosed) entry.
 pub(crate) struct FollowUp {
     log: Arc<dyn OnWebhook + Send + Sync>,
     entry: WebhookLogEntry,
 }
 
 impl FollowUp {
-    /// Reports [`WebhookStage::Diagnosed`] with `diagnosis`.
+    /// Reports [`WebhookOutcome::Diagnosed`] with `diagnosis`.
     pub(crate) fn diagnosed(mut self, diagnosis: Arc<Diagnosis>) {
-        self.entry.stage = WebhookStage::Diagnosed;
+        self.entry.outcome = WebhookOutcome::Diagnosed;
         self.entry.diagnosis = Some(diagnosis);
         self.log.on_webhook(&self.entry);
     }
@@ -267,7 +268,7 @@ impl FollowUp {
 
 impl Drop for Lifecycle {
     fn drop(&mut self) {
-        self.stage(WebhookStage::Failed(None));
+        self.record(WebhookOutcome::Failed(None));
     }
 }
 
@@ -296,8 +297,8 @@ mod tests {
         request.into_parts().0
     }
 
-    fn stages(entries: &Mutex<Vec<WebhookLogEntry>>) -> Vec<WebhookStage> {
-        entries.lock().unwrap().iter().map(|e| e.stage).collect()
+    fn outcomes(entries: &Mutex<Vec<WebhookLogEntry>>) -> Vec<WebhookOutcome> {
+        entries.lock().unwrap().iter().map(|e| e.outcome).collect()
     }
 
     #[test]
@@ -306,15 +307,15 @@ mod tests {
         let mut lifecycle = Lifecycle::received(Some(&log), &parts());
         let kind = RejectionKind::SignatureMismatch;
         lifecycle.failed_verification(
-            WebhookStage::Rejected(kind),
+            WebhookOutcome::Rejected(kind),
             Some(&"acme".into()),
             Some(&"AC0123".into()),
         );
         lifecycle.answered(Some(StatusCode::OK));
         drop(lifecycle);
         assert_eq!(
-            stages(&entries),
-            [WebhookStage::Received, WebhookStage::Rejected(kind)]
+            outcomes(&entries),
+            [WebhookOutcome::Received, WebhookOutcome::Rejected(kind)]
         );
         let entries = entries.lock().unwrap();
         let (first, last) = (&entries[0], &entries[1]);
@@ -333,40 +334,40 @@ mod tests {
         let (log, entries) = recorder();
         let mut lifecycle = Lifecycle::received(Some(&log), &parts());
         let kind = RejectionKind::MissingSignature;
-        lifecycle.failed_verification(WebhookStage::PassedInReportOnlyMode(kind), None, None);
+        lifecycle.failed_verification(WebhookOutcome::PassedInReportOnlyMode(kind), None, None);
         lifecycle.answered(Some(StatusCode::SERVICE_UNAVAILABLE));
         drop(lifecycle);
         assert_eq!(
-            stages(&entries),
+            outcomes(&entries),
             [
-                WebhookStage::Received,
-                WebhookStage::PassedInReportOnlyMode(kind),
-                WebhookStage::Failed(Some(StatusCode::SERVICE_UNAVAILABLE)),
+                WebhookOutcome::Received,
+                WebhookOutcome::PassedInReportOnlyMode(kind),
+                WebhookOutcome::Failed(Some(StatusCode::SERVICE_UNAVAILABLE)),
             ]
         );
     }
 
     #[test]
     fn answers_are_processed_or_failed_by_status() {
-        for (status, stage) in [
+        for (status, outcome) in [
             (
                 Some(StatusCode::OK),
-                WebhookStage::Processed(StatusCode::OK),
+                WebhookOutcome::Processed(StatusCode::OK),
             ),
             (
                 Some(StatusCode::FOUND),
-                WebhookStage::Processed(StatusCode::FOUND),
+                WebhookOutcome::Processed(StatusCode::FOUND),
             ),
             (
                 Some(StatusCode::NOT_FOUND),
-                WebhookStage::Failed(Some(StatusCode::NOT_FOUND)),
+                WebhookOutcome::Failed(Some(StatusCode::NOT_FOUND)),
             ),
-            (None, WebhookStage::Failed(None)),
+            (None, WebhookOutcome::Failed(None)),
         ] {
             let (log, entries) = recorder();
             let mut lifecycle = Lifecycle::received(Some(&log), &parts());
             lifecycle.answered(status);
-            assert_eq!(stages(&entries), [WebhookStage::Received, stage]);
+            assert_eq!(outcomes(&entries), [WebhookOutcome::Received, outcome]);
         }
     }
 
@@ -375,8 +376,8 @@ mod tests {
         let (log, entries) = recorder();
         drop(Lifecycle::received(Some(&log), &parts()));
         assert_eq!(
-            stages(&entries),
-            [WebhookStage::Received, WebhookStage::Failed(None)]
+            outcomes(&entries),
+            [WebhookOutcome::Received, WebhookOutcome::Failed(None)]
         );
     }
 

@@ -27,7 +27,7 @@ use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::{
-    doctor::Diagnosis, public_url::RebuiltUrl, rejection::RejectionKind, url::redact::redact_url,
+    doctor::Diagnosis, rejection::RejectionKind, url::rebuilt::RebuiltUrl, url::redact::redact_url,
 };
 
 /// The `tracing` target of every security event and of the report-only warning, and the
@@ -64,9 +64,8 @@ pub struct SecurityEvent {
     pub request_id: Option<String>,
     /// When the event happened.
     pub timestamp: SystemTime,
-    /// On an [`Outcome::Diagnosed`] event, the mismatch doctor's finding
-    /// ([`TwilioSignatureLayer::diagnose_mismatches`](crate::TwilioSignatureLayer::diagnose_mismatches)):
-    /// the URL the signature matches and what to configure. `None` on every other event.
+    /// On an [`Outcome::Diagnosed`] event, the [mismatch doctor](crate::doctor)'s finding: the
+    /// URL the signature matches and what to configure. `None` on every other event.
     pub diagnosis: Option<Arc<Diagnosis>>,
 }
 
@@ -173,7 +172,7 @@ pub enum Outcome {
 impl Outcome {
     /// `"rejected"`, `"passed_in_report_only_mode"`, `"suppressed"`,
     /// `"passed_without_replay_check"` or `"diagnosed"`: where the webhook log has the same
-    /// stage, the same words as [`WebhookStage::as_str`](log::WebhookStage::as_str).
+    /// outcome, the same words as [`WebhookOutcome::as_str`](log::WebhookOutcome::as_str).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",

@@ -42,7 +42,7 @@
 //! (`replay_guard_misplaced`, critical). Every response the guard hands back carries a
 //! [`ReplayOutcome`] in its extensions; the signature layer's
 //! [webhook log](crate::events::log) reads it and records a copy as
-//! [`Duplicate`](crate::events::log::WebhookStage::Duplicate), not as processed.
+//! [`Duplicate`](crate::events::log::WebhookOutcome::Duplicate), not as processed.
 //!
 //! # Scopes: which Twilio webhook is which
 //!

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue, header};
 
-use super::{proxy_network::canonical_ip, public::UrlError};
+use super::{proxy_network::canonical_ip, rebuilt::UrlError};
 
 /// The most values of one forwarding header that are read, from its end.
 pub(crate) const MAX_FORWARDED_VALUES: usize = 16;

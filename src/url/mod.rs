@@ -13,7 +13,8 @@
 //! | [`headers`] | `Host` and the other single headers, the `X-Forwarded-*` lists, RFC 7239 `Forwarded`, client addresses |
 //! | [`public`] | [`PublicUrl`](public::PublicUrl), [`ForwardedHeaders`](public::ForwardedHeaders): the crate's `public_url` |
 //! | [`proxy_network`] | [`ProxyNetwork`](proxy_network::ProxyNetwork): the proxies whose forwarding headers are trusted |
-//! | [`spellings`] | the exact and lenient URL spellings verification tries (hidden as `url_forms`, for the fuzzers) |
+//! | [`rebuilt`] | [`RebuiltUrl`](rebuilt::RebuiltUrl) and [`UrlError`](rebuilt::UrlError): what rebuilding the public URL gives |
+//! | [`spellings`] | the exact and lenient URL spellings verification tries |
 //! | [`whatwg`] | the WHATWG serialisation twilio-node compares against |
 //! | [`candidates`] | the other URLs the [mismatch doctor](crate::doctor) tries |
 //! | [`redact`] | URLs without userinfo and query values, as events and logs show them |
@@ -23,6 +24,7 @@ pub(crate) mod headers;
 pub(crate) mod parts;
 pub(crate) mod proxy_network;
 pub mod public;
+pub(crate) mod rebuilt;
 pub(crate) mod redact;
-pub mod spellings;
+pub(crate) mod spellings;
 pub(crate) mod whatwg;

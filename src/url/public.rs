@@ -37,6 +37,7 @@ use super::{
         ForwardedElement, Repeated, forwarded_elements, last_value, list_values, parse_node, single,
     },
     parts::{join, path_prefix, strip_port, valid_host, valid_port},
+    rebuilt::{RebuiltUrl, UrlError},
     whatwg::{Unserializable, whatwg_form},
 };
 use crate::error::ConfigError;
@@ -163,9 +164,11 @@ impl PublicUrl {
     ///
     /// [`UrlError`] when the request has no usable path or authority, or a trusted forwarding
     /// header holds something that cannot be part of a URL.
-    // Public only for the fuzz targets and property tests: not part of the API.
-    #[doc(hidden)]
-    pub fn reconstruct(&self, parts: &Parts, peer: Option<IpAddr>) -> Result<RebuiltUrl, UrlError> {
+    pub(crate) fn reconstruct(
+        &self,
+        parts: &Parts,
+        peer: Option<IpAddr>,
+    ) -> Result<RebuiltUrl, UrlError> {
         let path = parts
             .uri
             .path_and_query()
@@ -214,26 +217,6 @@ fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str
         Ok(authority)
     } else {
         Err(UrlError::InvalidHost)
-    }
-}
-
-/// A rebuilt public URL and the client address that came with it.
-///
-/// Public only for the fuzz targets and property tests (what
-/// [`PublicUrl::reconstruct`] returns): not part of the API.
-#[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RebuiltUrl {
-    /// The URL to verify against.
-    pub url: String,
-    /// The real client's address: from the trusted forwarding chain, else the peer's.
-    pub client_ip: Option<IpAddr>,
-}
-
-impl RebuiltUrl {
-    pub(crate) fn new(url: String, client_ip: Option<IpAddr>) -> Self {
-        Self { url, client_ip }
     }
 }
 
@@ -542,41 +525,6 @@ impl ForwardedHeaders {
         chosen
     }
 }
-
-/// Why a request's public URL could not be rebuilt.
-///
-/// Public only for the fuzz targets and property tests (what
-/// [`PublicUrl::reconstruct`] returns): not part of the API; a refused request says why with
-/// [`RejectionKind::UnresolvableUrl`](crate::RejectionKind::UnresolvableUrl).
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum UrlError {
-    /// The request target has no path (`*` or authority-form).
-    NoPath,
-    /// No authority in the target and no `Host` header.
-    MissingHost,
-    /// More than one `Host` header.
-    DuplicateHost,
-    /// The request's authority (its `Host`, or the target's) cannot stand in a URL.
-    InvalidHost,
-    /// A trusted forwarding header is malformed or holds a value that cannot stand in a URL.
-    InvalidForwarded,
-}
-
-impl fmt::Display for UrlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Self::NoPath => "request target has no path",
-            Self::MissingHost => "request has no Host header",
-            Self::DuplicateHost => "request has more than one Host header",
-            Self::InvalidHost => "request host cannot be part of a URL",
-            Self::InvalidForwarded => "trusted forwarding header is malformed",
-        })
-    }
-}
-
-impl std::error::Error for UrlError {}
 
 #[cfg(test)]
 mod tests {

@@ -37,14 +37,15 @@ use std::borrow::Cow;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-use super::parts::{join, path_and_query, split};
-#[doc(hidden)]
-pub use super::whatwg::{Unserializable, whatwg_form};
+use super::{
+    parts::{join, path_and_query, split},
+    whatwg::whatwg_form,
+};
 
 /// The URL with its explicit port removed; unchanged when it has none.
 ///
 /// ```
-/// use tower_twilio::url_forms::remove_port;
+/// use tower_twilio::__private::remove_port;
 ///
 /// assert_eq!(remove_port("https://example.com:8443/sms"), "https://example.com/sms");
 /// assert_eq!(remove_port("https://[2001:db8::1]:8443/sms"), "https://[2001:db8::1]/sms");
@@ -67,7 +68,7 @@ pub fn remove_port(url: &str) -> Cow<'_, str> {
 /// else); unchanged when it already has a port.
 ///
 /// ```
-/// use tower_twilio::url_forms::add_default_port;
+/// use tower_twilio::__private::add_default_port;
 ///
 /// assert_eq!(add_default_port("https://example.com/sms"), "https://example.com:443/sms");
 /// assert_eq!(add_default_port("http://[::1]/sms"), "http://[::1]:80/sms");
@@ -170,7 +171,7 @@ pub(crate) fn lenient_candidates(url: &str, exact_other: Option<&str>) -> Vec<St
 ///   form parser can tell apart; it also stops after 1000 pairs, which this refuses).
 ///
 /// ```
-/// use tower_twilio::url_forms::binds_same_request;
+/// use tower_twilio::__private::binds_same_request;
 ///
 /// assert!(binds_same_request("https://Example.COM/sms?x='", "https://example.com/sms?x=%27"));
 /// assert!(!binds_same_request("https://example.com/x/../sms", "https://example.com/sms"));

@@ -65,9 +65,6 @@ const SPECIAL_QUERY: &AsciiSet = &CONTROLS
     .add(b'\'');
 
 /// Why [`whatwg_form`] gave no serialisation.
-///
-/// Public only for the fuzz targets and property tests: not part of the API.
-#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Unserializable {
@@ -85,15 +82,12 @@ pub enum Unserializable {
 
 /// The WHATWG serialisation of `input` (`new URL(input).toString()` in JavaScript,
 /// `url::Url::parse(input)` in Rust) when it is an `http` or `https` URL within the scope the
-/// [module docs](self) describe.
-///
-/// Public only for the fuzz targets and property tests: not part of the API.
+/// docs of `url/whatwg.rs` describe.
 ///
 /// # Errors
 ///
 /// [`Unserializable::Invalid`] when the WHATWG parser refuses `input`, another variant when
 /// `input` is out of scope.
-#[doc(hidden)]
 pub fn whatwg_form(input: &str) -> Result<String, Unserializable> {
     let trimmed = input.trim_matches(|c: char| c <= ' ');
     let cleaned;

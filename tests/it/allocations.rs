@@ -279,7 +279,7 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
     for doctor in [false, true] {
         let layer = TwilioSignatureLayer::new(resolver.clone())
             .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
-            .max_diagnoses_per_second(if doctor { 1_000_000 } else { 0 });
+            .diagnose_mismatches_per_second(if doctor { 1_000_000 } else { 0 });
         let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
         let service = ServiceBuilder::new()
             .layer(layer)
@@ -345,7 +345,7 @@ fn reconstruct_allocations(count: usize) -> u64 {
     let public = PublicUrl::trust_forwarded(crate::support::every_field_from_10_8());
     let peer = Some([10, 0, 0, 1].into());
     allocations(|| {
-        let url = public.reconstruct(&parts, peer).unwrap();
+        let url = tower_twilio::__private::reconstruct(&public, &parts, peer).unwrap();
         assert_eq!(
             url.url,
             format!("https://h{}.example/twilio/sms", count - 1)

@@ -16,16 +16,18 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
-    Credentials, DEFAULT_DIAGNOSES_PER_SECOND, PeerAddr, PublicUrl, Rejection, RejectionKind,
-    TwilioSignatureLayer, VerifiedBody,
+    Credentials, PeerAddr, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
     events::{
         Outcome, SecurityEvent,
-        log::{OnWebhook, WebhookLogEntry, WebhookStage},
+        log::{OnWebhook, WebhookLogEntry, WebhookOutcome},
     },
     public_url::{ForwardedField, ForwardedHeaders, Scheme},
 };
 
 use crate::support::{RecordingSink, SMS_BODY, body_string, sign_form, token};
+
+/// The doctor's budget in these tests, as the guide suggests.
+const PER_SECOND: u32 = 20;
 
 async fn ok(_: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"<Response/>"))))
@@ -161,7 +163,7 @@ async fn run(case: &Case) -> Option<String> {
     let log = RecordingLog::default();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(case.public_url.clone())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .on_webhook(log.clone())
         .on_security_event(sink.clone());
     let mut request = webhook(case.target, case.signed_url, case.headers);
@@ -190,8 +192,8 @@ async fn run(case: &Case) -> Option<String> {
     assert!(events[0].diagnosis.is_none());
     let logged = log.0.lock().unwrap().clone();
     assert_eq!(
-        logged[1].stage,
-        WebhookStage::Rejected(RejectionKind::SignatureMismatch)
+        logged[1].outcome,
+        WebhookOutcome::Rejected(RejectionKind::SignatureMismatch)
     );
     assert!(logged[1].diagnosis.is_none());
     let diagnosis = diagnosed(&sink, 1)[0].diagnosis.clone()?;
@@ -204,7 +206,7 @@ async fn run(case: &Case) -> Option<String> {
     let logged = log.0.lock().unwrap().clone();
     assert_eq!(logged.len(), 3);
     let last = &logged[2];
-    assert_eq!(last.stage, WebhookStage::Diagnosed);
+    assert_eq!(last.outcome, WebhookOutcome::Diagnosed);
     assert_eq!(last.id, logged[1].id);
     assert_eq!(last.diagnosis.as_deref(), Some(&*diagnosis));
     Some(diagnosis.fix().to_owned())
@@ -227,7 +229,7 @@ async fn an_axum_nest_is_diagnosed_through_original_uri() {
     let sink = RecordingSink::default();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("https://api.example.com").unwrap())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .original_uri_with(|ext| ext.get::<OriginalUri>().map(|original| original.0.clone()))
         .on_security_event(sink.clone());
     let twilio = Router::new()
@@ -260,7 +262,7 @@ async fn a_forged_signature_gets_no_diagnosis() {
     let sink = RecordingSink::default();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .on_security_event(sink.clone());
     let service = ServiceBuilder::new().layer(layer).service_fn(ok);
     let mut forged = webhook(
@@ -303,7 +305,7 @@ async fn a_raised_parameter_limit_holds_for_the_doctor() {
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
         .max_params(NonZeroUsize::new(2000).unwrap())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .on_security_event(sink.clone());
     let request = Request::post("/twilio/sms")
         .header("content-type", "application/x-www-form-urlencoded")
@@ -379,7 +381,7 @@ async fn a_flood_buys_at_most_the_per_second_budget() {
     let sink = RecordingSink::default();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .on_security_event(sink.clone());
     let service = ServiceBuilder::new().layer(layer).service_fn(ok);
     let request = webhook("/twilio/sms", "https://hooks.example.com/twilio/sms", &[]);
@@ -401,7 +403,7 @@ async fn a_flood_buys_at_most_the_per_second_budget() {
     let diagnosed = events.iter().filter(|e| e.diagnosis.is_some()).count() as u64;
     assert!(diagnosed >= 2);
     assert!(
-        diagnosed <= u64::from(DEFAULT_DIAGNOSES_PER_SECOND) * seconds,
+        diagnosed <= u64::from(PER_SECOND) * seconds,
         "{diagnosed} diagnoses in {seconds} s"
     );
 }
@@ -418,7 +420,7 @@ async fn forged_floods_run_at_most_the_per_second_budget_of_diagnoses() {
     let sink = RecordingSink::default();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .original_uri_with(move |_| {
             counted.fetch_add(1, Ordering::Relaxed);
             None
@@ -446,7 +448,7 @@ async fn forged_floods_run_at_most_the_per_second_budget_of_diagnoses() {
     let runs = runs.load(Ordering::Relaxed);
     assert!(runs >= 2, "the doctor ran");
     assert!(
-        runs <= u64::from(DEFAULT_DIAGNOSES_PER_SECOND) * seconds,
+        runs <= u64::from(PER_SECOND) * seconds,
         "{runs} diagnoses in {seconds} s"
     );
 }
@@ -533,7 +535,7 @@ fn thousands_of_forwarded_hosts_cost_the_request_path_nothing_more() {
         .unwrap();
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
-        .max_diagnoses_per_second(1_000_000)
+        .diagnose_mismatches_per_second(1_000_000)
         .on_security_event(());
     let service = ServiceBuilder::new().layer(layer).service_fn(ok);
     let measure = |hosts: &str| {
@@ -635,7 +637,7 @@ fn the_refusal_does_not_wait_for_the_diagnosis() {
     };
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .on_webhook(log)
         .on_security_event(());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -679,7 +681,7 @@ async fn report_only_mode_passes_the_request_on_and_still_diagnoses_it() {
     let layer = TwilioSignatureLayer::new(credentials())
         .public_url(PublicUrl::fixed("http://hooks.example.com").unwrap())
         .report_only(true)
-        .diagnose_mismatches(true)
+        .diagnose_mismatches_per_second(PER_SECOND)
         .on_webhook(log.clone())
         .on_security_event(sink.clone());
     let response = ServiceBuilder::new()
@@ -705,7 +707,7 @@ async fn report_only_mode_passes_the_request_on_and_still_diagnoses_it() {
         .lock()
         .unwrap()
         .iter()
-        .any(|e| e.stage == WebhookStage::Diagnosed)
+        .any(|e| e.outcome == WebhookOutcome::Diagnosed)
     {
         assert!(Instant::now() < deadline, "no diagnosed log entry");
         std::thread::sleep(Duration::from_millis(2));

@@ -13,7 +13,7 @@ use tower_twilio::{
     Credentials, PeerAddr, PublicUrl, RejectionKind, TwilioSignatureLayer, VerifiedBody,
     events::{
         Outcome, Severity,
-        log::{WebhookLogEntry, WebhookStage},
+        log::{WebhookLogEntry, WebhookOutcome},
     },
     resolver::{Resolution, ResolveRequest},
 };
@@ -319,12 +319,12 @@ async fn tracing_events_are_structured_and_the_docs_show_a_real_one() {
 struct RecordingLog(Arc<Mutex<Vec<WebhookLogEntry>>>);
 
 impl RecordingLog {
-    fn stages(&self) -> Vec<(u64, WebhookStage)> {
+    fn outcomes(&self) -> Vec<(u64, WebhookOutcome)> {
         self.0
             .lock()
             .unwrap()
             .iter()
-            .map(|e| (e.id, e.stage))
+            .map(|e| (e.id, e.outcome))
             .collect()
     }
 }
@@ -385,12 +385,12 @@ async fn the_webhook_log_sees_every_request_from_receipt_to_outcome() {
     .await;
     assert!(abandoned.is_err());
 
-    let stages = log.stages();
-    let mut ids: Vec<u64> = stages.iter().map(|(id, _)| *id).collect();
+    let outcomes = log.outcomes();
+    let mut ids: Vec<u64> = outcomes.iter().map(|(id, _)| *id).collect();
     ids.dedup();
-    assert_eq!(ids.len(), 4, "{stages:?}");
-    let of = |i: usize| -> Vec<WebhookStage> {
-        stages
+    assert_eq!(ids.len(), 4, "{outcomes:?}");
+    let of = |i: usize| -> Vec<WebhookOutcome> {
+        outcomes
             .iter()
             .filter(|(id, _)| *id == ids[i])
             .map(|(_, s)| *s)
@@ -399,45 +399,45 @@ async fn the_webhook_log_sees_every_request_from_receipt_to_outcome() {
     assert_eq!(
         of(0),
         [
-            WebhookStage::Received,
-            WebhookStage::Verified,
-            WebhookStage::Processed(StatusCode::OK)
+            WebhookOutcome::Received,
+            WebhookOutcome::Verified,
+            WebhookOutcome::Processed(StatusCode::OK)
         ]
     );
     assert_eq!(
         of(1),
         [
-            WebhookStage::Received,
-            WebhookStage::Rejected(RejectionKind::MissingSignature)
+            WebhookOutcome::Received,
+            WebhookOutcome::Rejected(RejectionKind::MissingSignature)
         ]
     );
     assert_eq!(
         of(2),
         [
-            WebhookStage::Received,
-            WebhookStage::Verified,
-            WebhookStage::Failed(Some(StatusCode::INTERNAL_SERVER_ERROR))
+            WebhookOutcome::Received,
+            WebhookOutcome::Verified,
+            WebhookOutcome::Failed(Some(StatusCode::INTERNAL_SERVER_ERROR))
         ]
     );
     assert_eq!(
         of(3),
         [
-            WebhookStage::Received,
-            WebhookStage::Verified,
-            WebhookStage::Failed(None)
+            WebhookOutcome::Received,
+            WebhookOutcome::Verified,
+            WebhookOutcome::Failed(None)
         ]
     );
     for i in 0..4 {
         assert_eq!(
             of(i).iter().filter(|s| s.is_final()).count(),
             1,
-            "exactly one final stage"
+            "exactly one final outcome"
         );
     }
     let entries = log.0.lock().unwrap();
     let verified = entries
         .iter()
-        .find(|e| e.stage == WebhookStage::Verified)
+        .find(|e| e.outcome == WebhookOutcome::Verified)
         .unwrap();
     let webhook = verified.webhook.as_ref().unwrap();
     assert_eq!(webhook.params().get("MessageSid"), Some("SM0123"));
@@ -575,7 +575,7 @@ mod no_parameter_values {
         };
         let layer = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
             .public_url(PublicUrl::fixed("http://api.example.com").unwrap())
-            .diagnose_mismatches(true)
+            .diagnose_mismatches_per_second(20)
             .on_webhook(log)
             .on_security_event(sink.clone());
         let signature = sign_form(&token(), &format!("{PUBLIC}{TARGET}"), SMS_BODY);

@@ -31,11 +31,11 @@ use std::{collections::BTreeSet, net::IpAddr};
 use http::{HeaderName, HeaderValue, Method, Request};
 use proptest::{prelude::*, test_runner::Config};
 use tower_twilio::{
+    __private::{add_default_port, reconstruct, remove_port},
     PublicUrl, Secret,
     form::Params,
     public_url::Scheme,
     signature::{Algorithm, SignatureSettings, sign},
-    url_forms::{add_default_port, remove_port},
     verify::{UrlForm, VerifyError, WebhookRequest},
 };
 
@@ -813,8 +813,9 @@ proptest! {
         };
         let (parts, ()) = request.into_parts();
         let peer: Option<IpAddr> = peer.map(|p| p.parse().unwrap());
-        let forwarded = PublicUrl::trust_forwarded(every_field_from_10_8()).reconstruct(&parts, peer);
-        let own = PublicUrl::request_host(Scheme::Https).reconstruct(&parts, peer);
+        let trusting = PublicUrl::trust_forwarded(every_field_from_10_8());
+        let forwarded = reconstruct(&trusting, &parts, peer);
+        let own = reconstruct(&PublicUrl::request_host(Scheme::Https), &parts, peer);
         if peer != Some("10.0.0.5".parse().unwrap()) && peer != Some("::ffff:10.0.0.7".parse().unwrap()) {
             // From anyone but the proxy, forwarding headers change nothing.
             prop_assert_eq!(forwarded, own);

@@ -362,7 +362,7 @@ pub(crate) mod layer {
         VerifiedBody,
         events::{
             Outcome, SecurityEvent, Severity,
-            log::{WebhookLogEntry, WebhookStage},
+            log::{WebhookLogEntry, WebhookOutcome},
         },
         form::Params,
         replay::ReplayStore,
@@ -425,12 +425,12 @@ pub(crate) mod layer {
             self.sink.events()
         }
 
-        /// The final stage of every webhook, in the order they finished.
-        pub(crate) fn final_stages(&self) -> Vec<WebhookStage> {
+        /// The final outcome of every webhook, in the order they finished.
+        pub(crate) fn final_outcomes(&self) -> Vec<WebhookOutcome> {
             let log = self.log.lock().unwrap();
             log.iter()
-                .map(|entry| entry.stage)
-                .filter(|stage| stage.is_final())
+                .map(|entry| entry.outcome)
+                .filter(|outcome| outcome.is_final())
                 .collect()
         }
     }
@@ -512,7 +512,7 @@ pub(crate) mod layer {
         assert_eq!(ReplayOutcome::of(answer), Some(ReplayOutcome::Copy));
     }
 
-    /// Exactly one event, `replay_suppressed` at info, and the log's final stage `duplicate`.
+    /// Exactly one event, `replay_suppressed` at info, and the log's final outcome `duplicate`.
     pub(crate) fn assert_one_suppressed_event(reports: &Reports) {
         let events = reports.events();
         assert_eq!(events.len(), 1, "{events:?}");
@@ -616,7 +616,7 @@ mod memory_guard {
     use tower::ServiceExt;
     use tower_twilio::{
         RejectionKind,
-        events::{Outcome, Severity, log::WebhookStage},
+        events::{Outcome, Severity, log::WebhookOutcome},
         replay::MemoryStore,
         replay_guard::{ReplayGuardLayer, ReplayOutcome, StoreFailure},
     };
@@ -639,19 +639,19 @@ mod memory_guard {
         assert_eq!(handler.runs(), 1);
         assert_one_suppressed_event(&reports);
         assert_eq!(
-            reports.final_stages(),
+            reports.final_outcomes(),
             [
-                WebhookStage::Processed(StatusCode::OK),
-                WebhookStage::Duplicate
+                WebhookOutcome::Processed(StatusCode::OK),
+                WebhookOutcome::Duplicate
             ]
         );
-        assert_eq!(WebhookStage::Duplicate.as_str(), "duplicate");
+        assert_eq!(WebhookOutcome::Duplicate.as_str(), "duplicate");
 
         // Each copy is one event and one `duplicate` in the log.
         assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(reports.events().len(), 2);
-        assert_eq!(reports.final_stages().len(), 3);
-        assert_eq!(reports.final_stages()[2], WebhookStage::Duplicate);
+        assert_eq!(reports.final_outcomes().len(), 3);
+        assert_eq!(reports.final_outcomes()[2], WebhookOutcome::Duplicate);
 
         // A different webhook is new.
         let other = service.clone().oneshot(sms(2)).await.unwrap();
@@ -722,8 +722,8 @@ mod memory_guard {
         assert_eq!(events[0].url, "https://api.example.com/twilio/sms");
         assert_eq!(events[0].tenant_id.as_deref(), Some("acme"));
         assert_eq!(
-            reports.final_stages(),
-            [WebhookStage::Failed(Some(StatusCode::CONFLICT))]
+            reports.final_outcomes(),
+            [WebhookOutcome::Failed(Some(StatusCode::CONFLICT))]
         );
         gate.add_permits(1);
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);

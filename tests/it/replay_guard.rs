@@ -963,15 +963,15 @@ fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
 /// stored answer as `duplicate`, not as a second `processed`.
 #[tokio::test]
 async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
-    use tower_twilio::events::log::{WebhookLogEntry, WebhookStage};
+    use tower_twilio::events::log::{WebhookLogEntry, WebhookOutcome};
 
-    let entries: Arc<Mutex<Vec<WebhookStage>>> = Arc::default();
+    let entries: Arc<Mutex<Vec<WebhookOutcome>>> = Arc::default();
     let recorded = Arc::clone(&entries);
     let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
         .public_url(PublicUrl::fixed(PUBLIC).unwrap())
         .on_webhook(move |entry: &WebhookLogEntry| {
-            if entry.stage.is_final() {
-                recorded.lock().unwrap().push(entry.stage);
+            if entry.outcome.is_final() {
+                recorded.lock().unwrap().push(entry.outcome);
             }
         });
     let handler = Handler::default();
@@ -992,8 +992,8 @@ async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
     assert_eq!(
         *entries.lock().unwrap(),
         [
-            WebhookStage::Processed(StatusCode::OK),
-            WebhookStage::Duplicate
+            WebhookOutcome::Processed(StatusCode::OK),
+            WebhookOutcome::Duplicate
         ]
     );
 }

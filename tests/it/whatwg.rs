@@ -6,7 +6,7 @@
 
 use percent_encoding::percent_decode_str;
 use proptest::{prelude::*, test_runner::Config};
-use tower_twilio::url_forms::{Unserializable, binds_same_request, whatwg_form};
+use tower_twilio::__private::{Unserializable, binds_same_request, whatwg_form};
 
 /// 512 cases, or `PROPTEST_CASES` for a longer run. The comparison is cheap; more cases
 /// reach more corners of the parser.

@@ -8,7 +8,7 @@
 //! | `tenants` | every tenant (id, name); *legacy* credentials: `account_sid`, `auth_token` |
 //! | `tenant_settings` | *preferred* credentials: `account_sid`, `primary_auth_token`, `secondary_auth_token` |
 //! | `shared_keys` | SharedKey secrets by key id, with the algorithm the Webhook Setting uses |
-//! | `webhook_log` | one row per webhook, updated through its stages; pruned by rows and age |
+//! | `webhook_log` | one row per webhook, updated through its outcomes; pruned by rows and age |
 //! | `message_history` | every message status callback, per tenant and `MessageSid`, in the order received |
 //! | `call_history` | every call and recording status callback, per tenant and `CallSid` |
 //! | `credential_changes` | one counter, moved by every change to the three tables above |
@@ -741,7 +741,7 @@ impl Db {
 
     // ---- webhook log -------------------------------------------------------------------
 
-    /// Inserts a webhook's first stage written; returns its row id.
+    /// Inserts a webhook's first outcome written; returns its row id.
     pub async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
         let sql = format!(
             "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {} RETURNING id",
@@ -753,7 +753,7 @@ impl Db {
             .try_get(0)
     }
 
-    /// Inserts refused requests' rows (each their only stage) in one statement: a flood's
+    /// Inserts refused requests' rows (each their only outcome) in one statement: a flood's
     /// rows cost one round trip and one commit per batch, not per row. At most
     /// [`MAX_LOG_BATCH`] rows. Returns their ids in the order of `entries`.
     pub async fn insert_refused(&self, entries: &[&LogRow]) -> Result<Vec<i64>, sqlx::Error> {
@@ -783,7 +783,7 @@ impl Db {
         Ok(ids)
     }
 
-    /// Records a later stage of the webhook in row `id`; what the stage does not know is kept.
+    /// Records a later outcome of the webhook in row `id`; what the outcome does not know is kept.
     pub async fn update_webhook(&self, id: i64, entry: &LogRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE webhook_log SET
@@ -1150,7 +1150,7 @@ pub struct TenantSummary {
     pub shared_keys: Vec<String>,
 }
 
-/// One stage of one webhook, as stored.
+/// One outcome of one webhook, as stored.
 #[derive(Debug, Clone, Default)]
 pub struct LogRow {
     /// When the request arrived, in milliseconds since the Unix epoch.
@@ -1163,7 +1163,7 @@ pub struct LogRow {
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,
-    /// The stage: `verified`, `rejected`, `processed`, `failed`, `duplicate`, …
+    /// The outcome: `verified`, `rejected`, `processed`, `failed`, `duplicate`, …
     pub outcome: &'static str,
     /// Why it was rejected.
     pub rejection_reason: Option<&'static str>,
@@ -1193,7 +1193,7 @@ pub struct LogRow {
     pub diagnosis_url: Option<String>,
     /// And what to set.
     pub diagnosis_fix: Option<String>,
-    /// The replay guard's key (hex), written with a verified webhook's final stage: the same
+    /// The replay guard's key (hex), written with a verified webhook's final outcome: the same
     /// for a processed webhook and its copies.
     pub replay_key: Option<String>,
 }
@@ -1209,7 +1209,7 @@ pub struct LoggedWebhook {
     pub method: String,
     /// The path, still percent-encoded.
     pub path: String,
-    /// The last stage written.
+    /// The last outcome written.
     pub outcome: String,
     /// Why it was rejected.
     pub rejection_reason: Option<String>,
@@ -1256,7 +1256,7 @@ pub struct ProcessedKey {
     pub replay_key: String,
     /// When it arrived, in milliseconds since the Unix epoch.
     pub received_at_ms: i64,
-    /// When its answer was logged (its final stage), in milliseconds since the Unix epoch.
+    /// When its answer was logged (its final outcome), in milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
 }
 

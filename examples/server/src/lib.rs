@@ -259,6 +259,12 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     // After the tenants are set up: every stored account, kept current while the server runs.
     let index = account_index::AccountIndex::load(&db).await?;
     let index_refresh = index.spawn_refresh(db.clone());
+    // The mismatch doctor, when on: at most 20 diagnoses a second.
+    let doctor_per_second = if config.diagnose_mismatches.unwrap_or(demo.is_some()) {
+        20
+    } else {
+        0
+    };
     let twilio = TwilioSignatureLayer::new(credentials::resolver(
         &db,
         &index,
@@ -267,7 +273,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     .public_url(public_url)
     // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
     .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
-    .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
+    .diagnose_mismatches_per_second(doctor_per_second)
     .on_webhook(log.hook())
     .on_security_event(Sinks::new(config.sentry));
     // A webhook already processed (a Twilio retry, or a captured request played again) is
@@ -437,7 +443,7 @@ where
     .await;
     // Every connection is closed; a webhook whose client left first may still be running on
     // its own (`RunToEnd`): wait for it (bounded by the request timeout), so that its last
-    // stage is on the log's queue too.
+    // outcome is on the log's queue too.
     let run_to_end = handles.run_to_end;
     let all = u32::try_from(run_to_end.limit).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(run_to_end.timeout, run_to_end.permits.acquire_many(all)).await;

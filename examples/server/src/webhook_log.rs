@@ -1,5 +1,5 @@
 //! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
-//! two queues; the task keeps one `webhook_log` row per webhook up to date through its stages
+//! two queues; the task keeps one `webhook_log` row per webhook up to date through its outcomes
 //! (verified → processed | failed(status) | duplicate, or at once rejected(reason)), and adds
 //! the mismatch doctor's diagnosis to the row when it comes (after the response).
 //!
@@ -9,22 +9,22 @@
 //! sorts each webhook by what verification said:
 //!
 //! - **A verified webhook** goes on the *webhook queue*, which never refuses an entry: its row
-//!   is inserted at the `Verified` stage and updated at its final stage. The writer retries a
+//!   is inserted at the `Verified` outcome and updated at its final outcome. The writer retries a
 //!   failed write (database briefly down) until it succeeds; on shutdown the server first lets
-//!   in-flight requests finish (each webhook's final stage is queued before its response is
+//!   in-flight requests finish (each webhook's final outcome is queued before its response is
 //!   sent), then [`LogWriter::drain`] writes whatever is still queued before the process exits.
 //! - **A refused request** (forged, unknown account, malformed; or dropped before it was
-//!   verified) is one row written at its final stage, through the *refused queue*: bounded
+//!   verified) is one row written at its final outcome, through the *refused queue*: bounded
 //!   ([`REFUSED_QUEUE`] entries), it drops what does not fit, counts it in the
 //!   [`REFUSED_DROPPED`] metric and says so in a warning (the first drop at once, then at most
 //!   one line a minute with the count). A flood of forged requests faster than the database
 //!   costs log rows, never the capacity genuine webhooks need. The writer takes from the
 //!   webhook queue first.
 //!
-//! Nothing is written at the `Received` stage: whether a request is a webhook or a forgery is
+//! Nothing is written at the `Received` outcome: whether a request is a webhook or a forgery is
 //! only known once it has been verified.
 //!
-//! A verified webhook's final stage also records the replay guard's key ([`note_replay_key`]),
+//! A verified webhook's final outcome also records the replay guard's key ([`note_replay_key`]),
 //! so that a copy (`duplicate`) can be pointed at the webhook whose stored answer it got.
 //!
 //! # Memory stays bounded
@@ -74,7 +74,7 @@ use tokio::{
 use tower_twilio::{
     VerifiedWebhook,
     doctor::Diagnosis,
-    events::log::{WebhookLogEntry, WebhookStage},
+    events::log::{WebhookLogEntry, WebhookOutcome},
     replay::ReplayKey,
     replay_guard::Scope,
     signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
@@ -195,7 +195,7 @@ pub async fn tag_request(mut request: Request, next: Next) -> Response {
 /// Placed between the signature layer and a replay guard of `scope`: notes the key the guard
 /// claims for the verified request (a SHA-256 of the signature, and in the delivery scope of
 /// the `I-Twilio-Idempotency-Token`: never the signature itself) for the log, which writes it
-/// with the webhook's final stage. A copy's row and the row of the webhook whose stored answer
+/// with the webhook's final outcome. A copy's row and the row of the webhook whose stored answer
 /// it got then share it, and the API points from one to the other.
 ///
 /// ```
@@ -281,7 +281,7 @@ struct Entry {
 }
 
 /// How many finished webhooks and refused requests keep their row id for a diagnosis that
-/// comes after their final stage (the doctor runs after the response, within milliseconds; a
+/// comes after their final outcome (the doctor runs after the response, within milliseconds; a
 /// flood of refusals can pass a whole refused queue in that time).
 const DIAGNOSABLE: usize = REFUSED_QUEUE;
 
@@ -351,19 +351,19 @@ impl LogSender {
     }
 
     fn send(&self, entry: &WebhookLogEntry) {
-        if entry.stage == WebhookStage::Received {
-            // Nothing is known of it yet: written with its next stage.
+        if entry.outcome == WebhookOutcome::Received {
+            // Nothing is known of it yet: written with its next outcome.
             return;
         }
         let tags = TAGS.try_with(Clone::clone).ok();
-        let queued = match entry.stage {
-            WebhookStage::Verified | WebhookStage::PassedInReportOnlyMode(_) => {
+        let queued = match entry.outcome {
+            WebhookOutcome::Verified | WebhookOutcome::PassedInReportOnlyMode(_) => {
                 if let Some(tags) = &tags {
                     lock(&tags.admission).queued = true;
                 }
                 true
             }
-            // A final stage: on the webhook queue if the webhook's earlier stage is there.
+            // A final outcome: on the webhook queue if the webhook's earlier outcome is there.
             _ => match &tags {
                 Some(tags) => lock(&tags.admission).queued,
                 // Outside `tag_request` (never in this server): by what the entry says.
@@ -507,7 +507,7 @@ async fn run(
 struct Writer {
     db: Db,
     refused: mpsc::Receiver<Box<Entry>>,
-    /// Layer entry id → row id, for verified webhooks whose final stage has not been written
+    /// Layer entry id → row id, for verified webhooks whose final outcome has not been written
     /// yet. Bounded like the queue: at most `QUEUED_WEBHOOKS` webhooks are admitted at once.
     rows: HashMap<u64, i64>,
     /// The same for the last [`DIAGNOSABLE`] webhooks finished, for a late diagnosis.
@@ -659,7 +659,7 @@ impl Writer {
         Ok(())
     }
 
-    /// After a webhook's final stage: forget its row, but for a late diagnosis (the caller
+    /// After a webhook's final outcome: forget its row, but for a late diagnosis (the caller
     /// drops the entry, and with it the webhook's permit).
     fn finish(&mut self, work: &Work) {
         if let Work::Webhook(entry) = work
@@ -697,7 +697,7 @@ impl Writer {
 
 /// What the writer writes at once.
 enum Work {
-    /// One stage of a verified webhook: its row inserted, or updated.
+    /// One outcome of a verified webhook: its row inserted, or updated.
     Webhook(Box<Entry>),
     /// Refused requests' rows, each written once, together (at most [`MAX_LOG_BATCH`]).
     Refused(Vec<Entry>),
@@ -721,7 +721,7 @@ impl Entry {
             path: cap(&entry.path, URL_PART_CAP),
             query: cap_opt(entry.query.as_deref(), URL_PART_CAP),
             user_agent: cap_opt(entry.user_agent.as_deref(), USER_AGENT_CAP),
-            outcome: entry.stage.as_str(),
+            outcome: entry.outcome.as_str(),
             // The tenant and (unverified, on a rejection) account the layer knows of.
             tenant_id: cap_opt(entry.tenant_id.as_deref(), ID_CAP),
             account_sid: cap_opt(entry.account_sid.as_deref(), ID_CAP),
@@ -734,16 +734,16 @@ impl Entry {
             row.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
             row.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
         }
-        match entry.stage {
-            WebhookStage::Rejected(kind) | WebhookStage::PassedInReportOnlyMode(kind) => {
+        match entry.outcome {
+            WebhookOutcome::Rejected(kind) | WebhookOutcome::PassedInReportOnlyMode(kind) => {
                 row.rejection_reason = Some(kind.as_str());
             }
-            WebhookStage::Processed(status) | WebhookStage::Failed(Some(status)) => {
+            WebhookOutcome::Processed(status) | WebhookOutcome::Failed(Some(status)) => {
                 row.status_code = Some(i64::from(status.as_u16()));
             }
             _ => {}
         }
-        // From the Verified stage on, the verified parameters say which message this is.
+        // From the Verified outcome on, the verified parameters say which message this is.
         if let Some(webhook) = &entry.webhook {
             let params = webhook.params();
             let field = |names: &[&str]| {
@@ -761,8 +761,8 @@ impl Entry {
         }
         Self {
             id: entry.id,
-            is_final: entry.stage.is_final(),
-            diagnosis_only: entry.stage == WebhookStage::Diagnosed,
+            is_final: entry.outcome.is_final(),
+            diagnosis_only: entry.outcome == WebhookOutcome::Diagnosed,
             row,
             permit: None,
         }

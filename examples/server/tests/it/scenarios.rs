@@ -385,7 +385,7 @@ async fn a_restart_keeps_everything(db: TestDb) {
     assert_eq!(
         outcomes,
         ["rejected", "processed", "processed"],
-        "every final stage written"
+        "every final outcome written"
     );
     store.close().await;
 
