@@ -113,8 +113,13 @@
 //! | [`signature`] | algorithms, the settings header, [`signature::sign`], `bodySHA256` |
 //! | [`form`] | content-type detection and form decoding into [`form::Params`] |
 //! | [`verify`] | the pure whole-request verifier with a typed [`verify::VerifyError`], and the URL spellings it accepts |
+//! | [`account`] | the account rules the layer adds to the signature: one well-formed `AccountSid`, a SharedKey only for its own account |
+//! | [`doctor`] | the mismatch doctor: the URL a mismatched signature was made for |
+//! | [`setup`] | the setup guide: axum, hyper, tonic, proxies, rotation, troubleshooting |
 //!
-//! `signature`, `form` and `verify` are pure: no I/O, no tower types.
+//! `signature`, `form`, `verify`, `account` and `doctor` are pure: no I/O, no tower types.
+//! Code that verifies without the layer uses `verify` for the signature and `account` for the
+//! account.
 //!
 //! # Feature flags
 //!
