@@ -43,7 +43,7 @@ where
 }
 
 /// What has happened to a webhook so far, one entry of its lifecycle. A security event names
-/// the outcomes it reports with [`Outcome`](super::Outcome), in the same words.
+/// the outcome it reports with [`Outcome`](super::Outcome).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WebhookOutcome {
