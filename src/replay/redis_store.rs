@@ -255,6 +255,18 @@ impl ReplayStore for RedisStore {
     fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
         super::store::spawn_release(self.release(key, token));
     }
+
+    /// Spawns the completion on the current tokio runtime; without one, the claim lapses
+    /// after its lease.
+    fn complete_detached(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        answer: StoredAnswer,
+        window: Duration,
+    ) {
+        super::store::spawn_complete(self.complete(key, token, answer, window));
+    }
 }
 
 impl fmt::Debug for RedisStore {

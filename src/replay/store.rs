@@ -120,6 +120,29 @@ pub trait ReplayStore {
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
     }
+
+    /// Records a processed webhook from synchronous code: the guard calls it when a request
+    /// whose handler answered 2xx is dropped before the store recorded it (the client went
+    /// away while the answer was read or stored). The handler has acted, so the webhook must
+    /// not be left to a lapsing claim that lets a copy run it again.
+    ///
+    /// The default polls [`complete`](Self::complete) once, which finishes a store whose
+    /// futures are ready at once; otherwise the claim lapses after its lease and a copy runs
+    /// the handler again. A store that talks to a server should start the completion in the
+    /// background instead (the Redis and PostgreSQL stores spawn it on the current tokio
+    /// runtime); a store that wraps another should forward it.
+    fn complete_detached(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        answer: StoredAnswer,
+        window: Duration,
+    ) {
+        let mut complete = pin!(self.complete(key, token, answer, window));
+        let _ = complete
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+    }
 }
 
 /// A [`ReplayStore`] operation failed. `Display` text is for people and may change; match on
@@ -210,14 +233,35 @@ pub(crate) fn spawn_release<F>(release: F)
 where
     F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
 {
+    spawn_detached(
+        release,
+        "could not release a replay claim; it stays until its lease runs out",
+    );
+}
+
+/// Runs a shared store's `complete` on the current tokio runtime, for
+/// [`ReplayStore::complete_detached`]; without a runtime, the claim lapses after its lease.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn spawn_complete<F>(complete: F)
+where
+    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
+{
+    spawn_detached(
+        complete,
+        "could not record a processed webhook whose request was dropped; a copy arriving \
+         after the claim's lease runs the handler again",
+    );
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn spawn_detached<F>(operation: F, failed: &'static str)
+where
+    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
+{
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            if let Err(error) = release.await {
-                tracing::warn!(
-                    target: crate::events::TRACING_TARGET,
-                    %error,
-                    "could not release a replay claim; it stays until its lease runs out"
-                );
+            if let Err(error) = operation.await {
+                tracing::warn!(target: crate::events::TRACING_TARGET, %error, "{failed}");
             }
         });
     }

@@ -64,12 +64,10 @@ pin_project! {
         St: ReplayStore,
     {
         fn drop(this: Pin<&mut Self>) {
-            // Dropped while holding the claim (the client went away before the handler
-            // answered): let the next copy run.
+            // Dropped while holding the claim (the client went away): settle it as the state
+            // says, so that a copy neither waits out the lease nor runs an acted-on webhook.
             let request = this.project().request;
-            if let Some(token) = request.claim.take() {
-                request.settings.store.release_detached(&request.key, token);
-            }
+            request.settle_on_drop();
         }
     }
 }
@@ -121,12 +119,26 @@ struct InFlight<S, St, ReqBody> {
     key: ReplayKey,
     /// What the signature covered, for the empty answer to a copy whose answer was not kept.
     covered: Covered,
-    /// Held from the claim until the store is told to complete or release it.
+    /// Held from the claim until the store has completed or released it.
     claim: Option<ClaimToken>,
+    /// What a drop does with the claim, if it is still held.
+    on_drop: OnDrop,
     /// How many times this copy has waited.
     waits: u32,
     /// What an event about this request needs once the inner service has it: set by `call`.
     about: Option<About>,
+}
+
+/// What a request dropped while it holds the claim does with it.
+enum OnDrop {
+    /// The handler has not answered (or failed): release the claim, so a copy runs it.
+    Release,
+    /// The handler answered 2xx with this status and its body was being read: it has acted,
+    /// so the webhook is recorded as done without its answer, as a larger-than-the-bound
+    /// answer is.
+    CutAnswer(StatusCode),
+    /// The answer was read whole and was being stored: store it all the same.
+    Complete(StoredAnswer),
 }
 
 /// What [`report`] reads of a request, kept when the request goes to the inner service: the
@@ -205,6 +217,7 @@ where
                 key,
                 covered,
                 claim: None,
+                on_drop: OnDrop::Release,
                 waits: 0,
                 about: None,
             },
@@ -274,7 +287,9 @@ where
                     }
                 }
                 StateProj::Completing { complete, response } => {
-                    if let Err(error) = ready!(complete.poll(cx)) {
+                    let completed = ready!(complete.poll(cx));
+                    request.claim = None;
+                    if let Err(error) = completed {
                         request.report(
                             RejectionKind::ReplayStoreFailed,
                             Outcome::PassedWithoutReplayCheck,
@@ -293,7 +308,9 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Releasing { release, result } => {
-                    if let Err(error) = ready!(release.poll(cx)) {
+                    let released = ready!(release.poll(cx));
+                    request.claim = None;
+                    if let Err(error) = released {
                         tracing::warn!(
                             target: TRACING_TARGET,
                             %error,
@@ -459,6 +476,8 @@ where
         };
         match result {
             Ok(response) if response.status().is_success() => {
+                // The handler has acted: from here on the webhook is never released.
+                self.on_drop = OnDrop::CutAnswer(response.status());
                 let (parts, body) = response.into_parts();
                 State::Reading {
                     body: Some(body),
@@ -470,12 +489,12 @@ where
         }
     }
 
+    /// Releases the claim (held until the store has released it), then hands on `result`.
     fn release(
         &mut self,
         token: ClaimToken,
         result: Result<Response<ResponseBody<ResBody>>, S::Error>,
     ) -> StateOf<S, St, ReqBody, ResBody> {
-        self.claim = None;
         State::Releasing {
             release: self.settings.store.release(&self.key, token),
             result: Some(result),
@@ -489,7 +508,7 @@ where
         body: ResBody,
         collected: Collected,
     ) -> StateOf<S, St, ReqBody, ResBody> {
-        let token = self.claim.take().expect("only a claimed request is read");
+        let token = self.claim.expect("only a claimed request is read");
         let status = parts.status;
         let (answer, response_body) = match collected {
             Collected::Whole(bytes) => {
@@ -498,10 +517,11 @@ where
                 (answer, ResponseBody::full(bytes))
             }
             Collected::Partial(prefix, held @ Some(Err(_))) => {
-                // The body failed: not processed as far as anyone can tell. The client gets
-                // the error; the next copy runs again.
-                let response = Response::from_parts(parts, ResponseBody::rest(prefix, held, body));
-                return self.release(token, Ok(response));
+                // The body failed half-way, but the handler answered 2xx: it has acted. The
+                // client gets what was read, then the error; the webhook is done.
+                cut_answer_read();
+                let answer = StoredAnswer::done_only(status);
+                (answer, ResponseBody::rest(prefix, held, body))
             }
             Collected::Partial(prefix, held) => {
                 tracing::warn!(
@@ -515,6 +535,9 @@ where
             }
         };
         let settings = &self.settings;
+        // A store that answers later (Redis, PostgreSQL) may see the request dropped before:
+        // the answer is stored all the same.
+        self.on_drop = OnDrop::Complete(answer.clone());
         State::Completing {
             complete: settings
                 .store
@@ -565,6 +588,45 @@ where
             }
         }
     }
+}
+
+impl<S, St: ReplayStore, ReqBody> InFlight<S, St, ReqBody> {
+    /// The request is dropped: settles a claim it still holds as [`OnDrop`] says.
+    fn settle_on_drop(&mut self) {
+        let Some(token) = self.claim.take() else {
+            return;
+        };
+        let settings = &self.settings;
+        match std::mem::replace(&mut self.on_drop, OnDrop::Release) {
+            OnDrop::Release => settings.store.release_detached(&self.key, token),
+            OnDrop::CutAnswer(status) => {
+                cut_answer_read();
+                let answer = StoredAnswer::done_only(status);
+                let window = settings.window;
+                settings
+                    .store
+                    .complete_detached(&self.key, token, answer, window);
+            }
+            OnDrop::Complete(answer) => {
+                let window = settings.window;
+                settings
+                    .store
+                    .complete_detached(&self.key, token, answer, window);
+            }
+        }
+    }
+}
+
+/// Reports, once per request, a 2xx answer the guard could not read whole: the handler has
+/// acted, so the webhook is recorded as done without its answer, as a larger-than-the-bound
+/// answer is, and its copies get the empty answer.
+fn cut_answer_read() {
+    tracing::warn!(
+        target: TRACING_TARGET,
+        "a 2xx answer was cut before the replay guard read it whole (the client went away, or \
+         the body failed): the webhook is recorded as done without its answer, so the handler \
+         does not run again and its copies get an empty answer"
+    );
 }
 
 /// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery

@@ -28,8 +28,8 @@
 //!
 //! | the store says | what happens |
 //! | --- | --- |
-//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (5 s), renewed every 2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before its answer releases the claim, so the next copy runs the handler |
-//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
+//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (5 s), renewed every 2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before the handler answered releases the claim, so the next copy runs the handler. Once the handler has answered 2xx it has acted, and the webhook is never released: an answer cut before the guard read it whole (the client went away while it streamed, or its body failed) is recorded as "done" only, as a larger one is, with one `WARN`; a request dropped while its answer is being stored still stores it |
+//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound, or cut before it was read whole, was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
 //! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 5 s). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
 //! | an error | by default the handler runs unguarded, with an `ERROR` event; see the trade-off table |
 //!
@@ -80,6 +80,11 @@
 //!   does not retry by default: final for that request. The first attempt keeps running and
 //!   stores its answer; nothing runs twice. Keep the wait under `rt` minus your handler's
 //!   usual time, and keep handlers fast (Twilio reads nothing after `rt`).
+//! - a copy of a webhook whose answer was cut (Twilio's read timeout ran out between two
+//!   packets, or the body failed) gets the empty answer: Twilio takes it as done and stops
+//!   retrying; an SMS gets no reply, a call ends. The handler acted once and does not run
+//!   again. (Releasing it would run the handler twice; an error status would be final too, and
+//!   would send the webhook to the Fallback URL, which may act on it again.)
 //! - a store failure: the trade-off below.
 //!
 //! | on a store failure ([`StoreFailure`]) | what is lost | what may run twice |

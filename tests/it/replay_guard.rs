@@ -1022,3 +1022,295 @@ async fn a_timeout_directly_outside_the_guard_answers_with_an_empty_body() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(body.is_empty());
 }
+
+/// Once the handler has answered 2xx it has acted: whatever happens to its answer afterwards
+/// (the client goes away while it streams, the body fails, the request is dropped while the
+/// store records it), a copy must not run it again.
+mod cut_answers {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use http_body::Frame;
+    use tokio::sync::mpsc;
+    use tower_twilio::replay::{ClaimToken, ReplayKey, StoredAnswer};
+
+    use super::*;
+
+    /// A response body fed by the test, frame by frame; it ends when the sender is dropped.
+    struct Streamed(mpsc::UnboundedReceiver<Result<Bytes, BoxError>>);
+
+    impl http_body::Body for Streamed {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|frame| frame.map(|data| data.map(Frame::data)))
+        }
+    }
+
+    type Feed = mpsc::UnboundedSender<Result<Bytes, BoxError>>;
+
+    type StreamingApp =
+        BoxCloneService<Request<Full<Bytes>>, Response<UnsyncBoxBody<Bytes, BoxError>>, Infallible>;
+
+    /// The signature layer, `guard`, and a handler that answers `200` with the first part of
+    /// its TwiML at once. On its first run the rest is up to the test (the feed goes to
+    /// `feeds`); on later runs the answer is whole at once.
+    fn streaming_app(
+        guard: ReplayGuardLayer,
+        runs: &Arc<AtomicUsize>,
+        feeds: mpsc::UnboundedSender<Feed>,
+    ) -> StreamingApp {
+        let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+            .public_url(PublicUrl::fixed(PUBLIC).unwrap());
+        let runs = Arc::clone(runs);
+        let service = ServiceBuilder::new().layer(twilio).layer(guard).service_fn(
+            move |_: Request<VerifiedBody>| {
+                let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                let (feed, body) = mpsc::unbounded_channel();
+                feed.send(Ok(Bytes::from(format!("<Response><Message>reply {run}"))))
+                    .unwrap();
+                if run == 1 {
+                    feeds.send(feed).unwrap();
+                } else {
+                    feed.send(Ok(Bytes::from_static(b"</Message></Response>")))
+                        .unwrap();
+                }
+                let mut response = Response::new(Streamed(body));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/xml; charset=utf-8"),
+                );
+                async move { Ok::<_, Infallible>(response) }
+            },
+        );
+        type Both = tower_twilio::ResponseBody<tower_twilio::replay_guard::ResponseBody<Streamed>>;
+        BoxCloneService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
+            service,
+            |response: Response<Both>| response.map(BodyExt::boxed_unsync),
+        ))
+    }
+
+    /// The empty answer a copy gets when only "done" was kept, for a form webhook.
+    const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+    fn warn_lines(logged: &str) -> Vec<&str> {
+        logged
+            .lines()
+            .filter(|line| line.contains(r#""level":"WARN""#))
+            .collect()
+    }
+
+    /// The client (Twilio, after its read timeout between two packets) goes away while the
+    /// guard reads the handler's 2xx answer for the store. Releasing the claim then would let
+    /// the retry run the handler a second time.
+    #[tokio::test]
+    async fn a_2xx_answer_dropped_while_it_is_read_marks_the_webhook_done() {
+        let (logs, _guard) = crate::support::capture_json_logs();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (feeds, mut fed) = mpsc::unbounded_channel();
+        let app = streaming_app(ReplayGuardLayer::default(), &runs, feeds);
+        let mut first = Box::pin(app.clone().oneshot(sms(1)));
+        let feed = tokio::select! {
+            _ = &mut first => panic!("answered before its body ended"),
+            feed = fed.recv() => feed.unwrap(),
+        };
+        // The guard has read the first part and waits for the rest.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut first)
+                .await
+                .is_err()
+        );
+        drop(first); // the connection closed
+        let copy = send(&app, sms(1)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the copy ran the handler again"
+        );
+        assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            (copy.status, &copy.body[..]),
+            (StatusCode::OK, EMPTY_TWIML.as_bytes())
+        );
+        drop(feed);
+        let logged = logs.text();
+        let warned = warn_lines(&logged);
+        assert_eq!(warned.len(), 1, "reported once: {logged}");
+        assert!(warned[0].contains("cut"), "{logged}");
+    }
+
+    /// The handler's 2xx answer fails half-way (its stream broke): it acted all the same.
+    #[tokio::test]
+    async fn a_2xx_answer_whose_body_fails_while_it_is_read_marks_the_webhook_done() {
+        let (logs, _guard) = crate::support::capture_json_logs();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (feeds, mut fed) = mpsc::unbounded_channel();
+        let app = streaming_app(ReplayGuardLayer::default(), &runs, feeds);
+        let first = tokio::spawn(app.clone().oneshot(sms(1)));
+        let feed = fed.recv().await.unwrap();
+        feed.send(Err("the template engine failed".into())).unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        // The client gets the part that was read, then the error (hyper cuts the connection).
+        let mut body = first.into_body();
+        let part = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(part, "<Response><Message>reply 1");
+        assert!(body.frame().await.unwrap().is_err());
+        let copy = send(&app, sms(1)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the copy ran the handler again"
+        );
+        assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            (copy.status, &copy.body[..]),
+            (StatusCode::OK, EMPTY_TWIML.as_bytes())
+        );
+        let logged = logs.text();
+        let warned = warn_lines(&logged);
+        assert_eq!(warned.len(), 1, "reported once: {logged}");
+        assert!(warned[0].contains("cut"), "{logged}");
+    }
+
+    /// A memory store whose `complete` and `release` take a second to reach it, as a shared
+    /// store's round trip does: the operation happens when its future finishes, never if the
+    /// future is dropped. The detached variants start the operation on the runtime, as the
+    /// Redis and PostgreSQL stores do.
+    #[derive(Clone, Debug, Default)]
+    struct Remote(MemoryStore);
+
+    type Later<T> = Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+
+    const ROUND_TRIP: Duration = Duration::from_secs(1);
+
+    impl Remote {
+        fn later_complete(
+            &self,
+            key: &ReplayKey,
+            token: ClaimToken,
+            answer: StoredAnswer,
+            window: Duration,
+        ) -> Later<()> {
+            let (store, key) = (self.0.clone(), *key);
+            Box::pin(async move {
+                tokio::time::sleep(ROUND_TRIP).await;
+                store.complete(&key, token, answer, window).await
+            })
+        }
+
+        fn later_release(&self, key: &ReplayKey, token: ClaimToken) -> Later<()> {
+            let (store, key) = (self.0.clone(), *key);
+            Box::pin(async move {
+                tokio::time::sleep(ROUND_TRIP).await;
+                store.release(&key, token).await
+            })
+        }
+    }
+
+    impl ReplayStore for Remote {
+        type ClaimFuture = <MemoryStore as ReplayStore>::ClaimFuture;
+        type RenewFuture = <MemoryStore as ReplayStore>::RenewFuture;
+        type CompleteFuture = Later<()>;
+        type ReleaseFuture = Later<()>;
+        type WaitFuture = <MemoryStore as ReplayStore>::WaitFuture;
+
+        fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
+            self.0.claim(key, lease)
+        }
+        fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
+            self.0.renew(key, token, lease)
+        }
+        fn complete(
+            &self,
+            key: &ReplayKey,
+            token: ClaimToken,
+            answer: StoredAnswer,
+            window: Duration,
+        ) -> Self::CompleteFuture {
+            self.later_complete(key, token, answer, window)
+        }
+        fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
+            self.later_release(key, token)
+        }
+        fn wait(&self, key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
+            self.0.wait(key, attempt)
+        }
+        fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
+            tokio::spawn(self.later_release(key, token));
+        }
+        fn complete_detached(
+            &self,
+            key: &ReplayKey,
+            token: ClaimToken,
+            answer: StoredAnswer,
+            window: Duration,
+        ) {
+            tokio::spawn(self.later_complete(key, token, answer, window));
+        }
+    }
+
+    /// Polls `request` until the handler has run `n` times, then drops it.
+    async fn drop_after_the_handler<F: std::future::Future + Unpin>(
+        mut request: F,
+        runs: impl Fn() -> usize,
+        n: usize,
+    ) {
+        while runs() < n {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(10), &mut request)
+                    .await
+                    .is_err(),
+                "answered before it could be dropped"
+            );
+        }
+        // One more poll, to be past the handler's answer.
+        let _ = tokio::time::timeout(Duration::from_millis(10), &mut request).await;
+        drop(request);
+    }
+
+    /// The client goes away after the handler answered, while the store records the answer
+    /// (a round trip to Redis or PostgreSQL): the record must still be made, or the claim
+    /// lapses and Twilio's retry runs the handler a second time.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_its_answer_is_stored_still_stores_it() {
+        let handler = Handler::default();
+        let app = app(ReplayGuardLayer::new(Remote::default()), &handler);
+        let first = Box::pin(app.clone().oneshot(sms(1)));
+        drop_after_the_handler(first, || handler.runs(), 1).await;
+        let retry = send(&app, sms(1)).await;
+        assert_eq!(handler.runs(), 1, "the retry ran the handler again");
+        assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            retry.body, "<Response><Message>reply 1</Message></Response>",
+            "the retry gets the answer the dropped request was given"
+        );
+    }
+
+    /// The client goes away while the guard releases the claim of a failed attempt: the
+    /// release still happens, so Twilio's retry runs at once instead of waiting out the lease.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_its_claim_is_released_still_releases_it() {
+        let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
+        let app = app(ReplayGuardLayer::new(Remote::default()), &handler);
+        let first = Box::pin(app.clone().oneshot(sms(1)));
+        drop_after_the_handler(first, || handler.runs(), 1).await;
+        let started = tokio::time::Instant::now();
+        let retry = send(&app, sms(1)).await;
+        assert_eq!((retry.status, retry.kind), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+        assert!(
+            started.elapsed() < ReplayGuardLayer::DEFAULT_LEASE / 2,
+            "the retry waited for the lease: {:?}",
+            started.elapsed()
+        );
+    }
+}
