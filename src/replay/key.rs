@@ -60,6 +60,13 @@ impl ReplayKey {
         Self::hash(b'd', algorithm, signature, Some(token))
     }
 
+    /// The key under which a store counts the deliveries of the webhook signed with
+    /// `signature` (see [`ReplayStore::claim_delivery`](super::ReplayStore::claim_delivery)):
+    /// never equal to a content or a delivery key.
+    pub fn deliveries(algorithm: Algorithm, signature: &[u8]) -> Self {
+        Self::hash(b'n', algorithm, signature, None)
+    }
+
     fn hash(scope: u8, algorithm: Algorithm, signature: &[u8], token: Option<&[u8]>) -> Self {
         let mut hash = Sha256::new();
         // Domain separation and prefix-free lengths: no two different inputs hash the same
@@ -128,6 +135,7 @@ mod tests {
             ReplayKey::new(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B9="),
             ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b""),
             ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b"idem-1"),
+            ReplayKey::deliveries(Algorithm::HmacSha1, SIG),
         ];
         for variant in variants {
             assert_ne!(base, variant);

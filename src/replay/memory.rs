@@ -45,6 +45,10 @@ use super::{
 /// empty answer, and the store reports it at `WARN`); a new webhook that does not fit is
 /// refused with [`ReplayStoreErrorKind::Full`].
 ///
+/// The deliveries of one webhook ([`claim_delivery`](ReplayStore::claim_delivery)) are
+/// counted in an entry of their own (one more [`ENTRY_BYTES`](Self::ENTRY_BYTES)), which
+/// expires with its period, as the Redis and PostgreSQL stores count them.
+///
 /// A copy that [waits](ReplayStore::wait) for a claim here is woken the moment the claim is
 /// completed, released or lapses.
 ///
@@ -171,9 +175,23 @@ enum State {
     Claimed(Option<Arc<Notify>>),
     /// Processed: the answer's status, and the answer when it was kept.
     Done(StatusCode, Option<Box<StoredAnswer>>),
+    /// How many deliveries of one webhook were claimed since this count began (under a
+    /// [`ReplayKey::deliveries`] key).
+    Deliveries(u32),
 }
 
 impl State {
+    /// What a claim of a key in this state answers.
+    fn claim(&self) -> Claim {
+        match self {
+            Self::Done(_, Some(answer)) => Claim::Done(StoredAnswer::clone(answer)),
+            Self::Done(status, None) => Claim::Done(StoredAnswer::done_only(*status)),
+            // A count is never under a key that is claimed (domains apart): in flight, never
+            // new.
+            Self::Claimed(_) | Self::Deliveries(_) => Claim::InFlight,
+        }
+    }
+
     /// The bytes the entry's answer counts for.
     fn answer_bytes(&self) -> usize {
         match self {
@@ -284,14 +302,51 @@ impl Table {
         let now = Instant::now();
         self.purge(now);
         if let Some(entry) = self.entries.get(&key) {
-            return Ok(match &entry.state {
-                State::Done(_, Some(answer)) => Claim::Done(StoredAnswer::clone(answer)),
-                State::Done(status, None) => Claim::Done(StoredAnswer::done_only(*status)),
-                State::Claimed(_) => Claim::InFlight,
-            });
+            return Ok(entry.state.claim());
         }
         if self.used + MemoryStore::ENTRY_BYTES > self.budget {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
+        }
+        let seq = self.insert(key, State::Claimed(None), now + lease);
+        Ok(Claim::Claimed(ClaimToken::new(u128::from(seq))))
+    }
+
+    /// [`claim`](Self::claim), counting a new delivery under `deliveries`; see
+    /// [`ReplayStore::claim_delivery`].
+    fn claim_delivery(
+        &mut self,
+        key: ReplayKey,
+        deliveries: ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Result<Claim, ReplayStoreError> {
+        let now = Instant::now();
+        self.purge(now);
+        if let Some(entry) = self.entries.get(&key) {
+            return Ok(entry.state.claim());
+        }
+        let counted = match self.entries.get(&deliveries).map(|entry| &entry.state) {
+            Some(State::Deliveries(count)) => Some(*count),
+            // Not a count (a SHA-256 collision across domains): never taken as room.
+            Some(_) => return Ok(Claim::InFlight),
+            None => None,
+        };
+        if counted.is_some_and(|count| count >= max) {
+            return Ok(Claim::TooManyDeliveries);
+        }
+        let entries = if counted.is_some() { 1 } else { 2 };
+        if self.used + entries * MemoryStore::ENTRY_BYTES > self.budget {
+            return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
+        }
+        match self.entries.get_mut(&deliveries) {
+            Some(Entry {
+                state: State::Deliveries(count),
+                ..
+            }) => *count += 1,
+            _ => {
+                self.insert(deliveries, State::Deliveries(1), now + period);
+            }
         }
         let seq = self.insert(key, State::Claimed(None), now + lease);
         Ok(Claim::Claimed(ClaimToken::new(u128::from(seq))))
@@ -430,6 +485,20 @@ impl ReplayStore for MemoryStore {
 
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
         ready(self.lock().claim(*key, lease))
+    }
+
+    fn claim_delivery(
+        &self,
+        key: &ReplayKey,
+        deliveries: &ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        ready(
+            self.lock()
+                .claim_delivery(*key, *deliveries, max, period, lease),
+        )
     }
 
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {

@@ -23,6 +23,10 @@ pub enum Claim {
     Done(StoredAnswer),
     /// Claimed by another request that has not finished (here or on another instance).
     InFlight,
+    /// Not seen, but not claimed either: the webhook has had as many deliveries as
+    /// [`claim_delivery`](ReplayStore::claim_delivery) may tell apart within its period.
+    /// Nothing was stored.
+    TooManyDeliveries,
 }
 
 /// Proves which request holds a claim, so that a late release cannot delete a claim or a
@@ -52,7 +56,8 @@ impl ClaimToken {
 ///
 /// 1. [`claim`](Self::claim): if the key is absent, store it as claimed by a fresh token for
 ///    `lease`, and answer [`Claim::Claimed`]; else answer [`Claim::Done`] with the stored
-///    answer, or [`Claim::InFlight`].
+///    answer, or [`Claim::InFlight`]. [`claim_delivery`](Self::claim_delivery) does the same
+///    for one delivery of a webhook, and counts it: past a bound, [`Claim::TooManyDeliveries`].
 /// 2. [`renew`](Self::renew): extend the claim to `lease` from now, only while `token` holds
 ///    it; answers whether it still did.
 /// 3. [`complete`](Self::complete): store the answer and mark the key done for `window`,
@@ -85,6 +90,36 @@ pub trait ReplayStore {
 
     /// Claims `key` for `lease` if it is absent; see the [trait docs](Self).
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture;
+
+    /// Claims `key`, one delivery of a webhook (the
+    /// [delivery scope](crate::replay_guard::Scope::Delivery)), as [`claim`](Self::claim)
+    /// does, and bounds how many deliveries of that webhook are kept apart. `deliveries`
+    /// ([`ReplayKey::deliveries`]) is where they are counted, in the same atomic step:
+    ///
+    /// - `key` present: answered as by [`claim`](Self::claim) (done or in flight), whatever
+    ///   the count;
+    /// - `key` absent and fewer than `max` deliveries counted: the count goes up by one (a
+    ///   count begins with its first delivery and lasts `period`), and `key` is claimed;
+    /// - `key` absent and `max` deliveries counted: [`Claim::TooManyDeliveries`], and nothing
+    ///   is stored.
+    ///
+    /// So whatever a sender does with the unsigned idempotency token, one signed webhook
+    /// takes at most `max` entries (and the count's) per `period`. The guard keeps a
+    /// delivery's entry for `period` after its answer, so about `2 × max` are alive at once.
+    ///
+    /// The default claims `key` without counting: **unbounded**. The stores of this crate
+    /// count; a store that wraps another should forward it.
+    fn claim_delivery(
+        &self,
+        key: &ReplayKey,
+        deliveries: &ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        let _ = (deliveries, max, period);
+        self.claim(key, lease)
+    }
 
     /// Extends `token`'s claim on `key` to `lease` from now; `Ok(false)` if `token` no longer
     /// holds it.

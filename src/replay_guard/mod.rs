@@ -63,10 +63,23 @@
 //! request without it is keyed on its signature alone (as in the content scope): a copy then
 //! gets the first answer, never a blank one. The header is not signed, so in the delivery
 //! scope a replay with a fresh token runs the handler again: handlers on voice routes must
-//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML). Each such replay
-//! also takes an entry in the store for the window, so give the delivery scope a store of its
-//! own: a [`MemoryStore`](crate::replay::MemoryStore) that a flood of replayed voice webhooks
-//! fills then refuses new voice keys only, and never the keys the messages rely on.
+//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML).
+//!
+//! What such replays can make the store hold is bounded. A delivery is kept for the
+//! [delivery window](ReplayGuardLayer::delivery_window) (5 minutes), not the window: Twilio
+//! makes every attempt of one request within its total time (`tt`, at most 15 s), and a fresh
+//! token makes a replay new whatever the window. And one signed request has at most
+//! [`max_deliveries`](ReplayGuardLayer::max_deliveries) (32) deliveries told apart per
+//! delivery window, counted by the store with the claim
+//! ([`ReplayStore::claim_delivery`](crate::replay::ReplayStore::claim_delivery)): past that, a
+//! delivery with a new token runs the handler **unrecorded** ([`ReplayOutcome::Unrecorded`],
+//! one `WARN`), its answer the handler's. So one captured voice webhook adds at most 32
+//! entries (and their count) per 5 minutes, each kept 5 minutes, whatever is sent. A menu
+//! loop is never cut short: its first 32 passes in 5 minutes are deliveries like any other,
+//! and a pass past that still gets the handler's answer; only Twilio's retry of such a pass
+//! would run the handler again. (Refusing it instead would end the call: Twilio does not
+//! retry a `4xx` or `5xx`.) A store per scope still keeps a flood of replayed voice webhooks
+//! (many captured ones) from filling the store the messages rely on.
 //!
 //! # What Twilio does with the answers
 //!
@@ -101,14 +114,16 @@
 //! # What is guaranteed, and what is not
 //!
 //! - While the store keeps its data, a webhook whose handler answered 2xx does not reach a
-//!   handler again within the window (per scope), whichever instance sharing the store
-//!   receives the copy; every copy gets the first answer (or an empty one when it was larger
-//!   than the bound).
+//!   handler again within the window (per scope; the delivery window for a delivery),
+//!   whichever instance sharing the store receives the copy; every copy gets the first answer
+//!   (or an empty one when it was larger than the bound or cut).
 //! - A failed webhook is released, so its copy runs again: handlers must still tolerate a
 //!   second run of a webhook whose first run failed half-way.
 //! - **Not** guaranteed: a replay after the window, after the store lost its data, or while
 //!   the store fails with the default [`StoreFailure::RunUnguarded`]; a second run when the
-//!   claim lapses because the store could not be reached to renew it for a whole lease.
+//!   claim lapses because the store could not be reached to renew it for a whole lease; in
+//!   the delivery scope, a replay with a fresh token, and Twilio's retry of a delivery past
+//!   the [bound](ReplayGuardLayer::max_deliveries).
 //!
 //! The guard needs a tokio runtime with its time driver (leases, waits). A response body must
 //! be `Unpin` (axum's `Body`, `Full`, and most bodies are) so the part read for the store can
