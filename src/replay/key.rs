@@ -38,7 +38,11 @@ use crate::signature::Algorithm;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ReplayKey([u8; 32]);
 
-/// Hashes the first eight bytes only: they are a SHA-256 output already.
+/// Hashes the first eight bytes only: they are a SHA-256 output already, so two keys share
+/// them only by a 64-bit collision, which no one can aim at many keys at once. A table keyed
+/// on them must still hash them with a secret (the memory store uses std's `RandomState`):
+/// the bytes themselves are public, and a sender choosing a delivery token can grind keys
+/// whose low bits pick one bucket.
 impl Hash for ReplayKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let (first, _) = self.0.split_first_chunk::<8>().expect("32 bytes");

@@ -1,10 +1,9 @@
 //! [`MemoryStore`]: the replay guard's store for one process, bounded by bytes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, hash_map::RandomState},
     fmt,
     future::{Future, Ready, ready},
-    hash::{BuildHasherDefault, Hasher},
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
@@ -107,7 +106,7 @@ impl MemoryStore {
             .max(Self::ENTRY_BYTES);
         Self {
             table: Arc::new(Mutex::new(Table {
-                entries: HashMap::default(),
+                entries: HashMap::with_hasher(RandomState::new()),
                 expiries: BTreeMap::new(),
                 next: 0,
                 budget,
@@ -226,31 +225,12 @@ fn owned(answer: &StoredAnswer) -> StoredAnswer {
     }
 }
 
-/// The keys are SHA-256 outputs of verified signatures: uniform, and not chosen by a sender
-/// without the secret. [`ReplayKey`] hashes as its first eight bytes, which are a hash
-/// already; SipHash over them would only add time.
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = word;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `ReplayKey`; fold anything else in all the same.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-}
-
 struct Table {
-    entries: HashMap<ReplayKey, Entry, BuildHasherDefault<KeyHasher>>,
+    /// Hashed with std's `RandomState` (SipHash with keys random per store), not by the key's
+    /// bytes: a key is a SHA-256 anyone can compute, and in the delivery scope a sender who
+    /// captured one webhook chooses its idempotency token freely, so keys whose bytes pick one
+    /// bucket can be ground offline. With a secret hash they cannot be aimed.
+    entries: HashMap<ReplayKey, Entry, RandomState>,
     /// Every entry once, by expiry: the front is the next to go.
     expiries: BTreeMap<(Instant, u64), ReplayKey>,
     /// Hands out claim tokens and expiry sequence numbers.
@@ -701,6 +681,92 @@ mod tests {
         store.release_detached(&key(1), token);
         assert!(store.is_empty());
         assert_eq!(store.used_bytes(), 0);
+    }
+
+    /// An attacker who captured one voice webhook chooses its unsigned
+    /// `I-Twilio-Idempotency-Token` freely, and the key the guard derives from it is public
+    /// (SHA-256 over the signature and the token). Ground offline, tokens whose keys share the
+    /// hash the table would use put every entry in one bucket's probe sequence: each claim of
+    /// such a key, and each claim that meets it, then compares against all of them under the
+    /// store's lock. The table's hash must not be predictable from the key alone.
+    #[tokio::test]
+    async fn tokens_ground_against_the_key_do_not_share_a_bucket() {
+        use bytes::Bytes;
+        use http::{Request, Response};
+        use tower::{ServiceBuilder, ServiceExt};
+
+        use crate::{
+            VerifiedWebhook,
+            form::Params,
+            replay_guard::{ReplayGuardLayer, Scope},
+            verified_webhook::{Facts, SignatureBytes},
+            verify::{Covered, UrlForm},
+        };
+
+        const SIGNATURE: &[u8] = b"RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        const GROUND: usize = 32;
+        // The low bits that pick a bucket in a table of up to 1024 buckets: what an attacker
+        // aims at, 1 in 1024 tokens offline.
+        const BUCKET_BITS: u64 = 0x3ff;
+        let predicted = |key: &ReplayKey| {
+            let (first, _) = key.as_bytes().split_first_chunk::<8>().unwrap();
+            u64::from_le_bytes(*first)
+        };
+        let ground: Vec<String> = (0u64..)
+            .map(|n| format!("grind-{n}"))
+            .filter(|token| {
+                let key = ReplayKey::for_delivery(Algorithm::HmacSha1, SIGNATURE, token.as_bytes());
+                predicted(&key) & BUCKET_BITS == 0
+            })
+            .take(GROUND)
+            .collect();
+
+        let store = MemoryStore::default();
+        let guard = ReplayGuardLayer::new(store.clone()).scope(Scope::Delivery);
+        let service = ServiceBuilder::new()
+            .layer(guard)
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"<Response/>"),
+                )))
+            });
+        for token in &ground {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(VerifiedWebhook::new(Facts {
+                account_sid: None,
+                tenant_id: None,
+                credential: "primary".into(),
+                algorithm: Algorithm::HmacSha1,
+                url_form: UrlForm::AsReceived,
+                covered: Covered::FormParams,
+                params: Params::default(),
+                idempotency_token: Some(HeaderValue::from_str(token).unwrap()),
+                signature: SignatureBytes::new(SIGNATURE),
+                url: "https://example.com/twilio/voice".to_owned(),
+                client_ip: None,
+            }));
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+
+        let table = store.lock();
+        let hasher = table.entries.hasher();
+        let buckets: std::collections::HashSet<u64> = ground
+            .iter()
+            .map(|token| {
+                let key = ReplayKey::for_delivery(Algorithm::HmacSha1, SIGNATURE, token.as_bytes());
+                assert!(
+                    table.entries.contains_key(&key),
+                    "every ground token was stored"
+                );
+                std::hash::BuildHasher::hash_one(hasher, key) & BUCKET_BITS
+            })
+            .collect();
+        assert!(
+            buckets.len() > GROUND / 2,
+            "{GROUND} ground keys fell in {} of 1024 buckets",
+            buckets.len()
+        );
     }
 
     #[tokio::test(start_paused = true)]
