@@ -16,18 +16,41 @@
 //! - `replay/memory/duplicate`: the key and a claim that finds the webhook done.
 //! - `replay/redis/new_webhook`, `replay/redis/duplicate`: the same on a `RedisStore` (feature
 //!   `redis`, when `TWILIO_TEST_REDIS_URL` names a server): the round trips.
+//! - `replay_guard_layer/sms/signature_layer` and `replay_guard_layer/sms/with_guard`: the
+//!   benchmark SMS (`benches/payloads/a_sms.*`), each request a new webhook with its own
+//!   `MessageSid` and signature, through `TwilioSignatureLayer` alone and through
+//!   `TwilioSignatureLayer` + `ReplayGuardLayer::default()`, to a handler that answers a short
+//!   TwiML `<Message>` (read whole, as a server sends it). The difference is what the guard
+//!   adds to a new webhook. Requests are signed ahead in batches of 1024, outside the timing;
+//!   the guarded service gets a fresh `ReplayGuardLayer::default()` (and memory store) every
+//!   50 000 webhooks, outside the timing too, so the store never fills.
 //!
-//! The guard's cost through the whole layer is `layer/with_replay_guard` against `layer/with`
-//! in the `verify` bench.
+//! ```text
+//! cargo bench --bench replay -- '^replay_guard_layer/' --sample-size 200 --measurement-time 10
+//! ```
 #![allow(missing_docs)]
 
-use std::{hint::black_box, time::Duration};
-
-use criterion::{Criterion, criterion_group, criterion_main};
-use tower_twilio::{
-    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
-    signature::Algorithm,
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    time::{Duration, Instant},
 };
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_twilio::{
+    Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
+    form::Params,
+    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+    replay_guard::{ReplayGuardLayer, ReplayOutcome},
+    signature::{Algorithm, sign},
+};
+
+#[allow(dead_code)]
+mod payloads;
 
 const SIGNATURE: &[u8] = b"RSOYDt4T1cUTdK1PDd93/VVr8B8=";
 const LEASE: Duration = Duration::from_secs(60);
@@ -127,5 +150,135 @@ fn redis(c: &mut Criterion) {
 #[cfg(not(feature = "redis"))]
 fn redis(_: &mut Criterion) {}
 
-criterion_group!(benches, memory, redis);
+/// Signs the benchmark SMS again and again, each time with a new `MessageSid` (and so a new
+/// signature): every request is a new webhook.
+struct NewSms {
+    secret: Secret,
+    sent: u64,
+}
+
+impl NewSms {
+    /// The `MessageSid` (also `SmsMessageSid` and `SmsSid`) of `a_sms.body`.
+    const SID: &'static str = "SM2b48b65095782f1aed3eb072bc5abfff";
+
+    fn next(&mut self) -> Request<Full<Bytes>> {
+        let sms = &payloads::PAYLOADS[0];
+        self.sent += 1;
+        let body = std::str::from_utf8(sms.body)
+            .expect("a form body")
+            .replace(Self::SID, &format!("SM{:032x}", self.sent));
+        let signature = sign(
+            self.secret.expose_secret(),
+            Algorithm::HmacSha1,
+            sms.url,
+            Params::parse(body.as_bytes()).iter(),
+        );
+        Request::post(sms.path)
+            .header("host", "example.com")
+            .header("content-type", sms.content_type)
+            .header("x-twilio-signature", signature)
+            .header("user-agent", "TwilioProxy/1.1")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid request")
+    }
+}
+
+/// Requests signed ahead at a time, outside the timing.
+const BATCH: usize = 1024;
+/// Webhooks one guarded service (its memory store) takes before a fresh one: 50 000 with their
+/// answers take about 32 MB of the default store's 64 MiB.
+const FRESH_EVERY: u64 = 50_000;
+
+/// Times `iters` new webhooks through the service `make` builds (a fresh one every
+/// `FRESH_EVERY`); answers whether every answer was 200 and carried `outcome`.
+fn time_new_webhooks<S, B>(
+    runtime: &tokio::runtime::Runtime,
+    sms: &mut NewSms,
+    iters: u64,
+    outcome: Option<ReplayOutcome>,
+    make: impl Fn() -> S,
+) -> Duration
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let mut service = make();
+    let (mut elapsed, mut done, mut since_fresh) = (Duration::ZERO, 0, 0);
+    while done < iters {
+        let batch = (iters - done).min(BATCH as u64);
+        if since_fresh + batch > FRESH_EVERY {
+            service = make();
+            since_fresh = 0;
+        }
+        let requests: Vec<_> = (0..batch).map(|_| sms.next()).collect();
+        let started = Instant::now();
+        let expected = runtime.block_on(async {
+            let mut expected = 0;
+            for request in requests {
+                let response = service.clone().oneshot(request).await.expect("infallible");
+                let ok = response.status() == http::StatusCode::OK
+                    && ReplayOutcome::of(&response) == outcome;
+                let body = response.into_body().collect().await.expect("the answer");
+                black_box(body);
+                expected += u64::from(ok);
+            }
+            expected
+        });
+        elapsed += started.elapsed();
+        assert_eq!(expected, batch, "every webhook new and answered 200");
+        done += batch;
+        since_fresh += batch;
+    }
+    elapsed
+}
+
+/// What the guard adds to a new webhook through the whole layer: the benchmark SMS through
+/// `TwilioSignatureLayer` alone and with `ReplayGuardLayer::default()` after it, side by side.
+fn layer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let secret = Secret::new(payloads::TOKEN).expect("non-empty token");
+    let twilio =
+        TwilioSignatureLayer::new(Credentials::new().auth_token("primary", secret.clone()))
+            .public_url(PublicUrl::fixed(payloads::PUBLIC_BASE).expect("valid base URL"));
+    let handler = service_fn(|_: Request<VerifiedBody>| async {
+        let twiml = Bytes::from_static(b"<Response><Message>Got it</Message></Response>");
+        let mut response = Response::new(Full::new(twiml));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/xml; charset=utf-8"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let plain = ServiceBuilder::new().layer(twilio.clone()).service(handler);
+    let guarded = || {
+        ServiceBuilder::new()
+            .layer(twilio.clone())
+            .layer(ReplayGuardLayer::default())
+            .service(handler)
+    };
+    let mut sms = NewSms { secret, sent: 0 };
+
+    let mut group = c.benchmark_group("replay_guard_layer");
+    group.bench_function("sms/signature_layer", |b| {
+        b.iter_custom(|iters| time_new_webhooks(&runtime, &mut sms, iters, None, || plain.clone()));
+    });
+    group.bench_function("sms/with_guard", |b| {
+        b.iter_custom(|iters| {
+            time_new_webhooks(
+                &runtime,
+                &mut sms,
+                iters,
+                Some(ReplayOutcome::First),
+                guarded,
+            )
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, memory, redis, layer);
 criterion_main!(benches);
