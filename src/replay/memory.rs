@@ -1,7 +1,10 @@
 //! [`MemoryStore`]: the replay guard's store for one process, bounded by bytes.
 
 use std::{
-    collections::{BTreeMap, HashMap, hash_map::RandomState},
+    collections::{
+        BTreeMap, HashMap,
+        hash_map::{self, RandomState},
+    },
     fmt,
     future::{Future, Ready, ready},
     pin::Pin,
@@ -207,6 +210,23 @@ impl State {
     }
 }
 
+/// The done state for `answer`: with the answer when it fits in `room` bytes, else "done"
+/// only (reported at `WARN`).
+fn done(answer: &StoredAnswer, room: usize) -> State {
+    let status = answer.status();
+    if answer.body().is_none() {
+        return State::Done(status, None);
+    }
+    if answer_bytes(answer) <= room {
+        return State::Done(status, Some(Box::new(owned(answer))));
+    }
+    tracing::warn!(
+        target: crate::events::TRACING_TARGET,
+        "the replay store is too full to keep an answer: its copies get an empty answer"
+    );
+    State::Done(status, None)
+}
+
 fn answer_bytes(answer: &StoredAnswer) -> usize {
     MemoryStore::ANSWER_BYTES + answer.len()
 }
@@ -281,13 +301,23 @@ impl Table {
     fn claim(&mut self, key: ReplayKey, lease: Duration) -> Result<Claim, ReplayStoreError> {
         let now = Instant::now();
         self.purge(now);
-        if let Some(entry) = self.entries.get(&key) {
-            return Ok(entry.state.claim());
-        }
+        // One hash of the key whether it is found or inserted.
+        let vacant = match self.entries.entry(key) {
+            hash_map::Entry::Occupied(entry) => return Ok(entry.get().state.claim()),
+            hash_map::Entry::Vacant(vacant) => vacant,
+        };
         if self.used + MemoryStore::ENTRY_BYTES > self.budget {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
         }
-        let seq = self.insert(key, State::Claimed(None), now + lease);
+        self.next += 1;
+        let (seq, expires) = (self.next, now + lease);
+        self.used += MemoryStore::ENTRY_BYTES;
+        vacant.insert(Entry {
+            expires,
+            seq,
+            state: State::Claimed(None),
+        });
+        self.expiries.insert((expires, seq), key);
         Ok(Claim::Claimed(ClaimToken::new(u128::from(seq))))
     }
 
@@ -356,39 +386,32 @@ impl Table {
         window: Duration,
     ) -> Result<(), ReplayStoreError> {
         let expires = Instant::now() + window;
-        let status = answer.status();
-        let old = self.entries.get(&key).map(|e| e.state.answer_bytes());
-        let room = self.budget - self.used + old.unwrap_or(0);
-        let needed = if old.is_some() {
-            0
-        } else {
-            MemoryStore::ENTRY_BYTES
-        };
-        let state = if answer.body().is_some() && needed + answer_bytes(answer) <= room {
-            State::Done(status, Some(Box::new(owned(answer))))
-        } else {
-            if answer.body().is_some() {
-                tracing::warn!(
-                    target: crate::events::TRACING_TARGET,
-                    "the replay store is too full to keep an answer: its copies get an empty answer"
-                );
-            }
-            State::Done(status, None)
-        };
-        if let Some(entry) = self.entries.get_mut(&key) {
-            self.used = self.used - entry.state.answer_bytes() + state.answer_bytes();
-            self.expiries.remove(&(entry.expires, entry.seq));
+        let Self {
+            entries,
+            expiries,
+            budget,
+            used,
+            ..
+        } = self;
+        // One hash of the key when it is still claimed, as it mostly is.
+        if let Some(entry) = entries.get_mut(&key) {
+            let room = *budget - *used + entry.state.answer_bytes();
+            let state = done(answer, room);
+            *used = *used - entry.state.answer_bytes() + state.answer_bytes();
+            expiries.remove(&(entry.expires, entry.seq));
             entry.expires = expires;
             let old = std::mem::replace(&mut entry.state, state);
-            self.expiries.insert((expires, entry.seq), key);
+            expiries.insert((expires, entry.seq), key);
             old.settle();
             return Ok(());
         }
         // The claim ran out and was dropped: record the webhook all the same if there is room,
         // since it was processed.
-        if needed > room {
+        let room = *budget - *used;
+        if MemoryStore::ENTRY_BYTES > room {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
         }
+        let state = done(answer, room - MemoryStore::ENTRY_BYTES);
         self.insert(key, state, expires);
         Ok(())
     }
