@@ -24,9 +24,16 @@
 //!   adds to a new webhook. Requests are signed ahead in batches of 1024, outside the timing;
 //!   the guarded service gets a fresh `ReplayGuardLayer::default()` (and memory store) every
 //!   50 000 webhooks, outside the timing too, so the store never fills.
+//! - With `REPLAY_GUARD_PAIRED=ROUNDS` set, the same two services are also timed in pairs
+//!   before the group: ROUNDS times a batch of 1024 new webhooks through each, one right after
+//!   the other (which goes first alternates), and the median and quartiles of the per-webhook
+//!   difference go to standard error (`replay_guard_layer/sms paired: …`). Both halves of a
+//!   pair see the same load, so on a shared machine this difference is steadier than the one
+//!   between the two criterion estimates, taken seconds apart.
 //!
 //! ```text
 //! cargo bench --bench replay -- '^replay_guard_layer/' --sample-size 200 --measurement-time 10
+//! REPLAY_GUARD_PAIRED=400 cargo bench --bench replay -- '^replay_guard_layer/'
 //! ```
 #![allow(missing_docs)]
 
@@ -189,48 +196,69 @@ const BATCH: usize = 1024;
 /// answers take about 32 MB of the default store's 64 MiB.
 const FRESH_EVERY: u64 = 50_000;
 
-/// Times `iters` new webhooks through the service `make` builds (a fresh one every
-/// `FRESH_EVERY`); answers whether every answer was 200 and carried `outcome`.
-fn time_new_webhooks<S, B>(
-    runtime: &tokio::runtime::Runtime,
-    sms: &mut NewSms,
-    iters: u64,
+/// A service to time new webhooks through, made again (outside the timing) every
+/// `FRESH_EVERY` webhooks.
+struct Timed<S, M> {
+    make: M,
+    service: S,
+    since_fresh: u64,
+    /// What every answer carries.
     outcome: Option<ReplayOutcome>,
-    make: impl Fn() -> S,
-) -> Duration
+}
+
+impl<S, B, M> Timed<S, M>
 where
+    M: Fn() -> S,
     S: tower::Service<Request<Full<Bytes>>, Response = Response<B>, Error = Infallible> + Clone,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let mut service = make();
-    let (mut elapsed, mut done, mut since_fresh) = (Duration::ZERO, 0, 0);
-    while done < iters {
-        let batch = (iters - done).min(BATCH as u64);
-        if since_fresh + batch > FRESH_EVERY {
-            service = make();
-            since_fresh = 0;
+    fn new(make: M, outcome: Option<ReplayOutcome>) -> Self {
+        Self {
+            service: make(),
+            make,
+            since_fresh: 0,
+            outcome,
         }
-        let requests: Vec<_> = (0..batch).map(|_| sms.next()).collect();
-        let started = Instant::now();
-        let expected = runtime.block_on(async {
-            let mut expected = 0;
-            for request in requests {
-                let response = service.clone().oneshot(request).await.expect("infallible");
-                let ok = response.status() == http::StatusCode::OK
-                    && ReplayOutcome::of(&response) == outcome;
-                let body = response.into_body().collect().await.expect("the answer");
-                black_box(body);
-                expected += u64::from(ok);
-            }
-            expected
-        });
-        elapsed += started.elapsed();
-        assert_eq!(expected, batch, "every webhook new and answered 200");
-        done += batch;
-        since_fresh += batch;
     }
-    elapsed
+
+    /// Times `iters` new webhooks; checks (outside the timing) that every answer was 200 and
+    /// carried the expected outcome.
+    fn time(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        sms: &mut NewSms,
+        iters: u64,
+    ) -> Duration {
+        let (mut elapsed, mut done) = (Duration::ZERO, 0);
+        while done < iters {
+            let batch = (iters - done).min(BATCH as u64);
+            if self.since_fresh + batch > FRESH_EVERY {
+                self.service = (self.make)();
+                self.since_fresh = 0;
+            }
+            let requests: Vec<_> = (0..batch).map(|_| sms.next()).collect();
+            let (service, outcome) = (&self.service, self.outcome);
+            let started = Instant::now();
+            let expected = runtime.block_on(async {
+                let mut expected = 0;
+                for request in requests {
+                    let response = service.clone().oneshot(request).await.expect("infallible");
+                    let ok = response.status() == http::StatusCode::OK
+                        && ReplayOutcome::of(&response) == outcome;
+                    let body = response.into_body().collect().await.expect("the answer");
+                    black_box(body);
+                    expected += u64::from(ok);
+                }
+                expected
+            });
+            elapsed += started.elapsed();
+            assert_eq!(expected, batch, "every webhook new and answered 200");
+            done += batch;
+            self.since_fresh += batch;
+        }
+        elapsed
+    }
 }
 
 /// What the guard adds to a new webhook through the whole layer: the benchmark SMS through
@@ -262,20 +290,45 @@ fn layer(c: &mut Criterion) {
     };
     let mut sms = NewSms { secret, sent: 0 };
 
+    let mut plain = Timed::new(|| plain.clone(), None);
+    let mut guarded = Timed::new(guarded, Some(ReplayOutcome::First));
+
+    if let Some(rounds) = std::env::var("REPLAY_GUARD_PAIRED")
+        .ok()
+        .and_then(|rounds| rounds.parse::<usize>().ok())
+        .filter(|&rounds| rounds > 0)
+    {
+        // Which half of a pair goes first alternates.
+        let batch = BATCH as u64;
+        let mut differences = Vec::with_capacity(rounds);
+        for round in 0..rounds {
+            let (plain_time, guarded_time) = if round % 2 == 0 {
+                let plain_time = plain.time(&runtime, &mut sms, batch);
+                (plain_time, guarded.time(&runtime, &mut sms, batch))
+            } else {
+                let guarded_time = guarded.time(&runtime, &mut sms, batch);
+                (plain.time(&runtime, &mut sms, batch), guarded_time)
+            };
+            let per_webhook = |time: Duration| time.as_secs_f64() * 1e9 / BATCH as f64;
+            differences.push(per_webhook(guarded_time) - per_webhook(plain_time));
+        }
+        differences.sort_by(f64::total_cmp);
+        let at = |quarter: usize| differences[(differences.len() - 1) * quarter / 4];
+        eprintln!(
+            "replay_guard_layer/sms paired: the guard adds {:.0} ns per new webhook (median of \
+             {rounds} pairs of {BATCH}; quartiles {:.0} to {:.0} ns)",
+            at(2),
+            at(1),
+            at(3)
+        );
+    }
+
     let mut group = c.benchmark_group("replay_guard_layer");
     group.bench_function("sms/signature_layer", |b| {
-        b.iter_custom(|iters| time_new_webhooks(&runtime, &mut sms, iters, None, || plain.clone()));
+        b.iter_custom(|iters| plain.time(&runtime, &mut sms, iters));
     });
     group.bench_function("sms/with_guard", |b| {
-        b.iter_custom(|iters| {
-            time_new_webhooks(
-                &runtime,
-                &mut sms,
-                iters,
-                Some(ReplayOutcome::First),
-                guarded,
-            )
-        });
+        b.iter_custom(|iters| guarded.time(&runtime, &mut sms, iters));
     });
     group.finish();
 }
