@@ -23,7 +23,9 @@
 //!   TwiML `<Message>` (read whole, as a server sends it). The difference is what the guard
 //!   adds to a new webhook. Requests are signed ahead in batches of 1024, outside the timing;
 //!   the guarded service gets a fresh `ReplayGuardLayer::default()` (and memory store) every
-//!   50 000 webhooks, outside the timing too, so the store never fills.
+//!   50 000 webhooks (`REPLAY_GUARD_FRESH_EVERY` to change it), outside the timing too, so the
+//!   store never fills. The store's size matters: a new webhook's entry goes to a random place
+//!   in its hash table, which a large store holds outside the CPU's caches.
 //! - With `REPLAY_GUARD_PAIRED=ROUNDS` set, the same two services are also timed in pairs
 //!   before the group: ROUNDS times a batch of 1024 new webhooks through each, one right after
 //!   the other (which goes first alternates), and the median and quartiles of the per-webhook
@@ -197,11 +199,12 @@ const BATCH: usize = 1024;
 const FRESH_EVERY: u64 = 50_000;
 
 /// A service to time new webhooks through, made again (outside the timing) every
-/// `FRESH_EVERY` webhooks.
+/// `fresh_every` webhooks.
 struct Timed<S, M> {
     make: M,
     service: S,
     since_fresh: u64,
+    fresh_every: u64,
     /// What every answer carries.
     outcome: Option<ReplayOutcome>,
 }
@@ -218,6 +221,12 @@ where
             service: make(),
             make,
             since_fresh: 0,
+            fresh_every: std::env::var("REPLAY_GUARD_FRESH_EVERY")
+                .ok()
+                .and_then(|every| every.parse().ok())
+                .unwrap_or(FRESH_EVERY)
+                // More than 100 000 would fill the default store.
+                .clamp(BATCH as u64, 100_000),
             outcome,
         }
     }
@@ -233,7 +242,7 @@ where
         let (mut elapsed, mut done) = (Duration::ZERO, 0);
         while done < iters {
             let batch = (iters - done).min(BATCH as u64);
-            if self.since_fresh + batch > FRESH_EVERY {
+            if self.since_fresh + batch > self.fresh_every {
                 self.service = (self.make)();
                 self.since_fresh = 0;
             }
