@@ -38,7 +38,11 @@ use crate::signature::Algorithm;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ReplayKey([u8; 32]);
 
-/// Hashes the first eight bytes only: they are a SHA-256 output already.
+/// Hashes the first eight bytes only: they are a SHA-256 output already, so two keys share
+/// them only by a 64-bit collision, which no one can aim at many keys at once. A table keyed
+/// on them must still hash them with a secret (the memory store uses std's `RandomState`):
+/// the bytes themselves are public, and a sender choosing a delivery token can grind keys
+/// whose low bits pick one bucket.
 impl Hash for ReplayKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         let (first, _) = self.0.split_first_chunk::<8>().expect("32 bytes");
@@ -58,6 +62,13 @@ impl ReplayKey {
     /// content-scope key.
     pub fn for_delivery(algorithm: Algorithm, signature: &[u8], token: &[u8]) -> Self {
         Self::hash(b'd', algorithm, signature, Some(token))
+    }
+
+    /// The key under which a store counts the deliveries of the webhook signed with
+    /// `signature` (see [`ReplayStore::claim_delivery`](super::ReplayStore::claim_delivery)):
+    /// never equal to a content or a delivery key.
+    pub fn deliveries(algorithm: Algorithm, signature: &[u8]) -> Self {
+        Self::hash(b'n', algorithm, signature, None)
     }
 
     fn hash(scope: u8, algorithm: Algorithm, signature: &[u8], token: Option<&[u8]>) -> Self {
@@ -128,6 +139,7 @@ mod tests {
             ReplayKey::new(Algorithm::HmacSha1, b"RSOYDt4T1cUTdK1PDd93/VVr8B9="),
             ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b""),
             ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, b"idem-1"),
+            ReplayKey::deliveries(Algorithm::HmacSha1, SIG),
         ];
         for variant in variants {
             assert_ne!(base, variant);

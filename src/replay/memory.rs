@@ -1,10 +1,12 @@
 //! [`MemoryStore`]: the replay guard's store for one process, bounded by bytes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{
+        BTreeMap, HashMap,
+        hash_map::{self, RandomState},
+    },
     fmt,
     future::{Future, Ready, ready},
-    hash::{BuildHasherDefault, Hasher},
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
@@ -44,6 +46,10 @@ use super::{
 /// window. An answer that does not fit any more is kept as "done" only (its copies get an
 /// empty answer, and the store reports it at `WARN`); a new webhook that does not fit is
 /// refused with [`ReplayStoreErrorKind::Full`].
+///
+/// The deliveries of one webhook ([`claim_delivery`](ReplayStore::claim_delivery)) are
+/// counted in an entry of their own (one more [`ENTRY_BYTES`](Self::ENTRY_BYTES)), which
+/// expires with its period, as the Redis and PostgreSQL stores count them.
 ///
 /// A copy that [waits](ReplayStore::wait) for a claim here is woken the moment the claim is
 /// completed, released or lapses.
@@ -103,7 +109,7 @@ impl MemoryStore {
             .max(Self::ENTRY_BYTES);
         Self {
             table: Arc::new(Mutex::new(Table {
-                entries: HashMap::default(),
+                entries: HashMap::with_hasher(RandomState::new()),
                 expiries: BTreeMap::new(),
                 next: 0,
                 budget,
@@ -171,9 +177,23 @@ enum State {
     Claimed(Option<Arc<Notify>>),
     /// Processed: the answer's status, and the answer when it was kept.
     Done(StatusCode, Option<Box<StoredAnswer>>),
+    /// How many deliveries of one webhook were claimed since this count began (under a
+    /// [`ReplayKey::deliveries`] key).
+    Deliveries(u32),
 }
 
 impl State {
+    /// What a claim of a key in this state answers.
+    fn claim(&self) -> Claim {
+        match self {
+            Self::Done(_, Some(answer)) => Claim::Done(StoredAnswer::clone(answer)),
+            Self::Done(status, None) => Claim::Done(StoredAnswer::done_only(*status)),
+            // A count is never under a key that is claimed (domains apart): in flight, never
+            // new.
+            Self::Claimed(_) | Self::Deliveries(_) => Claim::InFlight,
+        }
+    }
+
     /// The bytes the entry's answer counts for.
     fn answer_bytes(&self) -> usize {
         match self {
@@ -188,6 +208,23 @@ impl State {
             waiters.notify_waiters();
         }
     }
+}
+
+/// The done state for `answer`: with the answer when it fits in `room` bytes, else "done"
+/// only (reported at `WARN`).
+fn done(answer: &StoredAnswer, room: usize) -> State {
+    let status = answer.status();
+    if answer.body().is_none() {
+        return State::Done(status, None);
+    }
+    if answer_bytes(answer) <= room {
+        return State::Done(status, Some(Box::new(owned(answer))));
+    }
+    tracing::warn!(
+        target: crate::events::TRACING_TARGET,
+        "the replay store is too full to keep an answer: its copies get an empty answer"
+    );
+    State::Done(status, None)
 }
 
 fn answer_bytes(answer: &StoredAnswer) -> usize {
@@ -208,31 +245,12 @@ fn owned(answer: &StoredAnswer) -> StoredAnswer {
     }
 }
 
-/// The keys are SHA-256 outputs of verified signatures: uniform, and not chosen by a sender
-/// without the secret. [`ReplayKey`] hashes as its first eight bytes, which are a hash
-/// already; SipHash over them would only add time.
-#[derive(Default, Clone, Copy)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = word;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `ReplayKey`; fold anything else in all the same.
-        for &byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
-        }
-    }
-}
-
 struct Table {
-    entries: HashMap<ReplayKey, Entry, BuildHasherDefault<KeyHasher>>,
+    /// Hashed with std's `RandomState` (SipHash with keys random per store), not by the key's
+    /// bytes: a key is a SHA-256 anyone can compute, and in the delivery scope a sender who
+    /// captured one webhook chooses its idempotency token freely, so keys whose bytes pick one
+    /// bucket can be ground offline. With a secret hash they cannot be aimed.
+    entries: HashMap<ReplayKey, Entry, RandomState>,
     /// Every entry once, by expiry: the front is the next to go.
     expiries: BTreeMap<(Instant, u64), ReplayKey>,
     /// Hands out claim tokens and expiry sequence numbers.
@@ -283,15 +301,62 @@ impl Table {
     fn claim(&mut self, key: ReplayKey, lease: Duration) -> Result<Claim, ReplayStoreError> {
         let now = Instant::now();
         self.purge(now);
-        if let Some(entry) = self.entries.get(&key) {
-            return Ok(match &entry.state {
-                State::Done(_, Some(answer)) => Claim::Done(StoredAnswer::clone(answer)),
-                State::Done(status, None) => Claim::Done(StoredAnswer::done_only(*status)),
-                State::Claimed(_) => Claim::InFlight,
-            });
-        }
+        // One hash of the key whether it is found or inserted.
+        let vacant = match self.entries.entry(key) {
+            hash_map::Entry::Occupied(entry) => return Ok(entry.get().state.claim()),
+            hash_map::Entry::Vacant(vacant) => vacant,
+        };
         if self.used + MemoryStore::ENTRY_BYTES > self.budget {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
+        }
+        self.next += 1;
+        let (seq, expires) = (self.next, now + lease);
+        self.used += MemoryStore::ENTRY_BYTES;
+        vacant.insert(Entry {
+            expires,
+            seq,
+            state: State::Claimed(None),
+        });
+        self.expiries.insert((expires, seq), key);
+        Ok(Claim::Claimed(ClaimToken::new(u128::from(seq))))
+    }
+
+    /// [`claim`](Self::claim), counting a new delivery under `deliveries`; see
+    /// [`ReplayStore::claim_delivery`].
+    fn claim_delivery(
+        &mut self,
+        key: ReplayKey,
+        deliveries: ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Result<Claim, ReplayStoreError> {
+        let now = Instant::now();
+        self.purge(now);
+        if let Some(entry) = self.entries.get(&key) {
+            return Ok(entry.state.claim());
+        }
+        let counted = match self.entries.get(&deliveries).map(|entry| &entry.state) {
+            Some(State::Deliveries(count)) => Some(*count),
+            // Not a count (a SHA-256 collision across domains): never taken as room.
+            Some(_) => return Ok(Claim::InFlight),
+            None => None,
+        };
+        if counted.is_some_and(|count| count >= max) {
+            return Ok(Claim::TooManyDeliveries);
+        }
+        let entries = if counted.is_some() { 1 } else { 2 };
+        if self.used + entries * MemoryStore::ENTRY_BYTES > self.budget {
+            return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
+        }
+        match self.entries.get_mut(&deliveries) {
+            Some(Entry {
+                state: State::Deliveries(count),
+                ..
+            }) => *count += 1,
+            _ => {
+                self.insert(deliveries, State::Deliveries(1), now + period);
+            }
         }
         let seq = self.insert(key, State::Claimed(None), now + lease);
         Ok(Claim::Claimed(ClaimToken::new(u128::from(seq))))
@@ -321,39 +386,32 @@ impl Table {
         window: Duration,
     ) -> Result<(), ReplayStoreError> {
         let expires = Instant::now() + window;
-        let status = answer.status();
-        let old = self.entries.get(&key).map(|e| e.state.answer_bytes());
-        let room = self.budget - self.used + old.unwrap_or(0);
-        let needed = if old.is_some() {
-            0
-        } else {
-            MemoryStore::ENTRY_BYTES
-        };
-        let state = if answer.body().is_some() && needed + answer_bytes(answer) <= room {
-            State::Done(status, Some(Box::new(owned(answer))))
-        } else {
-            if answer.body().is_some() {
-                tracing::warn!(
-                    target: crate::events::TRACING_TARGET,
-                    "the replay store is too full to keep an answer: its copies get an empty answer"
-                );
-            }
-            State::Done(status, None)
-        };
-        if let Some(entry) = self.entries.get_mut(&key) {
-            self.used = self.used - entry.state.answer_bytes() + state.answer_bytes();
-            self.expiries.remove(&(entry.expires, entry.seq));
+        let Self {
+            entries,
+            expiries,
+            budget,
+            used,
+            ..
+        } = self;
+        // One hash of the key when it is still claimed, as it mostly is.
+        if let Some(entry) = entries.get_mut(&key) {
+            let room = *budget - *used + entry.state.answer_bytes();
+            let state = done(answer, room);
+            *used = *used - entry.state.answer_bytes() + state.answer_bytes();
+            expiries.remove(&(entry.expires, entry.seq));
             entry.expires = expires;
             let old = std::mem::replace(&mut entry.state, state);
-            self.expiries.insert((expires, entry.seq), key);
+            expiries.insert((expires, entry.seq), key);
             old.settle();
             return Ok(());
         }
         // The claim ran out and was dropped: record the webhook all the same if there is room,
         // since it was processed.
-        if needed > room {
+        let room = *budget - *used;
+        if MemoryStore::ENTRY_BYTES > room {
             return Err(ReplayStoreError::new(ReplayStoreErrorKind::Full));
         }
+        let state = done(answer, room - MemoryStore::ENTRY_BYTES);
         self.insert(key, state, expires);
         Ok(())
     }
@@ -430,6 +488,20 @@ impl ReplayStore for MemoryStore {
 
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
         ready(self.lock().claim(*key, lease))
+    }
+
+    fn claim_delivery(
+        &self,
+        key: &ReplayKey,
+        deliveries: &ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        ready(
+            self.lock()
+                .claim_delivery(*key, *deliveries, max, period, lease),
+        )
     }
 
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
@@ -632,6 +704,92 @@ mod tests {
         store.release_detached(&key(1), token);
         assert!(store.is_empty());
         assert_eq!(store.used_bytes(), 0);
+    }
+
+    /// An attacker who captured one voice webhook chooses its unsigned
+    /// `I-Twilio-Idempotency-Token` freely, and the key the guard derives from it is public
+    /// (SHA-256 over the signature and the token). Ground offline, tokens whose keys share the
+    /// hash the table would use put every entry in one bucket's probe sequence: each claim of
+    /// such a key, and each claim that meets it, then compares against all of them under the
+    /// store's lock. The table's hash must not be predictable from the key alone.
+    #[tokio::test]
+    async fn tokens_ground_against_the_key_do_not_share_a_bucket() {
+        use bytes::Bytes;
+        use http::{Request, Response};
+        use tower::{ServiceBuilder, ServiceExt};
+
+        use crate::{
+            VerifiedWebhook,
+            form::Params,
+            replay_guard::{ReplayGuardLayer, Scope},
+            verified_webhook::{Facts, SignatureBytes},
+            verify::{Covered, UrlForm},
+        };
+
+        const SIGNATURE: &[u8] = b"RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        const GROUND: usize = 32;
+        // The low bits that pick a bucket in a table of up to 1024 buckets: what an attacker
+        // aims at, 1 in 1024 tokens offline.
+        const BUCKET_BITS: u64 = 0x3ff;
+        let predicted = |key: &ReplayKey| {
+            let (first, _) = key.as_bytes().split_first_chunk::<8>().unwrap();
+            u64::from_le_bytes(*first)
+        };
+        let ground: Vec<String> = (0u64..)
+            .map(|n| format!("grind-{n}"))
+            .filter(|token| {
+                let key = ReplayKey::for_delivery(Algorithm::HmacSha1, SIGNATURE, token.as_bytes());
+                predicted(&key) & BUCKET_BITS == 0
+            })
+            .take(GROUND)
+            .collect();
+
+        let store = MemoryStore::default();
+        let guard = ReplayGuardLayer::new(store.clone()).scope(Scope::Delivery);
+        let service = ServiceBuilder::new()
+            .layer(guard)
+            .service_fn(|_: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                    Bytes::from_static(b"<Response/>"),
+                )))
+            });
+        for token in &ground {
+            let mut request = Request::new(());
+            request.extensions_mut().insert(VerifiedWebhook::new(Facts {
+                account_sid: None,
+                tenant_id: None,
+                credential: "primary".into(),
+                algorithm: Algorithm::HmacSha1,
+                url_form: UrlForm::AsReceived,
+                covered: Covered::FormParams,
+                params: Params::default(),
+                idempotency_token: Some(HeaderValue::from_str(token).unwrap()),
+                signature: SignatureBytes::new(SIGNATURE),
+                url: "https://example.com/twilio/voice".to_owned(),
+                client_ip: None,
+            }));
+            let response = service.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+
+        let table = store.lock();
+        let hasher = table.entries.hasher();
+        let buckets: std::collections::HashSet<u64> = ground
+            .iter()
+            .map(|token| {
+                let key = ReplayKey::for_delivery(Algorithm::HmacSha1, SIGNATURE, token.as_bytes());
+                assert!(
+                    table.entries.contains_key(&key),
+                    "every ground token was stored"
+                );
+                std::hash::BuildHasher::hash_one(hasher, key) & BUCKET_BITS
+            })
+            .collect();
+        assert!(
+            buckets.len() > GROUND / 2,
+            "{GROUND} ground keys fell in {} of 1024 buckets",
+            buckets.len()
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,10 @@ struct Queries {
     /// statement found it. No row at all (the key was claimed by another statement after this
     /// one began) is answered as in flight: the guard waits and claims again.
     claim: String,
+    /// Claims `$1` with token `$2` for `$3` seconds as `claim` does, counting the delivery in
+    /// row `$4` (`deliveries`; a count lasts `$6` seconds from its first) only while it is
+    /// under `$5`; answers `crowded` when it is not. One statement.
+    claim_delivery: String,
     /// Extends `$1`'s lease to `$3` seconds from now while token `$2` holds a live claim on
     /// it: a lapsed claim is not revived (a copy may have been told it is free).
     renew: String,
@@ -65,8 +69,10 @@ CREATE TABLE IF NOT EXISTS {table} (
     token BYTEA NOT NULL,
     done BOOLEAN NOT NULL,
     answer BYTEA,
-    expires_at TIMESTAMPTZ NOT NULL
+    expires_at TIMESTAMPTZ NOT NULL,
+    deliveries INTEGER
 );
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS deliveries INTEGER;
 CREATE INDEX IF NOT EXISTS {index}_expires_at ON {table} (expires_at);"
             ),
             claim: format!(
@@ -82,6 +88,35 @@ SELECT claimed, done, answer FROM claimed
 UNION ALL
 SELECT FALSE, r.done, r.answer FROM {table} r
 WHERE r.key = $1 AND r.expires_at > now() AND NOT EXISTS (SELECT 1 FROM claimed)"
+            ),
+            claim_delivery: format!(
+                "WITH live AS (
+    SELECT r.done, r.answer FROM {table} r WHERE r.key = $1 AND r.expires_at > now()
+), counted AS (
+    INSERT INTO {table} AS c (key, token, done, answer, expires_at, deliveries)
+    SELECT $4, ''::BYTEA, TRUE, NULL, now() + make_interval(secs => $6), 1
+    WHERE NOT EXISTS (SELECT 1 FROM live)
+    ON CONFLICT (key) DO UPDATE
+        SET deliveries = CASE WHEN c.expires_at <= now() THEN 1 ELSE c.deliveries + 1 END,
+            expires_at = CASE WHEN c.expires_at <= now() THEN EXCLUDED.expires_at
+                              ELSE c.expires_at END
+        WHERE c.expires_at <= now() OR c.deliveries < $5
+    RETURNING 1
+), claimed AS (
+    INSERT INTO {table} AS r (key, token, done, answer, expires_at)
+    SELECT $1, $2, FALSE, NULL, now() + make_interval(secs => $3)
+    WHERE EXISTS (SELECT 1 FROM counted)
+    ON CONFLICT (key) DO UPDATE
+        SET token = EXCLUDED.token, done = FALSE, answer = NULL, expires_at = EXCLUDED.expires_at
+        WHERE r.expires_at <= now()
+    RETURNING 1
+)
+SELECT TRUE AS claimed, FALSE AS done, NULL::BYTEA AS answer, FALSE AS crowded FROM claimed
+UNION ALL
+SELECT FALSE, l.done, l.answer, FALSE FROM live l
+UNION ALL
+SELECT FALSE, FALSE, NULL, TRUE
+WHERE NOT EXISTS (SELECT 1 FROM live) AND NOT EXISTS (SELECT 1 FROM counted)"
             ),
             renew: format!(
                 "UPDATE {table} SET expires_at = now() + make_interval(secs => $3)
@@ -137,7 +172,9 @@ const SCHEMA_LOCK: i64 = 0x7474_2d72_6570_6c61;
 /// you call once at start (it is idempotent): nothing is created behind your back. One row per
 /// key: the [`ReplayKey`] (`key BYTEA PRIMARY KEY`), the claim's random 128-bit `token`,
 /// `done`, the [stored answer](StoredAnswer::to_bytes) once done, and `expires_at`: the end of
-/// the lease while claimed, the end of the window once done.
+/// the lease while claimed, the end of the window once done. A row under a
+/// [deliveries key](ReplayKey::deliveries) counts the deliveries of one webhook in
+/// `deliveries` (`NULL` in the others) until its `expires_at`.
 ///
 /// # Each operation is one atomic statement
 ///
@@ -146,6 +183,9 @@ const SCHEMA_LOCK: i64 = 0x7474_2d72_6570_6c61;
 ///   its answer, or in flight). A row that the statement cannot see (claimed by another
 ///   statement after this one began) is answered as in flight (the guard waits and claims
 ///   again), never as new.
+/// - claim of a delivery (the delivery scope): the same, with one more upsert in the statement
+///   that counts the delivery in the webhook's deliveries row, and claims only while the
+///   count is under the bound (else it answers that there are too many).
 /// - renew: an `UPDATE` that extends the lease only while our token holds a live claim (a
 ///   lapsed claim is not revived: a copy may have been told it is free).
 /// - complete: an upsert that marks the key done with its answer for the window, whoever
@@ -266,8 +306,9 @@ impl PostgresStore {
         Ok(self)
     }
 
-    /// Creates the table and its index on `expires_at` if they do not exist; safe to call from
-    /// every instance at start, at the same time (they take turns on an advisory lock).
+    /// Creates the table and its index on `expires_at` if they do not exist (and adds the
+    /// `deliveries` column to a table made before it had one); safe to call from every
+    /// instance at start, at the same time (they take turns on an advisory lock).
     ///
     /// With the default table name:
     ///
@@ -277,8 +318,10 @@ impl PostgresStore {
     ///     token BYTEA NOT NULL,
     ///     done BOOLEAN NOT NULL,
     ///     answer BYTEA,
-    ///     expires_at TIMESTAMPTZ NOT NULL
+    ///     expires_at TIMESTAMPTZ NOT NULL,
+    ///     deliveries INTEGER
     /// );
+    /// ALTER TABLE tower_twilio_replay ADD COLUMN IF NOT EXISTS deliveries INTEGER;
     /// CREATE INDEX IF NOT EXISTS tower_twilio_replay_expires_at ON tower_twilio_replay (expires_at);
     /// ```
     ///
@@ -369,6 +412,24 @@ fn protocol(what: &'static str) -> ReplayStoreError {
     ReplayStoreError::with_source(ReplayStoreErrorKind::Protocol, what)
 }
 
+/// What a claim statement's row (`claimed`, `done`, `answer`) answers.
+fn claim_from_row(
+    row: &sqlx::postgres::PgRow,
+    token: ClaimToken,
+) -> Result<Claim, ReplayStoreError> {
+    let claimed: bool = row.try_get(0).map_err(store_error)?;
+    let done: bool = row.try_get(1).map_err(store_error)?;
+    let answer: Option<Vec<u8>> = row.try_get(2).map_err(store_error)?;
+    match (claimed, done, answer) {
+        (true, _, _) => Ok(Claim::Claimed(token)),
+        (false, false, _) => Ok(Claim::InFlight),
+        (false, true, Some(answer)) => StoredAnswer::from_bytes(&answer)
+            .map(Claim::Done)
+            .ok_or_else(|| protocol("a done row holds no answer the guard wrote")),
+        (false, true, None) => Err(protocol("a done row holds no answer")),
+    }
+}
+
 fn token_bytes(token: ClaimToken) -> Vec<u8> {
     token.get().to_le_bytes().to_vec()
 }
@@ -402,17 +463,41 @@ impl ReplayStore for PostgresStore {
             let Some(row) = row else {
                 return Ok(Claim::InFlight);
             };
-            let claimed: bool = row.try_get(0).map_err(store_error)?;
-            let done: bool = row.try_get(1).map_err(store_error)?;
-            let answer: Option<Vec<u8>> = row.try_get(2).map_err(store_error)?;
-            match (claimed, done, answer) {
-                (true, _, _) => Ok(Claim::Claimed(token)),
-                (false, false, _) => Ok(Claim::InFlight),
-                (false, true, Some(answer)) => StoredAnswer::from_bytes(&answer)
-                    .map(Claim::Done)
-                    .ok_or_else(|| protocol("a done row holds no answer the guard wrote")),
-                (false, true, None) => Err(protocol("a done row holds no answer")),
+            claim_from_row(&row, token)
+        })
+    }
+
+    fn claim_delivery(
+        &self,
+        key: &ReplayKey,
+        deliveries: &ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        self.count_claim();
+        let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
+        let (key, deliveries) = (key.as_bytes().to_vec(), deliveries.as_bytes().to_vec());
+        Box::pin(async move {
+            let token = super::store::random_token()?;
+            let row = sqlx::query(&queries.claim_delivery)
+                .bind(key)
+                .bind(token_bytes(token))
+                .bind(seconds(lease))
+                .bind(deliveries)
+                .bind(i32::try_from(max).unwrap_or(i32::MAX))
+                .bind(seconds(period))
+                .fetch_optional(&pool)
+                .await
+                .map_err(store_error)?;
+            let Some(row) = row else {
+                return Ok(Claim::InFlight);
+            };
+            let crowded: bool = row.try_get(3).map_err(store_error)?;
+            if crowded {
+                return Ok(Claim::TooManyDeliveries);
             }
+            claim_from_row(&row, token)
         })
     }
 
@@ -476,6 +561,18 @@ impl ReplayStore for PostgresStore {
     fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
         super::store::spawn_release(self.release(key, token));
     }
+
+    /// Spawns the completion on the current tokio runtime; without one, the claim lapses
+    /// after its lease.
+    fn complete_detached(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        answer: StoredAnswer,
+        window: Duration,
+    ) {
+        super::store::spawn_complete(self.complete(key, token, answer, window));
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -528,6 +625,7 @@ mod tests {
         );
         for statement in [
             &queries.claim,
+            &queries.claim_delivery,
             &queries.renew,
             &queries.complete,
             &queries.release,

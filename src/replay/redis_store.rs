@@ -35,6 +35,21 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Claims `KEYS[1]`, one delivery of a webhook, counting it under `KEYS[2]`, atomically:
+/// answers `KEYS[1]`'s value if it exists; else `0` when `KEYS[2]` counts `ARGV[3]`
+/// deliveries already; else counts one more (a new count expires in `ARGV[4]` ms), sets
+/// `KEYS[1]` to `ARGV[1]` for `ARGV[2]` ms and answers `1`.
+static CLAIM_DELIVERY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local current = redis.call('GET', KEYS[1]) \
+         if current then return current end \
+         if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[3]) then return 0 end \
+         if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end \
+         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) \
+         return 1",
+    )
+});
+
 /// Deletes `KEYS[1]` only if it still holds `ARGV[1]` (our claim), atomically.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -54,6 +69,10 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 /// - claim: `SET key c:TOKEN NX PX lease`. Only when the key exists already, a `GET` tells a
 ///   copy (`d…`, with the answer) from one in flight; the key vanishing in between is
 ///   answered as in flight (the guard waits and claims again), never as new.
+/// - claim of a delivery (the delivery scope): a Lua script that answers the key's value if it
+///   exists, else counts the delivery under the webhook's
+///   [deliveries key](ReplayKey::deliveries) (an `INCR`, the count expiring one period after
+///   it began) and claims the key only while the count is under the bound: one round trip.
 /// - renew: a Lua script that sets the expiry to the lease again only while the key holds our
 ///   token.
 /// - complete: `SET key d… PX window`.
@@ -140,6 +159,23 @@ fn claim_value(token: ClaimToken) -> String {
     format!("c:{:032x}", token.get())
 }
 
+/// What a claim answers for a key that holds `current`: a copy (`d…`, with the answer), or one
+/// in flight.
+fn existing(current: &[u8]) -> Result<Claim, ReplayStoreError> {
+    match current {
+        [DONE, answer @ ..] => StoredAnswer::from_bytes(answer)
+            .map(Claim::Done)
+            .ok_or_else(|| {
+                ReplayStoreError::with_source(
+                    ReplayStoreErrorKind::Protocol,
+                    "a done key holds no answer the guard wrote",
+                )
+            }),
+        // Claimed by someone else.
+        _ => Ok(Claim::InFlight),
+    }
+}
+
 fn unavailable(error: redis::RedisError) -> ReplayStoreError {
     ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error)
 }
@@ -182,17 +218,44 @@ impl ReplayStore for RedisStore {
                 }
             }
             let current: Option<Vec<u8>> = connection.get(&key).await.map_err(unavailable)?;
-            match current.as_deref() {
-                Some([DONE, answer @ ..]) => StoredAnswer::from_bytes(answer)
-                    .map(Claim::Done)
-                    .ok_or_else(|| {
-                        ReplayStoreError::with_source(
-                            ReplayStoreErrorKind::Protocol,
-                            "a done key holds no answer the guard wrote",
-                        )
-                    }),
-                // Claimed by someone else, or gone between the two commands: claim again.
-                _ => Ok(Claim::InFlight),
+            match current {
+                Some(current) => existing(&current),
+                // Gone between the two commands: claim again.
+                None => Ok(Claim::InFlight),
+            }
+        })
+    }
+
+    fn claim_delivery(
+        &self,
+        key: &ReplayKey,
+        deliveries: &ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        let mut connection = self.connection.clone();
+        let (key, deliveries) = (self.key(key), self.key(deliveries));
+        Box::pin(async move {
+            let token = super::store::random_token()?;
+            let claimed: Value = CLAIM_DELIVERY
+                .key(&key)
+                .key(&deliveries)
+                .arg(claim_value(token))
+                .arg(millis(lease))
+                .arg(max)
+                .arg(millis(period))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            match claimed {
+                Value::Int(1) => Ok(Claim::Claimed(token)),
+                Value::Int(0) => Ok(Claim::TooManyDeliveries),
+                Value::BulkString(current) => existing(&current),
+                other => Err(ReplayStoreError::with_source(
+                    ReplayStoreErrorKind::Protocol,
+                    format!("the delivery claim answered {other:?}"),
+                )),
             }
         })
     }
@@ -254,6 +317,18 @@ impl ReplayStore for RedisStore {
     /// lease runs out.
     fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
         super::store::spawn_release(self.release(key, token));
+    }
+
+    /// Spawns the completion on the current tokio runtime; without one, the claim lapses
+    /// after its lease.
+    fn complete_detached(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        answer: StoredAnswer,
+        window: Duration,
+    ) {
+        super::store::spawn_complete(self.complete(key, token, answer, window));
     }
 }
 

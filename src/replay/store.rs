@@ -23,6 +23,10 @@ pub enum Claim {
     Done(StoredAnswer),
     /// Claimed by another request that has not finished (here or on another instance).
     InFlight,
+    /// Not seen, but not claimed either: the webhook has had as many deliveries as
+    /// [`claim_delivery`](ReplayStore::claim_delivery) may tell apart within its period.
+    /// Nothing was stored.
+    TooManyDeliveries,
 }
 
 /// Proves which request holds a claim, so that a late release cannot delete a claim or a
@@ -52,7 +56,8 @@ impl ClaimToken {
 ///
 /// 1. [`claim`](Self::claim): if the key is absent, store it as claimed by a fresh token for
 ///    `lease`, and answer [`Claim::Claimed`]; else answer [`Claim::Done`] with the stored
-///    answer, or [`Claim::InFlight`].
+///    answer, or [`Claim::InFlight`]. [`claim_delivery`](Self::claim_delivery) does the same
+///    for one delivery of a webhook, and counts it: past a bound, [`Claim::TooManyDeliveries`].
 /// 2. [`renew`](Self::renew): extend the claim to `lease` from now, only while `token` holds
 ///    it; answers whether it still did.
 /// 3. [`complete`](Self::complete): store the answer and mark the key done for `window`,
@@ -86,6 +91,36 @@ pub trait ReplayStore {
     /// Claims `key` for `lease` if it is absent; see the [trait docs](Self).
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture;
 
+    /// Claims `key`, one delivery of a webhook (the
+    /// [delivery scope](crate::replay_guard::Scope::Delivery)), as [`claim`](Self::claim)
+    /// does, and bounds how many deliveries of that webhook are kept apart. `deliveries`
+    /// ([`ReplayKey::deliveries`]) is where they are counted, in the same atomic step:
+    ///
+    /// - `key` present: answered as by [`claim`](Self::claim) (done or in flight), whatever
+    ///   the count;
+    /// - `key` absent and fewer than `max` deliveries counted: the count goes up by one (a
+    ///   count begins with its first delivery and lasts `period`), and `key` is claimed;
+    /// - `key` absent and `max` deliveries counted: [`Claim::TooManyDeliveries`], and nothing
+    ///   is stored.
+    ///
+    /// So whatever a sender does with the unsigned idempotency token, one signed webhook
+    /// takes at most `max` entries (and the count's) per `period`. The guard keeps a
+    /// delivery's entry for `period` after its answer, so about `2 × max` are alive at once.
+    ///
+    /// The default claims `key` without counting: **unbounded**. The stores of this crate
+    /// count; a store that wraps another should forward it.
+    fn claim_delivery(
+        &self,
+        key: &ReplayKey,
+        deliveries: &ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self::ClaimFuture {
+        let _ = (deliveries, max, period);
+        self.claim(key, lease)
+    }
+
     /// Extends `token`'s claim on `key` to `lease` from now; `Ok(false)` if `token` no longer
     /// holds it.
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture;
@@ -117,6 +152,29 @@ pub trait ReplayStore {
     fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
         let mut release = pin!(self.release(key, token));
         let _ = release
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+    }
+
+    /// Records a processed webhook from synchronous code: the guard calls it when a request
+    /// whose handler answered 2xx is dropped before the store recorded it (the client went
+    /// away while the answer was read or stored). The handler has acted, so the webhook must
+    /// not be left to a lapsing claim that lets a copy run it again.
+    ///
+    /// The default polls [`complete`](Self::complete) once, which finishes a store whose
+    /// futures are ready at once; otherwise the claim lapses after its lease and a copy runs
+    /// the handler again. A store that talks to a server should start the completion in the
+    /// background instead (the Redis and PostgreSQL stores spawn it on the current tokio
+    /// runtime); a store that wraps another should forward it.
+    fn complete_detached(
+        &self,
+        key: &ReplayKey,
+        token: ClaimToken,
+        answer: StoredAnswer,
+        window: Duration,
+    ) {
+        let mut complete = pin!(self.complete(key, token, answer, window));
+        let _ = complete
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
     }
@@ -210,14 +268,35 @@ pub(crate) fn spawn_release<F>(release: F)
 where
     F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
 {
+    spawn_detached(
+        release,
+        "could not release a replay claim; it stays until its lease runs out",
+    );
+}
+
+/// Runs a shared store's `complete` on the current tokio runtime, for
+/// [`ReplayStore::complete_detached`]; without a runtime, the claim lapses after its lease.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn spawn_complete<F>(complete: F)
+where
+    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
+{
+    spawn_detached(
+        complete,
+        "could not record a processed webhook whose request was dropped; a copy arriving \
+         after the claim's lease runs the handler again",
+    );
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn spawn_detached<F>(operation: F, failed: &'static str)
+where
+    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
+{
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            if let Err(error) = release.await {
-                tracing::warn!(
-                    target: crate::events::TRACING_TARGET,
-                    %error,
-                    "could not release a replay claim; it stays until its lease runs out"
-                );
+            if let Err(error) = operation.await {
+                tracing::warn!(target: crate::events::TRACING_TARGET, %error, "{failed}");
             }
         });
     }

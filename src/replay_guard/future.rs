@@ -6,6 +6,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -64,12 +65,10 @@ pin_project! {
         St: ReplayStore,
     {
         fn drop(this: Pin<&mut Self>) {
-            // Dropped while holding the claim (the client went away before the handler
-            // answered): let the next copy run.
+            // Dropped while holding the claim (the client went away): settle it as the state
+            // says, so that a copy neither waits out the lease nor runs an acted-on webhook.
             let request = this.project().request;
-            if let Some(token) = request.claim.take() {
-                request.settings.store.release_detached(&request.key, token);
-            }
+            request.settle_on_drop();
         }
     }
 }
@@ -119,14 +118,33 @@ struct InFlight<S, St, ReqBody> {
     /// Until the inner service is called.
     request: Option<Request<ReqBody>>,
     key: ReplayKey,
+    /// Where the deliveries of this webhook are counted, when `key` is one delivery of it
+    /// (the delivery scope, with a token).
+    deliveries: Option<ReplayKey>,
+    /// What the handler's answer is marked with: set when the handler is called.
+    outcome: ReplayOutcome,
     /// What the signature covered, for the empty answer to a copy whose answer was not kept.
     covered: Covered,
-    /// Held from the claim until the store is told to complete or release it.
+    /// Held from the claim until the store has completed or released it.
     claim: Option<ClaimToken>,
+    /// What a drop does with the claim, if it is still held.
+    on_drop: OnDrop,
     /// How many times this copy has waited.
     waits: u32,
     /// What an event about this request needs once the inner service has it: set by `call`.
     about: Option<About>,
+}
+
+/// What a request dropped while it holds the claim does with it.
+enum OnDrop {
+    /// The handler has not answered (or failed): release the claim, so a copy runs it.
+    Release,
+    /// The handler answered 2xx with this status and its body was being read: it has acted,
+    /// so the webhook is recorded as done without its answer, as a larger-than-the-bound
+    /// answer is.
+    CutAnswer(StatusCode),
+    /// The answer was read whole and was being stored: store it all the same.
+    Complete(StoredAnswer),
 }
 
 /// What [`report`] reads of a request, kept when the request goes to the inner service: the
@@ -170,13 +188,13 @@ where
             .extensions()
             .get::<VerifiedWebhook>()
             .and_then(|webhook| {
-                let key = replay_key(webhook, request.headers(), settings.scope)?;
-                Some((key, webhook.covered()))
+                let keys = replay_key(webhook, request.headers(), settings.scope)?;
+                Some((keys, webhook.covered()))
             });
-        let (key, covered, state) = match verified {
-            Some((key, covered)) => {
-                let claim = settings.store.claim(&key, settings.lease);
-                (key, covered, State::Claiming { claim })
+        let ((key, deliveries), covered, state) = match verified {
+            Some(((key, deliveries), covered)) => {
+                let claim = claim(&settings, &key, deliveries.as_ref());
+                ((key, deliveries), covered, State::Claiming { claim })
             }
             None => {
                 // The event is the one ERROR report; this only adds the remedy for debugging.
@@ -190,7 +208,7 @@ where
                 report(&settings, &request, kind, Outcome::Rejected);
                 let response = refusal(kind, None, ReplayOutcome::Misplaced);
                 let key = ReplayKey::new(crate::signature::Algorithm::HmacSha1, b"");
-                (key, Covered::UrlOnly, finished(response))
+                ((key, None), Covered::UrlOnly, finished(response))
             }
         };
         Self {
@@ -203,8 +221,11 @@ where
                 settings,
                 request: Some(request),
                 key,
+                deliveries,
+                outcome: ReplayOutcome::First,
                 covered,
                 claim: None,
+                on_drop: OnDrop::Release,
                 waits: 0,
                 about: None,
             },
@@ -241,9 +262,12 @@ where
                     } else {
                         ready!(wait.poll(cx));
                         request.waits += 1;
-                        let settings = &request.settings;
                         State::Claiming {
-                            claim: settings.store.claim(&request.key, settings.lease),
+                            claim: claim(
+                                &request.settings,
+                                &request.key,
+                                request.deliveries.as_ref(),
+                            ),
                         }
                     }
                 }
@@ -274,7 +298,9 @@ where
                     }
                 }
                 StateProj::Completing { complete, response } => {
-                    if let Err(error) = ready!(complete.poll(cx)) {
+                    let completed = ready!(complete.poll(cx));
+                    request.claim = None;
+                    if let Err(error) = completed {
                         request.report(
                             RejectionKind::ReplayStoreFailed,
                             Outcome::PassedWithoutReplayCheck,
@@ -293,7 +319,9 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Releasing { release, result } => {
-                    if let Err(error) = ready!(release.poll(cx)) {
+                    let released = ready!(release.poll(cx));
+                    request.claim = None;
+                    if let Err(error) = released {
                         tracing::warn!(
                             target: TRACING_TARGET,
                             %error,
@@ -325,7 +353,17 @@ where
         match answer {
             Ok(Claim::Claimed(token)) => {
                 self.claim = Some(token);
-                self.call()
+                self.call(ReplayOutcome::First)
+            }
+            Ok(Claim::TooManyDeliveries) => {
+                tracing::warn!(
+                    target: TRACING_TARGET,
+                    max_deliveries = self.settings.max_deliveries,
+                    "a signed voice request had more deliveries with new idempotency tokens \
+                     than the replay guard tells apart in its delivery window (a long menu \
+                     loop, or replays with made-up tokens): this one runs unrecorded"
+                );
+                self.call(ReplayOutcome::Unrecorded)
             }
             Ok(Claim::Done(answer)) => {
                 #[cfg(feature = "metrics")]
@@ -396,7 +434,7 @@ where
                 );
                 let kind = RejectionKind::ReplayStoreFailed;
                 self.report(kind, Outcome::PassedWithoutReplayCheck);
-                self.call()
+                self.call(ReplayOutcome::RanUnguarded)
             }
             StoreFailure::Refuse => {
                 tracing::debug!(
@@ -427,7 +465,9 @@ where
         finished(refusal(kind, None, ReplayOutcome::WaitRanOut))
     }
 
-    fn call(&mut self) -> StateOf<S, St, ReqBody, ResBody> {
+    /// Calls the inner service; its answer will be marked `outcome`.
+    fn call(&mut self, outcome: ReplayOutcome) -> StateOf<S, St, ReqBody, ResBody> {
+        self.outcome = outcome;
         let request = self.request.take().expect(POLLED_AFTER_COMPLETION);
         if self.claim.is_some() {
             // Only a claimed request is recorded afterwards, and can fail to be.
@@ -443,22 +483,21 @@ where
         &mut self,
         result: Result<Response<ResBody>, S::Error>,
     ) -> StateOf<S, St, ReqBody, ResBody> {
-        let outcome = match self.claim {
-            Some(_) => ReplayOutcome::First,
-            None => ReplayOutcome::RanUnguarded,
-        };
+        let outcome = self.outcome;
         let result = result.map(|mut response| {
             response.extensions_mut().insert(outcome);
             response
         });
         let Some(token) = self.claim else {
-            // Unguarded (the store failed): nothing to record.
+            // Unguarded (the store failed) or unrecorded: nothing to record.
             return State::Finished {
                 result: Some(result.map(|r| r.map(ResponseBody::inner))),
             };
         };
         match result {
             Ok(response) if response.status().is_success() => {
+                // The handler has acted: from here on the webhook is never released.
+                self.on_drop = OnDrop::CutAnswer(response.status());
                 let (parts, body) = response.into_parts();
                 State::Reading {
                     body: Some(body),
@@ -470,12 +509,12 @@ where
         }
     }
 
+    /// Releases the claim (held until the store has released it), then hands on `result`.
     fn release(
         &mut self,
         token: ClaimToken,
         result: Result<Response<ResponseBody<ResBody>>, S::Error>,
     ) -> StateOf<S, St, ReqBody, ResBody> {
-        self.claim = None;
         State::Releasing {
             release: self.settings.store.release(&self.key, token),
             result: Some(result),
@@ -489,7 +528,7 @@ where
         body: ResBody,
         collected: Collected,
     ) -> StateOf<S, St, ReqBody, ResBody> {
-        let token = self.claim.take().expect("only a claimed request is read");
+        let token = self.claim.expect("only a claimed request is read");
         let status = parts.status;
         let (answer, response_body) = match collected {
             Collected::Whole(bytes) => {
@@ -498,10 +537,11 @@ where
                 (answer, ResponseBody::full(bytes))
             }
             Collected::Partial(prefix, held @ Some(Err(_))) => {
-                // The body failed: not processed as far as anyone can tell. The client gets
-                // the error; the next copy runs again.
-                let response = Response::from_parts(parts, ResponseBody::rest(prefix, held, body));
-                return self.release(token, Ok(response));
+                // The body failed half-way, but the handler answered 2xx: it has acted. The
+                // client gets what was read, then the error; the webhook is done.
+                cut_answer_read();
+                let answer = StoredAnswer::done_only(status);
+                (answer, ResponseBody::rest(prefix, held, body))
             }
             Collected::Partial(prefix, held) => {
                 tracing::warn!(
@@ -514,11 +554,15 @@ where
                 (answer, ResponseBody::rest(prefix, held, body))
             }
         };
-        let settings = &self.settings;
+        // A store that answers later (Redis, PostgreSQL) may see the request dropped before:
+        // the answer is stored all the same.
+        self.on_drop = OnDrop::Complete(answer.clone());
+        let window = self.window();
         State::Completing {
-            complete: settings
+            complete: self
+                .settings
                 .store
-                .complete(&self.key, token, answer, settings.window),
+                .complete(&self.key, token, answer, window),
             response: Some(Response::from_parts(parts, response_body)),
         }
     }
@@ -567,10 +611,72 @@ where
     }
 }
 
+impl<S, St: ReplayStore, ReqBody> InFlight<S, St, ReqBody> {
+    /// The request is dropped: settles a claim it still holds as [`OnDrop`] says.
+    fn settle_on_drop(&mut self) {
+        let Some(token) = self.claim.take() else {
+            return;
+        };
+        let (store, window) = (&self.settings.store, self.window());
+        match std::mem::replace(&mut self.on_drop, OnDrop::Release) {
+            OnDrop::Release => store.release_detached(&self.key, token),
+            OnDrop::CutAnswer(status) => {
+                cut_answer_read();
+                let answer = StoredAnswer::done_only(status);
+                store.complete_detached(&self.key, token, answer, window);
+            }
+            OnDrop::Complete(answer) => store.complete_detached(&self.key, token, answer, window),
+        }
+    }
+
+    /// How long this request's answer is kept: the delivery window for one delivery, else
+    /// the window.
+    fn window(&self) -> Duration {
+        let settings = &self.settings;
+        match self.deliveries {
+            Some(_) => settings.delivery_window.min(settings.window),
+            None => settings.window,
+        }
+    }
+}
+
+/// Reports, once per request, a 2xx answer the guard could not read whole: the handler has
+/// acted, so the webhook is recorded as done without its answer, as a larger-than-the-bound
+/// answer is, and its copies get the empty answer.
+fn cut_answer_read() {
+    tracing::warn!(
+        target: TRACING_TARGET,
+        "a 2xx answer was cut before the replay guard read it whole (the client went away, or \
+         the body failed): the webhook is recorded as done without its answer, so the handler \
+         does not run again and its copies get an empty answer"
+    );
+}
+
+/// Claims `key`, counting it under `deliveries` when it is one delivery of a webhook.
+fn claim<St: ReplayStore>(
+    settings: &Settings<St>,
+    key: &ReplayKey,
+    deliveries: Option<&ReplayKey>,
+) -> St::ClaimFuture {
+    let (store, lease) = (&settings.store, settings.lease);
+    match deliveries {
+        Some(deliveries) => {
+            let (max, period) = (settings.max_deliveries, settings.delivery_window);
+            store.claim_delivery(key, deliveries, max, period.min(settings.window), lease)
+        }
+        None => store.claim(key, lease),
+    }
+}
+
 /// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
-/// scope its idempotency token when it has one. `None` without a signature: a key of empty
-/// bytes would make every such request a copy of the first.
-fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> Option<ReplayKey> {
+/// scope its idempotency token when it has one (with the key its deliveries are counted
+/// under). `None` without a signature: a key of empty bytes would make every such request a
+/// copy of the first.
+fn replay_key(
+    webhook: &VerifiedWebhook,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Option<(ReplayKey, Option<ReplayKey>)> {
     // The signature that verified, as the signature layer kept it (never absent for a
     // verified request; the header is the fallback).
     let signature = webhook
@@ -583,8 +689,11 @@ fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> O
         .filter(|signature| !signature.is_empty())?;
     let algorithm = webhook.algorithm();
     Some(match (scope, webhook.idempotency_token_bytes()) {
-        (Scope::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
-        _ => ReplayKey::new(algorithm, signature),
+        (Scope::Delivery, Some(token)) => (
+            ReplayKey::for_delivery(algorithm, signature, token),
+            Some(ReplayKey::deliveries(algorithm, signature)),
+        ),
+        _ => (ReplayKey::new(algorithm, signature), None),
     })
 }
 

@@ -24,6 +24,14 @@ pub enum Scope {
     /// same signed request again as a new request. Twilio's retries of one request collapse;
     /// a loop runs the handler each time. A request without the token is keyed on its
     /// signature alone, as in the content scope.
+    ///
+    /// The token is not signed, so a captured request replayed with a fresh token is a new
+    /// delivery too. A delivery is kept for the
+    /// [delivery window](ReplayGuardLayer::delivery_window) (5 minutes: Twilio's retries of
+    /// one request all come within 15 s), and one signed request has at most
+    /// [`max_deliveries`](ReplayGuardLayer::max_deliveries) (32) of them told apart per
+    /// window: past that, a delivery runs the handler without being recorded, so one signature
+    /// adds at most 32 entries per window, whatever a sender does.
     Delivery,
 }
 
@@ -48,6 +56,8 @@ pub(crate) struct Settings<St> {
     pub(crate) store: St,
     pub(crate) scope: Scope,
     pub(crate) window: Duration,
+    pub(crate) delivery_window: Duration,
+    pub(crate) max_deliveries: u32,
     pub(crate) lease: Duration,
     pub(crate) wait: Duration,
     pub(crate) max_answer_bytes: usize,
@@ -81,6 +91,12 @@ impl ReplayGuardLayer {
     /// instance dies (just after it renewed its claim) outwaits the dead claim and runs the
     /// handler itself.
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+    /// How long a delivery (the delivery scope) is kept, by default: 5 minutes. Twilio makes
+    /// every attempt of one request within its total time (`tt`, at most 15 s).
+    pub const DEFAULT_DELIVERY_WINDOW: Duration = Duration::from_secs(5 * 60);
+    /// How many deliveries of one signed request are told apart per delivery window, by
+    /// default: 32, a menu loop's pass every 9 s for 5 minutes.
+    pub const DEFAULT_MAX_DELIVERIES: u32 = 32;
     /// The default wait of a copy for the first attempt: 5 seconds.
     pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
     /// The default bound on a stored answer's body: 64 KiB.
@@ -120,6 +136,8 @@ impl<St> ReplayGuardLayer<St> {
                 store,
                 scope: Scope::Content,
                 window: ReplayGuardLayer::DEFAULT_WINDOW,
+                delivery_window: ReplayGuardLayer::DEFAULT_DELIVERY_WINDOW,
+                max_deliveries: ReplayGuardLayer::DEFAULT_MAX_DELIVERIES,
                 lease: ReplayGuardLayer::DEFAULT_LEASE,
                 wait: ReplayGuardLayer::DEFAULT_WAIT,
                 max_answer_bytes: ReplayGuardLayer::DEFAULT_MAX_ANSWER_BYTES,
@@ -145,6 +163,33 @@ impl<St> ReplayGuardLayer<St> {
     pub fn window(mut self, window: Duration) -> Self {
         self.settings.window =
             window.clamp(ReplayGuardLayer::MIN_WINDOW, ReplayGuardLayer::MAX_WINDOW);
+        self
+    }
+
+    /// How long a delivery is kept in the [delivery scope](Scope::Delivery) (5 minutes by
+    /// default; never longer than the [window](Self::window)), and the period over which at
+    /// most [`max_deliveries`](Self::max_deliveries) of one signed request are told apart.
+    /// Twilio's retries of one request all come within its total time (`tt`, at most 15 s),
+    /// and a replay with a fresh token is a new delivery whatever the window, so a short one
+    /// loses nothing. Brought within [`MIN_WINDOW`](ReplayGuardLayer::MIN_WINDOW) and
+    /// [`MAX_WINDOW`](ReplayGuardLayer::MAX_WINDOW).
+    #[must_use]
+    pub fn delivery_window(mut self, window: Duration) -> Self {
+        self.settings.delivery_window =
+            window.clamp(ReplayGuardLayer::MIN_WINDOW, ReplayGuardLayer::MAX_WINDOW);
+        self
+    }
+
+    /// How many deliveries of one signed request the [delivery scope](Scope::Delivery) tells
+    /// apart per [delivery window](Self::delivery_window) (32 by default, at least 1). Past
+    /// that, a delivery with a new token (a menu loop's 33rd pass in 5 minutes, or a replay
+    /// with a made-up token) runs the handler without being recorded: its answer is the
+    /// handler's, but a retry of it runs the handler again. So one signature adds at most this
+    /// many entries to the store per delivery window, whatever a sender puts in the unsigned
+    /// token.
+    #[must_use]
+    pub fn max_deliveries(mut self, max: u32) -> Self {
+        self.settings.max_deliveries = max.max(1);
         self
     }
 
@@ -240,6 +285,8 @@ impl<St: Clone> Clone for Settings<St> {
             store: self.store.clone(),
             scope: self.scope,
             window: self.window,
+            delivery_window: self.delivery_window,
+            max_deliveries: self.max_deliveries,
             lease: self.lease,
             wait: self.wait,
             max_answer_bytes: self.max_answer_bytes,
@@ -263,6 +310,8 @@ impl<St: fmt::Debug> fmt::Debug for Settings<St> {
             .field("store", &self.store)
             .field("scope", &self.scope)
             .field("window", &self.window)
+            .field("delivery_window", &self.delivery_window)
+            .field("max_deliveries", &self.max_deliveries)
             .field("lease", &self.lease)
             .field("wait", &self.wait)
             .field("max_answer_bytes", &self.max_answer_bytes)

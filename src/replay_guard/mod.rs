@@ -28,8 +28,8 @@
 //!
 //! | the store says | what happens |
 //! | --- | --- |
-//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (3 s), renewed every 1.2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before its answer releases the claim, so the next copy runs the handler |
-//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
+//! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (3 s), renewed every 1.2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before the handler answered releases the claim, so the next copy runs the handler. Once the handler has answered 2xx it has acted, and the webhook is never released: an answer cut before the guard read it whole (the client went away while it streamed, or its body failed) is recorded as "done" only, as a larger one is, with one `WARN`; a request dropped while its answer is being stored still stores it |
+//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound, or cut before it was read whole, was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
 //! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 3 s, well within the wait even when the instance died just after renewing it). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
 //! | an error | by default the handler runs unguarded, with an `ERROR` event; see the trade-off table |
 //!
@@ -63,10 +63,23 @@
 //! request without it is keyed on its signature alone (as in the content scope): a copy then
 //! gets the first answer, never a blank one. The header is not signed, so in the delivery
 //! scope a replay with a fresh token runs the handler again: handlers on voice routes must
-//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML). Each such replay
-//! also takes an entry in the store for the window, so give the delivery scope a store of its
-//! own: a [`MemoryStore`](crate::replay::MemoryStore) that a flood of replayed voice webhooks
-//! fills then refuses new voice keys only, and never the keys the messages rely on.
+//! tolerate a replay, as they tolerate a menu loop (they mostly render TwiML).
+//!
+//! What such replays can make the store hold is bounded. A delivery is kept for the
+//! [delivery window](ReplayGuardLayer::delivery_window) (5 minutes), not the window: Twilio
+//! makes every attempt of one request within its total time (`tt`, at most 15 s), and a fresh
+//! token makes a replay new whatever the window. And one signed request has at most
+//! [`max_deliveries`](ReplayGuardLayer::max_deliveries) (32) deliveries told apart per
+//! delivery window, counted by the store with the claim
+//! ([`ReplayStore::claim_delivery`](crate::replay::ReplayStore::claim_delivery)): past that, a
+//! delivery with a new token runs the handler **unrecorded** ([`ReplayOutcome::Unrecorded`],
+//! one `WARN`), its answer the handler's. So one captured voice webhook adds at most 32
+//! entries (and their count) per 5 minutes, each kept 5 minutes, whatever is sent. A menu
+//! loop is never cut short: its first 32 passes in 5 minutes are deliveries like any other,
+//! and a pass past that still gets the handler's answer; only Twilio's retry of such a pass
+//! would run the handler again. (Refusing it instead would end the call: Twilio does not
+//! retry a `4xx` or `5xx`.) A store per scope still keeps a flood of replayed voice webhooks
+//! (many captured ones) from filling the store the messages rely on.
 //!
 //! # What Twilio does with the answers
 //!
@@ -80,6 +93,11 @@
 //!   does not retry by default: final for that request. The first attempt keeps running and
 //!   stores its answer; nothing runs twice. Keep the wait under `rt` minus your handler's
 //!   usual time, and keep handlers fast (Twilio reads nothing after `rt`).
+//! - a copy of a webhook whose answer was cut (Twilio's read timeout ran out between two
+//!   packets, or the body failed) gets the empty answer: Twilio takes it as done and stops
+//!   retrying; an SMS gets no reply, a call ends. The handler acted once and does not run
+//!   again. (Releasing it would run the handler twice; an error status would be final too, and
+//!   would send the webhook to the Fallback URL, which may act on it again.)
 //! - a store failure: the trade-off below.
 //!
 //! | on a store failure ([`StoreFailure`]) | what is lost | what may run twice |
@@ -96,14 +114,16 @@
 //! # What is guaranteed, and what is not
 //!
 //! - While the store keeps its data, a webhook whose handler answered 2xx does not reach a
-//!   handler again within the window (per scope), whichever instance sharing the store
-//!   receives the copy; every copy gets the first answer (or an empty one when it was larger
-//!   than the bound).
+//!   handler again within the window (per scope; the delivery window for a delivery),
+//!   whichever instance sharing the store receives the copy; every copy gets the first answer
+//!   (or an empty one when it was larger than the bound or cut).
 //! - A failed webhook is released, so its copy runs again: handlers must still tolerate a
 //!   second run of a webhook whose first run failed half-way.
 //! - **Not** guaranteed: a replay after the window, after the store lost its data, or while
 //!   the store fails with the default [`StoreFailure::RunUnguarded`]; a second run when the
-//!   claim lapses because the store could not be reached to renew it for a whole lease.
+//!   claim lapses because the store could not be reached to renew it for a whole lease; in
+//!   the delivery scope, a replay with a fresh token, and Twilio's retry of a delivery past
+//!   the [bound](ReplayGuardLayer::max_deliveries).
 //!
 //! The guard needs a tokio runtime with its time driver (leases, waits). A response body must
 //! be `Unpin` (axum's `Body`, `Full`, and most bodies are) so the part read for the store can

@@ -35,6 +35,10 @@ pub enum ReplayOutcome {
     WaitRanOut,
     /// The request had no [`VerifiedWebhook`](crate::VerifiedWebhook): refused with `500`.
     Misplaced,
+    /// A delivery past the [delivery scope](super::Scope::Delivery)'s bound for its signed
+    /// request ([`max_deliveries`](super::ReplayGuardLayer::max_deliveries)): the handler ran
+    /// without a claim, and its answer was not recorded.
+    Unrecorded,
 }
 
 impl ReplayOutcome {
@@ -43,8 +47,8 @@ impl ReplayOutcome {
         response.extensions().get::<Self>().copied()
     }
 
-    /// `"first"`, `"copy"`, `"ran_unguarded"`, `"store_refused"`, `"wait_ran_out"` or
-    /// `"misplaced"`.
+    /// `"first"`, `"copy"`, `"ran_unguarded"`, `"store_refused"`, `"wait_ran_out"`,
+    /// `"misplaced"` or `"unrecorded"`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::First => "first",
@@ -53,6 +57,7 @@ impl ReplayOutcome {
             Self::StoreRefused => "store_refused",
             Self::WaitRanOut => "wait_ran_out",
             Self::Misplaced => "misplaced",
+            Self::Unrecorded => "unrecorded",
         }
     }
 }

@@ -69,7 +69,7 @@ impl Handler {
         let status = self.script.lock().unwrap().pop_front();
         let twiml = format!(
             "<Response><Message>reply {run}{}</Message></Response>",
-            "x".repeat(self.padding)
+            noise(self.padding, run)
         );
         let mut response = Response::new(Full::new(Bytes::from(twiml)));
         *response.status_mut() = status.unwrap_or(StatusCode::OK);
@@ -79,6 +79,19 @@ impl Handler {
         );
         Ok(response)
     }
+}
+
+/// `len` letters that no store compresses (xorshift), different for each `seed`.
+fn noise(len: usize, seed: usize) -> String {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ seed as u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect()
 }
 
 /// The body both layers hand back.
@@ -754,9 +767,47 @@ pub(crate) mod contract {
         ));
     }
 
+    /// `claim_delivery`: at most `max` deliveries of one webhook per period, each a key of
+    /// its own; a key that exists is answered whatever the count.
+    pub(crate) async fn run_deliveries<St: ReplayStore>(store: &St) {
+        let deliveries = ReplayKey::deliveries(Algorithm::HmacSha1, &[9; 28]);
+        let delivery = |n: u8| ReplayKey::for_delivery(Algorithm::HmacSha1, &[9; 28], &[n]);
+        let period = Duration::from_millis(300);
+        let claim = |n: u8| store.claim_delivery(&delivery(n), &deliveries, 2, period, LEASE);
+        let Ok(Claim::Claimed(first)) = claim(1).await else {
+            panic!("a new delivery")
+        };
+        assert_eq!(claim(1).await.unwrap(), Claim::InFlight);
+        store
+            .complete(&delivery(1), first, answer(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
+        assert!(matches!(claim(2).await, Ok(Claim::Claimed(_))));
+        assert_eq!(claim(3).await.unwrap(), Claim::TooManyDeliveries);
+        assert_eq!(claim(3).await.unwrap(), Claim::TooManyDeliveries);
+        // The kept ones are still answered.
+        assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
+        assert_eq!(claim(2).await.unwrap(), Claim::InFlight);
+        // Another webhook has a count of its own.
+        let other = ReplayKey::deliveries(Algorithm::HmacSha1, &[8; 28]);
+        let elsewhere = ReplayKey::for_delivery(Algorithm::HmacSha1, &[8; 28], &[3]);
+        assert!(matches!(
+            store
+                .claim_delivery(&elsewhere, &other, 2, period, LEASE)
+                .await,
+            Ok(Claim::Claimed(_))
+        ));
+        // A new period counts again.
+        tokio::time::sleep(period * 2).await;
+        assert!(matches!(claim(3).await, Ok(Claim::Claimed(_))));
+        assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
+    }
+
     #[tokio::test]
     async fn memory_store() {
         run(&tower_twilio::replay::MemoryStore::default()).await;
+        run_deliveries(&tower_twilio::replay::MemoryStore::default()).await;
     }
 
     #[cfg(feature = "redis")]
@@ -766,6 +817,7 @@ pub(crate) mod contract {
             return;
         };
         run(&crate::replay::redis::store(&url).await).await;
+        run_deliveries(&crate::replay::redis::store(&url).await).await;
     }
 
     #[cfg(feature = "postgres")]
@@ -779,6 +831,7 @@ pub(crate) mod contract {
             return;
         };
         run(&crate::postgres_store::postgres::store(&url).await).await;
+        run_deliveries(&crate::postgres_store::postgres::store(&url).await).await;
     }
 }
 
@@ -1021,4 +1074,507 @@ async fn a_timeout_directly_outside_the_guard_answers_with_an_empty_body() {
     assert_eq!(handler.runs(), 1);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(body.is_empty());
+}
+
+/// Once the handler has answered 2xx it has acted: whatever happens to its answer afterwards
+/// (the client goes away while it streams, the body fails, the request is dropped while the
+/// store records it), a copy must not run it again.
+mod cut_answers {
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+
+    use http_body::Frame;
+    use tokio::sync::mpsc;
+    use tower_twilio::replay::{ClaimToken, ReplayKey, StoredAnswer};
+
+    use super::*;
+
+    /// A response body fed by the test, frame by frame; it ends when the sender is dropped.
+    struct Streamed(mpsc::UnboundedReceiver<Result<Bytes, BoxError>>);
+
+    impl http_body::Body for Streamed {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|frame| frame.map(|data| data.map(Frame::data)))
+        }
+    }
+
+    type Feed = mpsc::UnboundedSender<Result<Bytes, BoxError>>;
+
+    type StreamingApp =
+        BoxCloneService<Request<Full<Bytes>>, Response<UnsyncBoxBody<Bytes, BoxError>>, Infallible>;
+
+    /// The signature layer, `guard`, and a handler that answers `200` with the first part of
+    /// its TwiML at once. On its first run the rest is up to the test (the feed goes to
+    /// `feeds`); on later runs the answer is whole at once.
+    fn streaming_app(
+        guard: ReplayGuardLayer,
+        runs: &Arc<AtomicUsize>,
+        feeds: mpsc::UnboundedSender<Feed>,
+    ) -> StreamingApp {
+        let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+            .public_url(PublicUrl::fixed(PUBLIC).unwrap());
+        let runs = Arc::clone(runs);
+        let service = ServiceBuilder::new().layer(twilio).layer(guard).service_fn(
+            move |_: Request<VerifiedBody>| {
+                let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                let (feed, body) = mpsc::unbounded_channel();
+                feed.send(Ok(Bytes::from(format!("<Response><Message>reply {run}"))))
+                    .unwrap();
+                if run == 1 {
+                    feeds.send(feed).unwrap();
+                } else {
+                    feed.send(Ok(Bytes::from_static(b"</Message></Response>")))
+                        .unwrap();
+                }
+                let mut response = Response::new(Streamed(body));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/xml; charset=utf-8"),
+                );
+                async move { Ok::<_, Infallible>(response) }
+            },
+        );
+        type Both = tower_twilio::ResponseBody<tower_twilio::replay_guard::ResponseBody<Streamed>>;
+        BoxCloneService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
+            service,
+            |response: Response<Both>| response.map(BodyExt::boxed_unsync),
+        ))
+    }
+
+    /// The empty answer a copy gets when only "done" was kept, for a form webhook.
+    const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+    fn warn_lines(logged: &str) -> Vec<&str> {
+        logged
+            .lines()
+            .filter(|line| line.contains(r#""level":"WARN""#))
+            .collect()
+    }
+
+    /// The client (Twilio, after its read timeout between two packets) goes away while the
+    /// guard reads the handler's 2xx answer for the store. Releasing the claim then would let
+    /// the retry run the handler a second time.
+    #[tokio::test]
+    async fn a_2xx_answer_dropped_while_it_is_read_marks_the_webhook_done() {
+        let (logs, _guard) = crate::support::capture_json_logs();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (feeds, mut fed) = mpsc::unbounded_channel();
+        let app = streaming_app(ReplayGuardLayer::default(), &runs, feeds);
+        let mut first = Box::pin(app.clone().oneshot(sms(1)));
+        let feed = tokio::select! {
+            _ = &mut first => panic!("answered before its body ended"),
+            feed = fed.recv() => feed.unwrap(),
+        };
+        // The guard has read the first part and waits for the rest.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut first)
+                .await
+                .is_err()
+        );
+        drop(first); // the connection closed
+        let copy = send(&app, sms(1)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the copy ran the handler again"
+        );
+        assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            (copy.status, &copy.body[..]),
+            (StatusCode::OK, EMPTY_TWIML.as_bytes())
+        );
+        drop(feed);
+        let logged = logs.text();
+        let warned = warn_lines(&logged);
+        assert_eq!(warned.len(), 1, "reported once: {logged}");
+        assert!(warned[0].contains("cut"), "{logged}");
+    }
+
+    /// The handler's 2xx answer fails half-way (its stream broke): it acted all the same.
+    #[tokio::test]
+    async fn a_2xx_answer_whose_body_fails_while_it_is_read_marks_the_webhook_done() {
+        let (logs, _guard) = crate::support::capture_json_logs();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (feeds, mut fed) = mpsc::unbounded_channel();
+        let app = streaming_app(ReplayGuardLayer::default(), &runs, feeds);
+        let first = tokio::spawn(app.clone().oneshot(sms(1)));
+        let feed = fed.recv().await.unwrap();
+        feed.send(Err("the template engine failed".into())).unwrap();
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        // The client gets the part that was read, then the error (hyper cuts the connection).
+        let mut body = first.into_body();
+        let part = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(part, "<Response><Message>reply 1");
+        assert!(body.frame().await.unwrap().is_err());
+        let copy = send(&app, sms(1)).await;
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            1,
+            "the copy ran the handler again"
+        );
+        assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            (copy.status, &copy.body[..]),
+            (StatusCode::OK, EMPTY_TWIML.as_bytes())
+        );
+        let logged = logs.text();
+        let warned = warn_lines(&logged);
+        assert_eq!(warned.len(), 1, "reported once: {logged}");
+        assert!(warned[0].contains("cut"), "{logged}");
+    }
+
+    /// A memory store whose `complete` and `release` take a second to reach it, as a shared
+    /// store's round trip does: the operation happens when its future finishes, never if the
+    /// future is dropped. The detached variants start the operation on the runtime, as the
+    /// Redis and PostgreSQL stores do.
+    #[derive(Clone, Debug, Default)]
+    struct Remote(MemoryStore);
+
+    type Later<T> = Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
+
+    const ROUND_TRIP: Duration = Duration::from_secs(1);
+
+    impl Remote {
+        fn later_complete(
+            &self,
+            key: &ReplayKey,
+            token: ClaimToken,
+            answer: StoredAnswer,
+            window: Duration,
+        ) -> Later<()> {
+            let (store, key) = (self.0.clone(), *key);
+            Box::pin(async move {
+                tokio::time::sleep(ROUND_TRIP).await;
+                store.complete(&key, token, answer, window).await
+            })
+        }
+
+        fn later_release(&self, key: &ReplayKey, token: ClaimToken) -> Later<()> {
+            let (store, key) = (self.0.clone(), *key);
+            Box::pin(async move {
+                tokio::time::sleep(ROUND_TRIP).await;
+                store.release(&key, token).await
+            })
+        }
+    }
+
+    impl ReplayStore for Remote {
+        type ClaimFuture = <MemoryStore as ReplayStore>::ClaimFuture;
+        type RenewFuture = <MemoryStore as ReplayStore>::RenewFuture;
+        type CompleteFuture = Later<()>;
+        type ReleaseFuture = Later<()>;
+        type WaitFuture = <MemoryStore as ReplayStore>::WaitFuture;
+
+        fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
+            self.0.claim(key, lease)
+        }
+        fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
+            self.0.renew(key, token, lease)
+        }
+        fn complete(
+            &self,
+            key: &ReplayKey,
+            token: ClaimToken,
+            answer: StoredAnswer,
+            window: Duration,
+        ) -> Self::CompleteFuture {
+            self.later_complete(key, token, answer, window)
+        }
+        fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
+            self.later_release(key, token)
+        }
+        fn wait(&self, key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
+            self.0.wait(key, attempt)
+        }
+        fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
+            tokio::spawn(self.later_release(key, token));
+        }
+        fn complete_detached(
+            &self,
+            key: &ReplayKey,
+            token: ClaimToken,
+            answer: StoredAnswer,
+            window: Duration,
+        ) {
+            tokio::spawn(self.later_complete(key, token, answer, window));
+        }
+    }
+
+    /// Polls `request` until the handler has run `n` times, then drops it.
+    async fn drop_after_the_handler<F: std::future::Future + Unpin>(
+        mut request: F,
+        runs: impl Fn() -> usize,
+        n: usize,
+    ) {
+        while runs() < n {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(10), &mut request)
+                    .await
+                    .is_err(),
+                "answered before it could be dropped"
+            );
+        }
+        // One more poll, to be past the handler's answer.
+        let _ = tokio::time::timeout(Duration::from_millis(10), &mut request).await;
+        drop(request);
+    }
+
+    /// The client goes away after the handler answered, while the store records the answer
+    /// (a round trip to Redis or PostgreSQL): the record must still be made, or the claim
+    /// lapses and Twilio's retry runs the handler a second time.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_its_answer_is_stored_still_stores_it() {
+        let handler = Handler::default();
+        let app = app(ReplayGuardLayer::new(Remote::default()), &handler);
+        let first = Box::pin(app.clone().oneshot(sms(1)));
+        drop_after_the_handler(first, || handler.runs(), 1).await;
+        let retry = send(&app, sms(1)).await;
+        assert_eq!(handler.runs(), 1, "the retry ran the handler again");
+        assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            retry.body, "<Response><Message>reply 1</Message></Response>",
+            "the retry gets the answer the dropped request was given"
+        );
+    }
+
+    /// The client goes away while the guard releases the claim of a failed attempt: the
+    /// release still happens, so Twilio's retry runs at once instead of waiting out the lease.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_its_claim_is_released_still_releases_it() {
+        let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
+        let app = app(ReplayGuardLayer::new(Remote::default()), &handler);
+        let first = Box::pin(app.clone().oneshot(sms(1)));
+        drop_after_the_handler(first, || handler.runs(), 1).await;
+        let started = tokio::time::Instant::now();
+        let retry = send(&app, sms(1)).await;
+        assert_eq!((retry.status, retry.kind), (StatusCode::OK, None));
+        assert_eq!(handler.runs(), 2);
+        assert!(
+            started.elapsed() < ReplayGuardLayer::DEFAULT_LEASE / 2,
+            "the retry waited for the lease: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A captured voice webhook replayed with a fresh `I-Twilio-Idempotency-Token` on each request
+/// (the header is not signed): in the delivery scope each one is a new delivery. The store
+/// must not keep an entry, with up to 64 KiB of answer, for every one of them.
+mod delivery_bound {
+    use super::*;
+
+    /// How many deliveries of one signed request the delivery scope tells apart within its
+    /// window, by default.
+    const MAX_DELIVERIES: usize = ReplayGuardLayer::DEFAULT_MAX_DELIVERIES as usize;
+    /// Replays of one captured voice webhook, each with a token of its own.
+    const REPLAYS: usize = 200;
+    /// The handler's answer: about 8 KiB of TwiML that no store compresses.
+    const PADDING: usize = 8 * 1024;
+
+    fn voice_handler() -> Handler {
+        Handler {
+            padding: PADDING,
+            ..Handler::default()
+        }
+    }
+
+    /// Sends `REPLAYS` copies of one voice webhook, each with a fresh token: each one runs the
+    /// handler (the delivery scope cannot tell them from a menu loop) and gets its answer.
+    async fn replay_with_fresh_tokens(app: &App, handler: &Handler) {
+        for n in 0..REPLAYS {
+            let answer = send(app, voice(Some(&format!("replay-{n}")))).await;
+            assert_eq!((answer.status, answer.kind), (StatusCode::OK, None), "{n}");
+        }
+        assert_eq!(handler.runs(), REPLAYS);
+    }
+
+    /// What the store may hold for one signature after any number of fresh-token replays:
+    /// `MAX_DELIVERIES` deliveries with their answers (each rounded up by `rounding`, in
+    /// quarters: an allocator's size classes), and `per_entry` bytes per entry besides.
+    fn bound(per_entry: usize, rounding: usize) -> usize {
+        let answer = "<Response><Message>reply 200</Message></Response>".len()
+            + PADDING
+            + "text/xml; charset=utf-8".len();
+        (MAX_DELIVERIES + 1) * per_entry + MAX_DELIVERIES * answer * (4 + rounding) / 4
+    }
+
+    #[tokio::test]
+    async fn fresh_token_replays_keep_a_bounded_number_of_entries_in_the_memory_store() {
+        let store = MemoryStore::default();
+        let handler = voice_handler();
+        let guard = ReplayGuardLayer::new(store.clone()).scope(Scope::Delivery);
+        let app = app(guard, &handler);
+        replay_with_fresh_tokens(&app, &handler).await;
+        let bound = bound(MemoryStore::ENTRY_BYTES + MemoryStore::ANSWER_BYTES, 0);
+        println!(
+            "memory store after {REPLAYS} fresh-token replays of one voice webhook: {} entries, \
+             {} bytes (bound {bound})",
+            store.len(),
+            store.used_bytes()
+        );
+        assert!(store.len() <= MAX_DELIVERIES + 1, "{} entries", store.len());
+        assert!(store.used_bytes() <= bound, "{} bytes", store.used_bytes());
+    }
+
+    #[cfg(feature = "redis")]
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
+    #[tokio::test]
+    async fn fresh_token_replays_keep_a_bounded_number_of_keys_in_redis() {
+        let Some(url) = crate::replay::redis::url() else {
+            return;
+        };
+        let prefix = format!("test:{}:", crate::replay::redis::random_hex());
+        let store = crate::replay::redis::store_with_prefix(&url, &prefix).await;
+        let handler = voice_handler();
+        let app = app(
+            ReplayGuardLayer::new(store).scope(Scope::Delivery),
+            &handler,
+        );
+        replay_with_fresh_tokens(&app, &handler).await;
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let mut bytes = 0;
+        for key in &keys {
+            let used: Option<usize> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            bytes += used.unwrap_or(0);
+        }
+        // Redis's own overhead per key (its dictionary entry, the key's name, the TTL) is
+        // about 200 bytes: 1 KiB is generous; jemalloc rounds an 8 KiB value up to its size
+        // class (at most a quarter more).
+        let bound = bound(1024, 1);
+        println!(
+            "Redis after {REPLAYS} fresh-token replays of one voice webhook: {} keys, {bytes} \
+             bytes (MEMORY USAGE; bound {bound})",
+            keys.len()
+        );
+        assert!(keys.len() <= MAX_DELIVERIES + 1, "{} keys", keys.len());
+        assert!(bytes <= bound, "{bytes} bytes");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(
+        skip_postgres,
+        ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+    )]
+    #[tokio::test]
+    async fn fresh_token_replays_keep_a_bounded_number_of_rows_in_postgres() {
+        use crate::postgres_store::postgres;
+        let Some(url) = postgres::url() else { return };
+        let table = postgres::fresh_table();
+        let store = postgres::store_on(&url, &table).await;
+        let pool = store.pool().clone();
+        let handler = voice_handler();
+        let app = app(
+            ReplayGuardLayer::new(store).scope(Scope::Delivery),
+            &handler,
+        );
+        replay_with_fresh_tokens(&app, &handler).await;
+        let (rows, bytes): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0)::BIGINT FROM {table} t"
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let (rows, bytes) = (rows as usize, bytes as usize);
+        // A row's header, key, token and timestamps: well under 1 KiB.
+        let bound = bound(1024, 0);
+        println!(
+            "PostgreSQL after {REPLAYS} fresh-token replays of one voice webhook: {rows} rows, \
+             {bytes} bytes (pg_column_size of the rows; bound {bound})"
+        );
+        assert!(rows <= MAX_DELIVERIES + 1, "{rows} rows");
+        assert!(bytes <= bound, "{bytes} bytes");
+    }
+
+    /// Within the bound a delivery is a delivery: Twilio's retry of one gets its answer. Past
+    /// it, a new token runs the handler unrecorded (its answer is the handler's, marked
+    /// `Unrecorded`), and a retry of it runs the handler again.
+    #[tokio::test]
+    async fn past_the_bound_a_new_delivery_runs_unrecorded_and_earlier_ones_still_collapse() {
+        let handler = Handler::default();
+        let guard = ReplayGuardLayer::default()
+            .scope(Scope::Delivery)
+            .max_deliveries(2);
+        let app = app(guard, &handler);
+        for token in ["pass-1", "pass-2"] {
+            assert_eq!(send(&app, voice(Some(token))).await.kind, None);
+        }
+        let retry = send(&app, voice(Some("pass-1"))).await;
+        assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(
+            retry.body,
+            "<Response><Message>reply 1</Message></Response>"
+        );
+        assert_eq!(handler.runs(), 2);
+        for run in [3, 4] {
+            let third = app.clone().oneshot(voice(Some("pass-3"))).await.unwrap();
+            assert_eq!(ReplayOutcome::of(&third), Some(ReplayOutcome::Unrecorded));
+            let third = answer(third).await;
+            assert_eq!((third.status, third.kind), (StatusCode::OK, None));
+            assert_eq!(
+                third.body,
+                format!("<Response><Message>reply {run}</Message></Response>")
+            );
+        }
+        assert_eq!(handler.runs(), 4, "a retry past the bound runs again");
+        // Without a token the signature alone is the key, bound or not.
+        let untokened = send(&app, voice(None)).await;
+        assert_first_answer(&send(&app, voice(None)).await, &untokened);
+    }
+
+    /// A delivery is kept for the delivery window (5 minutes), not the window (24 hours); a
+    /// new window tells as many deliveries apart again.
+    #[tokio::test(start_paused = true)]
+    async fn deliveries_are_kept_for_the_delivery_window_and_counted_per_window() {
+        let store = MemoryStore::default();
+        let handler = Handler::default();
+        let guard = ReplayGuardLayer::new(store.clone())
+            .scope(Scope::Delivery)
+            .max_deliveries(2);
+        let app = app(guard, &handler);
+        send(&app, voice(None)).await; // without a token, not a delivery: kept for the window
+        for token in ["a", "b"] {
+            send(&app, voice(Some(token))).await;
+        }
+        assert_eq!(
+            store.len(),
+            1 + 2 + 1,
+            "a content entry, two deliveries, their count"
+        );
+        tokio::time::advance(ReplayGuardLayer::DEFAULT_DELIVERY_WINDOW).await;
+        // The retry of a delivery after the window is new again; so is the count.
+        for token in ["a", "c"] {
+            let later = app.clone().oneshot(voice(Some(token))).await.unwrap();
+            assert_eq!(ReplayOutcome::of(&later), Some(ReplayOutcome::First));
+        }
+        assert_eq!(store.len(), 1 + 2 + 1);
+        assert_eq!(
+            send(&app, voice(None)).await.kind,
+            Some(RejectionKind::ReplaySuppressed)
+        );
+    }
 }
