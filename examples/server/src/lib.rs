@@ -32,6 +32,7 @@ pub mod admin;
 pub mod credentials;
 pub mod db;
 pub mod demo;
+pub mod error;
 pub mod inspector;
 pub mod prometheus;
 pub mod replay;

@@ -18,6 +18,7 @@ use crate::{
         CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, ProcessedKey,
         StatusRow,
     },
+    error::AppError,
     webhook_log::LogSender,
 };
 
@@ -68,7 +69,7 @@ pub async fn sms(
     Extension(webhook): Extension<VerifiedWebhook>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Twiml {
     let fields = Fields::of(&webhook, &headers, &body);
     let tenant = tenant_name(&state.db, &webhook).await;
     let text = fields.get("Body").unwrap_or_default();
@@ -90,7 +91,7 @@ pub async fn sms(
     let note = delay
         .map(|d| format!(" (answered after {} s)", d.as_secs()))
         .unwrap_or_default();
-    twiml(&format!(
+    Twiml(format!(
         "<Message>{}</Message>",
         xml_escape(&reply_text(&tenant, text, &media, &note))
     ))
@@ -140,9 +141,9 @@ pub const VOICE_MENU_PATH: &str = "/twilio/voice/menu";
 pub async fn voice(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
-) -> Response {
+) -> Twiml {
     let tenant = tenant_name(&state.db, &webhook).await;
-    twiml(&menu(&tenant))
+    Twiml(menu(&tenant))
 }
 
 /// `POST /twilio/voice/menu?step=…`: the voice menu, a TwiML document per step.
@@ -162,27 +163,27 @@ pub async fn voice_menu(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
     RawQuery(query): RawQuery,
-) -> Response {
+) -> Twiml {
     let step = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(name, _)| name == "step")
         .map(|(_, value)| value.into_owned());
     let back = format!(r#"<Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#);
     match step.as_deref() {
         Some("choice") => match webhook.params().get("Digits").filter(|d| !d.is_empty()) {
-            Some("1") => twiml(&format!(
+            Some("1") => Twiml(format!(
                 "<Say>This call's requests are signed by Twilio and verified by tower twilio. \
                  Each pass of this menu is a new request; a retry of one gets the same answer.</Say>{back}"
             )),
-            Some("2") => twiml("<Say>Goodbye.</Say><Hangup/>"),
-            Some(other) => twiml(&format!(
+            Some("2") => Twiml("<Say>Goodbye.</Say><Hangup/>".to_owned()),
+            Some(other) => Twiml(format!(
                 "<Say>{} is not an option.</Say>{back}",
                 xml_escape(other)
             )),
-            None => twiml(&format!("<Say>No choice was made.</Say>{back}")),
+            None => Twiml(format!("<Say>No choice was made.</Say>{back}")),
         },
         _ => {
             let tenant = tenant_name(&state.db, &webhook).await;
-            twiml(&menu(&tenant))
+            Twiml(menu(&tenant))
         }
     }
 }
@@ -209,26 +210,23 @@ pub async fn status(
     Extension(webhook): Extension<VerifiedWebhook>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<StatusCode, AppError> {
     let fields = Fields::of(&webhook, &headers, &body);
     // The record a callback goes into is its tenant's: the layer always names one here (the
     // resolver does); the verified AccountSid stands in if a resolver did not.
-    let Some(tenant) = webhook.tenant_id().or(webhook.account_sid()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "a status callback needs an AccountSid\n",
-        )
-            .into_response();
-    };
+    let tenant = webhook
+        .tenant_id()
+        .or(webhook.account_sid())
+        .ok_or_else(|| AppError::BadRequest("a status callback needs an AccountSid".into()))?;
     let non_empty = |name: &str| fields.get(name).filter(|v| !v.is_empty());
     let message_sid = fields.get("MessageSid").or_else(|| fields.get("SmsSid"));
     let message_status = fields
         .get("MessageStatus")
         .or_else(|| fields.get("SmsStatus"));
     let call_sid = fields.get("CallSid");
-    let recorded = match (message_sid, message_status, call_sid) {
+    match (message_sid, message_status, call_sid) {
         (Some(message_sid), Some(status), _) => {
-            let recorded = state
+            state
                 .db
                 .record_status(&NewStatus {
                     message_sid,
@@ -237,32 +235,30 @@ pub async fn status(
                     tenant_id: tenant,
                     account_sid: webhook.account_sid(),
                 })
-                .await;
+                .await?;
             tracing::info!(message_sid, status, tenant, "message status");
-            recorded
         }
         (_, _, Some(call_sid)) => {
             let event = match (fields.get("RecordingStatus"), fields.get("CallStatus")) {
-                (Some(status), _) => Some(NewCallEvent {
+                (Some(status), _) => NewCallEvent {
                     kind: CallEventKind::Recording,
                     status,
                     recording_sid: non_empty("RecordingSid"),
                     duration: non_empty("RecordingDuration"),
                     ..call_event(tenant, call_sid, &webhook)
-                }),
-                (None, Some(status)) => Some(NewCallEvent {
+                },
+                (None, Some(status)) => NewCallEvent {
                     status,
                     duration: non_empty("CallDuration"),
                     ..call_event(tenant, call_sid, &webhook)
-                }),
-                (None, None) => None,
+                },
+                (None, None) => return Err(incomplete()),
             };
-            let Some(event) = event.map(|e| NewCallEvent {
+            let event = NewCallEvent {
                 error_code: non_empty("ErrorCode"),
-                ..e
-            }) else {
-                return incomplete();
+                ..event
             };
+            state.db.record_call_event(&event).await?;
             tracing::info!(
                 call_sid,
                 status = event.status,
@@ -270,26 +266,18 @@ pub async fn status(
                 tenant,
                 "call status"
             );
-            state.db.record_call_event(&event).await
         }
-        _ => return incomplete(),
-    };
-    match recorded {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => {
-            tracing::error!(%error, "recording a status callback failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+        _ => return Err(incomplete()),
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
-fn incomplete() -> Response {
-    (
-        StatusCode::BAD_REQUEST,
+fn incomplete() -> AppError {
+    AppError::BadRequest(
         "a status callback needs MessageSid and MessageStatus, or CallSid and CallStatus or \
-         RecordingStatus\n",
+         RecordingStatus"
+            .into(),
     )
-        .into_response()
 }
 
 /// A call event with the fields every kind has; the caller sets the rest.
@@ -353,13 +341,19 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A TwiML response.
-fn twiml(verbs: &str) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>"#),
-    )
-        .into_response()
+/// A TwiML answer: these verbs inside `<Response>`.
+#[derive(Debug)]
+pub struct Twiml(String);
+
+impl IntoResponse for Twiml {
+    fn into_response(self) -> Response {
+        let verbs = self.0;
+        (
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>"#),
+        )
+            .into_response()
+    }
 }
 
 /// Escapes text for an XML element, dropping the characters XML 1.0 does not allow.
@@ -383,33 +377,19 @@ pub fn xml_escape(text: &str) -> String {
 // ---- health and API ------------------------------------------------------------------------
 
 /// A verified webhook for a path this server does not serve.
-pub async fn unknown_webhook() -> Response {
-    (StatusCode::NOT_FOUND, "no such webhook\n").into_response()
+pub async fn unknown_webhook() -> AppError {
+    AppError::NotFound("no such webhook".into())
 }
 
 /// `GET /healthz`: 200 when the database answers, 503 otherwise.
-pub async fn health(State(state): State<AppState>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => "ok\n".into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "health check: the database does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ApiError {
-    error: String,
-}
-
-fn api_error(status: StatusCode, error: String) -> Response {
-    (status, Json(ApiError { error })).into_response()
+pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    state.db.ping().await?;
+    Ok("ok\n")
 }
 
 /// One webhook-log entry in the API.
-#[derive(Serialize)]
-struct WebhookJson {
+#[derive(Debug, Serialize)]
+pub struct WebhookJson {
     id: i64,
     received_at: String,
     method: String,
@@ -447,7 +427,7 @@ struct WebhookJson {
 }
 
 /// The webhook a copy got its answer from.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct CopyOfJson {
     /// Its row id.
     id: i64,
@@ -457,7 +437,7 @@ struct CopyOfJson {
 }
 
 /// What the mismatch doctor found.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct DiagnosisJson {
     matched_url: String,
     fix: String,
@@ -521,37 +501,24 @@ fn link_copies(rows: Vec<LoggedWebhook>, processed: &[ProcessedKey]) -> Vec<Webh
 }
 
 /// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
-pub async fn webhooks(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let limit = match parse_limit(query.as_deref()) {
-        Ok(limit) => limit,
-        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
-    };
+pub async fn webhooks(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<WebhookJson>>, AppError> {
+    let limit = parse_limit(query.as_deref()).map_err(AppError::BadRequest)?;
     // Show everything received before this request: let the writer catch up (bounded).
     let _ = tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await;
-    let webhooks = async {
-        let rows = state.db.recent_webhooks(limit).await?;
-        // The webhooks whose stored answers the copies among them got.
-        let mut keys: Vec<&str> = rows
-            .iter()
-            .filter(|row| row.outcome == "duplicate")
-            .filter_map(|row| row.replay_key.as_deref())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let processed = state.db.processed_with_keys(&keys).await?;
-        Ok::<_, sqlx::Error>(link_copies(rows, &processed))
-    }
-    .await;
-    match webhooks {
-        Ok(webhooks) => Json(webhooks).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "reading the webhook log failed");
-            api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable".into(),
-            )
-        }
-    }
+    let rows = state.db.recent_webhooks(limit).await?;
+    // The webhooks whose stored answers the copies among them got.
+    let mut keys: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.outcome == "duplicate")
+        .filter_map(|row| row.replay_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let processed = state.db.processed_with_keys(&keys).await?;
+    Ok(Json(link_copies(rows, &processed)))
 }
 
 /// The `limit` query parameter: a whole number from 1, clamped to [`MAX_LIMIT`].
@@ -572,13 +539,13 @@ pub fn parse_limit(query: Option<&str>) -> Result<i64, String> {
 }
 
 /// A message's records: one per tenant that sent a callback for it.
-#[derive(Serialize)]
-struct MessageJson {
+#[derive(Debug, Serialize)]
+pub struct MessageJson {
     message_sid: String,
     records: Vec<MessageRecordJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct MessageRecordJson {
     tenant_id: String,
     account_sid: Option<String>,
@@ -588,19 +555,11 @@ struct MessageRecordJson {
     history: Vec<StatusJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct StatusJson {
     status: String,
     error_code: Option<String>,
     received_at: String,
-}
-
-fn unavailable(what: &str, error: &sqlx::Error) -> Response {
-    tracing::error!(%error, "reading the {what} failed");
-    api_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the database is unavailable".into(),
-    )
 }
 
 /// Groups rows ordered by tenant into one `T` per tenant.
@@ -627,16 +586,15 @@ fn by_tenant<R, T>(
 
 /// `GET /api/messages/{MessageSid}`: each tenant's status history of the message (a tenant's
 /// callbacks only ever go into its own record); 404 when none was recorded.
-pub async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
-    let rows: Vec<StatusRow> = match state.db.message_history(&sid).await {
-        Ok(rows) => rows,
-        Err(error) => return unavailable("message history", &error),
-    };
+pub async fn message(
+    State(state): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<Json<MessageJson>, AppError> {
+    let rows: Vec<StatusRow> = state.db.message_history(&sid).await?;
     if rows.is_empty() {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            format!("no status callback recorded for message {sid:?}"),
-        );
+        return Err(AppError::NotFound(format!(
+            "no status callback recorded for message {sid:?}"
+        )));
     }
     let records = by_tenant(
         rows,
@@ -661,21 +619,20 @@ pub async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> 
             }
         },
     );
-    Json(MessageJson {
+    Ok(Json(MessageJson {
         message_sid: sid,
         records,
-    })
-    .into_response()
+    }))
 }
 
 /// A call's records: one per tenant that sent a callback for it.
-#[derive(Serialize)]
-struct CallJson {
+#[derive(Debug, Serialize)]
+pub struct CallJson {
     call_sid: String,
     records: Vec<CallRecordJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct CallRecordJson {
     tenant_id: String,
     account_sid: Option<String>,
@@ -687,7 +644,7 @@ struct CallRecordJson {
     recordings: Vec<RecordingJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct CallStatusJson {
     status: String,
     /// `CallDuration`, in seconds, once the call has ended.
@@ -696,7 +653,7 @@ struct CallStatusJson {
     received_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct RecordingJson {
     recording_sid: Option<String>,
     status: String,
@@ -708,16 +665,15 @@ struct RecordingJson {
 
 /// `GET /api/calls/{CallSid}`: each tenant's status and recording history of the call; 404
 /// when none was recorded.
-pub async fn call(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
-    let rows: Vec<CallEventRow> = match state.db.call_history(&sid).await {
-        Ok(rows) => rows,
-        Err(error) => return unavailable("call history", &error),
-    };
+pub async fn call(
+    State(state): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<Json<CallJson>, AppError> {
+    let rows: Vec<CallEventRow> = state.db.call_history(&sid).await?;
     if rows.is_empty() {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            format!("no status callback recorded for call {sid:?}"),
-        );
+        return Err(AppError::NotFound(format!(
+            "no status callback recorded for call {sid:?}"
+        )));
     }
     let records = by_tenant(
         rows,
@@ -755,11 +711,10 @@ pub async fn call(State(state): State<AppState>, Path(sid): Path<String>) -> Res
             record
         },
     );
-    Json(CallJson {
+    Ok(Json(CallJson {
         call_sid: sid,
         records,
-    })
-    .into_response()
+    }))
 }
 
 /// `2026-11-28T12:00:00.123Z` from milliseconds since the Unix epoch (UTC).
