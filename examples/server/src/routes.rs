@@ -1,16 +1,16 @@
 //! The handlers: the three webhooks (reached only through the layer), health, and the JSON API
 //! over the webhook log and the message status history.
 
-use std::time::Duration;
+use std::{num::NonZeroU64, time::Duration};
 
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tower_twilio::VerifiedWebhook;
 
 use crate::{
@@ -162,14 +162,13 @@ pub async fn voice(
 pub async fn voice_menu(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
-    RawQuery(query): RawQuery,
+    query: Result<Query<MenuQuery>, QueryRejection>,
 ) -> Twiml {
-    let step = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(name, _)| name == "step")
-        .map(|(_, value)| value.into_owned());
+    // Any other step, or a query that does not read as one, is the main menu (see above).
+    let step = query.map_or(MenuStep::Main, |Query(query)| query.step);
     let back = format!(r#"<Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#);
-    match step.as_deref() {
-        Some("choice") => match webhook.params().get("Digits").filter(|d| !d.is_empty()) {
+    match step {
+        MenuStep::Choice => match webhook.params().get("Digits").filter(|d| !d.is_empty()) {
             Some("1") => Twiml(format!(
                 "<Say>This call's requests are signed by Twilio and verified by tower twilio. \
                  Each pass of this menu is a new request; a retry of one gets the same answer.</Say>{back}"
@@ -181,11 +180,29 @@ pub async fn voice_menu(
             )),
             None => Twiml(format!("<Say>No choice was made.</Say>{back}")),
         },
-        _ => {
+        MenuStep::Main => {
             let tenant = tenant_name(&state.db, &webhook).await;
             Twiml(menu(&tenant))
         }
     }
+}
+
+/// The query of the voice menu's URL.
+#[derive(Debug, Deserialize)]
+pub struct MenuQuery {
+    #[serde(default)]
+    step: MenuStep,
+}
+
+/// A part of the voice menu: `step=main` or `step=choice`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MenuStep {
+    /// The menu itself.
+    #[default]
+    Main,
+    /// What the digit the caller pressed does.
+    Choice,
 }
 
 /// The main menu: one digit, then back to the menu when nothing was pressed.
@@ -500,12 +517,27 @@ fn link_copies(rows: Vec<LoggedWebhook>, processed: &[ProcessedKey]) -> Vec<Webh
         .collect()
 }
 
+/// The query of `GET /api/webhooks`.
+#[derive(Debug, Deserialize)]
+pub struct WebhooksQuery {
+    /// How many entries: from 1, clamped to [`MAX_LIMIT`]; [`DEFAULT_LIMIT`] when absent.
+    limit: Option<NonZeroU64>,
+}
+
 /// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
 pub async fn webhooks(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    query: Result<Query<WebhooksQuery>, QueryRejection>,
 ) -> Result<Json<Vec<WebhookJson>>, AppError> {
-    let limit = parse_limit(query.as_deref()).map_err(AppError::BadRequest)?;
+    let Query(WebhooksQuery { limit }) = query.map_err(|rejection| {
+        AppError::BadRequest(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT} (larger values are clamped): {}",
+            rejection.body_text()
+        ))
+    })?;
+    let limit = limit.map_or(DEFAULT_LIMIT, |n| {
+        i64::try_from(n.get()).map_or(MAX_LIMIT, |n| n.min(MAX_LIMIT))
+    });
     // Show everything received before this request: let the writer catch up (bounded).
     let _ = tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await;
     let rows = state.db.recent_webhooks(limit).await?;
@@ -519,23 +551,6 @@ pub async fn webhooks(
     keys.dedup();
     let processed = state.db.processed_with_keys(&keys).await?;
     Ok(Json(link_copies(rows, &processed)))
-}
-
-/// The `limit` query parameter: a whole number from 1, clamped to [`MAX_LIMIT`].
-pub fn parse_limit(query: Option<&str>) -> Result<i64, String> {
-    let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(name, _)| name == "limit")
-        .map(|(_, value)| value)
-    else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    match value.trim().parse::<u64>() {
-        Ok(0) => Err("limit must be at least 1".to_owned()),
-        Ok(n) => Ok(i64::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
-        Err(_) => Err(format!(
-            "limit must be a whole number from 1 to {MAX_LIMIT} (larger values are clamped), not {value:?}"
-        )),
-    }
 }
 
 /// A message's records: one per tenant that sent a callback for it.
