@@ -30,6 +30,7 @@ use std::{
 };
 
 use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
+use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
 use tower_twilio::BoxError;
 
 /// Where the data lives, from `DATABASE_URL`.
@@ -1351,6 +1352,37 @@ pub struct CallEventRow {
     pub account_sid: Option<String>,
 }
 
+/// A moment as the database keeps it: milliseconds since the Unix epoch. Shown and serialized
+/// in RFC 3339, in UTC, to the millisecond: `2026-11-28T12:00:00.123Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(OffsetDateTime);
+
+/// `2026-11-28T12:00:00.123Z`.
+const RFC3339_MILLIS: &[FormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+impl Timestamp {
+    /// The moment `ms` milliseconds after the Unix epoch; the epoch itself for one past what
+    /// can be shown (beyond the year 9999).
+    pub fn from_millis(ms: i64) -> Self {
+        let nanos = i128::from(ms) * 1_000_000;
+        Self(OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0.format(RFC3339_MILLIS).map_err(|_| fmt::Error)?;
+        f.pad(&text)
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     to_ms(SystemTime::now())
@@ -1424,4 +1456,26 @@ async fn credentials_changed(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Resul
         .execute(&mut **tx)
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_show_in_rfc_3339_to_the_millisecond() {
+        for (ms, shown) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_796_000_000_123, "2026-11-30T00:53:20.123Z"),
+            (951_782_400_999, "2000-02-29T00:00:00.999Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (i64::MAX, "1970-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(Timestamp::from_millis(ms).to_string(), shown, "{ms}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Timestamp::from_millis(1_796_000_000_123)).unwrap(),
+            r#""2026-11-30T00:53:20.123Z""#
+        );
+    }
 }

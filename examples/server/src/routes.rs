@@ -16,7 +16,7 @@ use tower_twilio::VerifiedWebhook;
 use crate::{
     db::{
         CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, ProcessedKey,
-        StatusRow,
+        StatusRow, Timestamp,
     },
     error::AppError,
     webhook_log::LogSender,
@@ -408,7 +408,7 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
 #[derive(Debug, Serialize)]
 pub struct WebhookJson {
     id: i64,
-    received_at: String,
+    received_at: Timestamp,
     method: String,
     /// As received: still percent-encoded.
     path: String,
@@ -448,9 +448,9 @@ pub struct WebhookJson {
 struct CopyOfJson {
     /// Its row id.
     id: i64,
-    received_at: String,
+    received_at: Timestamp,
     /// When its answer, the one the replay guard stored and gave the copy, was logged.
-    answered_at: String,
+    answered_at: Timestamp,
 }
 
 /// What the mismatch doctor found.
@@ -464,7 +464,7 @@ impl From<LoggedWebhook> for WebhookJson {
     fn from(row: LoggedWebhook) -> Self {
         Self {
             id: row.id,
-            received_at: rfc3339(row.received_at_ms),
+            received_at: Timestamp::from_millis(row.received_at_ms),
             method: row.method,
             path: row.path,
             query: row.query,
@@ -506,8 +506,8 @@ fn link_copies(rows: Vec<LoggedWebhook>, processed: &[ProcessedKey]) -> Vec<Webh
                 });
             let copy_of = first.map(|first| CopyOfJson {
                 id: first.id,
-                received_at: rfc3339(first.received_at_ms),
-                answered_at: rfc3339(first.updated_at_ms),
+                received_at: Timestamp::from_millis(first.received_at_ms),
+                answered_at: Timestamp::from_millis(first.updated_at_ms),
             });
             WebhookJson {
                 copy_of,
@@ -574,7 +574,7 @@ struct MessageRecordJson {
 struct StatusJson {
     status: String,
     error_code: Option<String>,
-    received_at: String,
+    received_at: Timestamp,
 }
 
 /// Groups rows ordered by tenant into one `T` per tenant.
@@ -628,7 +628,7 @@ pub async fn message(
                     .map(|row| StatusJson {
                         status: row.status,
                         error_code: row.error_code,
-                        received_at: rfc3339(row.received_at_ms),
+                        received_at: Timestamp::from_millis(row.received_at_ms),
                     })
                     .collect(),
             }
@@ -665,7 +665,7 @@ struct CallStatusJson {
     /// `CallDuration`, in seconds, once the call has ended.
     duration: Option<String>,
     error_code: Option<String>,
-    received_at: String,
+    received_at: Timestamp,
 }
 
 #[derive(Debug, Serialize)]
@@ -675,7 +675,7 @@ struct RecordingJson {
     /// `RecordingDuration`, in seconds.
     duration: Option<String>,
     error_code: Option<String>,
-    received_at: String,
+    received_at: Timestamp,
 }
 
 /// `GET /api/calls/{CallSid}`: each tenant's status and recording history of the call; 404
@@ -704,7 +704,7 @@ pub async fn call(
                 recordings: Vec::new(),
             };
             for row in rows {
-                let received_at = rfc3339(row.received_at_ms);
+                let received_at = Timestamp::from_millis(row.received_at_ms);
                 if row.kind == CallEventKind::Recording.as_str() {
                     record.recordings.push(RecordingJson {
                         recording_sid: row.recording_sid,
@@ -730,29 +730,6 @@ pub async fn call(
         call_sid: sid,
         records,
     }))
-}
-
-/// `2026-11-28T12:00:00.123Z` from milliseconds since the Unix epoch (UTC).
-pub fn rfc3339(ms: i64) -> String {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let secs = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
 }
 
 #[cfg(test)]
