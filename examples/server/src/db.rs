@@ -1,5 +1,7 @@
 //! Storage: an SQLite file (the default) or PostgreSQL, through sqlx's `Any` driver so that one
-//! set of queries serves both. Only the schema differs (auto-increment keys).
+//! set of queries serves both. Only the schema differs (auto-increment keys): it is made by
+//! the migrations in `migrations/sqlite` and `migrations/postgres`, which [`Db::open`] applies
+//! (`sqlx::migrate!`), so that a database of an earlier version is upgraded at start.
 //!
 //! Tables:
 //!
@@ -12,7 +14,7 @@
 //! | `message_history` | every message status callback, per tenant and `MessageSid`, in the order received |
 //! | `call_history` | every call and recording status callback, per tenant and `CallSid` |
 //! | `credential_changes` | one counter, moved by every change to the three tables above |
-//! | `schema_version` | how many schema changes were applied (databases of earlier versions are upgraded at start) |
+//! | `_sqlx_migrations` | the migrations applied (sqlx's own table) |
 //!
 //! Secrets are stored as they are, as a demo server may. A production service keeps them
 //! encrypted or in a secret manager and gives the resolver a way to read them. The SQLite file
@@ -20,6 +22,7 @@
 //! [`secret_file::prepare_sqlite`](crate::secret_file::prepare_sqlite).
 
 use std::{
+    borrow::Cow,
     fmt,
     path::PathBuf,
     sync::{
@@ -29,7 +32,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
+use sqlx::{
+    AnyConnection, AnyPool, Executor, Row,
+    any::AnyPoolOptions,
+    migrate::{Migrate, MigrateError, Migration, Migrator},
+};
 use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
 use tower_twilio::BoxError;
 
@@ -153,173 +160,10 @@ pub struct Db {
     credential_queries: Arc<AtomicU64>,
 }
 
-/// The first schema, in creation order; `{id}` becomes the backend's auto-increment key.
-const SCHEMA_V1: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS tenants (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        account_sid TEXT UNIQUE,
-        auth_token TEXT
-    )",
-    "CREATE TABLE IF NOT EXISTS tenant_settings (
-        tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),
-        account_sid TEXT NOT NULL UNIQUE,
-        primary_auth_token TEXT NOT NULL,
-        secondary_auth_token TEXT
-    )",
-    "CREATE TABLE IF NOT EXISTS shared_keys (
-        key_id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL REFERENCES tenants (id),
-        secret TEXT NOT NULL,
-        algorithm TEXT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS webhook_log (
-        id {id},
-        received_at_ms BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL,
-        method TEXT NOT NULL,
-        path TEXT NOT NULL,
-        query TEXT,
-        user_agent TEXT,
-        outcome TEXT NOT NULL,
-        rejection_reason TEXT,
-        tenant_id TEXT,
-        account_sid TEXT,
-        message_sid TEXT,
-        message_status TEXT,
-        credential TEXT,
-        status_code BIGINT
-    )",
-    "CREATE TABLE IF NOT EXISTS message_status (
-        id {id},
-        message_sid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_code TEXT,
-        tenant_id TEXT,
-        account_sid TEXT,
-        idempotency_token TEXT UNIQUE,
-        received_at_ms BIGINT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS message_status_by_sid ON message_status (message_sid, id)",
-];
-
-/// Histories keyed by tenant and SID (a tenant's callbacks never touch another tenant's
-/// record), call and recording callbacks, client IP and request id in the log, and an index
-/// for pruning the log by age.
-const SCHEMA_V2: &[&str] = &[
-    "ALTER TABLE webhook_log ADD COLUMN client_ip TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN request_id TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN call_sid TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN call_status TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN recording_status TEXT",
-    "CREATE INDEX webhook_log_by_time ON webhook_log (received_at_ms)",
-    "CREATE TABLE message_history (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        message_sid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_code TEXT,
-        account_sid TEXT,
-        idempotency_token TEXT,
-        received_at_ms BIGINT NOT NULL,
-        UNIQUE (tenant_id, idempotency_token)
-    )",
-    "CREATE INDEX message_history_by_sid ON message_history (message_sid, tenant_id, id)",
-    "INSERT INTO message_history
-         (tenant_id, message_sid, status, error_code, account_sid, idempotency_token, received_at_ms)
-     SELECT COALESCE(tenant_id, ''), message_sid, status, error_code, account_sid,
-            idempotency_token, received_at_ms
-     FROM message_status ORDER BY id",
-    "DROP TABLE message_status",
-    "CREATE TABLE call_history (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        call_sid TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        recording_sid TEXT,
-        duration TEXT,
-        error_code TEXT,
-        account_sid TEXT,
-        idempotency_token TEXT,
-        received_at_ms BIGINT NOT NULL,
-        UNIQUE (tenant_id, idempotency_token)
-    )",
-    "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
-];
-
-/// What the mismatch doctor found for a rejected webhook: the URL its signature matches, and
-/// the fix.
-const SCHEMA_V3: &[&str] = &[
-    "ALTER TABLE webhook_log ADD COLUMN diagnosis_url TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN diagnosis_fix TEXT",
-];
-
-/// The histories without `I-Twilio-Idempotency-Token` and its uniqueness: the replay guard
-/// answers a retried delivery before the handler, so nothing here de-duplicates any more (and
-/// an unsigned header no longer decides what is recorded). Each table is rebuilt, as SQLite
-/// cannot drop a constraint; rows keep their order.
-const SCHEMA_V4: &[&str] = &[
-    "CREATE TABLE message_history_v4 (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        message_sid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_code TEXT,
-        account_sid TEXT,
-        received_at_ms BIGINT NOT NULL
-    )",
-    "INSERT INTO message_history_v4
-         (tenant_id, message_sid, status, error_code, account_sid, received_at_ms)
-     SELECT tenant_id, message_sid, status, error_code, account_sid, received_at_ms
-     FROM message_history ORDER BY id",
-    "DROP TABLE message_history",
-    "ALTER TABLE message_history_v4 RENAME TO message_history",
-    "CREATE INDEX message_history_by_sid ON message_history (message_sid, tenant_id, id)",
-    "CREATE TABLE call_history_v4 (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        call_sid TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        recording_sid TEXT,
-        duration TEXT,
-        error_code TEXT,
-        account_sid TEXT,
-        received_at_ms BIGINT NOT NULL
-    )",
-    "INSERT INTO call_history_v4
-         (tenant_id, call_sid, kind, status, recording_sid, duration, error_code, account_sid,
-          received_at_ms)
-     SELECT tenant_id, call_sid, kind, status, recording_sid, duration, error_code, account_sid,
-            received_at_ms
-     FROM call_history ORDER BY id",
-    "DROP TABLE call_history",
-    "ALTER TABLE call_history_v4 RENAME TO call_history",
-    "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
-];
-
-/// Version 5: a counter that every change to the stored credentials moves, so that a running
-/// server notices a tenant added by another process (see `account_index`).
-const SCHEMA_V5: &[&str] = &[
-    "CREATE TABLE credential_changes (version BIGINT NOT NULL)",
-    "INSERT INTO credential_changes (version) VALUES (0)",
-];
-
-/// Version 6: the replay guard's key of each processed webhook and copy (a hash of its
-/// signature, never the signature), so that a copy in the log points at the webhook whose
-/// stored answer it got.
-const SCHEMA_V6: &[&str] = &[
-    "ALTER TABLE webhook_log ADD COLUMN replay_key TEXT",
-    "CREATE INDEX webhook_log_by_replay_key ON webhook_log (replay_key)",
-];
-
-/// Every schema change, in order; `schema_version` records how many were applied. A database
-/// of an earlier version (without `schema_version`) counts as version 0: the first step only
-/// creates what is missing.
-const MIGRATIONS: &[&[&str]] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
-];
+/// The schema's changes, in order, for each backend: `migrations/sqlite` and
+/// `migrations/postgres` differ only in the auto-increment key.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
@@ -354,9 +198,9 @@ impl Db {
             backend,
             credential_queries: Arc::default(),
         };
-        db.create_schema()
+        db.migrate()
             .await
-            .map_err(|e| format!("cannot create the schema in {location}: {e}"))?;
+            .map_err(|e| format!("cannot create or upgrade the schema in {location}: {e}"))?;
         // Now that the WAL and shared-memory files exist: they took the database's mode.
         if let Location::Sqlite(path) = location {
             crate::secret_file::check_sqlite(path)?;
@@ -364,36 +208,71 @@ impl Db {
         Ok(db)
     }
 
-    async fn create_schema(&self) -> Result<(), sqlx::Error> {
+    /// Brings the schema up to date: applies the migrations this database has not had yet.
+    async fn migrate(&self) -> Result<(), MigrateError> {
         if self.backend == Backend::Sqlite {
             // Readers (the API) do not block the log writer, and vice versa. Persistent.
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_optional(&self.pool)
                 .await?;
         }
-        let id = match self.backend {
-            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-            Backend::Postgres => "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        self.pool
-            .execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .await?;
-        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&self.pool)
-            .await?;
-        let version = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
-        for (done, statements) in MIGRATIONS.iter().enumerate().skip(version) {
-            let mut tx = self.pool.begin().await?;
-            for statement in *statements {
-                let statement = statement.replace("{id}", id);
-                tx.execute(statement.as_str()).await?;
-            }
-            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-                .bind(i64::try_from(done + 1).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+        let mut conn = self.pool.acquire().await?;
+        // One server at a time (PostgreSQL's advisory lock; SQLite locks the file itself).
+        conn.lock().await?;
+        let migrated = async {
+            self.adopt_schema_version(&mut conn, migrator).await?;
+            migrator.run(&mut *conn).await
         }
+        .await;
+        conn.unlock().await?;
+        migrated
+    }
+
+    /// A database made before the schema moved to `migrations/` counts the changes it has had
+    /// in a table `schema_version`; they are the first migrations, in the same order. Those
+    /// are recorded as applied (with their checksums, not run again), and the old table goes.
+    async fn adopt_schema_version(
+        &self,
+        conn: &mut AnyConnection,
+        migrator: &Migrator,
+    ) -> Result<(), MigrateError> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = 'schema_version'"
+            }
+        };
+        let exists: i64 = sqlx::query_scalar(exists).fetch_one(&mut *conn).await?;
+        if exists == 0 {
+            return Ok(());
+        }
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.ensure_migrations_table().await?;
+        let applied: Vec<i64> = conn
+            .list_applied_migrations()
+            .await?
+            .iter()
+            .map(|applied| applied.version)
+            .collect();
+        for migration in migrator.iter() {
+            if migration.version <= version.unwrap_or(0) && !applied.contains(&migration.version) {
+                let recorded = Migration {
+                    sql: Cow::Borrowed(""),
+                    ..migration.clone()
+                };
+                conn.apply(&recorded).await?;
+            }
+        }
+        conn.execute("DROP TABLE schema_version").await?;
         Ok(())
     }
 
