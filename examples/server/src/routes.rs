@@ -15,8 +15,8 @@ use tower_twilio::VerifiedWebhook;
 
 use crate::{
     db::{
-        CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, ProcessedKey,
-        StatusRow, Timestamp,
+        CallEventKind, CallEventRow, Db, MessageStatusRow, ProcessedKey, Stage, Timestamp,
+        WebhookRow,
     },
     error::AppError,
     webhook_log::LogSender,
@@ -235,54 +235,64 @@ pub async fn status(
         .tenant_id()
         .or(webhook.account_sid())
         .ok_or_else(|| AppError::BadRequest("a status callback needs an AccountSid".into()))?;
-    let non_empty = |name: &str| fields.get(name).filter(|v| !v.is_empty());
+    let non_empty = |name: &str| {
+        fields
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
     let message_sid = fields.get("MessageSid").or_else(|| fields.get("SmsSid"));
     let message_status = fields
         .get("MessageStatus")
         .or_else(|| fields.get("SmsStatus"));
     let call_sid = fields.get("CallSid");
+    let received_at = Timestamp::now();
+    let account_sid = webhook.account_sid().map(str::to_owned);
     match (message_sid, message_status, call_sid) {
         (Some(message_sid), Some(status), _) => {
             state
                 .db
-                .record_status(&NewStatus {
-                    message_sid,
-                    status,
+                .record_status(&MessageStatusRow {
+                    tenant_id: tenant.to_owned(),
+                    message_sid: message_sid.to_owned(),
+                    status: status.to_owned(),
                     error_code: non_empty("ErrorCode"),
-                    tenant_id: tenant,
-                    account_sid: webhook.account_sid(),
+                    account_sid,
+                    received_at,
                 })
                 .await?;
             tracing::info!(message_sid, status, tenant, "message status");
         }
         (_, _, Some(call_sid)) => {
-            let event = match (fields.get("RecordingStatus"), fields.get("CallStatus")) {
-                (Some(status), _) => NewCallEvent {
-                    kind: CallEventKind::Recording,
-                    status,
-                    recording_sid: non_empty("RecordingSid"),
-                    duration: non_empty("RecordingDuration"),
-                    ..call_event(tenant, call_sid, &webhook)
-                },
-                (None, Some(status)) => NewCallEvent {
-                    status,
-                    duration: non_empty("CallDuration"),
-                    ..call_event(tenant, call_sid, &webhook)
-                },
-                (None, None) => return Err(incomplete()),
-            };
-            let event = NewCallEvent {
-                error_code: non_empty("ErrorCode"),
-                ..event
-            };
-            state.db.record_call_event(&event).await?;
-            tracing::info!(
-                call_sid,
-                status = event.status,
-                kind = event.kind.as_str(),
-                tenant,
-                "call status"
-            );
+            let (kind, status, recording_sid, duration) =
+                match (fields.get("RecordingStatus"), fields.get("CallStatus")) {
+                    (Some(status), _) => (
+                        CallEventKind::Recording,
+                        status,
+                        non_empty("RecordingSid"),
+                        non_empty("RecordingDuration"),
+                    ),
+                    (None, Some(status)) => {
+                        (CallEventKind::Call, status, None, non_empty("CallDuration"))
+                    }
+                    (None, None) => return Err(incomplete()),
+                };
+            state
+                .db
+                .record_call_event(&CallEventRow {
+                    tenant_id: tenant.to_owned(),
+                    call_sid: call_sid.to_owned(),
+                    kind,
+                    status: status.to_owned(),
+                    recording_sid,
+                    duration,
+                    error_code: non_empty("ErrorCode"),
+                    account_sid,
+                    received_at,
+                })
+                .await?;
+            let kind = kind.as_str();
+            tracing::info!(call_sid, status, kind, tenant, "call status");
         }
         _ => return Err(incomplete()),
     }
@@ -295,24 +305,6 @@ fn incomplete() -> AppError {
          RecordingStatus"
             .into(),
     )
-}
-
-/// A call event with the fields every kind has; the caller sets the rest.
-fn call_event<'a>(
-    tenant_id: &'a str,
-    call_sid: &'a str,
-    webhook: &'a VerifiedWebhook,
-) -> NewCallEvent<'a> {
-    NewCallEvent {
-        tenant_id,
-        call_sid,
-        kind: CallEventKind::Call,
-        status: "",
-        recording_sid: None,
-        duration: None,
-        error_code: None,
-        account_sid: webhook.account_sid(),
-    }
 }
 
 async fn tenant_name(db: &Db, webhook: &VerifiedWebhook) -> String {
@@ -404,115 +396,31 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
     Ok("ok\n")
 }
 
-/// One webhook-log entry in the API.
+/// One webhook-log entry in the API: its row, and for a `duplicate` (a copy: the handler did
+/// not run) the webhook whose stored first answer it was given, when that is in this log;
+/// `copy_of` is `null` otherwise (answered on an instance with another log, or pruned).
 #[derive(Debug, Serialize)]
 pub struct WebhookJson {
-    id: i64,
-    received_at: Timestamp,
-    method: String,
-    /// As received: still percent-encoded.
-    path: String,
-    /// The raw query, if any.
-    query: Option<String>,
-    /// The `User-Agent` header (unverified).
-    user_agent: Option<String>,
-    /// `verified` (the handler is running), `rejected`, `processed`, `failed` or `duplicate`.
-    outcome: String,
-    rejection_reason: Option<String>,
-    tenant_id: Option<String>,
-    account_sid: Option<String>,
-    message_sid: Option<String>,
-    message_status: Option<String>,
-    /// Which secret verified it: `primary`, `secondary` or `shared_key:<id>`.
-    credential: Option<String>,
-    /// The handler's status code (`processed`, `failed`).
-    status_code: Option<i64>,
-    /// The peer address (a proxy's, behind one).
-    client_ip: Option<String>,
-    /// `X-Request-Id`, as received or made by this server.
-    request_id: Option<String>,
-    call_sid: Option<String>,
-    call_status: Option<String>,
-    recording_status: Option<String>,
-    /// For a signature mismatch the mismatch doctor explained (`DIAGNOSE_MISMATCHES`): the URL
-    /// the signature matches and what to set; `null` otherwise.
-    diagnosis: Option<DiagnosisJson>,
-    /// For a `duplicate` (a copy: the handler did not run): the webhook whose stored first
-    /// answer it was given, when that is in this log; `null` otherwise (answered on an instance
-    /// with another log, or pruned).
-    copy_of: Option<CopyOfJson>,
-}
-
-/// The webhook a copy got its answer from.
-#[derive(Debug, Serialize)]
-struct CopyOfJson {
-    /// Its row id.
-    id: i64,
-    received_at: Timestamp,
-    /// When its answer, the one the replay guard stored and gave the copy, was logged.
-    answered_at: Timestamp,
-}
-
-/// What the mismatch doctor found.
-#[derive(Debug, Serialize)]
-struct DiagnosisJson {
-    matched_url: String,
-    fix: String,
-}
-
-impl From<LoggedWebhook> for WebhookJson {
-    fn from(row: LoggedWebhook) -> Self {
-        Self {
-            id: row.id,
-            received_at: Timestamp::from_millis(row.received_at_ms),
-            method: row.method,
-            path: row.path,
-            query: row.query,
-            user_agent: row.user_agent,
-            outcome: row.outcome,
-            rejection_reason: row.rejection_reason,
-            tenant_id: row.tenant_id,
-            account_sid: row.account_sid,
-            message_sid: row.message_sid,
-            message_status: row.message_status,
-            credential: row.credential,
-            status_code: row.status_code,
-            client_ip: row.client_ip,
-            request_id: row.request_id,
-            call_sid: row.call_sid,
-            call_status: row.call_status,
-            recording_status: row.recording_status,
-            diagnosis: row
-                .diagnosis_url
-                .zip(row.diagnosis_fix)
-                .map(|(matched_url, fix)| DiagnosisJson { matched_url, fix }),
-            copy_of: None,
-        }
-    }
+    #[serde(flatten)]
+    row: WebhookRow,
+    copy_of: Option<ProcessedKey>,
 }
 
 /// Points each copy in `rows` at the processed webhook with its replay key that came last
 /// before it: the one whose stored answer it got (one in the normal case).
-fn link_copies(rows: Vec<LoggedWebhook>, processed: &[ProcessedKey]) -> Vec<WebhookJson> {
+fn link_copies(rows: Vec<WebhookRow>, processed: &[ProcessedKey]) -> Vec<WebhookJson> {
     rows.into_iter()
         .map(|row| {
-            let first = (row.outcome == "duplicate")
+            let copy_of = (row.outcome == Stage::Duplicate)
                 .then_some(row.replay_key.as_deref())
                 .flatten()
                 .and_then(|key| {
                     processed
                         .iter()
                         .rfind(|p| p.replay_key == key && p.id < row.id)
-                });
-            let copy_of = first.map(|first| CopyOfJson {
-                id: first.id,
-                received_at: Timestamp::from_millis(first.received_at_ms),
-                answered_at: Timestamp::from_millis(first.updated_at_ms),
-            });
-            WebhookJson {
-                copy_of,
-                ..WebhookJson::from(row)
-            }
+                })
+                .cloned();
+            WebhookJson { row, copy_of }
         })
         .collect()
 }
@@ -524,7 +432,8 @@ pub struct WebhooksQuery {
     limit: Option<NonZeroU64>,
 }
 
-/// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
+/// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first,
+/// each its row of the log (and, for a copy, what it is a copy of).
 pub async fn webhooks(
     State(state): State<AppState>,
     query: Result<Query<WebhooksQuery>, QueryRejection>,
@@ -544,7 +453,7 @@ pub async fn webhooks(
     // The webhooks whose stored answers the copies among them got.
     let mut keys: Vec<&str> = rows
         .iter()
-        .filter(|row| row.outcome == "duplicate")
+        .filter(|row| row.outcome == Stage::Duplicate)
         .filter_map(|row| row.replay_key.as_deref())
         .collect();
     keys.sort_unstable();
@@ -567,36 +476,7 @@ struct MessageRecordJson {
     /// The latest status.
     status: String,
     /// Every status callback, oldest first.
-    history: Vec<StatusJson>,
-}
-
-#[derive(Debug, Serialize)]
-struct StatusJson {
-    status: String,
-    error_code: Option<String>,
-    received_at: Timestamp,
-}
-
-/// Groups rows ordered by tenant into one `T` per tenant.
-fn by_tenant<R, T>(
-    rows: Vec<R>,
-    tenant: impl Fn(&R) -> &str,
-    make: impl Fn(Vec<R>) -> T,
-) -> Vec<T> {
-    let mut groups: Vec<Vec<R>> = Vec::new();
-    for row in rows {
-        match groups.last_mut() {
-            Some(group)
-                if group
-                    .first()
-                    .is_some_and(|first| tenant(first) == tenant(&row)) =>
-            {
-                group.push(row);
-            }
-            _ => groups.push(vec![row]),
-        }
-    }
-    groups.into_iter().map(make).collect()
+    history: Vec<MessageStatusRow>,
 }
 
 /// `GET /api/messages/{MessageSid}`: each tenant's status history of the message (a tenant's
@@ -605,35 +485,25 @@ pub async fn message(
     State(state): State<AppState>,
     Path(sid): Path<String>,
 ) -> Result<Json<MessageJson>, AppError> {
-    let rows: Vec<StatusRow> = state.db.message_history(&sid).await?;
+    let rows = state.db.message_history(&sid).await?;
     if rows.is_empty() {
         return Err(AppError::NotFound(format!(
             "no status callback recorded for message {sid:?}"
         )));
     }
-    let records = by_tenant(
-        rows,
-        |r| &r.tenant_id,
-        |rows| {
-            let last = rows
-                .last()
-                .map(|r| (r.tenant_id.clone(), r.account_sid.clone(), r.status.clone()));
-            let (tenant_id, account_sid, status) = last.unwrap_or_default();
-            MessageRecordJson {
-                tenant_id,
-                account_sid,
-                status,
-                history: rows
-                    .into_iter()
-                    .map(|row| StatusJson {
-                        status: row.status,
-                        error_code: row.error_code,
-                        received_at: Timestamp::from_millis(row.received_at_ms),
-                    })
-                    .collect(),
-            }
-        },
-    );
+    // The rows come by tenant: one record per run of a tenant's rows.
+    let records = rows
+        .chunk_by(|a, b| a.tenant_id == b.tenant_id)
+        .filter_map(|history| {
+            let last = history.last()?;
+            Some(MessageRecordJson {
+                tenant_id: last.tenant_id.clone(),
+                account_sid: last.account_sid.clone(),
+                status: last.status.clone(),
+                history: history.to_vec(),
+            })
+        })
+        .collect();
     Ok(Json(MessageJson {
         message_sid: sid,
         records,
@@ -654,28 +524,9 @@ struct CallRecordJson {
     /// The latest call status (empty when only recordings were reported).
     status: String,
     /// Every call status callback, oldest first.
-    history: Vec<CallStatusJson>,
+    history: Vec<CallEventRow>,
     /// Every recording status callback, oldest first.
-    recordings: Vec<RecordingJson>,
-}
-
-#[derive(Debug, Serialize)]
-struct CallStatusJson {
-    status: String,
-    /// `CallDuration`, in seconds, once the call has ended.
-    duration: Option<String>,
-    error_code: Option<String>,
-    received_at: Timestamp,
-}
-
-#[derive(Debug, Serialize)]
-struct RecordingJson {
-    recording_sid: Option<String>,
-    status: String,
-    /// `RecordingDuration`, in seconds.
-    duration: Option<String>,
-    error_code: Option<String>,
-    received_at: Timestamp,
+    recordings: Vec<CallEventRow>,
 }
 
 /// `GET /api/calls/{CallSid}`: each tenant's status and recording history of the call; 404
@@ -684,48 +535,31 @@ pub async fn call(
     State(state): State<AppState>,
     Path(sid): Path<String>,
 ) -> Result<Json<CallJson>, AppError> {
-    let rows: Vec<CallEventRow> = state.db.call_history(&sid).await?;
+    let rows = state.db.call_history(&sid).await?;
     if rows.is_empty() {
         return Err(AppError::NotFound(format!(
             "no status callback recorded for call {sid:?}"
         )));
     }
-    let records = by_tenant(
-        rows,
-        |r| &r.tenant_id,
-        |rows| {
-            let tenant_id = rows[0].tenant_id.clone();
-            let account_sid = rows.iter().rev().find_map(|r| r.account_sid.clone());
-            let mut record = CallRecordJson {
+    // The rows come by tenant: one record per run of a tenant's rows.
+    let records = rows
+        .chunk_by(|a, b| a.tenant_id == b.tenant_id)
+        .filter_map(|events| {
+            let tenant_id = events.first()?.tenant_id.clone();
+            let account_sid = events.iter().rev().find_map(|e| e.account_sid.clone());
+            let (recordings, history): (Vec<_>, Vec<_>) = events
+                .iter()
+                .cloned()
+                .partition(|event| event.kind == CallEventKind::Recording);
+            Some(CallRecordJson {
                 tenant_id,
                 account_sid,
-                status: String::new(),
-                history: Vec::new(),
-                recordings: Vec::new(),
-            };
-            for row in rows {
-                let received_at = Timestamp::from_millis(row.received_at_ms);
-                if row.kind == CallEventKind::Recording.as_str() {
-                    record.recordings.push(RecordingJson {
-                        recording_sid: row.recording_sid,
-                        status: row.status,
-                        duration: row.duration,
-                        error_code: row.error_code,
-                        received_at,
-                    });
-                } else {
-                    record.status.clone_from(&row.status);
-                    record.history.push(CallStatusJson {
-                        status: row.status,
-                        duration: row.duration,
-                        error_code: row.error_code,
-                        received_at,
-                    });
-                }
-            }
-            record
-        },
-    );
+                status: history.last().map(|e| e.status.clone()).unwrap_or_default(),
+                history,
+                recordings,
+            })
+        })
+        .collect();
     Ok(Json(CallJson {
         call_sid: sid,
         records,

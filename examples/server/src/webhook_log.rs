@@ -81,7 +81,7 @@ use tower_twilio::{
 };
 
 use crate::{
-    db::{Db, LogRow, MAX_LOG_BATCH, now_ms, to_ms},
+    db::{Db, MAX_LOG_BATCH, Stage, Timestamp, WebhookRow},
     twilio_presets::random_hex,
 };
 
@@ -274,7 +274,7 @@ struct Entry {
     is_final: bool,
     /// The mismatch doctor's follow-up: only its diagnosis is written, into the webhook's row.
     diagnosis_only: bool,
-    row: LogRow,
+    row: WebhookRow,
     /// A verified webhook's place in the webhook queue, given back once this, its final entry,
     /// is written (or given up on).
     permit: Option<OwnedSemaphorePermit>,
@@ -525,7 +525,7 @@ impl Writer {
     /// Applies the retention limits; a failure is logged and tried again later.
     async fn prune(&mut self) {
         let max_age_ms = i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now_ms().saturating_sub(max_age_ms);
+        let cutoff = Timestamp::now().millis().saturating_sub(max_age_ms);
         match self
             .db
             .prune(i64::from(self.retention.max_rows), cutoff)
@@ -639,7 +639,7 @@ impl Writer {
             Work::Refused(batch) => {
                 let (diagnoses, refusals): (Vec<&Entry>, Vec<&Entry>) =
                     batch.iter().partition(|entry| entry.diagnosis_only);
-                let rows: Vec<&LogRow> = refusals.iter().map(|entry| &entry.row).collect();
+                let rows: Vec<&WebhookRow> = refusals.iter().map(|entry| &entry.row).collect();
                 let ids = self.db.insert_refused(&rows).await?;
                 for (entry, row) in refusals.iter().zip(ids) {
                     self.remember(entry.id, row);
@@ -686,8 +686,9 @@ impl Writer {
             let finished = self.finished.iter().rev().find(|(id, _)| *id == entry.id);
             finished.map(|&(_, row)| row)
         });
+        let diagnosis = &entry.row.diagnosis;
         if let (Some(row), Some(url), Some(fix)) =
-            (row, &entry.row.diagnosis_url, &entry.row.diagnosis_fix)
+            (row, &diagnosis.diagnosis_url, &diagnosis.diagnosis_fix)
             && let Err(error) = self.db.set_webhook_diagnosis(row, url, fix).await
         {
             tracing::warn!(%error, "adding a diagnosis to the webhook log failed");
@@ -715,28 +716,30 @@ impl Work {
 impl Entry {
     /// `tags`: set by `tag_request` around the layer (absent only outside it).
     fn from_layer(entry: &WebhookLogEntry, tags: Option<&RequestTags>) -> Self {
-        let mut row = LogRow {
-            received_at_ms: to_ms(entry.received_at),
-            method: cap(entry.method.as_str(), ID_CAP),
-            path: cap(&entry.path, URL_PART_CAP),
-            query: cap_opt(entry.query.as_deref(), URL_PART_CAP),
-            user_agent: cap_opt(entry.user_agent.as_deref(), USER_AGENT_CAP),
-            outcome: entry.stage.as_str(),
-            // The tenant and (unverified, on a rejection) account the layer knows of.
-            tenant_id: cap_opt(entry.tenant_id.as_deref(), ID_CAP),
-            account_sid: cap_opt(entry.account_sid.as_deref(), ID_CAP),
-            client_ip: tags.and_then(|t| t.client_ip.clone()),
-            request_id: tags.map(|t| t.request_id.clone()),
-            replay_key: tags.and_then(|t| t.replay_key.get().cloned()),
-            ..LogRow::default()
-        };
+        // A diagnosis has no stage of its own: only its columns are written, into the
+        // webhook's row.
+        let stage = Stage::of(entry.stage).unwrap_or(Stage::Rejected);
+        let mut row = WebhookRow::new(
+            Timestamp::from(entry.received_at),
+            cap(entry.method.as_str(), ID_CAP),
+            cap(&entry.path, URL_PART_CAP),
+            stage,
+        );
+        row.query = cap_opt(entry.query.as_deref(), URL_PART_CAP);
+        row.user_agent = cap_opt(entry.user_agent.as_deref(), USER_AGENT_CAP);
+        // The tenant and (unverified, on a rejection) account the layer knows of.
+        row.tenant_id = cap_opt(entry.tenant_id.as_deref(), ID_CAP);
+        row.account_sid = cap_opt(entry.account_sid.as_deref(), ID_CAP);
+        row.client_ip = tags.and_then(|t| t.client_ip.clone());
+        row.request_id = tags.map(|t| t.request_id.clone());
+        row.replay_key = tags.and_then(|t| t.replay_key.get().cloned());
         if let Some(diagnosis) = &entry.diagnosis {
-            row.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
-            row.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
+            row.diagnosis.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
+            row.diagnosis.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
         }
         match entry.stage {
             WebhookStage::Rejected(kind) | WebhookStage::PassedInReportOnlyMode(kind) => {
-                row.rejection_reason = Some(kind.as_str());
+                row.rejection_reason = Some(kind.as_str().to_owned());
             }
             WebhookStage::Processed(status) | WebhookStage::Failed(Some(status)) => {
                 row.status_code = Some(i64::from(status.as_u16()));
