@@ -105,8 +105,8 @@ where
         shared: Arc<Shared<E, T>>,
     ) -> Self {
         let (parts, body) = request.into_parts();
-        let observer = Observer::received(&shared.config, &parts);
         let admission = pipeline::admit(&parts, &body.size_hint(), &shared.config);
+        let observer = Observer::received(&shared.config, &parts, admission.url.client_ip);
         let mut request = InFlight {
             inner,
             resolver,
