@@ -581,11 +581,7 @@ fn replay_key(webhook: &VerifiedWebhook, headers: &HeaderMap, scope: Scope) -> O
                 .map(HeaderValue::as_bytes)
         })
         .filter(|signature| !signature.is_empty())?;
-    let algorithm = webhook.algorithm();
-    Some(match (scope, webhook.idempotency_token_bytes()) {
-        (Scope::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
-        _ => ReplayKey::new(algorithm, signature),
-    })
+    Some(scope.key_with(webhook, signature))
 }
 
 fn finished<CF, WF, SF, B, KF, XF, E>(
