@@ -54,9 +54,13 @@ use axum::{
 };
 use tokio::{net::TcpListener, sync::Semaphore};
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
-use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 use tower_twilio::{
-    BoxError, PublicUrl, TwilioSignatureLayer, VerifiedBody,
+    BoxError, PublicUrl, TwilioSignatureLayer,
     events::{OnSecurityEvent, SecurityEvent, TracingSink},
     public_url::{ForwardedField, ForwardedHeaders},
     replay_guard::{ReplayGuardLayer, Scope},
@@ -67,7 +71,7 @@ use self::{
     demo::Demo,
     replay::{AnyStore, ReplayGuardConfig},
     routes::AppState,
-    webhook_log::{LogSender, LogWriter, QUEUED_WEBHOOKS, Retention},
+    webhook_log::{LogSender, LogWriter, Retention},
 };
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
@@ -254,7 +258,6 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
         }
     };
 
-    let permits = Arc::new(Semaphore::new(QUEUED_WEBHOOKS as usize));
     let (log, writer) = webhook_log::spawn(db.clone(), config.retention);
 
     // After the tenants are set up: every stored account, kept current while the server runs.
@@ -269,7 +272,6 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
     .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
     .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
-    .on_webhook(log.hook())
     .on_security_event(Sinks::new(config.sentry));
     // A webhook already processed (a Twilio retry, or a captured request played again) is
     // answered with the first answer without running its handler again; the log shows it as
@@ -332,29 +334,32 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
 
     // Only the webhook routes are verified (and logged); each runs to its end even when Twilio
     // hangs up first (see `RunToEnd`).
-    let webhook_stack = || {
+    // The log notes the key the replay guard of the route's scope claims.
+    let webhook_stack = |scope: Scope| {
         ServiceBuilder::new()
             .layer(axum::middleware::from_fn_with_state(
                 run_to_end.clone(),
                 run_to_end_middleware,
             ))
-            .layer(axum::middleware::from_fn(webhook_log::tag_request))
+            // A request id for each webhook (a sane one a proxy sent is kept), in the log, the
+            // security events and the answer.
+            .layer(axum::middleware::map_request(
+                webhook_log::drop_odd_request_id,
+            ))
+            .layer(SetRequestIdLayer::x_request_id(
+                webhook_log::RandomRequestId,
+            ))
+            .layer(PropagateRequestIdLayer::x_request_id())
             .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&permits),
+                log.clone(),
                 webhook_log::admit,
             ))
-            .layer(twilio.clone())
+            .layer(twilio.clone().on_webhook(log.hook(scope)))
     };
     let voice = Router::new()
         .route("/twilio/voice", post(routes::voice))
         .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
-        .route_layer(
-            webhook_stack()
-                .map_request(webhook_log::note_replay_key::<VerifiedBody>(
-                    Scope::Delivery,
-                ))
-                .layer(delivery_guard),
-        );
+        .route_layer(webhook_stack(Scope::Delivery).layer(delivery_guard));
     let router = Router::new()
         .route("/twilio/sms", post(routes::sms))
         .route("/twilio/status", post(routes::status))
@@ -364,11 +369,7 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             "/twilio/{*rest}",
             axum::routing::any(routes::unknown_webhook),
         )
-        .route_layer(
-            webhook_stack()
-                .map_request(webhook_log::note_replay_key::<VerifiedBody>(Scope::Content))
-                .layer(content_guard),
-        )
+        .route_layer(webhook_stack(Scope::Content).layer(content_guard))
         .merge(voice)
         .route("/healthz", get(routes::health))
         .with_state(state.clone())
