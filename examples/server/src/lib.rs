@@ -61,15 +61,15 @@ use tower_http::{
 };
 use tower_twilio::{
     BoxError, PublicUrl, TwilioSignatureLayer,
-    events::{OnSecurityEvent, SecurityEvent, TracingSink},
+    events::{OnSecurityEvent, TracingSink},
     public_url::{ForwardedField, ForwardedHeaders},
-    replay_guard::{ReplayGuardLayer, Scope},
+    replay_guard::Scope,
 };
 
 use self::{
     db::{Db, Location},
     demo::Demo,
-    replay::{AnyStore, ReplayGuardConfig},
+    replay::ReplayGuardConfig,
     routes::AppState,
     webhook_log::{LogSender, LogWriter, Retention},
 };
@@ -272,18 +272,19 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
     // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
     .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
     .diagnose_mismatches(config.diagnose_mismatches.unwrap_or(demo.is_some()))
-    .on_security_event(Sinks::new(config.sentry));
+    .on_security_event(security_sinks(config.sentry));
     // A webhook already processed (a Twilio retry, or a captured request played again) is
     // answered with the first answer without running its handler again; the log shows it as
     // `duplicate`. Two scopes: the voice routes are guarded per delivery (same signature and
     // same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs each pass; the
     // others per content (same signature). Each has a store of its own, so that replays of a
     // voice webhook with fresh tokens cannot fill the memory store the messages rely on.
-    let content_guard = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
-        .on_security_event(Sinks::new(config.sentry));
-    let delivery_guard = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
-        .on_security_event(Sinks::new(config.sentry))
-        .scope(Scope::Delivery);
+    let sinks = security_sinks(config.sentry);
+    let content_guard = config
+        .replay_guard
+        .guard(Scope::Content, sinks.clone())
+        .await?;
+    let delivery_guard = config.replay_guard.guard(Scope::Delivery, sinks).await?;
     let run_to_end = RunToEnd {
         permits: Arc::new(Semaphore::new(config.concurrency_limit)),
         limit: config.concurrency_limit,
@@ -491,33 +492,18 @@ async fn run_to_end_middleware(
     }
 }
 
-/// The security-event sinks: the `tracing` log, and Sentry when configured.
-#[derive(Clone, Debug)]
-struct Sinks {
-    tracing: TracingSink,
-    #[cfg(feature = "sentry")]
-    sentry: Option<tower_twilio::events::SentrySink>,
+/// The security-event sinks: the `tracing` log, and Sentry when configured (the library's
+/// pair and `Option` sinks).
+#[cfg(feature = "sentry")]
+fn security_sinks(sentry: bool) -> impl OnSecurityEvent + Clone + Send + Sync + 'static {
+    (
+        TracingSink::new(),
+        sentry.then(tower_twilio::events::SentrySink::new),
+    )
 }
 
-impl Sinks {
-    #[cfg_attr(not(feature = "sentry"), allow(clippy::missing_const_for_fn))]
-    fn new(sentry: bool) -> Self {
-        #[cfg(not(feature = "sentry"))]
-        let _ = sentry;
-        Self {
-            tracing: TracingSink::new(),
-            #[cfg(feature = "sentry")]
-            sentry: sentry.then(tower_twilio::events::SentrySink::new),
-        }
-    }
-}
-
-impl OnSecurityEvent for Sinks {
-    fn on_security_event(&self, event: &SecurityEvent) {
-        self.tracing.on_security_event(event);
-        #[cfg(feature = "sentry")]
-        if let Some(sentry) = &self.sentry {
-            sentry.on_security_event(event);
-        }
-    }
+/// The security-event sinks: the `tracing` log (Sentry needs the `sentry` feature).
+#[cfg(not(feature = "sentry"))]
+fn security_sinks(_sentry: bool) -> impl OnSecurityEvent + Clone + Send + Sync + 'static {
+    TracingSink::new()
 }
