@@ -85,17 +85,10 @@ impl Inspector {
         public_base: Option<String>,
         tenant: Option<String>,
     ) -> Self {
-        let mut local_addr = local_addr;
-        if local_addr.ip().is_unspecified() {
-            local_addr.set_ip(match local_addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
         Self {
             inner: Arc::new(Inner {
                 db,
-                local_addr,
+                local_addr: crate::reachable(local_addr),
                 public_base,
                 tenant,
                 client: Client::builder(TokioExecutor::new()).build_http(),
