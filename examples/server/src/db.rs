@@ -53,7 +53,7 @@ pub enum Location {
 impl Location {
     /// Reads `DATABASE_URL`: a `postgres://` or `postgresql://` URL, a `sqlite:` URL, or a plain
     /// file path (SQLite).
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, BoxError> {
         let value = value.trim();
         if value.is_empty() {
             return Err(
@@ -78,7 +78,8 @@ impl Location {
         if let Some((scheme, _)) = value.split_once("://") {
             return Err(format!(
                 "DATABASE_URL: unsupported scheme {scheme:?}; use a postgres:// URL or an SQLite file path"
-            ));
+            )
+            .into());
         }
         Ok(Self::Sqlite(PathBuf::from(value)))
     }
