@@ -795,18 +795,18 @@ impl Db {
     /// retry never gets here, see [`record_status`](Self::record_status)).
     pub async fn record_call_event(&self, row: &CallEventRow) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO call_history (tenant_id, call_sid, kind, status, recording_sid, duration,
-                 error_code, account_sid, received_at_ms)
+            "INSERT INTO call_history (tenant_id, call_sid, account_sid, kind, status,
+                 recording_sid, duration, error_code, received_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&row.tenant_id)
         .bind(&row.call_sid)
+        .bind(&row.account_sid)
         .bind(row.kind.as_str())
         .bind(&row.status)
         .bind(&row.recording_sid)
         .bind(&row.duration)
         .bind(&row.error_code)
-        .bind(&row.account_sid)
         .bind(row.received_at.millis())
         .execute(&self.pool)
         .await
@@ -1259,6 +1259,9 @@ pub struct CallEventRow {
     /// The `CallSid`.
     #[serde(skip)]
     pub call_sid: String,
+    /// The verified `AccountSid`.
+    #[serde(skip)]
+    pub account_sid: Option<String>,
     /// Call or recording.
     #[sqlx(try_from = "String")]
     #[serde(skip)]
@@ -1272,9 +1275,6 @@ pub struct CallEventRow {
     pub duration: Option<String>,
     /// The `ErrorCode`, when not empty.
     pub error_code: Option<String>,
-    /// The verified `AccountSid`.
-    #[serde(skip)]
-    pub account_sid: Option<String>,
     /// When it was received.
     #[sqlx(rename = "received_at_ms", try_from = "i64")]
     #[serde(rename = "received_at")]
