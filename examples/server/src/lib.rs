@@ -369,8 +369,11 @@ where
     E: OnSecurityEvent + Clone + Send + Sync + 'static,
 {
     let sinks = security_sinks(config.sentry);
-    let content_guard = config.replay_guard.guard(Scope::Content, sinks.clone());
-    let delivery_guard = config.replay_guard.guard(Scope::Delivery, sinks);
+    let content_guard = config
+        .replay_guard
+        .guard(Scope::Content, sinks.clone())
+        .await?;
+    let delivery_guard = config.replay_guard.guard(Scope::Delivery, sinks).await?;
     // The log notes the key the replay guard of the route's scope claims.
     let verified = |scope: Scope| {
         ServiceBuilder::new()
@@ -386,14 +389,14 @@ where
     let voice = Router::new()
         .route("/twilio/voice", post(routes::voice))
         .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
-        .route_layer(verified(Scope::Delivery).layer(delivery_guard.await?));
+        .route_layer(verified(Scope::Delivery).layer(delivery_guard));
     Ok(Router::new()
         .route("/twilio/sms", post(routes::sms))
         .route("/twilio/status", post(routes::status))
         // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
         // request to a made-up webhook path shows up in the log as rejected.
         .route("/twilio/{*rest}", any(routes::unknown_webhook))
-        .route_layer(verified(Scope::Content).layer(content_guard.await?))
+        .route_layer(verified(Scope::Content).layer(content_guard))
         .merge(voice))
 }
 
