@@ -106,8 +106,8 @@ where
         shared: Arc<Shared<E, T>>,
     ) -> Self {
         let (parts, body) = request.into_parts();
-        let observer = Observer::received(&shared.config, &parts);
         let head = pipeline::check_head(&parts, &body.size_hint(), &shared.config);
+        let observer = Observer::received(&shared.config, &parts, head.url.client_ip);
         let mut request = InFlight {
             inner,
             resolver,

@@ -36,7 +36,7 @@
 //! feature the metric calls are empty functions (`metrics_off.rs`): no `cfg` here or in the
 //! future.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use bytes::Bytes;
 use http::{Request, Response, request::Parts};
@@ -65,10 +65,10 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    /// The request `parts` belong to arrived: [`WebhookOutcome::Received`].
-    pub(crate) fn received(config: &Config, parts: &Parts) -> Self {
+    /// The request `parts` belong to arrived from `client_ip`: [`WebhookOutcome::Received`].
+    pub(crate) fn received(config: &Config, parts: &Parts, client_ip: Option<IpAddr>) -> Self {
         Self {
-            lifecycle: Lifecycle::received(config.webhook_log.as_ref(), parts),
+            lifecycle: Lifecycle::received(config.webhook_log.as_ref(), parts, client_ip),
             lookup: LookupTimer::new(),
         }
     }

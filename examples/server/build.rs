@@ -1,6 +1,7 @@
-//! Tells the tests which services this machine offers, so that a test needing one that is
-//! missing shows as ignored, with the reason, instead of passing without running. Under `CI`
-//! nothing is ignored: a missing service fails its tests (`.ci/run` provides them all).
+//! Rebuilds the crate when its migrations change, and tells the tests which services this
+//! machine offers, so that a test needing one that is missing shows as ignored, with the
+//! reason, instead of passing without running. Under `CI` nothing is ignored: a missing
+//! service fails its tests (`.ci/run` provides them all).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,8 @@ const BROWSER: [(&str, &str); 2] = [
 ];
 
 fn main() {
+    // `sqlx::migrate!` embeds the migrations: the crate is built again when they change.
+    println!("cargo::rerun-if-changed=migrations");
     for cfg in ["skip_postgres", "skip_redis", "skip_browser"] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }

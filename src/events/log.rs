@@ -1,6 +1,7 @@
 //! The webhook log: every webhook's lifecycle, for an application to persist.
 
 use std::{
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -121,6 +122,12 @@ pub struct WebhookLogEntry {
     pub user_agent: Option<String>,
     /// When the request arrived.
     pub received_at: SystemTime,
+    /// The real client: from the trusted forwarding chain, else the connecting peer (as in
+    /// [`SecurityEvent::client_ip`](super::SecurityEvent::client_ip)).
+    pub client_ip: Option<IpAddr>,
+    /// The `X-Request-Id` header, as set by tower-http's request-id middleware or a proxy
+    /// (as in [`SecurityEvent::request_id`](super::SecurityEvent::request_id)).
+    pub request_id: Option<String>,
     /// The tenant the resolver named, once it has answered (also on rejections after the
     /// lookup).
     pub tenant_id: Option<Arc<str>>,
@@ -155,8 +162,12 @@ struct Tracked {
 }
 
 impl Lifecycle {
-    /// Reports [`WebhookOutcome::Received`] for the request `parts` belong to.
-    pub(crate) fn received(log: Option<&Arc<dyn OnWebhook + Send + Sync>>, parts: &Parts) -> Self {
+    /// Reports [`WebhookOutcome::Received`] for the request `parts` belong to, from `client_ip`.
+    pub(crate) fn received(
+        log: Option<&Arc<dyn OnWebhook + Send + Sync>>,
+        parts: &Parts,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
         let tracked = log.map(|log| {
             let entry = WebhookLogEntry {
                 id: next_id(),
@@ -166,6 +177,8 @@ impl Lifecycle {
                 query: parts.uri.query().map(|q| redact_query(q).into_owned()),
                 user_agent: super::header_text(&parts.headers, &header::USER_AGENT),
                 received_at: SystemTime::now(),
+                client_ip,
+                request_id: super::header_text(&parts.headers, &super::REQUEST_ID_HEADER),
                 tenant_id: None,
                 account_sid: None,
                 webhook: None,
@@ -292,6 +305,7 @@ mod tests {
     fn parts() -> Parts {
         let request = http::Request::post("/twilio/sms?tenant=7")
             .header("user-agent", "TwilioProxy/1.1")
+            .header("x-request-id", "req-7")
             .body(())
             .unwrap();
         request.into_parts().0
@@ -304,7 +318,8 @@ mod tests {
     #[test]
     fn a_refusal_is_final_and_carries_what_was_known() {
         let (log, entries) = recorder();
-        let mut lifecycle = Lifecycle::received(Some(&log), &parts());
+        let client = Some(IpAddr::from([198, 51, 100, 7]));
+        let mut lifecycle = Lifecycle::received(Some(&log), &parts(), client);
         let kind = RejectionKind::SignatureMismatch;
         lifecycle.failed_verification(
             WebhookOutcome::Rejected(kind),
@@ -324,6 +339,8 @@ mod tests {
         // Unverified: the query's values are not logged.
         assert_eq!(first.query.as_deref(), Some("tenant=[redacted]"));
         assert_eq!(first.user_agent.as_deref(), Some("TwilioProxy/1.1"));
+        assert_eq!(first.request_id.as_deref(), Some("req-7"));
+        assert_eq!(last.client_ip, client);
         assert_eq!(first.account_sid, None);
         assert_eq!(last.tenant_id.as_deref(), Some("acme"));
         assert_eq!(last.account_sid.as_deref(), Some("AC0123"));
@@ -332,7 +349,7 @@ mod tests {
     #[test]
     fn report_only_is_followed_by_the_answer() {
         let (log, entries) = recorder();
-        let mut lifecycle = Lifecycle::received(Some(&log), &parts());
+        let mut lifecycle = Lifecycle::received(Some(&log), &parts(), None);
         let kind = RejectionKind::MissingSignature;
         lifecycle.failed_verification(WebhookOutcome::PassedInReportOnlyMode(kind), None, None);
         lifecycle.answered(Some(StatusCode::SERVICE_UNAVAILABLE));
@@ -365,7 +382,7 @@ mod tests {
             (None, WebhookOutcome::Failed(None)),
         ] {
             let (log, entries) = recorder();
-            let mut lifecycle = Lifecycle::received(Some(&log), &parts());
+            let mut lifecycle = Lifecycle::received(Some(&log), &parts(), None);
             lifecycle.answered(status);
             assert_eq!(outcomes(&entries), [WebhookOutcome::Received, outcome]);
         }
@@ -374,7 +391,7 @@ mod tests {
     #[test]
     fn a_request_dropped_midway_is_recorded_as_failed() {
         let (log, entries) = recorder();
-        drop(Lifecycle::received(Some(&log), &parts()));
+        drop(Lifecycle::received(Some(&log), &parts(), None));
         assert_eq!(
             outcomes(&entries),
             [WebhookOutcome::Received, WebhookOutcome::Failed(None)]
@@ -383,7 +400,7 @@ mod tests {
 
     #[test]
     fn without_a_log_nothing_happens() {
-        let mut lifecycle = Lifecycle::received(None, &parts());
+        let mut lifecycle = Lifecycle::received(None, &parts(), None);
         lifecycle.answered(Some(StatusCode::OK));
         assert!(lifecycle.tracked.is_none());
     }

@@ -687,14 +687,12 @@ fn replay_key(
                 .map(HeaderValue::as_bytes)
         })
         .filter(|signature| !signature.is_empty())?;
-    let algorithm = webhook.algorithm();
-    Some(match (scope, webhook.idempotency_token_bytes()) {
-        (Scope::Delivery, Some(token)) => (
-            ReplayKey::for_delivery(algorithm, signature, token),
-            Some(ReplayKey::deliveries(algorithm, signature)),
-        ),
-        _ => (ReplayKey::new(algorithm, signature), None),
-    })
+    let key = scope.key_with(webhook, signature);
+    let deliveries = match (scope, webhook.idempotency_token_bytes()) {
+        (Scope::Delivery, Some(_)) => Some(ReplayKey::deliveries(webhook.algorithm(), signature)),
+        _ => None,
+    };
+    Some((key, deliveries))
 }
 
 fn finished<CF, WF, SF, B, KF, XF, E>(

@@ -6,8 +6,9 @@ use tower_layer::Layer;
 
 use super::ReplayGuard;
 use crate::{
+    VerifiedWebhook,
     events::{OnSecurityEvent, TracingSink},
-    replay::MemoryStore,
+    replay::{MemoryStore, ReplayKey},
 };
 
 /// Which requests are copies of one another. See the [module docs](super) for which Twilio
@@ -33,6 +34,29 @@ pub enum Scope {
     /// window: past that, a delivery runs the handler without being recorded, so one signature
     /// adds at most 32 entries per window, whatever a sender does.
     Delivery,
+}
+
+impl Scope {
+    /// The key the guard claims for `webhook` in this scope: a hash of the algorithm and the
+    /// signature that verified it, and in the delivery scope of its
+    /// `I-Twilio-Idempotency-Token` when it has one. A copy's key is the key of the webhook
+    /// whose stored answer it got, so an application's log can point from one to the other.
+    /// `None` for a webhook without a signature (a verified one always has one).
+    pub fn key(self, webhook: &VerifiedWebhook) -> Option<ReplayKey> {
+        let signature = webhook
+            .signature()
+            .filter(|signature| !signature.is_empty())?;
+        Some(self.key_with(webhook, signature))
+    }
+
+    /// The key of `webhook` in this scope, with `signature` as the signature that verified it.
+    pub(crate) fn key_with(self, webhook: &VerifiedWebhook, signature: &[u8]) -> ReplayKey {
+        let algorithm = webhook.algorithm();
+        match (self, webhook.idempotency_token_bytes()) {
+            (Self::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
+            _ => ReplayKey::new(algorithm, signature),
+        }
+    }
 }
 
 /// What the guard does with a request when the store fails (unreachable, timed out, full).

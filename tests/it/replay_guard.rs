@@ -1580,3 +1580,39 @@ mod delivery_bound {
         );
     }
 }
+
+/// `Scope::key` is the key the guard claims for a webhook: the store of a guard that processed
+/// it knows that key as done, in its own scope only.
+#[tokio::test]
+async fn scope_key_is_the_key_the_guard_claims() {
+    use tower_twilio::{VerifiedWebhook, replay::Claim};
+
+    let cases = [
+        (Scope::Content, Scope::Delivery, sms(7)),
+        (Scope::Delivery, Scope::Content, voice(Some("idem-7"))),
+    ];
+    for (scope, other, request) in cases {
+        let store = MemoryStore::default();
+        let seen = Arc::new(Mutex::new(None::<VerifiedWebhook>));
+        let keep = Arc::clone(&seen);
+        let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
+            .public_url(PublicUrl::fixed(PUBLIC).unwrap());
+        let service = ServiceBuilder::new()
+            .layer(twilio)
+            .layer(ReplayGuardLayer::new(store.clone()).scope(scope))
+            .service_fn(move |request: Request<VerifiedBody>| {
+                *keep.lock().unwrap() = request.extensions().get::<VerifiedWebhook>().cloned();
+                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+            });
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{scope:?}");
+        let webhook = seen.lock().unwrap().take().expect("the handler ran");
+
+        let key = scope.key(&webhook).unwrap();
+        let claim = store.claim(&key, Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(claim, Claim::Done(_)), "{scope:?}: {claim:?}");
+        let key = other.key(&webhook).unwrap();
+        let claim = store.claim(&key, Duration::from_secs(5)).await.unwrap();
+        assert!(matches!(claim, Claim::Claimed(_)), "{other:?}: {claim:?}");
+    }
+}

@@ -31,28 +31,27 @@ use std::{
 
 use axum::{
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::{StatusCode, header, uri::Authority},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use subtle::ConstantTimeEq;
+use tower_twilio::BoxError;
 
 /// The shortest `ADMIN_TOKEN` accepted.
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Checks an `ADMIN_TOKEN`: long enough, and only characters that travel unchanged in a
 /// header and a URL fragment.
-pub fn check_token(token: &str) -> Result<(), String> {
+pub fn check_token(token: &str) -> Result<(), BoxError> {
     if token.len() < MIN_TOKEN_LEN {
-        return Err(format!(
-            "ADMIN_TOKEN must be at least {MIN_TOKEN_LEN} characters long"
-        ));
+        return Err(format!("ADMIN_TOKEN must be at least {MIN_TOKEN_LEN} characters long").into());
     }
     if !token
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
     {
-        return Err("ADMIN_TOKEN may contain only letters, digits and `-._~`".to_owned());
+        return Err("ADMIN_TOKEN may contain only letters, digits and `-._~`".into());
     }
     Ok(())
 }
@@ -90,7 +89,15 @@ impl AdminGuard {
 
     /// Whether a request with this `Host` (port ignored) is meant for this server.
     pub fn allows_host(&self, host: &str) -> bool {
-        let name = normalize(strip_port(host));
+        // `host[:port]`, as `http` reads an authority (whatever follows a `:` is the port);
+        // one with userinfo names nothing.
+        let Ok(authority) = host.parse::<Authority>() else {
+            return false;
+        };
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let name = normalize(authority.host());
         if name.is_empty() {
             return false;
         }
@@ -139,17 +146,6 @@ impl AdminGuard {
 /// `example.com.` and `EXAMPLE.com` are `example.com`.
 fn normalize(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// `host:port` → `host`; `[::1]:3000` → `[::1]`.
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
 }
 
 /// The middleware in front of the admin surface; see the module docs.
@@ -227,6 +223,8 @@ mod tests {
             "127.0.0.1.nip.io",
             "[::2]",
             "0.0.0.0",
+            "evil@localhost",
+            "localhost.evil.example:80",
         ] {
             assert!(!guard.allows_host(host), "{host}");
         }

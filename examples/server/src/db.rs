@@ -1,5 +1,7 @@
 //! Storage: an SQLite file (the default) or PostgreSQL, through sqlx's `Any` driver so that one
-//! set of queries serves both. Only the schema differs (auto-increment keys).
+//! set of queries serves both. Only the schema differs (auto-increment keys): it is made by
+//! the migrations in `migrations/sqlite` and `migrations/postgres`, which [`Db::open`] applies
+//! (`sqlx::migrate!`), so that a database of an earlier version is upgraded at start.
 //!
 //! Tables:
 //!
@@ -12,7 +14,7 @@
 //! | `message_history` | every message status callback, per tenant and `MessageSid`, in the order received |
 //! | `call_history` | every call and recording status callback, per tenant and `CallSid` |
 //! | `credential_changes` | one counter, moved by every change to the three tables above |
-//! | `schema_version` | how many schema changes were applied (databases of earlier versions are upgraded at start) |
+//! | `_sqlx_migrations` | the migrations applied (sqlx's own table) |
 //!
 //! Secrets are stored as they are, as a demo server may. A production service keeps them
 //! encrypted or in a secret manager and gives the resolver a way to read them. The SQLite file
@@ -20,6 +22,7 @@
 //! [`secret_file::prepare_sqlite`](crate::secret_file::prepare_sqlite).
 
 use std::{
+    borrow::Cow,
     fmt,
     path::PathBuf,
     sync::{
@@ -29,8 +32,14 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{AnyPool, Executor, Row, any::AnyPoolOptions};
-use tower_twilio::BoxError;
+use sqlx::{
+    AnyConnection, AnyPool, Arguments, Executor,
+    any::{AnyArguments, AnyPoolOptions},
+    error::BoxDynError,
+    migrate::{Migrate, MigrateError, Migration, Migrator},
+};
+use time::{OffsetDateTime, format_description::FormatItem, macros::format_description};
+use tower_twilio::{BoxError, events::log::WebhookOutcome};
 
 /// Where the data lives, from `DATABASE_URL`.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,7 +53,7 @@ pub enum Location {
 impl Location {
     /// Reads `DATABASE_URL`: a `postgres://` or `postgresql://` URL, a `sqlite:` URL, or a plain
     /// file path (SQLite).
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, BoxError> {
         let value = value.trim();
         if value.is_empty() {
             return Err(
@@ -69,7 +78,8 @@ impl Location {
         if let Some((scheme, _)) = value.split_once("://") {
             return Err(format!(
                 "DATABASE_URL: unsupported scheme {scheme:?}; use a postgres:// URL or an SQLite file path"
-            ));
+            )
+            .into());
         }
         Ok(Self::Sqlite(PathBuf::from(value)))
     }
@@ -152,173 +162,10 @@ pub struct Db {
     credential_queries: Arc<AtomicU64>,
 }
 
-/// The first schema, in creation order; `{id}` becomes the backend's auto-increment key.
-const SCHEMA_V1: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS tenants (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        account_sid TEXT UNIQUE,
-        auth_token TEXT
-    )",
-    "CREATE TABLE IF NOT EXISTS tenant_settings (
-        tenant_id TEXT PRIMARY KEY REFERENCES tenants (id),
-        account_sid TEXT NOT NULL UNIQUE,
-        primary_auth_token TEXT NOT NULL,
-        secondary_auth_token TEXT
-    )",
-    "CREATE TABLE IF NOT EXISTS shared_keys (
-        key_id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL REFERENCES tenants (id),
-        secret TEXT NOT NULL,
-        algorithm TEXT NOT NULL
-    )",
-    "CREATE TABLE IF NOT EXISTS webhook_log (
-        id {id},
-        received_at_ms BIGINT NOT NULL,
-        updated_at_ms BIGINT NOT NULL,
-        method TEXT NOT NULL,
-        path TEXT NOT NULL,
-        query TEXT,
-        user_agent TEXT,
-        outcome TEXT NOT NULL,
-        rejection_reason TEXT,
-        tenant_id TEXT,
-        account_sid TEXT,
-        message_sid TEXT,
-        message_status TEXT,
-        credential TEXT,
-        status_code BIGINT
-    )",
-    "CREATE TABLE IF NOT EXISTS message_status (
-        id {id},
-        message_sid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_code TEXT,
-        tenant_id TEXT,
-        account_sid TEXT,
-        idempotency_token TEXT UNIQUE,
-        received_at_ms BIGINT NOT NULL
-    )",
-    "CREATE INDEX IF NOT EXISTS message_status_by_sid ON message_status (message_sid, id)",
-];
-
-/// Histories keyed by tenant and SID (a tenant's callbacks never touch another tenant's
-/// record), call and recording callbacks, client IP and request id in the log, and an index
-/// for pruning the log by age.
-const SCHEMA_V2: &[&str] = &[
-    "ALTER TABLE webhook_log ADD COLUMN client_ip TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN request_id TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN call_sid TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN call_status TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN recording_status TEXT",
-    "CREATE INDEX webhook_log_by_time ON webhook_log (received_at_ms)",
-    "CREATE TABLE message_history (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        message_sid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_code TEXT,
-        account_sid TEXT,
-        idempotency_token TEXT,
-        received_at_ms BIGINT NOT NULL,
-        UNIQUE (tenant_id, idempotency_token)
-    )",
-    "CREATE INDEX message_history_by_sid ON message_history (message_sid, tenant_id, id)",
-    "INSERT INTO message_history
-         (tenant_id, message_sid, status, error_code, account_sid, idempotency_token, received_at_ms)
-     SELECT COALESCE(tenant_id, ''), message_sid, status, error_code, account_sid,
-            idempotency_token, received_at_ms
-     FROM message_status ORDER BY id",
-    "DROP TABLE message_status",
-    "CREATE TABLE call_history (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        call_sid TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        recording_sid TEXT,
-        duration TEXT,
-        error_code TEXT,
-        account_sid TEXT,
-        idempotency_token TEXT,
-        received_at_ms BIGINT NOT NULL,
-        UNIQUE (tenant_id, idempotency_token)
-    )",
-    "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
-];
-
-/// What the mismatch doctor found for a rejected webhook: the URL its signature matches, and
-/// the fix.
-const SCHEMA_V3: &[&str] = &[
-    "ALTER TABLE webhook_log ADD COLUMN diagnosis_url TEXT",
-    "ALTER TABLE webhook_log ADD COLUMN diagnosis_fix TEXT",
-];
-
-/// The histories without `I-Twilio-Idempotency-Token` and its uniqueness: the replay guard
-/// answers a retried delivery before the handler, so nothing here de-duplicates any more (and
-/// an unsigned header no longer decides what is recorded). Each table is rebuilt, as SQLite
-/// cannot drop a constraint; rows keep their order.
-const SCHEMA_V4: &[&str] = &[
-    "CREATE TABLE message_history_v4 (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        message_sid TEXT NOT NULL,
-        status TEXT NOT NULL,
-        error_code TEXT,
-        account_sid TEXT,
-        received_at_ms BIGINT NOT NULL
-    )",
-    "INSERT INTO message_history_v4
-         (tenant_id, message_sid, status, error_code, account_sid, received_at_ms)
-     SELECT tenant_id, message_sid, status, error_code, account_sid, received_at_ms
-     FROM message_history ORDER BY id",
-    "DROP TABLE message_history",
-    "ALTER TABLE message_history_v4 RENAME TO message_history",
-    "CREATE INDEX message_history_by_sid ON message_history (message_sid, tenant_id, id)",
-    "CREATE TABLE call_history_v4 (
-        id {id},
-        tenant_id TEXT NOT NULL,
-        call_sid TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        status TEXT NOT NULL,
-        recording_sid TEXT,
-        duration TEXT,
-        error_code TEXT,
-        account_sid TEXT,
-        received_at_ms BIGINT NOT NULL
-    )",
-    "INSERT INTO call_history_v4
-         (tenant_id, call_sid, kind, status, recording_sid, duration, error_code, account_sid,
-          received_at_ms)
-     SELECT tenant_id, call_sid, kind, status, recording_sid, duration, error_code, account_sid,
-            received_at_ms
-     FROM call_history ORDER BY id",
-    "DROP TABLE call_history",
-    "ALTER TABLE call_history_v4 RENAME TO call_history",
-    "CREATE INDEX call_history_by_sid ON call_history (call_sid, tenant_id, id)",
-];
-
-/// Version 5: a counter that every change to the stored credentials moves, so that a running
-/// server notices a tenant added by another process (see `account_index`).
-const SCHEMA_V5: &[&str] = &[
-    "CREATE TABLE credential_changes (version BIGINT NOT NULL)",
-    "INSERT INTO credential_changes (version) VALUES (0)",
-];
-
-/// Version 6: the replay guard's key of each processed webhook and copy (a hash of its
-/// signature, never the signature), so that a copy in the log points at the webhook whose
-/// stored answer it got.
-const SCHEMA_V6: &[&str] = &[
-    "ALTER TABLE webhook_log ADD COLUMN replay_key TEXT",
-    "CREATE INDEX webhook_log_by_replay_key ON webhook_log (replay_key)",
-];
-
-/// Every schema change, in order; `schema_version` records how many were applied. A database
-/// of an earlier version (without `schema_version`) counts as version 0: the first step only
-/// creates what is missing.
-const MIGRATIONS: &[&[&str]] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
-];
+/// The schema's changes, in order, for each backend: `migrations/sqlite` and
+/// `migrations/postgres` differ only in the auto-increment key.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
 impl Db {
     /// Connects, creating the SQLite file and the schema when missing.
@@ -353,9 +200,9 @@ impl Db {
             backend,
             credential_queries: Arc::default(),
         };
-        db.create_schema()
+        db.migrate()
             .await
-            .map_err(|e| format!("cannot create the schema in {location}: {e}"))?;
+            .map_err(|e| format!("cannot create or upgrade the schema in {location}: {e}"))?;
         // Now that the WAL and shared-memory files exist: they took the database's mode.
         if let Location::Sqlite(path) = location {
             crate::secret_file::check_sqlite(path)?;
@@ -363,36 +210,71 @@ impl Db {
         Ok(db)
     }
 
-    async fn create_schema(&self) -> Result<(), sqlx::Error> {
+    /// Brings the schema up to date: applies the migrations this database has not had yet.
+    async fn migrate(&self) -> Result<(), MigrateError> {
         if self.backend == Backend::Sqlite {
             // Readers (the API) do not block the log writer, and vice versa. Persistent.
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_optional(&self.pool)
                 .await?;
         }
-        let id = match self.backend {
-            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-            Backend::Postgres => "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
-        self.pool
-            .execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
-            .await?;
-        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&self.pool)
-            .await?;
-        let version = usize::try_from(version.unwrap_or(0)).unwrap_or(0);
-        for (done, statements) in MIGRATIONS.iter().enumerate().skip(version) {
-            let mut tx = self.pool.begin().await?;
-            for statement in *statements {
-                let statement = statement.replace("{id}", id);
-                tx.execute(statement.as_str()).await?;
-            }
-            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
-                .bind(i64::try_from(done + 1).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+        let mut conn = self.pool.acquire().await?;
+        // One server at a time (PostgreSQL's advisory lock; SQLite locks the file itself).
+        conn.lock().await?;
+        let migrated = async {
+            self.adopt_schema_version(&mut conn, migrator).await?;
+            migrator.run(&mut *conn).await
         }
+        .await;
+        conn.unlock().await?;
+        migrated
+    }
+
+    /// A database made before the schema moved to `migrations/` counts the changes it has had
+    /// in a table `schema_version`; they are the first migrations, in the same order. Those
+    /// are recorded as applied (with their checksums, not run again), and the old table goes.
+    async fn adopt_schema_version(
+        &self,
+        conn: &mut AnyConnection,
+        migrator: &Migrator,
+    ) -> Result<(), MigrateError> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name = 'schema_version'"
+            }
+        };
+        let exists: i64 = sqlx::query_scalar(exists).fetch_one(&mut *conn).await?;
+        if exists == 0 {
+            return Ok(());
+        }
+        let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.ensure_migrations_table().await?;
+        let applied: Vec<i64> = conn
+            .list_applied_migrations()
+            .await?
+            .iter()
+            .map(|applied| applied.version)
+            .collect();
+        for migration in migrator.iter() {
+            if migration.version <= version.unwrap_or(0) && !applied.contains(&migration.version) {
+                let recorded = Migration {
+                    sql: Cow::Borrowed(""),
+                    ..migration.clone()
+                };
+                conn.apply(&recorded).await?;
+            }
+        }
+        conn.execute("DROP TABLE schema_version").await?;
         Ok(())
     }
 
@@ -742,89 +624,47 @@ impl Db {
     // ---- webhook log -------------------------------------------------------------------
 
     /// Inserts a webhook's first outcome written; returns its row id.
-    pub async fn insert_webhook(&self, entry: &LogRow) -> Result<i64, sqlx::Error> {
-        let sql = format!(
-            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {} RETURNING id",
-            placeholders(1)
-        );
-        bind_log_row(sqlx::query(&sql), entry, now_ms())
+    pub async fn insert_webhook(&self, row: &WebhookRow) -> Result<i64, sqlx::Error> {
+        let mut arguments = AnyArguments::default();
+        log_arguments(&mut arguments, row, Timestamp::now()).map_err(sqlx::Error::Encode)?;
+        sqlx::query_scalar_with(&insert_log_sql(1), arguments)
             .fetch_one(&self.pool)
-            .await?
-            .try_get(0)
+            .await
     }
 
     /// Inserts refused requests' rows (each their only outcome) in one statement: a flood's
     /// rows cost one round trip and one commit per batch, not per row. At most
-    /// [`MAX_LOG_BATCH`] rows. Returns their ids in the order of `entries`.
-    pub async fn insert_refused(&self, entries: &[&LogRow]) -> Result<Vec<i64>, sqlx::Error> {
-        if entries.is_empty() {
+    /// [`MAX_LOG_BATCH`] rows. Returns their ids in the order of `rows`.
+    pub async fn insert_refused(&self, rows: &[&WebhookRow]) -> Result<Vec<i64>, sqlx::Error> {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let entries = &entries[..entries.len().min(MAX_LOG_BATCH)];
-        let sql = format!(
-            "INSERT INTO webhook_log ({LOG_COLUMNS}) VALUES {} RETURNING id",
-            placeholders(entries.len())
-        );
-        let now = now_ms();
-        let mut query = sqlx::query(&sql);
-        for entry in entries {
-            query = bind_log_row(query, entry, now);
+        let rows = &rows[..rows.len().min(MAX_LOG_BATCH)];
+        let now = Timestamp::now();
+        let mut arguments = AnyArguments::default();
+        for row in rows {
+            log_arguments(&mut arguments, row, now).map_err(sqlx::Error::Encode)?;
         }
         // One statement numbers its rows in the order of its VALUES (SQLite's rowids and a
         // PostgreSQL identity both increase row by row), but RETURNING may list them in any
-        // order: sorted, they are the entries' ids in order.
-        let mut ids = query
+        // order: sorted, they are the rows' ids in order.
+        let mut ids: Vec<i64> = sqlx::query_scalar_with(&insert_log_sql(rows.len()), arguments)
             .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<i64, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
+            .await?;
         ids.sort_unstable();
         Ok(ids)
     }
 
     /// Records a later outcome of the webhook in row `id`; what the outcome does not know is kept.
-    pub async fn update_webhook(&self, id: i64, entry: &LogRow) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE webhook_log SET
-                 updated_at_ms = $2,
-                 outcome = $3,
-                 rejection_reason = COALESCE($4, rejection_reason),
-                 tenant_id = COALESCE($5, tenant_id),
-                 account_sid = COALESCE($6, account_sid),
-                 message_sid = COALESCE($7, message_sid),
-                 message_status = COALESCE($8, message_status),
-                 credential = COALESCE($9, credential),
-                 status_code = COALESCE($10, status_code),
-                 call_sid = COALESCE($11, call_sid),
-                 call_status = COALESCE($12, call_status),
-                 recording_status = COALESCE($13, recording_status),
-                 diagnosis_url = COALESCE($14, diagnosis_url),
-                 diagnosis_fix = COALESCE($15, diagnosis_fix),
-                 query = COALESCE($16, query),
-                 replay_key = COALESCE($17, replay_key)
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now_ms())
-        .bind(entry.outcome)
-        .bind(entry.rejection_reason)
-        .bind(&entry.tenant_id)
-        .bind(&entry.account_sid)
-        .bind(&entry.message_sid)
-        .bind(&entry.message_status)
-        .bind(&entry.credential)
-        .bind(entry.status_code)
-        .bind(&entry.call_sid)
-        .bind(&entry.call_status)
-        .bind(&entry.recording_status)
-        .bind(&entry.diagnosis_url)
-        .bind(&entry.diagnosis_fix)
-        .bind(&entry.query)
-        .bind(&entry.replay_key)
-        .execute(&self.pool)
-        .await
-        .map(drop)
+    pub async fn update_webhook(&self, id: i64, row: &WebhookRow) -> Result<(), sqlx::Error> {
+        let mut arguments = AnyArguments::default();
+        log_arguments(&mut arguments, row, Timestamp::now())
+            .and_then(|()| arguments.add(id))
+            .map_err(sqlx::Error::Encode)?;
+        sqlx::query_with(&update_log_sql(), arguments)
+            .execute(&self.pool)
+            .await
+            .map(drop)
     }
 
     /// Adds the mismatch doctor's diagnosis to a webhook's row, leaving its outcome alone.
@@ -839,7 +679,7 @@ impl Db {
              WHERE id = $1",
         )
         .bind(id)
-        .bind(now_ms())
+        .bind(Timestamp::now().millis())
         .bind(url)
         .bind(fix)
         .execute(&self.pool)
@@ -848,7 +688,7 @@ impl Db {
     }
 
     /// The newest `limit` webhooks, newest first.
-    pub async fn recent_webhooks(&self, limit: i64) -> Result<Vec<LoggedWebhook>, sqlx::Error> {
+    pub async fn recent_webhooks(&self, limit: i64) -> Result<Vec<WebhookRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT id, received_at_ms, method, path, outcome, rejection_reason, tenant_id,
                     account_sid, message_sid, message_status, credential, status_code,
@@ -871,13 +711,13 @@ impl Db {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders: Vec<String> = (1..=keys.len()).map(|n| format!("${n}")).collect();
+        let placeholders: Vec<String> = (2..=keys.len() + 1).map(|n| format!("${n}")).collect();
         let sql = format!(
             "SELECT id, replay_key, received_at_ms, updated_at_ms FROM webhook_log
-             WHERE outcome = 'processed' AND replay_key IN ({}) ORDER BY id",
+             WHERE outcome = $1 AND replay_key IN ({}) ORDER BY id",
             placeholders.join(", ")
         );
-        let mut query = sqlx::query_as(&sql);
+        let mut query = sqlx::query_as(&sql).bind(Outcome::Processed.as_str());
         for key in keys {
             query = query.bind(*key);
         }
@@ -920,27 +760,30 @@ impl Db {
     /// Records one message status callback in its tenant's history of the message. A delivery
     /// Twilio retries never gets here: the replay guard answers it without running the
     /// handler.
-    pub async fn record_status(&self, status: &NewStatus<'_>) -> Result<(), sqlx::Error> {
+    pub async fn record_status(&self, row: &MessageStatusRow) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO message_history (tenant_id, message_sid, status, error_code, account_sid,
                  received_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(status.tenant_id)
-        .bind(status.message_sid)
-        .bind(status.status)
-        .bind(status.error_code)
-        .bind(status.account_sid)
-        .bind(now_ms())
+        .bind(&row.tenant_id)
+        .bind(&row.message_sid)
+        .bind(&row.status)
+        .bind(&row.error_code)
+        .bind(&row.account_sid)
+        .bind(row.received_at.millis())
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
+        .map(drop)
     }
 
     /// Every tenant's history of a message: by tenant, each oldest first.
-    pub async fn message_history(&self, message_sid: &str) -> Result<Vec<StatusRow>, sqlx::Error> {
+    pub async fn message_history(
+        &self,
+        message_sid: &str,
+    ) -> Result<Vec<MessageStatusRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT tenant_id, status, error_code, received_at_ms, account_sid
+            "SELECT tenant_id, message_sid, status, error_code, account_sid, received_at_ms
              FROM message_history WHERE message_sid = $1 ORDER BY tenant_id, id",
         )
         .bind(message_sid)
@@ -950,31 +793,31 @@ impl Db {
 
     /// Records one call or recording status callback in its tenant's history of the call (a
     /// retry never gets here, see [`record_status`](Self::record_status)).
-    pub async fn record_call_event(&self, event: &NewCallEvent<'_>) -> Result<(), sqlx::Error> {
+    pub async fn record_call_event(&self, row: &CallEventRow) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO call_history (tenant_id, call_sid, kind, status, recording_sid, duration,
-                 error_code, account_sid, received_at_ms)
+            "INSERT INTO call_history (tenant_id, call_sid, account_sid, kind, status,
+                 recording_sid, duration, error_code, received_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(event.tenant_id)
-        .bind(event.call_sid)
-        .bind(event.kind.as_str())
-        .bind(event.status)
-        .bind(event.recording_sid)
-        .bind(event.duration)
-        .bind(event.error_code)
-        .bind(event.account_sid)
-        .bind(now_ms())
+        .bind(&row.tenant_id)
+        .bind(&row.call_sid)
+        .bind(&row.account_sid)
+        .bind(row.kind.as_str())
+        .bind(&row.status)
+        .bind(&row.recording_sid)
+        .bind(&row.duration)
+        .bind(&row.error_code)
+        .bind(row.received_at.millis())
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
+        .map(drop)
     }
 
     /// Every tenant's history of a call, recordings included: by tenant, each oldest first.
     pub async fn call_history(&self, call_sid: &str) -> Result<Vec<CallEventRow>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT tenant_id, kind, status, recording_sid, duration, error_code, received_at_ms,
-                    account_sid
+            "SELECT tenant_id, call_sid, kind, status, recording_sid, duration, error_code,
+                    account_sid, received_at_ms
              FROM call_history WHERE call_sid = $1 ORDER BY tenant_id, id",
         )
         .bind(call_sid)
@@ -1150,11 +993,86 @@ pub struct TenantSummary {
     pub shared_keys: Vec<String>,
 }
 
-/// One outcome of one webhook, as stored.
-#[derive(Debug, Clone, Default)]
-pub struct LogRow {
-    /// When the request arrived, in milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
+/// A webhook's outcome, as its `webhook_log` row keeps it (the `outcome` column): the library's
+/// [`WebhookOutcome`] without what a outcome carries, which has columns of its own (the rejection
+/// reason, the status code). A row is first written at `verified` (then updated to its final
+/// outcome), or at once at its final outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Verified; the handler is running.
+    Verified,
+    /// Refused by the layer.
+    Rejected,
+    /// Failed verification, passed on in report-only mode.
+    PassedInReportOnlyMode,
+    /// The handler answered with a success.
+    Processed,
+    /// The handler answered with an error, or the request ended before it answered.
+    Failed,
+    /// A copy of a webhook already processed, answered by the replay guard.
+    Duplicate,
+}
+
+impl Outcome {
+    /// Every outcome, as [`as_str`](Self::as_str) names them.
+    const ALL: [Self; 6] = [
+        Self::Verified,
+        Self::Rejected,
+        Self::PassedInReportOnlyMode,
+        Self::Processed,
+        Self::Failed,
+        Self::Duplicate,
+    ];
+
+    /// The outcome of a log entry; `None` for the outcomes that are not written
+    /// ([`Received`](WebhookOutcome::Received), [`Diagnosed`](WebhookOutcome::Diagnosed)).
+    pub fn of(outcome: WebhookOutcome) -> Option<Self> {
+        Some(match outcome {
+            WebhookOutcome::Verified => Self::Verified,
+            WebhookOutcome::Rejected(_) => Self::Rejected,
+            WebhookOutcome::PassedInReportOnlyMode(_) => Self::PassedInReportOnlyMode,
+            WebhookOutcome::Processed(_) => Self::Processed,
+            WebhookOutcome::Failed(_) => Self::Failed,
+            WebhookOutcome::Duplicate => Self::Duplicate,
+            _ => return None,
+        })
+    }
+
+    /// As stored: the library's name of the outcome ([`WebhookOutcome::as_str`]).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Rejected => "rejected",
+            Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
+            Self::Processed => "processed",
+            Self::Failed => "failed",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+impl TryFrom<String> for Outcome {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == stored)
+            .ok_or_else(|| format!("{stored:?} is not a webhook outcome"))
+    }
+}
+
+/// One row of `webhook_log`: one webhook, at the last outcome written. The log writer writes it
+/// through the webhook's outcomes; `GET /api/webhooks` reads it back and shows it as it is.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+pub struct WebhookRow {
+    /// Row id: grows with every webhook (not written: the database hands it out).
+    pub id: i64,
+    /// When the request arrived.
+    #[sqlx(rename = "received_at_ms", try_from = "i64")]
+    #[serde(rename = "received_at")]
+    pub received_at: Timestamp,
     /// The HTTP method.
     pub method: String,
     /// The path, still percent-encoded.
@@ -1163,10 +1081,11 @@ pub struct LogRow {
     pub query: Option<String>,
     /// The `User-Agent` header (unverified).
     pub user_agent: Option<String>,
-    /// The outcome: `verified`, `rejected`, `processed`, `failed`, `duplicate`, …
-    pub outcome: &'static str,
+    /// The outcome.
+    #[sqlx(try_from = "String")]
+    pub outcome: Outcome,
     /// Why it was rejected.
-    pub rejection_reason: Option<&'static str>,
+    pub rejection_reason: Option<String>,
     /// The tenant the layer resolved.
     pub tenant_id: Option<String>,
     /// The `AccountSid` (unverified on a rejection).
@@ -1175,9 +1094,9 @@ pub struct LogRow {
     pub message_sid: Option<String>,
     /// The verified `MessageStatus` (or `SmsStatus`).
     pub message_status: Option<String>,
-    /// Which secret verified it.
+    /// Which secret verified it: `primary`, `secondary` or `shared_key:<id>`.
     pub credential: Option<String>,
-    /// The handler's status code.
+    /// The handler's status code (`processed`, `failed`).
     pub status_code: Option<i64>,
     /// The peer address (the proxy's, behind one).
     pub client_ip: Option<String>,
@@ -1189,105 +1108,119 @@ pub struct LogRow {
     pub call_status: Option<String>,
     /// The verified `RecordingStatus`.
     pub recording_status: Option<String>,
-    /// For a signature mismatch the doctor explained: the URL the signature matches.
-    pub diagnosis_url: Option<String>,
-    /// And what to set.
-    pub diagnosis_fix: Option<String>,
-    /// The replay guard's key (hex), written with a verified webhook's final outcome: the same
-    /// for a processed webhook and its copies.
+    /// For a signature mismatch the mismatch doctor explained (`DIAGNOSE_MISMATCHES`): the URL
+    /// the signature matches and what to set; shown as `null` otherwise.
+    #[sqlx(flatten)]
+    pub diagnosis: DiagnosisColumns,
+    /// The replay guard's key (hex), for a verified webhook: the same for a processed webhook
+    /// and its copies. Not shown: the API points a copy at its webhook instead.
+    #[serde(skip)]
     pub replay_key: Option<String>,
 }
 
-/// A webhook-log row, as read back.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct LoggedWebhook {
-    /// Row id: grows with every webhook.
-    pub id: i64,
-    /// When the request arrived, in milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
-    /// The HTTP method.
-    pub method: String,
-    /// The path, still percent-encoded.
-    pub path: String,
-    /// The last outcome written.
-    pub outcome: String,
-    /// Why it was rejected.
-    pub rejection_reason: Option<String>,
-    /// The tenant the layer resolved.
-    pub tenant_id: Option<String>,
-    /// The `AccountSid` (unverified on a rejection).
-    pub account_sid: Option<String>,
-    /// The verified `MessageSid`.
-    pub message_sid: Option<String>,
-    /// The verified `MessageStatus`.
-    pub message_status: Option<String>,
-    /// Which secret verified it.
-    pub credential: Option<String>,
-    /// The handler's status code.
-    pub status_code: Option<i64>,
-    /// The raw query, if any.
-    pub query: Option<String>,
-    /// The `User-Agent` header (unverified).
-    pub user_agent: Option<String>,
-    /// The peer address.
-    pub client_ip: Option<String>,
-    /// The request id.
-    pub request_id: Option<String>,
-    /// The verified `CallSid`.
-    pub call_sid: Option<String>,
-    /// The verified `CallStatus`.
-    pub call_status: Option<String>,
-    /// The verified `RecordingStatus`.
-    pub recording_status: Option<String>,
-    /// The URL a mismatched signature matches, when the doctor found one.
-    pub diagnosis_url: Option<String>,
-    /// What to set so that it verifies.
-    pub diagnosis_fix: Option<String>,
-    /// The replay guard's key (hex), for a processed webhook or a copy.
-    pub replay_key: Option<String>,
+impl WebhookRow {
+    /// A row at `outcome` for a `method` request to `path` received at `received_at`, with
+    /// nothing else known yet.
+    pub const fn new(
+        received_at: Timestamp,
+        method: String,
+        path: String,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            id: 0,
+            received_at,
+            method,
+            path,
+            query: None,
+            user_agent: None,
+            outcome,
+            rejection_reason: None,
+            tenant_id: None,
+            account_sid: None,
+            message_sid: None,
+            message_status: None,
+            credential: None,
+            status_code: None,
+            client_ip: None,
+            request_id: None,
+            call_sid: None,
+            call_status: None,
+            recording_status: None,
+            diagnosis: DiagnosisColumns {
+                diagnosis_url: None,
+                diagnosis_fix: None,
+            },
+            replay_key: None,
+        }
+    }
 }
 
-/// A processed webhook with a replay key: what a copy of it points at.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A processed webhook with a replay key (a projection of its [`WebhookRow`]): what a copy of
+/// it points at.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
 pub struct ProcessedKey {
     /// Its row id.
     pub id: i64,
     /// Its replay key.
+    #[serde(skip)]
     pub replay_key: String,
-    /// When it arrived, in milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
-    /// When its answer was logged (its final outcome), in milliseconds since the Unix epoch.
-    pub updated_at_ms: i64,
+    /// When it arrived.
+    #[sqlx(rename = "received_at_ms", try_from = "i64")]
+    pub received_at: Timestamp,
+    /// When its answer, the one the replay guard stored and gave its copies, was logged (its
+    /// final outcome).
+    #[sqlx(rename = "updated_at_ms", try_from = "i64")]
+    pub answered_at: Timestamp,
 }
 
-/// One status callback to record.
-#[derive(Debug)]
-pub struct NewStatus<'a> {
-    /// The `MessageSid` it is about.
-    pub message_sid: &'a str,
-    /// The `MessageStatus`, as sent.
-    pub status: &'a str,
-    /// The `ErrorCode`, when not empty.
-    pub error_code: Option<&'a str>,
-    /// The tenant whose secret verified the callback: the record it goes into.
-    pub tenant_id: &'a str,
-    /// The verified `AccountSid`.
-    pub account_sid: Option<&'a str>,
+/// The mismatch doctor's finding in a [`WebhookRow`]; shown as `{"matched_url", "fix"}`, or
+/// `null` without one.
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
+pub struct DiagnosisColumns {
+    /// The URL the signature matches.
+    pub diagnosis_url: Option<String>,
+    /// What to set so that it verifies.
+    pub diagnosis_fix: Option<String>,
 }
 
-/// One recorded status.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct StatusRow {
+impl serde::Serialize for DiagnosisColumns {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Diagnosis<'a> {
+            matched_url: &'a str,
+            fix: &'a str,
+        }
+        let diagnosis = self
+            .diagnosis_url
+            .as_deref()
+            .zip(self.diagnosis_fix.as_deref())
+            .map(|(matched_url, fix)| Diagnosis { matched_url, fix });
+        diagnosis.serialize(serializer)
+    }
+}
+
+/// One row of `message_history`: one message status callback, in the history of the tenant
+/// whose secret verified it. The API shows the status, error code and time of each.
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
+pub struct MessageStatusRow {
     /// The tenant whose record it is.
+    #[serde(skip)]
     pub tenant_id: String,
-    /// The status, as sent.
+    /// The `MessageSid` it is about.
+    #[serde(skip)]
+    pub message_sid: String,
+    /// The `MessageStatus`, as sent.
     pub status: String,
-    /// The `ErrorCode`, if any.
+    /// The `ErrorCode`, when not empty.
     pub error_code: Option<String>,
-    /// When it was received, in milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
     /// The verified `AccountSid`.
+    #[serde(skip)]
     pub account_sid: Option<String>,
+    /// When it was received.
+    #[sqlx(rename = "received_at_ms", try_from = "i64")]
+    #[serde(rename = "received_at")]
+    pub received_at: Timestamp,
 }
 
 /// What a call callback reports.
@@ -1309,113 +1242,197 @@ impl CallEventKind {
     }
 }
 
-/// One call or recording status callback to record.
-#[derive(Debug)]
-pub struct NewCallEvent<'a> {
-    /// The tenant whose secret verified the callback: the record it goes into.
-    pub tenant_id: &'a str,
-    /// The `CallSid`.
-    pub call_sid: &'a str,
-    /// Call or recording.
-    pub kind: CallEventKind,
-    /// The `CallStatus` or `RecordingStatus`, as sent.
-    pub status: &'a str,
-    /// The `RecordingSid` of a recording callback.
-    pub recording_sid: Option<&'a str>,
-    /// `CallDuration` or `RecordingDuration`, when not empty.
-    pub duration: Option<&'a str>,
-    /// The `ErrorCode`, when not empty.
-    pub error_code: Option<&'a str>,
-    /// The verified `AccountSid`.
-    pub account_sid: Option<&'a str>,
+impl TryFrom<String> for CallEventKind {
+    type Error = String;
+
+    fn try_from(stored: String) -> Result<Self, String> {
+        [Self::Call, Self::Recording]
+            .into_iter()
+            .find(|kind| kind.as_str() == stored)
+            .ok_or_else(|| format!("{stored:?} is not a call event kind"))
+    }
 }
 
-/// One recorded call or recording event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One row of `call_history`: one call or recording status callback, in the history of the
+/// tenant whose secret verified it. The API shows the status, durations, error code and time
+/// of each (and a recording's SID).
+#[derive(Clone, Debug, sqlx::FromRow, serde::Serialize)]
 pub struct CallEventRow {
     /// The tenant whose record it is.
+    #[serde(skip)]
     pub tenant_id: String,
-    /// `call` or `recording`.
-    pub kind: String,
-    /// The status, as sent.
-    pub status: String,
-    /// The `RecordingSid` of a recording event.
-    pub recording_sid: Option<String>,
-    /// The duration in seconds, as sent.
-    pub duration: Option<String>,
-    /// The `ErrorCode`, if any.
-    pub error_code: Option<String>,
-    /// When it was received, in milliseconds since the Unix epoch.
-    pub received_at_ms: i64,
+    /// The `CallSid`.
+    #[serde(skip)]
+    pub call_sid: String,
     /// The verified `AccountSid`.
+    #[serde(skip)]
     pub account_sid: Option<String>,
+    /// Call or recording.
+    #[sqlx(try_from = "String")]
+    #[serde(skip)]
+    pub kind: CallEventKind,
+    /// The `CallStatus` or `RecordingStatus`, as sent.
+    pub status: String,
+    /// The `RecordingSid` of a recording callback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_sid: Option<String>,
+    /// `CallDuration` or `RecordingDuration` in seconds, when not empty.
+    pub duration: Option<String>,
+    /// The `ErrorCode`, when not empty.
+    pub error_code: Option<String>,
+    /// When it was received.
+    #[sqlx(rename = "received_at_ms", try_from = "i64")]
+    #[serde(rename = "received_at")]
+    pub received_at: Timestamp,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    to_ms(SystemTime::now())
+/// A moment as the database keeps it: milliseconds since the Unix epoch. Shown and serialized
+/// in RFC 3339, in UTC, to the millisecond: `2026-11-28T12:00:00.123Z`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(i64);
+
+/// `2026-11-28T12:00:00.123Z`.
+const RFC3339_MILLIS: &[FormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// The moment `ms` milliseconds after the Unix epoch.
+    pub const fn from_millis(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn millis(self) -> i64 {
+        self.0
+    }
 }
 
-/// `time` as milliseconds since the Unix epoch (0 before it).
-pub fn to_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+impl From<SystemTime> for Timestamp {
+    /// `time` to the millisecond (the epoch for a time before it).
+    fn from(time: SystemTime) -> Self {
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
-/// The most rows [`Db::insert_refused`] writes at once (21 parameters each, well under
+impl From<i64> for Timestamp {
+    fn from(ms: i64) -> Self {
+        Self(ms)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// RFC 3339 (the epoch for a moment past the year 9999).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = i128::from(self.0) * 1_000_000;
+        let time =
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        f.pad(&time.format(RFC3339_MILLIS).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The most rows [`Db::insert_refused`] writes at once (22 parameters each, well under
 /// SQLite's and PostgreSQL's limits).
 pub const MAX_LOG_BATCH: usize = 64;
 
-/// The columns a new `webhook_log` row is written with, in [`bind_log_row`]'s order.
-const LOG_COLUMNS: &str = "received_at_ms, updated_at_ms, method, path, outcome, \
-     rejection_reason, tenant_id, account_sid, message_sid, message_status, credential, \
-     status_code, query, user_agent, client_ip, request_id, call_sid, call_status, \
-     recording_status, diagnosis_url, diagnosis_fix";
+/// The columns a `webhook_log` row is written with, in [`log_arguments`]'s order.
+const LOG_COLUMNS: [&str; 22] = [
+    "received_at_ms",
+    "updated_at_ms",
+    "method",
+    "path",
+    "outcome",
+    "rejection_reason",
+    "tenant_id",
+    "account_sid",
+    "message_sid",
+    "message_status",
+    "credential",
+    "status_code",
+    "query",
+    "user_agent",
+    "client_ip",
+    "request_id",
+    "call_sid",
+    "call_status",
+    "recording_status",
+    "diagnosis_url",
+    "diagnosis_fix",
+    "replay_key",
+];
 
-/// How many [`LOG_COLUMNS`] there are.
-const LOG_COLUMN_COUNT: usize = 21;
-
-/// `($1, …, $21), ($22, …)` for `rows` rows of [`LOG_COLUMNS`].
-fn placeholders(rows: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let values: Vec<String> = (1..=LOG_COLUMN_COUNT)
-                .map(|column| format!("${}", row * LOG_COLUMN_COUNT + column))
-                .collect();
-            format!("({})", values.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Adds `row`'s [`LOG_COLUMNS`] to `arguments`, with `updated_at_ms` = `now`.
+fn log_arguments<'q>(
+    arguments: &mut AnyArguments<'q>,
+    row: &'q WebhookRow,
+    now: Timestamp,
+) -> Result<(), BoxDynError> {
+    arguments.add(row.received_at.millis())?;
+    arguments.add(now.millis())?;
+    arguments.add(&row.method)?;
+    arguments.add(&row.path)?;
+    arguments.add(row.outcome.as_str())?;
+    arguments.add(&row.rejection_reason)?;
+    arguments.add(&row.tenant_id)?;
+    arguments.add(&row.account_sid)?;
+    arguments.add(&row.message_sid)?;
+    arguments.add(&row.message_status)?;
+    arguments.add(&row.credential)?;
+    arguments.add(row.status_code)?;
+    arguments.add(&row.query)?;
+    arguments.add(&row.user_agent)?;
+    arguments.add(&row.client_ip)?;
+    arguments.add(&row.request_id)?;
+    arguments.add(&row.call_sid)?;
+    arguments.add(&row.call_status)?;
+    arguments.add(&row.recording_status)?;
+    arguments.add(&row.diagnosis.diagnosis_url)?;
+    arguments.add(&row.diagnosis.diagnosis_fix)?;
+    arguments.add(&row.replay_key)
 }
 
-/// Binds `entry`'s [`LOG_COLUMNS`], with `updated_at_ms` = `now`.
-fn bind_log_row<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    entry: &'q LogRow,
-    now: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    query
-        .bind(entry.received_at_ms)
-        .bind(now)
-        .bind(&entry.method)
-        .bind(&entry.path)
-        .bind(entry.outcome)
-        .bind(entry.rejection_reason)
-        .bind(&entry.tenant_id)
-        .bind(&entry.account_sid)
-        .bind(&entry.message_sid)
-        .bind(&entry.message_status)
-        .bind(&entry.credential)
-        .bind(entry.status_code)
-        .bind(&entry.query)
-        .bind(&entry.user_agent)
-        .bind(&entry.client_ip)
-        .bind(&entry.request_id)
-        .bind(&entry.call_sid)
-        .bind(&entry.call_status)
-        .bind(&entry.recording_status)
-        .bind(&entry.diagnosis_url)
-        .bind(&entry.diagnosis_fix)
+/// `INSERT` of `rows` rows of [`LOG_COLUMNS`]: `VALUES ($1, …, $22), ($23, …)`, returning
+/// their ids.
+fn insert_log_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let row: Vec<String> = (1..=LOG_COLUMNS.len())
+                .map(|column| format!("${}", row * LOG_COLUMNS.len() + column))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO webhook_log ({}) VALUES {} RETURNING id",
+        LOG_COLUMNS.join(", "),
+        values.join(", ")
+    )
+}
+
+/// `UPDATE` of the row whose id is the last parameter with [`LOG_COLUMNS`]: what the new
+/// outcome does not know (`NULL`) is kept.
+fn update_log_sql() -> String {
+    let columns: Vec<String> = LOG_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{column} = COALESCE(${}, {column})", i + 1))
+        .collect();
+    format!(
+        "UPDATE webhook_log SET {} WHERE id = ${}",
+        columns.join(", "),
+        LOG_COLUMNS.len() + 1
+    )
 }
 
 /// Moves the `credential_changes` counter, in the transaction that changes credentials.
@@ -1424,4 +1441,54 @@ async fn credentials_changed(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Resul
         .execute(&mut **tx)
         .await
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use tower_twilio::RejectionKind;
+
+    use super::*;
+
+    #[test]
+    fn a_stage_is_stored_under_the_librarys_name_and_read_back() {
+        let stored = [
+            WebhookOutcome::Verified,
+            WebhookOutcome::Rejected(RejectionKind::SignatureMismatch),
+            WebhookOutcome::PassedInReportOnlyMode(RejectionKind::MissingSignature),
+            WebhookOutcome::Processed(StatusCode::OK),
+            WebhookOutcome::Failed(None),
+            WebhookOutcome::Duplicate,
+        ];
+        for outcome in stored {
+            let ours = Outcome::of(outcome).unwrap();
+            assert_eq!(ours.as_str(), outcome.as_str());
+            assert_eq!(Outcome::try_from(outcome.as_str().to_owned()), Ok(ours));
+        }
+        for unwritten in [WebhookOutcome::Received, WebhookOutcome::Diagnosed] {
+            assert_eq!(Outcome::of(unwritten), None, "{unwritten:?}");
+        }
+        assert!(Outcome::try_from("received".to_owned()).is_err());
+        assert_eq!(
+            serde_json::to_string(&Outcome::PassedInReportOnlyMode).unwrap(),
+            r#""passed_in_report_only_mode""#
+        );
+    }
+
+    #[test]
+    fn timestamps_show_in_rfc_3339_to_the_millisecond() {
+        for (ms, shown) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_796_000_000_123, "2026-11-30T00:53:20.123Z"),
+            (951_782_400_999, "2000-02-29T00:00:00.999Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (i64::MAX, "1970-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(Timestamp::from_millis(ms).to_string(), shown, "{ms}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Timestamp::from_millis(1_796_000_000_123)).unwrap(),
+            r#""2026-11-30T00:53:20.123Z""#
+        );
+    }
 }

@@ -9,6 +9,7 @@ use tower_twilio::BoxError;
 use crate::{
     db::{AccountToken, Db, NewTenant},
     secret_file,
+    twilio_presets::random_hex,
 };
 
 /// The demo tenant's id.
@@ -28,8 +29,8 @@ pub struct Demo {
 
 /// Creates the demo tenant and its token file.
 pub async fn create(db: &Db, token_file: &Path) -> Result<Demo, BoxError> {
-    let account_sid = format!("AC{}", random_hex(16)?);
-    let token = random_hex(16)?; // 32 hex digits, like a real auth token
+    let account_sid = format!("AC{}", random_hex(16));
+    let token = random_hex(16); // 32 hex digits, like a real auth token
     db.add_tenant(&NewTenant {
         id: TENANT_ID,
         name: TENANT_NAME,
@@ -71,10 +72,4 @@ pub async fn existing(db: &Db, token_file: &Path) -> Result<Option<Demo>, BoxErr
 /// Writes `token` to `path` (mode 0600), never through a symlink (see [`secret_file`]).
 pub fn write_token_file(path: &Path, token: &str) -> Result<(), BoxError> {
     secret_file::write(path, token, "demo token")
-}
-
-fn random_hex(bytes: usize) -> Result<String, BoxError> {
-    let mut buffer = vec![0; bytes];
-    getrandom::fill(&mut buffer).map_err(|e| format!("no random numbers from the OS: {e}"))?;
-    Ok(hex::encode(buffer))
 }

@@ -19,7 +19,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, Uri, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -34,6 +34,7 @@ use serde::Serialize;
 use crate::{
     db::Db,
     demo,
+    error::AppError,
     twilio_presets::{Body, Preset, Signer, random_hex, sign_request},
 };
 
@@ -84,17 +85,10 @@ impl Inspector {
         public_base: Option<String>,
         tenant: Option<String>,
     ) -> Self {
-        let mut local_addr = local_addr;
-        if local_addr.ip().is_unspecified() {
-            local_addr.set_ip(match local_addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
         Self {
             inner: Arc::new(Inner {
                 db,
-                local_addr,
+                local_addr: crate::reachable(local_addr),
                 public_base,
                 tenant,
                 client: Client::builder(TokioExecutor::new()).build_http(),
@@ -153,62 +147,44 @@ async fn style() -> Response {
     hardened(STYLE.into_response(), "text/css; charset=utf-8")
 }
 
-#[derive(Serialize)]
-struct SendResult {
-    /// The status this server answered the test webhook with.
+/// What a test send answers: the status this server answered the test webhook with.
+#[derive(Debug, Serialize)]
+pub struct SendResult {
     status: u16,
 }
 
-#[derive(Serialize)]
-struct SendError {
-    error: String,
-}
-
-fn send_error(status: StatusCode, error: impl Into<String>) -> Response {
-    (
-        status,
-        Json(SendError {
-            error: error.into(),
-        }),
-    )
-        .into_response()
-}
-
-async fn send_test(State(inspector): State<Inspector>) -> Response {
+async fn send_test(State(inspector): State<Inspector>) -> Result<Json<SendResult>, AppError> {
     send(&inspector, false).await
 }
 
-async fn send_forged(State(inspector): State<Inspector>) -> Response {
+async fn send_forged(State(inspector): State<Inspector>) -> Result<Json<SendResult>, AppError> {
     send(&inspector, true).await
 }
 
 /// Sends this server an incoming-SMS webhook built and signed by the same code as the signing
 /// tool (`examples/common/twilio_presets.rs`): with the tenant's real token, or, `forged`,
 /// with a random one.
-async fn send(inspector: &Inspector, forged: bool) -> Response {
+async fn send(inspector: &Inspector, forged: bool) -> Result<Json<SendResult>, AppError> {
     let inner = &inspector.inner;
-    let Some(base) = &inner.public_base else {
-        return send_error(
-            StatusCode::CONFLICT,
-            "the public URL comes from proxy headers: send test webhooks through the proxy \
-             with send_webhook instead",
-        );
+    let base = inner.public_base.as_deref().ok_or(AppError::Conflict(
+        "the public URL comes from proxy headers: send test webhooks through the proxy with \
+         send_webhook instead",
+    ))?;
+    let tenant = inner
+        .tenant
+        .as_deref()
+        .ok_or(AppError::Conflict("no tenant to sign a test webhook for"))?;
+    let found = inner
+        .db
+        .tenant_token(tenant)
+        .await?
+        .ok_or(AppError::Conflict("the tenant has no auth token"))?;
+    let account_sid = found.account_sid.unwrap_or_default();
+    let token = if forged {
+        random_hex(16)
+    } else {
+        found.auth_token
     };
-    let Some(tenant) = &inner.tenant else {
-        return send_error(StatusCode::CONFLICT, "no tenant to sign a test webhook for");
-    };
-    let (account_sid, token) = match inner.db.tenant_token(tenant).await {
-        Ok(Some(found)) => (found.account_sid.unwrap_or_default(), found.auth_token),
-        Ok(None) => return send_error(StatusCode::CONFLICT, "the tenant has no auth token"),
-        Err(error) => {
-            tracing::error!(%error, "reading the tenant's token failed");
-            return send_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable",
-            );
-        }
-    };
-    let token = if forged { random_hex(16) } else { token };
     let mut params = Preset::Sms.params(&account_sid);
     if let Some((_, body)) = params.iter_mut().find(|(name, _)| name == "Body") {
         *body = if forged {
@@ -222,13 +198,10 @@ async fn send(inspector: &Inspector, forged: bool) -> Response {
         Body::Form(params),
         Signer::AuthToken(token.as_bytes()),
     );
-    let host = base
-        .split_once("://")
-        .map_or(base.as_str(), |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+    // Sent to the listener, with the public URL's host, as a proxy in front would.
+    let public = base
+        .parse::<Uri>()
+        .map_err(|error| AppError::SendFailed(error.into()))?;
     let mut request = Request::builder()
         .method(signed.method)
         .uri(format!(
@@ -236,35 +209,31 @@ async fn send(inspector: &Inspector, forged: bool) -> Response {
             inner.local_addr,
             signed.path_and_query()
         ))
-        .header(header::HOST, host);
+        .header(
+            header::HOST,
+            public
+                .authority()
+                .map_or("", |authority| authority.as_str()),
+        );
     for (name, value) in &signed.headers {
         request = request.header(name, value);
     }
-    let Ok(request) = request.body(Full::new(Bytes::from(signed.body))) else {
-        return send_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "could not build the request",
-        );
-    };
-    let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+    let request = request
+        .body(Full::new(Bytes::from(signed.body)))
+        .map_err(|error| AppError::SendFailed(error.into()))?;
+    let status = tokio::time::timeout(SEND_TIMEOUT, async {
         let response = inner.client.request(request).await?;
         let status = response.status();
         // Read to the end so the connection is reusable; the body itself is not needed.
         response.into_body().collect().await?;
         Ok::<_, tower_twilio::BoxError>(status)
     })
-    .await;
-    match sent {
-        Ok(Ok(status)) => Json(SendResult {
-            status: status.as_u16(),
-        })
-        .into_response(),
-        Ok(Err(error)) => send_error(
-            StatusCode::BAD_GATEWAY,
-            format!("sending the test webhook failed: {error}"),
-        ),
-        Err(_) => send_error(StatusCode::GATEWAY_TIMEOUT, "the test webhook timed out"),
-    }
+    .await
+    .map_err(|_| AppError::SendTimedOut)?
+    .map_err(AppError::SendFailed)?;
+    Ok(Json(SendResult {
+        status: status.as_u16(),
+    }))
 }
 
 /// Which tenant test webhooks are signed for: the demo tenant when there is one, else the

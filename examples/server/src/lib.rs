@@ -23,19 +23,18 @@
 //!
 //! The admin surface always needs the admin token as a bearer header, and answers only to
 //! known names ([`admin`]); the inspector page's shell holds no data and asks for the token.
-//!
-//! ```text
-//! ```
 
 pub mod account_index;
 pub mod admin;
 pub mod credentials;
 pub mod db;
 pub mod demo;
+pub mod error;
 pub mod inspector;
 pub mod prometheus;
 pub mod replay;
 pub mod routes;
+pub mod run_to_end;
 #[cfg(feature = "sentry")]
 pub mod scrub;
 pub mod secret_file;
@@ -43,30 +42,45 @@ pub mod twilio_delivery;
 pub mod twilio_presets;
 pub mod webhook_log;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use axum::{
     Router,
-    extract::ConnectInfo,
+    extract::{ConnectInfo, Request},
     http::StatusCode,
-    routing::{get, post},
+    middleware::{from_fn_with_state, map_request},
+    routing::{any, get, post},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
-use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 use tower_twilio::{
-    BoxError, PublicUrl, TwilioSignatureLayer, VerifiedBody,
-    events::{OnSecurityEvent, SecurityEvent, TracingSink},
+    BoxError, PublicUrl, TwilioSignatureLayer,
+    events::{OnSecurityEvent, TracingSink},
     public_url::{ForwardedField, ForwardedHeaders},
-    replay_guard::{ReplayGuardLayer, Scope},
+    replay_guard::Scope,
+    resolver::{CacheFuture, ResolveCredentials},
 };
 
 use self::{
+    account_index::AccountIndex,
+    admin::AdminGuard,
     db::{Db, Location},
     demo::Demo,
-    replay::{AnyStore, ReplayGuardConfig},
+    inspector::Inspector,
+    replay::ReplayGuardConfig,
     routes::AppState,
-    webhook_log::{LogSender, LogWriter, QUEUED_WEBHOOKS, Retention},
+    run_to_end::RunToEnd,
+    webhook_log::{LogSender, LogWriter, RandomRequestId, Retention},
 };
 
 /// Requests handled at once; more wait for a slot. Twilio sends a few webhooks per message,
@@ -209,23 +223,104 @@ pub struct Handles {
 /// starts the log writer and builds the router. `local_addr` is the address the listener is
 /// bound to, for the local public URL.
 pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Handles), BoxError> {
+    // 1. The data: the database, its tenants, the webhook log's writer.
     let db = Db::open(&config.database).await?;
     // Installed before the first request, so that no count is lost.
     prometheus::handle();
+    let (env_tenant, demo) = set_up_tenants(&db, &config).await?;
+    let (public_url, public_base) = public_url(&config.public_url, local_addr)?;
+    let (log, writer) = webhook_log::spawn(db.clone(), config.retention);
+    // After the tenants are set up: every stored account, kept current while the server runs.
+    let index = AccountIndex::load(&db).await?;
+    let index_refresh = index.spawn_refresh(db.clone());
 
-    let env_tenant = match &config.account {
-        Some((account_sid, token)) => Some(db.upsert_account(account_sid, token).await?),
-        None => None,
+    // 2. The webhooks: verified by the signature layer, logged, guarded against replays.
+    let twilio = TwilioSignatureLayer::new(credentials::resolver(
+        &db,
+        &index,
+        config.credential_cache_ttl,
+    ))
+    .public_url(public_url)
+    // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
+    .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
+    // The mismatch doctor, when on: at most 20 diagnoses a second.
+    .diagnose_mismatches_per_second(if config.diagnose_mismatches.unwrap_or(demo.is_some()) {
+        20
+    } else {
+        0
+    })
+    .on_security_event(security_sinks(config.sentry));
+    let run_to_end = RunToEnd::new(config.concurrency_limit, config.request_timeout);
+    let state = AppState {
+        db: db.clone(),
+        log: log.clone(),
+        max_slow: AppState::max_slow_for(config.request_timeout),
     };
-    let demo = match env_tenant {
-        Some(_) => None,
-        None if db.tenant_count().await? == 0 => {
-            Some(demo::create(&db, &config.demo_token_file).await?)
-        }
-        None => demo::existing(&db, &config.demo_token_file).await?,
-    };
+    let webhooks = webhook_routes(&config, twilio, &log, &run_to_end).await?;
 
-    let (public_url, public_base) = match &config.public_url {
+    // 3. The admin surface: the inspector page and the API, behind the admin token.
+    let (admin_token, admin_token_file) = admin_token(&config)?;
+    let inspector = Inspector::new(
+        db.clone(),
+        local_addr,
+        public_base.clone(),
+        inspector::test_tenant(demo.is_some(), env_tenant.as_deref()),
+    );
+    let guard = AdminGuard::new(&admin_token, local_addr, public_base.as_deref());
+    let admin = admin_routes(state.clone(), &inspector, guard);
+
+    // 4. One router, and what every route gets.
+    let router = webhooks
+        .route("/healthz", get(routes::health))
+        .with_state(state)
+        .merge(admin);
+    let router = server_layers(router, &config);
+
+    let startup = Startup {
+        database: config.database.to_string(),
+        public_base,
+        public_url: config.public_url.clone(),
+        env_tenant,
+        demo,
+        tenants: db.tenant_count().await?,
+        admin_token_file,
+        replay_guard: config.replay_guard.clone(),
+    };
+    let handles = Handles {
+        startup,
+        db,
+        log,
+        writer,
+        index_refresh,
+        run_to_end,
+    };
+    Ok((router, handles))
+}
+
+/// The tenant `TWILIO_ACCOUNT_SID` is upserted as, if configured; else the demo tenant, made
+/// in an empty database.
+async fn set_up_tenants(
+    db: &Db,
+    config: &Config,
+) -> Result<(Option<String>, Option<Demo>), BoxError> {
+    if let Some((account_sid, token)) = &config.account {
+        return Ok((Some(db.upsert_account(account_sid, token).await?), None));
+    }
+    let demo = if db.tenant_count().await? == 0 {
+        Some(demo::create(db, &config.demo_token_file).await?)
+    } else {
+        demo::existing(db, &config.demo_token_file).await?
+    };
+    Ok((None, demo))
+}
+
+/// Where the URL that signatures are checked against comes from, and the base URL Twilio
+/// should call when it is fixed.
+fn public_url(
+    config: &PublicUrlConfig,
+    local_addr: SocketAddr,
+) -> Result<(PublicUrl, Option<String>), BoxError> {
+    Ok(match config {
         PublicUrlConfig::Fixed(base) => (
             PublicUrl::fixed(base)?,
             Some(base.trim_end_matches('/').to_owned()),
@@ -241,143 +336,105 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             (PublicUrl::trust_forwarded(headers), None)
         }
         PublicUrlConfig::Local => {
-            let mut addr = local_addr;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(match addr {
-                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                });
-            }
-            let base = format!("http://{addr}");
+            let base = format!("http://{}", reachable(local_addr));
             (PublicUrl::fixed(&base)?, Some(base))
         }
-    };
+    })
+}
 
-    let permits = Arc::new(Semaphore::new(QUEUED_WEBHOOKS as usize));
-    let (log, writer) = webhook_log::spawn(db.clone(), config.retention);
+/// `addr`, with a wildcard address (`0.0.0.0`, `::`) replaced by loopback: where this machine
+/// reaches the listener.
+pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
 
-    // After the tenants are set up: every stored account, kept current while the server runs.
-    let index = account_index::AccountIndex::load(&db).await?;
-    let index_refresh = index.spawn_refresh(db.clone());
-    // The mismatch doctor, when on: at most 20 diagnoses a second.
-    let doctor_per_second = if config.diagnose_mismatches.unwrap_or(demo.is_some()) {
-        20
-    } else {
-        0
-    };
-    let twilio = TwilioSignatureLayer::new(credentials::resolver(
-        &db,
-        &index,
-        config.credential_cache_ttl,
-    ))
-    .public_url(public_url)
-    // axum puts the peer address in `ConnectInfo` (`into_make_service_with_connect_info`).
-    .peer_addr_with(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()))
-    .diagnose_mismatches_per_second(doctor_per_second)
-    .on_webhook(log.hook())
-    .on_security_event(Sinks::new(config.sentry));
-    // A webhook already processed (a Twilio retry, or a captured request played again) is
-    // answered with the first answer without running its handler again; the log shows it as
-    // `duplicate`. Two scopes: the voice routes are guarded per delivery (same signature and
-    // same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs each pass; the
-    // others per content (same signature). Each has a store of its own, so that replays of a
-    // voice webhook with fresh tokens cannot fill the memory store the messages rely on.
-    let content_guard = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
-        .on_security_event(Sinks::new(config.sentry));
-    let delivery_guard = ReplayGuardLayer::new(AnyStore::open(&config.replay_guard).await?)
-        .on_security_event(Sinks::new(config.sentry))
-        .scope(Scope::Delivery);
-    let run_to_end = RunToEnd {
-        permits: Arc::new(Semaphore::new(config.concurrency_limit)),
-        limit: config.concurrency_limit,
-        timeout: config.request_timeout,
-    };
-
-    let state = AppState {
-        db: db.clone(),
-        log: log.clone(),
-        max_slow: AppState::max_slow_for(config.request_timeout),
-    };
-    // The inspector page and the JSON API it reads: the admin surface, behind the admin token
-    // and the Host check (see `admin`).
-    let inspector = inspector::Inspector::new(
-        db.clone(),
-        local_addr,
-        public_base.clone(),
-        inspector::test_tenant(demo.is_some(), env_tenant.as_deref()),
-    );
-    let (admin_token, admin_token_file) = match &config.admin_token {
-        Some(token) => {
-            admin::check_token(token)?;
-            (token.clone(), None)
-        }
-        None => {
-            let token = twilio_presets::random_hex(32);
-            secret_file::write(&config.admin_token_file, &token, "admin token")?;
-            (token, Some(config.admin_token_file.clone()))
-        }
-    };
-    let guard = admin::AdminGuard::new(&admin_token, local_addr, public_base.as_deref());
-    let admin_surface =
-        Router::new()
-            .route("/api/webhooks", get(routes::webhooks))
-            .route("/api/messages/{sid}", get(routes::message))
-            .route("/api/calls/{sid}", get(routes::call))
-            .route("/metrics", get(prometheus::render))
-            .with_state(state.clone())
-            .merge(inspector.actions())
-            .route_layer(axum::middleware::from_fn_with_state(
-                guard.clone(),
-                admin::guard,
-            ))
-            // The page's shell holds no data and asks for the token itself.
-            .merge(inspector::Inspector::shell().route_layer(
-                axum::middleware::from_fn_with_state(guard, admin::host_only),
-            ));
-
-    // Only the webhook routes are verified (and logged); each runs to its end even when Twilio
-    // hangs up first (see `RunToEnd`).
-    let webhook_stack = || {
+/// The webhook routes, each verified (and logged) and guarded against replays; each runs to
+/// its end even when Twilio hangs up first (see [`run_to_end`]).
+///
+/// A webhook already processed (a Twilio retry, or a captured request played again) is
+/// answered with the first answer without running its handler again; the log shows it as
+/// `duplicate`. Two scopes: the voice routes are guarded per delivery (same signature and
+/// same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs each pass; the others
+/// per content (same signature). Each has a store of its own, so that replays of a voice
+/// webhook with fresh tokens cannot fill the memory store the messages rely on.
+async fn webhook_routes<R, E>(
+    config: &Config,
+    twilio: TwilioSignatureLayer<R, E>,
+    log: &LogSender,
+    run: &RunToEnd,
+) -> Result<Router<AppState>, BoxError>
+where
+    R: ResolveCredentials<Future = CacheFuture> + Clone + Send + Sync + 'static,
+    E: OnSecurityEvent + Clone + Send + Sync + 'static,
+{
+    let sinks = security_sinks(config.sentry);
+    let content_guard = config
+        .replay_guard
+        .guard(Scope::Content, sinks.clone())
+        .await?;
+    let delivery_guard = config.replay_guard.guard(Scope::Delivery, sinks).await?;
+    // The log notes the key the replay guard of the route's scope claims.
+    let verified = |scope: Scope| {
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(
-                run_to_end.clone(),
-                run_to_end_middleware,
-            ))
-            .layer(axum::middleware::from_fn(webhook_log::tag_request))
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&permits),
-                webhook_log::admit,
-            ))
-            .layer(twilio.clone())
+            .layer(from_fn_with_state(run.clone(), run_to_end::run_to_end))
+            // A request id for each webhook (a sane one a proxy sent is kept), in the log, the
+            // security events and the answer.
+            .layer(map_request(webhook_log::drop_odd_request_id))
+            .layer(SetRequestIdLayer::x_request_id(RandomRequestId))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(from_fn_with_state(log.clone(), webhook_log::admit))
+            .layer(twilio.clone().on_webhook(log.hook(scope)))
     };
     let voice = Router::new()
         .route("/twilio/voice", post(routes::voice))
         .route(routes::VOICE_MENU_PATH, post(routes::voice_menu))
-        .route_layer(
-            webhook_stack()
-                .map_request(webhook_log::note_replay_key::<VerifiedBody>(
-                    Scope::Delivery,
-                ))
-                .layer(delivery_guard),
-        );
-    let router = Router::new()
+        .route_layer(verified(Scope::Delivery).layer(delivery_guard));
+    Ok(Router::new()
         .route("/twilio/sms", post(routes::sms))
         .route("/twilio/status", post(routes::status))
         // Any other path under /twilio/ is verified (and logged) too, then gets 404: a forged
         // request to a made-up webhook path shows up in the log as rejected.
-        .route(
-            "/twilio/{*rest}",
-            axum::routing::any(routes::unknown_webhook),
-        )
-        .route_layer(
-            webhook_stack()
-                .map_request(webhook_log::note_replay_key::<VerifiedBody>(Scope::Content))
-                .layer(content_guard),
-        )
-        .merge(voice)
-        .route("/healthz", get(routes::health))
-        .with_state(state.clone())
-        .merge(admin_surface);
+        .route("/twilio/{*rest}", any(routes::unknown_webhook))
+        .route_layer(verified(Scope::Content).layer(content_guard))
+        .merge(voice))
+}
+
+/// The admin token: `ADMIN_TOKEN`, or a random one written to its file (returned too).
+fn admin_token(config: &Config) -> Result<(String, Option<PathBuf>), BoxError> {
+    if let Some(token) = &config.admin_token {
+        admin::check_token(token)?;
+        return Ok((token.clone(), None));
+    }
+    let token = twilio_presets::random_hex(32);
+    secret_file::write(&config.admin_token_file, &token, "admin token")?;
+    Ok((token, Some(config.admin_token_file.clone())))
+}
+
+/// The admin surface: the inspector page and the JSON API it reads, behind the admin token and
+/// the Host check (see [`admin`]); the page's shell, which holds no data and asks for the
+/// token itself, behind the Host check only.
+fn admin_routes(state: AppState, inspector: &Inspector, guard: AdminGuard) -> Router {
+    let shell = Inspector::shell().route_layer(from_fn_with_state(guard.clone(), admin::host_only));
+    Router::new()
+        .route("/api/webhooks", get(routes::webhooks))
+        .route("/api/messages/{sid}", get(routes::message))
+        .route("/api/calls/{sid}", get(routes::call))
+        .route("/metrics", get(prometheus::render))
+        .with_state(state)
+        .merge(inspector.actions())
+        .route_layer(from_fn_with_state(guard, admin::guard))
+        .merge(shell)
+}
+
+/// What every route gets: the trace span, the request timeout and the concurrency limit (and
+/// a Sentry hub per request, when Sentry is on).
+fn server_layers(router: Router, config: &Config) -> Router {
     let router = router
         // One limit shared by every route (`ConcurrencyLimitLayer` would make one per route).
         // A request waits for a slot before the timeout starts; while it waits it holds only
@@ -388,40 +445,17 @@ pub async fn build(config: Config, local_addr: SocketAddr) -> Result<(Router, Ha
             config.request_timeout,
         ))
         // The span names the path only: a query may hold anything.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             tracing::debug_span!("request", method = %request.method(), path = request.uri().path())
         }));
     #[cfg(feature = "sentry")]
-    let router = if config.sentry {
+    if config.sentry {
         // A hub per request, so that events captured while handling it share its scope.
-        router
+        return router
             .layer(sentry_tower::SentryHttpLayer::new())
-            .layer(sentry_tower::NewSentryLayer::<axum::extract::Request>::new_from_top())
-    } else {
-        router
-    };
-
-    let startup = Startup {
-        database: config.database.to_string(),
-        public_base,
-        public_url: config.public_url.clone(),
-        env_tenant,
-        demo,
-        tenants: db.tenant_count().await?,
-        admin_token_file,
-        replay_guard: config.replay_guard.clone(),
-    };
-    Ok((
-        router,
-        Handles {
-            startup,
-            db,
-            log,
-            writer,
-            index_refresh,
-            run_to_end,
-        },
-    ))
+            .layer(sentry_tower::NewSentryLayer::<Request>::new_from_top());
+    }
+    router
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; then lets in-flight requests
@@ -444,9 +478,7 @@ where
     // Every connection is closed; a webhook whose client left first may still be running on
     // its own (`RunToEnd`): wait for it (bounded by the request timeout), so that its last
     // outcome is on the log's queue too.
-    let run_to_end = handles.run_to_end;
-    let all = u32::try_from(run_to_end.limit).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(run_to_end.timeout, run_to_end.permits.acquire_many(all)).await;
+    handles.run_to_end.wait_for_all().await;
     let written = handles.writer.drain().await;
     tracing::info!(log_entries_written = written, "webhook log drained");
     handles.index_refresh.abort();
@@ -454,74 +486,18 @@ where
     served.map_err(|e| format!("the server failed: {e}").into())
 }
 
-/// Lets a webhook's handling (verification, replay guard, handler, log) run to its end when
-/// the client goes away first: Twilio closes the connection when its read timeout (`#rt=…`)
-/// runs out and retries. Were the handling dropped with the connection, the replay guard would
-/// release its claim and the retry would run the handler again, as slowly; run to its end,
-/// the first attempt stores its answer and the waiting retry gets it.
-///
-/// Bounded: at most `permits` such tasks at once (the concurrency limit), each cut at the
-/// request timeout.
-#[derive(Clone, Debug)]
-struct RunToEnd {
-    permits: Arc<Semaphore>,
-    /// How many permits there are.
-    limit: usize,
-    timeout: Duration,
+/// The security-event sinks: the `tracing` log, and Sentry when configured (the library's
+/// pair and `Option` sinks).
+#[cfg(feature = "sentry")]
+fn security_sinks(sentry: bool) -> impl OnSecurityEvent + Clone + Send + Sync + 'static {
+    (
+        TracingSink::new(),
+        sentry.then(tower_twilio::events::SentrySink::new),
+    )
 }
 
-async fn run_to_end_middleware(
-    axum::extract::State(run): axum::extract::State<RunToEnd>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-
-    let Ok(permit) = run.permits.acquire_owned().await else {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    };
-    let task = tokio::spawn(async move {
-        let response = tokio::time::timeout(run.timeout, next.run(request)).await;
-        drop(permit);
-        response
-    });
-    match task.await {
-        Ok(Ok(response)) => response,
-        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        Err(error) => {
-            tracing::error!(%error, "a webhook's handling panicked");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-/// The security-event sinks: the `tracing` log, and Sentry when configured.
-#[derive(Clone, Debug)]
-struct Sinks {
-    tracing: TracingSink,
-    #[cfg(feature = "sentry")]
-    sentry: Option<tower_twilio::events::SentrySink>,
-}
-
-impl Sinks {
-    #[cfg_attr(not(feature = "sentry"), allow(clippy::missing_const_for_fn))]
-    fn new(sentry: bool) -> Self {
-        #[cfg(not(feature = "sentry"))]
-        let _ = sentry;
-        Self {
-            tracing: TracingSink::new(),
-            #[cfg(feature = "sentry")]
-            sentry: sentry.then(tower_twilio::events::SentrySink::new),
-        }
-    }
-}
-
-impl OnSecurityEvent for Sinks {
-    fn on_security_event(&self, event: &SecurityEvent) {
-        self.tracing.on_security_event(event);
-        #[cfg(feature = "sentry")]
-        if let Some(sentry) = &self.sentry {
-            sentry.on_security_event(event);
-        }
-    }
+/// The security-event sinks: the `tracing` log (Sentry needs the `sentry` feature).
+#[cfg(not(feature = "sentry"))]
+fn security_sinks(_sentry: bool) -> impl OnSecurityEvent + Clone + Send + Sync + 'static {
+    TracingSink::new()
 }

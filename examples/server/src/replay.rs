@@ -2,14 +2,14 @@
 //! `REPLAY_GUARD=redis://…` or `postgres://…` for several server processes behind one load
 //! balancer.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
+use tower::util::Either;
 use tower_twilio::{
     BoxError,
-    replay::{
-        Claim, ClaimToken, MemoryStore, PostgresStore, RedisFuture, RedisStore, ReplayKey,
-        ReplayStore, StoredAnswer,
-    },
+    events::OnSecurityEvent,
+    replay::{MemoryStore, PostgresStore, RedisStore, ReplayStoreError},
+    replay_guard::{ReplayGuardLayer, Scope},
 };
 
 /// Where the replay guard keeps what it has seen. `Debug` and `Display` hide a password.
@@ -68,107 +68,49 @@ impl fmt::Debug for ReplayGuardConfig {
     }
 }
 
-/// The store the server's guard uses: one type for both kinds, so that the router has one
-/// type. Its futures are boxed: a webhook costs a database write anyway.
-#[derive(Clone, Debug)]
-pub enum AnyStore {
-    /// [`ReplayGuardConfig::Memory`].
-    Memory(MemoryStore),
-    /// [`ReplayGuardConfig::Redis`].
-    Redis(RedisStore),
-    /// [`ReplayGuardConfig::Postgres`].
-    Postgres(PostgresStore),
-}
+/// The replay guard on the configured store: a tower [`Either`] of the guards on each kind of
+/// store, so that the router has one type whichever is configured.
+pub type AnyReplayGuardLayer = Either<
+    ReplayGuardLayer<MemoryStore>,
+    Either<ReplayGuardLayer<RedisStore>, ReplayGuardLayer<PostgresStore>>,
+>;
 
-impl AnyStore {
-    /// Opens the configured store (connects to Redis, or to PostgreSQL and creates the
-    /// store's table if it does not exist).
+impl ReplayGuardConfig {
+    /// The replay guard in `scope`, reporting to `sink`, on a store of its own of the
+    /// configured kind: connected to Redis, or to PostgreSQL with the store's table created if
+    /// it does not exist.
     ///
     /// # Errors
     ///
     /// When the server cannot be reached at start, or the table cannot be created.
-    pub async fn open(config: &ReplayGuardConfig) -> Result<Self, BoxError> {
-        Ok(match config {
-            ReplayGuardConfig::Memory => Self::Memory(MemoryStore::default()),
-            ReplayGuardConfig::Redis(url) => Self::Redis(
-                RedisStore::connect(url)
-                    .await
-                    .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?,
-            ),
-            ReplayGuardConfig::Postgres(url) => {
-                let store = PostgresStore::connect(url)
-                    .await
-                    .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?;
-                store
-                    .ensure_schema()
-                    .await
-                    .map_err(|error| format!("REPLAY_GUARD ({config}): {error}"))?;
-                Self::Postgres(store)
+    pub async fn guard<E>(&self, scope: Scope, sink: E) -> Result<AnyReplayGuardLayer, BoxError>
+    where
+        E: OnSecurityEvent + Send + Sync + 'static,
+    {
+        let failed = |error: ReplayStoreError| format!("REPLAY_GUARD ({self}): {error}");
+        Ok(match self {
+            Self::Memory => Either::Left(configured(MemoryStore::default(), scope, sink)),
+            Self::Redis(url) => {
+                let store = RedisStore::connect(url).await.map_err(failed)?;
+                Either::Right(Either::Left(configured(store, scope, sink)))
+            }
+            Self::Postgres(url) => {
+                let store = PostgresStore::connect(url).await.map_err(failed)?;
+                store.ensure_schema().await.map_err(failed)?;
+                Either::Right(Either::Right(configured(store, scope, sink)))
             }
         })
     }
 }
 
-impl ReplayStore for AnyStore {
-    type ClaimFuture = RedisFuture<Claim>;
-    type RenewFuture = RedisFuture<bool>;
-    type CompleteFuture = RedisFuture<()>;
-    type ReleaseFuture = RedisFuture<()>;
-    type WaitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-    fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
-        match self {
-            Self::Memory(store) => Box::pin(store.claim(key, lease)),
-            Self::Redis(store) => store.claim(key, lease),
-            Self::Postgres(store) => store.claim(key, lease),
-        }
-    }
-
-    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
-        match self {
-            Self::Memory(store) => Box::pin(store.renew(key, token, lease)),
-            Self::Redis(store) => store.renew(key, token, lease),
-            Self::Postgres(store) => store.renew(key, token, lease),
-        }
-    }
-
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) -> Self::CompleteFuture {
-        match self {
-            Self::Memory(store) => Box::pin(store.complete(key, token, answer, window)),
-            Self::Redis(store) => store.complete(key, token, answer, window),
-            Self::Postgres(store) => store.complete(key, token, answer, window),
-        }
-    }
-
-    fn wait(&self, key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
-        match self {
-            Self::Memory(store) => Box::pin(store.wait(key, attempt)),
-            Self::Redis(store) => Box::pin(store.wait(key, attempt)),
-            Self::Postgres(store) => Box::pin(store.wait(key, attempt)),
-        }
-    }
-
-    fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
-        match self {
-            Self::Memory(store) => Box::pin(store.release(key, token)),
-            Self::Redis(store) => store.release(key, token),
-            Self::Postgres(store) => store.release(key, token),
-        }
-    }
-
-    fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
-        match self {
-            Self::Memory(store) => store.release_detached(key, token),
-            Self::Redis(store) => store.release_detached(key, token),
-            Self::Postgres(store) => store.release_detached(key, token),
-        }
-    }
+/// The guard on `store` in `scope`, reporting to `sink`.
+fn configured<St, E>(store: St, scope: Scope, sink: E) -> ReplayGuardLayer<St>
+where
+    E: OnSecurityEvent + Send + Sync + 'static,
+{
+    ReplayGuardLayer::new(store)
+        .scope(scope)
+        .on_security_event(sink)
 }
 
 #[cfg(test)]

@@ -1,23 +1,24 @@
 //! The handlers: the three webhooks (reached only through the layer), health, and the JSON API
 //! over the webhook log and the message status history.
 
-use std::time::Duration;
+use std::{num::NonZeroU64, time::Duration};
 
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{Path, RawQuery, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tower_twilio::VerifiedWebhook;
 
 use crate::{
     db::{
-        CallEventKind, CallEventRow, Db, LoggedWebhook, NewCallEvent, NewStatus, ProcessedKey,
-        StatusRow,
+        CallEventKind, CallEventRow, Db, MessageStatusRow, Outcome, ProcessedKey, Timestamp,
+        WebhookRow,
     },
+    error::AppError,
     webhook_log::LogSender,
 };
 
@@ -68,7 +69,7 @@ pub async fn sms(
     Extension(webhook): Extension<VerifiedWebhook>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Twiml {
     let fields = Fields::of(&webhook, &headers, &body);
     let tenant = tenant_name(&state.db, &webhook).await;
     let text = fields.get("Body").unwrap_or_default();
@@ -90,7 +91,7 @@ pub async fn sms(
     let note = delay
         .map(|d| format!(" (answered after {} s)", d.as_secs()))
         .unwrap_or_default();
-    twiml(&format!(
+    Twiml(format!(
         "<Message>{}</Message>",
         xml_escape(&reply_text(&tenant, text, &media, &note))
     ))
@@ -140,9 +141,9 @@ pub const VOICE_MENU_PATH: &str = "/twilio/voice/menu";
 pub async fn voice(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
-) -> Response {
+) -> Twiml {
     let tenant = tenant_name(&state.db, &webhook).await;
-    twiml(&menu(&tenant))
+    Twiml(menu(&tenant))
 }
 
 /// `POST /twilio/voice/menu?step=…`: the voice menu, a TwiML document per step.
@@ -161,30 +162,47 @@ pub async fn voice(
 pub async fn voice_menu(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let step = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(name, _)| name == "step")
-        .map(|(_, value)| value.into_owned());
+    query: Result<Query<MenuQuery>, QueryRejection>,
+) -> Twiml {
+    // Any other step, or a query that does not read as one, is the main menu (see above).
+    let step = query.map_or(MenuStep::Main, |Query(query)| query.step);
     let back = format!(r#"<Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#);
-    match step.as_deref() {
-        Some("choice") => match webhook.params().get("Digits").filter(|d| !d.is_empty()) {
-            Some("1") => twiml(&format!(
+    match step {
+        MenuStep::Choice => match webhook.params().get("Digits").filter(|d| !d.is_empty()) {
+            Some("1") => Twiml(format!(
                 "<Say>This call's requests are signed by Twilio and verified by tower twilio. \
                  Each pass of this menu is a new request; a retry of one gets the same answer.</Say>{back}"
             )),
-            Some("2") => twiml("<Say>Goodbye.</Say><Hangup/>"),
-            Some(other) => twiml(&format!(
+            Some("2") => Twiml("<Say>Goodbye.</Say><Hangup/>".to_owned()),
+            Some(other) => Twiml(format!(
                 "<Say>{} is not an option.</Say>{back}",
                 xml_escape(other)
             )),
-            None => twiml(&format!("<Say>No choice was made.</Say>{back}")),
+            None => Twiml(format!("<Say>No choice was made.</Say>{back}")),
         },
-        _ => {
+        MenuStep::Main => {
             let tenant = tenant_name(&state.db, &webhook).await;
-            twiml(&menu(&tenant))
+            Twiml(menu(&tenant))
         }
     }
+}
+
+/// The query of the voice menu's URL.
+#[derive(Debug, Deserialize)]
+pub struct MenuQuery {
+    #[serde(default)]
+    step: MenuStep,
+}
+
+/// A part of the voice menu: `step=main` or `step=choice`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MenuStep {
+    /// The menu itself.
+    #[default]
+    Main,
+    /// What the digit the caller pressed does.
+    Choice,
 }
 
 /// The main menu: one digit, then back to the menu when nothing was pressed.
@@ -209,105 +227,84 @@ pub async fn status(
     Extension(webhook): Extension<VerifiedWebhook>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<StatusCode, AppError> {
     let fields = Fields::of(&webhook, &headers, &body);
     // The record a callback goes into is its tenant's: the layer always names one here (the
     // resolver does); the verified AccountSid stands in if a resolver did not.
-    let Some(tenant) = webhook.tenant_id().or(webhook.account_sid()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "a status callback needs an AccountSid\n",
-        )
-            .into_response();
+    let tenant = webhook
+        .tenant_id()
+        .or(webhook.account_sid())
+        .ok_or_else(|| AppError::BadRequest("a status callback needs an AccountSid".into()))?;
+    let non_empty = |name: &str| {
+        fields
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     };
-    let non_empty = |name: &str| fields.get(name).filter(|v| !v.is_empty());
     let message_sid = fields.get("MessageSid").or_else(|| fields.get("SmsSid"));
     let message_status = fields
         .get("MessageStatus")
         .or_else(|| fields.get("SmsStatus"));
     let call_sid = fields.get("CallSid");
-    let recorded = match (message_sid, message_status, call_sid) {
+    let received_at = Timestamp::now();
+    let account_sid = webhook.account_sid().map(str::to_owned);
+    match (message_sid, message_status, call_sid) {
         (Some(message_sid), Some(status), _) => {
-            let recorded = state
+            state
                 .db
-                .record_status(&NewStatus {
-                    message_sid,
-                    status,
+                .record_status(&MessageStatusRow {
+                    tenant_id: tenant.to_owned(),
+                    message_sid: message_sid.to_owned(),
+                    status: status.to_owned(),
                     error_code: non_empty("ErrorCode"),
-                    tenant_id: tenant,
-                    account_sid: webhook.account_sid(),
+                    account_sid,
+                    received_at,
                 })
-                .await;
+                .await?;
             tracing::info!(message_sid, status, tenant, "message status");
-            recorded
         }
         (_, _, Some(call_sid)) => {
-            let event = match (fields.get("RecordingStatus"), fields.get("CallStatus")) {
-                (Some(status), _) => Some(NewCallEvent {
-                    kind: CallEventKind::Recording,
-                    status,
-                    recording_sid: non_empty("RecordingSid"),
-                    duration: non_empty("RecordingDuration"),
-                    ..call_event(tenant, call_sid, &webhook)
-                }),
-                (None, Some(status)) => Some(NewCallEvent {
-                    status,
-                    duration: non_empty("CallDuration"),
-                    ..call_event(tenant, call_sid, &webhook)
-                }),
-                (None, None) => None,
-            };
-            let Some(event) = event.map(|e| NewCallEvent {
-                error_code: non_empty("ErrorCode"),
-                ..e
-            }) else {
-                return incomplete();
-            };
-            tracing::info!(
-                call_sid,
-                status = event.status,
-                kind = event.kind.as_str(),
-                tenant,
-                "call status"
-            );
-            state.db.record_call_event(&event).await
+            let (kind, status, recording_sid, duration) =
+                match (fields.get("RecordingStatus"), fields.get("CallStatus")) {
+                    (Some(status), _) => (
+                        CallEventKind::Recording,
+                        status,
+                        non_empty("RecordingSid"),
+                        non_empty("RecordingDuration"),
+                    ),
+                    (None, Some(status)) => {
+                        (CallEventKind::Call, status, None, non_empty("CallDuration"))
+                    }
+                    (None, None) => return Err(incomplete()),
+                };
+            state
+                .db
+                .record_call_event(&CallEventRow {
+                    tenant_id: tenant.to_owned(),
+                    call_sid: call_sid.to_owned(),
+                    kind,
+                    status: status.to_owned(),
+                    recording_sid,
+                    duration,
+                    error_code: non_empty("ErrorCode"),
+                    account_sid,
+                    received_at,
+                })
+                .await?;
+            let kind = kind.as_str();
+            tracing::info!(call_sid, status, kind, tenant, "call status");
         }
-        _ => return incomplete(),
-    };
-    match recorded {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => {
-            tracing::error!(%error, "recording a status callback failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+        _ => return Err(incomplete()),
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
-fn incomplete() -> Response {
-    (
-        StatusCode::BAD_REQUEST,
+fn incomplete() -> AppError {
+    AppError::BadRequest(
         "a status callback needs MessageSid and MessageStatus, or CallSid and CallStatus or \
-         RecordingStatus\n",
+         RecordingStatus"
+            .into(),
     )
-        .into_response()
-}
-
-/// A call event with the fields every kind has; the caller sets the rest.
-fn call_event<'a>(
-    tenant_id: &'a str,
-    call_sid: &'a str,
-    webhook: &'a VerifiedWebhook,
-) -> NewCallEvent<'a> {
-    NewCallEvent {
-        tenant_id,
-        call_sid,
-        kind: CallEventKind::Call,
-        status: "",
-        recording_sid: None,
-        duration: None,
-        error_code: None,
-        account_sid: webhook.account_sid(),
-    }
 }
 
 async fn tenant_name(db: &Db, webhook: &VerifiedWebhook) -> String {
@@ -353,13 +350,19 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// A TwiML response.
-fn twiml(verbs: &str) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>"#),
-    )
-        .into_response()
+/// A TwiML answer: these verbs inside `<Response>`.
+#[derive(Debug)]
+pub struct Twiml(String);
+
+impl IntoResponse for Twiml {
+    fn into_response(self) -> Response {
+        let verbs = self.0;
+        (
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response>{verbs}</Response>"#),
+        )
+            .into_response()
+    }
 }
 
 /// Escapes text for an XML element, dropping the characters XML 1.0 does not allow.
@@ -383,406 +386,184 @@ pub fn xml_escape(text: &str) -> String {
 // ---- health and API ------------------------------------------------------------------------
 
 /// A verified webhook for a path this server does not serve.
-pub async fn unknown_webhook() -> Response {
-    (StatusCode::NOT_FOUND, "no such webhook\n").into_response()
+pub async fn unknown_webhook() -> AppError {
+    AppError::NotFound("no such webhook".into())
 }
 
 /// `GET /healthz`: 200 when the database answers, 503 otherwise.
-pub async fn health(State(state): State<AppState>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => "ok\n".into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "health check: the database does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
-        }
-    }
+pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppError> {
+    state.db.ping().await?;
+    Ok("ok\n")
 }
 
-#[derive(Serialize)]
-struct ApiError {
-    error: String,
-}
-
-fn api_error(status: StatusCode, error: String) -> Response {
-    (status, Json(ApiError { error })).into_response()
-}
-
-/// One webhook-log entry in the API.
-#[derive(Serialize)]
-struct WebhookJson {
-    id: i64,
-    received_at: String,
-    method: String,
-    /// As received: still percent-encoded.
-    path: String,
-    /// The raw query, if any.
-    query: Option<String>,
-    /// The `User-Agent` header (unverified).
-    user_agent: Option<String>,
-    /// `verified` (the handler is running), `rejected`, `processed`, `failed` or `duplicate`.
-    outcome: String,
-    rejection_reason: Option<String>,
-    tenant_id: Option<String>,
-    account_sid: Option<String>,
-    message_sid: Option<String>,
-    message_status: Option<String>,
-    /// Which secret verified it: `primary`, `secondary` or `shared_key:<id>`.
-    credential: Option<String>,
-    /// The handler's status code (`processed`, `failed`).
-    status_code: Option<i64>,
-    /// The peer address (a proxy's, behind one).
-    client_ip: Option<String>,
-    /// `X-Request-Id`, as received or made by this server.
-    request_id: Option<String>,
-    call_sid: Option<String>,
-    call_status: Option<String>,
-    recording_status: Option<String>,
-    /// For a signature mismatch the mismatch doctor explained (`DIAGNOSE_MISMATCHES`): the URL
-    /// the signature matches and what to set; `null` otherwise.
-    diagnosis: Option<DiagnosisJson>,
-    /// For a `duplicate` (a copy: the handler did not run): the webhook whose stored first
-    /// answer it was given, when that is in this log; `null` otherwise (answered on an instance
-    /// with another log, or pruned).
-    copy_of: Option<CopyOfJson>,
-}
-
-/// The webhook a copy got its answer from.
-#[derive(Serialize)]
-struct CopyOfJson {
-    /// Its row id.
-    id: i64,
-    received_at: String,
-    /// When its answer, the one the replay guard stored and gave the copy, was logged.
-    answered_at: String,
-}
-
-/// What the mismatch doctor found.
-#[derive(Serialize)]
-struct DiagnosisJson {
-    matched_url: String,
-    fix: String,
-}
-
-impl From<LoggedWebhook> for WebhookJson {
-    fn from(row: LoggedWebhook) -> Self {
-        Self {
-            id: row.id,
-            received_at: rfc3339(row.received_at_ms),
-            method: row.method,
-            path: row.path,
-            query: row.query,
-            user_agent: row.user_agent,
-            outcome: row.outcome,
-            rejection_reason: row.rejection_reason,
-            tenant_id: row.tenant_id,
-            account_sid: row.account_sid,
-            message_sid: row.message_sid,
-            message_status: row.message_status,
-            credential: row.credential,
-            status_code: row.status_code,
-            client_ip: row.client_ip,
-            request_id: row.request_id,
-            call_sid: row.call_sid,
-            call_status: row.call_status,
-            recording_status: row.recording_status,
-            diagnosis: row
-                .diagnosis_url
-                .zip(row.diagnosis_fix)
-                .map(|(matched_url, fix)| DiagnosisJson { matched_url, fix }),
-            copy_of: None,
-        }
-    }
+/// One webhook-log entry in the API: its row, and for a `duplicate` (a copy: the handler did
+/// not run) the webhook whose stored first answer it was given, when that is in this log;
+/// `copy_of` is `null` otherwise (answered on an instance with another log, or pruned).
+#[derive(Debug, Serialize)]
+pub struct WebhookJson {
+    #[serde(flatten)]
+    row: WebhookRow,
+    copy_of: Option<ProcessedKey>,
 }
 
 /// Points each copy in `rows` at the processed webhook with its replay key that came last
 /// before it: the one whose stored answer it got (one in the normal case).
-fn link_copies(rows: Vec<LoggedWebhook>, processed: &[ProcessedKey]) -> Vec<WebhookJson> {
+fn link_copies(rows: Vec<WebhookRow>, processed: &[ProcessedKey]) -> Vec<WebhookJson> {
     rows.into_iter()
         .map(|row| {
-            let first = (row.outcome == "duplicate")
+            let copy_of = (row.outcome == Outcome::Duplicate)
                 .then_some(row.replay_key.as_deref())
                 .flatten()
                 .and_then(|key| {
                     processed
                         .iter()
                         .rfind(|p| p.replay_key == key && p.id < row.id)
-                });
-            let copy_of = first.map(|first| CopyOfJson {
-                id: first.id,
-                received_at: rfc3339(first.received_at_ms),
-                answered_at: rfc3339(first.updated_at_ms),
-            });
-            WebhookJson {
-                copy_of,
-                ..WebhookJson::from(row)
-            }
+                })
+                .cloned();
+            WebhookJson { row, copy_of }
         })
         .collect()
 }
 
-/// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first.
-pub async fn webhooks(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let limit = match parse_limit(query.as_deref()) {
-        Ok(limit) => limit,
-        Err(message) => return api_error(StatusCode::BAD_REQUEST, message),
-    };
-    // Show everything received before this request: let the writer catch up (bounded).
-    let _ = tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await;
-    let webhooks = async {
-        let rows = state.db.recent_webhooks(limit).await?;
-        // The webhooks whose stored answers the copies among them got.
-        let mut keys: Vec<&str> = rows
-            .iter()
-            .filter(|row| row.outcome == "duplicate")
-            .filter_map(|row| row.replay_key.as_deref())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let processed = state.db.processed_with_keys(&keys).await?;
-        Ok::<_, sqlx::Error>(link_copies(rows, &processed))
-    }
-    .await;
-    match webhooks {
-        Ok(webhooks) => Json(webhooks).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "reading the webhook log failed");
-            api_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable".into(),
-            )
-        }
-    }
+/// The query of `GET /api/webhooks`.
+#[derive(Debug, Deserialize)]
+pub struct WebhooksQuery {
+    /// How many entries: from 1, clamped to [`MAX_LIMIT`]; [`DEFAULT_LIMIT`] when absent.
+    limit: Option<NonZeroU64>,
 }
 
-/// The `limit` query parameter: a whole number from 1, clamped to [`MAX_LIMIT`].
-pub fn parse_limit(query: Option<&str>) -> Result<i64, String> {
-    let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(name, _)| name == "limit")
-        .map(|(_, value)| value)
-    else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    match value.trim().parse::<u64>() {
-        Ok(0) => Err("limit must be at least 1".to_owned()),
-        Ok(n) => Ok(i64::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT)),
-        Err(_) => Err(format!(
-            "limit must be a whole number from 1 to {MAX_LIMIT} (larger values are clamped), not {value:?}"
-        )),
-    }
+/// `GET /api/webhooks?limit=N`: the newest N webhooks (default 50, at most 500), newest first,
+/// each its row of the log (and, for a copy, what it is a copy of).
+pub async fn webhooks(
+    State(state): State<AppState>,
+    query: Result<Query<WebhooksQuery>, QueryRejection>,
+) -> Result<Json<Vec<WebhookJson>>, AppError> {
+    let Query(WebhooksQuery { limit }) = query.map_err(|rejection| {
+        AppError::BadRequest(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT} (larger values are clamped): {}",
+            rejection.body_text()
+        ))
+    })?;
+    let limit = limit.map_or(DEFAULT_LIMIT, |n| {
+        i64::try_from(n.get()).map_or(MAX_LIMIT, |n| n.min(MAX_LIMIT))
+    });
+    // Show everything received before this request: let the writer catch up (bounded).
+    let _ = tokio::time::timeout(FLUSH_WAIT, state.log.flush()).await;
+    let rows = state.db.recent_webhooks(limit).await?;
+    // The webhooks whose stored answers the copies among them got.
+    let mut keys: Vec<&str> = rows
+        .iter()
+        .filter(|row| row.outcome == Outcome::Duplicate)
+        .filter_map(|row| row.replay_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let processed = state.db.processed_with_keys(&keys).await?;
+    Ok(Json(link_copies(rows, &processed)))
 }
 
 /// A message's records: one per tenant that sent a callback for it.
-#[derive(Serialize)]
-struct MessageJson {
+#[derive(Debug, Serialize)]
+pub struct MessageJson {
     message_sid: String,
     records: Vec<MessageRecordJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct MessageRecordJson {
     tenant_id: String,
     account_sid: Option<String>,
     /// The latest status.
     status: String,
     /// Every status callback, oldest first.
-    history: Vec<StatusJson>,
-}
-
-#[derive(Serialize)]
-struct StatusJson {
-    status: String,
-    error_code: Option<String>,
-    received_at: String,
-}
-
-fn unavailable(what: &str, error: &sqlx::Error) -> Response {
-    tracing::error!(%error, "reading the {what} failed");
-    api_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the database is unavailable".into(),
-    )
-}
-
-/// Groups rows ordered by tenant into one `T` per tenant.
-fn by_tenant<R, T>(
-    rows: Vec<R>,
-    tenant: impl Fn(&R) -> &str,
-    make: impl Fn(Vec<R>) -> T,
-) -> Vec<T> {
-    let mut groups: Vec<Vec<R>> = Vec::new();
-    for row in rows {
-        match groups.last_mut() {
-            Some(group)
-                if group
-                    .first()
-                    .is_some_and(|first| tenant(first) == tenant(&row)) =>
-            {
-                group.push(row);
-            }
-            _ => groups.push(vec![row]),
-        }
-    }
-    groups.into_iter().map(make).collect()
+    history: Vec<MessageStatusRow>,
 }
 
 /// `GET /api/messages/{MessageSid}`: each tenant's status history of the message (a tenant's
 /// callbacks only ever go into its own record); 404 when none was recorded.
-pub async fn message(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
-    let rows: Vec<StatusRow> = match state.db.message_history(&sid).await {
-        Ok(rows) => rows,
-        Err(error) => return unavailable("message history", &error),
-    };
+pub async fn message(
+    State(state): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<Json<MessageJson>, AppError> {
+    let rows = state.db.message_history(&sid).await?;
     if rows.is_empty() {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            format!("no status callback recorded for message {sid:?}"),
-        );
+        return Err(AppError::NotFound(format!(
+            "no status callback recorded for message {sid:?}"
+        )));
     }
-    let records = by_tenant(
-        rows,
-        |r| &r.tenant_id,
-        |rows| {
-            let last = rows
-                .last()
-                .map(|r| (r.tenant_id.clone(), r.account_sid.clone(), r.status.clone()));
-            let (tenant_id, account_sid, status) = last.unwrap_or_default();
-            MessageRecordJson {
-                tenant_id,
-                account_sid,
-                status,
-                history: rows
-                    .into_iter()
-                    .map(|row| StatusJson {
-                        status: row.status,
-                        error_code: row.error_code,
-                        received_at: rfc3339(row.received_at_ms),
-                    })
-                    .collect(),
-            }
-        },
-    );
-    Json(MessageJson {
+    // The rows come by tenant: one record per run of a tenant's rows.
+    let records = rows
+        .chunk_by(|a, b| a.tenant_id == b.tenant_id)
+        .filter_map(|history| {
+            let last = history.last()?;
+            Some(MessageRecordJson {
+                tenant_id: last.tenant_id.clone(),
+                account_sid: last.account_sid.clone(),
+                status: last.status.clone(),
+                history: history.to_vec(),
+            })
+        })
+        .collect();
+    Ok(Json(MessageJson {
         message_sid: sid,
         records,
-    })
-    .into_response()
+    }))
 }
 
 /// A call's records: one per tenant that sent a callback for it.
-#[derive(Serialize)]
-struct CallJson {
+#[derive(Debug, Serialize)]
+pub struct CallJson {
     call_sid: String,
     records: Vec<CallRecordJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct CallRecordJson {
     tenant_id: String,
     account_sid: Option<String>,
     /// The latest call status (empty when only recordings were reported).
     status: String,
     /// Every call status callback, oldest first.
-    history: Vec<CallStatusJson>,
+    history: Vec<CallEventRow>,
     /// Every recording status callback, oldest first.
-    recordings: Vec<RecordingJson>,
-}
-
-#[derive(Serialize)]
-struct CallStatusJson {
-    status: String,
-    /// `CallDuration`, in seconds, once the call has ended.
-    duration: Option<String>,
-    error_code: Option<String>,
-    received_at: String,
-}
-
-#[derive(Serialize)]
-struct RecordingJson {
-    recording_sid: Option<String>,
-    status: String,
-    /// `RecordingDuration`, in seconds.
-    duration: Option<String>,
-    error_code: Option<String>,
-    received_at: String,
+    recordings: Vec<CallEventRow>,
 }
 
 /// `GET /api/calls/{CallSid}`: each tenant's status and recording history of the call; 404
 /// when none was recorded.
-pub async fn call(State(state): State<AppState>, Path(sid): Path<String>) -> Response {
-    let rows: Vec<CallEventRow> = match state.db.call_history(&sid).await {
-        Ok(rows) => rows,
-        Err(error) => return unavailable("call history", &error),
-    };
+pub async fn call(
+    State(state): State<AppState>,
+    Path(sid): Path<String>,
+) -> Result<Json<CallJson>, AppError> {
+    let rows = state.db.call_history(&sid).await?;
     if rows.is_empty() {
-        return api_error(
-            StatusCode::NOT_FOUND,
-            format!("no status callback recorded for call {sid:?}"),
-        );
+        return Err(AppError::NotFound(format!(
+            "no status callback recorded for call {sid:?}"
+        )));
     }
-    let records = by_tenant(
-        rows,
-        |r| &r.tenant_id,
-        |rows| {
-            let tenant_id = rows[0].tenant_id.clone();
-            let account_sid = rows.iter().rev().find_map(|r| r.account_sid.clone());
-            let mut record = CallRecordJson {
+    // The rows come by tenant: one record per run of a tenant's rows.
+    let records = rows
+        .chunk_by(|a, b| a.tenant_id == b.tenant_id)
+        .filter_map(|events| {
+            let tenant_id = events.first()?.tenant_id.clone();
+            let account_sid = events.iter().rev().find_map(|e| e.account_sid.clone());
+            let (recordings, history): (Vec<_>, Vec<_>) = events
+                .iter()
+                .cloned()
+                .partition(|event| event.kind == CallEventKind::Recording);
+            Some(CallRecordJson {
                 tenant_id,
                 account_sid,
-                status: String::new(),
-                history: Vec::new(),
-                recordings: Vec::new(),
-            };
-            for row in rows {
-                let received_at = rfc3339(row.received_at_ms);
-                if row.kind == CallEventKind::Recording.as_str() {
-                    record.recordings.push(RecordingJson {
-                        recording_sid: row.recording_sid,
-                        status: row.status,
-                        duration: row.duration,
-                        error_code: row.error_code,
-                        received_at,
-                    });
-                } else {
-                    record.status.clone_from(&row.status);
-                    record.history.push(CallStatusJson {
-                        status: row.status,
-                        duration: row.duration,
-                        error_code: row.error_code,
-                        received_at,
-                    });
-                }
-            }
-            record
-        },
-    );
-    Json(CallJson {
+                status: history.last().map(|e| e.status.clone()).unwrap_or_default(),
+                history,
+                recordings,
+            })
+        })
+        .collect();
+    Ok(Json(CallJson {
         call_sid: sid,
         records,
-    })
-    .into_response()
-}
-
-/// `2026-11-28T12:00:00.123Z` from milliseconds since the Unix epoch (UTC).
-pub fn rfc3339(ms: i64) -> String {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let secs = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        ms_of_day % 1000
-    )
+    }))
 }
 
 #[cfg(test)]

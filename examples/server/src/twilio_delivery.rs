@@ -87,7 +87,7 @@ impl RetryPolicy {
     /// # Errors
     ///
     /// An empty or unknown item.
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, BoxError> {
         let mut policy = Self {
             connect: false,
             read: false,
@@ -109,7 +109,7 @@ impl RetryPolicy {
                     }
                 }
                 other => {
-                    return Err(format!("rp: {other:?} is not one of 4xx, 5xx, ct, rt, all"));
+                    return Err(format!("rp: {other:?} is not one of 4xx, 5xx, ct, rt, all").into());
                 }
             }
         }
@@ -159,44 +159,37 @@ impl Overrides {
         retry_policy: RetryPolicy::DEFAULT,
     };
 
-    /// Parses a fragment (without its `#`); an empty one is the defaults.
+    /// Parses a fragment (without its `#`), read as a form (`key=value&…`, as the page
+    /// describes it); an empty one is the defaults.
     ///
     /// # Errors
     ///
-    /// A pair without `=`, an unknown key, a value that is not a number or is out of the
-    /// documented range.
-    pub fn parse(fragment: &str) -> Result<Self, String> {
+    /// An unknown key, a value that is not a number or is out of the documented range.
+    pub fn parse(fragment: &str) -> Result<Self, BoxError> {
         let mut overrides = Self::DEFAULT;
-        for pair in fragment.split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("connection override {pair:?}: expected key=value"))?;
-            let millis = |min: u64, max: u64| -> Result<Duration, String> {
-                match value.parse::<u64>() {
-                    Ok(ms) if (min..=max).contains(&ms) => Ok(Duration::from_millis(ms)),
-                    _ => Err(format!(
-                        "connection override {key}: {value:?} is not a number of milliseconds from {min} to {max}"
-                    )),
-                }
+        for (key, value) in form_urlencoded::parse(fragment.as_bytes()) {
+            let number = |max: u64| value.parse::<u64>().ok().filter(|n| *n <= max);
+            let millis = |min: u64, max: u64| match number(max).filter(|ms| *ms >= min) {
+                Some(ms) => Ok(Duration::from_millis(ms)),
+                None => Err(format!(
+                    "connection override {key}: {value:?} is not a number of milliseconds from {min} to {max}"
+                )),
             };
-            match key {
+            match &*key {
                 "ct" => overrides.connect_timeout = millis(100, 10_000)?,
                 "rt" => overrides.read_timeout = millis(100, 15_000)?,
                 "tt" => overrides.total_time = millis(100, 15_000)?,
                 "rc" => {
-                    overrides.retry_count = match value.parse::<u32>() {
-                        Ok(n) if n <= 5 => n,
-                        _ => {
-                            return Err(format!(
-                                "connection override rc: {value:?} is not a count from 0 to 5"
-                            ));
-                        }
-                    }
+                    overrides.retry_count = number(5)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| {
+                            format!("connection override rc: {value:?} is not a count from 0 to 5")
+                        })?;
                 }
-                "rp" => overrides.retry_policy = RetryPolicy::parse(value)?,
+                "rp" => overrides.retry_policy = RetryPolicy::parse(&value)?,
                 // The egress edge and SNI: nothing to simulate.
                 "e" | "sni" => {}
-                other => return Err(format!("unknown connection override {other:?}")),
+                other => return Err(format!("unknown connection override {other:?}").into()),
             }
         }
         Ok(overrides)

@@ -24,20 +24,22 @@
 //! Nothing is written at the `Received` outcome: whether a request is a webhook or a forgery is
 //! only known once it has been verified.
 //!
-//! A verified webhook's final outcome also records the replay guard's key ([`note_replay_key`]),
-//! so that a copy (`duplicate`) can be pointed at the webhook whose stored answer it got.
+//! A verified webhook's row also records the key the replay guard claims for it
+//! ([`Scope::key`]; the hook knows the scope its routes are guarded in), so that a copy
+//! (`duplicate`) can be pointed at the webhook whose stored answer it got.
 //!
 //! # Memory stays bounded
 //!
 //! The webhook queue is bounded by admission control, not by dropping entries:
 //!
 //! - Before a request reaches the layer, [`admit`] takes a permit from a semaphore of
-//!   [`QUEUED_WEBHOOKS`]. A refused request gives it back as soon as it is refused (its entry
-//!   goes to the refused queue, bounded on its own); a verified webhook's permit travels with its
-//!   final entry and is given back once that is written. So at most [`QUEUED_WEBHOOKS`]
-//!   verified webhooks (two small entries each: verified, final) are ever queued or being
-//!   written, and requests in flight (bounded by the server's concurrency limit) hold the only
-//!   other permits. The mismatch doctor's diagnoses come on top, through the refused queue and
+//!   [`QUEUED_WEBHOOKS`]. A request the layer refuses gives it back as soon as it is answered
+//!   (its entry goes to the refused queue, bounded on its own); a verified webhook's permit
+//!   follows its entries through the webhook queue, and is given back once they are written.
+//!   So at most [`QUEUED_WEBHOOKS`] verified webhooks (two small entries each: verified,
+//!   final) are ever queued or being written, and requests in flight (bounded by the server's
+//!   concurrency limit) hold the only other permits. The mismatch doctor's diagnoses come on
+//!   top, through the refused queue and
 //!   bounded by the doctor's own budget (20 a second). When the database falls behind, new webhooks wait for admission (and, past
 //!   the request timeout, get a 503 that Twilio retries) instead of piling up in memory. A
 //!   concurrency limit alone would not do this: a request finishes long before its entries are
@@ -52,18 +54,19 @@
 //! user agent, 1 KiB for path and query), so that a forged request cannot make a row large;
 //! the writer prunes the table to [`Retention::max_rows`] rows and [`Retention::max_age`]
 //! (histories by age too) at start, then every [`Retention::prune_every`] new rows and at least
-//! once a minute while webhooks arrive. Each row keeps the client IP and the request id
-//! ([`tag_request`]).
+//! once a minute while webhooks arrive. Each row keeps the client IP and the request id: the
+//! `X-Request-Id` a proxy sent, when it is short and printable ([`drop_odd_request_id`]), else
+//! one tower-http's `SetRequestIdLayer` makes ([`RandomRequestId`]).
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use axum::{extract::ConnectInfo, http::HeaderValue};
 use axum::{
     extract::{Request, State},
+    http::{HeaderName, HeaderValue},
     middleware::Next,
     response::Response,
 };
@@ -71,17 +74,15 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch},
     task::JoinHandle,
 };
+use tower_http::request_id::{MakeRequestId, RequestId};
 use tower_twilio::{
-    VerifiedWebhook,
     doctor::Diagnosis,
     events::log::{WebhookLogEntry, WebhookOutcome},
-    replay::ReplayKey,
-    replay_guard::Scope,
-    signature::{IDEMPOTENCY_TOKEN_HEADER, SIGNATURE_HEADER},
+    replay_guard::{ReplayOutcome, Scope},
 };
 
 use crate::{
-    db::{Db, LogRow, MAX_LOG_BATCH, now_ms, to_ms},
+    db::{Db, MAX_LOG_BATCH, Outcome, Timestamp, WebhookRow},
     twilio_presets::random_hex,
 };
 
@@ -134,105 +135,34 @@ fn cap_opt(text: Option<&str>, max: usize) -> Option<String> {
     text.map(|t| cap(t, max))
 }
 
-/// What the server knows of a webhook's request that the layer's log entry does not carry.
-#[derive(Clone, Debug)]
-struct RequestTags {
-    client_ip: Option<String>,
-    request_id: String,
-    /// The request's place in the webhook queue ([`admit`]) and whether it was verified.
-    admission: Arc<Mutex<Admission>>,
-    /// The replay guard's key, once the request is verified ([`note_replay_key`]).
-    replay_key: Arc<OnceLock<String>>,
-}
-
-/// One request's standing with the webhook queue.
-#[derive(Debug, Default)]
-struct Admission {
-    /// Taken by [`admit`]; handed to the final entry of a verified webhook, dropped (given
-    /// back) with the request otherwise.
-    permit: Option<OwnedSemaphorePermit>,
-    /// Whether its `Verified` entry went on the webhook queue: its final entry must follow.
-    queued: bool,
-}
-
-tokio::task_local! {
-    static TAGS: RequestTags;
-}
-
 /// The request id header.
-const REQUEST_ID: &str = "x-request-id";
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Before the layer: gives each webhook a request id (keeping a sane `X-Request-Id` a proxy
-/// sent, else a random one, so that the layer's security events carry it too), answers with
-/// it, and makes it and the client IP available to the log hook.
-pub async fn tag_request(mut request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= ID_CAP && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| random_hex(16), str::to_owned);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID, value);
-    }
-    let client_ip = request
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string());
-    let tags = RequestTags {
-        client_ip,
-        request_id: request_id.clone(),
-        admission: Arc::default(),
-        replay_key: Arc::default(),
-    };
-    let mut response = TAGS.scope(tags, next.run(request)).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    response
-}
+/// Request ids for webhooks that come without one (tower-http's `SetRequestIdLayer` asks):
+/// 32 random hex digits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RandomRequestId;
 
-/// Placed between the signature layer and a replay guard of `scope`: notes the key the guard
-/// claims for the verified request (a SHA-256 of the signature, and in the delivery scope of
-/// the `I-Twilio-Idempotency-Token`: never the signature itself) for the log, which writes it
-/// with the webhook's final outcome. A copy's row and the row of the webhook whose stored answer
-/// it got then share it, and the API points from one to the other.
-///
-/// ```
-/// # use tower_twilio::{VerifiedBody, replay_guard::Scope};
-/// let layer = tower::util::MapRequestLayer::new(
-///     tower_twilio_example_server::webhook_log::note_replay_key::<VerifiedBody>(Scope::Delivery),
-/// );
-/// # let _ = layer;
-/// ```
-pub fn note_replay_key<B>(scope: Scope) -> impl Fn(http::Request<B>) -> http::Request<B> + Clone {
-    move |request: http::Request<B>| {
-        if let Some(key) = replay_key(&request, scope)
-            && let Ok(tags) = TAGS.try_with(|tags| Arc::clone(&tags.replay_key))
-        {
-            let _ = tags.set(key.to_hex());
-        }
-        request
+impl MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&random_hex(16))
+            .ok()
+            .map(RequestId::new)
     }
 }
 
-/// The key [`ReplayGuardLayer`](tower_twilio::replay_guard::ReplayGuardLayer) claims for a
-/// verified request: the algorithm and the `X-Twilio-Signature` that verified, with the
-/// delivery token in the delivery scope when there is one.
-fn replay_key<B>(request: &http::Request<B>, scope: Scope) -> Option<ReplayKey> {
-    let webhook = request.extensions().get::<VerifiedWebhook>()?;
-    let signature = request
-        .headers()
-        .get(SIGNATURE_HEADER)
-        .map(HeaderValue::as_bytes)
-        .filter(|signature| !signature.is_empty())?;
-    let token = request.headers().get(IDEMPOTENCY_TOKEN_HEADER);
-    Some(match (scope, token) {
-        (Scope::Delivery, Some(token)) => {
-            ReplayKey::for_delivery(webhook.algorithm(), signature, token.as_bytes())
-        }
-        _ => ReplayKey::new(webhook.algorithm(), signature),
-    })
+/// Before `SetRequestIdLayer`: removes an `X-Request-Id` that is empty, longer than 64 bytes
+/// or not printable ASCII, so that a random one replaces it (in the log, the security events
+/// and the answer). A sane one a proxy sent is kept.
+pub async fn drop_odd_request_id(mut request: Request) -> Request {
+    let odd = request.headers().get(X_REQUEST_ID).is_some_and(|id| {
+        let id = id.as_bytes();
+        id.is_empty() || id.len() > ID_CAP || !id.iter().all(u8::is_ascii_graphic)
+    });
+    if odd {
+        request.headers_mut().remove(X_REQUEST_ID);
+    }
+    request
 }
 
 /// The counter of refused requests whose log entry was dropped because the queue of refused
@@ -257,14 +187,19 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 enum Message {
     Entry(Box<Entry>),
     Flush(oneshot::Sender<()>),
+    /// A verified webhook's place in the webhook queue ([`admit`]), behind its entries: given
+    /// back once they are written (or given up on).
+    Release(OwnedSemaphorePermit),
 }
 
 impl Message {
-    /// Where it goes in arrival order: a flush after every entry already queued.
+    /// Where it goes in arrival order: a flush after every entry already queued, a place at
+    /// once (its webhook's entries are written: they were ahead of it).
     fn order(&self) -> u64 {
         match self {
             Self::Entry(entry) => entry.id,
             Self::Flush(_) => u64::MAX,
+            Self::Release(_) => 0,
         }
     }
 }
@@ -274,10 +209,7 @@ struct Entry {
     is_final: bool,
     /// The mismatch doctor's follow-up: only its diagnosis is written, into the webhook's row.
     diagnosis_only: bool,
-    row: LogRow,
-    /// A verified webhook's place in the webhook queue, given back once this, its final entry,
-    /// is written (or given up on).
-    permit: Option<OwnedSemaphorePermit>,
+    row: WebhookRow,
 }
 
 /// How many finished webhooks and refused requests keep their row id for a diagnosis that
@@ -285,10 +217,12 @@ struct Entry {
 /// flood of refusals can pass a whole refused queue in that time).
 const DIAGNOSABLE: usize = REFUSED_QUEUE;
 
-/// The sending side: the hook for the layer, and [`flush`](Self::flush).
+/// The sending side: the hook for the layer, the places in the webhook queue ([`admit`]), and
+/// [`flush`](Self::flush).
 #[derive(Clone, Debug)]
 pub struct LogSender {
     tx: mpsc::UnboundedSender<Message>,
+    permits: Arc<Semaphore>,
     refused: mpsc::Sender<Box<Entry>>,
     drops: Arc<Mutex<DropReport>>,
 }
@@ -336,6 +270,7 @@ pub fn spawn(db: Db, retention: Retention) -> (LogSender, LogWriter) {
     let task = tokio::spawn(run(db, rx, refused_rx, stop_rx, retention));
     let sender = LogSender {
         tx,
+        permits: Arc::new(Semaphore::new(QUEUED_WEBHOOKS as usize)),
         refused,
         drops: Arc::default(),
     };
@@ -345,46 +280,31 @@ pub fn spawn(db: Db, retention: Retention) -> (LogSender, LogWriter) {
 impl LogSender {
     /// The callback for `TwilioSignatureLayer::on_webhook`: sorts each entry onto the webhook
     /// or the refused queue (see the module docs).
-    pub fn hook(&self) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
+    pub fn hook(&self, scope: Scope) -> impl Fn(&WebhookLogEntry) + Send + Sync + 'static {
         let sender = self.clone();
-        move |entry: &WebhookLogEntry| sender.send(entry)
+        move |entry: &WebhookLogEntry| sender.send(entry, scope)
     }
 
-    fn send(&self, entry: &WebhookLogEntry) {
+    /// Queues `entry` of a webhook whose route is guarded in `scope`.
+    fn send(&self, entry: &WebhookLogEntry, scope: Scope) {
         if entry.outcome == WebhookOutcome::Received {
             // Nothing is known of it yet: written with its next outcome.
             return;
         }
-        let tags = TAGS.try_with(Clone::clone).ok();
-        let queued = match entry.outcome {
-            WebhookOutcome::Verified | WebhookOutcome::PassedInReportOnlyMode(_) => {
-                if let Some(tags) = &tags {
-                    lock(&tags.admission).queued = true;
-                }
-                true
-            }
-            // A final outcome: on the webhook queue if the webhook's earlier outcome is there.
-            _ => match &tags {
-                Some(tags) => lock(&tags.admission).queued,
-                // Outside `tag_request` (never in this server): by what the entry says.
-                None => entry.webhook.is_some(),
-            },
-        };
-        let mut row = Entry::from_layer(entry, tags.as_ref());
-        if !queued {
-            // Refused: its permit (if any) goes back with the request; the entry waits in the
-            // refused queue, or is dropped when that is full.
-            return match self.refused.try_send(Box::new(row)) {
+        let row = Box::new(Entry::from_layer(entry, scope));
+        // From its `Verified` outcome on, an entry carries the verified context: a verified
+        // webhook's entries go on the webhook queue. A refusal, a request dropped before it was
+        // verified and the doctor's diagnosis of a refusal go on the refused queue, or are
+        // dropped when it is full. (In report-only mode, which this server never turns on, a
+        // request passed on unverified would be logged as refused, once per outcome.)
+        if entry.webhook.is_none() {
+            return match self.refused.try_send(row) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => lock(&self.drops).dropped(),
                 Err(mpsc::error::TrySendError::Closed(row)) => after_shutdown(row.id),
             };
         }
-        if row.is_final {
-            row.permit = tags.and_then(|tags| lock(&tags.admission).permit.take());
-        }
-        if let Err(mpsc::error::SendError(message)) = self.tx.send(Message::Entry(Box::new(row)))
-            && let Message::Entry(row) = message
+        if let Err(mpsc::error::SendError(Message::Entry(row))) = self.tx.send(Message::Entry(row))
         {
             after_shutdown(row.id);
         }
@@ -525,7 +445,7 @@ impl Writer {
     /// Applies the retention limits; a failure is logged and tried again later.
     async fn prune(&mut self) {
         let max_age_ms = i64::try_from(self.retention.max_age.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now_ms().saturating_sub(max_age_ms);
+        let cutoff = Timestamp::now().millis().saturating_sub(max_age_ms);
         match self
             .db
             .prune(i64::from(self.retention.max_rows), cutoff)
@@ -553,6 +473,10 @@ impl Writer {
                 let lost = self.write_all_refused().await;
                 let _ = done.send(());
                 lost
+            }
+            Message::Release(permit) => {
+                drop(permit);
+                0
             }
         }
     }
@@ -596,8 +520,7 @@ impl Writer {
     }
 
     /// Writes `work`, retrying until it is written, or until the shutdown deadline passes;
-    /// returns how many entries were lost (0 or all). Dropping the entries afterwards gives
-    /// their permits back.
+    /// returns how many entries were lost (0 or all).
     async fn write(&mut self, work: Work) -> u64 {
         let mut backoff = Duration::from_millis(50);
         let entries = work.len();
@@ -639,7 +562,7 @@ impl Writer {
             Work::Refused(batch) => {
                 let (diagnoses, refusals): (Vec<&Entry>, Vec<&Entry>) =
                     batch.iter().partition(|entry| entry.diagnosis_only);
-                let rows: Vec<&LogRow> = refusals.iter().map(|entry| &entry.row).collect();
+                let rows: Vec<&WebhookRow> = refusals.iter().map(|entry| &entry.row).collect();
                 let ids = self.db.insert_refused(&rows).await?;
                 for (entry, row) in refusals.iter().zip(ids) {
                     self.remember(entry.id, row);
@@ -659,8 +582,7 @@ impl Writer {
         Ok(())
     }
 
-    /// After a webhook's final outcome: forget its row, but for a late diagnosis (the caller
-    /// drops the entry, and with it the webhook's permit).
+    /// After a webhook's final outcome: forget its row, but for a late diagnosis.
     fn finish(&mut self, work: &Work) {
         if let Work::Webhook(entry) = work
             && entry.is_final
@@ -686,8 +608,9 @@ impl Writer {
             let finished = self.finished.iter().rev().find(|(id, _)| *id == entry.id);
             finished.map(|&(_, row)| row)
         });
+        let diagnosis = &entry.row.diagnosis;
         if let (Some(row), Some(url), Some(fix)) =
-            (row, &entry.row.diagnosis_url, &entry.row.diagnosis_fix)
+            (row, &diagnosis.diagnosis_url, &diagnosis.diagnosis_fix)
             && let Err(error) = self.db.set_webhook_diagnosis(row, url, fix).await
         {
             tracing::warn!(%error, "adding a diagnosis to the webhook log failed");
@@ -713,30 +636,31 @@ impl Work {
 }
 
 impl Entry {
-    /// `tags`: set by `tag_request` around the layer (absent only outside it).
-    fn from_layer(entry: &WebhookLogEntry, tags: Option<&RequestTags>) -> Self {
-        let mut row = LogRow {
-            received_at_ms: to_ms(entry.received_at),
-            method: cap(entry.method.as_str(), ID_CAP),
-            path: cap(&entry.path, URL_PART_CAP),
-            query: cap_opt(entry.query.as_deref(), URL_PART_CAP),
-            user_agent: cap_opt(entry.user_agent.as_deref(), USER_AGENT_CAP),
-            outcome: entry.outcome.as_str(),
-            // The tenant and (unverified, on a rejection) account the layer knows of.
-            tenant_id: cap_opt(entry.tenant_id.as_deref(), ID_CAP),
-            account_sid: cap_opt(entry.account_sid.as_deref(), ID_CAP),
-            client_ip: tags.and_then(|t| t.client_ip.clone()),
-            request_id: tags.map(|t| t.request_id.clone()),
-            replay_key: tags.and_then(|t| t.replay_key.get().cloned()),
-            ..LogRow::default()
-        };
+    /// `scope`: the replay guard's, on the webhook's route.
+    fn from_layer(entry: &WebhookLogEntry, scope: Scope) -> Self {
+        // A diagnosis has no outcome of its own: only its columns are written, into the
+        // webhook's row.
+        let outcome = Outcome::of(entry.outcome).unwrap_or(Outcome::Rejected);
+        let mut row = WebhookRow::new(
+            Timestamp::from(entry.received_at),
+            cap(entry.method.as_str(), ID_CAP),
+            cap(&entry.path, URL_PART_CAP),
+            outcome,
+        );
+        row.query = cap_opt(entry.query.as_deref(), URL_PART_CAP);
+        row.user_agent = cap_opt(entry.user_agent.as_deref(), USER_AGENT_CAP);
+        // The tenant and (unverified, on a rejection) account the layer knows of.
+        row.tenant_id = cap_opt(entry.tenant_id.as_deref(), ID_CAP);
+        row.account_sid = cap_opt(entry.account_sid.as_deref(), ID_CAP);
+        row.client_ip = entry.client_ip.map(|ip| ip.to_string());
+        row.request_id = cap_opt(entry.request_id.as_deref(), ID_CAP);
         if let Some(diagnosis) = &entry.diagnosis {
-            row.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
-            row.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
+            row.diagnosis.diagnosis_url = Some(cap(diagnosis.matched_url(), URL_PART_CAP));
+            row.diagnosis.diagnosis_fix = Some(cap(&server_fix(diagnosis), URL_PART_CAP));
         }
         match entry.outcome {
             WebhookOutcome::Rejected(kind) | WebhookOutcome::PassedInReportOnlyMode(kind) => {
-                row.rejection_reason = Some(kind.as_str());
+                row.rejection_reason = Some(kind.as_str().to_owned());
             }
             WebhookOutcome::Processed(status) | WebhookOutcome::Failed(Some(status)) => {
                 row.status_code = Some(i64::from(status.as_u16()));
@@ -758,13 +682,13 @@ impl Entry {
             row.call_sid = field(&["CallSid"]);
             row.call_status = field(&["CallStatus"]);
             row.recording_status = field(&["RecordingStatus"]);
+            row.replay_key = scope.key(webhook).map(|key| key.to_hex());
         }
         Self {
             id: entry.id,
             is_final: entry.outcome.is_final(),
             diagnosis_only: entry.outcome == WebhookOutcome::Diagnosed,
             row,
-            permit: None,
         }
     }
 }
@@ -778,19 +702,38 @@ pub fn server_fix(diagnosis: &Diagnosis) -> String {
     }
 }
 
-/// Takes a place in the webhook queue before a request reaches the layer: the log hook hands
-/// it to the webhook's final entry if the request is verified, and it goes back once that is
-/// written; a refused request gives it back when it ends. See the module docs.
-pub async fn admit(
-    State(permits): State<Arc<Semaphore>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Takes a place in the webhook queue before a request reaches the layer, and gives it back:
+/// at once when the layer refused the request (its entry is on the refused queue), else behind
+/// the webhook's entries in the webhook queue, once they are written. See the module docs.
+pub async fn admit(State(log): State<LogSender>, request: Request, next: Next) -> Response {
     // The semaphore is never closed, so acquiring cannot fail.
-    if let Ok(permit) = permits.acquire_owned().await
-        && let Ok(admission) = TAGS.try_with(|tags| Arc::clone(&tags.admission))
-    {
-        lock(&admission).permit = Some(permit);
+    let Ok(permit) = Arc::clone(&log.permits).acquire_owned().await else {
+        return next.run(request).await;
+    };
+    let mut place = Place {
+        permit: Some(permit),
+        log: &log,
+    };
+    let response = next.run(request).await;
+    // Only a verified webhook reaches the replay guard, which marks every answer it gives.
+    if ReplayOutcome::of(&response).is_none() {
+        drop(place.permit.take());
     }
-    next.run(request).await
+    response
+}
+
+/// A request's place in the webhook queue: sent behind its entries when dropped (also when the
+/// request is, before it was answered), unless given back before.
+struct Place<'a> {
+    permit: Option<OwnedSemaphorePermit>,
+    log: &'a LogSender,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            // After shutdown, the permit is simply dropped.
+            let _ = self.log.tx.send(Message::Release(permit));
+        }
+    }
 }

@@ -31,6 +31,7 @@
 #![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 use std::{
+    fmt,
     net::SocketAddr,
     sync::{
         Arc,
@@ -43,7 +44,10 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -116,44 +120,9 @@ async fn main() -> std::process::ExitCode {
     let slow = slow(&args, &token).await;
     let forged = forged(&args, &token).await;
 
-    let ok = mixed.wrong == 0
-        && mixed.server_errors == 0
-        && mixed.transport_errors == 0
-        && flood.got_413 == args.flood
-        && slow.cut_off == args.slow
-        && slow.others_failed == 0
-        && forged.refused == args.forged
-        && forged.genuine_failed == 0;
-    println!(
-        "loadtest: mixed {} requests in {:.1} s ({:.0}/s): {} wrong verdicts, {} 5xx, {} transport errors; \
-         flood {}/{} got 413 in {:.1} s; slow {}/{} cut off (after {:.1}-{:.1} s), {} other webhooks meanwhile, {} failed, slowest {} ms; \
-         forged {}/{} refused in {:.1} s ({:.0}/s), {} genuine meanwhile, {} failed, median {:.1} ms, slowest {:.1} ms; {}",
-        mixed.sent,
-        mixed.elapsed.as_secs_f64(),
-        mixed.sent as f64 / mixed.elapsed.as_secs_f64(),
-        mixed.wrong,
-        mixed.server_errors,
-        mixed.transport_errors,
-        flood.got_413,
-        args.flood,
-        flood.elapsed.as_secs_f64(),
-        slow.cut_off,
-        args.slow,
-        slow.first_cut.as_secs_f64(),
-        slow.last_cut.as_secs_f64(),
-        slow.others,
-        slow.others_failed,
-        slow.slowest_other.as_millis(),
-        forged.refused,
-        args.forged,
-        forged.elapsed.as_secs_f64(),
-        args.forged as f64 / forged.elapsed.as_secs_f64(),
-        forged.genuine,
-        forged.genuine_failed,
-        forged.genuine_median.as_secs_f64() * 1000.0,
-        forged.genuine_slowest.as_secs_f64() * 1000.0,
-        if ok { "PASS" } else { "FAIL" },
-    );
+    let ok = mixed.passed() && flood.passed() && slow.passed() && forged.passed();
+    let verdict = if ok { "PASS" } else { "FAIL" };
+    println!("loadtest: {mixed}; {flood}; {slow}; {forged}; {verdict}");
     if ok {
         std::process::ExitCode::SUCCESS
     } else {
@@ -167,6 +136,28 @@ struct Mixed {
     server_errors: u64,
     transport_errors: u64,
     elapsed: Duration,
+}
+
+impl Mixed {
+    const fn passed(&self) -> bool {
+        self.wrong == 0 && self.server_errors == 0 && self.transport_errors == 0
+    }
+}
+
+impl fmt::Display for Mixed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "mixed {} requests in {seconds:.1} s ({:.0}/s): {} wrong verdicts, {} 5xx, {} \
+             transport errors",
+            self.sent,
+            self.sent as f64 / seconds,
+            self.wrong,
+            self.server_errors,
+            self.transport_errors
+        )
+    }
 }
 
 /// One valid, forged, oversize or malformed webhook, by `n % 4`; returns the expected status.
@@ -256,6 +247,44 @@ fn webhook(args: &Args, path: &str, secret: &str, malformed: bool) -> Request<Fu
     webhook_for(args, &args.account_sid, path, secret, malformed)
 }
 
+/// Sends one genuine SMS to `path`: how long its answer took, and whether it was a 200.
+async fn genuine_sms(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    args: &Args,
+    path: &str,
+    token: &str,
+) -> (Duration, bool) {
+    let request = webhook(args, path, token, false);
+    let begun = Instant::now();
+    let answer = tokio::time::timeout(EXCHANGE_LIMIT, client.request(request)).await;
+    let took = begun.elapsed();
+    match answer {
+        Ok(Ok(response)) if response.status() == StatusCode::OK => {
+            let _ = response.into_body().collect().await;
+            (took, true)
+        }
+        _ => (took, false),
+    }
+}
+
+/// Counts in `count` the answer to request `n` of a kind (`what`) when it has the `expected`
+/// status; reports any other answer, or none, on standard error.
+fn tally(
+    (what, n): (&str, u64),
+    answer: Result<Result<StatusCode, tower_twilio::BoxError>, tokio::time::error::Elapsed>,
+    expected: StatusCode,
+    count: &AtomicU64,
+) {
+    match answer {
+        Ok(Ok(status)) if status == expected => {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Ok(status)) => eprintln!("{what} #{n}: got {status}"),
+        Ok(Err(error)) => eprintln!("{what} #{n}: {error}"),
+        Err(_) => eprintln!("{what} #{n}: no answer within {EXCHANGE_LIMIT:?}"),
+    }
+}
+
 /// [`webhook`] naming `account_sid`.
 fn webhook_for(
     args: &Args,
@@ -318,8 +347,22 @@ async fn read_status(stream: &mut TcpStream) -> Result<StatusCode, tower_twilio:
 }
 
 struct Flood {
+    sent: u64,
     got_413: u64,
     elapsed: Duration,
+}
+
+impl Flood {
+    const fn passed(&self) -> bool {
+        self.got_413 == self.sent
+    }
+}
+
+impl fmt::Display for Flood {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (got, sent, seconds) = (self.got_413, self.sent, self.elapsed.as_secs_f64());
+        write!(f, "flood {got}/{sent} got 413 in {seconds:.1} s")
+    }
 }
 
 async fn flood(args: &Arc<Args>) -> Flood {
@@ -332,32 +375,50 @@ async fn flood(args: &Arc<Args>) -> Flood {
             let path = format!("/twilio/sms?flood={n}");
             let answer =
                 tokio::time::timeout(EXCHANGE_LIMIT, announce(args.addr, &path, 10_000_000)).await;
-            match answer {
-                Ok(Ok(StatusCode::PAYLOAD_TOO_LARGE)) => {
-                    got.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(Ok(status)) => eprintln!("flood #{n}: got {status}"),
-                Ok(Err(error)) => eprintln!("flood #{n}: {error}"),
-                Err(_) => eprintln!("flood #{n}: no answer within {EXCHANGE_LIMIT:?}"),
-            }
+            tally(("flood", n), answer, StatusCode::PAYLOAD_TOO_LARGE, &got);
         }));
     }
     for task in tasks {
         let _ = task.await;
     }
     Flood {
+        sent: args.flood,
         got_413: got.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     }
 }
 
 struct Slow {
+    sent: u64,
     cut_off: u64,
     first_cut: Duration,
     last_cut: Duration,
     others: u64,
     others_failed: u64,
     slowest_other: Duration,
+}
+
+impl Slow {
+    const fn passed(&self) -> bool {
+        self.cut_off == self.sent && self.others_failed == 0
+    }
+}
+
+impl fmt::Display for Slow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "slow {}/{} cut off (after {:.1}-{:.1} s), {} other webhooks meanwhile, {} failed, \
+             slowest {} ms",
+            self.cut_off,
+            self.sent,
+            self.first_cut.as_secs_f64(),
+            self.last_cut.as_secs_f64(),
+            self.others,
+            self.others_failed,
+            self.slowest_other.as_millis()
+        )
+    }
 }
 
 async fn slow(args: &Arc<Args>, token: &Arc<str>) -> Slow {
@@ -392,17 +453,10 @@ async fn slow(args: &Arc<Args>, token: &Arc<str>) -> Slow {
     let (mut others, mut others_failed, mut slowest) = (0, 0, Duration::ZERO);
     while started.elapsed() < Duration::from_secs(args.request_timeout_secs + 2) {
         let path = format!("/twilio/sms?during_slow={others}");
-        let request = webhook(args, &path, token, false);
-        let begun = Instant::now();
-        let answer = tokio::time::timeout(EXCHANGE_LIMIT, client.request(request)).await;
-        slowest = slowest.max(begun.elapsed());
+        let (took, answered) = genuine_sms(&client, args, &path, token).await;
+        slowest = slowest.max(took);
         others += 1;
-        match answer {
-            Ok(Ok(response)) if response.status() == StatusCode::OK => {
-                let _ = response.into_body().collect().await;
-            }
-            _ => others_failed += 1,
-        }
+        others_failed += u64::from(!answered);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut cuts = Vec::new();
@@ -412,6 +466,7 @@ async fn slow(args: &Arc<Args>, token: &Arc<str>) -> Slow {
         }
     }
     Slow {
+        sent: args.slow,
         cut_off: cuts.len() as u64,
         first_cut: cuts.iter().min().copied().unwrap_or_default(),
         last_cut: cuts.iter().max().copied().unwrap_or_default(),
@@ -464,12 +519,37 @@ async fn trickle(addr: SocketAddr, path: &str) -> Result<StatusCode, tower_twili
 }
 
 struct Forged {
+    sent: u64,
     refused: u64,
     elapsed: Duration,
     genuine: u64,
     genuine_failed: u64,
     genuine_median: Duration,
     genuine_slowest: Duration,
+}
+
+impl Forged {
+    const fn passed(&self) -> bool {
+        self.refused == self.sent && self.genuine_failed == 0
+    }
+}
+
+impl fmt::Display for Forged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "forged {}/{} refused in {seconds:.1} s ({:.0}/s), {} genuine meanwhile, {} failed, \
+             median {:.1} ms, slowest {:.1} ms",
+            self.refused,
+            self.sent,
+            self.sent as f64 / seconds,
+            self.genuine,
+            self.genuine_failed,
+            self.genuine_median.as_secs_f64() * 1000.0,
+            self.genuine_slowest.as_secs_f64() * 1000.0
+        )
+    }
 }
 
 /// The forged SMS number `n`: a made-up account (even `n`) or the tenant's with a wrong token.
@@ -511,14 +591,7 @@ async fn forged(args: &Arc<Args>, token: &Arc<str>) -> Forged {
                     Ok::<_, tower_twilio::BoxError>(status)
                 })
                 .await;
-                match answer {
-                    Ok(Ok(StatusCode::FORBIDDEN)) => {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(Ok(status)) => eprintln!("forged #{n}: got {status}"),
-                    Ok(Err(error)) => eprintln!("forged #{n}: {error}"),
-                    Err(_) => eprintln!("forged #{n}: no answer within {EXCHANGE_LIMIT:?}"),
-                }
+                tally(("forged", n), answer, StatusCode::FORBIDDEN, &refused);
             }
         }));
     }
@@ -527,16 +600,9 @@ async fn forged(args: &Arc<Args>, token: &Arc<str>) -> Forged {
     let (mut latencies, mut genuine_failed) = (Vec::new(), 0);
     while next.load(Ordering::Relaxed) < args.forged {
         let path = format!("/twilio/sms?during_forged={}", latencies.len());
-        let request = webhook(args, &path, token, false);
-        let begun = Instant::now();
-        let answer = tokio::time::timeout(EXCHANGE_LIMIT, genuine_client.request(request)).await;
-        latencies.push(begun.elapsed());
-        match answer {
-            Ok(Ok(response)) if response.status() == StatusCode::OK => {
-                let _ = response.into_body().collect().await;
-            }
-            _ => genuine_failed += 1,
-        }
+        let (took, answered) = genuine_sms(&genuine_client, args, &path, token).await;
+        latencies.push(took);
+        genuine_failed += u64::from(!answered);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     for flooder in flooders {
@@ -545,6 +611,7 @@ async fn forged(args: &Arc<Args>, token: &Arc<str>) -> Forged {
     let elapsed = started.elapsed();
     latencies.sort();
     Forged {
+        sent: args.forged,
         refused: refused.load(Ordering::Relaxed),
         elapsed,
         genuine: latencies.len() as u64,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tower_twilio_example_server::{
-    db::{LogRow, now_ms},
+    db::{Outcome, Timestamp, WebhookRow},
     webhook_log::Retention,
 };
 
@@ -93,13 +93,12 @@ async fn retention_by_rows_and_age(db: TestDb) {
     let store = db.open().await;
     for age_days in [40, 3] {
         store
-            .insert_webhook(&LogRow {
-                received_at_ms: now_ms() - age_days * day_ms,
-                method: "POST".to_owned(),
-                path: format!("/twilio/old-{age_days}"),
-                outcome: "rejected",
-                ..LogRow::default()
-            })
+            .insert_webhook(&WebhookRow::new(
+                Timestamp::from_millis(Timestamp::now().millis() - age_days * day_ms),
+                "POST".to_owned(),
+                format!("/twilio/old-{age_days}"),
+                Outcome::Rejected,
+            ))
             .await
             .unwrap();
     }

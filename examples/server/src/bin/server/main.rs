@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     };
     let location = match Location::parse(&cli.database_url) {
         Ok(location) => location,
-        Err(message) => return fail(&message),
+        Err(error) => return fail(&error.to_string()),
     };
     let result = match cli.command {
         Some(Command::Tenant(command)) => runtime.block_on(tenant::run(&location, command)),
