@@ -8,7 +8,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_twilio::{
-    Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody, verify::VerifyError,
+    Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody, signature::Algorithm,
+    verify::VerifyError,
 };
 
 // The benchmark's payloads and requests, so that these counts are about what it times.
@@ -17,6 +18,8 @@ use tower_twilio::{
 mod payloads;
 
 use payloads::{PAYLOADS, PUBLIC_BASE, Payload, TOKEN};
+
+use crate::support::twilio_signature;
 
 fn verify(payload: &Payload, signature: &str, secret: &Secret) -> Result<(), VerifyError> {
     payload.request(signature).verify([secret]).map(drop)
@@ -203,13 +206,7 @@ fn layer_peak(
 /// A form request for `/twilio/sms` with this body and a signature made by `token`.
 fn form_request(body: Vec<u8>, token: &str) -> Request<Full<Bytes>> {
     let url = format!("{PUBLIC_BASE}/twilio/sms");
-    let params = tower_twilio::form::Params::parse(&body);
-    let signature = tower_twilio::signature::sign(
-        token.as_bytes(),
-        tower_twilio::signature::Algorithm::HmacSha1,
-        &url,
-        params.iter(),
-    );
+    let signature = twilio_signature(token, Algorithm::HmacSha1, &url, &body);
     Request::post("/twilio/sms")
         .header("host", "example.com")
         .header("content-type", "application/x-www-form-urlencoded")

@@ -19,9 +19,8 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
     Credentials, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer, VerifiedBody,
     VerifiedWebhook,
-    form::Params,
     resolver::{AccountMap, ResolveRequest},
-    signature::{Algorithm, sign, url_with_body_sha256},
+    signature::{Algorithm, url_with_body_sha256},
 };
 
 use crate::support::*;
@@ -34,24 +33,6 @@ const TOKEN_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 fn secret(text: &str) -> Secret {
     Secret::new(text).unwrap()
-}
-
-fn sign_url_only(secret_text: &str, url: &str) -> String {
-    sign(
-        secret_text.as_bytes(),
-        Algorithm::HmacSha1,
-        url,
-        Params::default().iter(),
-    )
-}
-
-fn sign_params(secret_text: &str, algorithm: Algorithm, url: &str, body: &str) -> String {
-    sign(
-        secret_text.as_bytes(),
-        algorithm,
-        url,
-        Params::parse(body.as_bytes()).iter(),
-    )
 }
 
 /// What the inner service saw: how many calls, and the last verified context.
@@ -115,7 +96,7 @@ fn signed_sms(token: &str, body: &str) -> Request<Full<Bytes>> {
     form_post(
         "/twilio/sms",
         body,
-        &sign_params(token, Algorithm::HmacSha1, &url, body),
+        &twilio_signature(token, Algorithm::HmacSha1, &url, body),
     )
 }
 
@@ -146,7 +127,7 @@ const PATH_ATTACKS: [&str; 8] = [
 #[tokio::test]
 async fn a_signature_for_one_path_does_not_verify_at_another() {
     let body = sms_body(ACCOUNT_A);
-    let signature = sign_params(
+    let signature = twilio_signature(
         TOKEN_A,
         Algorithm::HmacSha1,
         &format!("{PUBLIC}/twilio/sms"),
@@ -203,7 +184,7 @@ async fn a_captured_sms_webhook_does_not_reach_the_recordings_route() {
                 .on_security_event(()),
         );
     let body = sms_body(ACCOUNT_A);
-    let signature = sign_params(
+    let signature = twilio_signature(
         TOKEN_A,
         Algorithm::HmacSha1,
         &format!("{PUBLIC}/twilio/sms"),
@@ -240,7 +221,12 @@ async fn query_pairs_past_a_thousand_are_not_dropped() {
     for i in 1..1000 {
         query.push_str(&format!("&p{i}=v"));
     }
-    let signature = sign_url_only(TOKEN_A, &format!("{PUBLIC}/twilio/voice?{query}"));
+    let signature = twilio_signature(
+        TOKEN_A,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/voice?{query}"),
+        "",
+    );
     // `'` in the signed-for query forces the lenient re-serialisations to be computed.
     let appended = format!("/twilio/voice?{query}&To=%2B1999&Tenant=evil&x='");
     let seen = Seen::default();
@@ -277,7 +263,7 @@ async fn query_pairs_past_a_thousand_are_not_dropped() {
 fn json_webhook() -> (String, String, &'static str) {
     let body = r#"{"AccountSid":"AC0123456789abcdef0123456789abcdef","MessageStatus":"delivered"}"#;
     let url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), body.as_bytes());
-    let signature = sign_url_only(TOKEN_A, &url);
+    let signature = twilio_signature(TOKEN_A, Algorithm::HmacSha1, &url, "");
     let target = url[PUBLIC.len()..].to_owned();
     (target, signature, body)
 }
@@ -323,7 +309,7 @@ async fn a_json_webhook_replayed_as_get_head_or_a_form_fails_the_body_hash() {
 #[tokio::test]
 async fn only_get_and_post_verify() {
     let body = sms_body(ACCOUNT_A);
-    let signature = sign_params(
+    let signature = twilio_signature(
         TOKEN_A,
         Algorithm::HmacSha1,
         &format!("{PUBLIC}/twilio/sms"),
@@ -417,7 +403,7 @@ async fn query_and_body_naming_two_accounts_are_refused() {
         &format!("{PUBLIC}/twilio/status?AccountSid={ACCOUNT_B}"),
         json.as_bytes(),
     );
-    let signature = sign_url_only(TOKEN_B, &url);
+    let signature = twilio_signature(TOKEN_B, Algorithm::HmacSha1, &url, "");
     let request = Request::post(&url[PUBLIC.len()..])
         .header("content-type", "application/json")
         .header("x-twilio-signature", &signature)
@@ -437,7 +423,7 @@ async fn query_and_body_naming_two_accounts_are_refused() {
     // Form: the query says B, the body says A.
     let body = sms_body(ACCOUNT_A);
     let url = format!("{PUBLIC}/twilio/sms?AccountSid={ACCOUNT_B}");
-    let signature = sign_params(TOKEN_B, Algorithm::HmacSha1, &url, &body);
+    let signature = twilio_signature(TOKEN_B, Algorithm::HmacSha1, &url, &body);
     let seen = Seen::default();
     let outcome = send(
         layer_for(two_tenants()),
@@ -460,7 +446,7 @@ async fn a_shared_key_verifies_only_for_its_own_account() {
     // B signs, with B's SharedKey, a body that names A.
     let body = sms_body(ACCOUNT_A);
     let url = format!("{PUBLIC}/twilio/sms");
-    let signature = sign_params("shared-secret-of-b", Algorithm::HmacSha256, &url, &body);
+    let signature = twilio_signature("shared-secret-of-b", Algorithm::HmacSha256, &url, &body);
     let request = |signature: &str| {
         Request::post("/twilio/sms")
             .header("content-type", FORM)
@@ -511,7 +497,7 @@ async fn a_shared_key_verifies_only_for_its_own_account() {
 
     // The same key, signing a body that names its own account, verifies and reports it.
     let own = sms_body(ACCOUNT_B);
-    let signature = sign_params("shared-secret-of-b", Algorithm::HmacSha256, &url, &own);
+    let signature = twilio_signature("shared-secret-of-b", Algorithm::HmacSha256, &url, &own);
     let request = Request::post("/twilio/sms")
         .header("content-type", FORM)
         .header("x-twilio-signature", &signature)
@@ -534,7 +520,7 @@ async fn a_shared_key_verifies_only_for_its_own_account() {
 async fn a_shared_key_without_an_account_verifies_nothing() {
     let body = sms_body(ACCOUNT_B);
     let url = format!("{PUBLIC}/twilio/sms");
-    let signature = sign_params("shared-secret-of-b", Algorithm::HmacSha256, &url, &body);
+    let signature = twilio_signature("shared-secret-of-b", Algorithm::HmacSha256, &url, &body);
     let request = Request::post("/twilio/sms")
         .header("content-type", FORM)
         .header("x-twilio-signature", &signature)
@@ -581,7 +567,7 @@ async fn event_streams_webhooks_verify_by_path() {
         &format!("{PUBLIC}/twilio/events/tenant-b"),
         events.as_bytes(),
     );
-    let signature = sign_url_only(TOKEN_B, &url);
+    let signature = twilio_signature(TOKEN_B, Algorithm::HmacSha1, &url, "");
     let by_path = |request: ResolveRequest| async move {
         Ok(match request.uri().path() {
             "/twilio/events/tenant-b" => Some(
@@ -666,7 +652,7 @@ async fn malformed_account_sids_and_key_ids_never_reach_the_resolver() {
             .header("content-type", FORM)
             .header(
                 "x-twilio-signature",
-                sign_params("s", Algorithm::HmacSha256, "x", ""),
+                twilio_signature("s", Algorithm::HmacSha256, "x", ""),
             )
             .header(
                 "x-twilio-webhooks-signature-settings",
@@ -723,7 +709,7 @@ async fn a_forwarded_field_the_proxy_does_not_set_is_ignored() {
     // The attacker captured a webhook Twilio signed for https://evil.example/twilio/sms
     // (another app's URL) and replays it through our nginx, naming that host in `Forwarded`.
     let body = sms_body(ACCOUNT_A);
-    let evil = sign_params(
+    let evil = twilio_signature(
         TOKEN_A,
         Algorithm::HmacSha1,
         "https://evil.example/twilio/sms",
@@ -759,7 +745,7 @@ async fn a_forwarded_field_the_proxy_does_not_set_is_ignored() {
     assert_eq!(event.client_ip, "198.51.100.7".parse().ok());
 
     // The genuine webhook, signed for our URL, verifies through the same proxy.
-    let ours = sign_params(
+    let ours = twilio_signature(
         TOKEN_A,
         Algorithm::HmacSha1,
         "https://api.example.com/twilio/sms",

@@ -22,9 +22,10 @@ use tower_twilio::{
         log::{OnWebhook, WebhookLogEntry, WebhookOutcome},
     },
     public_url::{ForwardedField, ForwardedHeaders, Scheme},
+    signature::Algorithm,
 };
 
-use crate::support::{RecordingSink, SMS_BODY, body_string, sign_form, token};
+use crate::support::{RecordingSink, SMS_BODY, TOKEN, body_string, token, twilio_signature};
 
 /// The doctor's budget in these tests, as the guide suggests.
 const PER_SECOND: u32 = 20;
@@ -45,7 +46,7 @@ fn webhook(target: &str, signed_url: &str, headers: &[(&str, &str)]) -> Request<
         .header("content-type", "application/x-www-form-urlencoded")
         .header(
             "x-twilio-signature",
-            sign_form(&token(), signed_url, SMS_BODY),
+            twilio_signature(TOKEN, Algorithm::HmacSha1, signed_url, SMS_BODY),
         );
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -309,7 +310,10 @@ async fn a_raised_parameter_limit_holds_for_the_doctor() {
         .on_security_event(sink.clone());
     let request = Request::post("/twilio/sms")
         .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", sign_form(&token(), signed_url, &body))
+        .header(
+            "x-twilio-signature",
+            twilio_signature(TOKEN, Algorithm::HmacSha1, signed_url, &body),
+        )
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let response = ServiceBuilder::new()
@@ -510,8 +514,9 @@ fn many_hosts(count: usize) -> String {
 /// `X-Forwarded-Host`.
 fn forged_with_hosts(hosts: &http::HeaderValue) -> Request<Full<Bytes>> {
     let target = "/twilio/sms";
-    let forged = crate::support::sign_form(
-        &tower_twilio::Secret::new("not-the-token-at-all").unwrap(),
+    let forged = twilio_signature(
+        "not-the-token-at-all",
+        Algorithm::HmacSha1,
         &format!("https://hooks.example.com{target}"),
         SMS_BODY,
     );
@@ -591,7 +596,12 @@ fn the_doctor_holds_little_whatever_the_headers_say() {
         HeaderValue::from_str(&many_hosts(2_000)).unwrap(),
     );
     headers.insert("x-forwarded-prefix", HeaderValue::from_static("/app"));
-    let signature = crate::support::sign_form(&token(), "https://elsewhere.example/x", SMS_BODY);
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        "https://elsewhere.example/x",
+        SMS_BODY,
+    );
     let request = WebhookRequest::new(&Method::POST, &url, SMS_BODY.as_bytes())
         .content_type(b"application/x-www-form-urlencoded")
         .signature(signature.as_bytes());

@@ -16,6 +16,7 @@ use tower_twilio::{
         log::{WebhookLogEntry, WebhookOutcome},
     },
     resolver::{Resolution, ResolveRequest},
+    signature::Algorithm,
 };
 
 use crate::support::*;
@@ -32,7 +33,12 @@ fn with_context(mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
 
 /// Replaces the body of a signed form POST, signed again for the new body.
 fn resign(request: &mut Request<Full<Bytes>>, body: &str) {
-    let signature = sign_form(&token(), &format!("{PUBLIC}/twilio/sms"), body);
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        body,
+    );
     request
         .headers_mut()
         .insert("x-twilio-signature", signature.parse().unwrap());
@@ -80,12 +86,7 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
                 &format!("{PUBLIC}/twilio/sms"),
                 b"{}",
             );
-            let sig = tower_twilio::signature::sign(
-                TOKEN.as_bytes(),
-                tower_twilio::signature::Algorithm::HmacSha1,
-                &url,
-                [("", ""); 0],
-            );
+            let sig = twilio_signature(TOKEN, Algorithm::HmacSha1, &url, "");
             *r.uri_mut() = url.strip_prefix(PUBLIC).unwrap().parse().unwrap();
             r.headers_mut()
                 .insert("content-type", "application/json".parse().unwrap());
@@ -230,7 +231,12 @@ async fn each_rejection_reason_emits_one_event_with_its_context() {
         let shown = format!("{event:?}");
         for secret in [
             TOKEN,
-            &sign_form(&token(), &format!("{PUBLIC}/twilio/sms"), SMS_BODY),
+            &twilio_signature(
+                TOKEN,
+                Algorithm::HmacSha1,
+                &format!("{PUBLIC}/twilio/sms"),
+                SMS_BODY,
+            ),
             "Hello",
         ] {
             assert!(
@@ -578,7 +584,12 @@ mod no_parameter_values {
             .diagnose_mismatches_per_second(20)
             .on_webhook(log)
             .on_security_event(sink.clone());
-        let signature = sign_form(&token(), &format!("{PUBLIC}{TARGET}"), SMS_BODY);
+        let signature = twilio_signature(
+            TOKEN,
+            Algorithm::HmacSha1,
+            &format!("{PUBLIC}{TARGET}"),
+            SMS_BODY,
+        );
         let request = Request::post(TARGET)
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-twilio-signature", signature)

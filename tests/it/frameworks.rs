@@ -35,6 +35,7 @@ use tokio::{
 use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
     PeerAddr, Rejection, RejectionKind, VerifiedBody, VerifiedWebhook, events::Outcome,
+    signature::Algorithm,
 };
 
 use crate::support::*;
@@ -178,7 +179,12 @@ async fn axum_answers_413_to_an_announced_10mb_body_without_reading_it() {
 
     // Only the head is sent. Were the server waiting for the body, the read below would time
     // out instead of seeing a response.
-    let signature = sign_form(&token(), &format!("{PUBLIC}/twilio/sms"), SMS_BODY);
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        SMS_BODY,
+    );
     let head = format!(
         "POST /twilio/sms HTTP/1.1\r\n\
          Host: {addr}\r\n\

@@ -31,9 +31,8 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
     Credentials, PeerAddr, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer,
     events::{Outcome, TracingSink},
-    form::Params,
     public_url::Scheme,
-    signature::{Algorithm, sign},
+    signature::Algorithm,
 };
 
 use crate::support::*;
@@ -87,16 +86,6 @@ fn exact_only(sink: &RecordingSink) -> Layer {
     fixed(sink).exact_urls_only(true)
 }
 
-/// The signature for a form POST of `body` to `url`, with the auth token.
-fn sig(url: &str, body: &[u8]) -> String {
-    sign(
-        TOKEN.as_bytes(),
-        Algorithm::HmacSha1,
-        url,
-        Params::parse(body).iter(),
-    )
-}
-
 /// A form POST to `target` with `body` and the given signature headers.
 fn post(target: &str, body: impl Into<Bytes>, signatures: &[&[u8]]) -> Request<Full<Bytes>> {
     let mut request = Request::post(target)
@@ -121,7 +110,12 @@ fn post_signed_for(
     signed_path: &str,
     signed_body: &str,
 ) -> Request<Full<Bytes>> {
-    let signature = sig(&format!("{PUBLIC}{signed_path}"), signed_body.as_bytes());
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}{signed_path}"),
+        signed_body,
+    );
     post(path, body.to_owned(), &[signature.as_bytes()])
 }
 
@@ -153,7 +147,12 @@ fn body_with_non_url_safe_signature() -> (String, String) {
     (0..)
         .map(|i| format!("Body=probe{i}&AccountSid=AC0123ffffffffffffffffffffffffffff"))
         .map(|body| {
-            let signature = sig(&format!("{PUBLIC}/twilio/sms"), body.as_bytes());
+            let signature = twilio_signature(
+                TOKEN,
+                Algorithm::HmacSha1,
+                &format!("{PUBLIC}/twilio/sms"),
+                &body,
+            );
             (body, signature)
         })
         .find(|(_, signature)| signature.contains(['+', '/']))
@@ -162,11 +161,11 @@ fn body_with_non_url_safe_signature() -> (String, String) {
 
 /// A SharedKey (HMAC-SHA256) request.
 fn shared_key_post(settings: &[&[u8]]) -> Request<Full<Bytes>> {
-    let signature = sign(
-        SHARED_SECRET.as_bytes(),
+    let signature = twilio_signature(
+        SHARED_SECRET,
         Algorithm::HmacSha256,
         &format!("{PUBLIC}/twilio/sms"),
-        Params::parse(SMS_BODY.as_bytes()).iter(),
+        SMS_BODY,
     );
     let mut request = post("/twilio/sms", SMS_BODY, &[signature.as_bytes()]);
     for value in settings {
@@ -224,7 +223,7 @@ fn rows() -> Vec<Row> {
     use RejectionKind::*;
 
     let url = format!("{PUBLIC}/twilio/sms");
-    let good = sig(&url, SMS_BODY.as_bytes());
+    let good = twilio_signature(TOKEN, Algorithm::HmacSha1, &url, SMS_BODY);
     let (probe_body, probe_sig) = body_with_non_url_safe_signature();
     let base64url = probe_sig.replace('+', "-").replace('/', "_");
     let oversized = "A".repeat(10 * 1024);
@@ -365,7 +364,7 @@ fn rows() -> Vec<Row> {
             fixed,
             {
                 let body: &[u8] = b"Body=caf%E9&Raw=\xff\xfe";
-                let signature = sig(&url, body);
+                let signature = twilio_signature(TOKEN, Algorithm::HmacSha1, &url, body);
                 post(
                     "/twilio/sms",
                     Bytes::from_static(body),
@@ -477,7 +476,8 @@ fn rows() -> Vec<Row> {
             {
                 let query = many_params(1001);
                 let path = format!("/twilio/sms?{query}");
-                let signature = sig(&format!("{PUBLIC}{path}"), b"");
+                let signature =
+                    twilio_signature(TOKEN, Algorithm::HmacSha1, &format!("{PUBLIC}{path}"), "");
                 Request::get(path)
                     .header("host", "internal:3000")
                     .header("x-twilio-signature", signature)
@@ -919,7 +919,12 @@ async fn connect(addr: SocketAddr) -> TcpStream {
 /// Connects to `addr` and sends a signed SMS webhook whose `Content-Length` announces 100 bytes
 /// more than follow.
 async fn send_short_body(addr: SocketAddr) -> TcpStream {
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        SMS_BODY,
+    );
     let mut stream = connect(addr).await;
     let announced = SMS_BODY.len() + 100;
     let request = format!(
@@ -980,7 +985,12 @@ async fn content_length_shorter_than_announced_from_a_silent_client_is_cut_by_th
 async fn bytes_past_content_length_are_not_part_of_the_body() {
     let sink = RecordingSink::default();
     let addr = serve(fixed(&sink), None).await;
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        SMS_BODY,
+    );
     let mut stream = connect(addr).await;
     let request = format!(
         "{}{SMS_BODY}&Body=smuggled",
@@ -1012,7 +1022,12 @@ async fn chunked_body_over_the_limit_is_a_413() {
         None,
     )
     .await;
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        SMS_BODY,
+    );
     let mut stream = connect(addr).await;
     bounded(
         stream.write_all(
@@ -1040,7 +1055,12 @@ async fn chunked_body_over_the_limit_is_a_413() {
 async fn absolute_form_target_verifies_against_the_configured_url() {
     let sink = RecordingSink::default();
     let addr = serve(fixed(&sink), None).await;
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        SMS_BODY,
+    );
     let mut stream = connect(addr).await;
     let request = format!(
         "{}{SMS_BODY}",
@@ -1081,7 +1101,12 @@ async fn absolute_form_target_verifies_against_the_configured_url() {
 async fn authority_form_target_is_refused() {
     let sink = RecordingSink::default();
     let addr = serve(fixed(&sink), None).await;
-    let signature = sig(&format!("{PUBLIC}/twilio/sms"), SMS_BODY.as_bytes());
+    let signature = twilio_signature(
+        TOKEN,
+        Algorithm::HmacSha1,
+        &format!("{PUBLIC}/twilio/sms"),
+        SMS_BODY,
+    );
     let mut stream = connect(addr).await;
     let request = format!(
         "{}{SMS_BODY}",

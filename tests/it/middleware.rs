@@ -17,10 +17,9 @@ use tower_twilio::{
     Credentials, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
     VerifiedWebhook,
     events::Outcome,
-    form::Params,
     public_url::{ForwardedField, ForwardedHeaders},
     resolver::ResolveRequest,
-    signature::{Algorithm, sign, url_with_body_sha256},
+    signature::{Algorithm, url_with_body_sha256},
 };
 
 use crate::support::*;
@@ -357,12 +356,7 @@ async fn the_resolver_sees_the_account_sid_of_form_get_and_json_requests() {
     let get_url = format!(
         "{PUBLIC}/twilio/voice?CallSid=CA1&AccountSid=AC11111111111111111111111111111111&From=%2B1415"
     );
-    let get_sig = sign(
-        token().expose_secret(),
-        Algorithm::HmacSha1,
-        &get_url,
-        Params::default().iter(),
-    );
+    let get_sig = twilio_signature(TOKEN, Algorithm::HmacSha1, &get_url, "");
     let get = Request::get(
         "/twilio/voice?CallSid=CA1&AccountSid=AC11111111111111111111111111111111&From=%2B1415",
     )
@@ -377,12 +371,7 @@ async fn the_resolver_sees_the_account_sid_of_form_get_and_json_requests() {
     let json =
         br#"{"AccountSid":"AC22222222222222222222222222222222","MessageStatus":"delivered"}"#;
     let json_url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), json);
-    let json_sig = sign(
-        token().expose_secret(),
-        Algorithm::HmacSha1,
-        &json_url,
-        Params::default().iter(),
-    );
+    let json_sig = twilio_signature(TOKEN, Algorithm::HmacSha1, &json_url, "");
     let json_request = Request::post(json_url.strip_prefix(PUBLIC).unwrap())
         .header("content-type", "application/json")
         .header("x-twilio-signature", json_sig)
@@ -436,12 +425,7 @@ async fn two_tenants_accept_exactly_what_their_secrets_signed() {
                    settings: Option<&str>| {
         let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
         let url = format!("{PUBLIC}/twilio/sms");
-        let signature = sign(
-            secret.expose_secret(),
-            algorithm,
-            &url,
-            Params::parse(body.as_bytes()).iter(),
-        );
+        let signature = twilio_signature(secret.expose_secret(), algorithm, &url, &body);
         let mut builder = Request::post("/twilio/sms")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("x-twilio-signature", signature);
@@ -761,12 +745,7 @@ async fn unresolvable_urls_and_unreadable_bodies_are_refused() {
 async fn the_debug_of_a_get_webhook_shows_no_parameter_value() {
     let sink = RecordingSink::default();
     let path = "/twilio/voice?CallSid=CA1&From=%2B14155550100";
-    let signature = sign(
-        token().expose_secret(),
-        Algorithm::HmacSha1,
-        &format!("{PUBLIC}{path}"),
-        Params::default().iter(),
-    );
+    let signature = twilio_signature(TOKEN, Algorithm::HmacSha1, &format!("{PUBLIC}{path}"), "");
     let request = Request::get(path)
         .header("x-twilio-signature", signature)
         .body(Full::new(Bytes::new()))

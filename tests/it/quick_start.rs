@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use tower_twilio::{PublicUrl, Secret};
+use tower_twilio::{PublicUrl, Secret, signature::Algorithm};
 
-use crate::support::{Captured, SMS_BODY, TOKEN, sign_form, token};
+use crate::support::{Captured, SMS_BODY, TOKEN, token, twilio_signature};
 
 #[allow(dead_code)] // its `main`: run by `cargo run --example quick_start`
 #[path = "../../examples/quick_start.rs"]
@@ -121,7 +121,7 @@ async fn a_signed_sms_gets_twiml_as_xml_and_a_refusal_shows_in_the_output() {
     let addr = serve(token()).await;
     let url = format!("http://{addr}/twilio/sms");
 
-    let signed = sign_form(&token(), &url, SMS_BODY);
+    let signed = twilio_signature(TOKEN, Algorithm::HmacSha1, &url, SMS_BODY);
     let (status, content_type, body) = post(addr, Some(signed)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // As text/plain, Twilio would send "<Response/>" back to the sender as an SMS.
@@ -135,7 +135,7 @@ async fn a_signed_sms_gets_twiml_as_xml_and_a_refusal_shows_in_the_output() {
 
     let (status, _, _) = post(addr, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let forged = sign_form(&Secret::new("not-the-token").unwrap(), &url, SMS_BODY);
+    let forged = twilio_signature("not-the-token", Algorithm::HmacSha1, &url, SMS_BODY);
     let (status, _, _) = post(addr, Some(forged)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let printed = output.text();

@@ -364,13 +364,14 @@ pub(crate) mod layer {
             Outcome, SecurityEvent, Severity,
             log::{WebhookLogEntry, WebhookOutcome},
         },
-        form::Params,
         replay::ReplayStore,
         replay_guard::{ReplayGuardLayer, ReplayOutcome},
-        signature::{Algorithm, sign, url_with_body_sha256},
+        signature::{Algorithm, url_with_body_sha256},
     };
 
-    use crate::support::{PUBLIC, RecordingSink, SMS_BODY, signed_post, token};
+    use crate::support::{
+        PUBLIC, RecordingSink, SMS_BODY, TOKEN, signed_post, token, twilio_signature,
+    };
 
     /// The inner service: counts its runs, answers with the next scripted status (200 when the
     /// script is empty), and can be held at a gate.
@@ -487,12 +488,7 @@ pub(crate) mod layer {
         let json =
             br#"{"AccountSid":"AC0123ffffffffffffffffffffffffffff","MessageStatus":"delivered"}"#;
         let url = url_with_body_sha256(&format!("{PUBLIC}/twilio/status"), json);
-        let signature = sign(
-            token().expose_secret(),
-            Algorithm::HmacSha1,
-            &url,
-            Params::default().iter(),
-        );
+        let signature = twilio_signature(TOKEN, Algorithm::HmacSha1, &url, "");
         Request::post(url.strip_prefix(PUBLIC).unwrap())
             .header("content-type", "application/json")
             .header("x-twilio-signature", signature)

@@ -4,9 +4,11 @@ use http::{HeaderMap, Method};
 use tower_twilio::{
     Secret,
     form::Params,
-    signature::{Algorithm, SignatureSettings, sign},
+    signature::{Algorithm, SignatureSettings},
     verify::WebhookRequest,
 };
+
+use crate::support::twilio_signature;
 
 const TOKEN: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f";
 
@@ -15,12 +17,7 @@ fn no_public_type_prints_the_secret() {
     let secret = Secret::new(TOKEN).unwrap();
     let url = "https://example.com/sms";
     let body = b"From=%2B14155550100&Body=hello";
-    let signature = sign(
-        secret.expose_secret(),
-        Algorithm::HmacSha1,
-        url,
-        Params::parse(body).iter(),
-    );
+    let signature = twilio_signature(secret.expose_secret(), Algorithm::HmacSha1, url, body);
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",

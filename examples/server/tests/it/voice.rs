@@ -3,9 +3,9 @@
 
 use http::StatusCode;
 use serde_json::Value;
-use tower_twilio_example_server::twilio_presets::{Body, CALL_STATUSES, Signer, sign_request};
+use tower_twilio_example_server::twilio_presets::CALL_STATUSES;
 
-use crate::support::{ACCOUNT, Server, TOKEN, TestDb, on_both_databases};
+use crate::support::{ACCOUNT, Server, TOKEN, TestDb, form_webhook, on_both_databases};
 
 on_both_databases! {
     /// Every `CallStatus` value is recorded in order; a recording callback is recorded beside
@@ -13,28 +13,14 @@ on_both_databases! {
     call_and_recording_callbacks_are_recorded;
 }
 
-fn form(
-    server: &Server,
-    pairs: &[(&str, &str)],
-) -> tower_twilio_example_server::twilio_presets::SignedRequest {
-    sign_request(
-        &format!("{}/twilio/status", server.base()),
-        Body::Form(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        ),
-        Signer::AuthToken(TOKEN.as_bytes()),
-    )
-}
-
 async fn call_and_recording_callbacks_are_recorded(db: TestDb) {
     let server = Server::start(db.config_with_account()).await;
     let call = "CA6666666666666666666666666666call";
     for &value in CALL_STATUSES {
-        let callback = form(
+        let callback = form_webhook(
             &server,
+            "/twilio/status",
+            TOKEN,
             &[
                 ("AccountSid", ACCOUNT),
                 ("ApiVersion", "2010-04-01"),
@@ -49,8 +35,10 @@ async fn call_and_recording_callbacks_are_recorded(db: TestDb) {
         let (code, body, _) = server.send(&callback).await;
         assert_eq!(code, StatusCode::NO_CONTENT, "{value}: {body}");
     }
-    let recording = form(
+    let recording = form_webhook(
         &server,
+        "/twilio/status",
+        TOKEN,
         &[
             ("AccountSid", ACCOUNT),
             ("CallSid", call),
@@ -101,7 +89,12 @@ async fn call_and_recording_callbacks_are_recorded(db: TestDb) {
     assert!(log.iter().all(|e| e["outcome"] == "processed"), "{log:#?}");
 
     // A callback with neither a message, a call nor a recording status is the handler's 400.
-    let neither = form(&server, &[("AccountSid", ACCOUNT), ("CallSid", call)]);
+    let neither = form_webhook(
+        &server,
+        "/twilio/status",
+        TOKEN,
+        &[("AccountSid", ACCOUNT), ("CallSid", call)],
+    );
     assert_eq!(server.send(&neither).await.0, StatusCode::BAD_REQUEST);
     let (code, _) = server.get("/api/calls/CA_not_a_call").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
