@@ -113,13 +113,13 @@ impl Collector {
 /// `http_body::Body` consumer.
 #[derive(Debug, Default, Clone)]
 pub struct VerifiedBody {
-    bytes: Option<Bytes>,
+    bytes: Full,
 }
 
 impl VerifiedBody {
     pub(crate) fn new(bytes: Bytes) -> Self {
         Self {
-            bytes: (!bytes.is_empty()).then_some(bytes),
+            bytes: Full::new(bytes),
         }
     }
 }
@@ -132,15 +132,46 @@ impl Body for VerifiedBody {
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.get_mut().bytes.take().map(|b| Ok(Frame::data(b))))
+        self.get_mut().bytes.poll_frame()
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
+        self.bytes.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        self.bytes.size_hint()
+    }
+}
+
+/// Bytes held in full, handed on as one data frame (none when empty): the verified request
+/// body, a rejection's body, a stored answer. The bodies that hold one call these from their
+/// own `Body` methods, with their own error type.
+#[derive(Default, Clone)]
+pub(crate) struct Full(Option<Bytes>);
+
+impl Full {
+    pub(crate) fn new(bytes: Bytes) -> Self {
+        Self((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub(crate) fn poll_frame<E>(&mut self) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+        Poll::Ready(self.0.take().map(|bytes| Ok(Frame::data(bytes))))
+    }
+
+    pub(crate) fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub(crate) fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.as_ref().map_or(0, |bytes| bytes.len() as u64))
+    }
+}
+
+/// As the bytes it holds, if any.
+impl std::fmt::Debug for Full {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -158,7 +189,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Rejection { bytes: Option<Bytes> },
+        Rejection { bytes: Full },
     }
 }
 
@@ -172,7 +203,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn rejection(bytes: Bytes) -> Self {
         Self {
             kind: Kind::Rejection {
-                bytes: (!bytes.is_empty()).then_some(bytes),
+                bytes: Full::new(bytes),
             },
         }
     }
@@ -217,23 +248,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Rejection { bytes } => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            KindProj::Rejection { bytes } => bytes.poll_frame(),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Rejection { bytes } => bytes.is_none(),
+            Kind::Rejection { bytes } => bytes.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Rejection { bytes } => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Kind::Rejection { bytes } => bytes.size_hint(),
         }
     }
 }

@@ -90,14 +90,13 @@ type StateOf<S, R, B> =
 /// The next state, or the rejection to answer with.
 type Step<S, R, B> = Result<StateOf<S, R, B>, Rejection>;
 
-impl<S, R, E, T, B, ResBody> ResponseFuture<S, R, E, T, B>
+// Only what starting needs: the bounds of polling are on the `Future` impl.
+impl<S, R, E, T, B> ResponseFuture<S, R, E, T, B>
 where
-    S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
+    S: Service<Request<VerifiedBody>>,
     R: ResolveCredentials,
     E: OnSecurityEvent + Send + Sync + 'static,
-    T: RejectionResponse<ResBody>,
     B: Body,
-    B::Error: Into<BoxError>,
 {
     pub(crate) fn new(
         request: Request<B>,

@@ -461,14 +461,19 @@ mod tests {
         (parts, url)
     }
 
-    /// A form POST of `body` to `path`, signed with the token.
-    fn signed_form(path: &str, body: &str) -> (Parts, RebuiltUrl) {
-        let signature = sign(
+    /// The token's `algorithm` signature of the form `body` sent to `PUBLIC` + `path`.
+    fn signature(algorithm: Algorithm, path: &str, body: &str) -> String {
+        sign(
             TOKEN.as_bytes(),
-            Algorithm::HmacSha1,
+            algorithm,
             &format!("{PUBLIC}{path}"),
             Params::parse(body.as_bytes()).iter(),
-        );
+        )
+    }
+
+    /// A form POST of `body` to `path`, signed with the token.
+    fn signed_form(path: &str, body: &str) -> (Parts, RebuiltUrl) {
+        let signature = signature(Algorithm::HmacSha1, path, body);
         request(
             Method::POST,
             path,
@@ -488,15 +493,18 @@ mod tests {
         result.expect_err("refused").kind
     }
 
-    /// `complete`, and the context the inner service would get.
+    /// `prepare` and `complete` of `body` with `parts` at `url`, and the context the inner
+    /// service would get.
     fn verify(
-        inbound: Inbound<'_>,
-        prepared: Prepared,
+        parts: &Parts,
+        body: &str,
+        url: &RebuiltUrl,
         resolution: Resolution,
         config: &Config,
     ) -> Result<VerifiedWebhook, Refusal> {
-        let url = inbound.url.url.clone();
-        complete(inbound, prepared, resolution, config).map(|v| v.into_webhook(url, None))
+        let prepared = prepared(parts, body, url);
+        complete(inbound(parts, body, url), prepared, resolution, config)
+            .map(|v| v.into_webhook(url.url.clone(), None))
     }
 
     #[test]
@@ -821,14 +829,8 @@ mod tests {
     #[test]
     fn complete_binds_the_account_to_the_credentials() {
         let (parts, url) = signed_form("/sms", SMS);
-        let run = |credentials: Credentials| {
-            verify(
-                inbound(&parts, SMS, &url),
-                prepared(&parts, SMS, &url),
-                Ok(Some(credentials)),
-                &config(),
-            )
-        };
+        let run =
+            |credentials: Credentials| verify(&parts, SMS, &url, Ok(Some(credentials)), &config());
         let owned = run(credentials().account(SID)).unwrap();
         assert_eq!(owned.account_sid(), Some(SID));
         let other = credentials().account("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
@@ -865,14 +867,7 @@ mod tests {
         parts
             .headers
             .insert(IDEMPOTENCY_TOKEN_HEADER, "idem-1".parse().unwrap());
-        let ready = prepared(&parts, SMS, &url);
-        let webhook = verify(
-            inbound(&parts, SMS, &url),
-            ready,
-            Ok(Some(credentials())),
-            &config(),
-        )
-        .unwrap();
+        let webhook = verify(&parts, SMS, &url, Ok(Some(credentials())), &config()).unwrap();
         assert_eq!(webhook.account_sid(), Some(SID));
         assert_eq!(webhook.tenant_id(), Some("acme"));
         assert_eq!(webhook.credential(), "primary");
@@ -890,13 +885,7 @@ mod tests {
         let rotated = Credentials::new()
             .auth_token("new", Secret::new("another-token").unwrap())
             .auth_token("old", token());
-        let webhook = verify(
-            inbound(&parts, SMS, &url),
-            prepared(&parts, SMS, &url),
-            Ok(Some(rotated)),
-            &config(),
-        )
-        .unwrap();
+        let webhook = verify(&parts, SMS, &url, Ok(Some(rotated)), &config()).unwrap();
         assert_eq!(webhook.credential(), "old");
         assert_eq!(webhook.tenant_id(), None);
     }
@@ -906,13 +895,7 @@ mod tests {
         let (parts, url) = signed_form("/sms", SMS);
         let forged = SMS.replace("Hi", "Hj");
         let run = |body: &str, resolution: Resolution| {
-            verify(
-                inbound(&parts, body, &url),
-                prepared(&parts, body, &url),
-                resolution,
-                &config(),
-            )
-            .expect_err("refused")
+            verify(&parts, body, &url, resolution, &config()).expect_err("refused")
         };
         let unknown = run(SMS, Ok(None));
         assert_eq!(unknown.kind, RejectionKind::UnknownAccount);
@@ -943,12 +926,7 @@ mod tests {
     #[test]
     fn complete_verifies_a_shared_key_request_only_with_that_key() {
         let settings = "key=k1,algorithm=HMAC_SHA256";
-        let signature = sign(
-            TOKEN.as_bytes(),
-            Algorithm::HmacSha256,
-            &format!("{PUBLIC}/sms"),
-            Params::parse(SMS.as_bytes()).iter(),
-        );
+        let signature = signature(Algorithm::HmacSha256, "/sms", SMS);
         let (parts, url) = request(
             Method::POST,
             "/sms",
@@ -958,14 +936,8 @@ mod tests {
                 ("x-twilio-webhooks-signature-settings", settings),
             ],
         );
-        let run = |credentials: Credentials| {
-            verify(
-                inbound(&parts, SMS, &url),
-                prepared(&parts, SMS, &url),
-                Ok(Some(credentials)),
-                &config(),
-            )
-        };
+        let run =
+            |credentials: Credentials| verify(&parts, SMS, &url, Ok(Some(credentials)), &config());
         // The same secret as an auth token does not count.
         let token_only = Credentials::new().auth_token("primary", token());
         assert_eq!(
@@ -1013,14 +985,7 @@ mod tests {
                 ("x-twilio-signature", &signature),
             ],
         );
-        let run = |body: &str| {
-            verify(
-                inbound(&parts, body, &url),
-                prepared(&parts, body, &url),
-                Ok(Some(credentials())),
-                &config(),
-            )
-        };
+        let run = |body: &str| verify(&parts, body, &url, Ok(Some(credentials())), &config());
         let webhook = run(body).unwrap();
         assert_eq!(webhook.covered(), Covered::BodySha256);
         assert_eq!(webhook.account_sid(), Some(SID));
@@ -1036,25 +1001,13 @@ mod tests {
     fn exact_urls_only_is_applied() {
         // Signed for the URL with its query re-serialised as twilio-node does (`%20` for `+`).
         let body = SMS;
-        let signature = sign(
-            TOKEN.as_bytes(),
-            Algorithm::HmacSha1,
-            &format!("{PUBLIC}/sms?q=a%20b"),
-            Params::parse(body.as_bytes()).iter(),
-        );
+        let signature = signature(Algorithm::HmacSha1, "/sms?q=a%20b", body);
         let (parts, url) = request(
             Method::POST,
             "/sms?q=a+b",
             &[("content-type", FORM), ("x-twilio-signature", &signature)],
         );
-        let run = |config: &Config| {
-            verify(
-                inbound(&parts, body, &url),
-                prepared(&parts, body, &url),
-                Ok(Some(credentials())),
-                config,
-            )
-        };
+        let run = |config: &Config| verify(&parts, body, &url, Ok(Some(credentials())), config);
         let lenient = run(&config()).unwrap();
         assert_eq!(lenient.url_form(), UrlForm::Normalized);
         let mut exact = config();

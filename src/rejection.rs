@@ -393,17 +393,7 @@ mod tests {
 
     #[test]
     fn kinds_from_verification_use_its_names_and_descriptions() {
-        use VerifyError::*;
-        for error in [
-            MissingSignature,
-            DuplicateSignature,
-            MalformedSettings,
-            UnsupportedAlgorithm,
-            MalformedSignature,
-            UnsupportedContentType,
-            SignatureMismatch,
-            BodyHashMismatch,
-        ] {
+        for error in VerifyError::ALL {
             let kind = RejectionKind::from(error);
             assert_eq!(kind.as_str(), error.as_str());
             assert_eq!(Rejection::new(kind).to_string(), error.to_string());

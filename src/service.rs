@@ -40,20 +40,7 @@ impl<S, R, E, T> TwilioSignature<S, R, E, T> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 impl<S: Clone, R: Clone, E, T> Clone for TwilioSignature<S, R, E, T> {
@@ -96,11 +83,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The inner service is used later, from the response future. Take the one that was
-        // driven to readiness and leave a clone in its place: see
-        // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = take_ready(&mut self.inner);
         ResponseFuture::new(
             request,
             inner,
@@ -109,3 +92,33 @@ where
         )
     }
 }
+
+/// The inner service that was driven to readiness, leaving a clone in its place: the response
+/// future calls it later, so it must be the ready one. See
+/// <https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services>.
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
+/// `get_ref`, `get_mut` and `into_inner` for a middleware service whose field `inner: S` is the
+/// service it wraps.
+macro_rules! inner_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+pub(crate) use inner_accessors;

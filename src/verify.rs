@@ -618,6 +618,21 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// Every kind, for tests that go through them all.
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 10] = [
+        Self::MethodNotAllowed,
+        Self::MissingSignature,
+        Self::DuplicateSignature,
+        Self::MalformedSettings,
+        Self::UnsupportedAlgorithm,
+        Self::MalformedSignature,
+        Self::UnsupportedContentType,
+        Self::TooManyParameters,
+        Self::SignatureMismatch,
+        Self::BodyHashMismatch,
+    ];
+
     /// A short, stable, snake_case name for logs and metrics (`"signature_mismatch"`).
     pub const fn as_str(self) -> &'static str {
         match self {

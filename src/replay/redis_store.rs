@@ -313,23 +313,7 @@ impl ReplayStore for RedisStore {
         })
     }
 
-    /// Spawns the release on the current tokio runtime; without one, the claim stays until its
-    /// lease runs out.
-    fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
-        super::store::spawn_release(self.release(key, token));
-    }
-
-    /// Spawns the completion on the current tokio runtime; without one, the claim lapses
-    /// after its lease.
-    fn complete_detached(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) {
-        super::store::spawn_complete(self.complete(key, token, answer, window));
-    }
+    super::store::spawn_detached_operations!();
 }
 
 impl fmt::Debug for RedisStore {

@@ -260,36 +260,49 @@ pub(crate) fn poll_backoff(attempt: u32) -> tokio::time::Sleep {
     tokio::time::sleep(backoff)
 }
 
-/// Runs a shared store's `release` on the current tokio runtime, for
-/// [`ReplayStore::release_detached`]; without a runtime, the claim stays until its lease runs
-/// out.
+/// [`ReplayStore::release_detached`] and [`ReplayStore::complete_detached`] for a store that
+/// talks to a server: each starts the operation on the current tokio runtime. Without one, a
+/// released claim stays until its lease runs out, and a completed one lapses after its lease.
 #[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn spawn_release<F>(release: F)
-where
-    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
-{
-    spawn_detached(
-        release,
-        "could not release a replay claim; it stays until its lease runs out",
-    );
-}
+macro_rules! spawn_detached_operations {
+    () => {
+        /// Spawns the release on the current tokio runtime; without one, the claim stays until
+        /// its lease runs out.
+        fn release_detached(
+            &self,
+            key: &$crate::replay::ReplayKey,
+            token: $crate::replay::ClaimToken,
+        ) {
+            $crate::replay::store::spawn_detached(
+                self.release(key, token),
+                "could not release a replay claim; it stays until its lease runs out",
+            );
+        }
 
-/// Runs a shared store's `complete` on the current tokio runtime, for
-/// [`ReplayStore::complete_detached`]; without a runtime, the claim lapses after its lease.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn spawn_complete<F>(complete: F)
-where
-    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
-{
-    spawn_detached(
-        complete,
-        "could not record a processed webhook whose request was dropped; a copy arriving \
-         after the claim's lease runs the handler again",
-    );
+        /// Spawns the completion on the current tokio runtime; without one, the claim lapses
+        /// after its lease.
+        fn complete_detached(
+            &self,
+            key: &$crate::replay::ReplayKey,
+            token: $crate::replay::ClaimToken,
+            answer: $crate::replay::StoredAnswer,
+            window: ::std::time::Duration,
+        ) {
+            $crate::replay::store::spawn_detached(
+                self.complete(key, token, answer, window),
+                "could not record a processed webhook whose request was dropped; a copy \
+                 arriving after the claim's lease runs the handler again",
+            );
+        }
+    };
 }
-
 #[cfg(any(feature = "redis", feature = "postgres"))]
-fn spawn_detached<F>(operation: F, failed: &'static str)
+pub(crate) use spawn_detached_operations;
+
+/// Runs a shared store's operation on the current tokio runtime, warning with `failed` when
+/// it fails; see [`spawn_detached_operations`].
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn spawn_detached<F>(operation: F, failed: &'static str)
 where
     F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
 {

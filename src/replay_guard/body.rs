@@ -31,7 +31,7 @@ pin_project! {
         },
         // Bytes held in full: a stored answer, a whole first answer, a refusal.
         Full {
-            data: Option<Bytes>,
+            data: crate::body::Full,
         },
         // What was read of the inner body (and the frame or error that stopped the reading),
         // then the rest of it.
@@ -54,7 +54,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn full(data: Bytes) -> Self {
         Self {
             kind: Kind::Full {
-                data: (!data.is_empty()).then_some(data),
+                data: crate::body::Full::new(data),
             },
         }
     }
@@ -96,7 +96,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => poll_inner(body, cx),
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Full { data } => data.poll_frame(),
             KindProj::Rest { prefix, held, body } => {
                 if let Some(prefix) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
@@ -112,7 +112,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Full { data } => data.is_none(),
+            Kind::Full { data } => data.is_end_stream(),
             Kind::Rest { prefix, held, body } => {
                 prefix.is_none() && held.is_none() && body.is_end_stream()
             }
@@ -122,9 +122,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Full { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Full { data } => data.size_hint(),
             Kind::Rest { prefix, body, .. } => {
                 let mut hint = body.size_hint();
                 let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);

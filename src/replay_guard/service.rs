@@ -27,20 +27,7 @@ impl<S, St> ReplayGuard<S, St> {
         Self { inner, settings }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the guard, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::service::inner_accessors!();
 }
 
 impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for ReplayGuard<S, St>
@@ -59,9 +46,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready goes with the request; a clone stays for the next.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let inner = crate::service::take_ready(&mut self.inner);
         ResponseFuture::new(request, inner, Arc::clone(&self.settings))
     }
 }

@@ -486,15 +486,12 @@ pub async fn message(
     Path(sid): Path<String>,
 ) -> Result<Json<MessageJson>, AppError> {
     let rows = state.db.message_history(&sid).await?;
-    if rows.is_empty() {
-        return Err(AppError::NotFound(format!(
-            "no status callback recorded for message {sid:?}"
-        )));
-    }
-    // The rows come by tenant: one record per run of a tenant's rows.
-    let records = rows
-        .chunk_by(|a, b| a.tenant_id == b.tenant_id)
-        .filter_map(|history| {
+    let records = by_tenant(
+        "message",
+        &sid,
+        &rows,
+        |row| &row.tenant_id,
+        |history| {
             let last = history.last()?;
             Some(MessageRecordJson {
                 tenant_id: last.tenant_id.clone(),
@@ -502,8 +499,8 @@ pub async fn message(
                 status: last.status.clone(),
                 history: history.to_vec(),
             })
-        })
-        .collect();
+        },
+    )?;
     Ok(Json(MessageJson {
         message_sid: sid,
         records,
@@ -536,15 +533,12 @@ pub async fn call(
     Path(sid): Path<String>,
 ) -> Result<Json<CallJson>, AppError> {
     let rows = state.db.call_history(&sid).await?;
-    if rows.is_empty() {
-        return Err(AppError::NotFound(format!(
-            "no status callback recorded for call {sid:?}"
-        )));
-    }
-    // The rows come by tenant: one record per run of a tenant's rows.
-    let records = rows
-        .chunk_by(|a, b| a.tenant_id == b.tenant_id)
-        .filter_map(|events| {
+    let records = by_tenant(
+        "call",
+        &sid,
+        &rows,
+        |row| &row.tenant_id,
+        |events| {
             let tenant_id = events.first()?.tenant_id.clone();
             let account_sid = events.iter().rev().find_map(|e| e.account_sid.clone());
             let (recordings, history): (Vec<_>, Vec<_>) = events
@@ -558,12 +552,32 @@ pub async fn call(
                 history,
                 recordings,
             })
-        })
-        .collect();
+        },
+    )?;
     Ok(Json(CallJson {
         call_sid: sid,
         records,
     }))
+}
+
+/// One record per tenant from a message's or call's `rows`, which come by tenant: one per run
+/// of a tenant's rows. 404 when there are none.
+fn by_tenant<Row, Record>(
+    what: &str,
+    sid: &str,
+    rows: &[Row],
+    tenant: impl Fn(&Row) -> &String,
+    record: impl FnMut(&[Row]) -> Option<Record>,
+) -> Result<Vec<Record>, AppError> {
+    if rows.is_empty() {
+        return Err(AppError::NotFound(format!(
+            "no status callback recorded for {what} {sid:?}"
+        )));
+    }
+    Ok(rows
+        .chunk_by(|a, b| tenant(a) == tenant(b))
+        .filter_map(record)
+        .collect())
 }
 
 #[cfg(test)]
