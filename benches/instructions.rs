@@ -7,14 +7,21 @@
 //! ```
 //!
 //! MODE is `with` (one request through the layer, as `layer/with` in `verify.rs`), `without`
-//! (the same service without the layer) or `verify` (`verify/valid`).
+//! (the same service without the layer), `verify` (`verify/valid`), `floor` (the hash a
+//! verification cannot avoid: HMAC-SHA1 over the signed string with a fresh key, as
+//! `parts/hmac_sha1`, plus the body's SHA-256 for the JSON payload) or `hash` (the hashing
+//! `verify` does: the same from the pre-keyed state a `Secret` caches, as
+//! `parts/hmac_sha1_prekeyed`); `verify` − `hash` is the work verification adds to hashing.
 #![allow(missing_docs)]
 
 use std::{convert::Infallible, hint::black_box};
 
 use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_twilio::{Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody};
 
@@ -46,6 +53,8 @@ fn main() {
         .layer(twilio)
         .service(service_fn(move |_: Request<VerifiedBody>| ok()));
     let without_layer = service_fn(move |_: Request<Full<Bytes>>| ok());
+    let signed = payload.signed_string();
+    let keyed = <Hmac<Sha1> as KeyInit>::new_from_slice(TOKEN.as_bytes()).expect("any key length");
     for _ in 0..count {
         match mode.as_str() {
             "with" => {
@@ -60,7 +69,24 @@ fn main() {
                 let verified = payload.request(payload.signature).verify([&secret]);
                 black_box(verified).expect("a valid signature");
             }
-            other => panic!("unknown mode {other:?}: with, without or verify"),
+            "floor" => {
+                let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(black_box(TOKEN.as_bytes()))
+                    .expect("any key length");
+                mac.update(black_box(&signed));
+                black_box(mac.finalize().into_bytes());
+                if !payload.is_form() {
+                    black_box(Sha256::digest(black_box(payload.body)));
+                }
+            }
+            "hash" => {
+                let mut mac = black_box(&keyed).clone();
+                mac.update(black_box(&signed));
+                black_box(mac.finalize().into_bytes());
+                if !payload.is_form() {
+                    black_box(Sha256::digest(black_box(payload.body)));
+                }
+            }
+            other => panic!("unknown mode {other:?}: with, without, verify, floor or hash"),
         }
     }
 }
