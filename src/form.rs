@@ -92,27 +92,46 @@ pub(crate) fn values<'a>(input: &'a str, name: &'a str) -> impl Iterator<Item = 
 /// ```
 #[derive(Clone, Default)]
 pub struct Params {
-    /// The decoded names and values at the places `pairs` give; every byte outside them is
-    /// ASCII (separators, or filler where decoding shortened a name or value).
+    /// The decoded names and values at the places `pairs` give, each value right after its
+    /// name; every byte outside them is ASCII (a `&` between pairs, filler at the end).
     text: String,
     pairs: Vec<Pair>,
 }
 
-/// Where one name and its value are in `Params::text`: `start..end` each, as `u32`s so that
-/// a pair costs 16 bytes (the index is the part of a parse that grows with the number of
-/// pairs rather than with the body).
+/// Where one pair is in `Params::text`: its name at `start..name_end`, its value right after,
+/// at `name_end..end`, as `u32`s so that a pair costs 12 bytes (the index is the part of a
+/// parse that grows with the number of pairs rather than with the body). `name ‖ value`, what
+/// is signed for the pair, is `start..end`.
 #[derive(Clone, Copy)]
 struct Pair {
-    name: Span,
-    value: Span,
+    start: u32,
+    name_end: u32,
+    end: u32,
 }
 
-/// `start..end` in `Params::text`.
-type Span = (u32, u32);
+impl Pair {
+    /// Offsets fit: [`Params::parse`] only indexes inputs shorter than [`MAX_INPUT`], and
+    /// decoding never makes them longer than 3 times that.
+    fn new(start: usize, name_end: usize, end: usize) -> Self {
+        Self {
+            start: start as u32,
+            name_end: name_end as u32,
+            end: end as u32,
+        }
+    }
 
-/// The byte range of `span`.
-fn range((start, end): Span) -> std::ops::Range<usize> {
-    start as usize..end as usize
+    fn name(self) -> std::ops::Range<usize> {
+        self.start as usize..self.name_end as usize
+    }
+
+    fn value(self) -> std::ops::Range<usize> {
+        self.name_end as usize..self.end as usize
+    }
+
+    /// `name ‖ value`.
+    fn both(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 /// The most form parameters (pairs) a request may carry by default, as Django's
@@ -126,22 +145,16 @@ pub const DEFAULT_MAX_PARAMS: usize = 1000;
 /// decoder has turned every byte into a three-byte U+FFFD.
 const MAX_INPUT: usize = 1 << 30;
 
-/// `start..end` as a [`Span`]. Offsets fit: [`Params::parse`] only indexes inputs shorter than
-/// [`MAX_INPUT`], and decoding never makes them longer than 3 times that.
-fn span(start: usize, end: usize) -> Span {
-    (start as u32, end as u32)
-}
-
 impl Params {
     /// Decodes a form body (or a raw query string). Never fails: see the type's docs for how
     /// unusual input is read.
     ///
     /// # Memory
     ///
-    /// A parse allocates the decoded text (the body's length) and an index of 16 bytes per
-    /// non-empty `&`-separated piece, sized exactly (runs of `&` cost nothing). For Twilio's
-    /// webhooks, whose pairs average well over 16 bytes, that is less than twice the body; the
-    /// worst case, a body of one-byte pairs (`a&a&a…`), is 9 times it, which
+    /// A parse allocates the decoded text (the body's length and 32 bytes) and an index of 12
+    /// bytes per non-empty `&`-separated piece, sized exactly (runs of `&` cost nothing). For
+    /// Twilio's webhooks, whose pairs average well over 12 bytes, that is less than twice the
+    /// body; the worst case, a body of one-byte pairs (`a&a&a…`), is 7 times it, which
     /// [`parse_at_most`](Self::parse_at_most) bounds. An input of 1 GiB or more is not indexed
     /// and gives no parameters (the middleware's body limit is far below).
     pub fn parse(input: &[u8]) -> Self {
@@ -155,8 +168,8 @@ impl Params {
     /// `&`-separated pieces); `None`, before anything is allocated, for one of more. (An input
     /// of 1 GiB or more is not counted and gives no parameters, as with `parse`.)
     ///
-    /// The pair index and the sort keys cost 16 bytes a pair each, which for one-byte pairs
-    /// (`a&a&…`) is 16 times the body; bounding the number of pairs bounds them whatever the
+    /// The pair index and the sort keys cost 12 and 8 bytes a pair, which for one-byte pairs
+    /// (`a&a&…`) is 10 times the body; bounding the number of pairs bounds them whatever the
     /// body's shape. The middleware uses [`DEFAULT_MAX_PARAMS`] unless told otherwise
     /// ([`TwilioSignatureLayer::max_params`](crate::TwilioSignatureLayer::max_params)).
     ///
@@ -180,64 +193,69 @@ impl Params {
         if input.len() >= MAX_INPUT {
             return Self::default();
         }
-        // The body is copied once with every `+` turned into a space (an escape never holds a
-        // `+`, so this is right before decoding too), in one pass the compiler vectorises.
-        // Then the separators and escapes are found eight bytes at a time. Each name and value
-        // stays where it is in the copy; an escape shortens it, so the bytes after an escape
-        // move left (`text[read..]` belongs at `write`) and the bytes freed at its end become
-        // ASCII filler. Neither buffer grows: the text cannot get longer and the index is
-        // sized to the number of non-empty pieces, counted first.
-        let mut text: Vec<u8> = input
-            .iter()
-            .map(|&byte| if byte == b'+' { b' ' } else { byte })
-            .collect();
+        // One pass: the separators and escapes are found 64 bytes at a time, and the bytes
+        // between them are copied into `text` (every `+` as a space) 16 at a time. Each value
+        // follows its name directly, and a `&` follows each pair, so that every byte outside
+        // them is ASCII. A copy may run up to 15 bytes past its end, into bytes the next copy
+        // overwrites or the filler at the end replaces. Neither buffer grows: decoding never
+        // makes the text longer, and the index is sized to the number of non-empty pieces,
+        // counted first.
+        let mut text = vec![0u8; input.len() + SLACK];
         let mut pairs = Vec::with_capacity(count);
-        let mut piece_start = 0;
+        // Where the current piece starts in `input`, and in `text`.
+        let (mut piece_start, mut pair_start) = (0, 0);
         let mut name_end = None;
-        let mut value_start = 0;
-        let mut read = 0;
-        let mut write = 0;
+        // `input[read..]` is what is left to copy, to `text[write..]`.
+        let (mut read, mut write) = (0, 0);
         for at in Specials::new(input) {
             match input[at] {
                 b'&' => {
-                    let end = settle(&mut text, read, at, write);
+                    write = copy_run(&mut text, write, input, read, at);
                     if at > piece_start {
-                        pairs.push(pair_at(piece_start, name_end, value_start, end));
+                        pairs.push(Pair::new(pair_start, name_end.unwrap_or(write), write));
                     }
-                    fill_gap(&mut text[end..at]);
-                    (piece_start, name_end, read, write) = (at + 1, None, at + 1, at + 1);
+                    text[write] = b'&';
+                    (read, write) = (at + 1, write + 1);
+                    (piece_start, pair_start, name_end) = (at + 1, write, None);
                 }
                 b'=' if name_end.is_none() => {
-                    let end = settle(&mut text, read, at, write);
-                    fill_gap(&mut text[end..at]);
-                    name_end = Some(end);
-                    (value_start, read, write) = (at + 1, at + 1, at + 1);
+                    write = copy_run(&mut text, write, input, read, at);
+                    name_end = Some(write);
+                    read = at + 1;
                 }
+                // A later `=` is part of the value.
                 b'=' => {}
                 _ => {
-                    let escape = match input.get(at + 1..at + 3) {
-                        Some(&[high, low]) => hex(high).zip(hex(low)),
-                        _ => None,
-                    };
-                    // A `%` that starts no escape stays as it is.
-                    if let Some((high, low)) = escape {
-                        let end = settle(&mut text, read, at, write);
-                        text[end] = (high << 4) | low;
-                        (read, write) = (at + 3, end + 1);
+                    // A `%` that starts no escape stays as it is. A hex digit is never one of
+                    // the bytes searched for, so no separator hides inside an escape.
+                    if let Some(byte) = input.get(at + 1..at + 3).and_then(unescape) {
+                        write = copy_run(&mut text, write, input, read, at);
+                        text[write] = byte;
+                        (read, write) = (at + 3, write + 1);
                     }
                 }
             }
         }
-        let end = settle(&mut text, read, input.len(), write);
+        write = copy_run(&mut text, write, input, read, input.len());
         if input.len() > piece_start {
-            pairs.push(pair_at(piece_start, name_end, value_start, end));
+            pairs.push(Pair::new(pair_start, name_end.unwrap_or(write), write));
         }
-        fill_gap(&mut text[end..]);
-        // Every name and value is UTF-8 on its own exactly when the whole buffer is, because
-        // the bytes between them are ASCII and ASCII bytes are always character boundaries.
+        // The slack stays, as filler: a name or pair near the end can be read as one
+        // fixed-size window too (see `canonicalize`).
+        text.truncate(write);
+        text.resize(write + SLACK, b'&');
+        // Every name and value is UTF-8 on its own when the whole text is and no character
+        // spans the end of a name and the start of its value: the bytes between pairs are
+        // ASCII, and ASCII bytes are always character boundaries.
         match String::from_utf8(text) {
-            Ok(text) => Self { text, pairs },
-            Err(_) => Self::parse_lossy(input),
+            Ok(text)
+                if pairs
+                    .iter()
+                    .all(|pair| text.is_char_boundary(pair.name_end as usize)) =>
+            {
+                Self { text, pairs }
+            }
+            _ => Self::parse_lossy(input),
         }
     }
 
@@ -256,14 +274,13 @@ impl Params {
     {
         let mut params = Self::default();
         for (name, value) in pairs {
-            let name_start = params.text.len();
+            let start = params.text.len();
             params.text.push_str(name.as_ref());
             let name_end = params.text.len();
             params.text.push_str(value.as_ref());
-            params.pairs.push(Pair {
-                name: span(name_start, name_end),
-                value: span(name_end, params.text.len()),
-            });
+            params
+                .pairs
+                .push(Pair::new(start, name_end, params.text.len()));
         }
         params
     }
@@ -275,8 +292,8 @@ impl Params {
         let pair = self
             .pairs
             .iter()
-            .find(|pair| &text[range(pair.name)] == name.as_bytes())?;
-        Some(&self.text[range(pair.value)])
+            .find(|pair| &text[pair.name()] == name.as_bytes())?;
+        Some(&self.text[pair.value()])
     }
 
     /// Every value of `name`, in the order received.
@@ -284,28 +301,28 @@ impl Params {
         let text: &'s str = &self.text;
         self.pairs
             .iter()
-            .filter(move |pair| &text.as_bytes()[range(pair.name)] == name.as_bytes())
-            .map(move |pair| &text[range(pair.value)])
+            .filter(move |pair| &text.as_bytes()[pair.name()] == name.as_bytes())
+            .map(move |pair| &text[pair.value()])
     }
 
     /// All `(name, value)` pairs, in the order received.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + Clone + '_ {
         self.pairs
             .iter()
-            .map(|pair| (&self.text[range(pair.name)], &self.text[range(pair.value)]))
+            .map(|pair| (&self.text[pair.name()], &self.text[pair.value()]))
     }
 
     /// Pair `index` as bytes: no character-boundary checks, for sorting.
     fn pair_bytes(&self, index: usize) -> (&[u8], &[u8]) {
         let pair = self.pairs[index];
         let text = self.text.as_bytes();
-        (&text[range(pair.name)], &text[range(pair.value)])
+        (&text[pair.name()], &text[pair.value()])
     }
 
     /// Pair `index` as text.
     fn pair(&self, index: usize) -> (&str, &str) {
         let pair = self.pairs[index];
-        (&self.text[range(pair.name)], &self.text[range(pair.value)])
+        (&self.text[pair.name()], &self.text[pair.value()])
     }
 
     /// The number of pairs, repeats included.
@@ -377,25 +394,39 @@ pub(crate) fn count_pairs(input: &[u8]) -> usize {
 
 /// The positions of every `&`, `=` and `%` in a byte string, in order.
 ///
-/// Looks at eight bytes at a time with the same steps whatever they hold, so the work on one
-/// word never waits for the previous one.
+/// Looks at 64 bytes at a time: the comparisons are vectorised, and their results packed into
+/// one bit per byte, so the work per byte is the same whatever the bytes hold, and each
+/// position found costs a few instructions.
 struct Specials<'a> {
     input: &'a [u8],
-    /// Where the next word starts.
-    next: usize,
-    /// Where the current word starts.
+    /// Where the current block starts.
     base: usize,
-    /// The high bit of each special byte of the current word not yet returned.
+    /// One bit for each special byte of the current block not yet returned.
     found: u64,
 }
 
 impl<'a> Specials<'a> {
     fn new(input: &'a [u8]) -> Self {
-        Self {
+        let mut specials = Self {
             input,
-            next: 0,
             base: 0,
             found: 0,
+        };
+        specials.found = specials.block_mask();
+        specials
+    }
+
+    /// The special bytes of the block at `base` (the last one padded with zeros, which are
+    /// not special).
+    fn block_mask(&self) -> u64 {
+        let rest = &self.input[self.base.min(self.input.len())..];
+        match rest.first_chunk::<64>() {
+            Some(block) => special_bits(block),
+            None => {
+                let mut block = [0u8; 64];
+                block[..rest.len()].copy_from_slice(rest);
+                special_bits(&block)
+            }
         }
     }
 }
@@ -405,79 +436,87 @@ impl Iterator for Specials<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<usize> {
-        const ONES: u64 = u64::from_le_bytes([1; 8]);
-        const LOW_BITS: u64 = u64::from_le_bytes([0x7F; 8]);
-        // The high bit of exactly the bytes of `word` equal to `byte`.
-        let equal_bytes = |word: u64, byte: u8| {
-            let x = word ^ (ONES * u64::from(byte));
-            !(((x & LOW_BITS).wrapping_add(LOW_BITS)) | x | LOW_BITS)
-        };
         while self.found == 0 {
-            let rest = self.input.get(self.next..)?;
-            if rest.is_empty() {
+            self.base += 64;
+            if self.base >= self.input.len() {
                 return None;
             }
-            let word = match rest.get(..8) {
-                Some(chunk) => u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
-                // The last few bytes, padded with zeros, which are not special.
-                None => {
-                    let mut tail = [0u8; 8];
-                    tail[..rest.len()].copy_from_slice(rest);
-                    u64::from_le_bytes(tail)
-                }
-            };
-            self.base = self.next;
-            self.next += 8;
-            self.found =
-                equal_bytes(word, b'&') | equal_bytes(word, b'=') | equal_bytes(word, b'%');
+            self.found = self.block_mask();
         }
-        let at = self.base + (self.found.trailing_zeros() / 8) as usize;
+        let at = self.base + self.found.trailing_zeros() as usize;
         self.found &= self.found - 1;
         Some(at)
     }
 }
 
-/// Moves `text[read..until]` to `write` (they are equal until an escape has been decoded) and
-/// returns where it ends.
-fn settle(text: &mut [u8], read: usize, until: usize, write: usize) -> usize {
-    if read != write {
-        text.copy_within(read..until, write);
-    }
-    write + (until - read)
+/// Bit `i` set when `block[i]` is `&`, `=` or `%`. The comparisons give a 0 or 1 per byte
+/// (vectorised, 16 bytes an instruction); each eight of those are packed into eight bits with
+/// one multiplication, which moves byte `i`'s bit to bit 56 + `i` without carries.
+fn special_bits(block: &[u8; 64]) -> u64 {
+    let flags =
+        block.map(|byte| u8::from(byte == b'&') | u8::from(byte == b'=') | u8::from(byte == b'%'));
+    flags
+        .chunks_exact(8)
+        .enumerate()
+        .fold(0, |bits, (i, eight)| {
+            let eight = u64::from_le_bytes(eight.try_into().expect("eight bytes"));
+            bits | (eight.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i)
+        })
 }
 
-/// Fills the bytes an escape freed at the end of a name or value with ASCII filler. Most
-/// names and values have no escape, so the gap is usually empty, and then no `memset` is
-/// called (it was, twice for every pair).
-fn fill_gap(gap: &mut [u8]) {
-    if !gap.is_empty() {
-        gap.fill(b'&');
+/// The length of the copies [`copy_run`] makes, and so the slack it needs after its end.
+const RUN: usize = 16;
+
+/// The bytes a parsed text has after its last pair: the copies' slack while parsing, then
+/// filler, so that `canonicalize` can read any name's or pair's first `SLACK` bytes at once.
+const SLACK: usize = 32;
+
+/// Copies `input[from..to]` to `text[at..]`, every `+` as a space, and returns where the copy
+/// ends in `text`. Copies [`RUN`] bytes at a time, so it may write up to `RUN - 1` bytes past
+/// that end: `text` must extend `RUN` bytes past any position a copy can reach.
+#[inline(always)]
+fn copy_run(text: &mut [u8], at: usize, input: &[u8], from: usize, to: usize) -> usize {
+    let (mut read, mut write) = (from, at);
+    while read < to {
+        let chunk = match input[read..].first_chunk::<RUN>() {
+            Some(chunk) => *chunk,
+            None => {
+                let mut chunk = [0u8; RUN];
+                chunk[..input.len() - read].copy_from_slice(&input[read..]);
+                chunk
+            }
+        };
+        let chunk = chunk.map(|byte| if byte == b'+' { b' ' } else { byte });
+        text[write..write + RUN].copy_from_slice(&chunk);
+        read += RUN;
+        write += RUN;
     }
+    at + (to - from)
 }
 
-/// The pair of a piece that starts at `start`: its name ends at `name_end` (or at `end` when
-/// the piece has no `=`), its value runs from `value_start` to `end`.
-fn pair_at(start: usize, name_end: Option<usize>, value_start: usize, end: usize) -> Pair {
-    match name_end {
-        Some(name_end) => Pair {
-            name: span(start, name_end),
-            value: span(value_start, end),
-        },
-        None => Pair {
-            name: span(start, end),
-            value: span(end, end),
-        },
-    }
+/// The byte a `%XX` escape's two digits `XX` stand for, if they are hex digits.
+fn unescape(digits: &[u8]) -> Option<u8> {
+    let [high, low] = *digits else { return None };
+    let (high, low) = (HEX[usize::from(high)], HEX[usize::from(low)]);
+    ((high | low) < 16).then_some((high << 4) | low)
 }
 
-fn hex(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
+/// The value of each hex digit, and 0xFF for every other byte.
+const HEX: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-}
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Shows the parameter names only: values carry message bodies and phone numbers, which do
 /// not belong in logs.
@@ -513,18 +552,19 @@ impl SortOrder {
 /// Writes the signed form of `params` into `out`: names ascending, for each name its distinct
 /// values ascending, each as `name ‖ value`.
 ///
-/// For code-point order it sorts plain `u128` keys, on the stack for up to 64 pairs: the first
-/// 14 bytes of the name above the pair's index. Entries whose 14-byte prefixes are equal are
-/// then put in order by their whole name and value. The only allocation is `out`'s.
+/// For code-point order it sorts plain `u64` keys, on the stack for up to 64 pairs: the first
+/// 6 bytes of the name above the pair's index (one comparison an instruction). Entries whose
+/// 6-byte prefixes are equal are then put in order by their whole name and value. The only
+/// allocation is `out`'s.
 pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>) {
     const ON_STACK: usize = 64;
     const INDEX_BITS: u32 = 16;
-    const INDEX: u128 = (1 << INDEX_BITS) - 1;
+    const INDEX: Key = (1 << INDEX_BITS) - 1;
     let count = params.len();
     let text = params.text.as_bytes();
-    let mut on_stack = [0u128; ON_STACK];
+    let mut on_stack = [0; ON_STACK];
     let mut on_heap = Vec::new();
-    let keys: &mut [u128] = if count <= ON_STACK {
+    let keys: &mut [Key] = if count <= ON_STACK {
         &mut on_stack[..count]
     } else {
         on_heap.resize(count, 0);
@@ -532,9 +572,9 @@ pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>)
     };
     // With more pairs than the key has room for, the keys are plain indices.
     let packed = order == SortOrder::CodePoint && count <= 1 << INDEX_BITS;
-    let index_bits = if packed { INDEX } else { u128::MAX };
-    let index_of = |key: u128| (key & index_bits) as usize;
-    let by_pair = |a: &u128, b: &u128| {
+    let index_bits = if packed { INDEX } else { Key::MAX };
+    let index_of = |key: Key| (key & index_bits) as usize;
+    let by_pair = |a: &Key, b: &Key| {
         params
             .pair_bytes(index_of(*a))
             .cmp(&params.pair_bytes(index_of(*b)))
@@ -546,21 +586,12 @@ pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>)
         // Code-point order is the order of the UTF-8 bytes, so wherever two prefixes differ
         // they order the names.
         for ((index, key), pair) in keys.iter_mut().enumerate().zip(&params.pairs) {
-            *key = (name_prefix(text, pair.name) & !INDEX) | index as u128;
+            *key = (name_prefix(text, *pair) & !INDEX) | index as Key;
         }
-        keys.sort_unstable();
-        let mut run_start = 0;
-        for end in 1..=keys.len() {
-            if end == keys.len() || (keys[end] ^ keys[run_start]) & !INDEX != 0 {
-                if end - run_start > 1 {
-                    keys[run_start..end].sort_unstable_by(by_pair);
-                }
-                run_start = end;
-            }
-        }
+        sort_keys(keys);
     } else {
         for (index, key) in keys.iter_mut().enumerate() {
-            *key = index as u128;
+            *key = index as Key;
         }
         match order {
             SortOrder::CodePoint => keys.sort_unstable_by(by_pair),
@@ -572,62 +603,100 @@ pub(crate) fn canonicalize(params: &Params, order: SortOrder, out: &mut Vec<u8>)
             }),
         }
     }
-    // 16 bytes of slack let a short name or value go in as one fixed-size copy.
-    out.reserve(text.len() + 16);
-    let mut previous: Option<(u128, (&[u8], &[u8]))> = None;
-    for &key in keys.iter() {
-        let pair = params.pair_bytes(index_of(key));
-        let prefix = key & !index_bits;
-        if previous.is_some_and(|previous| previous == (prefix, pair)) {
-            continue;
-        }
-        let entry = params.pairs[index_of(key)];
-        push_short(out, text, entry.name);
-        push_short(out, text, entry.value);
-        previous = Some((prefix, pair));
-    }
-}
-
-/// Appends `text[start..end]` to `out`: a short one as a fixed 16-byte copy (not a call to
-/// `memcpy`) cut back to its length, which needs 16 bytes of spare capacity.
-fn push_short(out: &mut Vec<u8>, text: &[u8], (start, end): Span) {
-    let (start, end) = (start as usize, end as usize);
-    let len = end - start;
-    match text.get(start..start + 16) {
-        Some(window) if len <= 16 => {
-            let at = out.len();
-            out.extend_from_slice(window);
-            out.truncate(at + len);
-        }
-        _ => out.extend_from_slice(&text[start..end]),
-    }
-}
-
-/// The first 16 bytes of the name at `text[start..end]`, zero-padded, as a number that orders
-/// like the bytes: when two prefixes differ, the names differ the same way (a name that ends
-/// early is padded with zeros and is also the smaller name).
-fn name_prefix(text: &[u8], (start, end): Span) -> u128 {
-    let (start, end) = (start as usize, end as usize);
-    let len = end - start;
-    match text.get(start..start + 16) {
-        // One load, then the bytes past the name masked off.
-        Some(window) => {
-            let word = u128::from_be_bytes(window.try_into().expect("16 bytes"));
-            if len >= 16 {
-                word
-            } else {
-                word & !(u128::MAX >> (8 * len))
+    // Slack lets a short pair go in as one fixed-size copy.
+    out.reserve(text.len() + SLACK);
+    // Runs of keys with the same prefix (a name's repeats, or names that share their first
+    // 6 bytes) are put in order by their whole name and value, and their repeats dropped;
+    // any other key is a pair whose name no other pair has. Unpacked keys are all one run.
+    let prefix_of = |key: Key| key & !index_bits;
+    let mut start = 0;
+    while start < keys.len() {
+        let prefix = prefix_of(keys[start]);
+        let end = keys[start + 1..]
+            .iter()
+            .position(|&key| prefix_of(key) != prefix)
+            .map_or(keys.len(), |n| start + 1 + n);
+        let run = &mut keys[start..end];
+        if let [key] = run {
+            push_pair(out, text, params.pairs[index_of(*key)]);
+        } else {
+            if packed {
+                run.sort_unstable_by(by_pair);
+            }
+            let mut previous = None;
+            for &key in run.iter() {
+                let pair = params.pair_bytes(index_of(key));
+                if previous != Some(pair) {
+                    push_pair(out, text, params.pairs[index_of(key)]);
+                    previous = Some(pair);
+                }
             }
         }
-        None => text[start..end]
+        start = end;
+    }
+}
+
+/// Sorts `keys`: by insertion for the few of a webhook (where the standard sort's
+/// partitioning costs more below a few dozen keys).
+fn sort_keys(keys: &mut [Key]) {
+    if keys.len() > 32 {
+        keys.sort_unstable();
+        return;
+    }
+    for i in 1..keys.len() {
+        let key = keys[i];
+        let mut j = i;
+        while j > 0 && keys[j - 1] > key {
+            keys[j] = keys[j - 1];
+            j -= 1;
+        }
+        keys[j] = key;
+    }
+}
+
+/// Appends `name ‖ value` of `pair` to `out`: a short one as a fixed-size copy (not a call to
+/// `memcpy`) cut back to its length, which needs [`SLACK`] bytes of spare capacity.
+fn push_pair(out: &mut Vec<u8>, text: &[u8], pair: Pair) {
+    let both = pair.both();
+    match text[both.start..].first_chunk::<SLACK>() {
+        Some(window) if both.len() <= SLACK => {
+            let at = out.len();
+            out.extend_from_slice(window);
+            out.truncate(at + both.len());
+        }
+        _ => out.extend_from_slice(&text[both]),
+    }
+}
+
+/// The first 8 bytes of `pair`'s name, zero-padded, as a number that orders like the bytes:
+/// when two prefixes differ, the names differ the same way (a name that ends early is padded
+/// with zeros and is also the smaller name).
+fn name_prefix(text: &[u8], pair: Pair) -> Key {
+    const BYTES: usize = Key::BITS as usize / 8;
+    let name = pair.name();
+    let len = name.len();
+    match text[name.start..].first_chunk::<BYTES>() {
+        // One load, then the bytes past the name masked off.
+        Some(window) => {
+            let word = Key::from_be_bytes(*window);
+            if len >= BYTES {
+                word
+            } else {
+                word & !(Key::MAX >> (8 * len))
+            }
+        }
+        None => text[name]
             .iter()
-            .take(16)
+            .take(BYTES)
             .enumerate()
             .fold(0, |prefix, (i, &byte)| {
-                prefix | (u128::from(byte) << (8 * (15 - i)))
+                prefix | (Key::from(byte) << (8 * (BYTES - 1 - i)))
             }),
     }
 }
+
+/// A sort key: a name's first bytes above the pair's index.
+type Key = u64;
 
 /// Whether UTF-16 order could differ from code-point order for these parameters: only when
 /// some name or value holds a character at or above U+10000 (a four-byte UTF-8 sequence).
@@ -837,7 +906,7 @@ mod tests {
     }
 
     // The prefix-keyed sort must give exactly the plain "sort the tuples, drop repeats" order,
-    // including for names that share 16 bytes or more, hold NUL bytes, or repeat.
+    // including for names that share their first 6 bytes or more, hold NUL bytes, or repeat.
     #[test]
     fn canonicalize_matches_a_plain_sort() {
         const NAMES: &[&str] = &[
@@ -913,7 +982,8 @@ mod tests {
         let params = Params::parse(body);
         // Exactly one slot per non-empty piece.
         assert_eq!(params.pairs.capacity(), 3);
-        assert_eq!(params.text.capacity(), body.len());
+        // The body's length, and the slack of the copies.
+        assert_eq!(params.text.capacity(), body.len() + SLACK);
         // Runs of empty pieces cost no index at all.
         let empty = Params::parse(&[b'&'; 1000]);
         assert!(empty.is_empty() && empty.pairs.capacity() == 0);
