@@ -9,10 +9,14 @@
 //! ```
 //!
 //! MODE is `with` (one request through the layer, as `layer/with` in `verify.rs`), `without`
-//! (the same service without the layer) or `verify` (`verify/valid`). The body runs
-//! [`WARM_UP`] times first, so that one-time work (the runtime's first poll, the allocator's
-//! first pages) is done, then N times inside [`measured`], the one function the gate counts
-//! (`--toggle-collect`): the process's start and exit are left out.
+//! (the same service without the layer), `verify` (`verify/valid`), `floor` (the hash a
+//! verification cannot avoid: HMAC-SHA1 over the signed string with a fresh key, as
+//! `parts/hmac_sha1`, plus the body's SHA-256 for the JSON payload) or `hash` (the hashing
+//! `verify` does: the same from the pre-keyed state a `Secret` caches, as
+//! `parts/hmac_sha1_prekeyed`); `verify` − `hash` is the work verification adds to hashing.
+//! The body runs [`WARM_UP`] times first, so that one-time work (the runtime's first poll, the
+//! allocator's first pages) is done, then N times inside [`measured`], the one function the
+//! gate counts (`--toggle-collect`): the process's start and exit are left out.
 //!
 //! MODE `server-with` and `server-without` serve the app of `examples/bench_server.rs` (with
 //! and without the layer) with hyper's HTTP/1 server on one in-memory keep-alive connection
@@ -38,9 +42,12 @@ use std::{
 
 use axum::{Router, http::header, routing::post};
 use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_twilio::{Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody};
 
@@ -178,14 +185,37 @@ fn main() {
         let verified = payload.request(payload.signature).verify([&secret]);
         black_box(verified).expect("a valid signature");
     };
+    let signed = payload.signed_string();
+    let keyed = <Hmac<Sha1> as KeyInit>::new_from_slice(TOKEN.as_bytes()).expect("any key length");
+    let floor = || {
+        let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(black_box(TOKEN.as_bytes()))
+            .expect("any key length");
+        mac.update(black_box(&signed));
+        black_box(mac.finalize().into_bytes());
+        if !payload.is_form() {
+            black_box(Sha256::digest(black_box(payload.body)));
+        }
+    };
+    let hash = || {
+        let mut mac = black_box(&keyed).clone();
+        mac.update(black_box(&signed));
+        black_box(mac.finalize().into_bytes());
+        if !payload.is_form() {
+            black_box(Sha256::digest(black_box(payload.body)));
+        }
+    };
     let body: &dyn Fn() = match mode.as_str() {
         "server-with" => return serve(&runtime, app().route_layer(twilio()), payload, count),
         "server-without" => return serve(&runtime, app(), payload, count),
         "with" => &with,
         "without" => &without,
         "verify" => &verify,
+        "floor" => &floor,
+        "hash" => &hash,
         other => {
-            panic!("unknown mode {other:?}: with, without, verify, server-with or server-without")
+            panic!(
+                "unknown mode {other:?}: with, without, verify, floor, hash, server-with or server-without"
+            )
         }
     };
     for _ in 0..WARM_UP {

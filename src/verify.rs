@@ -522,7 +522,8 @@ enum Payload {
 /// The first `bodySHA256` value in `url`'s query, decoded (borrowed when nothing needs
 /// decoding, as in every URL Twilio sends).
 fn body_sha256_param(url: &str) -> Option<Cow<'_, str>> {
-    let query = &url[url.find('?')? + 1..];
+    // `memchr` rather than `str::find`, which costs more than a short URL's search.
+    let query = &url[memchr::memchr(b'?', url.as_bytes())? + 1..];
     let query = query.split('#').next().unwrap_or_default();
     // What `form_urlencoded` would find, without decoding what needs no decoding: a name or
     // value without `%` or `+` is its own decoded form (and the URL is UTF-8 already).
