@@ -91,7 +91,7 @@ pub(crate) struct Settings<St> {
 
 impl<St> Settings<St> {
     /// How often a claim is renewed while its handler runs: two fifths of the lease (at least
-    /// 400 ms, as the lease is at least [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE)), so two
+    /// 400 ms, as the lease is at least 1 second), so two
     /// renewals can fail before the claim lapses.
     pub(crate) fn renew_every(&self) -> Duration {
         self.lease.saturating_mul(2) / 5
@@ -127,20 +127,20 @@ impl ReplayGuardLayer {
     pub const DEFAULT_MAX_ANSWER_BYTES: usize = 64 * 1024;
     /// The shortest window: 1 minute. Twilio retries within seconds, and a shorter window
     /// forgets a webhook before its copies arrive.
-    pub const MIN_WINDOW: Duration = Duration::from_secs(60);
+    pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(60);
     /// The shortest lease: 1 second, renewed every 400 ms. A shorter one lapses before a store
     /// round trip returns and floods the store with renewals.
-    pub const MIN_LEASE: Duration = Duration::from_secs(1);
+    pub(crate) const MIN_LEASE: Duration = Duration::from_secs(1);
     /// The shortest wait of a copy: 100 ms, time for a store round trip.
-    pub const MIN_WAIT: Duration = Duration::from_millis(100);
+    pub(crate) const MIN_WAIT: Duration = Duration::from_millis(100);
     /// The longest window: 30 days (a longer one is lowered to it, so that an expiry never
     /// overflows a clock).
-    pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+    pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(30 * 24 * 60 * 60);
     /// The longest lease: 1 hour. A lease is renewed while its handler runs; a long one only
     /// holds a dead instance's claims longer.
-    pub const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
+    pub(crate) const MAX_LEASE: Duration = Duration::from_secs(60 * 60);
     /// The longest wait of a copy: 1 minute, four times what Twilio waits for an answer.
-    pub const MAX_WAIT: Duration = Duration::from_secs(60);
+    pub(crate) const MAX_WAIT: Duration = Duration::from_secs(60);
 }
 
 impl Default for ReplayGuardLayer {
@@ -181,8 +181,8 @@ impl<St> ReplayGuardLayer<St> {
 
     /// How long a processed webhook and its answer are remembered. A captured request replayed
     /// after the window runs again, so keep it long. At least
-    /// [`MIN_WINDOW`](ReplayGuardLayer::MIN_WINDOW) (1 minute) and at most
-    /// [`MAX_WINDOW`](ReplayGuardLayer::MAX_WINDOW) (30 days): others are brought within.
+    /// 1 minute and at most
+    /// 30 days: others are brought within.
     #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.settings.window =
@@ -195,8 +195,7 @@ impl<St> ReplayGuardLayer<St> {
     /// most [`max_deliveries`](Self::max_deliveries) of one signed request are told apart.
     /// Twilio's retries of one request all come within its total time (`tt`, at most 15 s),
     /// and a replay with a fresh token is a new delivery whatever the window, so a short one
-    /// loses nothing. Brought within [`MIN_WINDOW`](ReplayGuardLayer::MIN_WINDOW) and
-    /// [`MAX_WINDOW`](ReplayGuardLayer::MAX_WINDOW).
+    /// loses nothing. Brought within 1 minute and 30 days.
     #[must_use]
     pub fn delivery_window(mut self, window: Duration) -> Self {
         self.settings.delivery_window =
@@ -223,8 +222,8 @@ impl<St> ReplayGuardLayer<St> {
     /// [wait](Self::wait), by a second or more: a copy that arrives just as an instance dies
     /// (Twilio retries at once when the connection closes) finds a claim renewed a moment
     /// before, and gets `409` if its wait runs out before that claim lapses. At least
-    /// [`MIN_LEASE`](ReplayGuardLayer::MIN_LEASE) (1 second) and at most
-    /// [`MAX_LEASE`](ReplayGuardLayer::MAX_LEASE) (1 hour): others are brought within.
+    /// 1 second and at most
+    /// 1 hour: others are brought within.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease.clamp(ReplayGuardLayer::MIN_LEASE, ReplayGuardLayer::MAX_LEASE);
@@ -235,8 +234,8 @@ impl<St> ReplayGuardLayer<St> {
     /// `409`. Keep it under the read timeout of the webhook URL (15 s by default, `#rt=` on
     /// the URL): Twilio reads nothing after that; and above the [lease](Self::lease), by a
     /// second or more, so that a copy outwaits the claim of an instance that died. At least
-    /// [`MIN_WAIT`](ReplayGuardLayer::MIN_WAIT) (100 ms) and at most
-    /// [`MAX_WAIT`](ReplayGuardLayer::MAX_WAIT) (1 minute): others are brought within.
+    /// 100 ms and at most
+    /// 1 minute: others are brought within.
     #[must_use]
     pub fn wait(mut self, wait: Duration) -> Self {
         self.settings.wait = wait.clamp(ReplayGuardLayer::MIN_WAIT, ReplayGuardLayer::MAX_WAIT);
