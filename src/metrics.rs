@@ -11,7 +11,7 @@
 //! | [`VERIFIED`] `tower_twilio_webhooks_verified_total` | counter | `tenant` |
 //! | [`REFUSED`] `tower_twilio_webhooks_refused_total` | counter | `reason` ([`RejectionKind::as_str`]), `tenant` |
 //! | [`CREDENTIAL_LOOKUP`] `tower_twilio_credential_lookup_seconds` | histogram | `outcome` (`found`, `unknown`, `failed`) |
-//! | [`REPLAYS_SUPPRESSED`] `tower_twilio_replays_suppressed_total` | counter | |
+//! | [`REPLAY_COPIES`] `tower_twilio_replay_copies_total` | counter | |
 //! | [`DIAGNOSES`] `tower_twilio_mismatch_diagnoses_total` | counter | `result` (`matched`, `unexplained`, `dropped`: the doctor's queue was full) |
 //! | [`REPLAY_DEGRADED`] `tower_twilio_replay_degraded_total` | counter | `reason` (`store_failed`, `complete_failed`, `wait_ran_out`) |
 //!
@@ -44,8 +44,8 @@ pub const VERIFIED: &str = "tower_twilio_webhooks_verified_total";
 pub const REFUSED: &str = "tower_twilio_webhooks_refused_total";
 /// Histogram: seconds the credential resolver took (label `outcome`).
 pub const CREDENTIAL_LOOKUP: &str = "tower_twilio_credential_lookup_seconds";
-/// Counter: verified duplicates that the replay guard kept from the handler.
-pub const REPLAYS_SUPPRESSED: &str = "tower_twilio_replays_suppressed_total";
+/// Counter: verified copies that the replay guard kept from the handler.
+pub const REPLAY_COPIES: &str = "tower_twilio_replay_copies_total";
 /// Counter: requests the replay guard could not guard as configured (label `reason`:
 /// `store_failed`, `complete_failed`, `wait_ran_out`).
 pub const REPLAY_DEGRADED: &str = "tower_twilio_replay_degraded_total";
@@ -187,8 +187,8 @@ fn credential_lookup(outcome: Lookup, took: Duration) {
     });
 }
 
-pub(crate) fn replay_suppressed() {
-    metrics::counter!(REPLAYS_SUPPRESSED).increment(1);
+pub(crate) fn replay_copy() {
+    metrics::counter!(REPLAY_COPIES).increment(1);
 }
 
 pub(crate) fn replay_degraded(reason: &'static str) {

@@ -14,7 +14,7 @@
 //! | [`verified`](Observer::verified) | | `Verified` | verified |
 //! | [`refused`](Observer::refused) | `Rejected` | `Rejected` | refused |
 //! | [`passed_unverified`](Observer::passed_unverified) | `PassedInReportOnlyMode` | `PassedInReportOnlyMode` | refused |
-//! | [`answered`](Observer::answered) | | `Processed`, `Failed` or `Duplicate` | |
+//! | [`answered`](Observer::answered) | | `Processed`, `Failed` or `Copy` | |
 //! | (the future is dropped first) | | `Failed(None)` | |
 //!
 //! A signature mismatch that [`refused`](Observer::refused) or
@@ -141,12 +141,12 @@ impl Observer {
     }
 
     /// The inner service answered (or failed): [`WebhookOutcome::Processed`] or
-    /// [`WebhookOutcome::Failed`] by its status, or [`WebhookOutcome::Duplicate`] when the replay
+    /// [`WebhookOutcome::Failed`] by its status, or [`WebhookOutcome::Copy`] when the replay
     /// guard behind answered a copy with the first answer.
     pub(crate) fn answered<B, Error>(&mut self, result: &Result<Response<B>, Error>) {
         match result {
             Ok(response) if ReplayOutcome::of(response) == Some(ReplayOutcome::Copy) => {
-                self.lifecycle.duplicate();
+                self.lifecycle.copy();
             }
             result => self
                 .lifecycle

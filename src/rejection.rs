@@ -135,7 +135,7 @@ pub enum RejectionKind {
     /// [replay guard](crate::replay_guard) with the first answer, without calling the inner
     /// service. Not a refusal: a marker in the copy's extensions; Twilio gets the first
     /// answer, so it stops retrying.
-    ReplaySuppressed,
+    ReplayCopy,
     /// A verified copy of a webhook that another request is handling right now (here or on
     /// another instance sharing the replay store), and that could not wait for it. 409: final
     /// for Twilio unless the URL's retry policy (`#rp=`) names `4xx`.
@@ -160,7 +160,7 @@ impl RejectionKind {
             Self::BodyReadFailed => StatusCode::BAD_REQUEST,
             Self::ResolverFailed | Self::ReplayStoreFailed => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ReplaySuppressed => StatusCode::OK,
+            Self::ReplayCopy => StatusCode::OK,
             Self::ReplayInFlight => StatusCode::CONFLICT,
             Self::ReplayGuardMisplaced => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::FORBIDDEN,
@@ -212,10 +212,7 @@ impl RejectionKind {
             ),
             Self::InvalidAccountSid => own("invalid_account_sid", "malformed AccountSid"),
             Self::InvalidSharedKeyId => own("invalid_shared_key_id", "malformed SharedKey id"),
-            Self::ReplaySuppressed => own(
-                "replay_suppressed",
-                "duplicate of a webhook already processed",
-            ),
+            Self::ReplayCopy => own("replay_copy", "copy of a webhook already processed"),
             Self::ReplayInFlight => own(
                 "replay_in_flight",
                 "a copy of this webhook is being handled",

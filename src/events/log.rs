@@ -19,7 +19,7 @@ use crate::{
 /// Receives every webhook's lifecycle: [`Received`](WebhookOutcome::Received), then
 /// [`Verified`](WebhookOutcome::Verified) or not, then exactly one final outcome —
 /// [`Rejected`](WebhookOutcome::Rejected), [`Processed`](WebhookOutcome::Processed),
-/// [`Failed`](WebhookOutcome::Failed) or [`Duplicate`](WebhookOutcome::Duplicate). With the
+/// [`Failed`](WebhookOutcome::Failed) or [`Copy`](WebhookOutcome::Copy). With the
 /// mismatch doctor on, a signature mismatch it explains gets one more entry,
 /// [`Diagnosed`](WebhookOutcome::Diagnosed), from the doctor's thread (usually after the final
 /// outcome).
@@ -51,7 +51,7 @@ pub enum WebhookOutcome {
     /// The request arrived.
     Received,
     /// The signature checked out; the inner service is about to run (unless the
-    /// [replay guard](crate::replay_guard) finds it a duplicate or in flight).
+    /// [replay guard](crate::replay_guard) finds it a copy or in flight).
     Verified,
     /// Refused. Final.
     Rejected(RejectionKind),
@@ -66,7 +66,7 @@ pub enum WebhookOutcome {
     /// [replay guard](crate::replay_guard) behind the signature layer answered it with the
     /// first answer, without calling the handler (the response carried
     /// [`ReplayOutcome::Copy`](crate::replay_guard::ReplayOutcome::Copy)). Final.
-    Duplicate,
+    Copy,
     /// Not an outcome of the webhook's processing: the [mismatch doctor](crate::doctor)'s
     /// diagnosis of a signature mismatch, in [`WebhookLogEntry::diagnosis`], reported from the
     /// doctor's thread once it has run (usually after the final outcome; in report-only mode
@@ -80,12 +80,12 @@ impl WebhookOutcome {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Rejected(_) | Self::Processed(_) | Self::Failed(_) | Self::Duplicate
+            Self::Rejected(_) | Self::Processed(_) | Self::Failed(_) | Self::Copy
         )
     }
 
     /// `"received"`, `"verified"`, `"rejected"`, `"passed_in_report_only_mode"`,
-    /// `"processed"`, `"failed"`, `"duplicate"` or `"diagnosed"`.
+    /// `"processed"`, `"failed"`, `"copy"` or `"diagnosed"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Received => "received",
@@ -94,7 +94,7 @@ impl WebhookOutcome {
             Self::PassedInReportOnlyMode(_) => "passed_in_report_only_mode",
             Self::Processed(_) => "processed",
             Self::Failed(_) => "failed",
-            Self::Duplicate => "duplicate",
+            Self::Copy => "copy",
             Self::Diagnosed => "diagnosed",
         }
     }
@@ -235,9 +235,9 @@ impl Lifecycle {
         })
     }
 
-    /// Reports that the replay guard answered a duplicate without calling the inner service.
-    pub(crate) fn duplicate(&mut self) {
-        self.record(WebhookOutcome::Duplicate);
+    /// Reports that the replay guard answered a copy without calling the inner service.
+    pub(crate) fn copy(&mut self) {
+        self.record(WebhookOutcome::Copy);
     }
 
     /// Reports the inner service's answer: its status, or `None` for an error.

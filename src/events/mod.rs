@@ -116,11 +116,11 @@ impl SecurityEvent {
         }
     }
 
-    /// The event type name: the reason's name (`"signature_mismatch"`, `"replay_suppressed"`,
+    /// The event type name: the reason's name (`"signature_mismatch"`, `"replay_copy"`,
     /// `"replay_store_failed"`), `"passed_in_report_only_mode"`, or `"mismatch_diagnosed"`.
     pub fn event_type(&self) -> &'static str {
         match self.outcome {
-            Outcome::Rejected | Outcome::Suppressed | Outcome::PassedWithoutReplayCheck => {
+            Outcome::Rejected | Outcome::Copy | Outcome::PassedWithoutReplayCheck => {
                 self.reason.as_str()
             }
             Outcome::PassedInReportOnlyMode => Outcome::PassedInReportOnlyMode.as_str(),
@@ -154,9 +154,10 @@ pub enum Outcome {
     Rejected,
     /// Failed verification but passed to the inner service because report-only mode is on.
     PassedInReportOnlyMode,
-    /// Verified, but a duplicate of a webhook already processed: answered by the
-    /// [replay guard](crate::replay_guard) without calling the inner service.
-    Suppressed,
+    /// Verified, but a copy of a webhook already processed: answered by the
+    /// [replay guard](crate::replay_guard) with the first answer, without calling the inner
+    /// service.
+    Copy,
     /// Verified, but the replay store failed: passed to the inner service without the replay
     /// check ([`StoreFailure::RunUnguarded`](crate::replay_guard::StoreFailure::RunUnguarded),
     /// the default), or processed but not recorded (whatever the mode), so a later copy runs
@@ -170,14 +171,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// `"rejected"`, `"passed_in_report_only_mode"`, `"suppressed"`,
+    /// `"rejected"`, `"passed_in_report_only_mode"`, `"copy"`,
     /// `"passed_without_replay_check"` or `"diagnosed"`: where the webhook log has the same
     /// outcome, the same words as [`WebhookOutcome::as_str`](log::WebhookOutcome::as_str).
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Rejected => "rejected",
             Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
-            Self::Suppressed => "suppressed",
+            Self::Copy => "copy",
             Self::PassedWithoutReplayCheck => "passed_without_replay_check",
             Self::Diagnosed => "diagnosed",
         }
@@ -188,7 +189,7 @@ impl Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Severity {
-    /// Noise that needs no action (an unreadable body, an oversize upload, a duplicate or a
+    /// Noise that needs no action (an unreadable body, an oversize upload, a copy or a
     /// retry the replay guard caught).
     Info,
     /// Probably not Twilio: scanners, missing or malformed headers.
@@ -217,7 +218,7 @@ impl Severity {
             | AccountMismatch
             | ReplayStoreFailed
             | ReplayGuardMisplaced => Self::Critical,
-            BodyTooLarge | TooManyParameters | BodyReadFailed | ReplaySuppressed => Self::Info,
+            BodyTooLarge | TooManyParameters | BodyReadFailed | ReplayCopy => Self::Info,
             _ => Self::Warning,
         }
     }

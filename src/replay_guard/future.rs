@@ -367,8 +367,8 @@ where
             }
             Ok(Claim::Done(answer)) => {
                 #[cfg(feature = "metrics")]
-                crate::metrics::replay_suppressed();
-                self.report(RejectionKind::ReplaySuppressed, Outcome::Suppressed);
+                crate::metrics::replay_copy();
+                self.report(RejectionKind::ReplayCopy, Outcome::Copy);
                 finished(self.copy(&answer))
             }
             Ok(Claim::InFlight) => State::Waiting {
@@ -393,7 +393,7 @@ where
             }
             None => empty_answer(self.covered).map(ResponseBody::full),
         };
-        let rejection = Rejection::new(RejectionKind::ReplaySuppressed);
+        let rejection = Rejection::new(RejectionKind::ReplayCopy);
         response.extensions_mut().insert(rejection);
         response.extensions_mut().insert(ReplayOutcome::Copy);
         response

@@ -262,7 +262,7 @@ impl<St> ReplayGuardLayer<St> {
     /// [`OnSecurityEvent`] sinks as
     /// [`TwilioSignatureLayer::on_security_event`](crate::TwilioSignatureLayer::on_security_event);
     /// give both layers the same one). One event per copy kept from the handler
-    /// ([`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed), info), per degraded
+    /// ([`ReplayCopy`](crate::RejectionKind::ReplayCopy), info), per degraded
     /// request (the store failed, before the handler or when recording its answer:
     /// [`ReplayStoreFailed`](crate::RejectionKind::ReplayStoreFailed), critical, with outcome
     /// [`PassedWithoutReplayCheck`](crate::events::Outcome::PassedWithoutReplayCheck) or

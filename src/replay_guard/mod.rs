@@ -29,7 +29,7 @@
 //! | the store says | what happens |
 //! | --- | --- |
 //! | new | the key is claimed for a short [lease](ReplayGuardLayer::lease) (3 s), renewed every 1.2 s while the handler runs; the handler runs. A 2xx answer is stored (status, `Content-Type`, body up to [64 KiB](ReplayGuardLayer::max_answer_bytes)) for the [window](ReplayGuardLayer::window) (24 h) and handed on. Any other answer, an error, or a request dropped before the handler answered releases the claim, so the next copy runs the handler. Once the handler has answered 2xx it has acted, and the webhook is never released: an answer cut before the guard read it whole (the client went away while it streamed, or its body failed) is recorded as "done" only, as a larger one is, with one `WARN`; a request dropped while its answer is being stored still stores it |
-//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplaySuppressed`](crate::RejectionKind::ReplaySuppressed) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound, or cut before it was read whole, was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
+//! | done | the handler does not run; the copy gets the stored answer byte for byte, with a [`ReplayCopy`](crate::RejectionKind::ReplayCopy) rejection in its extensions (not a refusal: a marker). An answer that was larger than the bound, or cut before it was read whole, was stored as "done" only: its copies get an empty answer (`200` with `<Response/>` for a form or `GET` webhook, `204` for a `bodySHA256` one), and the guard said so at `WARN` once, when it stored it |
 //! | in flight (another attempt runs, here or on another instance) | the copy [waits](ReplayGuardLayer::wait) (5 s) for it: the first answer when it succeeds; the handler itself when it failed, was dropped, or its instance died (the lease lapses within 3 s, well within the wait even when the instance died just after renewing it). When the wait runs out: `409` ([`ReplayInFlight`](crate::RejectionKind::ReplayInFlight)), see below |
 //! | an error | by default the handler runs unguarded, with an `ERROR` event; see the trade-off table |
 //!
@@ -37,12 +37,12 @@
 //!
 //! Security events go to the layer's sink ([`on_security_event`](ReplayGuardLayer::on_security_event),
 //! [`TracingSink`](crate::events::TracingSink) by default), one per request: a copy kept from
-//! the handler (`replay_suppressed`, info), a store failure (`replay_store_failed`, critical),
+//! the handler (`replay_copy`, info), a store failure (`replay_store_failed`, critical),
 //! a wait that ran out (`replay_in_flight`, warning), a request without a `VerifiedWebhook`
 //! (`replay_guard_misplaced`, critical). Every response the guard hands back carries a
 //! [`ReplayOutcome`] in its extensions; the signature layer's
 //! [webhook log](crate::events::log) reads it and records a copy as
-//! [`Duplicate`](crate::events::log::WebhookOutcome::Duplicate), not as processed.
+//! [`Copy`](crate::events::log::WebhookOutcome::Copy), not as processed.
 //!
 //! # Scopes: which Twilio webhook is which
 //!
@@ -177,7 +177,7 @@
 //!
 //! let copy = app.oneshot(webhook()?).await?; // a Twilio retry, or a captured request
 //! assert_eq!(copy.status(), StatusCode::OK);
-//! assert_eq!(copy.extensions().get::<Rejection>().unwrap().kind(), RejectionKind::ReplaySuppressed);
+//! assert_eq!(copy.extensions().get::<Rejection>().unwrap().kind(), RejectionKind::ReplayCopy);
 //! assert_eq!(copy.into_body().collect().await?.to_bytes(), "<Response><Message>reply 1</Message></Response>");
 //! assert_eq!(runs.load(Ordering::SeqCst), 1);
 //! # Ok(())

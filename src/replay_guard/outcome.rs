@@ -6,7 +6,7 @@ use http::Response;
 /// What the [`ReplayGuardLayer`](super::ReplayGuardLayer) did with a request: inserted into
 /// the extensions of every response it hands back. The signature layer's
 /// [webhook log](crate::events::log) reads it, so that a copy is logged as
-/// [`Duplicate`](crate::events::log::WebhookOutcome::Duplicate), not as processed.
+/// [`Copy`](crate::events::log::WebhookOutcome::Copy), not as processed.
 ///
 /// ```
 /// # use http::Response;

@@ -502,18 +502,18 @@ pub(crate) mod layer {
 
     /// A copy's answer: the handler's first answer (200), the typed reason, the guard's
     /// outcome.
-    pub(crate) fn assert_duplicate(answer: &Answer) {
+    pub(crate) fn assert_copy(answer: &Answer) {
         assert_eq!(answer.status(), StatusCode::OK);
-        assert_eq!(kind(answer), Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(kind(answer), Some(RejectionKind::ReplayCopy));
         assert_eq!(ReplayOutcome::of(answer), Some(ReplayOutcome::Copy));
     }
 
-    /// Exactly one event, `replay_suppressed` at info, and the log's final outcome `duplicate`.
-    pub(crate) fn assert_one_suppressed_event(reports: &Reports) {
+    /// Exactly one event, `replay_copy` at info, and the log's final outcome `copy`.
+    pub(crate) fn assert_one_copy_event(reports: &Reports) {
         let events = reports.events();
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(events[0].event_type(), "replay_suppressed");
-        assert_eq!(events[0].outcome, Outcome::Suppressed);
+        assert_eq!(events[0].event_type(), "replay_copy");
+        assert_eq!(events[0].outcome, Outcome::Copy);
         assert_eq!(events[0].severity, Severity::Info);
         assert_eq!(
             events[0].account_sid.as_deref(),
@@ -593,14 +593,14 @@ pub(crate) mod layer {
             .filter(|a| kind(a) == Some(RejectionKind::ReplayInFlight))
             .inspect(|a| assert_eq!(a.status(), StatusCode::CONFLICT))
             .count();
-        let duplicates = answers
+        let copies = answers
             .iter()
-            .filter(|a| kind(a) == Some(RejectionKind::ReplaySuppressed))
-            .inspect(|a| assert_duplicate(a))
+            .filter(|a| kind(a) == Some(RejectionKind::ReplayCopy))
+            .inspect(|a| assert_copy(a))
             .count();
         assert_eq!(handled, 1);
-        assert_eq!(handled + in_flight + duplicates, answers.len());
-        println!("race: 1 handled, {in_flight} waits ran out (409), {duplicates} copies (200)");
+        assert_eq!(handled + in_flight + copies, answers.len());
+        println!("race: 1 handled, {in_flight} waits ran out (409), {copies} copies (200)");
     }
 }
 
@@ -630,24 +630,25 @@ mod memory_guard {
 
         assert_eq!(ReplayOutcome::of(&first), Some(ReplayOutcome::First));
         let second = service.clone().oneshot(sms(1)).await.unwrap();
-        assert_duplicate(&second);
+        assert_copy(&second);
         assert_eq!(crate::support::body_string(second).await, "handled");
         assert_eq!(handler.runs(), 1);
-        assert_one_suppressed_event(&reports);
+        assert_one_copy_event(&reports);
         assert_eq!(
             reports.final_outcomes(),
             [
                 WebhookOutcome::Processed(StatusCode::OK),
-                WebhookOutcome::Duplicate
+                WebhookOutcome::Copy
             ]
         );
-        assert_eq!(WebhookOutcome::Duplicate.as_str(), "duplicate");
+        assert_eq!(WebhookOutcome::Copy.as_str(), "copy");
+        assert_eq!(Outcome::Copy.as_str(), "copy");
 
-        // Each copy is one event and one `duplicate` in the log.
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        // Each copy is one event and one `copy` in the log.
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(reports.events().len(), 2);
         assert_eq!(reports.final_outcomes().len(), 3);
-        assert_eq!(reports.final_outcomes()[2], WebhookOutcome::Duplicate);
+        assert_eq!(reports.final_outcomes()[2], WebhookOutcome::Copy);
 
         // A different webhook is new.
         let other = service.clone().oneshot(sms(2)).await.unwrap();
@@ -662,7 +663,7 @@ mod memory_guard {
         assert_eq!(kind(&service.clone().oneshot(json()).await.unwrap()), None);
         let second = service.clone().oneshot(json()).await.unwrap();
         assert_eq!(second.status(), StatusCode::OK);
-        assert_eq!(kind(&second), Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(kind(&second), Some(RejectionKind::ReplayCopy));
         assert_eq!(crate::support::body_string(second).await, "handled");
         assert_eq!(handler.runs(), 1);
     }
@@ -693,7 +694,7 @@ mod memory_guard {
         let retry = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!((retry.status(), kind(&retry)), (StatusCode::OK, None));
         assert_eq!(handler.runs(), 2);
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(handler.runs(), 2);
     }
 
@@ -723,7 +724,7 @@ mod memory_guard {
         );
         gate.add_permits(1);
         assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(handler.runs(), 1);
     }
 
@@ -764,7 +765,7 @@ mod memory_guard {
         let service = service(guard, &handler, &reports);
         service.clone().oneshot(sms(1)).await.unwrap();
         tokio::time::advance(Duration::from_secs(3599)).await;
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         tokio::time::advance(Duration::from_secs(1)).await;
         let again = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!((again.status(), kind(&again)), (StatusCode::OK, None));
@@ -807,8 +808,8 @@ mod memory_guard {
         assert_eq!(events[0].event_type(), "replay_store_failed");
         assert_eq!(events[0].outcome, Outcome::Rejected);
         assert_eq!(events[0].severity, Severity::Critical);
-        // The webhook it holds is still a duplicate.
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        // The webhook it holds is still a copy.
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(handler.runs(), 1);
     }
 
@@ -831,20 +832,20 @@ mod memory_guard {
         assert_eq!(events[0].outcome, Outcome::PassedWithoutReplayCheck);
         assert_eq!(events[0].severity, Severity::Critical);
         // What the store holds is still guarded.
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(handler.runs(), 2);
     }
 
-    /// `tower_twilio_replays_suppressed_total` moves by one per copy kept from the handler,
+    /// `tower_twilio_replay_copies_total` moves by one per copy kept from the handler,
     /// and by nothing for a first run, a failed one, its retry, a copy whose wait ran out
     /// (counted as degraded instead), or a forgery; a copy is not counted as refused.
     #[cfg(feature = "metrics")]
     #[tokio::test(flavor = "current_thread")]
-    async fn each_suppressed_duplicate_moves_the_replay_counter_by_one() {
+    async fn each_copy_moves_the_replay_counter_by_one() {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-        use tower_twilio::metrics::{REFUSED, REPLAY_DEGRADED, REPLAYS_SUPPRESSED};
+        use tower_twilio::metrics::{REFUSED, REPLAY_COPIES, REPLAY_DEGRADED};
 
-        /// How far each counter moved since the last call: (suppressed, refused, degraded).
+        /// How far each counter moved since the last call: (copies, refused, degraded).
         fn moved(snapshotter: &Snapshotter) -> (u64, u64, u64) {
             let mut counts = (0, 0, 0);
             for (key, .., value) in snapshotter.snapshot().into_vec() {
@@ -852,7 +853,7 @@ mod memory_guard {
                     continue;
                 };
                 match key.key().name() {
-                    REPLAYS_SUPPRESSED => counts.0 += n,
+                    REPLAY_COPIES => counts.0 += n,
                     REFUSED => counts.1 += n,
                     REPLAY_DEGRADED => counts.2 += n,
                     _ => {}
@@ -869,7 +870,7 @@ mod memory_guard {
         let guard = ReplayGuardLayer::default().wait(Duration::from_millis(20));
         let service = service(guard, &handler, &reports);
 
-        // A first run, and a copy whose wait runs out while it runs: nothing suppressed.
+        // A first run, and a copy whose wait runs out while it runs: no copy counted.
         let mut first = Box::pin(service.clone().oneshot(sms(1)));
         assert!(futures_poll_once(first.as_mut()).await.is_none());
         let copy = service.clone().oneshot(sms(1)).await.unwrap();
@@ -883,12 +884,12 @@ mod memory_guard {
         );
 
         for n in 1..=3 {
-            assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+            assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
             assert_eq!(moved(&snapshotter), (1, 0, 0), "copy #{n}");
         }
         assert_eq!(handler.runs(), 1);
 
-        // A failed webhook and Twilio's retry both run: neither is a duplicate.
+        // A failed webhook and Twilio's retry both run: neither is a copy.
         let failing = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
         let service = super::layer::service(ReplayGuardLayer::default(), &failing, &reports);
         for expected in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::OK] {
@@ -896,10 +897,10 @@ mod memory_guard {
             assert_eq!((answer.status(), kind(&answer)), (expected, None));
         }
         assert_eq!(moved(&snapshotter), (0, 0, 0));
-        assert_duplicate(&service.clone().oneshot(sms(2)).await.unwrap());
+        assert_copy(&service.clone().oneshot(sms(2)).await.unwrap());
         assert_eq!(moved(&snapshotter), (1, 0, 0));
 
-        // A tampered copy is refused before the guard: not a duplicate.
+        // A tampered copy is refused before the guard: not a copy.
         let mut tampered = sms(2);
         *tampered.body_mut() = http_body_util::Full::new(bytes::Bytes::from(
             crate::support::SMS_BODY
@@ -962,9 +963,9 @@ mod redis_guard {
         assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let retry = service.clone().oneshot(sms(1)).await.unwrap();
         assert_eq!((retry.status(), kind(&retry)), (StatusCode::OK, None));
-        assert_duplicate(&service.clone().oneshot(sms(1)).await.unwrap());
+        assert_copy(&service.clone().oneshot(sms(1)).await.unwrap());
         assert_eq!(handler.runs(), 2);
-        assert_one_suppressed_event(&reports);
+        assert_one_copy_event(&reports);
     }
 
     // Redis goes away under a running service: a guard told to refuse accepts nothing (neither
@@ -986,7 +987,7 @@ mod redis_guard {
         let open_reports = Reports::default();
         let open = service(ReplayGuardLayer::new(store), &handler, &open_reports);
         assert_eq!(kind(&closed.clone().oneshot(sms(1)).await.unwrap()), None);
-        assert_duplicate(&closed.clone().oneshot(sms(1)).await.unwrap());
+        assert_copy(&closed.clone().oneshot(sms(1)).await.unwrap());
 
         server.stop();
         for n in [1, 1, 2] {
@@ -1074,7 +1075,7 @@ fn memory_stays_bounded_through_the_layer_under_100_000_distinct_webhooks() {
     );
     assert!(info.bytes_current <= bound as i64, "{}", info.bytes_current);
     let copy = runtime.block_on(service.oneshot(layer::sms(0))).unwrap();
-    layer::assert_duplicate(&copy);
+    layer::assert_copy(&copy);
 }
 
 // The raw signature is never stored or printed: not by the key, the guard, the store, the layer

@@ -176,7 +176,7 @@ fn voice(token: Option<&str>) -> Request<Full<Bytes>> {
 
 fn assert_first_answer(copy: &Answer, first: &Answer) {
     assert_eq!(first.kind, None);
-    assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+    assert_eq!(copy.kind, Some(RejectionKind::ReplayCopy));
     assert_eq!(
         (copy.status, &copy.content_type, &copy.body),
         (first.status, &first.content_type, &first.body),
@@ -393,7 +393,7 @@ async fn a_menu_loop_runs_each_pass_in_the_delivery_scope_and_a_retry_does_not()
     assert_eq!(handler.runs(), 3);
     // Twilio's retry of one of them: the same token, the first answer.
     let retry = send(&app, voice(Some("menu-2"))).await;
-    assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+    assert_eq!(retry.kind, Some(RejectionKind::ReplayCopy));
     assert_eq!(
         retry.body,
         "<Response><Message>reply 2</Message></Response>"
@@ -426,7 +426,7 @@ async fn an_answer_larger_than_the_bound_reaches_twilio_whole_and_its_copies_get
     assert_eq!(first.status, StatusCode::OK);
     assert!(first.body.len() > 200 && first.body.ends_with(b"</Message></Response>"));
     let copy = send(&app, sms(1)).await;
-    assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+    assert_eq!(copy.kind, Some(RejectionKind::ReplayCopy));
     assert_eq!(copy.status, StatusCode::OK);
     assert_eq!(
         copy.body,
@@ -675,7 +675,7 @@ async fn stored_answers_keep_the_memory_store_within_its_bytes() {
     for n in 1..=3 {
         assert_eq!(
             send(&app, sms(n)).await.kind,
-            Some(RejectionKind::ReplaySuppressed)
+            Some(RejectionKind::ReplayCopy)
         );
     }
     assert_eq!(handler.runs(), 4);
@@ -1013,9 +1013,9 @@ fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
 }
 
 /// The signature layer's webhook log (`on_webhook`) records a copy the guard answered with the
-/// stored answer as `duplicate`, not as a second `processed`.
+/// stored answer as `copy`, not as a second `processed`.
 #[tokio::test]
-async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
+async fn the_webhook_log_records_a_copy_as_copy_not_processed() {
     use tower_twilio::events::log::{WebhookLogEntry, WebhookOutcome};
 
     let entries: Arc<Mutex<Vec<WebhookOutcome>>> = Arc::default();
@@ -1046,7 +1046,7 @@ async fn the_webhook_log_shows_a_copy_as_a_duplicate() {
         *entries.lock().unwrap(),
         [
             WebhookOutcome::Processed(StatusCode::OK),
-            WebhookOutcome::Duplicate
+            WebhookOutcome::Copy
         ]
     );
 }
@@ -1188,7 +1188,7 @@ mod cut_answers {
             1,
             "the copy ran the handler again"
         );
-        assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(copy.kind, Some(RejectionKind::ReplayCopy));
         assert_eq!(
             (copy.status, &copy.body[..]),
             (StatusCode::OK, EMPTY_TWIML.as_bytes())
@@ -1223,7 +1223,7 @@ mod cut_answers {
             1,
             "the copy ran the handler again"
         );
-        assert_eq!(copy.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(copy.kind, Some(RejectionKind::ReplayCopy));
         assert_eq!(
             (copy.status, &copy.body[..]),
             (StatusCode::OK, EMPTY_TWIML.as_bytes())
@@ -1341,7 +1341,7 @@ mod cut_answers {
         drop_after_the_handler(first, || handler.runs(), 1).await;
         let retry = send(&app, sms(1)).await;
         assert_eq!(handler.runs(), 1, "the retry ran the handler again");
-        assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(retry.kind, Some(RejectionKind::ReplayCopy));
         assert_eq!(
             retry.body, "<Response><Message>reply 1</Message></Response>",
             "the retry gets the answer the dropped request was given"
@@ -1526,7 +1526,7 @@ mod delivery_bound {
             assert_eq!(send(&app, voice(Some(token))).await.kind, None);
         }
         let retry = send(&app, voice(Some("pass-1"))).await;
-        assert_eq!(retry.kind, Some(RejectionKind::ReplaySuppressed));
+        assert_eq!(retry.kind, Some(RejectionKind::ReplayCopy));
         assert_eq!(
             retry.body,
             "<Response><Message>reply 1</Message></Response>"
@@ -1576,7 +1576,7 @@ mod delivery_bound {
         assert_eq!(store.len(), 1 + 2 + 1);
         assert_eq!(
             send(&app, voice(None)).await.kind,
-            Some(RejectionKind::ReplaySuppressed)
+            Some(RejectionKind::ReplayCopy)
         );
     }
 }

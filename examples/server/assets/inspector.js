@@ -14,7 +14,7 @@
     window.history.replaceState(null, "", window.location.pathname + window.location.search);
     if (fromFragment) window.sessionStorage.setItem(TOKEN_KEY, fromFragment);
   }
-  const OUTCOMES = ["received", "verified", "rejected", "processed", "failed", "duplicate", "passed_in_report_only_mode"];
+  const OUTCOMES = ["received", "verified", "rejected", "processed", "failed", "copy", "passed_in_report_only_mode"];
   const POLL_MS = 1000;
 
   const decode = (text) => {
@@ -65,7 +65,7 @@
     if (webhook.status_code != null) detail = `handler ${webhook.status_code}`;
     // A copy: the replay guard answered it with the first answer it stored; the handler did
     // not run. The row of that first answer, when it is in this log.
-    if (webhook.outcome === "duplicate") {
+    if (webhook.outcome === "copy") {
       const first = webhook.copy_of;
       detail = first
         ? `copy: answered with the first answer (#${first.id}, stored ${new Date(first.answered_at).toLocaleTimeString()})`

@@ -1011,7 +1011,7 @@ pub enum Outcome {
     /// The handler answered with an error, or the request ended before it answered.
     Failed,
     /// A copy of a webhook already processed, answered by the replay guard.
-    Duplicate,
+    Copy,
 }
 
 impl Outcome {
@@ -1022,7 +1022,7 @@ impl Outcome {
         Self::PassedInReportOnlyMode,
         Self::Processed,
         Self::Failed,
-        Self::Duplicate,
+        Self::Copy,
     ];
 
     /// The outcome of a log entry; `None` for the outcomes that are not written
@@ -1034,7 +1034,7 @@ impl Outcome {
             WebhookOutcome::PassedInReportOnlyMode(_) => Self::PassedInReportOnlyMode,
             WebhookOutcome::Processed(_) => Self::Processed,
             WebhookOutcome::Failed(_) => Self::Failed,
-            WebhookOutcome::Duplicate => Self::Duplicate,
+            WebhookOutcome::Copy => Self::Copy,
             _ => return None,
         })
     }
@@ -1047,7 +1047,7 @@ impl Outcome {
             Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
             Self::Processed => "processed",
             Self::Failed => "failed",
-            Self::Duplicate => "duplicate",
+            Self::Copy => "copy",
         }
     }
 }
@@ -1458,7 +1458,7 @@ mod tests {
             WebhookOutcome::PassedInReportOnlyMode(RejectionKind::MissingSignature),
             WebhookOutcome::Processed(StatusCode::OK),
             WebhookOutcome::Failed(None),
-            WebhookOutcome::Duplicate,
+            WebhookOutcome::Copy,
         ];
         for outcome in stored {
             let ours = Outcome::of(outcome).unwrap();

@@ -359,7 +359,7 @@ pub fn reachable(mut addr: SocketAddr) -> SocketAddr {
 ///
 /// A webhook already processed (a Twilio retry, or a captured request played again) is
 /// answered with the first answer without running its handler again; the log shows it as
-/// `duplicate`. Two scopes: the voice routes are guarded per delivery (same signature and
+/// `copy`. Two scopes: the voice routes are guarded per delivery (same signature and
 /// same `I-Twilio-Idempotency-Token`), so a menu's `<Redirect>` loop runs each pass; the others
 /// per content (same signature). Each has a store of its own, so that replays of a voice
 /// webhook with fresh tokens cannot fill the memory store the messages rely on.

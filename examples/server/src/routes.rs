@@ -396,7 +396,7 @@ pub async fn health(State(state): State<AppState>) -> Result<&'static str, AppEr
     Ok("ok\n")
 }
 
-/// One webhook-log entry in the API: its row, and for a `duplicate` (a copy: the handler did
+/// One webhook-log entry in the API: its row, and for a `copy` (the handler did
 /// not run) the webhook whose stored first answer it was given, when that is in this log;
 /// `copy_of` is `null` otherwise (answered on an instance with another log, or pruned).
 #[derive(Debug, Serialize)]
@@ -411,7 +411,7 @@ pub struct WebhookJson {
 fn link_copies(rows: Vec<WebhookRow>, processed: &[ProcessedKey]) -> Vec<WebhookJson> {
     rows.into_iter()
         .map(|row| {
-            let copy_of = (row.outcome == Outcome::Duplicate)
+            let copy_of = (row.outcome == Outcome::Copy)
                 .then_some(row.replay_key.as_deref())
                 .flatten()
                 .and_then(|key| {
@@ -453,7 +453,7 @@ pub async fn webhooks(
     // The webhooks whose stored answers the copies among them got.
     let mut keys: Vec<&str> = rows
         .iter()
-        .filter(|row| row.outcome == Outcome::Duplicate)
+        .filter(|row| row.outcome == Outcome::Copy)
         .filter_map(|row| row.replay_key.as_deref())
         .collect();
     keys.sort_unstable();

@@ -1,6 +1,6 @@
 //! The persistent webhook log: the layer's `.on_webhook(...)` hook feeds a writer task through
 //! two queues; the task keeps one `webhook_log` row per webhook up to date through its outcomes
-//! (verified → processed | failed(status) | duplicate, or at once rejected(reason)), and adds
+//! (verified → processed | failed(status) | copy, or at once rejected(reason)), and adds
 //! the mismatch doctor's diagnosis to the row when it comes (after the response).
 //!
 //! # Verified webhooks are never lost, and never wait for forged ones
@@ -26,7 +26,7 @@
 //!
 //! A verified webhook's row also records the key the replay guard claims for it
 //! ([`Scope::key`]; the hook knows the scope its routes are guarded in), so that a copy
-//! (`duplicate`) can be pointed at the webhook whose stored answer it got.
+//! (`copy`) can be pointed at the webhook whose stored answer it got.
 //!
 //! # Memory stays bounded
 //!

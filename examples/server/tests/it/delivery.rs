@@ -1,7 +1,7 @@
 //! Twilio's delivery, simulated (`twilio_delivery`), against the real server over TCP: read
 //! timeouts and retries with the same idempotency token, a voice menu's `<Redirect>` loop, and
 //! a replay with a fresh token. Each scenario checks that every webhook was processed once (the
-//! webhook log: one `processed` per webhook, every copy `duplicate`) and that every answer the
+//! webhook log: one `processed` per webhook, every copy `copy`) and that every answer the
 //! simulated Twilio read was the handler's.
 
 use tower_twilio::replay_guard::ReplayGuardLayer;
@@ -72,7 +72,7 @@ async fn entries(server: &Server) -> Vec<serde_json::Value> {
 fn assert_copy_of(copy: &serde_json::Value, first: &serde_json::Value) -> String {
     assert_eq!(
         (copy["outcome"].as_str(), first["outcome"].as_str()),
-        (Some("duplicate"), Some("processed"))
+        (Some("copy"), Some("processed"))
     );
     let copy_of = &copy["copy_of"];
     assert_eq!(copy_of["id"], first["id"], "{copy}");
@@ -137,7 +137,7 @@ async fn a_retry_during_a_slow_first_attempt_gets_the_first_answer() {
         answer.contains("received your message: slow 6 (answered after 6 s)</Message>"),
         "{answer}"
     );
-    assert_eq!(outcomes(&server).await, ["processed", "duplicate"]);
+    assert_eq!(outcomes(&server).await, ["processed", "copy"]);
     // The inspector's API points the copy at the first attempt, whose answer was stored
     // after the copy arrived (the copy waited for it).
     let log = entries(&server).await;
@@ -179,10 +179,7 @@ async fn a_retried_or_replayed_sms_gets_the_same_message_and_is_processed_once()
     let replayed = deliver(&Delivery::new(replay)).await;
     assert_eq!(handler_answer(&replayed), first);
 
-    assert_eq!(
-        outcomes(&server).await,
-        ["processed", "duplicate", "duplicate"]
-    );
+    assert_eq!(outcomes(&server).await, ["processed", "copy", "copy"]);
     let log = entries(&server).await;
     assert_copy_of(&log[1], &log[0]);
     assert_copy_of(&log[2], &log[0]);
@@ -285,7 +282,7 @@ async fn a_menu_loop_gets_the_menu_every_pass() {
             "processed",
             "processed",
             "processed",
-            "duplicate",
+            "copy",
             "processed",
             "processed",
             "processed"
@@ -391,7 +388,7 @@ async fn send_webhook_deliver_shows_every_attempt_and_the_answer() {
         !stdout.contains("#rt="),
         "the fragment is not requested: {stdout}"
     );
-    assert_eq!(outcomes(&server).await, ["processed", "duplicate"]);
+    assert_eq!(outcomes(&server).await, ["processed", "copy"]);
     server.stop().await;
 }
 
@@ -438,7 +435,7 @@ async fn a_retry_on_another_instance_gets_the_first_answer_through_redis() {
         "{answer}"
     );
     first.webhooks(1).await;
-    assert_eq!(outcomes(&second).await, ["processed", "duplicate"]);
+    assert_eq!(outcomes(&second).await, ["processed", "copy"]);
     // One log for both: the copy answered by the second points at the first's webhook.
     let log = entries(&second).await;
     assert_copy_of(&log[1], &log[0]);
@@ -674,13 +671,7 @@ async fn the_store_down(store_url: &str, mut proxy: StoreProxy) {
     outcomes.reverse();
     assert_eq!(
         outcomes,
-        [
-            "processed",
-            "duplicate",
-            "processed",
-            "processed",
-            "processed"
-        ]
+        ["processed", "copy", "processed", "processed", "processed"]
     );
     let metrics = server
         .call(

@@ -393,11 +393,11 @@ async fn the_inspector_shows_webhooks_live_and_keeps_request_data_as_text() {
     assert_eq!(status, StatusCode::OK);
     let (status, retry, _) = server.send(&sms).await;
     assert_eq!((status, &retry), (StatusCode::OK, &first));
-    let copy = wait_for_row(&browser, "the copy", |row| row[0] == "duplicate").await;
+    let copy = wait_for_row(&browser, "the copy", |row| row[0] == "copy").await;
     let [first_id, first_outcome, first_message]: [String; 3] = serde_json::from_value(
         browser
             .execute(
-                "const copy = document.querySelector('#webhooks tr[data-outcome=duplicate]');
+                "const copy = document.querySelector('#webhooks tr[data-outcome=copy]');
                  const first = document.querySelector(`#webhooks tr[data-id=\"${copy.dataset.copyOf}\"]`);
                  return [copy.dataset.copyOf, first.dataset.outcome, first.querySelector('.message').textContent];",
                 vec![],

@@ -88,7 +88,7 @@ async fn the_counters_move_with_the_webhooks_and_need_the_admin_token() {
     assert_eq!(refused, 2.0, "{text}");
     // The same signed SMS three times: the replay guard kept the last two from the handler.
     assert_eq!(
-        sample(&text, "tower_twilio_replays_suppressed_total"),
+        sample(&text, "tower_twilio_replay_copies_total"),
         2.0,
         "{text}"
     );

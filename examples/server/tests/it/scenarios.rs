@@ -33,7 +33,7 @@ on_both_databases! {
     /// `tenant_settings` wins over the legacy `tenants` table, which is asked only for accounts
     /// the first does not know; rotation keeps the old token valid; SharedKeys work.
     credentials_come_from_the_preferred_then_the_legacy_source;
-    /// The same signed webhook twice is processed once (the log says `duplicate`); a different
+    /// The same signed webhook twice is processed once (the log says `copy`); a different
     /// one is processed; a tampered copy is still refused.
     a_replayed_webhook_is_processed_once;
 }
@@ -480,7 +480,7 @@ async fn credentials_come_from_the_preferred_then_the_legacy_source(db: TestDb) 
         assert_eq!(code, *expected, "{request:?}: {body}");
         bodies.push(body);
     }
-    // Read from the first answer: sending it again would be a duplicate.
+    // Read from the first answer: sending it again would be a copy.
     assert!(
         bodies[3].contains("<Message>Globex received"),
         "{}",
@@ -598,10 +598,7 @@ async fn a_replayed_webhook_is_processed_once(db: TestDb) {
 
     let log = server.webhooks(10).await;
     let outcomes: Vec<&str> = log.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-    assert_eq!(
-        outcomes,
-        ["rejected", "processed", "duplicate", "processed"]
-    );
+    assert_eq!(outcomes, ["rejected", "processed", "copy", "processed"]);
     assert_eq!(log[2]["message_sid"], log[3]["message_sid"]);
     assert_eq!(log[2]["tenant_id"], "default");
     server.stop().await;
@@ -677,7 +674,7 @@ async fn two_servers_sharing_one_redis_process_a_webhook_once() {
     assert_eq!(
         outcomes,
         [
-            ("duplicate", Some(&*sid)),
+            ("copy", Some(&*sid)),
             ("processed", Some(&*sid)),
             ("processed", Some(&*sid)),
             ("rejected", None),
@@ -688,7 +685,7 @@ async fn two_servers_sharing_one_redis_process_a_webhook_once() {
 }
 
 /// `/twilio/voice` is in the delivery scope: Twilio's retry of one request (the same
-/// `I-Twilio-Idempotency-Token`) gets the first answer and is logged `duplicate`; the same
+/// `I-Twilio-Idempotency-Token`) gets the first answer and is logged `copy`; the same
 /// signed request with a new token (a menu that loops back) runs the handler again.
 #[tokio::test]
 async fn a_voice_retry_gets_the_first_answer_and_a_loop_runs_again() {
@@ -716,7 +713,7 @@ async fn a_voice_retry_gets_the_first_answer_and_a_loop_runs_again() {
 
     let log = server.webhooks(10).await;
     let outcomes: Vec<&str> = log.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["processed", "duplicate", "processed"]);
+    assert_eq!(outcomes, ["processed", "copy", "processed"]);
     server.stop().await;
 }
 

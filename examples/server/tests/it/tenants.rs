@@ -322,6 +322,11 @@ async fn a_database_at_schema_version_is_upgraded(db: TestDb, version: i64) {
             tenant_id, status_code)
         VALUES (1796000000002, 1796000000002, 'POST', '/twilio/status', 'processed', 'acme', 204)"
             .to_owned(),
+        // A copy, under the name it was logged with before version 7.
+        "INSERT INTO webhook_log (received_at_ms, updated_at_ms, method, path, outcome,
+            tenant_id)
+        VALUES (1796000000003, 1796000000003, 'POST', '/twilio/status', 'duplicate', 'acme')"
+            .to_owned(),
     ];
     if version >= 5 {
         statements.push("CREATE TABLE credential_changes (version BIGINT NOT NULL)".to_owned());
@@ -363,6 +368,17 @@ async fn a_database_at_schema_version_is_upgraded(db: TestDb, version: i64) {
             log.iter()
                 .any(|row| row["path"] == "/twilio/status" && row["status_code"] == 204),
             "{start}: the old log row is kept: {log:#?}"
+        );
+        let mut old_rows: Vec<_> = log
+            .iter()
+            .filter(|row| row["path"] == "/twilio/status")
+            .map(|row| row["outcome"].as_str())
+            .collect();
+        old_rows.sort_unstable();
+        assert_eq!(
+            old_rows,
+            [Some("copy"), Some("processed")],
+            "{start}: the old copy is renamed: {log:#?}"
         );
         server.stop().await;
     }
