@@ -176,7 +176,7 @@ impl fmt::Debug for MemoryStore {
 const NONE: u32 = u32::MAX;
 
 /// Slots per chunk of [`Slots`]: a chunk is never moved once full, and at most one is not.
-const CHUNK: usize = 1024;
+const CHUNK: usize = 4096;
 
 /// The most lists of expiries a store keeps (one per duration it is given; more durations
 /// share them, in order all the same).
@@ -313,8 +313,8 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Every entry in chunks of [`CHUNK`] slots that never move (the last one grows by doubling
-/// until it is full), with the free slots chained: a slot freed by an expiry is the next one
+/// Every entry in chunks of [`CHUNK`] slots that never move (the first one grows by doubling
+/// until it is full, the others are made whole), with the free slots chained: a slot freed by an expiry is the next one
 /// taken, while it is still in the CPU's caches.
 struct Slots {
     chunks: Vec<Vec<Slot>>,
@@ -356,7 +356,10 @@ impl Slots {
         }
         let slot = self.high as usize;
         if slot.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::new());
+            // The first chunk grows (a small store stays small); later ones are made whole,
+            // so that no chunk is ever copied again.
+            let capacity = if slot == 0 { 0 } else { CHUNK };
+            self.chunks.push(Vec::with_capacity(capacity));
         }
         let chunk = self.chunks.last_mut().expect("a chunk with room");
         if chunk.len() == chunk.capacity() {
