@@ -312,7 +312,6 @@ where
                             "a processed webhook could not be recorded in the replay store: \
                              a copy arriving after the claim's lease runs the handler again"
                         );
-                        #[cfg(feature = "metrics")]
                         crate::metrics::replay_degraded("complete_failed");
                     }
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
@@ -366,7 +365,6 @@ where
                 self.call(ReplayOutcome::Unrecorded)
             }
             Ok(Claim::Done(answer)) => {
-                #[cfg(feature = "metrics")]
                 crate::metrics::replay_suppressed();
                 self.report(RejectionKind::ReplaySuppressed, Outcome::Suppressed);
                 finished(self.copy(&answer))
@@ -422,7 +420,6 @@ where
     }
 
     fn store_failed(&mut self, error: ReplayStoreError) -> StateOf<S, St, ReqBody, ResBody> {
-        #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("store_failed");
         match self.settings.on_store_failure {
             // The event is the one ERROR report; the store's error adds its cause.
@@ -458,7 +455,6 @@ where
             "a copy waited for the first attempt until its bound and got 409; the first \
              attempt keeps running and its answer is stored for later copies"
         );
-        #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("wait_ran_out");
         let kind = RejectionKind::ReplayInFlight;
         self.report(kind, Outcome::Rejected);
