@@ -48,12 +48,11 @@ pin_project! {
             St::ReleaseFuture,
             S::Error,
         >,
-        // How long a copy may still wait for the first attempt: set when it first waits.
+        // Until the claim: how long a copy may still wait for the first attempt, set when it
+        // first waits. Once claimed: when the claim is renewed next, set when the handler
+        // first makes the request wait. (One timer for both keeps the future small.)
         #[pin]
-        deadline: Option<Sleep>,
-        // When the claim is renewed next: set when the handler first makes the request wait.
-        #[pin]
-        renew_at: Option<Sleep>,
+        timer: Option<Sleep>,
         #[pin]
         renewal: Option<St::RenewFuture>,
         request: InFlight<S, St, ReqBody>,
@@ -213,8 +212,7 @@ where
         };
         Self {
             state,
-            deadline: None,
-            renew_at: None,
+            timer: None,
             renewal: None,
             request: InFlight {
                 inner,
@@ -249,14 +247,19 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Claiming { claim } => {
                     let answer = ready!(claim.poll(cx));
-                    if matches!(answer, Ok(Claim::InFlight)) && this.deadline.is_none() {
-                        let wait = request.settings.wait;
-                        this.deadline.set(Some(tokio::time::sleep(wait)));
+                    match answer {
+                        Ok(Claim::InFlight) if this.timer.is_none() => {
+                            let wait = request.settings.wait;
+                            this.timer.set(Some(tokio::time::sleep(wait)));
+                        }
+                        Ok(Claim::InFlight) => {}
+                        // No more waiting: from here on the timer renews the claim.
+                        _ => this.timer.set(None),
                     }
                     request.claimed(answer)
                 }
                 StateProj::Waiting { wait } => {
-                    let deadline = this.deadline.as_mut().as_pin_mut();
+                    let deadline = this.timer.as_mut().as_pin_mut();
                     if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
                         request.wait_ran_out()
                     } else {
@@ -274,7 +277,7 @@ where
                 StateProj::Running { future } => match future.poll(cx) {
                     Poll::Ready(result) => request.answered(result),
                     Poll::Pending => {
-                        request.poll_renewal(this.renew_at.as_mut(), this.renewal.as_mut(), cx);
+                        request.poll_renewal(this.timer.as_mut(), this.renewal.as_mut(), cx);
                         return Poll::Pending;
                     }
                 },
@@ -292,7 +295,7 @@ where
                             request.read(parts, body, collected)
                         }
                         Poll::Pending => {
-                            request.poll_renewal(this.renew_at.as_mut(), this.renewal.as_mut(), cx);
+                            request.poll_renewal(this.timer.as_mut(), this.renewal.as_mut(), cx);
                             return Poll::Pending;
                         }
                     }
