@@ -3,6 +3,7 @@
 
 use std::{
     future::Future,
+    mem,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -114,8 +115,8 @@ pin_project! {
 struct InFlight<S, St, ReqBody> {
     inner: S,
     settings: Arc<Settings<St>>,
-    /// Until the inner service is called.
-    request: Option<Request<ReqBody>>,
+    /// The request until the inner service is called, then what an event about it needs.
+    held: Held<ReqBody>,
     key: ReplayKey,
     /// Where the deliveries of this webhook are counted, when `key` is one delivery of it
     /// (the delivery scope, with a token).
@@ -130,8 +131,15 @@ struct InFlight<S, St, ReqBody> {
     on_drop: OnDrop,
     /// How many times this copy has waited.
     waits: u32,
-    /// What an event about this request needs once the inner service has it: set by `call`.
-    about: Option<About>,
+}
+
+/// The request, or once the inner service has it, what an event about it needs (never both:
+/// one field keeps the future smaller).
+enum Held<ReqBody> {
+    Request(Request<ReqBody>),
+    /// Set by `call` for a claimed request, whose answer the store can still fail to record.
+    About(About),
+    Neither,
 }
 
 /// What a request dropped while it holds the claim does with it.
@@ -217,7 +225,7 @@ where
             request: InFlight {
                 inner,
                 settings,
-                request: Some(request),
+                held: Held::Request(request),
                 key,
                 deliveries,
                 outcome: ReplayOutcome::First,
@@ -225,7 +233,6 @@ where
                 claim: None,
                 on_drop: OnDrop::Release,
                 waits: 0,
-                about: None,
             },
         }
     }
@@ -403,9 +410,9 @@ where
     /// Reports a security event about this request to the layer's sink, before or after the
     /// inner service took it.
     fn report(&self, kind: RejectionKind, outcome: Outcome) {
-        if let Some(request) = &self.request {
+        if let Held::Request(request) = &self.held {
             report(&self.settings, request, kind, outcome);
-        } else if let Some(about) = &self.about {
+        } else if let Held::About(about) = &self.held {
             let mut headers = HeaderMap::new();
             let named = [
                 (header::USER_AGENT, &about.user_agent),
@@ -467,10 +474,12 @@ where
     /// Calls the inner service; its answer will be marked `outcome`.
     fn call(&mut self, outcome: ReplayOutcome) -> StateOf<S, St, ReqBody, ResBody> {
         self.outcome = outcome;
-        let request = self.request.take().expect(POLLED_AFTER_COMPLETION);
+        let Held::Request(request) = mem::replace(&mut self.held, Held::Neither) else {
+            panic!("{POLLED_AFTER_COMPLETION}");
+        };
         if self.claim.is_some() {
             // Only a claimed request is recorded afterwards, and can fail to be.
-            self.about = Some(About::of(&request));
+            self.held = Held::About(About::of(&request));
         }
         State::Running {
             future: self.inner.call(request),
