@@ -282,7 +282,7 @@ where
                     }
                 }
                 StateProj::Running { future } => match future.poll(cx) {
-                    Poll::Ready(result) => request.answered(result),
+                    Poll::Ready(result) => request.answered(result, cx),
                     Poll::Pending => {
                         request.poll_renewal(this.timer.as_mut(), this.renewal.as_mut(), cx);
                         return Poll::Pending;
@@ -490,7 +490,12 @@ where
     fn answered(
         &mut self,
         result: Result<Response<ResBody>, S::Error>,
-    ) -> StateOf<S, St, ReqBody, ResBody> {
+        cx: &mut Context<'_>,
+    ) -> StateOf<S, St, ReqBody, ResBody>
+    where
+        ResBody: Body + Unpin,
+        ResBody::Error: Into<BoxError>,
+    {
         let outcome = self.outcome;
         let result = result.map(|mut response| {
             response.extensions_mut().insert(outcome);
@@ -506,11 +511,18 @@ where
             Ok(response) if response.status().is_success() => {
                 // The handler has acted: from here on the webhook is never released.
                 self.on_drop = OnDrop::CutAnswer(response.status());
-                let (parts, body) = response.into_parts();
-                State::Reading {
-                    body: Some(body),
-                    collector: AnswerCollector::default(),
-                    parts: Some(parts),
+                let (parts, mut body) = response.into_parts();
+                let mut collector = AnswerCollector::default();
+                // A body that is there already (a TwiML document) is read at once, without
+                // a state of its own to move the response through.
+                let limit = self.settings.max_answer_bytes;
+                match collector.poll_collect(Pin::new(&mut body), limit, cx) {
+                    Poll::Ready(collected) => self.read(parts, body, collected),
+                    Poll::Pending => State::Reading {
+                        body: Some(body),
+                        collector,
+                        parts: Some(parts),
+                    },
                 }
             }
             result => self.release(token, result.map(|r| r.map(ResponseBody::inner))),
