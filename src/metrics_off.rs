@@ -25,3 +25,7 @@ pub(crate) fn refused(_reason: RejectionKind, _tenant: Option<&str>) {}
 pub(crate) fn diagnosis(_matched: bool) {}
 
 pub(crate) fn diagnosis_dropped() {}
+
+pub(crate) fn replay_copy() {}
+
+pub(crate) fn replay_degraded(_reason: &'static str) {}

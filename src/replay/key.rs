@@ -167,6 +167,23 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// The bytes hashed are the documented ones, for a short input and a long one: keys stay
+    /// the same across versions and instances (a shared store names its entries by them).
+    /// Expected values from Python's hashlib over the same bytes.
+    #[test]
+    fn keys_are_the_sha256_of_their_documented_input() {
+        let content = ReplayKey::new(Algorithm::HmacSha1, SIG);
+        assert_eq!(
+            content.to_hex(),
+            "cd6af31342c80a277d9a1fdc15222d0c07427bf62df2f8c1b067ffc3ab7b5c65"
+        );
+        let long = ReplayKey::for_delivery(Algorithm::HmacSha1, SIG, &[b'x'; 200]);
+        assert_eq!(
+            long.to_hex(),
+            "99413abb6f4cf815f909fda65afea88436d93bbf1c0a2ab776d902504a5297e2"
+        );
+    }
+
     #[test]
     fn debug_and_hex_never_show_the_signature() {
         let key = ReplayKey::new(Algorithm::HmacSha1, SIG);

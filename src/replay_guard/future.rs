@@ -3,6 +3,7 @@
 
 use std::{
     future::Future,
+    mem,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -48,12 +49,11 @@ pin_project! {
             St::ReleaseFuture,
             S::Error,
         >,
-        // How long a copy may still wait for the first attempt: set when it first waits.
+        // Until the claim: how long a copy may still wait for the first attempt, set when it
+        // first waits. Once claimed: when the claim is renewed next, set when the handler
+        // first makes the request wait. (One timer for both keeps the future small.)
         #[pin]
-        deadline: Option<Sleep>,
-        // When the claim is renewed next: set when the handler first makes the request wait.
-        #[pin]
-        renew_at: Option<Sleep>,
+        timer: Option<Sleep>,
         #[pin]
         renewal: Option<St::RenewFuture>,
         request: InFlight<S, St, ReqBody>,
@@ -115,8 +115,8 @@ pin_project! {
 struct InFlight<S, St, ReqBody> {
     inner: S,
     settings: Arc<Settings<St>>,
-    /// Until the inner service is called.
-    request: Option<Request<ReqBody>>,
+    /// The request until the inner service is called, then what an event about it needs.
+    held: Held<ReqBody>,
     key: ReplayKey,
     /// Where the deliveries of this webhook are counted, when `key` is one delivery of it
     /// (the delivery scope, with a token).
@@ -131,8 +131,15 @@ struct InFlight<S, St, ReqBody> {
     on_drop: OnDrop,
     /// How many times this copy has waited.
     waits: u32,
-    /// What an event about this request needs once the inner service has it: set by `call`.
-    about: Option<About>,
+}
+
+/// The request, or once the inner service has it, what an event about it needs (never both:
+/// one field keeps the future smaller).
+enum Held<ReqBody> {
+    Request(Request<ReqBody>),
+    /// Set by `call` for a claimed request, whose answer the store can still fail to record.
+    About(About),
+    Neither,
 }
 
 /// What a request dropped while it holds the claim does with it.
@@ -213,13 +220,12 @@ where
         };
         Self {
             state,
-            deadline: None,
-            renew_at: None,
+            timer: None,
             renewal: None,
             request: InFlight {
                 inner,
                 settings,
-                request: Some(request),
+                held: Held::Request(request),
                 key,
                 deliveries,
                 outcome: ReplayOutcome::First,
@@ -227,7 +233,6 @@ where
                 claim: None,
                 on_drop: OnDrop::Release,
                 waits: 0,
-                about: None,
             },
         }
     }
@@ -249,14 +254,19 @@ where
             let next = match this.state.as_mut().project() {
                 StateProj::Claiming { claim } => {
                     let answer = ready!(claim.poll(cx));
-                    if matches!(answer, Ok(Claim::InFlight)) && this.deadline.is_none() {
-                        let wait = request.settings.wait;
-                        this.deadline.set(Some(tokio::time::sleep(wait)));
+                    match answer {
+                        Ok(Claim::InFlight) if this.timer.is_none() => {
+                            let wait = request.settings.wait;
+                            this.timer.set(Some(tokio::time::sleep(wait)));
+                        }
+                        Ok(Claim::InFlight) => {}
+                        // No more waiting: from here on the timer renews the claim.
+                        _ => this.timer.set(None),
                     }
                     request.claimed(answer)
                 }
                 StateProj::Waiting { wait } => {
-                    let deadline = this.deadline.as_mut().as_pin_mut();
+                    let deadline = this.timer.as_mut().as_pin_mut();
                     if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
                         request.wait_ran_out()
                     } else {
@@ -272,9 +282,9 @@ where
                     }
                 }
                 StateProj::Running { future } => match future.poll(cx) {
-                    Poll::Ready(result) => request.answered(result),
+                    Poll::Ready(result) => request.answered(result, cx),
                     Poll::Pending => {
-                        request.poll_renewal(this.renew_at.as_mut(), this.renewal.as_mut(), cx);
+                        request.poll_renewal(this.timer.as_mut(), this.renewal.as_mut(), cx);
                         return Poll::Pending;
                     }
                 },
@@ -292,7 +302,7 @@ where
                             request.read(parts, body, collected)
                         }
                         Poll::Pending => {
-                            request.poll_renewal(this.renew_at.as_mut(), this.renewal.as_mut(), cx);
+                            request.poll_renewal(this.timer.as_mut(), this.renewal.as_mut(), cx);
                             return Poll::Pending;
                         }
                     }
@@ -312,7 +322,6 @@ where
                             "a processed webhook could not be recorded in the replay store: \
                              a copy arriving after the claim's lease runs the handler again"
                         );
-                        #[cfg(feature = "metrics")]
                         crate::metrics::replay_degraded("complete_failed");
                     }
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
@@ -366,7 +375,6 @@ where
                 self.call(ReplayOutcome::Unrecorded)
             }
             Ok(Claim::Done(answer)) => {
-                #[cfg(feature = "metrics")]
                 crate::metrics::replay_copy();
                 self.report(RejectionKind::ReplayCopy, Outcome::Copy);
                 finished(self.copy(&answer))
@@ -402,9 +410,9 @@ where
     /// Reports a security event about this request to the layer's sink, before or after the
     /// inner service took it.
     fn report(&self, kind: RejectionKind, outcome: Outcome) {
-        if let Some(request) = &self.request {
+        if let Held::Request(request) = &self.held {
             report(&self.settings, request, kind, outcome);
-        } else if let Some(about) = &self.about {
+        } else if let Held::About(about) = &self.held {
             let mut headers = HeaderMap::new();
             let named = [
                 (header::USER_AGENT, &about.user_agent),
@@ -422,7 +430,6 @@ where
     }
 
     fn store_failed(&mut self, error: ReplayStoreError) -> StateOf<S, St, ReqBody, ResBody> {
-        #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("store_failed");
         match self.settings.on_store_failure {
             // The event is the one ERROR report; the store's error adds its cause.
@@ -458,7 +465,6 @@ where
             "a copy waited for the first attempt until its bound and got 409; the first \
              attempt keeps running and its answer is stored for later copies"
         );
-        #[cfg(feature = "metrics")]
         crate::metrics::replay_degraded("wait_ran_out");
         let kind = RejectionKind::ReplayInFlight;
         self.report(kind, Outcome::Rejected);
@@ -468,10 +474,12 @@ where
     /// Calls the inner service; its answer will be marked `outcome`.
     fn call(&mut self, outcome: ReplayOutcome) -> StateOf<S, St, ReqBody, ResBody> {
         self.outcome = outcome;
-        let request = self.request.take().expect(POLLED_AFTER_COMPLETION);
+        let Held::Request(request) = mem::replace(&mut self.held, Held::Neither) else {
+            panic!("{POLLED_AFTER_COMPLETION}");
+        };
         if self.claim.is_some() {
             // Only a claimed request is recorded afterwards, and can fail to be.
-            self.about = Some(About::of(&request));
+            self.held = Held::About(About::of(&request));
         }
         State::Running {
             future: self.inner.call(request),
@@ -482,7 +490,12 @@ where
     fn answered(
         &mut self,
         result: Result<Response<ResBody>, S::Error>,
-    ) -> StateOf<S, St, ReqBody, ResBody> {
+        cx: &mut Context<'_>,
+    ) -> StateOf<S, St, ReqBody, ResBody>
+    where
+        ResBody: Body + Unpin,
+        ResBody::Error: Into<BoxError>,
+    {
         let outcome = self.outcome;
         let result = result.map(|mut response| {
             response.extensions_mut().insert(outcome);
@@ -498,11 +511,18 @@ where
             Ok(response) if response.status().is_success() => {
                 // The handler has acted: from here on the webhook is never released.
                 self.on_drop = OnDrop::CutAnswer(response.status());
-                let (parts, body) = response.into_parts();
-                State::Reading {
-                    body: Some(body),
-                    collector: AnswerCollector::default(),
-                    parts: Some(parts),
+                let (parts, mut body) = response.into_parts();
+                let mut collector = AnswerCollector::default();
+                // A body that is there already (a TwiML document) is read at once, without
+                // a state of its own to move the response through.
+                let limit = self.settings.max_answer_bytes;
+                match collector.poll_collect(Pin::new(&mut body), limit, cx) {
+                    Poll::Ready(collected) => self.read(parts, body, collected),
+                    Poll::Pending => State::Reading {
+                        body: Some(body),
+                        collector,
+                        parts: Some(parts),
+                    },
                 }
             }
             result => self.release(token, result.map(|r| r.map(ResponseBody::inner))),

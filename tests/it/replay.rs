@@ -84,6 +84,27 @@ fn memory_store_stays_within_its_byte_limit_under_100_000_webhooks() {
     }
 }
 
+// The same bound where the store's own tables are emptiest: just past a step of its slots
+// (the first chunk doubles up to 1024 slots, the next ones are made whole) and of its index.
+#[test]
+fn memory_store_stays_within_its_byte_limit_just_past_its_growth_steps() {
+    for entries in [5, 9, 17, 33, 65, 129, 257, 513, 1025, 2049, 4097, 8193] {
+        let max_bytes = MemoryStore::FIXED_BYTES + entries * MemoryStore::ENTRY_BYTES;
+        let store = MemoryStore::new(max_bytes);
+        let info = allocation_counter::measure(|| record(&store, 0..entries as u64));
+        println!(
+            "{entries} entries: {} bytes ({} per entry)",
+            info.bytes_max,
+            info.bytes_max / entries as u64
+        );
+        assert!(
+            info.bytes_max <= max_bytes as u64,
+            "{entries} entries: {}",
+            info.bytes_max
+        );
+    }
+}
+
 #[cfg(feature = "redis")]
 pub(crate) mod redis {
     //! A Redis server for the tests: the shared one, or a private one a test may stop.
