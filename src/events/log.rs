@@ -1,6 +1,7 @@
 //! The webhook log: every webhook's lifecycle, for an application to persist.
 
 use std::{
+    fmt,
     net::IpAddr,
     sync::{
         Arc,
@@ -101,7 +102,10 @@ impl WebhookOutcome {
 }
 
 /// One outcome of one webhook, with what is known of it so far.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows the query with its values redacted, whatever the outcome: from
+/// `Verified` on the field holds the query as received, with the webhook's parameter values.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct WebhookLogEntry {
     /// Unique within the process, the same for every entry of one webhook.
@@ -139,6 +143,26 @@ pub struct WebhookLogEntry {
     /// On the [`Diagnosed`](WebhookOutcome::Diagnosed) entry: the URL the signature matches and
     /// what to configure (see [`crate::doctor`]).
     pub diagnosis: Option<Arc<Diagnosis>>,
+}
+
+impl fmt::Debug for WebhookLogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookLogEntry")
+            .field("id", &self.id)
+            .field("outcome", &self.outcome)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query.as_deref().map(redact_query))
+            .field("user_agent", &self.user_agent)
+            .field("received_at", &self.received_at)
+            .field("client_ip", &self.client_ip)
+            .field("request_id", &self.request_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("account_sid", &self.account_sid)
+            .field("webhook", &self.webhook)
+            .field("diagnosis", &self.diagnosis)
+            .finish()
+    }
 }
 
 /// Hands out webhook ids.
@@ -313,6 +337,28 @@ mod tests {
 
     fn outcomes(entries: &Mutex<Vec<WebhookLogEntry>>) -> Vec<WebhookOutcome> {
         entries.lock().unwrap().iter().map(|e| e.outcome).collect()
+    }
+
+    #[test]
+    fn debug_output_redacts_the_query_values_even_once_verified() {
+        let (log, entries) = recorder();
+        let mut lifecycle = Lifecycle::received(Some(&log), &parts(), None);
+        if let Some(tracked) = &mut lifecycle.tracked {
+            // What `verified` leaves there: the query as received.
+            tracked.entry.query = Some("From=%2B14155550100&Body=secret+words".to_owned());
+        }
+        lifecycle.answered(Some(StatusCode::OK));
+        drop(lifecycle);
+        let entries = entries.lock().unwrap();
+        let last = entries.last().unwrap();
+        assert_eq!(
+            last.query.as_deref(),
+            Some("From=%2B14155550100&Body=secret+words")
+        );
+        let debug = format!("{last:?}");
+        assert!(!debug.contains("14155550100"), "{debug}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("From=[redacted]&Body=[redacted]"), "{debug}");
     }
 
     #[test]
