@@ -23,7 +23,8 @@ pub enum ReplayOutcome {
     /// The webhook was new (or its earlier attempt failed): the handler ran, holding the claim.
     First,
     /// A copy of a processed webhook: the handler did not run; the answer is the stored first
-    /// answer (or an empty one when it was larger than the bound).
+    /// answer (or an empty one when it was larger than the bound, or cut before it was read
+    /// whole).
     Copy,
     /// The store failed and the guard ran the handler without a claim
     /// ([`StoreFailure::RunUnguarded`](super::StoreFailure::RunUnguarded)).

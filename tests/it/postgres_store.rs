@@ -127,14 +127,14 @@ async fn a_done_key_is_new_again_after_its_window_and_a_lapsed_claim_is_not_revi
         panic!("a new key")
     };
     store
-        .complete(&key(1), token, answer(), Duration::from_millis(200))
+        .complete(&key(1), token, answer(), Duration::from_secs(2))
         .await
         .unwrap();
     assert_eq!(
         store.claim(&key(1), LEASE).await.unwrap(),
         Claim::Done(answer())
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(matches!(
         store.claim(&key(1), LEASE).await,
         Ok(Claim::Claimed(_))

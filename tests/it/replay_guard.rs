@@ -772,7 +772,7 @@ pub(crate) mod contract {
     pub(crate) async fn run_deliveries<St: ReplayStore>(store: &St) {
         let deliveries = ReplayKey::deliveries(Algorithm::HmacSha1, &[9; 28]);
         let delivery = |n: u8| ReplayKey::for_delivery(Algorithm::HmacSha1, &[9; 28], &[n]);
-        let period = Duration::from_millis(300);
+        let period = Duration::from_secs(2);
         let claim = |n: u8| store.claim_delivery(&delivery(n), &deliveries, 2, period, LEASE);
         let Ok(Claim::Claimed(first)) = claim(1).await else {
             panic!("a new delivery")

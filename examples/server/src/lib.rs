@@ -88,7 +88,7 @@ use self::{
 pub const DEFAULT_CONCURRENCY_LIMIT: u32 = 64;
 
 /// How long a request may take before it gets a 503. Twilio gives up after 15 s; answering
-/// first lets its retry (or fallback URL) take over, and bounds how long a request holds its
+/// first lets its Fallback URL (or a retry, when the URL's `rp` names `5xx`) take over, and bounds how long a request holds its
 /// memory and its log permits.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -437,8 +437,8 @@ fn admin_routes(state: AppState, inspector: &Inspector, guard: AdminGuard) -> Ro
 fn server_layers(router: Router, config: &Config) -> Router {
     let router = router
         // One limit shared by every route (`ConcurrencyLimitLayer` would make one per route).
-        // A request waits for a slot before the timeout starts; while it waits it holds only
-        // its connection and headers: no body is read and nothing is logged yet.
+        // The timeout (the next, outer layer) counts the wait for a slot too; while it waits a
+        // request holds only its connection and headers: no body is read, nothing is logged.
         .layer(GlobalConcurrencyLimitLayer::new(config.concurrency_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

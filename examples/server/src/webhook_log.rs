@@ -41,7 +41,7 @@
 //!   concurrency limit) hold the only other permits. The mismatch doctor's diagnoses come on
 //!   top, through the refused queue and
 //!   bounded by the doctor's own budget (20 a second). When the database falls behind, new webhooks wait for admission (and, past
-//!   the request timeout, get a 503 that Twilio retries) instead of piling up in memory. A
+//!   the request timeout, get a 503, final unless the URL's `rp` names `5xx` or a Fallback URL is set) instead of piling up in memory. A
 //!   concurrency limit alone would not do this: a request finishes long before its entries are
 //!   written.
 //! - The server's concurrency limit bounds the requests in flight, and with them the bodies
