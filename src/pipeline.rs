@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, Method, request::Parts};
+use http::{HeaderValue, Method, request::Parts};
 use http_body::SizeHint;
 
 use crate::{
@@ -25,13 +25,10 @@ use crate::{
     form::{self, Params},
     rejection::{Rejection, RejectionKind},
     resolver::{Credentials, Resolution, ResolveRequest},
-    signature::IDEMPOTENCY_TOKEN_HEADER,
     url::rebuilt::RebuiltUrl,
     verified_webhook::{Facts, SignatureBytes},
-    verify::{self, Prechecked, VerifyError, WebhookRequest, check_method},
+    verify::{Prechecked, TwilioHeaders, VerifyError, WebhookRequest, check_method},
 };
-
-const IDEMPOTENCY_TOKEN: HeaderName = HeaderName::from_static(IDEMPOTENCY_TOKEN_HEADER);
 
 /// Why a request is refused, with what was known of it by then (for the event and the webhook
 /// log). Becomes the [`Rejection`] in the response's extensions.
@@ -145,7 +142,7 @@ pub(crate) fn check_head(parts: &Parts, body_size: &SizeHint, config: &Config) -
         && !config.report_only
     {
         Err(Refusal::new(error.into()))
-    } else if !config.report_only && !parts.headers.contains_key(verify::SIGNATURE) {
+    } else if !config.report_only && !TwilioHeaders::read(&parts.headers).has_signature() {
         Err(Refusal::new(RejectionKind::MissingSignature))
     } else if body_size.lower() > config.max_body_size as u64 {
         Err(Refusal::new(RejectionKind::BodyTooLarge))
@@ -164,14 +161,9 @@ pub(crate) struct Inbound<'a> {
 }
 
 impl<'a> Inbound<'a> {
-    /// The request for the pure verifier, with its headers.
-    fn webhook_request(self) -> WebhookRequest<'a> {
-        WebhookRequest::from_parts(
-            &self.parts.method,
-            &self.url.url,
-            &self.parts.headers,
-            self.body,
-        )
+    /// The request for the pure verifier, with `headers` read from it.
+    fn webhook_request(self, headers: TwilioHeaders<'a>) -> WebhookRequest<'a> {
+        WebhookRequest::from_headers(&self.parts.method, &self.url.url, headers, self.body)
     }
 }
 
@@ -185,6 +177,10 @@ pub(crate) struct Prepared {
     params: Option<Params>,
     account_sid: Option<Arc<str>>,
     shared_key_id: Option<Arc<str>>,
+    /// What the verified context keeps of the headers, read with the others: the signature
+    /// (the replay guard's key) and the idempotency token.
+    signature: Option<SignatureBytes>,
+    idempotency_token: Option<HeaderValue>,
 }
 
 impl Prepared {
@@ -228,7 +224,10 @@ fn over_param_limit(inbound: Inbound<'_>, max: usize) -> bool {
 }
 
 fn prepare_request(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Refusal> {
-    let request = inbound.webhook_request().max_params(config.max_params);
+    let headers = TwilioHeaders::read(&inbound.parts.headers);
+    let request = inbound
+        .webhook_request(headers)
+        .max_params(config.max_params);
     let shared_key_id = shared_key_id(&request)?;
     let prechecked = request
         .prechecked()
@@ -241,6 +240,8 @@ fn prepare_request(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Re
         params,
         account_sid,
         shared_key_id,
+        signature: headers.signature().and_then(SignatureBytes::new),
+        idempotency_token: headers.idempotency_token.cloned(),
     })
 }
 
@@ -316,6 +317,8 @@ pub(crate) fn complete(
         params,
         account_sid,
         shared_key_id,
+        signature,
+        idempotency_token,
     } = prepared;
     let unknown = if shared_key_id.is_some() {
         RejectionKind::UnknownSharedKey
@@ -391,12 +394,8 @@ pub(crate) fn complete(
         url_form: verified.url_form,
         covered: verified.covered,
         params: params.unwrap_or_default(),
-        idempotency_token: inbound.parts.headers.get(IDEMPOTENCY_TOKEN).cloned(),
-        signature: inbound
-            .parts
-            .headers
-            .get(&verify::SIGNATURE)
-            .and_then(|value| SignatureBytes::new(value.as_bytes())),
+        idempotency_token,
+        signature,
         url: String::new(),
         client_ip: None,
     };
@@ -423,7 +422,7 @@ mod tests {
     use super::*;
     use crate::{
         PublicUrl, Secret, VerifiedWebhook,
-        signature::{Algorithm, sign, url_with_body_sha256},
+        signature::{Algorithm, IDEMPOTENCY_TOKEN_HEADER, sign, url_with_body_sha256},
         verify::{Covered, UrlForm},
     };
 

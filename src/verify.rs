@@ -61,14 +61,15 @@
 
 use std::{borrow::Cow, fmt};
 
-use http::{HeaderMap, HeaderName, Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
 use crate::{
     Secret,
     form::{self, DEFAULT_MAX_PARAMS, Params, SortOrder},
     signature::{
-        Algorithm, BODY_SHA256_PARAM, ReceivedSignature, SIGNATURE_HEADER,
-        SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings, body_sha256_matches,
+        Algorithm, BODY_SHA256_PARAM, IDEMPOTENCY_TOKEN_HEADER, ReceivedSignature,
+        SIGNATURE_HEADER, SIGNATURE_SETTINGS_HEADER, SettingsError, SignatureSettings,
+        body_sha256_matches,
     },
     url::{redact::redact_userinfo, spellings},
 };
@@ -78,6 +79,7 @@ use crate::{
 pub(crate) const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
 pub(crate) const SIGNATURE_SETTINGS: HeaderName =
     HeaderName::from_static(SIGNATURE_SETTINGS_HEADER);
+pub(crate) const IDEMPOTENCY_TOKEN: HeaderName = HeaderName::from_static(IDEMPOTENCY_TOKEN_HEADER);
 
 /// One header's presence on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,6 +105,72 @@ impl<'a> Header<'a> {
             (Some(value), None) => Self::One(value.as_bytes()),
             (Some(_), Some(_)) => Self::Repeated,
         }
+    }
+
+    /// One more value of this header.
+    fn add(&mut self, value: &'a HeaderValue) {
+        *self = match self {
+            Self::Absent => Self::One(value.as_bytes()),
+            Self::One(_) | Self::Repeated => Self::Repeated,
+        };
+    }
+}
+
+/// Up to this many header values, [`TwilioHeaders::read`] finds its headers in one pass over
+/// the map; past it, by one lookup each. A lookup hashes the name (about 200 instructions for
+/// a Twilio header), a pass costs a few instructions a value: the pass is cheaper for the
+/// headers a webhook carries, the lookups bound the cost of a request with thousands.
+const SCAN_AT_MOST: usize = 32;
+
+/// The headers verification reads, and the idempotency token the verified context keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct TwilioHeaders<'a> {
+    content_type: Header<'a>,
+    signature: Header<'a>,
+    settings: Header<'a>,
+    /// The first `I-Twilio-Idempotency-Token`, as [`HeaderMap::get`] finds it.
+    pub(crate) idempotency_token: Option<&'a HeaderValue>,
+}
+
+impl<'a> TwilioHeaders<'a> {
+    /// Finds them in `headers`: in one pass over a map of at most [`SCAN_AT_MOST`] values,
+    /// else by name. Both give the same answer.
+    pub(crate) fn read(headers: &'a HeaderMap) -> Self {
+        if headers.len() > SCAN_AT_MOST {
+            return Self::look_up(headers);
+        }
+        let mut found = Self::default();
+        for (name, value) in headers {
+            if name == header::CONTENT_TYPE {
+                found.content_type.add(value);
+            } else if name == SIGNATURE {
+                found.signature.add(value);
+            } else if name == SIGNATURE_SETTINGS {
+                found.settings.add(value);
+            } else if name == IDEMPOTENCY_TOKEN && found.idempotency_token.is_none() {
+                found.idempotency_token = Some(value);
+            }
+        }
+        found
+    }
+
+    fn look_up(headers: &'a HeaderMap) -> Self {
+        Self {
+            content_type: Header::from_map(headers, &header::CONTENT_TYPE),
+            signature: Header::from_map(headers, &SIGNATURE),
+            settings: Header::from_map(headers, &SIGNATURE_SETTINGS),
+            idempotency_token: headers.get(IDEMPOTENCY_TOKEN),
+        }
+    }
+
+    /// Whether the request carries an `X-Twilio-Signature` (once or more).
+    pub(crate) fn has_signature(&self) -> bool {
+        self.signature != Header::Absent
+    }
+
+    /// The `X-Twilio-Signature` value, when there is exactly one.
+    pub(crate) fn signature(&self) -> Option<&'a [u8]> {
+        self.signature.value()
     }
 }
 
@@ -152,10 +220,20 @@ impl<'a> WebhookRequest<'a> {
         headers: &'a HeaderMap,
         body: &'a [u8],
     ) -> Self {
+        Self::from_headers(method, url, TwilioHeaders::read(headers), body)
+    }
+
+    /// [`from_parts`](Self::from_parts) with the headers already read.
+    pub(crate) fn from_headers(
+        method: &'a Method,
+        url: &'a str,
+        headers: TwilioHeaders<'a>,
+        body: &'a [u8],
+    ) -> Self {
         Self {
-            content_type: Header::from_map(headers, &header::CONTENT_TYPE),
-            signature: Header::from_map(headers, &SIGNATURE),
-            settings: Header::from_map(headers, &SIGNATURE_SETTINGS),
+            content_type: headers.content_type,
+            signature: headers.signature,
+            settings: headers.settings,
             ..Self::new(method, url, body)
         }
     }
@@ -793,6 +871,51 @@ mod tests {
             form_request(URL, BODY, &flipped).verify([&token()]),
             Err(VerifyError::SignatureMismatch)
         );
+    }
+
+    #[test]
+    fn reading_the_headers_in_one_pass_finds_what_looking_them_up_finds() {
+        // Every count (absent, once, twice) of each header read, among few other headers (one
+        // pass) and among more than `SCAN_AT_MOST` (one lookup each), in both orders.
+        let names = [
+            header::CONTENT_TYPE,
+            SIGNATURE,
+            SIGNATURE_SETTINGS,
+            IDEMPOTENCY_TOKEN,
+        ];
+        for counts in 0..3_u32.pow(4) {
+            for fillers in [0, 3, SCAN_AT_MOST + 1] {
+                for fillers_first in [false, true] {
+                    let mut headers = HeaderMap::new();
+                    let mut add_fillers = |headers: &mut HeaderMap| {
+                        for i in 0..fillers {
+                            let name = HeaderName::try_from(format!("x-filler-{i}")).unwrap();
+                            headers.append(name, HeaderValue::from_static("f"));
+                        }
+                    };
+                    if fillers_first {
+                        add_fillers(&mut headers);
+                    }
+                    for (i, name) in names.iter().enumerate() {
+                        for n in 0..counts / 3_u32.pow(i as u32) % 3 {
+                            let value = HeaderValue::try_from(format!("{name}-{n}")).unwrap();
+                            headers.append(name.clone(), value);
+                        }
+                    }
+                    if !fillers_first {
+                        add_fillers(&mut headers);
+                    }
+                    let read = TwilioHeaders::read(&headers);
+                    assert_eq!(read, TwilioHeaders::look_up(&headers), "{headers:?}");
+                    assert_eq!(read.has_signature(), headers.contains_key(SIGNATURE));
+                    assert_eq!(
+                        read.idempotency_token,
+                        headers.get(IDEMPOTENCY_TOKEN),
+                        "the first token, as `get` finds it"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
