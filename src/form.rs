@@ -126,6 +126,12 @@ impl Pair {
         self.start as usize..self.name_end as usize
     }
 
+    /// Whether this pair of `text` is named `name`: the lengths first, which tell most pairs
+    /// apart without slicing the text.
+    fn is_named(self, text: &[u8], name: &[u8]) -> bool {
+        (self.name_end - self.start) as usize == name.len() && &text[self.name()] == name
+    }
+
     fn value(self) -> std::ops::Range<usize> {
         (self.name_end as usize + 1).min(self.end as usize)..self.end as usize
     }
@@ -295,7 +301,7 @@ impl Params {
         let pair = self
             .pairs
             .iter()
-            .find(|pair| &text[pair.name()] == name.as_bytes())?;
+            .find(|pair| pair.is_named(text, name.as_bytes()))?;
         Some(&self.text[pair.value()])
     }
 
@@ -304,7 +310,7 @@ impl Params {
         let text: &'s str = &self.text;
         self.pairs
             .iter()
-            .filter(move |pair| &text.as_bytes()[pair.name()] == name.as_bytes())
+            .filter(move |pair| pair.is_named(text.as_bytes(), name.as_bytes()))
             .map(move |pair| &text[pair.value()])
     }
 
