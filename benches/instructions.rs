@@ -110,8 +110,11 @@ fn app() -> Router {
 }
 
 /// `count` keep-alive requests from a hyper client to `app` served by hyper over an in-memory
-/// connection, after [`WARM_UP`] uncounted ones.
+/// connection, after [`WARM_UP`] uncounted ones. The router is served as `axum::serve` serves
+/// it (`Router::into_make_service`): `with_state` turns its handlers into routes, with their
+/// layers, once; a router served without it does that again for every request.
 fn serve(runtime: &tokio::runtime::Runtime, app: Router, payload: &'static Payload, count: usize) {
+    let app = app.with_state(());
     runtime.block_on(async move {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let counting = Arc::new(AtomicBool::new(false));
