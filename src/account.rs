@@ -83,7 +83,14 @@ impl std::error::Error for AccountError {}
 /// assert!(!is_account_sid("SK0123456789abcdef0123456789abcdef"));
 /// ```
 pub fn is_account_sid(sid: &str) -> bool {
-    sid.len() == 34 && sid.starts_with("AC") && sid.bytes().skip(2).all(|b| b.is_ascii_hexdigit())
+    match sid.as_bytes() {
+        // Every digit checked, without stopping at a bad one: the loop has no branch, and the
+        // compiler checks the 32 bytes a vector at a time.
+        [b'A', b'C', hex @ ..] if hex.len() == 32 => hex
+            .iter()
+            .fold(true, |all, digit| all & digit.is_ascii_hexdigit()),
+        _ => false,
+    }
 }
 
 /// Whether `key_id` is a SharedKey id this layer will look up: 1 to
@@ -380,6 +387,15 @@ mod tests {
             " AC0123456789abcdef0123456789abcdef",
         ] {
             assert!(!is_account_sid(bad), "{bad:?}");
+        }
+        // One byte that is not a hex digit, at every place: each digit is checked.
+        for at in 2..A.len() {
+            for bad in [b'g', b'G', b'/', b':', b'@', b'`', b' ', 0] {
+                let mut sid = A.as_bytes().to_vec();
+                sid[at] = bad;
+                let sid = String::from_utf8(sid).unwrap();
+                assert!(!is_account_sid(&sid), "{sid:?}");
+            }
         }
     }
 
