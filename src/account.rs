@@ -147,7 +147,7 @@ pub fn named_account_sid<'a>(
             add(Cow::Borrowed(sid))?;
         }
     }
-    if let Some(query) = query {
+    if let Some(query) = query.filter(|query| query_may_name_account_sid(query.as_bytes())) {
         for sid in form::values(query, ACCOUNT_SID_PARAM) {
             add(sid)?;
         }
@@ -186,6 +186,15 @@ impl<'de> JsonSids<'de> {
             Some(_) => {}
         }
     }
+}
+
+/// Whether a query may name an `AccountSid`: it has the name's bytes, or a `%` (a name may be
+/// percent-encoded). Without either, its pairs need not be split and decoded: a JSON webhook's
+/// query holds only `bodySHA256`.
+fn query_may_name_account_sid(query: &[u8]) -> bool {
+    static NAME: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(ACCOUNT_SID_PARAM.as_bytes()));
+    memchr::memchr(b'%', query).is_some() || NAME.find(query).is_some()
 }
 
 /// Whether a JSON body may have an `AccountSid` member: it has those bytes between quotes, or
@@ -504,6 +513,33 @@ mod tests {
                 "{json}"
             );
         }
+    }
+
+    #[test]
+    fn a_query_is_split_only_when_it_may_name_an_account_sid() {
+        assert!(!query_may_name_account_sid(b"bodySHA256=7c3bd119"));
+        assert!(!query_may_name_account_sid(b"accountsid=AC1"));
+        assert!(query_may_name_account_sid(b"tenant=7&AccountSid=AC1"));
+        assert!(query_may_name_account_sid(b"Account%53id=AC1"));
+        // A percent-encoded name or value is still found, and still checked.
+        for query in [
+            format!("Account%53id={A}"),
+            format!("AccountSid=%41C{}", &A[2..]),
+        ] {
+            assert_eq!(
+                named_account_sid(None, Some(&query), None),
+                Ok(Some(Cow::Owned(A.to_owned()))),
+                "{query}"
+            );
+        }
+        assert_eq!(
+            named_account_sid(None, Some("Account%53id=AC1"), None),
+            Err(AccountError::Invalid)
+        );
+        assert_eq!(
+            named_account_sid(None, Some("bodySHA256=00&tenant=7"), None),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -234,7 +234,8 @@ fn prepare_request(inbound: Inbound<'_>, config: &Config) -> Result<Prepared, Re
         .map_err(|error| Refusal::new(error.into()))?;
     let is_form = prechecked.is_form();
     let params = params(inbound, prechecked.form_pairs(), config.max_params)?;
-    let account_sid = account_sid(inbound, params.as_ref().filter(|_| is_form))?;
+    let form = params.as_ref().filter(|_| is_form);
+    let account_sid = account_sid(inbound, form, headers.content_type())?;
     Ok(Prepared {
         prechecked,
         params,
@@ -287,14 +288,13 @@ fn params(
 /// JSON body (see [`account::named_account_sid`]): refused when malformed or when two differ,
 /// before any lookup. One allocation when it names one (the `Arc` the resolver's view, the
 /// verified context, events and the webhook log share), none otherwise.
-fn account_sid(inbound: Inbound<'_>, form: Option<&Params>) -> Result<Option<Arc<str>>, Refusal> {
+fn account_sid(
+    inbound: Inbound<'_>,
+    form: Option<&Params>,
+    content_type: Option<&[u8]>,
+) -> Result<Option<Arc<str>>, Refusal> {
     // A form body is not JSON: its content type was read as form-encoded.
-    let json = form
-        .is_none()
-        .then(|| inbound.parts.headers.get(http::header::CONTENT_TYPE))
-        .flatten()
-        .is_some_and(|content_type| form::is_json(content_type.as_bytes()))
-        .then_some(inbound.body);
+    let json = (form.is_none() && content_type.is_some_and(form::is_json)).then_some(inbound.body);
     account::named_account_sid(form, inbound.parts.uri.query(), json)
         .map(|sid| sid.as_deref().map(Arc::from))
         .map_err(|error| Refusal::new(error.into()))

@@ -168,6 +168,11 @@ impl<'a> TwilioHeaders<'a> {
         self.signature != Header::Absent
     }
 
+    /// The `Content-Type` value, when there is exactly one.
+    pub(crate) fn content_type(&self) -> Option<&'a [u8]> {
+        self.content_type.value()
+    }
+
     /// The `X-Twilio-Signature` value, when there is exactly one.
     pub(crate) fn signature(&self) -> Option<&'a [u8]> {
         self.signature.value()
