@@ -892,7 +892,7 @@ mod tests {
             for fillers in [0, 3, SCAN_AT_MOST + 1] {
                 for fillers_first in [false, true] {
                     let mut headers = HeaderMap::new();
-                    let mut add_fillers = |headers: &mut HeaderMap| {
+                    let add_fillers = |headers: &mut HeaderMap| {
                         for i in 0..fillers {
                             let name = HeaderName::try_from(format!("x-filler-{i}")).unwrap();
                             headers.append(name, HeaderValue::from_static("f"));

@@ -10,8 +10,11 @@
 //! - an address in `Forwarded: for=` or `X-Forwarded-For`: [`parse_node`].
 //!
 //! Lists are read from their end, where the nearest proxy writes, and at most
-//! [`MAX_FORWARDED_VALUES`] values of each header are looked at: a request with thousands of
-//! values costs what one with a few does.
+//! [`MAX_FORWARDED_VALUES`] values of each header are used: a list value is split off the end
+//! of its line without reading the rest of it, and lines before the ones needed are not read.
+//! A `Forwarded` line is scanned once, whole, for its element boundaries (a comma inside a
+//! quoted string does not count), so its cost grows with the length of the lines read, never
+//! with anything more.
 
 use std::net::IpAddr;
 
@@ -47,12 +50,21 @@ pub(crate) fn list_values<'h>(
     headers: &'h HeaderMap,
     name: &'static str,
 ) -> impl Iterator<Item = Result<&'h str, UrlError>> + 'h {
+    list_values_and_one_more(headers, name).take(MAX_FORWARDED_VALUES)
+}
+
+/// [`list_values`], and one value more when there is one: for a caller that must know
+/// whether the values it read were all there are.
+pub(crate) fn list_values_and_one_more<'h>(
+    headers: &'h HeaderMap,
+    name: &'static str,
+) -> impl Iterator<Item = Result<&'h str, UrlError>> + 'h {
     headers
         .get_all(name)
         .iter()
         .rev()
         .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
-        .take(MAX_FORWARDED_VALUES)
+        .take(MAX_FORWARDED_VALUES + 1)
         .map(|value| {
             std::str::from_utf8(value)
                 .ok()

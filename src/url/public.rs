@@ -34,7 +34,8 @@ use http::{HeaderMap, Uri, header, request::Parts};
 pub use super::proxy_network::ProxyNetwork;
 use super::{
     headers::{
-        ForwardedElement, Repeated, forwarded_elements, last_value, list_values, parse_node, single,
+        ForwardedElement, MAX_FORWARDED_VALUES, Repeated, forwarded_elements, last_value,
+        list_values_and_one_more, parse_node, single,
     },
     parts::{join, path_prefix, strip_port, valid_host, valid_port},
     rebuilt::{RebuiltUrl, UrlError},
@@ -513,9 +514,20 @@ impl ForwardedHeaders {
         Ok(chosen)
     }
 
+    /// The client in `X-Forwarded-For`, as [`chosen_forwarded_element`] finds it in
+    /// `Forwarded`: the first address from the end that is not a trusted proxy's, or the last
+    /// one read when all are. Past [`MAX_FORWARDED_VALUES`] trusted hops which one is the
+    /// client cannot be told: none is read from the header, and the peer stands, as for a
+    /// malformed value. The request is not refused, as it is for `Forwarded`, whose element
+    /// also carries the scheme and host the URL is built from.
+    ///
+    /// [`chosen_forwarded_element`]: Self::chosen_forwarded_element
     fn x_forwarded_for(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut chosen = None;
-        for value in list_values(headers, "x-forwarded-for") {
+        for (read, value) in list_values_and_one_more(headers, "x-forwarded-for").enumerate() {
+            if read == MAX_FORWARDED_VALUES {
+                return None;
+            }
             let ip = parse_node(value.ok()?)?;
             chosen = Some(ip);
             if !self.is_trusted(ip) {
@@ -887,6 +899,52 @@ mod tests {
             )
             .unwrap();
         assert_eq!(r.client_ip, STRANGER);
+    }
+
+    #[test]
+    fn past_the_bound_of_trusted_hops_no_client_is_named_and_forwarded_is_refused() {
+        // Sixteen trusted hops are read; with a seventeenth the client is further out.
+        let hops = |n: usize| {
+            (0..n)
+                .map(|i| format!("10.0.0.{}", i + 1))
+                .collect::<Vec<_>>()
+        };
+        let client_ip = |chain: &str| {
+            forwarded(x_forwarded())
+                .reconstruct(
+                    &parts("/sms", &[("host", "h"), ("x-forwarded-for", chain)]),
+                    PROXY,
+                )
+                .map(|r| r.client_ip)
+        };
+        let within = format!("198.51.100.7, {}", hops(15).join(", "));
+        assert_eq!(client_ip(&within), Ok("198.51.100.7".parse().ok()));
+        let all_trusted = hops(16).join(", ");
+        assert_eq!(client_ip(&all_trusted), Ok("10.0.0.1".parse().ok()));
+        for past in [
+            format!("198.51.100.7, {all_trusted}"),
+            hops(17).join(", "),
+            hops(1000).join(", "),
+        ] {
+            assert_eq!(
+                client_ip(&past),
+                Ok(PROXY),
+                "the request passes, the peer stands"
+            );
+        }
+
+        let forwarded_for = |n: usize| {
+            let elements: Vec<_> = hops(n).iter().map(|ip| format!("for={ip}")).collect();
+            forwarded(rfc7239()).reconstruct(
+                &parts(
+                    "/sms",
+                    &[("host", "h"), ("forwarded", &elements.join(", "))],
+                ),
+                PROXY,
+            )
+        };
+        assert!(forwarded_for(16).is_ok());
+        assert_eq!(forwarded_for(17), Err(UrlError::InvalidForwarded));
     }
 
     #[test]
