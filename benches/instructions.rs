@@ -18,6 +18,11 @@
 //! allocator's first pages) is done, then N times inside [`measured`], the one function the
 //! gate counts (`--toggle-collect`): the process's start and exit are left out.
 //!
+//! MODE `growth-params` and `growth-body_bytes` take a size instead of a payload name: `verify`
+//! on the generated form body of `benches/growth` with that many parameters or `Body` bytes
+//! (the criterion groups `growth/params/N` and `growth/body_bytes/N`), for
+//! `benches/growth/run.sh`.
+//!
 //! MODE `server-with` and `server-without` serve the app of `examples/bench_server.rs` (with
 //! and without the layer) with hyper's HTTP/1 server on one in-memory keep-alive connection
 //! (`tokio::io::duplex`: no socket, no timer, no other thread, so the order of events never
@@ -43,14 +48,18 @@ use std::{
 use axum::{Router, http::header, routing::post};
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_twilio::{Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody};
+use tower_twilio::{
+    Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody, verify::WebhookRequest,
+};
 
+#[allow(dead_code)] // the list of sizes: the probe takes any size it is given
+mod growth;
 #[allow(dead_code)] // the payload helpers this probe does not need
 mod payloads;
 
@@ -152,12 +161,41 @@ fn serve(runtime: &tokio::runtime::Runtime, app: Router, payload: &'static Paylo
     });
 }
 
+/// `verify` on a generated body of `benches/growth` (`kind` `params` or `body_bytes`, as the
+/// criterion groups `growth/KIND/SIZE`), `count` times after the warm-up.
+fn growth_mode(kind: &str, size: &str, count: usize) {
+    let size: usize = size
+        .parse()
+        .expect("a size: a parameter count or a number of bytes");
+    let body = match kind {
+        "params" => growth::body_with_params(size),
+        "body_bytes" => growth::body_with_text(size),
+        other => panic!("unknown growth mode {other:?}: growth-params or growth-body_bytes"),
+    };
+    let secret = Secret::new(TOKEN).expect("non-empty token");
+    let signature = growth::signature(&secret, &body);
+    let request = WebhookRequest::new(&Method::POST, growth::URL, body.as_bytes())
+        .content_type(b"application/x-www-form-urlencoded")
+        .signature(signature.as_bytes());
+    let verify = || {
+        black_box(black_box(request).verify([&secret])).expect("a valid signature");
+    };
+    for _ in 0..WARM_UP {
+        verify();
+    }
+    measured(count, &verify);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [mode, name, count] = args.as_slice() else {
         // `cargo bench` runs every bench target: nothing to do without arguments.
         return;
     };
+    if let Some(kind) = mode.strip_prefix("growth-") {
+        let count: usize = count.parse().expect("an iteration count");
+        return growth_mode(kind, name, count);
+    }
     let payload = PAYLOADS
         .iter()
         .find(|p| p.name == name)

@@ -39,10 +39,10 @@ use tower_twilio::{
     form::Params,
     replay::{ClaimToken, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
     replay_guard::ReplayGuardLayer,
-    signature::{Algorithm, sign},
     verify::{VerifyError, WebhookRequest},
 };
 
+mod growth;
 mod payloads;
 
 use payloads::{PAYLOADS, PUBLIC_BASE, TOKEN};
@@ -227,53 +227,31 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
-/// A form body with `count` parameters whose names arrive out of order.
-fn body_with_params(count: usize) -> String {
-    (0..count)
-        // 37 is odd, so for a power-of-two count this visits every index once, scrambled.
-        .map(|i| (i * 37) % count)
-        .map(|i| format!("Param{i:04}=value+{i}%21"))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// An SMS-like body whose `Body` value is `bytes` long (before decoding).
-fn body_with_text(bytes: usize) -> String {
-    let text: String = "Hello+world%21+".chars().cycle().take(bytes).collect();
-    format!("AccountSid=ACe268443e43d93dab7ebef303bbe9642f&From=%2B14155550199&Body={text}")
-}
-
 fn growth(c: &mut Criterion) {
     let secret = secret();
-    let url = "https://example.com/twilio/sms";
     let mut group = c.benchmark_group("growth");
     let run = |group: &mut criterion::BenchmarkGroup<'_, _>,
                id: BenchmarkId,
                body: String,
                throughput: Throughput| {
-        let signature = sign(
-            secret.expose_secret(),
-            Algorithm::HmacSha1,
-            url,
-            Params::parse(body.as_bytes()).iter(),
-        );
-        let request = WebhookRequest::new(&Method::POST, url, body.as_bytes())
+        let signature = growth::signature(&secret, &body);
+        let request = WebhookRequest::new(&Method::POST, growth::URL, body.as_bytes())
             .content_type(b"application/x-www-form-urlencoded")
             .signature(signature.as_bytes());
         assert!(request.verify([&secret]).is_ok());
         group.throughput(throughput);
         group.bench_function(id, |b| b.iter(|| black_box(request).verify([&secret])));
     };
-    for count in [8, 16, 32, 64, 128, 256, 512] {
+    for count in growth::PARAMS {
         run(
             &mut group,
             BenchmarkId::new("params", count),
-            body_with_params(count),
+            growth::body_with_params(count),
             Throughput::Elements(count as u64),
         );
     }
-    for bytes in [256, 1024, 4096, 16384, 65536] {
-        let body = body_with_text(bytes);
+    for bytes in growth::BODY_BYTES {
+        let body = growth::body_with_text(bytes);
         let len = body.len() as u64;
         run(
             &mut group,
