@@ -93,7 +93,7 @@ pub async fn sms(
         .unwrap_or_default();
     Twiml(format!(
         "<Message>{}</Message>",
-        xml_escape(&reply_text(&tenant, text, &media, &note))
+        xml_text(&reply_text(&tenant, text, &media, &note))
     ))
 }
 
@@ -176,7 +176,7 @@ pub async fn voice_menu(
             Some("2") => Twiml("<Say>Goodbye.</Say><Hangup/>".to_owned()),
             Some(other) => Twiml(format!(
                 "<Say>{} is not an option.</Say>{back}",
-                xml_escape(other)
+                xml_text(other)
             )),
             None => Twiml(format!("<Say>No choice was made.</Say>{back}")),
         },
@@ -209,7 +209,7 @@ pub enum MenuStep {
 fn menu(tenant: &str) -> String {
     format!(
         r#"<Gather input="dtmf" numDigits="1" timeout="5" method="POST" action="{VOICE_MENU_PATH}?step=choice"><Say>{}</Say></Gather><Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#,
-        xml_escape(&format!(
+        xml_text(&format!(
             "Hello from {tenant}. Press 1 to hear how this call is verified. Press 2 to hang up."
         ))
     )
@@ -365,22 +365,18 @@ impl IntoResponse for Twiml {
     }
 }
 
-/// Escapes text for an XML element, dropping the characters XML 1.0 does not allow.
-pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// `text` as the content of an XML element: escaped (quick-xml's `escape`), without the
+/// characters XML 1.0 does not allow (control characters but tab, newline and carriage
+/// return; U+FFFE and U+FFFF): a message may carry them, and a TwiML document with one is not
+/// XML, so Twilio would play its error message or drop the reply.
+pub fn xml_text(text: &str) -> String {
+    let allowed: String = text.chars().filter(|&c| is_xml_char(c)).collect();
+    quick_xml::escape::escape(allowed.as_str()).into_owned()
+}
+
+/// XML 1.0's `Char` production (surrogates are no `char`).
+const fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{FFFD}' | '\u{10000}'..)
 }
 
 // ---- health and API ------------------------------------------------------------------------
@@ -601,6 +597,22 @@ mod tests {
             reply_text("Demo", "Hi", "", ""),
             "Demo received your message: Hi"
         );
+    }
+
+    #[test]
+    fn echoed_text_is_escaped_and_keeps_to_xml_1_0() {
+        assert_eq!(
+            xml_text(r#"<b>"Tom" & 'Jerry'</b>"#),
+            "&lt;b&gt;&quot;Tom&quot; &amp; &apos;Jerry&apos;&lt;/b&gt;"
+        );
+        assert_eq!(
+            xml_text("a\u{0}b\u{1b}c\td\ne\rf\u{FFFE}\u{FFFF}g"),
+            "abc\td\ne&#13;fg",
+            "a carriage return is kept as a reference: XML parsers turn a raw one into a newline"
+        );
+        // Everything else passes as it is: C1 controls, private use, astral characters.
+        let kept = "\u{7f}\u{85}\u{E000}\u{FFFD}\u{1F44B}é";
+        assert_eq!(xml_text(kept), kept);
     }
 
     #[test]
