@@ -18,7 +18,7 @@ use crate::{
         CallEventKind, CallEventRow, Db, MessageStatusRow, Outcome, ProcessedKey, Timestamp,
         WebhookRow,
     },
-    error::AppError,
+    error::{AppError, DbFailure},
     webhook_log::LogSender,
 };
 
@@ -315,7 +315,8 @@ async fn tenant_name(db: &Db, webhook: &VerifiedWebhook) -> String {
         Ok(Some(name)) => name,
         Ok(None) => id.to_owned(),
         Err(error) => {
-            tracing::warn!(%error, tenant = id, "reading the tenant name failed");
+            let failure = DbFailure::from(&error);
+            tracing::warn!(%failure, tenant = id, "reading the tenant name failed");
             id.to_owned()
         }
     }

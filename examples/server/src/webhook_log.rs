@@ -83,6 +83,7 @@ use tower_twilio::{
 
 use crate::{
     db::{Db, MAX_LOG_BATCH, Outcome, Timestamp, WebhookRow},
+    error::DbFailure,
     twilio_presets::random_hex,
 };
 
@@ -453,7 +454,10 @@ impl Writer {
         {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "webhook log pruned"),
-            Err(error) => tracing::warn!(%error, "pruning the webhook log failed"),
+            Err(error) => {
+                let failure = DbFailure::from(&error);
+                tracing::warn!(%failure, "pruning the webhook log failed");
+            }
         }
         self.inserted_since_prune = 0;
         self.last_prune = tokio::time::Instant::now();
@@ -528,7 +532,8 @@ impl Writer {
             match self.try_write(&work).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, entries, "writing the webhook log failed; retrying");
+                    let failure = DbFailure::from(&error);
+                    tracing::warn!(%failure, entries, "writing the webhook log failed; retrying");
                     if *self.stop.borrow() {
                         self.start_deadline();
                     }
@@ -613,7 +618,8 @@ impl Writer {
             (row, &diagnosis.diagnosis_url, &diagnosis.diagnosis_fix)
             && let Err(error) = self.db.set_webhook_diagnosis(row, url, fix).await
         {
-            tracing::warn!(%error, "adding a diagnosis to the webhook log failed");
+            let failure = DbFailure::from(&error);
+            tracing::warn!(%failure, "adding a diagnosis to the webhook log failed");
         }
     }
 }

@@ -8,6 +8,7 @@ mod accounts;
 mod admin;
 mod delivery;
 mod doctor;
+mod failures;
 #[cfg(unix)]
 mod file_modes;
 mod flood;
