@@ -222,6 +222,13 @@ fn menu(tenant: &str) -> String {
 /// verified it, in the order received, any value as it is. A delivery Twilio retries is
 /// recorded once: the replay guard answers the retry without running this again. Anything
 /// else is a 400.
+///
+/// A callback whose record cannot be written is answered `503` (the database unreachable) or
+/// `500`, and is lost unless Twilio sends it again: Twilio reads nothing of the answer but its
+/// status, and retries an error status only when the callback URL's retry policy names it
+/// (`…/twilio/status#rp=5xx`; the replay guard keeps no error answer, so such a retry is
+/// recorded). So it is loud: one `ERROR` line with the request id (its webhook log row, marked
+/// `failed`, has the SID and status) and the counter [`STATUS_NOT_RECORDED`].
 pub async fn status(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
@@ -250,17 +257,17 @@ pub async fn status(
     let account_sid = webhook.account_sid().map(str::to_owned);
     match (message_sid, message_status, call_sid) {
         (Some(message_sid), Some(status), _) => {
-            state
-                .db
-                .record_status(&MessageStatusRow {
-                    tenant_id: tenant.to_owned(),
-                    message_sid: message_sid.to_owned(),
-                    status: status.to_owned(),
-                    error_code: non_empty("ErrorCode"),
-                    account_sid,
-                    received_at,
-                })
-                .await?;
+            let row = MessageStatusRow {
+                tenant_id: tenant.to_owned(),
+                message_sid: message_sid.to_owned(),
+                status: status.to_owned(),
+                error_code: non_empty("ErrorCode"),
+                account_sid,
+                received_at,
+            };
+            if let Err(error) = state.db.record_status(&row).await {
+                return Err(not_recorded("message", tenant, &headers, &error));
+            }
             tracing::info!(message_sid, status, tenant, "message status");
         }
         (_, _, Some(call_sid)) => {
@@ -277,26 +284,54 @@ pub async fn status(
                     }
                     (None, None) => return Err(incomplete()),
                 };
-            state
-                .db
-                .record_call_event(&CallEventRow {
-                    tenant_id: tenant.to_owned(),
-                    call_sid: call_sid.to_owned(),
-                    kind,
-                    status: status.to_owned(),
-                    recording_sid,
-                    duration,
-                    error_code: non_empty("ErrorCode"),
-                    account_sid,
-                    received_at,
-                })
-                .await?;
+            let row = CallEventRow {
+                tenant_id: tenant.to_owned(),
+                call_sid: call_sid.to_owned(),
+                kind,
+                status: status.to_owned(),
+                recording_sid,
+                duration,
+                error_code: non_empty("ErrorCode"),
+                account_sid,
+                received_at,
+            };
             let kind = kind.as_str();
+            if let Err(error) = state.db.record_call_event(&row).await {
+                return Err(not_recorded(kind, tenant, &headers, &error));
+            }
             tracing::info!(call_sid, status, kind, tenant, "call status");
         }
         _ => return Err(incomplete()),
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The counter of status callbacks answered with an error because their record could not be
+/// written, by `kind` (`message`, `call`, `recording`): each is lost unless Twilio retries it
+/// (see [`status`]).
+pub const STATUS_NOT_RECORDED: &str = "status_callbacks_not_recorded_total";
+
+/// A status callback of `kind` whose record could not be written: counted, logged at `ERROR`
+/// with the request id (not the callback's values: its webhook log row has the SID and
+/// status), and answered as the failure says.
+fn not_recorded(
+    kind: &'static str,
+    tenant: &str,
+    headers: &HeaderMap,
+    error: &sqlx::Error,
+) -> AppError {
+    let failure = DbFailure::from(error);
+    metrics::counter!(STATUS_NOT_RECORDED, "kind" => kind).increment(1);
+    let request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok());
+    tracing::error!(
+        kind,
+        tenant,
+        request_id,
+        %failure,
+        "a status callback could not be recorded: it is lost unless Twilio retries it \
+         (only when the callback URL's retry policy names 5xx, as in #rp=5xx)"
+    );
+    AppError::Database(failure)
 }
 
 fn incomplete() -> AppError {
