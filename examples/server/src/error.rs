@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
+use sqlx::error::ErrorKind;
 use tower_twilio::BoxError;
 
 /// Why a request was not served.
@@ -106,8 +107,15 @@ impl From<&sqlx::Error> for DbFailure {
             E::Protocol(_) => (true, "the database connection broke".into()),
             E::Database(db) => {
                 let code = db.code();
+                let kind = match db.kind() {
+                    ErrorKind::UniqueViolation => "a unique violation, ",
+                    ErrorKind::ForeignKeyViolation => "a foreign key violation, ",
+                    ErrorKind::NotNullViolation => "a not-null violation, ",
+                    ErrorKind::CheckViolation => "a check violation, ",
+                    _ => "",
+                };
                 let mut what = format!(
-                    "the database refused the statement (code {})",
+                    "the database refused the statement ({kind}code {})",
                     code.as_deref().unwrap_or("none")
                 );
                 for (name, value) in [("constraint", db.constraint()), ("table", db.table())] {
@@ -165,7 +173,7 @@ impl std::error::Error for DbFailure {}
 #[cfg(test)]
 mod tests {
     use http_body_util::BodyExt;
-    use sqlx::error::{DatabaseError, ErrorKind};
+    use sqlx::error::DatabaseError;
 
     use super::*;
 

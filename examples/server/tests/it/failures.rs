@@ -6,6 +6,7 @@
 use http::StatusCode;
 use tower_twilio_example_server::{
     db::{Location, Timestamp},
+    error::AppError,
     routes::STATUS_NOT_RECORDED,
     twilio_presets::{Body, Preset, Signer, sign_request},
 };
@@ -50,6 +51,11 @@ on_both_databases! {
     /// A row that does not decode is a fault of the server: `500`, with a message that shows
     /// nothing of the row. A database that cannot be reached is `503`.
     a_query_that_fails_is_500_and_an_unreachable_database_503;
+
+    /// A real refused write, kept as the server keeps it, shows nothing of the row in `Debug`
+    /// (PostgreSQL's own error quotes it), and no `Debug` of the server's state shows the
+    /// database password.
+    debug_shows_no_refused_value_and_no_database_password;
 }
 
 async fn a_status_callback_that_cannot_be_recorded_fails_and_its_retry_is_recorded(db: TestDb) {
@@ -108,6 +114,44 @@ async fn a_query_that_fails_is_500_and_an_unreachable_database_503(db: TestDb) {
     // Not stopped: its log writer could not write its last entries, and would retry for the
     // whole drain deadline. Dropped with the test.
     drop(server);
+    db.drop_database().await;
+}
+
+async fn debug_shows_no_refused_value_and_no_database_password(db: TestDb) {
+    let server = Server::start(db.config_with_account()).await;
+    const VALUE: &str = "+14155550100";
+    let insert = format!("INSERT INTO tenants (id, name) VALUES ('{VALUE}', 'Refused')");
+    db.execute(&[&insert]).await;
+    let url = match &db.location {
+        Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+        Location::Postgres(url) => url.clone(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let refused = sqlx::query(&insert).execute(&pool).await.unwrap_err();
+    pool.close().await;
+    if let Location::Postgres(_) = db.location {
+        assert!(
+            format!("{refused:?}").contains(VALUE),
+            "PostgreSQL's error quotes the row: {refused:?}"
+        );
+    }
+    let kept = format!("{:?}", AppError::from(refused));
+    assert!(!kept.contains(VALUE), "{kept}");
+    // What failed, and the code: PostgreSQL's unique violation, SQLite's primary key.
+    assert!(kept.contains("a unique violation, code "), "{kept}");
+    assert!(kept.contains("23505") || kept.contains("1555"), "{kept}");
+
+    if let Location::Postgres(url) = &db.location {
+        let password = url::Url::parse(url).unwrap().password().unwrap().to_owned();
+        for shown in [
+            format!("{:?}", server.db),
+            format!("{:?}", server.startup),
+            format!("{:?}", db.config()),
+        ] {
+            assert!(!shown.contains(&format!(":{password}@")), "{shown}");
+        }
+    }
+    server.stop().await;
     db.drop_database().await;
 }
 
