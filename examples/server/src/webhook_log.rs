@@ -775,7 +775,9 @@ mod tests {
         });
         let signed = sign_request(
             "https://api.example.com/twilio/status",
-            Body::Form(Preset::Status("delivered".to_owned()).params("AC11111111111111111111111111111111")),
+            Body::Form(
+                Preset::Status("delivered".to_owned()).params("AC11111111111111111111111111111111"),
+            ),
             Signer::AuthToken(TOKEN.as_bytes()),
         );
         let mut request = Request::post(signed.path_and_query());
