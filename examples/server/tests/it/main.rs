@@ -12,6 +12,7 @@ mod failures;
 #[cfg(unix)]
 mod file_modes;
 mod flood;
+mod guide;
 mod inspector;
 mod log_bounds;
 mod metrics;
