@@ -95,11 +95,7 @@ async fn preferred(db: Db, account_sid: Option<String>, key_id: Option<String>) 
     let Some(account_sid) = account_sid else {
         return Ok(None);
     };
-    db.preferred_tokens(&account_sid)
-        .await
-        .map_err(failure)?
-        .map(|tokens| credentials(tokens, &account_sid))
-        .transpose()
+    credentials(db.preferred_tokens(&account_sid).await, &account_sid)
 }
 
 /// The legacy source: the token on the `tenants` row of the `AccountSid` (never a SharedKey).
@@ -107,11 +103,7 @@ async fn legacy(db: Db, account_sid: Option<String>, key_id: Option<String>) -> 
     let (Some(account_sid), None) = (account_sid, key_id) else {
         return Ok(None);
     };
-    db.legacy_token(&account_sid)
-        .await
-        .map_err(failure)?
-        .map(|tokens| credentials(tokens, &account_sid))
-        .transpose()
+    credentials(db.legacy_token(&account_sid).await, &account_sid)
 }
 
 /// A failed lookup as the layer reports it: what failed, never the driver's text.
@@ -119,9 +111,13 @@ fn failure(error: sqlx::Error) -> BoxError {
     DbFailure::from(&error).into()
 }
 
-/// The primary token, and the secondary one during a rotation, labelled so that the log shows
-/// which one matched; they belong to `account_sid`, the account they were found under.
-fn credentials(tokens: TenantTokens, account_sid: &str) -> Result<Credentials, BoxError> {
+/// What a token lookup for `account_sid` found: the primary token, and the secondary one during
+/// a rotation, labelled so that the log shows which one matched; they belong to `account_sid`,
+/// the account they were found under.
+fn credentials(found: Result<Option<TenantTokens>, sqlx::Error>, account_sid: &str) -> Resolution {
+    let Some(tokens) = found.map_err(failure)? else {
+        return Ok(None);
+    };
     let mut credentials = Credentials::new()
         .tenant(tokens.tenant_id)
         .account(account_sid)
@@ -129,7 +125,7 @@ fn credentials(tokens: TenantTokens, account_sid: &str) -> Result<Credentials, B
     if let Some(secondary) = tokens.secondary_token.filter(|s| !s.is_empty()) {
         credentials = credentials.auth_token("secondary", secret_of(secondary, "auth token")?);
     }
-    Ok(credentials)
+    Ok(Some(credentials))
 }
 
 fn secret_of(value: String, what: &str) -> Result<Secret, BoxError> {
