@@ -80,7 +80,7 @@ where
 /// the `tenant_settings` row of the `AccountSid`.
 async fn preferred(db: Db, account_sid: Option<String>, key_id: Option<String>) -> Resolution {
     if let Some(key_id) = key_id {
-        let Some(key) = db.shared_key(&key_id).await.map_err(failure)? else {
+        let Some(key) = db.shared_key(&key_id).await.map_err(DbFailure::from)? else {
             return Ok(None);
         };
         let mut credentials = Credentials::new()
@@ -106,16 +106,11 @@ async fn legacy(db: Db, account_sid: Option<String>, key_id: Option<String>) -> 
     credentials(db.legacy_token(&account_sid).await, &account_sid)
 }
 
-/// A failed lookup as the layer reports it: what failed, never the driver's text.
-fn failure(error: sqlx::Error) -> BoxError {
-    DbFailure::from(&error).into()
-}
-
 /// What a token lookup for `account_sid` found: the primary token, and the secondary one during
 /// a rotation, labelled so that the log shows which one matched; they belong to `account_sid`,
 /// the account they were found under.
 fn credentials(found: Result<Option<TenantTokens>, sqlx::Error>, account_sid: &str) -> Resolution {
-    let Some(tokens) = found.map_err(failure)? else {
+    let Some(tokens) = found.map_err(DbFailure::from)? else {
         return Ok(None);
     };
     let mut credentials = Credentials::new()

@@ -147,6 +147,13 @@ impl From<&sqlx::Error> for DbFailure {
     }
 }
 
+/// A failed lookup as the credential resolver reports it (through `?`, as a `BoxError`).
+impl From<sqlx::Error> for DbFailure {
+    fn from(error: sqlx::Error) -> Self {
+        Self::from(&error)
+    }
+}
+
 /// Whether a database error code says the database could not serve the statement now, rather
 /// than that the statement was wrong. A PostgreSQL SQLSTATE has five characters: connection
 /// exceptions (class `08`), a serialization failure or deadlock (`40`), insufficient resources
