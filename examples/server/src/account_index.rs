@@ -25,7 +25,10 @@ use std::{
 use tokio::task::JoinHandle;
 use tower_twilio::resolver::ResolveRequest;
 
-use crate::db::{CredentialIds, Db};
+use crate::{
+    db::{CredentialIds, Db},
+    error::DbFailure,
+};
 
 /// How often the server checks whether the stored credentials changed.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -108,7 +111,7 @@ impl AccountIndex {
                     Err(error) => {
                         if !failing {
                             tracing::warn!(
-                                %error,
+                                failure = %DbFailure::from(&error),
                                 "reading the stored account ids failed; the last ones are kept"
                             );
                         }

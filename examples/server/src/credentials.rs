@@ -18,12 +18,15 @@ use std::time::Duration;
 
 use tower_twilio::{
     BoxError, Credentials, Secret,
-    resolver::{CacheFuture, ResolveCredentials, ResolveCredentialsExt, ResolveRequest},
+    resolver::{
+        CacheFuture, Resolution, ResolveCredentials, ResolveCredentialsExt, ResolveRequest,
+    },
 };
 
 use crate::{
     account_index::AccountIndex,
     db::{Db, TenantTokens},
+    error::DbFailure,
 };
 
 /// The longest one credential lookup may take.
@@ -41,53 +44,8 @@ pub fn resolver(
     index: &AccountIndex,
     ttl: Duration,
 ) -> impl ResolveCredentials<Future = CacheFuture> + Clone + Send + Sync + 'static {
-    let preferred = {
-        let db = db.clone();
-        move |request: ResolveRequest| {
-            let db = db.clone();
-            let (account_sid, key_id) = ids(&request);
-            async move {
-                if let Some(key_id) = key_id {
-                    // SharedKeys live in the new schema only.
-                    let Some(key) = db.shared_key(&key_id).await? else {
-                        return Ok(None);
-                    };
-                    let mut credentials = Credentials::new()
-                        .tenant(key.tenant_id)
-                        .shared_key(key_id, secret_of(key.secret, "SharedKey secret")?);
-                    // The key verifies requests for its tenant's account only.
-                    if let Some(account_sid) = key.account_sid {
-                        credentials = credentials.account(account_sid);
-                    }
-                    return Ok(Some(credentials));
-                }
-                let Some(account_sid) = account_sid else {
-                    return Ok(None);
-                };
-                db.preferred_tokens(&account_sid)
-                    .await?
-                    .map(|tokens| credentials(tokens, &account_sid))
-                    .transpose()
-            }
-        }
-    };
-    let legacy = {
-        let db = db.clone();
-        move |request: ResolveRequest| {
-            let db = db.clone();
-            let (account_sid, key_id) = ids(&request);
-            async move {
-                match (account_sid, key_id) {
-                    (Some(account_sid), None) => db
-                        .legacy_token(&account_sid)
-                        .await?
-                        .map(|tokens| credentials(tokens, &account_sid))
-                        .transpose(),
-                    _ => Ok(None),
-                }
-            }
-        }
-    };
+    let preferred = lookup(db.clone(), preferred);
+    let legacy = lookup(db.clone(), legacy);
     let mut cached = preferred
         .or(legacy)
         .timeout(LOOKUP_TIMEOUT)
@@ -104,16 +62,57 @@ pub fn resolver(
     }
 }
 
-fn ids(request: &ResolveRequest) -> (Option<String>, Option<String>) {
-    (
-        request.account_sid().map(str::to_owned),
-        request.shared_key_id().map(str::to_owned),
-    )
+/// A resolver that runs `find` on `db` with the request's `AccountSid` and SharedKey id.
+fn lookup<F, Fut>(db: Db, find: F) -> impl Fn(ResolveRequest) -> Fut + Clone + Send + Sync
+where
+    F: Fn(Db, Option<String>, Option<String>) -> Fut + Clone + Send + Sync,
+{
+    move |request: ResolveRequest| {
+        find(
+            db.clone(),
+            request.account_sid().map(str::to_owned),
+            request.shared_key_id().map(str::to_owned),
+        )
+    }
 }
 
-/// The primary token, and the secondary one during a rotation, labelled so that the log shows
-/// which one matched; they belong to `account_sid`, the account they were found under.
-fn credentials(tokens: TenantTokens, account_sid: &str) -> Result<Credentials, BoxError> {
+/// The preferred source: a SharedKey by its id (SharedKeys live in the new schema only), else
+/// the `tenant_settings` row of the `AccountSid`.
+async fn preferred(db: Db, account_sid: Option<String>, key_id: Option<String>) -> Resolution {
+    if let Some(key_id) = key_id {
+        let Some(key) = db.shared_key(&key_id).await.map_err(DbFailure::from)? else {
+            return Ok(None);
+        };
+        let mut credentials = Credentials::new()
+            .tenant(key.tenant_id)
+            .shared_key(key_id, secret_of(key.secret, "SharedKey secret")?);
+        // The key verifies requests for its tenant's account only.
+        if let Some(account_sid) = key.account_sid {
+            credentials = credentials.account(account_sid);
+        }
+        return Ok(Some(credentials));
+    }
+    let Some(account_sid) = account_sid else {
+        return Ok(None);
+    };
+    credentials(db.preferred_tokens(&account_sid).await, &account_sid)
+}
+
+/// The legacy source: the token on the `tenants` row of the `AccountSid` (never a SharedKey).
+async fn legacy(db: Db, account_sid: Option<String>, key_id: Option<String>) -> Resolution {
+    let (Some(account_sid), None) = (account_sid, key_id) else {
+        return Ok(None);
+    };
+    credentials(db.legacy_token(&account_sid).await, &account_sid)
+}
+
+/// What a token lookup for `account_sid` found: the primary token, and the secondary one during
+/// a rotation, labelled so that the log shows which one matched; they belong to `account_sid`,
+/// the account they were found under.
+fn credentials(found: Result<Option<TenantTokens>, sqlx::Error>, account_sid: &str) -> Resolution {
+    let Some(tokens) = found.map_err(DbFailure::from)? else {
+        return Ok(None);
+    };
     let mut credentials = Credentials::new()
         .tenant(tokens.tenant_id)
         .account(account_sid)
@@ -121,7 +120,7 @@ fn credentials(tokens: TenantTokens, account_sid: &str) -> Result<Credentials, B
     if let Some(secondary) = tokens.secondary_token.filter(|s| !s.is_empty()) {
         credentials = credentials.auth_token("secondary", secret_of(secondary, "auth token")?);
     }
-    Ok(credentials)
+    Ok(Some(credentials))
 }
 
 fn secret_of(value: String, what: &str) -> Result<Secret, BoxError> {

@@ -997,8 +997,7 @@ pub struct TenantSummary {
 /// [`WebhookOutcome`] without what a outcome carries, which has columns of its own (the rejection
 /// reason, the status code). A row is first written at `verified` (then updated to its final
 /// outcome), or at once at its final outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Verified; the handler is running.
     Verified,
@@ -1015,14 +1014,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome, as [`as_str`](Self::as_str) names them.
-    const ALL: [Self; 6] = [
-        Self::Verified,
-        Self::Rejected,
-        Self::PassedInReportOnlyMode,
-        Self::Processed,
-        Self::Failed,
-        Self::Copy,
+    /// Every outcome with its name, the library's ([`WebhookOutcome::as_str`]), in the enum's
+    /// order: the one place the names are spelled. The column, the API's JSON and parsing a
+    /// stored row all read it.
+    const NAMES: [(Self, &'static str); 6] = [
+        (Self::Verified, "verified"),
+        (Self::Rejected, "rejected"),
+        (Self::PassedInReportOnlyMode, "passed_in_report_only_mode"),
+        (Self::Processed, "processed"),
+        (Self::Failed, "failed"),
+        (Self::Copy, "copy"),
     ];
 
     /// The outcome of a log entry; `None` for the outcomes that are not written
@@ -1039,16 +1040,9 @@ impl Outcome {
         })
     }
 
-    /// As stored: the library's name of the outcome ([`WebhookOutcome::as_str`]).
+    /// As stored and shown.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Verified => "verified",
-            Self::Rejected => "rejected",
-            Self::PassedInReportOnlyMode => "passed_in_report_only_mode",
-            Self::Processed => "processed",
-            Self::Failed => "failed",
-            Self::Copy => "copy",
-        }
+        Self::NAMES[self as usize].1
     }
 }
 
@@ -1056,11 +1050,23 @@ impl TryFrom<String> for Outcome {
     type Error = String;
 
     fn try_from(stored: String) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str() == stored)
-            .ok_or_else(|| format!("{stored:?} is not a webhook outcome"))
+        // The value is not repeated: an error can reach the log.
+        named(&Self::NAMES, &stored).ok_or_else(|| "not a webhook outcome".to_owned())
     }
+}
+
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The value named `stored` in a table of names (`Outcome::NAMES`, `CallEventKind::NAMES`).
+fn named<T: Copy>(names: &[(T, &str)], stored: &str) -> Option<T> {
+    names
+        .iter()
+        .find(|(_, name)| *name == stored)
+        .map(|&(value, _)| value)
 }
 
 /// One row of `webhook_log`: one webhook, at the last outcome written. The log writer writes it
@@ -1233,12 +1239,12 @@ pub enum CallEventKind {
 }
 
 impl CallEventKind {
+    /// Each kind with its stored name, in the enum's order: the one place they are spelled.
+    const NAMES: [(Self, &'static str); 2] = [(Self::Call, "call"), (Self::Recording, "recording")];
+
     /// As stored: `call` or `recording`.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Call => "call",
-            Self::Recording => "recording",
-        }
+        Self::NAMES[self as usize].1
     }
 }
 
@@ -1246,10 +1252,7 @@ impl TryFrom<String> for CallEventKind {
     type Error = String;
 
     fn try_from(stored: String) -> Result<Self, String> {
-        [Self::Call, Self::Recording]
-            .into_iter()
-            .find(|kind| kind.as_str() == stored)
-            .ok_or_else(|| format!("{stored:?} is not a call event kind"))
+        named(&Self::NAMES, &stored).ok_or_else(|| "not a call event kind".to_owned())
     }
 }
 
@@ -1473,6 +1476,21 @@ mod tests {
             serde_json::to_string(&Outcome::PassedInReportOnlyMode).unwrap(),
             r#""passed_in_report_only_mode""#
         );
+    }
+
+    #[test]
+    fn each_stored_name_is_spelled_once_in_its_variants_place() {
+        for (place, (outcome, name)) in Outcome::NAMES.into_iter().enumerate() {
+            assert_eq!(outcome as usize, place, "{outcome:?}");
+            assert_eq!(outcome.as_str(), name);
+            assert_eq!(Outcome::try_from(name.to_owned()), Ok(outcome));
+        }
+        for (place, (kind, name)) in CallEventKind::NAMES.into_iter().enumerate() {
+            assert_eq!(kind as usize, place, "{kind:?}");
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(CallEventKind::try_from(name.to_owned()), Ok(kind));
+        }
+        assert!(CallEventKind::try_from("Call".to_owned()).is_err());
     }
 
     #[test]

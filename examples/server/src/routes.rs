@@ -18,7 +18,7 @@ use crate::{
         CallEventKind, CallEventRow, Db, MessageStatusRow, Outcome, ProcessedKey, Timestamp,
         WebhookRow,
     },
-    error::AppError,
+    error::{AppError, DbFailure},
     webhook_log::LogSender,
 };
 
@@ -93,7 +93,7 @@ pub async fn sms(
         .unwrap_or_default();
     Twiml(format!(
         "<Message>{}</Message>",
-        xml_escape(&reply_text(&tenant, text, &media, &note))
+        xml_text(&reply_text(&tenant, text, &media, &note))
     ))
 }
 
@@ -176,7 +176,7 @@ pub async fn voice_menu(
             Some("2") => Twiml("<Say>Goodbye.</Say><Hangup/>".to_owned()),
             Some(other) => Twiml(format!(
                 "<Say>{} is not an option.</Say>{back}",
-                xml_escape(other)
+                xml_text(other)
             )),
             None => Twiml(format!("<Say>No choice was made.</Say>{back}")),
         },
@@ -209,7 +209,7 @@ pub enum MenuStep {
 fn menu(tenant: &str) -> String {
     format!(
         r#"<Gather input="dtmf" numDigits="1" timeout="5" method="POST" action="{VOICE_MENU_PATH}?step=choice"><Say>{}</Say></Gather><Redirect method="POST">{VOICE_MENU_PATH}?step=main</Redirect>"#,
-        xml_escape(&format!(
+        xml_text(&format!(
             "Hello from {tenant}. Press 1 to hear how this call is verified. Press 2 to hang up."
         ))
     )
@@ -222,6 +222,13 @@ fn menu(tenant: &str) -> String {
 /// verified it, in the order received, any value as it is. A delivery Twilio retries is
 /// recorded once: the replay guard answers the retry without running this again. Anything
 /// else is a 400.
+///
+/// A callback whose record cannot be written is answered `503` (the database unreachable) or
+/// `500`, and is lost unless Twilio sends it again: Twilio reads nothing of the answer but its
+/// status, and retries an error status only when the callback URL's retry policy names it
+/// (`…/twilio/status#rp=5xx`; the replay guard keeps no error answer, so such a retry is
+/// recorded). So it is loud: one `ERROR` line with the request id (its webhook log row, marked
+/// `failed`, has the SID and status) and the counter [`STATUS_NOT_RECORDED`].
 pub async fn status(
     State(state): State<AppState>,
     Extension(webhook): Extension<VerifiedWebhook>,
@@ -250,17 +257,17 @@ pub async fn status(
     let account_sid = webhook.account_sid().map(str::to_owned);
     match (message_sid, message_status, call_sid) {
         (Some(message_sid), Some(status), _) => {
-            state
-                .db
-                .record_status(&MessageStatusRow {
-                    tenant_id: tenant.to_owned(),
-                    message_sid: message_sid.to_owned(),
-                    status: status.to_owned(),
-                    error_code: non_empty("ErrorCode"),
-                    account_sid,
-                    received_at,
-                })
-                .await?;
+            let row = MessageStatusRow {
+                tenant_id: tenant.to_owned(),
+                message_sid: message_sid.to_owned(),
+                status: status.to_owned(),
+                error_code: non_empty("ErrorCode"),
+                account_sid,
+                received_at,
+            };
+            if let Err(error) = state.db.record_status(&row).await {
+                return Err(not_recorded("message", tenant, &headers, &error));
+            }
             tracing::info!(message_sid, status, tenant, "message status");
         }
         (_, _, Some(call_sid)) => {
@@ -277,26 +284,54 @@ pub async fn status(
                     }
                     (None, None) => return Err(incomplete()),
                 };
-            state
-                .db
-                .record_call_event(&CallEventRow {
-                    tenant_id: tenant.to_owned(),
-                    call_sid: call_sid.to_owned(),
-                    kind,
-                    status: status.to_owned(),
-                    recording_sid,
-                    duration,
-                    error_code: non_empty("ErrorCode"),
-                    account_sid,
-                    received_at,
-                })
-                .await?;
+            let row = CallEventRow {
+                tenant_id: tenant.to_owned(),
+                call_sid: call_sid.to_owned(),
+                kind,
+                status: status.to_owned(),
+                recording_sid,
+                duration,
+                error_code: non_empty("ErrorCode"),
+                account_sid,
+                received_at,
+            };
             let kind = kind.as_str();
+            if let Err(error) = state.db.record_call_event(&row).await {
+                return Err(not_recorded(kind, tenant, &headers, &error));
+            }
             tracing::info!(call_sid, status, kind, tenant, "call status");
         }
         _ => return Err(incomplete()),
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The counter of status callbacks answered with an error because their record could not be
+/// written, by `kind` (`message`, `call`, `recording`): each is lost unless Twilio retries it
+/// (see [`status`]).
+pub const STATUS_NOT_RECORDED: &str = "status_callbacks_not_recorded_total";
+
+/// A status callback of `kind` whose record could not be written: counted, logged at `ERROR`
+/// with the request id (not the callback's values: its webhook log row has the SID and
+/// status), and answered as the failure says.
+fn not_recorded(
+    kind: &'static str,
+    tenant: &str,
+    headers: &HeaderMap,
+    error: &sqlx::Error,
+) -> AppError {
+    let failure = DbFailure::from(error);
+    metrics::counter!(STATUS_NOT_RECORDED, "kind" => kind).increment(1);
+    let request_id = headers.get("x-request-id").and_then(|id| id.to_str().ok());
+    tracing::error!(
+        kind,
+        tenant,
+        request_id,
+        %failure,
+        "a status callback could not be recorded: it is lost unless Twilio retries it \
+         (only when the callback URL's retry policy names 5xx, as in #rp=5xx)"
+    );
+    AppError::Database(failure)
 }
 
 fn incomplete() -> AppError {
@@ -315,7 +350,8 @@ async fn tenant_name(db: &Db, webhook: &VerifiedWebhook) -> String {
         Ok(Some(name)) => name,
         Ok(None) => id.to_owned(),
         Err(error) => {
-            tracing::warn!(%error, tenant = id, "reading the tenant name failed");
+            let failure = DbFailure::from(&error);
+            tracing::warn!(%failure, tenant = id, "reading the tenant name failed");
             id.to_owned()
         }
     }
@@ -365,22 +401,18 @@ impl IntoResponse for Twiml {
     }
 }
 
-/// Escapes text for an XML element, dropping the characters XML 1.0 does not allow.
-pub fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// `text` as the content of an XML element: escaped (quick-xml's `escape`), without the
+/// characters XML 1.0 does not allow (control characters but tab, newline and carriage
+/// return; U+FFFE and U+FFFF): a message may carry them, and a TwiML document with one is not
+/// XML, so Twilio would play its error message or drop the reply.
+pub fn xml_text(text: &str) -> String {
+    let allowed: String = text.chars().filter(|&c| is_xml_char(c)).collect();
+    quick_xml::escape::escape(allowed.as_str()).into_owned()
+}
+
+/// XML 1.0's `Char` production (surrogates are no `char`).
+const fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{FFFD}' | '\u{10000}'..)
 }
 
 // ---- health and API ------------------------------------------------------------------------
@@ -601,6 +633,22 @@ mod tests {
             reply_text("Demo", "Hi", "", ""),
             "Demo received your message: Hi"
         );
+    }
+
+    #[test]
+    fn echoed_text_is_escaped_and_keeps_to_xml_1_0() {
+        assert_eq!(
+            xml_text(r#"<b>"Tom" & 'Jerry'</b>"#),
+            "&lt;b&gt;&quot;Tom&quot; &amp; &apos;Jerry&apos;&lt;/b&gt;"
+        );
+        assert_eq!(
+            xml_text("a\u{0}b\u{1b}c\td\ne\rf\u{FFFE}\u{FFFF}g"),
+            "abc\td\ne&#13;fg",
+            "a carriage return is kept as a reference: XML parsers turn a raw one into a newline"
+        );
+        // Everything else passes as it is: C1 controls, private use, astral characters.
+        let kept = "\u{7f}\u{85}\u{E000}\u{FFFD}\u{1F44B}é";
+        assert_eq!(xml_text(kept), kept);
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //!
 //! A verified webhook's row also records the key the replay guard claims for it
 //! ([`Scope::key`]; the hook knows the scope its routes are guarded in), so that a copy
-//! (`copy`) can be pointed at the webhook whose stored answer it got.
+//! (`copy`) can be pointed at the webhook whose stored answer it got. The key is hashed once
+//! per webhook, for its `Verified` entry, which inserts the row.
 //!
 //! # Memory stays bounded
 //!
@@ -83,6 +84,7 @@ use tower_twilio::{
 
 use crate::{
     db::{Db, MAX_LOG_BATCH, Outcome, Timestamp, WebhookRow},
+    error::DbFailure,
     twilio_presets::random_hex,
 };
 
@@ -453,7 +455,10 @@ impl Writer {
         {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "webhook log pruned"),
-            Err(error) => tracing::warn!(%error, "pruning the webhook log failed"),
+            Err(error) => {
+                let failure = DbFailure::from(&error);
+                tracing::warn!(%failure, "pruning the webhook log failed");
+            }
         }
         self.inserted_since_prune = 0;
         self.last_prune = tokio::time::Instant::now();
@@ -528,7 +533,8 @@ impl Writer {
             match self.try_write(&work).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::warn!(%error, entries, "writing the webhook log failed; retrying");
+                    let failure = DbFailure::from(&error);
+                    tracing::warn!(%failure, entries, "writing the webhook log failed; retrying");
                     if *self.stop.borrow() {
                         self.start_deadline();
                     }
@@ -613,7 +619,8 @@ impl Writer {
             (row, &diagnosis.diagnosis_url, &diagnosis.diagnosis_fix)
             && let Err(error) = self.db.set_webhook_diagnosis(row, url, fix).await
         {
-            tracing::warn!(%error, "adding a diagnosis to the webhook log failed");
+            let failure = DbFailure::from(&error);
+            tracing::warn!(%failure, "adding a diagnosis to the webhook log failed");
         }
     }
 }
@@ -682,7 +689,11 @@ impl Entry {
             row.call_sid = field(&["CallSid"]);
             row.call_status = field(&["CallStatus"]);
             row.recording_status = field(&["RecordingStatus"]);
-            row.replay_key = scope.key(webhook).map(|key| key.to_hex());
+            // Hashed once per webhook: its row is inserted at `Verified` with the key, and a
+            // later outcome's update keeps what it does not set.
+            if entry.outcome == WebhookOutcome::Verified {
+                row.replay_key = scope.key(webhook).map(|key| key.to_hex());
+            }
         }
         Self {
             id: entry.id,
@@ -735,5 +746,67 @@ impl Drop for Place<'_> {
             // After shutdown, the permit is simply dropped.
             let _ = self.log.tx.send(Message::Release(permit));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_twilio::{Credentials, PublicUrl, Secret, TwilioSignatureLayer};
+
+    use super::*;
+    use crate::twilio_presets::{Body, Preset, Signer, sign_request};
+
+    #[tokio::test]
+    async fn the_replay_key_is_hashed_once_per_webhook_for_the_row_its_verified_entry_inserts() {
+        const TOKEN: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+        let entries = Arc::new(Mutex::new(Vec::<WebhookLogEntry>::new()));
+        let layer = TwilioSignatureLayer::new(
+            Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
+        )
+        .public_url(PublicUrl::fixed("https://api.example.com").unwrap())
+        .on_webhook({
+            let entries = Arc::clone(&entries);
+            move |entry: &WebhookLogEntry| lock(&entries).push(entry.clone())
+        });
+        let signed = sign_request(
+            "https://api.example.com/twilio/status",
+            Body::Form(
+                Preset::Status("delivered".to_owned()).params("AC11111111111111111111111111111111"),
+            ),
+            Signer::AuthToken(TOKEN.as_bytes()),
+        );
+        let mut request = Request::post(signed.path_and_query());
+        for (name, value) in &signed.headers {
+            request = request.header(name, value);
+        }
+        let response = ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|_| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::<bytes::Bytes>::default()))
+            })
+            .oneshot(
+                request
+                    .body(Full::new(bytes::Bytes::from(signed.body.clone())))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+
+        let entries = lock(&entries);
+        let outcomes: Vec<&str> = entries.iter().map(|e| e.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["received", "verified", "processed"]);
+        let webhook = entries[1].webhook.as_ref().unwrap();
+        let key = Scope::Content.key(webhook).unwrap().to_hex();
+        let rows: Vec<Option<String>> = entries
+            .iter()
+            .map(|entry| Entry::from_layer(entry, Scope::Content).row.replay_key)
+            .collect();
+        assert_eq!(rows, [None, Some(key), None]);
     }
 }

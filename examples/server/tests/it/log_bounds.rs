@@ -83,6 +83,51 @@ async fn oversized_fields_are_capped_and_client_ip_and_request_id_kept(db: TestD
 }
 
 on_both_databases! {
+    /// An `X-Request-Id` longer than 64 bytes (here 10 000), or not printable ASCII, is
+    /// replaced by a random one, in the answer and in the log; one of 64 bytes is kept.
+    an_odd_request_id_is_replaced;
+}
+
+async fn an_odd_request_id_is_replaced(db: TestDb) {
+    let server = Server::start(db.config_with_account()).await;
+    let longest = "r".repeat(64);
+    for (sent, kept) in [
+        ("x".repeat(10_000), false),
+        ("r".repeat(65), false),
+        ("req with spaces".to_owned(), false),
+        (longest.clone(), true),
+    ] {
+        let sms = server.webhook(&Preset::Sms, ACCOUNT, TOKEN, &[]);
+        let mut request = Request::post(&sms.url).header("x-request-id", &sent);
+        for (name, value) in &sms.headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::from(sms.body.clone())).unwrap();
+        let response = crate::support::bounded("request", server.client.request(request))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let answered = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let logged = server.webhooks(1).await[0]["request_id"].clone();
+        assert_eq!(logged, answered.as_str());
+        if kept {
+            assert_eq!(answered, sent);
+        } else {
+            assert!(
+                answered.len() == 32 && answered.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{} bytes sent, {answered:?} answered",
+                sent.len()
+            );
+        }
+    }
+    server.stop().await;
+    db.drop_database().await;
+}
+
+on_both_databases! {
     /// The log keeps at most `max_rows` rows and nothing older than `max_age`: old rows go at
     /// start, and the oldest go as new ones arrive.
     retention_by_rows_and_age;

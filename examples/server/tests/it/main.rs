@@ -8,9 +8,11 @@ mod accounts;
 mod admin;
 mod delivery;
 mod doctor;
+mod failures;
 #[cfg(unix)]
 mod file_modes;
 mod flood;
+mod guide;
 mod inspector;
 mod log_bounds;
 mod metrics;

@@ -114,6 +114,16 @@ impl TestDb {
         Db::open(&self.location).await.unwrap()
     }
 
+    /// Runs `statements` on the database through a connection of its own, beside any server
+    /// using it.
+    pub(crate) async fn execute(&self, statements: &[&str]) {
+        let url = match &self.location {
+            Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Location::Postgres(url) => url.clone(),
+        };
+        execute(&url, statements).await;
+    }
+
     pub(crate) async fn drop_database(self) {
         if let Some((admin_url, name)) = self.postgres
             && let Ok(admin) = sqlx::AnyPool::connect(&admin_url).await
@@ -124,6 +134,19 @@ impl TestDb {
             admin.close().await;
         }
     }
+}
+
+/// Runs `statements` on the database at the sqlx URL `url`, in order.
+pub(crate) async fn execute(url: &str, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    pool.close().await;
 }
 
 /// Runs `scenario` against SQLite and against PostgreSQL (when configured).
