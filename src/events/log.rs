@@ -121,8 +121,8 @@ pub struct WebhookLogEntry {
     /// are whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
     /// personal data: neither is logged.
     pub query: Option<String>,
-    /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`). Unverified: headers are not
-    /// signed.
+    /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`): at most 256 bytes of it,
+    /// ending in `…` when cut. Unverified: headers are not signed.
     pub user_agent: Option<String>,
     /// When the request arrived.
     pub received_at: SystemTime,

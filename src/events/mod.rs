@@ -54,13 +54,16 @@ pub struct SecurityEvent {
     /// The real client: from the trusted forwarding chain, else the connecting peer.
     pub client_ip: Option<IpAddr>,
     /// The rebuilt public URL, or the raw request target when the URL could not be rebuilt:
-    /// without userinfo, and with the values of its query redacted (its names kept).
+    /// without userinfo, and with the values of its query redacted (its names kept); at most
+    /// 2048 bytes of it, ending in `…` when cut.
     pub url: String,
     /// The request method.
     pub method: Method,
-    /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`).
+    /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`): at most 256 bytes of it,
+    /// ending in `…` when cut.
     pub user_agent: Option<String>,
-    /// The `X-Request-Id` header, as set by tower-http's request-id middleware or a proxy.
+    /// The `X-Request-Id` header, as set by tower-http's request-id middleware or a proxy: at
+    /// most 256 bytes of it, ending in `…` when cut.
     pub request_id: Option<String>,
     /// When the event happened.
     pub timestamp: SystemTime,
@@ -107,7 +110,7 @@ impl SecurityEvent {
             tenant_id,
             account_sid,
             client_ip,
-            url: redact_url(url).into_owned(),
+            url: bounded(redact_url(url).into_owned(), MAX_EVENT_URL),
             method: method.clone(),
             user_agent: header_text(headers, &header::USER_AGENT),
             request_id: header_text(headers, &REQUEST_ID_HEADER),
@@ -141,9 +144,39 @@ impl SecurityEvent {
 
 /// A header's value as text (invalid UTF-8 replaced), for events and the webhook log.
 pub(crate) fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+    let value = headers.get(name)?.as_bytes();
+    let kept = &value[..value.len().min(MAX_HEADER_TEXT)];
+    let mut text = String::from_utf8_lossy(kept).into_owned();
+    if kept.len() < value.len() {
+        text.push(CUT);
+    }
+    Some(text)
+}
+
+/// The most bytes of a header's value an event or a webhook log entry keeps: a `User-Agent`
+/// or a request id is short, and a request that sends 60 KB of one must not have it copied
+/// into every event, log line and Sentry report. A longer value is cut and ends in [`CUT`].
+pub(crate) const MAX_HEADER_TEXT: usize = 256;
+
+/// The most bytes of its URL an event keeps (the query's values are redacted first); a
+/// longer one is cut and ends in [`CUT`]. Twilio's URLs are far shorter.
+pub(crate) const MAX_EVENT_URL: usize = 2048;
+
+/// What ends a text an event or a log entry had to cut.
+pub(crate) const CUT: char = '…';
+
+/// `text`, cut to at most `max` bytes (at a character boundary) and marked with [`CUT`] when it
+/// was longer.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push(CUT);
+    }
+    text
 }
 
 /// What happened to the request an event is about.
@@ -322,6 +355,53 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("c2lnbmF0dXJl"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn an_event_keeps_a_bounded_part_of_long_headers_and_urls() {
+        let agent = "a".repeat(10_000);
+        let id = "é".repeat(5_000);
+        let parts = parts(&[
+            ("user-agent", agent.as_bytes()),
+            ("x-request-id", id.as_bytes()),
+        ]);
+        let query: Vec<_> = (0..6_000).map(|i| format!("n{i}=v")).collect();
+        let url = format!("https://api.example.com/twilio/sms?{}", query.join("&"));
+        let event = SecurityEvent::new(
+            RejectionKind::SignatureMismatch,
+            Outcome::Rejected,
+            &parts,
+            &RebuiltUrl::new(url, None),
+            None,
+            None,
+        );
+        let user_agent = event.user_agent.unwrap();
+        assert_eq!(user_agent, format!("{}…", "a".repeat(MAX_HEADER_TEXT)));
+        // Cut inside a two-byte character: the half is replaced, and the text is still marked.
+        let request_id = event.request_id.unwrap();
+        assert!(request_id.len() <= MAX_HEADER_TEXT + 2 * CUT.len_utf8() + 1);
+        assert!(request_id.starts_with("éé") && request_id.ends_with(CUT));
+        assert!(
+            event.url.len() <= MAX_EVENT_URL + CUT.len_utf8(),
+            "{}",
+            event.url.len()
+        );
+        assert!(
+            event
+                .url
+                .starts_with("https://api.example.com/twilio/sms?n0=[redacted]&n1=")
+        );
+        assert!(event.url.ends_with(CUT));
+        // Short values are kept whole, unmarked.
+        let short = parts_with_agent("TwilioProxy/1.1");
+        assert_eq!(
+            header_text(&short.headers, &header::USER_AGENT).unwrap(),
+            "TwilioProxy/1.1"
+        );
+    }
+
+    fn parts_with_agent(agent: &str) -> Parts {
+        parts(&[("user-agent", agent.as_bytes())])
     }
 
     #[test]
