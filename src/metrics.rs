@@ -49,7 +49,8 @@ pub const REPLAY_COPIES: &str = "tower_twilio_replay_copies_total";
 /// Counter: requests the replay guard could not guard as configured (label `reason`:
 /// `store_failed`, `complete_failed`, `wait_ran_out`).
 pub const REPLAY_DEGRADED: &str = "tower_twilio_replay_degraded_total";
-/// Counter: mismatch diagnoses run (label `result`: `matched` or `unexplained`).
+/// Counter: mismatch diagnoses (label `result`: `matched`, `unexplained`, or `dropped` when
+/// the doctor's queue was full).
 pub const DIAGNOSES: &str = "tower_twilio_mismatch_diagnoses_total";
 
 /// The most distinct `tenant` label values; later tenants are counted as `other`.

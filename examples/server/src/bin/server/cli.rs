@@ -335,17 +335,13 @@ pub(crate) fn check_token(token: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The rule the layer applies to every request ([`tower_twilio::account::is_account_sid`]): a
+/// tenant stored under any other spelling is one no request could reach.
 pub(crate) fn check_account_sid(sid: &str) -> Result<(), BoxError> {
-    let ok = sid.len() == 34
-        && sid.starts_with("AC")
-        && sid[2..].bytes().all(|b| b.is_ascii_alphanumeric());
-    if ok {
+    if tower_twilio::account::is_account_sid(sid) {
         Ok(())
     } else {
-        Err(
-            format!("{sid:?} is not an AccountSid: expected AC followed by 32 letters or digits")
-                .into(),
-        )
+        Err(format!("{sid:?} is not an AccountSid: expected AC followed by 32 hex digits").into())
     }
 }
 
@@ -358,5 +354,24 @@ pub(crate) fn check_tenant_id(id: &str) -> Result<(), BoxError> {
         Ok(())
     } else {
         Err(format!("{id:?} is not a tenant id: use letters, digits, `-` and `_`").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_account_sid;
+
+    #[test]
+    fn an_account_sid_is_checked_as_the_layer_checks_it() {
+        assert!(check_account_sid("AC0123456789abcdef0123456789ABCDEF").is_ok());
+        // Letters past `f` passed the server's old rule; the layer refuses every request
+        // naming such an account, so the tenant could never be reached.
+        for bad in [
+            "ACghijklmnopqrstuvwxyz0123456789ab",
+            "AC0123",
+            "SK0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(check_account_sid(bad).is_err(), "{bad}");
+        }
     }
 }
