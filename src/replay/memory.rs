@@ -22,7 +22,8 @@ use tokio::{
 };
 
 use super::{
-    Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind, StoredAnswer,
+    Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStore, ReplayStoreError,
+    ReplayStoreErrorKind, StoredAnswer,
 };
 
 /// The in-memory [`ReplayStore`]: one process, bounded by bytes. The default store.
@@ -61,7 +62,7 @@ use super::{
 /// use bytes::Bytes;
 /// use http::StatusCode;
 /// use tower_twilio::{
-///     replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+///     replay::{Claim, Record, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
 ///     signature::Algorithm,
 /// };
 ///
@@ -74,7 +75,8 @@ use super::{
 /// };
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::InFlight);
 /// let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(b"<Response/>"));
-/// store.complete(&key, token, answer.clone(), Duration::from_secs(24 * 3600)).await?;
+/// let window = Duration::from_secs(24 * 3600);
+/// store.complete(&key, token, Record { answer: answer.clone(), window }).await?;
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::Done(answer));
 /// # Ok(())
 /// # }
@@ -630,16 +632,15 @@ impl Table {
         Ok(Claim::Claimed(self.token(slot)))
     }
 
-    /// [`claim`](Self::claim), counting a new delivery under `deliveries`; see
-    /// [`ReplayStore::claim_delivery`].
-    fn claim_delivery(
-        &mut self,
-        key: ReplayKey,
-        deliveries: ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Result<Claim, ReplayStoreError> {
+    /// [`claim`](Self::claim), counting a new delivery; see [`ReplayStore::claim_delivery`].
+    fn claim_delivery(&mut self, delivery: &DeliveryClaim) -> Result<Claim, ReplayStoreError> {
+        let DeliveryClaim {
+            key,
+            deliveries,
+            max,
+            period,
+            lease,
+        } = *delivery;
         let now = self.now();
         self.purge(now);
         let hash = self.hash(&key);
@@ -692,9 +693,9 @@ impl Table {
         &mut self,
         key: ReplayKey,
         token: ClaimToken,
-        answer: &StoredAnswer,
-        window: Duration,
+        record: &Record,
     ) -> Result<(), ReplayStoreError> {
+        let (answer, window) = (&record.answer, record.window);
         let now = self.now();
         // The token's slot when it still holds the key, as it mostly does: no hash.
         let (found, hash) = match self.named(&key, token) {
@@ -800,32 +801,16 @@ impl ReplayStore for MemoryStore {
         ready(self.lock().claim(*key, lease))
     }
 
-    fn claim_delivery(
-        &self,
-        key: &ReplayKey,
-        deliveries: &ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Self::ClaimFuture {
-        ready(
-            self.lock()
-                .claim_delivery(*key, *deliveries, max, period, lease),
-        )
+    fn claim_delivery(&self, delivery: &DeliveryClaim) -> Self::ClaimFuture {
+        ready(self.lock().claim_delivery(delivery))
     }
 
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
         ready(Ok(self.lock().renew(*key, token, lease)))
     }
 
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) -> Self::CompleteFuture {
-        ready(self.lock().complete(*key, token, &answer, window))
+    fn complete(&self, key: &ReplayKey, token: ClaimToken, record: Record) -> Self::CompleteFuture {
+        ready(self.lock().complete(*key, token, &record))
     }
 
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
@@ -892,7 +877,9 @@ mod tests {
         answer: &StoredAnswer,
         window: Duration,
     ) {
-        store.lock().complete(key, token, answer, window).unwrap();
+        let answer = answer.clone();
+        let record = Record { answer, window };
+        store.lock().complete(key, token, &record).unwrap();
     }
 
     #[tokio::test(start_paused = true)]

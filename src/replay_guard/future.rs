@@ -7,7 +7,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -25,7 +24,10 @@ use super::{
 use crate::{
     BoxError, Rejection, RejectionKind, VerifiedWebhook,
     events::{Outcome, SecurityEvent, TRACING_TARGET},
-    replay::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, StoredAnswer},
+    replay::{
+        Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStore, ReplayStoreError,
+        StoredAnswer,
+    },
     verify::Covered,
 };
 
@@ -577,12 +579,9 @@ where
         // A store that answers later (Redis, PostgreSQL) may see the request dropped before:
         // the answer is stored all the same.
         self.on_drop = OnDrop::Complete(answer.clone());
-        let window = self.window();
+        let record = self.record(answer);
         State::Completing {
-            complete: self
-                .settings
-                .store
-                .complete(&self.key, token, answer, window),
+            complete: self.settings.store.complete(&self.key, token, record),
             response: Some(Response::from_parts(parts, response_body)),
         }
     }
@@ -637,26 +636,32 @@ impl<S, St: ReplayStore, ReqBody> InFlight<S, St, ReqBody> {
         let Some(token) = self.claim.take() else {
             return;
         };
-        let (store, window) = (&self.settings.store, self.window());
-        match std::mem::replace(&mut self.on_drop, OnDrop::Release) {
-            OnDrop::Release => store.release_detached(&self.key, token),
+        let answer = match std::mem::replace(&mut self.on_drop, OnDrop::Release) {
+            OnDrop::Release => {
+                self.settings.store.release_detached(&self.key, token);
+                return;
+            }
             OnDrop::CutAnswer(status) => {
                 cut_answer_read();
-                let answer = StoredAnswer::done_only(status);
-                store.complete_detached(&self.key, token, answer, window);
+                StoredAnswer::done_only(status)
             }
-            OnDrop::Complete(answer) => store.complete_detached(&self.key, token, answer, window),
-        }
+            OnDrop::Complete(answer) => answer,
+        };
+        let record = self.record(answer);
+        self.settings
+            .store
+            .complete_detached(&self.key, token, record);
     }
 
-    /// How long this request's answer is kept: the delivery window for one delivery, else
-    /// the window.
-    fn window(&self) -> Duration {
+    /// What the store records for this request's `answer`: kept for the delivery window for
+    /// one delivery, else the window.
+    fn record(&self, answer: StoredAnswer) -> Record {
         let settings = &self.settings;
-        match self.deliveries {
+        let window = match self.deliveries {
             Some(_) => settings.delivery_window.min(settings.window),
             None => settings.window,
-        }
+        };
+        Record { answer, window }
     }
 }
 
@@ -679,13 +684,16 @@ fn claim<St: ReplayStore>(
     deliveries: Option<&ReplayKey>,
 ) -> St::ClaimFuture {
     let (store, lease) = (&settings.store, settings.lease);
-    match deliveries {
-        Some(deliveries) => {
-            let (max, period) = (settings.max_deliveries, settings.delivery_window);
-            store.claim_delivery(key, deliveries, max, period.min(settings.window), lease)
-        }
-        None => store.claim(key, lease),
-    }
+    let Some(&deliveries) = deliveries else {
+        return store.claim(key, lease);
+    };
+    store.claim_delivery(&DeliveryClaim {
+        key: *key,
+        deliveries,
+        max: settings.max_deliveries,
+        period: settings.delivery_window.min(settings.window),
+        lease,
+    })
 }
 
 /// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery

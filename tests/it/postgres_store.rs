@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tower_twilio::{
-    replay::{Claim, PostgresStore, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer},
+    replay::{
+        Claim, PostgresStore, Record, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer,
+    },
     signature::Algorithm,
 };
 
@@ -72,6 +74,12 @@ fn key(n: u64) -> ReplayKey {
     ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes())
 }
 
+/// [`answer`], kept for `window`.
+fn kept(window: Duration) -> Record {
+    let answer = answer();
+    Record { answer, window }
+}
+
 fn answer() -> StoredAnswer {
     StoredAnswer::new(
         StatusCode::OK,
@@ -127,7 +135,7 @@ async fn a_done_key_is_new_again_after_its_window_and_a_lapsed_claim_is_not_revi
         panic!("a new key")
     };
     store
-        .complete(&key(1), token, answer(), Duration::from_secs(2))
+        .complete(&key(1), token, kept(Duration::from_secs(2)))
         .await
         .unwrap();
     assert_eq!(
@@ -169,10 +177,7 @@ async fn expired_rows_are_swept_in_bounded_batches_and_by_claims_in_the_backgrou
         let Claim::Claimed(token) = store.claim(&key(n), LEASE).await.unwrap() else {
             panic!("a new key")
         };
-        store
-            .complete(&key(n), token, answer(), short)
-            .await
-            .unwrap();
+        store.complete(&key(n), token, kept(short)).await.unwrap();
     }
     for n in 10..20 {
         store.claim(&key(n), short).await.unwrap();
@@ -193,10 +198,7 @@ async fn expired_rows_are_swept_in_bounded_batches_and_by_claims_in_the_backgrou
     let over = u64::from(PostgresStore::SWEEP_LIMIT) + 5;
     let store = postgres::store(&url).await;
     for n in 0..over {
-        store
-            .complete(&key(n), live, answer(), short)
-            .await
-            .unwrap();
+        store.complete(&key(n), live, kept(short)).await.unwrap();
     }
     tokio::time::sleep(short * 3).await;
     assert_eq!(
@@ -208,10 +210,7 @@ async fn expired_rows_are_swept_in_bounded_batches_and_by_claims_in_the_backgrou
     // Claims sweep on their own: the SWEEP_EVERY-th claim starts a sweep in the background.
     let store = postgres::store(&url).await;
     for n in 0..30 {
-        store
-            .complete(&key(n), live, answer(), short)
-            .await
-            .unwrap();
+        store.complete(&key(n), live, kept(short)).await.unwrap();
     }
     tokio::time::sleep(short * 3).await;
     // New keys with a long lease: not expired, not swept.

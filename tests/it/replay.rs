@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use tower_twilio::{
-    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer},
+    replay::{
+        Claim, MemoryStore, Record, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer,
+    },
     signature::Algorithm,
 };
 
@@ -22,6 +24,12 @@ fn done() -> StoredAnswer {
     StoredAnswer::done_only(http::StatusCode::OK)
 }
 
+/// [`done`], kept for `window`.
+fn kept(window: Duration) -> Record {
+    let answer = done();
+    Record { answer, window }
+}
+
 /// Records `count` distinct verified webhooks (claim, then complete) in `store`.
 fn record(store: &MemoryStore, range: std::ops::Range<u64>) {
     for n in range {
@@ -29,7 +37,7 @@ fn record(store: &MemoryStore, range: std::ops::Range<u64>) {
             panic!("webhook {n} was not new");
         };
         store
-            .complete(&key(n), token, done(), WINDOW)
+            .complete(&key(n), token, kept(WINDOW))
             .into_inner()
             .unwrap();
     }
@@ -228,7 +236,7 @@ mod redis_store {
 
     use tower_twilio::replay::{Claim, ReplayStore, ReplayStoreErrorKind};
 
-    use super::{LEASE, WINDOW, done, key, redis};
+    use super::{LEASE, WINDOW, done, kept, key, redis};
 
     #[cfg_attr(
         skip_redis,
@@ -249,10 +257,7 @@ mod redis_store {
         // A late release with a stale token deletes nothing.
         store.release(&key(1), first).await.unwrap();
         assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
-        store
-            .complete(&key(1), second, done(), WINDOW)
-            .await
-            .unwrap();
+        store.complete(&key(1), second, kept(WINDOW)).await.unwrap();
         assert_eq!(
             store.claim(&key(1), LEASE).await.unwrap(),
             Claim::Done(done())
@@ -323,7 +328,7 @@ mod redis_store {
             panic!("a new key")
         };
         store
-            .complete(&key(2), token, done(), Duration::from_millis(200))
+            .complete(&key(2), token, kept(Duration::from_millis(200)))
             .await
             .unwrap();
         assert_eq!(

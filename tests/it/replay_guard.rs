@@ -506,8 +506,7 @@ impl ReplayStore for Broken {
         &self,
         _: &tower_twilio::replay::ReplayKey,
         _: tower_twilio::replay::ClaimToken,
-        _: tower_twilio::replay::StoredAnswer,
-        _: Duration,
+        _: tower_twilio::replay::Record,
     ) -> Self::CompleteFuture {
         std::future::ready(Err(unavailable()))
     }
@@ -620,8 +619,7 @@ impl ReplayStore for ForgetsCompletion {
         &self,
         _: &tower_twilio::replay::ReplayKey,
         _: tower_twilio::replay::ClaimToken,
-        _: tower_twilio::replay::StoredAnswer,
-        _: Duration,
+        _: tower_twilio::replay::Record,
     ) -> Self::CompleteFuture {
         std::future::ready(Err(unavailable()))
     }
@@ -689,11 +687,17 @@ pub(crate) mod contract {
     use bytes::Bytes;
     use http::{HeaderValue, StatusCode};
     use tower_twilio::{
-        replay::{Claim, ReplayKey, ReplayStore, StoredAnswer},
+        replay::{Claim, DeliveryClaim, Record, ReplayKey, ReplayStore, StoredAnswer},
         signature::Algorithm,
     };
 
     const LEASE: Duration = Duration::from_secs(5);
+
+    /// `answer`, kept for a minute.
+    fn kept(answer: StoredAnswer) -> Record {
+        let window = Duration::from_secs(60);
+        Record { answer, window }
+    }
 
     fn key(n: u8) -> ReplayKey {
         ReplayKey::new(Algorithm::HmacSha1, &[n; 28])
@@ -725,7 +729,7 @@ pub(crate) mod contract {
         assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
         // Completed with its answer: every claim gets the answer, a release undoes nothing.
         store
-            .complete(&key(1), second, answer(), Duration::from_secs(60))
+            .complete(&key(1), second, kept(answer()))
             .await
             .unwrap();
         assert_eq!(
@@ -744,7 +748,7 @@ pub(crate) mod contract {
         };
         let done = StoredAnswer::done_only(StatusCode::NO_CONTENT);
         store
-            .complete(&key(2), token, done.clone(), Duration::from_secs(60))
+            .complete(&key(2), token, kept(done.clone()))
             .await
             .unwrap();
         assert_eq!(
@@ -770,16 +774,23 @@ pub(crate) mod contract {
     /// `claim_delivery`: at most `max` deliveries of one webhook per period, each a key of
     /// its own; a key that exists is answered whatever the count.
     pub(crate) async fn run_deliveries<St: ReplayStore>(store: &St) {
-        let deliveries = ReplayKey::deliveries(Algorithm::HmacSha1, &[9; 28]);
-        let delivery = |n: u8| ReplayKey::for_delivery(Algorithm::HmacSha1, &[9; 28], &[n]);
         let period = Duration::from_secs(2);
-        let claim = |n: u8| store.claim_delivery(&delivery(n), &deliveries, 2, period, LEASE);
+        // The `n`th delivery of the webhook signed with `signature`.
+        let nth = |signature: u8, n: u8| DeliveryClaim {
+            key: ReplayKey::for_delivery(Algorithm::HmacSha1, &[signature; 28], &[n]),
+            deliveries: ReplayKey::deliveries(Algorithm::HmacSha1, &[signature; 28]),
+            max: 2,
+            period,
+            lease: LEASE,
+        };
+        let delivery = |n: u8| nth(9, n).key;
+        let claim = |n: u8| store.claim_delivery(&nth(9, n));
         let Ok(Claim::Claimed(first)) = claim(1).await else {
             panic!("a new delivery")
         };
         assert_eq!(claim(1).await.unwrap(), Claim::InFlight);
         store
-            .complete(&delivery(1), first, answer(), Duration::from_secs(60))
+            .complete(&delivery(1), first, kept(answer()))
             .await
             .unwrap();
         assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
@@ -790,12 +801,8 @@ pub(crate) mod contract {
         assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
         assert_eq!(claim(2).await.unwrap(), Claim::InFlight);
         // Another webhook has a count of its own.
-        let other = ReplayKey::deliveries(Algorithm::HmacSha1, &[8; 28]);
-        let elsewhere = ReplayKey::for_delivery(Algorithm::HmacSha1, &[8; 28], &[3]);
         assert!(matches!(
-            store
-                .claim_delivery(&elsewhere, &other, 2, period, LEASE)
-                .await,
+            store.claim_delivery(&nth(8, 3)).await,
             Ok(Claim::Claimed(_))
         ));
         // A new period counts again.
@@ -967,7 +974,7 @@ async fn across_instances_on_postgres_a_killed_first_attempt_lets_the_retry_run_
 #[test]
 fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
     use tower_twilio::{
-        replay::{Claim, ReplayKey, ReplayStoreErrorKind, StoredAnswer},
+        replay::{Claim, Record, ReplayKey, ReplayStoreErrorKind, StoredAnswer},
         signature::Algorithm,
     };
 
@@ -983,13 +990,18 @@ fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
     let store = MemoryStore::new(max_bytes);
     let key = |n: usize| ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes());
     let lease = Duration::from_secs(5);
+    let window = Duration::from_secs(3600);
+    let kept = Record {
+        answer: answer.clone(),
+        window,
+    };
     let info = allocation_counter::measure(|| {
         for n in 0..WEBHOOKS {
             let Ok(Claim::Claimed(token)) = store.claim(&key(n), lease).into_inner() else {
                 panic!("webhook {n} was not new");
             };
             store
-                .complete(&key(n), token, answer.clone(), Duration::from_secs(3600))
+                .complete(&key(n), token, kept.clone())
                 .into_inner()
                 .unwrap();
             let Ok(Claim::Done(copy)) = store.claim(&key(n), lease).into_inner() else {
@@ -1087,7 +1099,7 @@ mod cut_answers {
 
     use http_body::Frame;
     use tokio::sync::mpsc;
-    use tower_twilio::replay::{ClaimToken, ReplayKey, StoredAnswer};
+    use tower_twilio::replay::{ClaimToken, Record, ReplayKey};
 
     use super::*;
 
@@ -1246,17 +1258,11 @@ mod cut_answers {
     const ROUND_TRIP: Duration = Duration::from_secs(1);
 
     impl Remote {
-        fn later_complete(
-            &self,
-            key: &ReplayKey,
-            token: ClaimToken,
-            answer: StoredAnswer,
-            window: Duration,
-        ) -> Later<()> {
+        fn later_complete(&self, key: &ReplayKey, token: ClaimToken, record: Record) -> Later<()> {
             let (store, key) = (self.0.clone(), *key);
             Box::pin(async move {
                 tokio::time::sleep(ROUND_TRIP).await;
-                store.complete(&key, token, answer, window).await
+                store.complete(&key, token, record).await
             })
         }
 
@@ -1286,10 +1292,9 @@ mod cut_answers {
             &self,
             key: &ReplayKey,
             token: ClaimToken,
-            answer: StoredAnswer,
-            window: Duration,
+            record: Record,
         ) -> Self::CompleteFuture {
-            self.later_complete(key, token, answer, window)
+            self.later_complete(key, token, record)
         }
         fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
             self.later_release(key, token)
@@ -1300,14 +1305,8 @@ mod cut_answers {
         fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
             tokio::spawn(self.later_release(key, token));
         }
-        fn complete_detached(
-            &self,
-            key: &ReplayKey,
-            token: ClaimToken,
-            answer: StoredAnswer,
-            window: Duration,
-        ) {
-            tokio::spawn(self.later_complete(key, token, answer, window));
+        fn complete_detached(&self, key: &ReplayKey, token: ClaimToken, record: Record) {
+            tokio::spawn(self.later_complete(key, token, record));
         }
     }
 
