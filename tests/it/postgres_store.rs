@@ -68,6 +68,16 @@ pub(crate) mod postgres {
         store.ensure_schema().await.unwrap();
         store
     }
+
+    /// `N` instances on the shared server: `N` pools on one table of their own.
+    pub(crate) async fn instances<const N: usize>(url: &str) -> [PostgresStore; N] {
+        let table = fresh_table();
+        let mut stores = Vec::new();
+        for _ in 0..N {
+            stores.push(store_on(url, &table).await);
+        }
+        stores.try_into().unwrap()
+    }
 }
 
 fn key(n: u64) -> ReplayKey {
@@ -95,11 +105,7 @@ fn answer() -> StoredAnswer {
 #[tokio::test]
 async fn concurrent_claims_from_four_pools_have_exactly_one_winner() {
     let Some(url) = postgres::url() else { return };
-    let table = postgres::fresh_table();
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(postgres::store_on(&url, &table).await);
-    }
+    let stores: [_; 4] = postgres::instances(&url).await;
     // On an absent key, and on one whose claim has lapsed (its row is taken over).
     let lapsed = Duration::from_millis(100);
     stores[0].claim(&key(8), lapsed).await.unwrap();
