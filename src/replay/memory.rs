@@ -121,7 +121,6 @@ impl MemoryStore {
                 lists: Vec::new(),
                 epoch: Instant::now(),
                 next: 0,
-                len: 0,
                 budget,
                 used: 0,
             })),
@@ -136,7 +135,7 @@ impl MemoryStore {
 
     /// How many entries (claimed or done, expired ones not yet dropped included) it holds.
     pub fn len(&self) -> usize {
-        self.lock().len
+        self.lock().index.len()
     }
 
     /// Whether it holds no entry.
@@ -167,7 +166,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let table = self.lock();
         f.debug_struct("MemoryStore")
-            .field("len", &table.len)
+            .field("len", &table.index.len())
             .field("used_bytes", &table.used)
             .field("capacity", &(table.budget / Self::ENTRY_BYTES))
             .finish()
@@ -452,7 +451,7 @@ struct Table {
     /// who captured one webhook chooses its idempotency token freely, so keys whose bytes pick
     /// one bucket can be ground offline. With a secret hash they cannot be aimed.
     hasher: RandomState,
-    /// Every entry's [`Link`], by its key's hash.
+    /// Every entry's [`Link`], by its key's hash: its length is how many entries there are.
     index: HashTable<Link>,
     slots: Slots,
     /// Every entry once, by expiry, one list per duration: each head is the next to go there.
@@ -461,8 +460,6 @@ struct Table {
     epoch: Instant,
     /// Hands out claim tokens.
     next: u64,
-    /// How many entries there are.
-    len: usize,
     /// The bytes entries and answers may count for.
     budget: usize,
     /// The bytes they count for now.
@@ -579,7 +576,6 @@ impl Table {
         self.index
             .insert_unique(wide(hash), link, |link| wide(link.hash));
         self.used += bytes;
-        self.len += 1;
         Ok(slot)
     }
 
@@ -595,7 +591,6 @@ impl Table {
         }
         let state = self.slots.free(slot);
         self.used -= MemoryStore::ENTRY_BYTES + state.answer_bytes();
-        self.len -= 1;
         state.settle();
     }
 

@@ -19,7 +19,7 @@ use tower_service::Service;
 use super::{
     ReplayOutcome, ResponseBody, StoreFailure,
     body::{AnswerCollector, Collected},
-    layer::{Scope, Settings},
+    layer::Settings,
 };
 use crate::{
     BoxError, Rejection, RejectionKind, VerifiedWebhook,
@@ -196,10 +196,7 @@ where
         let verified = request
             .extensions()
             .get::<VerifiedWebhook>()
-            .and_then(|webhook| {
-                let keys = replay_key(webhook, request.headers(), settings.scope)?;
-                Some((keys, webhook.covered()))
-            });
+            .and_then(|webhook| Some((settings.scope.keys(webhook)?, webhook.covered())));
         let ((key, deliveries), covered, state) = match verified {
             Some(((key, deliveries), covered)) => {
                 let claim = claim(&settings, &key, deliveries.as_ref());
@@ -658,7 +655,7 @@ impl<S, St: ReplayStore, ReqBody> InFlight<S, St, ReqBody> {
     fn record(&self, answer: StoredAnswer) -> Record {
         let settings = &self.settings;
         let window = match self.deliveries {
-            Some(_) => settings.delivery_window.min(settings.window),
+            Some(_) => settings.delivery_period(),
             None => settings.window,
         };
         Record { answer, window }
@@ -691,36 +688,9 @@ fn claim<St: ReplayStore>(
         key: *key,
         deliveries,
         max: settings.max_deliveries,
-        period: settings.delivery_window.min(settings.window),
+        period: settings.delivery_period(),
         lease,
     })
-}
-
-/// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
-/// scope its idempotency token when it has one (with the key its deliveries are counted
-/// under). `None` without a signature: a key of empty bytes would make every such request a
-/// copy of the first.
-fn replay_key(
-    webhook: &VerifiedWebhook,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Option<(ReplayKey, Option<ReplayKey>)> {
-    // The signature that verified, as the signature layer kept it (never absent for a
-    // verified request; the header is the fallback).
-    let signature = webhook
-        .signature()
-        .or_else(|| {
-            headers
-                .get(&crate::verify::SIGNATURE)
-                .map(HeaderValue::as_bytes)
-        })
-        .filter(|signature| !signature.is_empty())?;
-    let key = scope.key_with(webhook, signature);
-    let deliveries = match (scope, webhook.idempotency_token_bytes()) {
-        (Scope::Delivery, Some(_)) => Some(ReplayKey::deliveries(webhook.algorithm(), signature)),
-        _ => None,
-    };
-    Some((key, deliveries))
 }
 
 fn finished<CF, WF, SF, B, KF, XF, E>(

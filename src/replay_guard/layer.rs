@@ -43,19 +43,26 @@ impl Scope {
     /// whose stored answer it got, so an application's log can point from one to the other.
     /// `None` for a webhook without a signature (a verified one always has one).
     pub fn key(self, webhook: &VerifiedWebhook) -> Option<ReplayKey> {
+        self.keys(webhook).map(|(key, _)| key)
+    }
+
+    /// The [key](Self::key) the guard claims for `webhook`, and when that is one delivery of it
+    /// (the delivery scope, with a token), the key its deliveries are counted under
+    /// ([`ReplayKey::deliveries`]). `None` without a signature: a key of empty bytes would make
+    /// every such request a copy of the first.
+    pub(crate) fn keys(self, webhook: &VerifiedWebhook) -> Option<(ReplayKey, Option<ReplayKey>)> {
         let signature = webhook
             .signature()
             .filter(|signature| !signature.is_empty())?;
-        Some(self.key_with(webhook, signature))
-    }
-
-    /// The key of `webhook` in this scope, with `signature` as the signature that verified it.
-    pub(crate) fn key_with(self, webhook: &VerifiedWebhook, signature: &[u8]) -> ReplayKey {
         let algorithm = webhook.algorithm();
-        match (self, webhook.idempotency_token_bytes()) {
-            (Self::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
-            _ => ReplayKey::new(algorithm, signature),
-        }
+        Some(match (self, webhook.idempotency_token_bytes()) {
+            (Self::Delivery, Some(token)) => {
+                let deliveries = ReplayKey::deliveries(algorithm, signature);
+                let key = ReplayKey::for_delivery(algorithm, signature, token);
+                (key, Some(deliveries))
+            }
+            _ => (ReplayKey::new(algorithm, signature), None),
+        })
     }
 }
 
@@ -95,6 +102,12 @@ impl<St> Settings<St> {
     /// renewals can fail before the claim lapses.
     pub(crate) fn renew_every(&self) -> Duration {
         self.lease.saturating_mul(2) / 5
+    }
+
+    /// The delivery window as the guard keeps it: never longer than the window. Both how long
+    /// a delivery's answer is kept and the period its deliveries are counted over.
+    pub(crate) fn delivery_period(&self) -> Duration {
+        self.delivery_window.min(self.window)
     }
 }
 
