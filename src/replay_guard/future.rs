@@ -364,13 +364,19 @@ where
                 self.call(ReplayOutcome::First)
             }
             Ok(Claim::TooManyDeliveries) => {
-                tracing::warn!(
-                    target: TRACING_TARGET,
-                    max_deliveries = self.settings.max_deliveries,
-                    "a signed voice request had more deliveries with new idempotency tokens \
-                     than the replay guard tells apart in its delivery window (a long menu \
-                     loop, or replays with made-up tokens): this one runs unrecorded"
-                );
+                // A flood of replays must not become a flood of lines.
+                if let Some(unrecorded) = self.settings.unrecorded_log.count() {
+                    tracing::warn!(
+                        target: TRACING_TARGET,
+                        max_deliveries = self.settings.max_deliveries,
+                        unrecorded,
+                        "signed voice requests had more deliveries with new idempotency tokens \
+                         than the replay guard tells apart in its delivery window (a long menu \
+                         loop, or replays with made-up tokens): those past the bound run \
+                         unrecorded (`unrecorded` counts them since the last such line; at most \
+                         one a minute)"
+                    );
+                }
                 self.call(ReplayOutcome::Unrecorded)
             }
             Ok(Claim::Done(answer)) => {

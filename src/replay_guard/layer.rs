@@ -1,7 +1,12 @@
 //! [`ReplayGuardLayer`]: the replay guard's settings, and the layer that applies them.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt, mem,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
+use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::ReplayGuard;
@@ -94,6 +99,9 @@ pub(crate) struct Settings<St> {
     pub(crate) max_answer_bytes: usize,
     pub(crate) on_store_failure: StoreFailure,
     pub(crate) sink: Arc<dyn OnSecurityEvent + Send + Sync>,
+    /// Bounds the `WARN` lines about deliveries past [`max_deliveries`](Self::max_deliveries),
+    /// which a flood of replays would repeat; shared by every guard the layer makes.
+    pub(crate) unrecorded_log: Arc<LogLimit>,
 }
 
 impl<St> Settings<St> {
@@ -108,6 +116,40 @@ impl<St> Settings<St> {
     /// a delivery's answer is kept and the period its deliveries are counted over.
     pub(crate) fn delivery_period(&self) -> Duration {
         self.delivery_window.min(self.window)
+    }
+}
+
+/// Lets a log line that a flood of requests would repeat through at most once per
+/// [`PERIOD`](Self::PERIOD), and counts the occurrences each line stands for.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimit(Mutex<Logged>);
+
+#[derive(Debug, Default)]
+struct Logged {
+    /// When the last line was let through.
+    last: Option<Instant>,
+    /// The occurrences since.
+    since: u64,
+}
+
+impl LogLimit {
+    /// At most one line a minute.
+    pub(crate) const PERIOD: Duration = Duration::from_secs(60);
+
+    /// Counts one occurrence: `Some(how many there were since the last line, this one
+    /// included)` when a line is due, `None` when it is not.
+    pub(crate) fn count(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut logged = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        logged.since += 1;
+        if logged
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::PERIOD)
+        {
+            return None;
+        }
+        logged.last = Some(now);
+        Some(mem::take(&mut logged.since))
     }
 }
 
@@ -180,6 +222,7 @@ impl<St> ReplayGuardLayer<St> {
                 max_answer_bytes: ReplayGuardLayer::DEFAULT_MAX_ANSWER_BYTES,
                 on_store_failure: StoreFailure::RunUnguarded,
                 sink: Arc::new(TracingSink::new()),
+                unrecorded_log: Arc::default(),
             },
         }
     }
@@ -328,6 +371,7 @@ impl<St: Clone> Clone for Settings<St> {
             max_answer_bytes: self.max_answer_bytes,
             on_store_failure: self.on_store_failure,
             sink: Arc::clone(&self.sink),
+            unrecorded_log: Arc::clone(&self.unrecorded_log),
         }
     }
 }

@@ -1383,6 +1383,43 @@ mod delivery_bound {
         assert_first_answer(&send(&app, voice(None)).await, &untokened);
     }
 
+    /// A flood of fresh-token replays past the bound is not a flood of log lines: one `WARN`
+    /// a minute per layer, counting the deliveries that ran unrecorded since the last one.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_past_the_bound_logs_one_warning_a_minute() {
+        let (logs, _guard) = crate::support::capture_json_logs();
+        let handler = Handler::default();
+        let app = app(ReplayGuardLayer::default().scope(Scope::Delivery), &handler);
+        let unrecorded = |logged: &str| -> Vec<String> {
+            let warned = logged
+                .lines()
+                .filter(|line| line.contains(r#""level":"WARN""#));
+            warned
+                .filter(|line| line.contains("unrecorded"))
+                .map(str::to_owned)
+                .collect()
+        };
+        replay_with_fresh_tokens(&app, &handler).await;
+        let past = REPLAYS - MAX_DELIVERIES;
+        let lines = unrecorded(&logs.text());
+        assert_eq!(lines.len(), 1, "{past} unrecorded deliveries: {lines:#?}");
+        assert!(lines[0].contains(r#""unrecorded":1,"#), "{}", lines[0]);
+        // A minute on, the next one is logged with those the first line did not count.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for n in 0..10 {
+            let late = app.clone().oneshot(voice(Some(&format!("late-{n}"))));
+            let late = late.await.unwrap();
+            assert_eq!(ReplayOutcome::of(&late), Some(ReplayOutcome::Unrecorded));
+        }
+        let lines = unrecorded(&logs.text());
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[1].contains(&format!(r#""unrecorded":{past},"#)),
+            "{}",
+            lines[1]
+        );
+    }
+
     /// A delivery is kept for the delivery window (5 minutes), not the window (24 hours); a
     /// new window tells as many deliveries apart again.
     #[tokio::test(start_paused = true)]
