@@ -53,7 +53,7 @@ use tower::{ServiceBuilder, ServiceExt, service_fn};
 use tower_twilio::{
     Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
     form::Params,
-    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+    replay::{Claim, MemoryStore, Record, ReplayKey, ReplayStore, StoredAnswer},
     replay_guard::{ReplayGuardLayer, ReplayOutcome},
     signature::{Algorithm, sign},
 };
@@ -68,13 +68,14 @@ fn key() -> ReplayKey {
     ReplayKey::new(Algorithm::HmacSha1, black_box(SIGNATURE))
 }
 
-/// A short TwiML answer, as a copy would be given.
-fn done() -> StoredAnswer {
-    StoredAnswer::new(
+/// A short TwiML answer, as a copy would be given, kept for `window`.
+fn done(window: Duration) -> Record {
+    let answer = StoredAnswer::new(
         http::StatusCode::OK,
         Some(http::HeaderValue::from_static("text/xml")),
         bytes::Bytes::from_static(b"<Response><Message>hi</Message></Response>"),
-    )
+    );
+    Record { answer, window }
 }
 
 fn memory(c: &mut Criterion) {
@@ -89,7 +90,7 @@ fn memory(c: &mut Criterion) {
                 panic!("the previous entry has expired");
             };
             store
-                .complete(&key, token, done(), Duration::from_nanos(1))
+                .complete(&key, token, done(Duration::from_nanos(1)))
                 .into_inner()
         });
     });
@@ -99,7 +100,7 @@ fn memory(c: &mut Criterion) {
         panic!("a new store");
     };
     store
-        .complete(&key(), token, done(), Duration::from_secs(3600))
+        .complete(&key(), token, done(Duration::from_secs(3600)))
         .into_inner()
         .unwrap();
     group.bench_function("memory/duplicate", |b| {
@@ -143,7 +144,7 @@ fn redis(c: &mut Criterion) {
         panic!("a fresh key");
     };
     runtime
-        .block_on(store.complete(&key(), token, done(), Duration::from_secs(60)))
+        .block_on(store.complete(&key(), token, done(Duration::from_secs(60))))
         .unwrap();
     group.bench_function("redis/duplicate", |b| {
         b.to_async(&runtime).iter(|| async {

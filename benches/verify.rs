@@ -37,7 +37,7 @@ use tower_twilio::{
     __private::write_canonical,
     Credentials, PublicUrl, Secret, TwilioSignatureLayer, VerifiedBody,
     form::Params,
-    replay::{ClaimToken, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+    replay::{ClaimToken, MemoryStore, Record, ReplayKey, ReplayStore},
     replay_guard::ReplayGuardLayer,
     verify::{VerifyError, WebhookRequest},
 };
@@ -147,14 +147,9 @@ impl ReplayStore for Forgetful {
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
         self.0.renew(key, token, lease)
     }
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        _window: Duration,
-    ) -> Self::CompleteFuture {
-        self.0.complete(key, token, answer, Duration::ZERO)
+    fn complete(&self, key: &ReplayKey, token: ClaimToken, record: Record) -> Self::CompleteFuture {
+        let window = Duration::ZERO;
+        self.0.complete(key, token, Record { window, ..record })
     }
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
         self.0.release(key, token)

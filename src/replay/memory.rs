@@ -22,7 +22,8 @@ use tokio::{
 };
 
 use super::{
-    Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind, StoredAnswer,
+    Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStore, ReplayStoreError,
+    ReplayStoreErrorKind, StoredAnswer,
 };
 
 /// The in-memory [`ReplayStore`]: one process, bounded by bytes. The default store.
@@ -61,7 +62,7 @@ use super::{
 /// use bytes::Bytes;
 /// use http::StatusCode;
 /// use tower_twilio::{
-///     replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+///     replay::{Claim, Record, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
 ///     signature::Algorithm,
 /// };
 ///
@@ -74,7 +75,8 @@ use super::{
 /// };
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::InFlight);
 /// let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(b"<Response/>"));
-/// store.complete(&key, token, answer.clone(), Duration::from_secs(24 * 3600)).await?;
+/// let window = Duration::from_secs(24 * 3600);
+/// store.complete(&key, token, Record { answer: answer.clone(), window }).await?;
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::Done(answer));
 /// # Ok(())
 /// # }
@@ -119,7 +121,6 @@ impl MemoryStore {
                 lists: Vec::new(),
                 epoch: Instant::now(),
                 next: 0,
-                len: 0,
                 budget,
                 used: 0,
             })),
@@ -134,7 +135,7 @@ impl MemoryStore {
 
     /// How many entries (claimed or done, expired ones not yet dropped included) it holds.
     pub fn len(&self) -> usize {
-        self.lock().len
+        self.lock().index.len()
     }
 
     /// Whether it holds no entry.
@@ -165,7 +166,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let table = self.lock();
         f.debug_struct("MemoryStore")
-            .field("len", &table.len)
+            .field("len", &table.index.len())
             .field("used_bytes", &table.used)
             .field("capacity", &(table.budget / Self::ENTRY_BYTES))
             .finish()
@@ -450,7 +451,7 @@ struct Table {
     /// who captured one webhook chooses its idempotency token freely, so keys whose bytes pick
     /// one bucket can be ground offline. With a secret hash they cannot be aimed.
     hasher: RandomState,
-    /// Every entry's [`Link`], by its key's hash.
+    /// Every entry's [`Link`], by its key's hash: its length is how many entries there are.
     index: HashTable<Link>,
     slots: Slots,
     /// Every entry once, by expiry, one list per duration: each head is the next to go there.
@@ -459,8 +460,6 @@ struct Table {
     epoch: Instant,
     /// Hands out claim tokens.
     next: u64,
-    /// How many entries there are.
-    len: usize,
     /// The bytes entries and answers may count for.
     budget: usize,
     /// The bytes they count for now.
@@ -577,7 +576,6 @@ impl Table {
         self.index
             .insert_unique(wide(hash), link, |link| wide(link.hash));
         self.used += bytes;
-        self.len += 1;
         Ok(slot)
     }
 
@@ -593,7 +591,6 @@ impl Table {
         }
         let state = self.slots.free(slot);
         self.used -= MemoryStore::ENTRY_BYTES + state.answer_bytes();
-        self.len -= 1;
         state.settle();
     }
 
@@ -630,16 +627,15 @@ impl Table {
         Ok(Claim::Claimed(self.token(slot)))
     }
 
-    /// [`claim`](Self::claim), counting a new delivery under `deliveries`; see
-    /// [`ReplayStore::claim_delivery`].
-    fn claim_delivery(
-        &mut self,
-        key: ReplayKey,
-        deliveries: ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Result<Claim, ReplayStoreError> {
+    /// [`claim`](Self::claim), counting a new delivery; see [`ReplayStore::claim_delivery`].
+    fn claim_delivery(&mut self, delivery: &DeliveryClaim) -> Result<Claim, ReplayStoreError> {
+        let DeliveryClaim {
+            key,
+            deliveries,
+            max,
+            period,
+            lease,
+        } = *delivery;
         let now = self.now();
         self.purge(now);
         let hash = self.hash(&key);
@@ -692,9 +688,9 @@ impl Table {
         &mut self,
         key: ReplayKey,
         token: ClaimToken,
-        answer: &StoredAnswer,
-        window: Duration,
+        record: &Record,
     ) -> Result<(), ReplayStoreError> {
+        let (answer, window) = (&record.answer, record.window);
         let now = self.now();
         // The token's slot when it still holds the key, as it mostly does: no hash.
         let (found, hash) = match self.named(&key, token) {
@@ -800,32 +796,16 @@ impl ReplayStore for MemoryStore {
         ready(self.lock().claim(*key, lease))
     }
 
-    fn claim_delivery(
-        &self,
-        key: &ReplayKey,
-        deliveries: &ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Self::ClaimFuture {
-        ready(
-            self.lock()
-                .claim_delivery(*key, *deliveries, max, period, lease),
-        )
+    fn claim_delivery(&self, delivery: &DeliveryClaim) -> Self::ClaimFuture {
+        ready(self.lock().claim_delivery(delivery))
     }
 
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
         ready(Ok(self.lock().renew(*key, token, lease)))
     }
 
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) -> Self::CompleteFuture {
-        ready(self.lock().complete(*key, token, &answer, window))
+    fn complete(&self, key: &ReplayKey, token: ClaimToken, record: Record) -> Self::CompleteFuture {
+        ready(self.lock().complete(*key, token, &record))
     }
 
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
@@ -892,7 +872,9 @@ mod tests {
         answer: &StoredAnswer,
         window: Duration,
     ) {
-        store.lock().complete(key, token, answer, window).unwrap();
+        let answer = answer.clone();
+        let record = Record { answer, window };
+        store.lock().complete(key, token, &record).unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,7 +16,7 @@
 //! use bytes::Bytes;
 //! use http::StatusCode;
 //! use tower_twilio::{
-//!     replay::{Claim, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
+//!     replay::{Claim, Record, MemoryStore, ReplayKey, ReplayStore, StoredAnswer},
 //!     signature::Algorithm,
 //! };
 //!
@@ -28,7 +28,8 @@
 //!     unreachable!("a new key");
 //! };
 //! let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(b"<Response/>"));
-//! store.complete(&key, token, answer.clone(), Duration::from_secs(3600)).await?;
+//! let window = Duration::from_secs(3600);
+//! store.complete(&key, token, Record { answer: answer.clone(), window }).await?;
 //! assert_eq!(store.claim(&key, Duration::from_secs(5)).await?, Claim::Done(answer));
 //! # Ok(())
 //! # }
@@ -41,6 +42,8 @@ mod memory;
 mod postgres_store;
 #[cfg(feature = "redis")]
 mod redis_store;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod server;
 mod store;
 
 pub use self::answer::StoredAnswer;
@@ -52,4 +55,6 @@ pub use self::postgres_store::{PostgresFuture, PostgresStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis_store::{RedisFuture, RedisStore};
-pub use self::store::{Claim, ClaimToken, ReplayStore, ReplayStoreError, ReplayStoreErrorKind};
+pub use self::store::{
+    Claim, ClaimToken, DeliveryClaim, Record, ReplayStore, ReplayStoreError, ReplayStoreErrorKind,
+};

@@ -10,16 +10,15 @@ use std::{
     time::Duration,
 };
 
+use crate::ConfigError;
 use sqlx::{
     PgPool, Row,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
-use tokio::time::Sleep;
-
-use crate::ConfigError;
 
 use super::{
-    Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind, StoredAnswer,
+    Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStoreError, ReplayStoreErrorKind,
+    StoredAnswer, server::Answer,
 };
 
 /// A boxed future: the PostgreSQL store's operations are database round trips, next to which
@@ -161,9 +160,9 @@ fn table_name(name: &str) -> bool {
 /// (`CREATE … IF NOT EXISTS` alone can collide): an arbitrary constant, "tt-replay".
 const SCHEMA_LOCK: i64 = 0x7474_2d72_6570_6c61;
 
-/// The [`ReplayStore`] in a PostgreSQL table, shared by every instance that points at the
-/// database, so that a fleet that has a database needs no Redis. Needs the cargo feature
-/// `postgres`.
+/// The [`ReplayStore`](super::ReplayStore) in a PostgreSQL table, shared by every instance
+/// that points at the database, so that a fleet that has a database needs no Redis. Needs the
+/// cargo feature `postgres`.
 ///
 /// # The table
 ///
@@ -413,10 +412,7 @@ fn protocol(what: &'static str) -> ReplayStoreError {
 }
 
 /// What a claim statement's row (`claimed`, `done`, `answer`) answers.
-fn claim_from_row(
-    row: &sqlx::postgres::PgRow,
-    token: ClaimToken,
-) -> Result<Claim, ReplayStoreError> {
+fn claim_from_row(row: &sqlx::postgres::PgRow, token: ClaimToken) -> Answer<Claim> {
     let claimed: bool = row.try_get(0).map_err(store_error)?;
     let done: bool = row.try_get(1).map_err(store_error)?;
     let answer: Option<Vec<u8>> = row.try_get(2).map_err(store_error)?;
@@ -440,124 +436,73 @@ fn seconds(duration: Duration) -> f64 {
     duration.as_secs_f64().min(3.0e9)
 }
 
-impl ReplayStore for PostgresStore {
-    type ClaimFuture = PostgresFuture<Claim>;
-    type RenewFuture = PostgresFuture<bool>;
-    type CompleteFuture = PostgresFuture<()>;
-    type ReleaseFuture = PostgresFuture<()>;
-    type WaitFuture = Sleep;
-
-    fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
+impl super::server::Server for PostgresStore {
+    async fn claim(self, key: ReplayKey, token: ClaimToken, lease: Duration) -> Answer<Claim> {
         self.count_claim();
-        let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
-        let key = key.as_bytes().to_vec();
-        Box::pin(async move {
-            let token = super::store::random_token()?;
-            let row = sqlx::query(&queries.claim)
-                .bind(key)
-                .bind(token_bytes(token))
-                .bind(seconds(lease))
-                .fetch_optional(&pool)
-                .await
-                .map_err(store_error)?;
-            let Some(row) = row else {
-                return Ok(Claim::InFlight);
-            };
-            claim_from_row(&row, token)
-        })
+        let row = sqlx::query(&self.queries.claim)
+            .bind(key.as_bytes().as_slice())
+            .bind(token_bytes(token))
+            .bind(seconds(lease))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        // No row: claimed by another statement after this one began.
+        row.map_or(Ok(Claim::InFlight), |row| claim_from_row(&row, token))
     }
 
-    fn claim_delivery(
-        &self,
-        key: &ReplayKey,
-        deliveries: &ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Self::ClaimFuture {
+    async fn claim_delivery(self, delivery: DeliveryClaim, token: ClaimToken) -> Answer<Claim> {
         self.count_claim();
-        let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
-        let (key, deliveries) = (key.as_bytes().to_vec(), deliveries.as_bytes().to_vec());
-        Box::pin(async move {
-            let token = super::store::random_token()?;
-            let row = sqlx::query(&queries.claim_delivery)
-                .bind(key)
-                .bind(token_bytes(token))
-                .bind(seconds(lease))
-                .bind(deliveries)
-                .bind(i32::try_from(max).unwrap_or(i32::MAX))
-                .bind(seconds(period))
-                .fetch_optional(&pool)
-                .await
-                .map_err(store_error)?;
-            let Some(row) = row else {
-                return Ok(Claim::InFlight);
-            };
-            let crowded: bool = row.try_get(3).map_err(store_error)?;
-            if crowded {
-                return Ok(Claim::TooManyDeliveries);
-            }
-            claim_from_row(&row, token)
-        })
+        let row = sqlx::query(&self.queries.claim_delivery)
+            .bind(delivery.key.as_bytes().as_slice())
+            .bind(token_bytes(token))
+            .bind(seconds(delivery.lease))
+            .bind(delivery.deliveries.as_bytes().as_slice())
+            .bind(i32::try_from(delivery.max).unwrap_or(i32::MAX))
+            .bind(seconds(delivery.period))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let Some(row) = row else {
+            return Ok(Claim::InFlight);
+        };
+        let crowded: bool = row.try_get(3).map_err(store_error)?;
+        if crowded {
+            return Ok(Claim::TooManyDeliveries);
+        }
+        claim_from_row(&row, token)
     }
 
-    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
-        let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
-        let key = key.as_bytes().to_vec();
-        Box::pin(async move {
-            let renewed = sqlx::query(&queries.renew)
-                .bind(key)
-                .bind(token_bytes(token))
-                .bind(seconds(lease))
-                .execute(&pool)
-                .await
-                .map_err(store_error)?;
-            Ok(renewed.rows_affected() == 1)
-        })
+    async fn renew(self, key: ReplayKey, token: ClaimToken, lease: Duration) -> Answer<bool> {
+        let renewed = sqlx::query(&self.queries.renew)
+            .bind(key.as_bytes().as_slice())
+            .bind(token_bytes(token))
+            .bind(seconds(lease))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(renewed.rows_affected() == 1)
     }
 
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) -> Self::CompleteFuture {
-        let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
-        let key = key.as_bytes().to_vec();
-        Box::pin(async move {
-            sqlx::query(&queries.complete)
-                .bind(key)
-                .bind(token_bytes(token))
-                .bind(answer.to_bytes())
-                .bind(seconds(window))
-                .execute(&pool)
-                .await
-                .map_err(store_error)?;
-            Ok(())
-        })
+    async fn complete(self, key: ReplayKey, token: ClaimToken, record: Record) -> Answer<()> {
+        let statement = sqlx::query(&self.queries.complete)
+            .bind(key.as_bytes().as_slice())
+            .bind(token_bytes(token))
+            .bind(record.answer.to_bytes())
+            .bind(seconds(record.window));
+        statement.execute(&self.pool).await.map_err(store_error)?;
+        Ok(())
     }
 
-    fn wait(&self, _key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
-        super::store::poll_backoff(attempt)
+    async fn release(self, key: ReplayKey, token: ClaimToken) -> Answer<()> {
+        let statement = sqlx::query(&self.queries.release)
+            .bind(key.as_bytes().as_slice())
+            .bind(token_bytes(token));
+        statement.execute(&self.pool).await.map_err(store_error)?;
+        Ok(())
     }
-
-    fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
-        let (pool, queries) = (self.pool.clone(), Arc::clone(&self.queries));
-        let key = key.as_bytes().to_vec();
-        Box::pin(async move {
-            sqlx::query(&queries.release)
-                .bind(key)
-                .bind(token_bytes(token))
-                .execute(&pool)
-                .await
-                .map_err(store_error)?;
-            Ok(())
-        })
-    }
-
-    super::store::spawn_detached_operations!();
 }
+
+super::server::replay_store_on_server!(PostgresStore, PostgresFuture);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

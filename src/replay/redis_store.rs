@@ -13,10 +13,9 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use tokio::time::Sleep;
-
 use super::{
-    Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, ReplayStoreErrorKind, StoredAnswer,
+    Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStoreError, ReplayStoreErrorKind,
+    StoredAnswer, server::Answer,
 };
 
 /// A boxed future: the Redis store's operations are network round trips, next to which one
@@ -58,9 +57,9 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// The [`ReplayStore`] on a Redis (or Valkey) server, shared by every instance that points at
-/// it, so a webhook reaches one handler once however many servers sit behind the load
-/// balancer. Needs the cargo feature `redis`.
+/// The [`ReplayStore`](super::ReplayStore) on a Redis (or Valkey) server, shared by every
+/// instance that points at it, so a webhook reaches one handler once however many servers sit
+/// behind the load balancer. Needs the cargo feature `redis`.
 ///
 /// Each key is `PREFIX` ‖ the [`ReplayKey`] in hex (`tower-twilio:replay:` by default), and
 /// holds `c:` ‖ a random 128-bit claim token while claimed, or `d` ‖ the
@@ -187,134 +186,94 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
-impl ReplayStore for RedisStore {
-    type ClaimFuture = RedisFuture<Claim>;
-    type RenewFuture = RedisFuture<bool>;
-    type CompleteFuture = RedisFuture<()>;
-    type ReleaseFuture = RedisFuture<()>;
-    type WaitFuture = Sleep;
-
-    fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
-        let mut connection = self.connection.clone();
-        let key = self.key(key);
-        Box::pin(async move {
-            let token = super::store::random_token()?;
-            let options = SetOptions::default()
-                .conditional_set(ExistenceCheck::NX)
-                .with_expiration(SetExpiry::PX(millis(lease)));
-            let set: Value = connection
-                .set_options(&key, claim_value(token), options)
-                .await
-                .map_err(unavailable)?;
-            match set {
-                Value::Okay => return Ok(Claim::Claimed(token)),
-                Value::Nil => {}
-                other => {
-                    let what = format!("SET NX answered {other:?}");
-                    return Err(ReplayStoreError::with_source(
-                        ReplayStoreErrorKind::Protocol,
-                        what,
-                    ));
-                }
-            }
-            let current: Option<Vec<u8>> = connection.get(&key).await.map_err(unavailable)?;
-            match current {
-                Some(current) => existing(&current),
-                // Gone between the two commands: claim again.
-                None => Ok(Claim::InFlight),
-            }
-        })
-    }
-
-    fn claim_delivery(
-        &self,
-        key: &ReplayKey,
-        deliveries: &ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Self::ClaimFuture {
-        let mut connection = self.connection.clone();
-        let (key, deliveries) = (self.key(key), self.key(deliveries));
-        Box::pin(async move {
-            let token = super::store::random_token()?;
-            let claimed: Value = CLAIM_DELIVERY
-                .key(&key)
-                .key(&deliveries)
-                .arg(claim_value(token))
-                .arg(millis(lease))
-                .arg(max)
-                .arg(millis(period))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            match claimed {
-                Value::Int(1) => Ok(Claim::Claimed(token)),
-                Value::Int(0) => Ok(Claim::TooManyDeliveries),
-                Value::BulkString(current) => existing(&current),
-                other => Err(ReplayStoreError::with_source(
+impl super::server::Server for RedisStore {
+    async fn claim(mut self, key: ReplayKey, token: ClaimToken, lease: Duration) -> Answer<Claim> {
+        let key = self.key(&key);
+        let options = SetOptions::default()
+            .conditional_set(ExistenceCheck::NX)
+            .with_expiration(SetExpiry::PX(millis(lease)));
+        let set: Value = self
+            .connection
+            .set_options(&key, claim_value(token), options)
+            .await
+            .map_err(unavailable)?;
+        match set {
+            Value::Okay => return Ok(Claim::Claimed(token)),
+            Value::Nil => {}
+            other => {
+                let what = format!("SET NX answered {other:?}");
+                return Err(ReplayStoreError::with_source(
                     ReplayStoreErrorKind::Protocol,
-                    format!("the delivery claim answered {other:?}"),
-                )),
+                    what,
+                ));
             }
-        })
+        }
+        let current: Option<Vec<u8>> = self.connection.get(&key).await.map_err(unavailable)?;
+        match current {
+            Some(current) => existing(&current),
+            // Gone between the two commands: claim again.
+            None => Ok(Claim::InFlight),
+        }
     }
 
-    fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
-        let mut connection = self.connection.clone();
-        let key = self.key(key);
-        Box::pin(async move {
-            let renewed: i64 = RENEW
-                .key(&key)
-                .arg(claim_value(token))
-                .arg(millis(lease))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            Ok(renewed == 1)
-        })
+    async fn claim_delivery(mut self, delivery: DeliveryClaim, token: ClaimToken) -> Answer<Claim> {
+        let claimed: Value = CLAIM_DELIVERY
+            .key(self.key(&delivery.key))
+            .key(self.key(&delivery.deliveries))
+            .arg(claim_value(token))
+            .arg(millis(delivery.lease))
+            .arg(delivery.max)
+            .arg(millis(delivery.period))
+            .invoke_async(&mut self.connection)
+            .await
+            .map_err(unavailable)?;
+        match claimed {
+            Value::Int(1) => Ok(Claim::Claimed(token)),
+            Value::Int(0) => Ok(Claim::TooManyDeliveries),
+            Value::BulkString(current) => existing(&current),
+            other => Err(ReplayStoreError::with_source(
+                ReplayStoreErrorKind::Protocol,
+                format!("the delivery claim answered {other:?}"),
+            )),
+        }
     }
 
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        _token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) -> Self::CompleteFuture {
-        let mut connection = self.connection.clone();
-        let key = self.key(key);
-        Box::pin(async move {
-            let mut value = vec![DONE];
-            value.extend_from_slice(&answer.to_bytes());
-            let () = connection
-                .pset_ex(&key, value, millis(window))
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        })
+    async fn renew(mut self, key: ReplayKey, token: ClaimToken, lease: Duration) -> Answer<bool> {
+        let renewed: i64 = RENEW
+            .key(self.key(&key))
+            .arg(claim_value(token))
+            .arg(millis(lease))
+            .invoke_async(&mut self.connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(renewed == 1)
     }
 
-    fn wait(&self, _key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
-        super::store::poll_backoff(attempt)
+    /// Whoever holds the claim: the token is not checked.
+    async fn complete(mut self, key: ReplayKey, _: ClaimToken, record: Record) -> Answer<()> {
+        let mut value = vec![DONE];
+        value.extend_from_slice(&record.answer.to_bytes());
+        let key = self.key(&key);
+        let () = self
+            .connection
+            .pset_ex(&key, value, millis(record.window))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
-    fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
-        let mut connection = self.connection.clone();
-        let key = self.key(key);
-        Box::pin(async move {
-            let _deleted: i64 = RELEASE
-                .key(&key)
-                .arg(claim_value(token))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            Ok(())
-        })
+    async fn release(mut self, key: ReplayKey, token: ClaimToken) -> Answer<()> {
+        let _deleted: i64 = RELEASE
+            .key(self.key(&key))
+            .arg(claim_value(token))
+            .invoke_async(&mut self.connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
-
-    super::store::spawn_detached_operations!();
 }
+
+super::server::replay_store_on_server!(RedisStore, RedisFuture);
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -49,6 +49,35 @@ impl ClaimToken {
     }
 }
 
+/// One delivery of a webhook to claim, and the bound on its deliveries: what
+/// [`ReplayStore::claim_delivery`] is asked. The guard makes one per delivery in the
+/// [delivery scope](crate::replay_guard::Scope::Delivery) from its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryClaim {
+    /// The delivery's own key: the signature and the idempotency token
+    /// ([`ReplayKey::for_delivery`]).
+    pub key: ReplayKey,
+    /// Where the deliveries of the webhook are counted ([`ReplayKey::deliveries`]).
+    pub deliveries: ReplayKey,
+    /// How many deliveries are told apart per `period`.
+    pub max: u32,
+    /// How long a count lasts from its first delivery.
+    pub period: Duration,
+    /// How long the claim holds without renewal.
+    pub lease: Duration,
+}
+
+/// What [`ReplayStore::complete`] records for a processed webhook: its first answer, and how
+/// long it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The answer every copy gets.
+    pub answer: StoredAnswer,
+    /// How long the webhook is known as done: the guard's window (its delivery window for one
+    /// delivery).
+    pub window: Duration,
+}
+
 /// Keeps which webhooks are in flight and which were processed, with the first answer to
 /// each, for the [replay guard](crate::replay_guard).
 ///
@@ -60,8 +89,8 @@ impl ClaimToken {
 ///    for one delivery of a webhook, and counts it: past a bound, [`Claim::TooManyDeliveries`].
 /// 2. [`renew`](Self::renew): extend the claim to `lease` from now, only while `token` holds
 ///    it; answers whether it still did.
-/// 3. [`complete`](Self::complete): store the answer and mark the key done for `window`,
-///    whoever holds it now (the handler succeeded, so that is the truth).
+/// 3. [`complete`](Self::complete): store the answer and mark the key done for the window
+///    ([`Record`]), whoever holds it now (the handler succeeded, so that is the truth).
 /// 4. [`release`](Self::release): delete the key only if it is still claimed by `token`.
 /// 5. [`wait`](Self::wait): a future that finishes when the key's claim may have been
 ///    settled: the in-memory store wakes waiters when it is; a shared store cannot, and
@@ -91,15 +120,16 @@ pub trait ReplayStore {
     /// Claims `key` for `lease` if it is absent; see the [trait docs](Self).
     fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture;
 
-    /// Claims `key`, one delivery of a webhook (the
+    /// Claims `delivery.key`, one delivery of a webhook (the
     /// [delivery scope](crate::replay_guard::Scope::Delivery)), as [`claim`](Self::claim)
-    /// does, and bounds how many deliveries of that webhook are kept apart. `deliveries`
-    /// ([`ReplayKey::deliveries`]) is where they are counted, in the same atomic step:
+    /// does, and bounds how many deliveries of that webhook are kept apart. They are counted
+    /// under `delivery.deliveries` ([`ReplayKey::deliveries`]), in the same atomic step:
     ///
     /// - `key` present: answered as by [`claim`](Self::claim) (done or in flight), whatever
     ///   the count;
     /// - `key` absent and fewer than `max` deliveries counted: the count goes up by one (a
-    ///   count begins with its first delivery and lasts `period`), and `key` is claimed;
+    ///   count begins with its first delivery and lasts `period`), and `key` is claimed for
+    ///   `lease`;
     /// - `key` absent and `max` deliveries counted: [`Claim::TooManyDeliveries`], and nothing
     ///   is stored.
     ///
@@ -109,30 +139,16 @@ pub trait ReplayStore {
     ///
     /// The default claims `key` without counting: **unbounded**. The stores of this crate
     /// count; a store that wraps another should forward it.
-    fn claim_delivery(
-        &self,
-        key: &ReplayKey,
-        deliveries: &ReplayKey,
-        max: u32,
-        period: Duration,
-        lease: Duration,
-    ) -> Self::ClaimFuture {
-        let _ = (deliveries, max, period);
-        self.claim(key, lease)
+    fn claim_delivery(&self, delivery: &DeliveryClaim) -> Self::ClaimFuture {
+        self.claim(&delivery.key, delivery.lease)
     }
 
     /// Extends `token`'s claim on `key` to `lease` from now; `Ok(false)` if `token` no longer
     /// holds it.
     fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture;
 
-    /// Stores `answer` and marks `key` done for `window`.
-    fn complete(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) -> Self::CompleteFuture;
+    /// Stores `record.answer` and marks `key` done for `record.window`, whoever holds it now.
+    fn complete(&self, key: &ReplayKey, token: ClaimToken, record: Record) -> Self::CompleteFuture;
 
     /// Deletes `key` if `token` still holds it.
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture;
@@ -166,14 +182,8 @@ pub trait ReplayStore {
     /// the handler again. A store that talks to a server should start the completion in the
     /// background instead (the Redis and PostgreSQL stores spawn it on the current tokio
     /// runtime); a store that wraps another should forward it.
-    fn complete_detached(
-        &self,
-        key: &ReplayKey,
-        token: ClaimToken,
-        answer: StoredAnswer,
-        window: Duration,
-    ) {
-        let mut complete = pin!(self.complete(key, token, answer, window));
+    fn complete_detached(&self, key: &ReplayKey, token: ClaimToken, record: Record) {
+        let mut complete = pin!(self.complete(key, token, record));
         let _ = complete
             .as_mut()
             .poll(&mut Context::from_waker(Waker::noop()));
@@ -249,79 +259,4 @@ impl Error for ReplayStoreError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         self.source.as_deref().map(|e| e as &(dyn Error + 'static))
     }
-}
-
-/// How long a copy waits before it asks a shared store again whether the first attempt has
-/// settled: 25 ms, doubling to 400 ms. Shared stores cannot wake a waiting copy; they are
-/// asked again instead.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn poll_backoff(attempt: u32) -> tokio::time::Sleep {
-    let backoff = Duration::from_millis(25) * 2u32.saturating_pow(attempt.min(4));
-    tokio::time::sleep(backoff)
-}
-
-/// [`ReplayStore::release_detached`] and [`ReplayStore::complete_detached`] for a store that
-/// talks to a server: each starts the operation on the current tokio runtime. Without one, a
-/// released claim stays until its lease runs out, and a completed one lapses after its lease.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-macro_rules! spawn_detached_operations {
-    () => {
-        /// Spawns the release on the current tokio runtime; without one, the claim stays until
-        /// its lease runs out.
-        fn release_detached(
-            &self,
-            key: &$crate::replay::ReplayKey,
-            token: $crate::replay::ClaimToken,
-        ) {
-            $crate::replay::store::spawn_detached(
-                self.release(key, token),
-                "could not release a replay claim; it stays until its lease runs out",
-            );
-        }
-
-        /// Spawns the completion on the current tokio runtime; without one, the claim lapses
-        /// after its lease.
-        fn complete_detached(
-            &self,
-            key: &$crate::replay::ReplayKey,
-            token: $crate::replay::ClaimToken,
-            answer: $crate::replay::StoredAnswer,
-            window: ::std::time::Duration,
-        ) {
-            $crate::replay::store::spawn_detached(
-                self.complete(key, token, answer, window),
-                "could not record a processed webhook whose request was dropped; a copy \
-                 arriving after the claim's lease runs the handler again",
-            );
-        }
-    };
-}
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) use spawn_detached_operations;
-
-/// Runs a shared store's operation on the current tokio runtime, warning with `failed` when
-/// it fails; see [`spawn_detached_operations`].
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn spawn_detached<F>(operation: F, failed: &'static str)
-where
-    F: Future<Output = Result<(), ReplayStoreError>> + Send + 'static,
-{
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            if let Err(error) = operation.await {
-                tracing::warn!(target: crate::events::TRACING_TARGET, %error, "{failed}");
-            }
-        });
-    }
-}
-
-/// A new claim token for a shared store: 128 random bits from the operating system, so that
-/// no other instance can hold or guess it.
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn random_token() -> Result<ClaimToken, ReplayStoreError> {
-    let mut bytes = [0; 16];
-    getrandom::fill(&mut bytes).map_err(|error| {
-        ReplayStoreError::with_source(ReplayStoreErrorKind::Unavailable, error.to_string())
-    })?;
-    Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
 }

@@ -7,7 +7,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -20,12 +19,15 @@ use tower_service::Service;
 use super::{
     ReplayOutcome, ResponseBody, StoreFailure,
     body::{AnswerCollector, Collected},
-    layer::{Scope, Settings},
+    layer::Settings,
 };
 use crate::{
     BoxError, Rejection, RejectionKind, VerifiedWebhook,
     events::{Outcome, SecurityEvent, TRACING_TARGET},
-    replay::{Claim, ClaimToken, ReplayKey, ReplayStore, ReplayStoreError, StoredAnswer},
+    replay::{
+        Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStore, ReplayStoreError,
+        StoredAnswer,
+    },
     verify::Covered,
 };
 
@@ -194,10 +196,7 @@ where
         let verified = request
             .extensions()
             .get::<VerifiedWebhook>()
-            .and_then(|webhook| {
-                let keys = replay_key(webhook, request.headers(), settings.scope)?;
-                Some((keys, webhook.covered()))
-            });
+            .and_then(|webhook| Some((settings.scope.keys(webhook)?, webhook.covered())));
         let ((key, deliveries), covered, state) = match verified {
             Some(((key, deliveries), covered)) => {
                 let claim = claim(&settings, &key, deliveries.as_ref());
@@ -365,13 +364,19 @@ where
                 self.call(ReplayOutcome::First)
             }
             Ok(Claim::TooManyDeliveries) => {
-                tracing::warn!(
-                    target: TRACING_TARGET,
-                    max_deliveries = self.settings.max_deliveries,
-                    "a signed voice request had more deliveries with new idempotency tokens \
-                     than the replay guard tells apart in its delivery window (a long menu \
-                     loop, or replays with made-up tokens): this one runs unrecorded"
-                );
+                // A flood of replays must not become a flood of lines.
+                if let Some(unrecorded) = self.settings.unrecorded_log.count() {
+                    tracing::warn!(
+                        target: TRACING_TARGET,
+                        max_deliveries = self.settings.max_deliveries,
+                        unrecorded,
+                        "signed voice requests had more deliveries with new idempotency tokens \
+                         than the replay guard tells apart in its delivery window (a long menu \
+                         loop, or replays with made-up tokens): those past the bound run \
+                         unrecorded (`unrecorded` counts them since the last such line; at most \
+                         one a minute)"
+                    );
+                }
                 self.call(ReplayOutcome::Unrecorded)
             }
             Ok(Claim::Done(answer)) => {
@@ -577,12 +582,9 @@ where
         // A store that answers later (Redis, PostgreSQL) may see the request dropped before:
         // the answer is stored all the same.
         self.on_drop = OnDrop::Complete(answer.clone());
-        let window = self.window();
+        let record = self.record(answer);
         State::Completing {
-            complete: self
-                .settings
-                .store
-                .complete(&self.key, token, answer, window),
+            complete: self.settings.store.complete(&self.key, token, record),
             response: Some(Response::from_parts(parts, response_body)),
         }
     }
@@ -637,26 +639,32 @@ impl<S, St: ReplayStore, ReqBody> InFlight<S, St, ReqBody> {
         let Some(token) = self.claim.take() else {
             return;
         };
-        let (store, window) = (&self.settings.store, self.window());
-        match std::mem::replace(&mut self.on_drop, OnDrop::Release) {
-            OnDrop::Release => store.release_detached(&self.key, token),
+        let answer = match std::mem::replace(&mut self.on_drop, OnDrop::Release) {
+            OnDrop::Release => {
+                self.settings.store.release_detached(&self.key, token);
+                return;
+            }
             OnDrop::CutAnswer(status) => {
                 cut_answer_read();
-                let answer = StoredAnswer::done_only(status);
-                store.complete_detached(&self.key, token, answer, window);
+                StoredAnswer::done_only(status)
             }
-            OnDrop::Complete(answer) => store.complete_detached(&self.key, token, answer, window),
-        }
+            OnDrop::Complete(answer) => answer,
+        };
+        let record = self.record(answer);
+        self.settings
+            .store
+            .complete_detached(&self.key, token, record);
     }
 
-    /// How long this request's answer is kept: the delivery window for one delivery, else
-    /// the window.
-    fn window(&self) -> Duration {
+    /// What the store records for this request's `answer`: kept for the delivery window for
+    /// one delivery, else the window.
+    fn record(&self, answer: StoredAnswer) -> Record {
         let settings = &self.settings;
-        match self.deliveries {
-            Some(_) => settings.delivery_window.min(settings.window),
+        let window = match self.deliveries {
+            Some(_) => settings.delivery_period(),
             None => settings.window,
-        }
+        };
+        Record { answer, window }
     }
 }
 
@@ -679,40 +687,16 @@ fn claim<St: ReplayStore>(
     deliveries: Option<&ReplayKey>,
 ) -> St::ClaimFuture {
     let (store, lease) = (&settings.store, settings.lease);
-    match deliveries {
-        Some(deliveries) => {
-            let (max, period) = (settings.max_deliveries, settings.delivery_window);
-            store.claim_delivery(key, deliveries, max, period.min(settings.window), lease)
-        }
-        None => store.claim(key, lease),
-    }
-}
-
-/// The key of a verified webhook in `scope`: its algorithm and signature, and in the delivery
-/// scope its idempotency token when it has one (with the key its deliveries are counted
-/// under). `None` without a signature: a key of empty bytes would make every such request a
-/// copy of the first.
-fn replay_key(
-    webhook: &VerifiedWebhook,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Option<(ReplayKey, Option<ReplayKey>)> {
-    // The signature that verified, as the signature layer kept it (never absent for a
-    // verified request; the header is the fallback).
-    let signature = webhook
-        .signature()
-        .or_else(|| {
-            headers
-                .get(&crate::verify::SIGNATURE)
-                .map(HeaderValue::as_bytes)
-        })
-        .filter(|signature| !signature.is_empty())?;
-    let key = scope.key_with(webhook, signature);
-    let deliveries = match (scope, webhook.idempotency_token_bytes()) {
-        (Scope::Delivery, Some(_)) => Some(ReplayKey::deliveries(webhook.algorithm(), signature)),
-        _ => None,
+    let Some(&deliveries) = deliveries else {
+        return store.claim(key, lease);
     };
-    Some((key, deliveries))
+    store.claim_delivery(&DeliveryClaim {
+        key: *key,
+        deliveries,
+        max: settings.max_deliveries,
+        period: settings.delivery_period(),
+        lease,
+    })
 }
 
 fn finished<CF, WF, SF, B, KF, XF, E>(

@@ -1,7 +1,12 @@
 //! [`ReplayGuardLayer`]: the replay guard's settings, and the layer that applies them.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt, mem,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
+use tokio::time::Instant;
 use tower_layer::Layer;
 
 use super::ReplayGuard;
@@ -43,19 +48,26 @@ impl Scope {
     /// whose stored answer it got, so an application's log can point from one to the other.
     /// `None` for a webhook without a signature (a verified one always has one).
     pub fn key(self, webhook: &VerifiedWebhook) -> Option<ReplayKey> {
+        self.keys(webhook).map(|(key, _)| key)
+    }
+
+    /// The [key](Self::key) the guard claims for `webhook`, and when that is one delivery of it
+    /// (the delivery scope, with a token), the key its deliveries are counted under
+    /// ([`ReplayKey::deliveries`]). `None` without a signature: a key of empty bytes would make
+    /// every such request a copy of the first.
+    pub(crate) fn keys(self, webhook: &VerifiedWebhook) -> Option<(ReplayKey, Option<ReplayKey>)> {
         let signature = webhook
             .signature()
             .filter(|signature| !signature.is_empty())?;
-        Some(self.key_with(webhook, signature))
-    }
-
-    /// The key of `webhook` in this scope, with `signature` as the signature that verified it.
-    pub(crate) fn key_with(self, webhook: &VerifiedWebhook, signature: &[u8]) -> ReplayKey {
         let algorithm = webhook.algorithm();
-        match (self, webhook.idempotency_token_bytes()) {
-            (Self::Delivery, Some(token)) => ReplayKey::for_delivery(algorithm, signature, token),
-            _ => ReplayKey::new(algorithm, signature),
-        }
+        Some(match (self, webhook.idempotency_token_bytes()) {
+            (Self::Delivery, Some(token)) => {
+                let deliveries = ReplayKey::deliveries(algorithm, signature);
+                let key = ReplayKey::for_delivery(algorithm, signature, token);
+                (key, Some(deliveries))
+            }
+            _ => (ReplayKey::new(algorithm, signature), None),
+        })
     }
 }
 
@@ -87,6 +99,9 @@ pub(crate) struct Settings<St> {
     pub(crate) max_answer_bytes: usize,
     pub(crate) on_store_failure: StoreFailure,
     pub(crate) sink: Arc<dyn OnSecurityEvent + Send + Sync>,
+    /// Bounds the `WARN` lines about deliveries past [`max_deliveries`](Self::max_deliveries),
+    /// which a flood of replays would repeat; shared by every guard the layer makes.
+    pub(crate) unrecorded_log: Arc<LogLimit>,
 }
 
 impl<St> Settings<St> {
@@ -95,6 +110,46 @@ impl<St> Settings<St> {
     /// renewals can fail before the claim lapses.
     pub(crate) fn renew_every(&self) -> Duration {
         self.lease.saturating_mul(2) / 5
+    }
+
+    /// The delivery window as the guard keeps it: never longer than the window. Both how long
+    /// a delivery's answer is kept and the period its deliveries are counted over.
+    pub(crate) fn delivery_period(&self) -> Duration {
+        self.delivery_window.min(self.window)
+    }
+}
+
+/// Lets a log line that a flood of requests would repeat through at most once per
+/// [`PERIOD`](Self::PERIOD), and counts the occurrences each line stands for.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimit(Mutex<Logged>);
+
+#[derive(Debug, Default)]
+struct Logged {
+    /// When the last line was let through.
+    last: Option<Instant>,
+    /// The occurrences since.
+    since: u64,
+}
+
+impl LogLimit {
+    /// At most one line a minute.
+    pub(crate) const PERIOD: Duration = Duration::from_secs(60);
+
+    /// Counts one occurrence: `Some(how many there were since the last line, this one
+    /// included)` when a line is due, `None` when it is not.
+    pub(crate) fn count(&self) -> Option<u64> {
+        let now = Instant::now();
+        let mut logged = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        logged.since += 1;
+        if logged
+            .last
+            .is_some_and(|last| now.saturating_duration_since(last) < Self::PERIOD)
+        {
+            return None;
+        }
+        logged.last = Some(now);
+        Some(mem::take(&mut logged.since))
     }
 }
 
@@ -167,6 +222,7 @@ impl<St> ReplayGuardLayer<St> {
                 max_answer_bytes: ReplayGuardLayer::DEFAULT_MAX_ANSWER_BYTES,
                 on_store_failure: StoreFailure::RunUnguarded,
                 sink: Arc::new(TracingSink::new()),
+                unrecorded_log: Arc::default(),
             },
         }
     }
@@ -315,6 +371,7 @@ impl<St: Clone> Clone for Settings<St> {
             max_answer_bytes: self.max_answer_bytes,
             on_store_failure: self.on_store_failure,
             sink: Arc::clone(&self.sink),
+            unrecorded_log: Arc::clone(&self.unrecorded_log),
         }
     }
 }

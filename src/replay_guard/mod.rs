@@ -72,9 +72,11 @@
 //! [`max_deliveries`](ReplayGuardLayer::max_deliveries) (32) deliveries told apart per
 //! delivery window, counted by the store with the claim
 //! ([`ReplayStore::claim_delivery`](crate::replay::ReplayStore::claim_delivery)): past that, a
-//! delivery with a new token runs the handler **unrecorded** ([`ReplayOutcome::Unrecorded`],
-//! one `WARN`), its answer the handler's. So one captured voice webhook adds at most 32
-//! entries (and their count) per 5 minutes, each kept 5 minutes, whatever is sent. A menu
+//! delivery with a new token runs the handler **unrecorded** ([`ReplayOutcome::Unrecorded`];
+//! a `WARN` at most once a minute per layer, whose field `unrecorded` counts them since the
+//! last one, so a flood of replays is not a flood of log lines), its answer the handler's. So
+//! one captured voice webhook adds at most 32 entries (and their count) per 5 minutes, each
+//! kept 5 minutes, whatever is sent. A menu
 //! loop is never cut short: its first 32 passes in 5 minutes are deliveries like any other,
 //! and a pass past that still gets the handler's answer; only Twilio's retry of such a pass
 //! would run the handler again. (Refusing it instead would end the call: Twilio does not

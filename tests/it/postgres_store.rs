@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use tower_twilio::{
-    replay::{Claim, PostgresStore, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer},
+    replay::{
+        Claim, PostgresStore, Record, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer,
+    },
     signature::Algorithm,
 };
 
@@ -66,10 +68,26 @@ pub(crate) mod postgres {
         store.ensure_schema().await.unwrap();
         store
     }
+
+    /// `N` instances on the shared server: `N` pools on one table of their own.
+    pub(crate) async fn instances<const N: usize>(url: &str) -> [PostgresStore; N] {
+        let table = fresh_table();
+        let mut stores = Vec::new();
+        for _ in 0..N {
+            stores.push(store_on(url, &table).await);
+        }
+        stores.try_into().unwrap()
+    }
 }
 
 fn key(n: u64) -> ReplayKey {
     ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes())
+}
+
+/// [`answer`], kept for `window`.
+fn kept(window: Duration) -> Record {
+    let answer = answer();
+    Record { answer, window }
 }
 
 fn answer() -> StoredAnswer {
@@ -87,11 +105,7 @@ fn answer() -> StoredAnswer {
 #[tokio::test]
 async fn concurrent_claims_from_four_pools_have_exactly_one_winner() {
     let Some(url) = postgres::url() else { return };
-    let table = postgres::fresh_table();
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(postgres::store_on(&url, &table).await);
-    }
+    let stores: [_; 4] = postgres::instances(&url).await;
     // On an absent key, and on one whose claim has lapsed (its row is taken over).
     let lapsed = Duration::from_millis(100);
     stores[0].claim(&key(8), lapsed).await.unwrap();
@@ -127,7 +141,7 @@ async fn a_done_key_is_new_again_after_its_window_and_a_lapsed_claim_is_not_revi
         panic!("a new key")
     };
     store
-        .complete(&key(1), token, answer(), Duration::from_secs(2))
+        .complete(&key(1), token, kept(Duration::from_secs(2)))
         .await
         .unwrap();
     assert_eq!(
@@ -169,10 +183,7 @@ async fn expired_rows_are_swept_in_bounded_batches_and_by_claims_in_the_backgrou
         let Claim::Claimed(token) = store.claim(&key(n), LEASE).await.unwrap() else {
             panic!("a new key")
         };
-        store
-            .complete(&key(n), token, answer(), short)
-            .await
-            .unwrap();
+        store.complete(&key(n), token, kept(short)).await.unwrap();
     }
     for n in 10..20 {
         store.claim(&key(n), short).await.unwrap();
@@ -193,10 +204,7 @@ async fn expired_rows_are_swept_in_bounded_batches_and_by_claims_in_the_backgrou
     let over = u64::from(PostgresStore::SWEEP_LIMIT) + 5;
     let store = postgres::store(&url).await;
     for n in 0..over {
-        store
-            .complete(&key(n), live, answer(), short)
-            .await
-            .unwrap();
+        store.complete(&key(n), live, kept(short)).await.unwrap();
     }
     tokio::time::sleep(short * 3).await;
     assert_eq!(
@@ -208,10 +216,7 @@ async fn expired_rows_are_swept_in_bounded_batches_and_by_claims_in_the_backgrou
     // Claims sweep on their own: the SWEEP_EVERY-th claim starts a sweep in the background.
     let store = postgres::store(&url).await;
     for n in 0..30 {
-        store
-            .complete(&key(n), live, answer(), short)
-            .await
-            .unwrap();
+        store.complete(&key(n), live, kept(short)).await.unwrap();
     }
     tokio::time::sleep(short * 3).await;
     // New keys with a long lease: not expired, not swept.

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use tower_twilio::{
-    replay::{Claim, MemoryStore, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer},
+    replay::{
+        Claim, MemoryStore, Record, ReplayKey, ReplayStore, ReplayStoreErrorKind, StoredAnswer,
+    },
     signature::Algorithm,
 };
 
@@ -22,6 +24,12 @@ fn done() -> StoredAnswer {
     StoredAnswer::done_only(http::StatusCode::OK)
 }
 
+/// [`done`], kept for `window`.
+fn kept(window: Duration) -> Record {
+    let answer = done();
+    Record { answer, window }
+}
+
 /// Records `count` distinct verified webhooks (claim, then complete) in `store`.
 fn record(store: &MemoryStore, range: std::ops::Range<u64>) {
     for n in range {
@@ -29,7 +37,7 @@ fn record(store: &MemoryStore, range: std::ops::Range<u64>) {
             panic!("webhook {n} was not new");
         };
         store
-            .complete(&key(n), token, done(), WINDOW)
+            .complete(&key(n), token, kept(WINDOW))
             .into_inner()
             .unwrap();
     }
@@ -151,6 +159,16 @@ pub(crate) mod redis {
         RedisStore::connect(url).await.unwrap().prefix(prefix)
     }
 
+    /// `N` instances on the shared server: `N` connections to one key space of their own.
+    pub(crate) async fn instances<const N: usize>(url: &str) -> [RedisStore; N] {
+        let prefix = format!("test:{}:", random_hex());
+        let mut stores = Vec::new();
+        for _ in 0..N {
+            stores.push(store_with_prefix(url, &prefix).await);
+        }
+        stores.try_into().unwrap()
+    }
+
     /// Random enough to keep test runs apart (std's hasher keys are random per instance).
     pub(crate) fn random_hex() -> String {
         use std::hash::BuildHasher as _;
@@ -228,7 +246,7 @@ mod redis_store {
 
     use tower_twilio::replay::{Claim, ReplayStore, ReplayStoreErrorKind};
 
-    use super::{LEASE, WINDOW, done, key, redis};
+    use super::{LEASE, WINDOW, done, kept, key, redis};
 
     #[cfg_attr(
         skip_redis,
@@ -249,10 +267,7 @@ mod redis_store {
         // A late release with a stale token deletes nothing.
         store.release(&key(1), first).await.unwrap();
         assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
-        store
-            .complete(&key(1), second, done(), WINDOW)
-            .await
-            .unwrap();
+        store.complete(&key(1), second, kept(WINDOW)).await.unwrap();
         assert_eq!(
             store.claim(&key(1), LEASE).await.unwrap(),
             Claim::Done(done())
@@ -273,11 +288,7 @@ mod redis_store {
     async fn concurrent_claims_from_four_connections_have_exactly_one_winner() {
         let Some(url) = redis::url() else { return };
         // Four connection managers (as four instances would have) on one key space.
-        let prefix = format!("test:{}:", redis::random_hex());
-        let mut stores = Vec::new();
-        for _ in 0..4 {
-            stores.push(redis::store_with_prefix(&url, &prefix).await);
-        }
+        let stores: [_; 4] = redis::instances(&url).await;
         let claims = futures_join(
             stores
                 .iter()
@@ -323,7 +334,7 @@ mod redis_store {
             panic!("a new key")
         };
         store
-            .complete(&key(2), token, done(), Duration::from_millis(200))
+            .complete(&key(2), token, kept(Duration::from_millis(200)))
             .await
             .unwrap();
         assert_eq!(
@@ -385,13 +396,13 @@ pub(crate) mod layer {
             Outcome, SecurityEvent, Severity,
             log::{WebhookLogEntry, WebhookOutcome},
         },
-        replay::ReplayStore,
         replay_guard::{ReplayGuardLayer, ReplayOutcome},
         signature::{Algorithm, url_with_body_sha256},
     };
 
     use crate::support::{
-        PUBLIC, RecordingSink, SMS_BODY, TOKEN, signed_post, token, twilio_signature,
+        PUBLIC, RecordingSink, SMS_BODY, TOKEN, signed_post, store::SendStore, token,
+        twilio_signature,
     };
 
     /// The inner service: counts its runs, answers with the next scripted status (200 when the
@@ -461,7 +472,7 @@ pub(crate) mod layer {
         Response<ResponseBody<tower_twilio::replay_guard::ResponseBody<Full<Bytes>>>>;
 
     /// The signature layer, then `guard`, then `handler`; both layers report to `reports`.
-    pub(crate) fn service<St>(
+    pub(crate) fn service<St: SendStore>(
         guard: ReplayGuardLayer<St>,
         handler: &Handler,
         reports: &Reports,
@@ -472,15 +483,7 @@ pub(crate) mod layer {
         Future: Send + 'static,
     > + Clone
     + Send
-    + 'static
-    where
-        St: ReplayStore + Clone + Send + Sync + 'static,
-        St::ClaimFuture: Send,
-        St::RenewFuture: Send,
-        St::CompleteFuture: Send,
-        St::ReleaseFuture: Send,
-        St::WaitFuture: Send,
-    {
+    + 'static {
         let log = Arc::clone(&reports.log);
         let layer = TwilioSignatureLayer::new(
             Credentials::new()
@@ -957,15 +960,13 @@ mod redis_guard {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_copies_across_four_instances_sharing_one_redis_run_once() {
         let Some(url) = redis::url() else { return };
-        let prefix = format!("test:{}:", redis::random_hex());
         let gate = Arc::new(Semaphore::new(0));
         let (handler, reports) = (Handler::gated(&gate), Reports::default());
-        let mut services = Vec::new();
-        for _ in 0..4 {
-            // Four instances: four connection managers, one key space.
-            let store = redis::store_with_prefix(&url, &prefix).await;
-            services.push(service(ReplayGuardLayer::new(store), &handler, &reports));
-        }
+        // Four instances: four connection managers, one key space.
+        let stores: [_; 4] = redis::instances(&url).await;
+        let services = stores
+            .map(|store| service(ReplayGuardLayer::new(store), &handler, &reports))
+            .into();
         race_in_two_waves(services, &gate, &handler, Duration::from_millis(100)).await;
     }
 

@@ -24,7 +24,11 @@ use tower_twilio::{
 
 use tower_twilio::events::{Outcome, Severity};
 
-use crate::support::{PUBLIC, SMS_BODY, signed_post, token};
+use crate::support::{
+    PUBLIC, SMS_BODY, signed_post,
+    store::{Fault, SendStore, TestStore},
+    token,
+};
 
 type App =
     BoxCloneService<Request<Full<Bytes>>, Response<UnsyncBoxBody<Bytes, BoxError>>, Infallible>;
@@ -99,15 +103,7 @@ type Layered = tower_twilio::ResponseBody<tower_twilio::replay_guard::ResponseBo
 
 /// The signature layer (credentials that name no account, as in the README's quick start),
 /// then `guard`, then `handler`.
-fn app<St>(guard: ReplayGuardLayer<St>, handler: &Handler) -> App
-where
-    St: ReplayStore + Clone + Send + Sync + 'static,
-    St::ClaimFuture: Send,
-    St::RenewFuture: Send,
-    St::CompleteFuture: Send,
-    St::ReleaseFuture: Send,
-    St::WaitFuture: Send,
-{
+fn app<St: SendStore>(guard: ReplayGuardLayer<St>, handler: &Handler) -> App {
     let twilio = TwilioSignatureLayer::new(Credentials::new().auth_token("primary", token()))
         .public_url(PublicUrl::fixed(PUBLIC).unwrap());
     let handler = handler.clone();
@@ -254,31 +250,6 @@ async fn the_longest_settings_work_like_any_other() {
     let first = send(&app, sms(1)).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_first_answer(&send(&app, sms(1)).await, &first);
-    assert_eq!(handler.runs(), 1);
-}
-
-#[tokio::test]
-async fn a_concurrent_copy_waits_and_gets_the_first_answer() {
-    let gate = Arc::new(Semaphore::new(0));
-    let handler = Handler::default().gated(&gate);
-    let app = app(ReplayGuardLayer::default(), &handler);
-    let first = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, sms(1)).await }
-    });
-    started(&handler, 1).await;
-    let copy = tokio::spawn({
-        let app = app.clone();
-        async move { send(&app, sms(1)).await }
-    });
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
-    assert!(!copy.is_finished(), "the copy waits for the first attempt");
-    gate.add_permits(1);
-    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
-    assert_eq!(first.status, StatusCode::OK);
-    assert_first_answer(&copy, &first);
     assert_eq!(handler.runs(), 1);
 }
 
@@ -480,65 +451,16 @@ async fn a_misplaced_guard_reports_one_critical_event_to_its_sink() {
     assert_eq!(handler.runs(), 0);
 }
 
-/// A store that always fails.
-#[derive(Clone, Debug)]
-struct Broken;
-
-impl ReplayStore for Broken {
-    type ClaimFuture = std::future::Ready<Result<tower_twilio::replay::Claim, StoreError>>;
-    type RenewFuture = std::future::Ready<Result<bool, StoreError>>;
-    type CompleteFuture = std::future::Ready<Result<(), StoreError>>;
-    type ReleaseFuture = std::future::Ready<Result<(), StoreError>>;
-    type WaitFuture = std::future::Ready<()>;
-
-    fn claim(&self, _: &tower_twilio::replay::ReplayKey, _: Duration) -> Self::ClaimFuture {
-        std::future::ready(Err(unavailable()))
-    }
-    fn renew(
-        &self,
-        _: &tower_twilio::replay::ReplayKey,
-        _: tower_twilio::replay::ClaimToken,
-        _: Duration,
-    ) -> Self::RenewFuture {
-        std::future::ready(Err(unavailable()))
-    }
-    fn complete(
-        &self,
-        _: &tower_twilio::replay::ReplayKey,
-        _: tower_twilio::replay::ClaimToken,
-        _: tower_twilio::replay::StoredAnswer,
-        _: Duration,
-    ) -> Self::CompleteFuture {
-        std::future::ready(Err(unavailable()))
-    }
-    fn release(
-        &self,
-        _: &tower_twilio::replay::ReplayKey,
-        _: tower_twilio::replay::ClaimToken,
-    ) -> Self::ReleaseFuture {
-        std::future::ready(Err(unavailable()))
-    }
-    fn wait(&self, _: &tower_twilio::replay::ReplayKey, _: u32) -> Self::WaitFuture {
-        std::future::ready(())
-    }
-}
-
-type StoreError = tower_twilio::replay::ReplayStoreError;
-
-fn unavailable() -> StoreError {
-    StoreError::new(tower_twilio::replay::ReplayStoreErrorKind::Unavailable)
-}
-
 #[tokio::test]
 async fn a_failing_store_loses_nothing_by_default_and_refuses_when_told_to() {
     let (logs, _guard) = crate::support::capture_json_logs();
     let handler = Handler::default();
-    let unguarded = app(ReplayGuardLayer::new(Broken), &handler);
+    let unguarded = app(ReplayGuardLayer::new(TestStore::down()), &handler);
     let answer = send(&unguarded, sms(1)).await;
     assert_eq!((answer.status, answer.kind), (StatusCode::OK, None));
     assert_eq!(handler.runs(), 1);
     let refusing = app(
-        ReplayGuardLayer::new(Broken).on_store_failure(StoreFailure::Refuse),
+        ReplayGuardLayer::new(TestStore::down()).on_store_failure(StoreFailure::Refuse),
         &handler,
     );
     let answer = send(&refusing, sms(1)).await;
@@ -583,10 +505,7 @@ async fn a_misplaced_guard_or_a_lost_record_logs_one_error_line_per_request() {
     assert!(errors[0].contains("replay_guard_misplaced"), "{logged}");
 
     let (logs, _guard) = crate::support::capture_json_logs();
-    let forgetful = app(
-        ReplayGuardLayer::new(ForgetsCompletion::default()),
-        &handler,
-    );
+    let forgetful = app(ReplayGuardLayer::new(forgets_completions()), &handler);
     send(&forgetful, sms(2)).await;
     let logged = logs.text();
     let errors = error_lines(&logged);
@@ -595,53 +514,15 @@ async fn a_misplaced_guard_or_a_lost_record_logs_one_error_line_per_request() {
 }
 
 /// A memory store whose `complete` fails: claims work, a processed webhook is never recorded.
-#[derive(Clone, Debug, Default)]
-struct ForgetsCompletion(MemoryStore);
-
-impl ReplayStore for ForgetsCompletion {
-    type ClaimFuture = <MemoryStore as ReplayStore>::ClaimFuture;
-    type RenewFuture = <MemoryStore as ReplayStore>::RenewFuture;
-    type CompleteFuture = std::future::Ready<Result<(), StoreError>>;
-    type ReleaseFuture = <MemoryStore as ReplayStore>::ReleaseFuture;
-    type WaitFuture = <MemoryStore as ReplayStore>::WaitFuture;
-
-    fn claim(&self, key: &tower_twilio::replay::ReplayKey, lease: Duration) -> Self::ClaimFuture {
-        self.0.claim(key, lease)
-    }
-    fn renew(
-        &self,
-        key: &tower_twilio::replay::ReplayKey,
-        token: tower_twilio::replay::ClaimToken,
-        lease: Duration,
-    ) -> Self::RenewFuture {
-        self.0.renew(key, token, lease)
-    }
-    fn complete(
-        &self,
-        _: &tower_twilio::replay::ReplayKey,
-        _: tower_twilio::replay::ClaimToken,
-        _: tower_twilio::replay::StoredAnswer,
-        _: Duration,
-    ) -> Self::CompleteFuture {
-        std::future::ready(Err(unavailable()))
-    }
-    fn release(
-        &self,
-        key: &tower_twilio::replay::ReplayKey,
-        token: tower_twilio::replay::ClaimToken,
-    ) -> Self::ReleaseFuture {
-        self.0.release(key, token)
-    }
-    fn wait(&self, key: &tower_twilio::replay::ReplayKey, attempt: u32) -> Self::WaitFuture {
-        self.0.wait(key, attempt)
-    }
+fn forgets_completions() -> TestStore {
+    TestStore::new(MemoryStore::default(), Fault::CompleteFails)
 }
 
 #[tokio::test]
 async fn a_processed_webhook_the_store_failed_to_record_is_reported_once() {
     let sink = crate::support::RecordingSink::default();
     let handler = Handler::default();
-    let guard = ReplayGuardLayer::new(ForgetsCompletion::default()).on_security_event(sink.clone());
+    let guard = ReplayGuardLayer::new(forgets_completions()).on_security_event(sink.clone());
     let app = app(guard, &handler);
     let answer = send(&app, sms(1)).await;
     assert_eq!((answer.status, answer.kind), (StatusCode::OK, None));
@@ -689,11 +570,17 @@ pub(crate) mod contract {
     use bytes::Bytes;
     use http::{HeaderValue, StatusCode};
     use tower_twilio::{
-        replay::{Claim, ReplayKey, ReplayStore, StoredAnswer},
+        replay::{Claim, DeliveryClaim, Record, ReplayKey, ReplayStore, StoredAnswer},
         signature::Algorithm,
     };
 
     const LEASE: Duration = Duration::from_secs(5);
+
+    /// `answer`, kept for a minute.
+    fn kept(answer: StoredAnswer) -> Record {
+        let window = Duration::from_secs(60);
+        Record { answer, window }
+    }
 
     fn key(n: u8) -> ReplayKey {
         ReplayKey::new(Algorithm::HmacSha1, &[n; 28])
@@ -725,7 +612,7 @@ pub(crate) mod contract {
         assert_eq!(store.claim(&key(1), LEASE).await.unwrap(), Claim::InFlight);
         // Completed with its answer: every claim gets the answer, a release undoes nothing.
         store
-            .complete(&key(1), second, answer(), Duration::from_secs(60))
+            .complete(&key(1), second, kept(answer()))
             .await
             .unwrap();
         assert_eq!(
@@ -744,7 +631,7 @@ pub(crate) mod contract {
         };
         let done = StoredAnswer::done_only(StatusCode::NO_CONTENT);
         store
-            .complete(&key(2), token, done.clone(), Duration::from_secs(60))
+            .complete(&key(2), token, kept(done.clone()))
             .await
             .unwrap();
         assert_eq!(
@@ -770,16 +657,23 @@ pub(crate) mod contract {
     /// `claim_delivery`: at most `max` deliveries of one webhook per period, each a key of
     /// its own; a key that exists is answered whatever the count.
     pub(crate) async fn run_deliveries<St: ReplayStore>(store: &St) {
-        let deliveries = ReplayKey::deliveries(Algorithm::HmacSha1, &[9; 28]);
-        let delivery = |n: u8| ReplayKey::for_delivery(Algorithm::HmacSha1, &[9; 28], &[n]);
         let period = Duration::from_secs(2);
-        let claim = |n: u8| store.claim_delivery(&delivery(n), &deliveries, 2, period, LEASE);
+        // The `n`th delivery of the webhook signed with `signature`.
+        let nth = |signature: u8, n: u8| DeliveryClaim {
+            key: ReplayKey::for_delivery(Algorithm::HmacSha1, &[signature; 28], &[n]),
+            deliveries: ReplayKey::deliveries(Algorithm::HmacSha1, &[signature; 28]),
+            max: 2,
+            period,
+            lease: LEASE,
+        };
+        let delivery = |n: u8| nth(9, n).key;
+        let claim = |n: u8| store.claim_delivery(&nth(9, n));
         let Ok(Claim::Claimed(first)) = claim(1).await else {
             panic!("a new delivery")
         };
         assert_eq!(claim(1).await.unwrap(), Claim::InFlight);
         store
-            .complete(&delivery(1), first, answer(), Duration::from_secs(60))
+            .complete(&delivery(1), first, kept(answer()))
             .await
             .unwrap();
         assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
@@ -790,12 +684,8 @@ pub(crate) mod contract {
         assert_eq!(claim(1).await.unwrap(), Claim::Done(answer()));
         assert_eq!(claim(2).await.unwrap(), Claim::InFlight);
         // Another webhook has a count of its own.
-        let other = ReplayKey::deliveries(Algorithm::HmacSha1, &[8; 28]);
-        let elsewhere = ReplayKey::for_delivery(Algorithm::HmacSha1, &[8; 28], &[3]);
         assert!(matches!(
-            store
-                .claim_delivery(&elsewhere, &other, 2, period, LEASE)
-                .await,
+            store.claim_delivery(&nth(8, 3)).await,
             Ok(Claim::Claimed(_))
         ));
         // A new period counts again.
@@ -811,6 +701,10 @@ pub(crate) mod contract {
     }
 
     #[cfg(feature = "redis")]
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
     #[tokio::test]
     async fn redis_store() {
         let Some(url) = crate::replay::redis::url() else {
@@ -835,76 +729,85 @@ pub(crate) mod contract {
     }
 }
 
-/// Two instances (two connections) on one Redis: a copy arriving at the second while the
-/// first runs waits and gets the first answer.
-#[cfg(feature = "redis")]
-#[tokio::test]
-async fn across_instances_on_redis_a_concurrent_copy_gets_the_first_answer() {
-    let Some(url) = crate::replay::redis::url() else {
-        return;
-    };
-    let prefix = format!("test:{}:", crate::replay::redis::random_hex());
-    let one = crate::replay::redis::store_with_prefix(&url, &prefix).await;
-    let two = crate::replay::redis::store_with_prefix(&url, &prefix).await;
-    let gate = Arc::new(Semaphore::new(0));
-    let handler = Handler::default().gated(&gate);
-    let (a, b) = (
-        app(ReplayGuardLayer::new(one), &handler),
-        app(ReplayGuardLayer::new(two), &handler),
-    );
-    let first = tokio::spawn(async move { send(&a, sms(1)).await });
-    started(&handler, 1).await;
-    let copy = tokio::spawn(async move { send(&b, sms(1)).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!copy.is_finished(), "the copy waits");
-    gate.add_permits(1);
-    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
-    assert_first_answer(&copy, &first);
-    assert_eq!(handler.runs(), 1);
-}
+/// Two instances on one store: a copy arriving at the second while the first runs waits for
+/// it and gets the first answer, and so does a later copy on either instance. One body, run
+/// on each store.
+mod across_instances {
+    use super::*;
 
-/// Two instances (two pools) on one PostgreSQL table: a copy arriving at the second while the
-/// first runs waits and gets the first answer, and so does a copy after it.
-#[cfg(feature = "postgres")]
-#[cfg_attr(
-    skip_postgres,
-    ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
-)]
-#[tokio::test]
-async fn across_instances_on_postgres_a_copy_gets_the_first_answer() {
-    use crate::postgres_store::postgres;
-    let Some(url) = postgres::url() else { return };
-    let table = postgres::fresh_table();
-    let one = postgres::store_on(&url, &table).await;
-    let two = postgres::store_on(&url, &table).await;
-    let gate = Arc::new(Semaphore::new(0));
-    let handler = Handler::default().gated(&gate);
-    let (a, b) = (
-        app(ReplayGuardLayer::new(one), &handler),
-        app(ReplayGuardLayer::new(two), &handler),
-    );
-    let first = tokio::spawn({
-        let a = a.clone();
-        async move { send(&a, sms(1)).await }
-    });
-    started(&handler, 1).await;
-    let copy = tokio::spawn({
-        let b = b.clone();
-        async move { send(&b, sms(1)).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!copy.is_finished(), "the copy waits");
-    gate.add_permits(1);
-    let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
-    assert_eq!(
-        first.body,
-        "<Response><Message>reply 1</Message></Response>"
-    );
-    assert_first_answer(&copy, &first);
-    // A later copy, on either instance, gets it from the table.
-    assert_first_answer(&send(&b, sms(1)).await, &first);
-    assert_first_answer(&send(&a, sms(1)).await, &first);
-    assert_eq!(handler.runs(), 1);
+    /// Yields until `done` holds: a condition another task brings about.
+    async fn until(done: impl Fn() -> bool) {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The body: `one` and `two` are two instances' connections to one store.
+    async fn a_concurrent_copy_gets_the_first_answer<St: SendStore>(one: St, two: St) {
+        let two = TestStore::new(two, Fault::None);
+        let gate = Arc::new(Semaphore::new(0));
+        let handler = Handler::default().gated(&gate);
+        let (a, b) = (
+            app(ReplayGuardLayer::new(one), &handler),
+            app(ReplayGuardLayer::new(two.clone()), &handler),
+        );
+        let first = tokio::spawn(send(&a, sms(1)));
+        started(&handler, 1).await;
+        let copy = tokio::spawn(send(&b, sms(1)));
+        // The copy reached the store and was told the first attempt is in flight: it waits.
+        until(|| two.in_flight() > 0 || copy.is_finished()).await;
+        assert!(!copy.is_finished(), "the copy waits for the first attempt");
+        assert_eq!(handler.runs(), 1, "the copy waits rather than runs");
+        gate.add_permits(1);
+        let (first, copy) = (first.await.unwrap(), copy.await.unwrap());
+        assert_eq!(
+            (first.status, &first.body[..]),
+            (
+                StatusCode::OK,
+                &b"<Response><Message>reply 1</Message></Response>"[..]
+            )
+        );
+        assert_first_answer(&copy, &first);
+        // A later copy, on either instance, gets it from the store.
+        assert_first_answer(&send(&b, sms(1)).await, &first);
+        assert_first_answer(&send(&a, sms(1)).await, &first);
+        assert_eq!(handler.runs(), 1);
+    }
+
+    /// Two guards on one memory store, as two services of one process.
+    #[tokio::test]
+    async fn on_one_memory_store() {
+        let store = MemoryStore::default();
+        a_concurrent_copy_gets_the_first_answer(store.clone(), store).await;
+    }
+
+    /// Two connections to one Redis.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(
+        skip_redis,
+        ignore = "needs Redis: set TWILIO_TEST_REDIS_URL (scripts/test_redis.sh start DIR prints one)"
+    )]
+    #[tokio::test]
+    async fn on_redis() {
+        use crate::replay::redis;
+        let Some(url) = redis::url() else { return };
+        let [one, two] = redis::instances(&url).await;
+        a_concurrent_copy_gets_the_first_answer(one, two).await;
+    }
+
+    /// Two pools on one PostgreSQL table.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(
+        skip_postgres,
+        ignore = "needs PostgreSQL: set TWILIO_TEST_POSTGRES_URL (scripts/test_postgres.sh start DIR prints one)"
+    )]
+    #[tokio::test]
+    async fn on_postgres() {
+        use crate::postgres_store::postgres;
+        let Some(url) = postgres::url() else { return };
+        let [one, two] = postgres::instances(&url).await;
+        a_concurrent_copy_gets_the_first_answer(one, two).await;
+    }
 }
 
 /// Two instances on one PostgreSQL table: the first is killed mid-handler (its response
@@ -920,9 +823,7 @@ async fn across_instances_on_postgres_a_copy_gets_the_first_answer() {
 async fn across_instances_on_postgres_a_killed_first_attempt_lets_the_retry_run_on_the_other() {
     use crate::postgres_store::postgres;
     let Some(url) = postgres::url() else { return };
-    let table = postgres::fresh_table();
-    let one = postgres::store_on(&url, &table).await;
-    let two = postgres::store_on(&url, &table).await;
+    let [one, two] = postgres::instances(&url).await;
     // The first attempt hangs in the handler; later runs answer at once.
     let gate = Arc::new(Semaphore::new(0));
     let hanging = Handler::default().gated(&gate);
@@ -967,7 +868,7 @@ async fn across_instances_on_postgres_a_killed_first_attempt_lets_the_retry_run_
 #[test]
 fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
     use tower_twilio::{
-        replay::{Claim, ReplayKey, ReplayStoreErrorKind, StoredAnswer},
+        replay::{Claim, Record, ReplayKey, ReplayStoreErrorKind, StoredAnswer},
         signature::Algorithm,
     };
 
@@ -983,13 +884,18 @@ fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
     let store = MemoryStore::new(max_bytes);
     let key = |n: usize| ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes());
     let lease = Duration::from_secs(5);
+    let window = Duration::from_secs(3600);
+    let kept = Record {
+        answer: answer.clone(),
+        window,
+    };
     let info = allocation_counter::measure(|| {
         for n in 0..WEBHOOKS {
             let Ok(Claim::Claimed(token)) = store.claim(&key(n), lease).into_inner() else {
                 panic!("webhook {n} was not new");
             };
             store
-                .complete(&key(n), token, answer.clone(), Duration::from_secs(3600))
+                .complete(&key(n), token, kept.clone())
                 .into_inner()
                 .unwrap();
             let Ok(Claim::Done(copy)) = store.claim(&key(n), lease).into_inner() else {
@@ -1087,7 +993,6 @@ mod cut_answers {
 
     use http_body::Frame;
     use tokio::sync::mpsc;
-    use tower_twilio::replay::{ClaimToken, ReplayKey, StoredAnswer};
 
     use super::*;
 
@@ -1235,80 +1140,10 @@ mod cut_answers {
     }
 
     /// A memory store whose `complete` and `release` take a second to reach it, as a shared
-    /// store's round trip does: the operation happens when its future finishes, never if the
-    /// future is dropped. The detached variants start the operation on the runtime, as the
-    /// Redis and PostgreSQL stores do.
-    #[derive(Clone, Debug, Default)]
-    struct Remote(MemoryStore);
-
-    type Later<T> = Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;
-
-    const ROUND_TRIP: Duration = Duration::from_secs(1);
-
-    impl Remote {
-        fn later_complete(
-            &self,
-            key: &ReplayKey,
-            token: ClaimToken,
-            answer: StoredAnswer,
-            window: Duration,
-        ) -> Later<()> {
-            let (store, key) = (self.0.clone(), *key);
-            Box::pin(async move {
-                tokio::time::sleep(ROUND_TRIP).await;
-                store.complete(&key, token, answer, window).await
-            })
-        }
-
-        fn later_release(&self, key: &ReplayKey, token: ClaimToken) -> Later<()> {
-            let (store, key) = (self.0.clone(), *key);
-            Box::pin(async move {
-                tokio::time::sleep(ROUND_TRIP).await;
-                store.release(&key, token).await
-            })
-        }
-    }
-
-    impl ReplayStore for Remote {
-        type ClaimFuture = <MemoryStore as ReplayStore>::ClaimFuture;
-        type RenewFuture = <MemoryStore as ReplayStore>::RenewFuture;
-        type CompleteFuture = Later<()>;
-        type ReleaseFuture = Later<()>;
-        type WaitFuture = <MemoryStore as ReplayStore>::WaitFuture;
-
-        fn claim(&self, key: &ReplayKey, lease: Duration) -> Self::ClaimFuture {
-            self.0.claim(key, lease)
-        }
-        fn renew(&self, key: &ReplayKey, token: ClaimToken, lease: Duration) -> Self::RenewFuture {
-            self.0.renew(key, token, lease)
-        }
-        fn complete(
-            &self,
-            key: &ReplayKey,
-            token: ClaimToken,
-            answer: StoredAnswer,
-            window: Duration,
-        ) -> Self::CompleteFuture {
-            self.later_complete(key, token, answer, window)
-        }
-        fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
-            self.later_release(key, token)
-        }
-        fn wait(&self, key: &ReplayKey, attempt: u32) -> Self::WaitFuture {
-            self.0.wait(key, attempt)
-        }
-        fn release_detached(&self, key: &ReplayKey, token: ClaimToken) {
-            tokio::spawn(self.later_release(key, token));
-        }
-        fn complete_detached(
-            &self,
-            key: &ReplayKey,
-            token: ClaimToken,
-            answer: StoredAnswer,
-            window: Duration,
-        ) {
-            tokio::spawn(self.later_complete(key, token, answer, window));
-        }
+    /// store's round trip does; the detached variants start the operation on the runtime, as
+    /// the Redis and PostgreSQL stores do.
+    fn remote() -> TestStore {
+        TestStore::new(MemoryStore::default(), Fault::Slow(Duration::from_secs(1)))
     }
 
     /// Polls `request` until the handler has run `n` times, then drops it.
@@ -1336,7 +1171,7 @@ mod cut_answers {
     #[tokio::test(start_paused = true)]
     async fn a_request_dropped_while_its_answer_is_stored_still_stores_it() {
         let handler = Handler::default();
-        let app = app(ReplayGuardLayer::new(Remote::default()), &handler);
+        let app = app(ReplayGuardLayer::new(remote()), &handler);
         let first = Box::pin(app.clone().oneshot(sms(1)));
         drop_after_the_handler(first, || handler.runs(), 1).await;
         let retry = send(&app, sms(1)).await;
@@ -1353,7 +1188,7 @@ mod cut_answers {
     #[tokio::test(start_paused = true)]
     async fn a_request_dropped_while_its_claim_is_released_still_releases_it() {
         let handler = Handler::answering(&[StatusCode::INTERNAL_SERVER_ERROR]);
-        let app = app(ReplayGuardLayer::new(Remote::default()), &handler);
+        let app = app(ReplayGuardLayer::new(remote()), &handler);
         let first = Box::pin(app.clone().oneshot(sms(1)));
         drop_after_the_handler(first, || handler.runs(), 1).await;
         let started = tokio::time::Instant::now();
@@ -1546,6 +1381,43 @@ mod delivery_bound {
         // Without a token the signature alone is the key, bound or not.
         let untokened = send(&app, voice(None)).await;
         assert_first_answer(&send(&app, voice(None)).await, &untokened);
+    }
+
+    /// A flood of fresh-token replays past the bound is not a flood of log lines: one `WARN`
+    /// a minute per layer, counting the deliveries that ran unrecorded since the last one.
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_past_the_bound_logs_one_warning_a_minute() {
+        let (logs, _guard) = crate::support::capture_json_logs();
+        let handler = Handler::default();
+        let app = app(ReplayGuardLayer::default().scope(Scope::Delivery), &handler);
+        let unrecorded = |logged: &str| -> Vec<String> {
+            let warned = logged
+                .lines()
+                .filter(|line| line.contains(r#""level":"WARN""#));
+            warned
+                .filter(|line| line.contains("unrecorded"))
+                .map(str::to_owned)
+                .collect()
+        };
+        replay_with_fresh_tokens(&app, &handler).await;
+        let past = REPLAYS - MAX_DELIVERIES;
+        let lines = unrecorded(&logs.text());
+        assert_eq!(lines.len(), 1, "{past} unrecorded deliveries: {lines:#?}");
+        assert!(lines[0].contains(r#""unrecorded":1,"#), "{}", lines[0]);
+        // A minute on, the next one is logged with those the first line did not count.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for n in 0..10 {
+            let late = app.clone().oneshot(voice(Some(&format!("late-{n}"))));
+            let late = late.await.unwrap();
+            assert_eq!(ReplayOutcome::of(&late), Some(ReplayOutcome::Unrecorded));
+        }
+        let lines = unrecorded(&logs.text());
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[1].contains(&format!(r#""unrecorded":{past},"#)),
+            "{}",
+            lines[1]
+        );
     }
 
     /// A delivery is kept for the delivery window (5 minutes), not the window (24 hours); a

@@ -1,5 +1,7 @@
 //! Helpers shared by the integration tests.
 
+pub(crate) mod store;
+
 use std::{
     convert::Infallible,
     sync::{Arc, Mutex},
