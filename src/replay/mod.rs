@@ -51,10 +51,10 @@ pub use self::key::ReplayKey;
 pub use self::memory::{MemoryStore, MemoryWait};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use self::postgres_store::{PostgresFuture, PostgresStore};
+pub use self::postgres_store::PostgresStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis_store::{RedisFuture, RedisStore};
+pub use self::redis_store::RedisStore;
 pub use self::store::{
     Claim, ClaimToken, DeliveryClaim, Record, ReplayStore, ReplayStoreError, ReplayStoreErrorKind,
 };

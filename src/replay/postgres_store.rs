@@ -21,11 +21,6 @@ use super::{
     StoredAnswer, server::Answer,
 };
 
-/// A boxed future: the PostgreSQL store's operations are database round trips, next to which
-/// one allocation costs nothing. The layer's own path stays unboxed.
-pub type PostgresFuture<T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ReplayStoreError>> + Send>>;
-
 /// The statements, written for one table name (checked by [`table_name`]: it is written into
 /// them as it is).
 struct Queries {
@@ -502,7 +497,7 @@ impl super::server::Server for PostgresStore {
     }
 }
 
-super::server::replay_store_on_server!(PostgresStore, PostgresFuture);
+super::server::replay_store_on_server!(PostgresStore);
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,8 +2,6 @@
 
 use std::{
     fmt,
-    future::Future,
-    pin::Pin,
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -17,10 +15,6 @@ use super::{
     Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStoreError, ReplayStoreErrorKind,
     StoredAnswer, server::Answer,
 };
-
-/// A boxed future: the Redis store's operations are network round trips, next to which one
-/// allocation costs nothing. The layer's own path stays unboxed.
-pub type RedisFuture<T> = Pin<Box<dyn Future<Output = Result<T, ReplayStoreError>> + Send>>;
 
 /// The first byte of a key that is done; the [`StoredAnswer`] follows.
 const DONE: u8 = b'd';
@@ -273,7 +267,7 @@ impl super::server::Server for RedisStore {
     }
 }
 
-super::server::replay_store_on_server!(RedisStore, RedisFuture);
+super::server::replay_store_on_server!(RedisStore);
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

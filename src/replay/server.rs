@@ -12,6 +12,11 @@ use super::{
 /// What an operation of a store on a server answers.
 pub(crate) type Answer<T> = Result<T, ReplayStoreError>;
 
+/// The future of each operation of a store on a server: boxed, as one allocation costs nothing
+/// next to a network round trip (the layer's own path stays unboxed). Users name it as the
+/// store's associated type, `<RedisStore as ReplayStore>::ClaimFuture`.
+pub(crate) type ServerFuture<T> = std::pin::Pin<Box<dyn Future<Output = Answer<T>> + Send>>;
+
 /// A store on a server: each [`ReplayStore`](super::ReplayStore) operation as one round trip
 /// on a clone of the store and owned values, so that its future outlives the call and is
 /// `Send`. A claim's token is drawn before ([`random_token`]).
@@ -56,8 +61,7 @@ pub(crate) trait Server: Clone + Send + Sync + 'static {
 }
 
 /// Writes the [`ReplayStore`](super::ReplayStore) impl of `$store`, a [`Server`] whose
-/// operations' futures are `$future<T>` (boxed: one allocation is nothing next to a round
-/// trip):
+/// operations' futures are [`ServerFuture`]s:
 ///
 /// - each operation clones the store and its key into a future that makes the round trip
 ///   (drawing a claim's token first);
@@ -68,12 +72,12 @@ pub(crate) trait Server: Clone + Send + Sync + 'static {
 ///   current tokio runtime ([`spawn_detached`]). Without one, a released claim stays until its
 ///   lease runs out, and a completed one lapses after its lease.
 macro_rules! replay_store_on_server {
-    ($store:ty, $future:ident) => {
+    ($store:ty) => {
         impl $crate::replay::ReplayStore for $store {
-            type ClaimFuture = $future<$crate::replay::Claim>;
-            type RenewFuture = $future<bool>;
-            type CompleteFuture = $future<()>;
-            type ReleaseFuture = $future<()>;
+            type ClaimFuture = $crate::replay::server::ServerFuture<$crate::replay::Claim>;
+            type RenewFuture = $crate::replay::server::ServerFuture<bool>;
+            type CompleteFuture = $crate::replay::server::ServerFuture<()>;
+            type ReleaseFuture = $crate::replay::server::ServerFuture<()>;
             type WaitFuture = ::tokio::time::Sleep;
 
             fn claim(
