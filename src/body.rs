@@ -179,9 +179,12 @@ impl std::fmt::Debug for Full {
 }
 
 pin_project! {
-    /// The response body: the inner service's (or one of its type that a custom
-    /// [`RejectionResponse`](crate::RejectionResponse) built), or the short body the middleware
-    /// answers with itself (the default rejection).
+    /// The response body of both layers: the inner service's body (or one of its type that a
+    /// custom [`RejectionResponse`](crate::RejectionResponse) built), bytes held in full (the
+    /// default rejection, an answer the [replay guard](crate::replay_guard) stored), or the
+    /// first answer the guard read for its store, handed on with the rest of the body.
+    ///
+    /// Its data is [`Bytes`] and its error a [`BoxError`], whatever the inner body's.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -191,8 +194,23 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<B> {
-        Inner { #[pin] body: B },
-        Rejection { bytes: Full },
+        // The inner service's body, untouched.
+        Inner {
+            #[pin]
+            body: B,
+        },
+        // Bytes held in full: a rejection, a stored answer, a whole first answer.
+        Full {
+            data: Full,
+        },
+        // What was read of the inner body (and the frame or error that stopped the reading),
+        // then the rest of it.
+        Rest {
+            prefix: Option<Bytes>,
+            held: Option<Result<Frame<Bytes>, BoxError>>,
+            #[pin]
+            body: B,
+        },
     }
 }
 
@@ -203,10 +221,25 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn rejection(bytes: Bytes) -> Self {
+    pub(crate) fn full(data: Bytes) -> Self {
         Self {
-            kind: Kind::Rejection {
-                bytes: Full::new(bytes),
+            kind: Kind::Full {
+                data: Full::new(data),
+            },
+        }
+    }
+
+    /// `prefix` and `held` (read from `body` by the replay guard), then the rest of `body`.
+    pub(crate) fn rest(
+        prefix: Bytes,
+        held: Option<Result<Frame<Bytes>, BoxError>>,
+        body: B,
+    ) -> Self {
+        Self {
+            kind: Kind::Rest {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                held,
+                body,
             },
         }
     }
@@ -221,53 +254,95 @@ impl<B> From<B> for ResponseBody<B> {
 }
 
 /// An empty body, so that middleware such as tower-http's `Timeout`, which needs
-/// `ResBody: Default`, can sit directly outside this one.
+/// `ResBody: Default`, can sit directly outside either layer.
 impl<B> Default for ResponseBody<B> {
     fn default() -> Self {
-        Self::rejection(Bytes::new())
+        Self::full(Bytes::new())
     }
 }
 
+/// Which kind of body it is, never its bytes.
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            Kind::Inner { .. } => "Inner",
-            Kind::Rejection { .. } => "Rejection",
+            Kind::Inner { .. } => "inner",
+            Kind::Full { .. } => "full",
+            Kind::Rest { .. } => "rest",
         };
-        f.debug_tuple("ResponseBody").field(&kind).finish()
+        f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
 }
 
 impl<B> Body for ResponseBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Rejection { bytes } => bytes.poll_frame(),
+            KindProj::Inner { body } => poll_inner(body, cx),
+            KindProj::Full { data } => data.poll_frame(),
+            KindProj::Rest { prefix, held, body } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                if let Some(held) = held.take() {
+                    return Poll::Ready(Some(held));
+                }
+                poll_inner(body, cx)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Rejection { bytes } => bytes.is_end_stream(),
+            Kind::Full { data } => data.is_end_stream(),
+            Kind::Rest { prefix, held, body } => {
+                prefix.is_none() && held.is_none() && body.is_end_stream()
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Rejection { bytes } => bytes.size_hint(),
+            Kind::Full { data } => data.size_hint(),
+            Kind::Rest { prefix, body, .. } => {
+                let mut hint = body.size_hint();
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                hint.set_lower(hint.lower() + extra);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
         }
     }
+}
+
+/// The inner body's next frame, its data as [`Bytes`] (no copy when it already is) and its
+/// error boxed.
+fn poll_inner<B>(
+    body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let frame = ready!(body.poll_frame(cx));
+    Poll::Ready(frame.map(|frame| {
+        frame
+            .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+            .map_err(Into::into)
+    }))
 }
 
 #[cfg(test)]

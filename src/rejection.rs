@@ -345,7 +345,7 @@ pub struct DefaultRejectionResponse;
 
 impl<B> RejectionResponse<B> for DefaultRejectionResponse {
     fn rejection_response(&self, rejection: &Rejection) -> Response<ResponseBody<B>> {
-        default_response(rejection).map(ResponseBody::rejection)
+        default_response(rejection).map(ResponseBody::full)
     }
 }
 

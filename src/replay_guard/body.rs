@@ -1,5 +1,5 @@
-//! [`ResponseBody`]: what the replay guard answers with, and the collector that reads the
-//! first answer for the store.
+//! The collector that reads the first answer for the replay guard's store; the guard answers
+//! with the crate's [`ResponseBody`](crate::ResponseBody).
 
 use std::{
     pin::Pin,
@@ -7,150 +7,9 @@ use std::{
 };
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body::{Body, Frame};
 
 use crate::BoxError;
-
-pin_project! {
-    /// The response body of [`ReplayGuard`](super::ReplayGuard): the inner service's body, a
-    /// stored answer given to a copy, or the first answer read for the store and handed on.
-    pub struct ResponseBody<B> {
-        #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        // The inner service's body, untouched.
-        Inner {
-            #[pin]
-            body: B,
-        },
-        // Bytes held in full: a stored answer, a whole first answer, a refusal.
-        Full {
-            data: crate::body::Full,
-        },
-        // What was read of the inner body (and the frame or error that stopped the reading),
-        // then the rest of it.
-        Rest {
-            prefix: Option<Bytes>,
-            held: Option<Result<Frame<Bytes>, BoxError>>,
-            #[pin]
-            body: B,
-        },
-    }
-}
-
-impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
-        Self {
-            kind: Kind::Inner { body },
-        }
-    }
-
-    pub(crate) fn full(data: Bytes) -> Self {
-        Self {
-            kind: Kind::Full {
-                data: crate::body::Full::new(data),
-            },
-        }
-    }
-
-    pub(crate) fn rest(
-        prefix: Bytes,
-        held: Option<Result<Frame<Bytes>, BoxError>>,
-        body: B,
-    ) -> Self {
-        Self {
-            kind: Kind::Rest {
-                prefix: (!prefix.is_empty()).then_some(prefix),
-                held,
-                body,
-            },
-        }
-    }
-}
-
-/// An empty body, so that middleware such as tower-http's `Timeout`, which needs
-/// `ResBody: Default`, can sit directly outside the guard.
-impl<B> Default for ResponseBody<B> {
-    fn default() -> Self {
-        Self::full(Bytes::new())
-    }
-}
-
-impl<B> Body for ResponseBody<B>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => poll_inner(body, cx),
-            KindProj::Full { data } => data.poll_frame(),
-            KindProj::Rest { prefix, held, body } => {
-                if let Some(prefix) = prefix.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
-                }
-                if let Some(held) = held.take() {
-                    return Poll::Ready(Some(held));
-                }
-                poll_inner(body, cx)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Full { data } => data.is_end_stream(),
-            Kind::Rest { prefix, held, body } => {
-                prefix.is_none() && held.is_none() && body.is_end_stream()
-            }
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Full { data } => data.size_hint(),
-            Kind::Rest { prefix, body, .. } => {
-                let mut hint = body.size_hint();
-                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
-                hint.set_lower(hint.lower() + extra);
-                if let Some(upper) = hint.upper() {
-                    hint.set_upper(upper + extra);
-                }
-                hint
-            }
-        }
-    }
-}
-
-fn poll_inner<B>(
-    body: Pin<&mut B>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
-where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let frame = ready!(body.poll_frame(cx));
-    Poll::Ready(frame.map(|frame| {
-        frame
-            .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
-            .map_err(Into::into)
-    }))
-}
 
 /// How reading the first answer ended.
 pub(crate) enum Collected {
@@ -232,16 +91,5 @@ impl std::fmt::Debug for AnswerCollector {
         f.debug_struct("AnswerCollector")
             .field("read", &self.len())
             .finish()
-    }
-}
-
-impl<B> std::fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Full { .. } => "full",
-            Kind::Rest { .. } => "rest",
-        };
-        f.debug_struct("ResponseBody").field("kind", &kind).finish()
     }
 }

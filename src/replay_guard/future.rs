@@ -17,12 +17,12 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::{
-    ReplayOutcome, ResponseBody, StoreFailure,
+    ReplayOutcome, StoreFailure,
     body::{AnswerCollector, Collected},
     layer::Settings,
 };
 use crate::{
-    BoxError, Rejection, RejectionKind, VerifiedWebhook,
+    BoxError, Rejection, RejectionKind, ResponseBody, VerifiedWebhook,
     events::{Outcome, SecurityEvent, TRACING_TARGET},
     replay::{
         Claim, ClaimToken, DeliveryClaim, Record, ReplayKey, ReplayStore, ReplayStoreError,

@@ -217,7 +217,6 @@ mod layer;
 mod outcome;
 mod service;
 
-pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::{ReplayGuardLayer, Scope, StoreFailure};
 pub use self::outcome::ReplayOutcome;

@@ -10,8 +10,8 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::{ResponseBody, ResponseFuture, layer::Settings};
-use crate::{BoxError, replay::ReplayStore};
+use super::{ResponseFuture, layer::Settings};
+use crate::{BoxError, ResponseBody, replay::ReplayStore};
 
 /// Claims each verified webhook in the store before the inner service sees it, and answers
 /// its copies with the first answer. Made by [`ReplayGuardLayer`](super::ReplayGuardLayer).

@@ -468,8 +468,7 @@ pub(crate) mod layer {
         }
     }
 
-    pub(crate) type Answer =
-        Response<ResponseBody<tower_twilio::replay_guard::ResponseBody<Full<Bytes>>>>;
+    pub(crate) type Answer = Response<ResponseBody<tower_twilio::ResponseBody<Full<Bytes>>>>;
 
     /// The signature layer, then `guard`, then `handler`; both layers report to `reports`.
     pub(crate) fn service<St: SendStore>(

@@ -99,7 +99,7 @@ fn noise(len: usize, seed: usize) -> String {
 }
 
 /// The body both layers hand back.
-type Layered = tower_twilio::ResponseBody<tower_twilio::replay_guard::ResponseBody<Full<Bytes>>>;
+type Layered = tower_twilio::ResponseBody<tower_twilio::ResponseBody<Full<Bytes>>>;
 
 /// The signature layer (credentials that name no account, as in the README's quick start),
 /// then `guard`, then `handler`.
@@ -1049,7 +1049,7 @@ mod cut_answers {
                 async move { Ok::<_, Infallible>(response) }
             },
         );
-        type Both = tower_twilio::ResponseBody<tower_twilio::replay_guard::ResponseBody<Streamed>>;
+        type Both = tower_twilio::ResponseBody<tower_twilio::ResponseBody<Streamed>>;
         BoxCloneService::new(ServiceExt::<Request<Full<Bytes>>>::map_response(
             service,
             |response: Response<Both>| response.map(BodyExt::boxed_unsync),
