@@ -76,7 +76,7 @@ use crate::{
     public_url::Scheme,
     url::{
         candidates::{Candidate, Source, Variants},
-        headers::last_value,
+        headers::{X_FORWARDED_PROTO, last_value},
         parts::split,
         proxy_network::canonical_ip,
         redact::{redact_url, redact_userinfo},
@@ -313,7 +313,7 @@ fn trusted_header_hint(
     match source {
         Source::OtherScheme => {
             // What PublicUrl would read from the header, trusted.
-            let proto = Scheme::parse(last_value(clues.headers, "x-forwarded-proto").ok()??)?;
+            let proto = Scheme::parse(last_value(clues.headers, &X_FORWARDED_PROTO).ok()??)?;
             (Scheme::parse(matched.scheme) == Some(proto) && matched.rest == variants.rest)
                 .then_some("X-Forwarded-Proto")
         }

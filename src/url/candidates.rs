@@ -15,7 +15,10 @@ use std::borrow::Cow;
 use http::{HeaderMap, header};
 
 use super::{
-    headers::{ForwardedElement, forwarded_elements, last_value, list_values, single},
+    headers::{
+        ForwardedElement, X_FORWARDED_HOST, X_FORWARDED_PORT, X_FORWARDED_PREFIX,
+        forwarded_elements, last_value, list_values, single,
+    },
     parts::{
         join, path_and_query, path_prefix, split, strip_port, valid_host, valid_path_and_query,
         valid_port,
@@ -107,7 +110,7 @@ impl<'a> Variants<'a> {
             add_host(host.into(), "Host");
         }
         // The last few values of each header, tried in the order they were sent.
-        let mut forwarded_hosts: Vec<&str> = list_values(headers, "x-forwarded-host")
+        let mut forwarded_hosts: Vec<&str> = list_values(headers, &X_FORWARDED_HOST)
             .filter_map(Result::ok)
             .collect();
         forwarded_hosts.reverse();
@@ -128,7 +131,7 @@ impl<'a> Variants<'a> {
 
         // Port variants of every host: the forwarded port, or none; each distinct from every
         // authority above and from the others.
-        let forwarded_port = last_value(headers, "x-forwarded-port")
+        let forwarded_port = last_value(headers, &X_FORWARDED_PORT)
             .ok()
             .flatten()
             .filter(|port| valid_port(port));
@@ -158,7 +161,7 @@ impl<'a> Variants<'a> {
                 paths.push((path, source));
             }
         };
-        if let Some(prefix) = last_value(headers, "x-forwarded-prefix")
+        if let Some(prefix) = last_value(headers, &X_FORWARDED_PREFIX)
             .ok()
             .flatten()
             .and_then(path_prefix)

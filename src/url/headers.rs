@@ -18,9 +18,17 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use super::{proxy_network::canonical_ip, rebuilt::UrlError};
+
+/// The `X-Forwarded-*` list headers, named once: a lookup by `&str` parses and checks the
+/// name on every call.
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub(crate) const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The most values of one forwarding header that are read, from its end.
 pub(crate) const MAX_FORWARDED_VALUES: usize = 16;
@@ -48,7 +56,7 @@ pub(crate) fn single<K: header::AsHeaderName>(
 /// is an error. Nothing before them is looked at.
 pub(crate) fn list_values<'h>(
     headers: &'h HeaderMap,
-    name: &'static str,
+    name: &HeaderName,
 ) -> impl Iterator<Item = Result<&'h str, UrlError>> + 'h {
     list_values_and_one_more(headers, name).take(MAX_FORWARDED_VALUES)
 }
@@ -57,7 +65,7 @@ pub(crate) fn list_values<'h>(
 /// whether the values it read were all there are.
 pub(crate) fn list_values_and_one_more<'h>(
     headers: &'h HeaderMap,
-    name: &'static str,
+    name: &HeaderName,
 ) -> impl Iterator<Item = Result<&'h str, UrlError>> + 'h {
     headers
         .get_all(name)
@@ -81,7 +89,7 @@ pub(crate) fn list_values_and_one_more<'h>(
 /// [`list_values`]).
 pub(crate) fn last_value<'h>(
     headers: &'h HeaderMap,
-    name: &'static str,
+    name: &HeaderName,
 ) -> Result<Option<&'h str>, UrlError> {
     list_values(headers, name).next().transpose()
 }
@@ -238,15 +246,15 @@ mod tests {
             ("x-forwarded-proto", "http, https"),
             ("x-forwarded-port", "8443, "),
         ]);
-        let read: Vec<&str> = list_values(&map, "x-forwarded-host")
+        let read: Vec<&str> = list_values(&map, &X_FORWARDED_HOST)
             .map(Result::unwrap)
             .collect();
         let expected: Vec<String> = (984..1000).rev().map(|i| format!("v{i}")).collect();
         assert_eq!(read, expected);
-        assert_eq!(last_value(&map, "x-forwarded-proto"), Ok(Some("https")));
+        assert_eq!(last_value(&map, &X_FORWARDED_PROTO), Ok(Some("https")));
         // The last value is the nearest proxy's, empty or not.
-        assert_eq!(last_value(&map, "x-forwarded-port"), Ok(Some("")));
-        assert_eq!(last_value(&map, "x-forwarded-prefix"), Ok(None));
+        assert_eq!(last_value(&map, &X_FORWARDED_PORT), Ok(Some("")));
+        assert_eq!(last_value(&map, &X_FORWARDED_PREFIX), Ok(None));
     }
 
     #[test]

@@ -34,7 +34,8 @@ use http::{HeaderMap, Uri, header, request::Parts};
 pub use super::proxy_network::ProxyNetwork;
 use super::{
     headers::{
-        ForwardedElement, MAX_FORWARDED_VALUES, Repeated, forwarded_elements, last_value,
+        ForwardedElement, MAX_FORWARDED_VALUES, Repeated, X_FORWARDED_FOR, X_FORWARDED_HOST,
+        X_FORWARDED_PORT, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, forwarded_elements, last_value,
         list_values_and_one_more, parse_node, single,
     },
     parts::{join, path_prefix, strip_port, valid_host, valid_port},
@@ -445,13 +446,13 @@ impl ForwardedHeaders {
         let mut prefix = "";
         if proto.is_none()
             && self.reads(F::XForwardedProto)
-            && let Some(value) = last_value(headers, "x-forwarded-proto")?
+            && let Some(value) = last_value(headers, &X_FORWARDED_PROTO)?
         {
             proto = Some(Scheme::parse(value).ok_or(UrlError::InvalidForwarded)?);
         }
         if host.is_none()
             && self.reads(F::XForwardedHost)
-            && let Some(value) = last_value(headers, "x-forwarded-host")?
+            && let Some(value) = last_value(headers, &X_FORWARDED_HOST)?
         {
             if !valid_host(value) {
                 return Err(UrlError::InvalidForwarded);
@@ -459,7 +460,7 @@ impl ForwardedHeaders {
             host = Some(value.to_owned());
         }
         if self.reads(F::XForwardedPort)
-            && let Some(value) = last_value(headers, "x-forwarded-port")?
+            && let Some(value) = last_value(headers, &X_FORWARDED_PORT)?
         {
             if !valid_port(value) {
                 return Err(UrlError::InvalidForwarded);
@@ -467,7 +468,7 @@ impl ForwardedHeaders {
             port = Some(value);
         }
         if self.reads(F::XForwardedPrefix)
-            && let Some(value) = last_value(headers, "x-forwarded-prefix")?
+            && let Some(value) = last_value(headers, &X_FORWARDED_PREFIX)?
         {
             prefix = path_prefix(value).ok_or(UrlError::InvalidForwarded)?;
         }
@@ -524,7 +525,7 @@ impl ForwardedHeaders {
     /// [`chosen_forwarded_element`]: Self::chosen_forwarded_element
     fn x_forwarded_for(&self, headers: &HeaderMap) -> Option<IpAddr> {
         let mut chosen = None;
-        for (read, value) in list_values_and_one_more(headers, "x-forwarded-for").enumerate() {
+        for (read, value) in list_values_and_one_more(headers, &X_FORWARDED_FOR).enumerate() {
             if read == MAX_FORWARDED_VALUES {
                 return None;
             }
