@@ -25,7 +25,7 @@ use crate::{
     rejection::{Rejection, RejectionResponse},
     resolver::ResolveRequest,
     url::rebuilt::RebuiltUrl,
-    verified_webhook::Facts,
+    verified_webhook::{Facts, VerifiedWebhook},
 };
 
 const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
@@ -227,7 +227,7 @@ where
     fn pass<B>(&mut self, mut parts: Parts, body: Bytes, facts: Facts) -> StateOf<S, R, B> {
         // Nothing is refused from here on: the URL moves into the context.
         let url = std::mem::take(&mut self.url.url);
-        let webhook = facts.into_webhook(url, self.url.client_ip);
+        let webhook = VerifiedWebhook::new(facts, url, self.url.client_ip);
         self.observer.verified(&webhook);
         parts.extensions.insert(webhook);
         self.call(parts, body)

@@ -303,8 +303,8 @@ fn account_sid(
 /// Verifies the request with the credentials the resolver returned: a SharedKey request only
 /// with that SharedKey, any other only with auth tokens; then binds the account (see
 /// [`account::bind_account`]). A verified request's [`Facts`] lack the URL and the client
-/// address, which the response future hands over (moved, not copied) with
-/// [`Facts::into_webhook`]. An unknown account or SharedKey costs the same HMAC work as a
+/// address, which the response future hands over (moved, not copied) to
+/// [`VerifiedWebhook::new`](crate::VerifiedWebhook). An unknown account or SharedKey costs the same HMAC work as a
 /// known one with a wrong signature (see [`dummy_credentials`]).
 pub(crate) fn complete(
     inbound: Inbound<'_>,
@@ -396,8 +396,6 @@ pub(crate) fn complete(
         params: params.unwrap_or_default(),
         idempotency_token,
         signature,
-        url: String::new(),
-        client_ip: None,
     };
     Ok(facts)
 }
@@ -503,7 +501,7 @@ mod tests {
     ) -> Result<VerifiedWebhook, Refusal> {
         let prepared = prepared(parts, body, url);
         complete(inbound(parts, body, url), prepared, resolution, config)
-            .map(|v| v.into_webhook(url.url.clone(), None))
+            .map(|facts| VerifiedWebhook::new(facts, url.url.clone(), None))
     }
 
     #[test]

@@ -38,11 +38,21 @@ use crate::{
 /// Cloning is cheap (one reference count), so the axum `Extension` extractor costs nothing.
 #[derive(Clone)]
 pub struct VerifiedWebhook {
-    inner: Arc<Facts>,
+    inner: Arc<Context>,
 }
 
-/// What a [`VerifiedWebhook`] holds, built once per request from what the middleware already
-/// has: nothing is parsed or split a second time.
+/// What a [`VerifiedWebhook`] holds: the verification's [`Facts`], the URL and the client.
+struct Context {
+    facts: Facts,
+    /// Without userinfo.
+    url: String,
+    /// The real client, as the signature layer found it: for the replay guard's events.
+    client_ip: Option<IpAddr>,
+}
+
+/// What verification established, built once per request from what the middleware already
+/// has: nothing is parsed or split a second time. The URL and the client address, which the
+/// response future holds until then, join them in [`VerifiedWebhook::new`].
 pub(crate) struct Facts {
     pub(crate) account_sid: Option<Arc<str>>,
     pub(crate) tenant_id: Option<Arc<str>>,
@@ -54,10 +64,6 @@ pub(crate) struct Facts {
     pub(crate) idempotency_token: Option<HeaderValue>,
     /// The `X-Twilio-Signature` header that verified: the replay guard's key. Never shown.
     pub(crate) signature: Option<SignatureBytes>,
-    /// Without userinfo.
-    pub(crate) url: String,
-    /// The real client, as the signature layer found it: for the replay guard's events.
-    pub(crate) client_ip: Option<IpAddr>,
 }
 
 /// A verified signature header, held inline so that keeping it costs no allocation: the
@@ -82,41 +88,6 @@ impl SignatureBytes {
     }
 }
 
-impl Facts {
-    /// The context for the inner service, with `url` (the one verification used, shown
-    /// without its userinfo) and the real client's address.
-    pub(crate) fn into_webhook(
-        mut self,
-        url: String,
-        client_ip: Option<IpAddr>,
-    ) -> VerifiedWebhook {
-        self.client_ip = client_ip;
-        self.url = match redact_userinfo(&url) {
-            Cow::Borrowed(_) => url,
-            Cow::Owned(redacted) => redacted,
-        };
-        VerifiedWebhook::new(self)
-    }
-}
-
-impl fmt::Debug for Facts {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Facts")
-            .field("account_sid", &self.account_sid)
-            .field("tenant_id", &self.tenant_id)
-            .field("credential", &self.credential)
-            .field("algorithm", &self.algorithm)
-            .field("url_form", &self.url_form)
-            .field("covered", &self.covered)
-            .field("params", &self.params)
-            .field("idempotency_token", &self.idempotency_token)
-            .field("signature", &self.signature)
-            .field("url", &crate::url::redact::redact_url(&self.url))
-            .field("client_ip", &self.client_ip)
-            .finish()
-    }
-}
-
 impl fmt::Debug for SignatureBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SignatureBytes(<redacted>)")
@@ -124,18 +95,28 @@ impl fmt::Debug for SignatureBytes {
 }
 
 impl VerifiedWebhook {
-    pub(crate) fn new(facts: Facts) -> Self {
+    /// The context for the inner service: `facts`, with `url` (the one verification used,
+    /// kept without its userinfo) and the real client's address.
+    pub(crate) fn new(facts: Facts, url: String, client_ip: Option<IpAddr>) -> Self {
+        let url = match redact_userinfo(&url) {
+            Cow::Borrowed(_) => url,
+            Cow::Owned(redacted) => redacted,
+        };
         Self {
-            inner: Arc::new(facts),
+            inner: Arc::new(Context {
+                facts,
+                url,
+                client_ip,
+            }),
         }
     }
 
     pub(crate) fn account_sid_arc(&self) -> Option<&Arc<str>> {
-        self.inner.account_sid.as_ref()
+        self.inner.facts.account_sid.as_ref()
     }
 
     pub(crate) fn tenant_id_arc(&self) -> Option<&Arc<str>> {
-        self.inner.tenant_id.as_ref()
+        self.inner.facts.tenant_id.as_ref()
     }
 
     pub(crate) fn client_ip(&self) -> Option<std::net::IpAddr> {
@@ -151,29 +132,29 @@ impl VerifiedWebhook {
     /// only for credentials that name their account. `None` when neither the request nor the
     /// resolver names one.
     pub fn account_sid(&self) -> Option<&str> {
-        self.inner.account_sid.as_deref()
+        self.inner.facts.account_sid.as_deref()
     }
 
     /// The tenant the resolver named, if any: not request data, but the answer for the
     /// account, SharedKey id, path or host the resolver looked at.
     pub fn tenant_id(&self) -> Option<&str> {
-        self.inner.tenant_id.as_deref()
+        self.inner.facts.tenant_id.as_deref()
     }
 
     /// The label of the secret that matched (`"primary"`, `"secondary"`,
     /// `"shared_key:<id>"`, …): never the secret.
     pub fn credential(&self) -> &str {
-        &self.inner.credential
+        &self.inner.facts.credential
     }
 
     /// The signature algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.inner.algorithm
+        self.inner.facts.algorithm
     }
 
     /// Which spelling of the URL matched.
     pub fn url_form(&self) -> UrlForm {
-        self.inner.url_form
+        self.inner.facts.url_form
     }
 
     /// What the signature covered besides the URL: the form parameters, the body through
@@ -190,19 +171,20 @@ impl VerifiedWebhook {
     /// }
     /// ```
     pub fn covered(&self) -> Covered {
-        self.inner.covered
+        self.inner.facts.covered
     }
 
     /// The decoded parameters: the form body's, or the query's for a `GET`. Empty for a JSON
     /// body (read the body for those). Covered by the signature, pair for pair.
     pub fn params(&self) -> &Params {
-        &self.inner.params
+        &self.inner.facts.params
     }
 
     /// The `I-Twilio-Idempotency-Token` header, for de-duplicating Twilio's retries. Not
     /// covered by the signature.
     pub fn idempotency_token(&self) -> Option<&str> {
         self.inner
+            .facts
             .idempotency_token
             .as_ref()
             .and_then(|value| value.to_str().ok())
@@ -210,12 +192,17 @@ impl VerifiedWebhook {
 
     /// The signature header that verified, for the replay key: crate-private, never in `Debug`.
     pub(crate) fn signature(&self) -> Option<&[u8]> {
-        self.inner.signature.as_ref().map(SignatureBytes::as_bytes)
+        self.inner
+            .facts
+            .signature
+            .as_ref()
+            .map(SignatureBytes::as_bytes)
     }
 
     /// The idempotency token's raw bytes, for the replay key of the delivery scope.
     pub(crate) fn idempotency_token_bytes(&self) -> Option<&[u8]> {
         self.inner
+            .facts
             .idempotency_token
             .as_ref()
             .map(HeaderValue::as_bytes)

@@ -1056,19 +1056,21 @@ mod tests {
             });
         for token in &ground {
             let mut request = Request::new(());
-            request.extensions_mut().insert(VerifiedWebhook::new(Facts {
-                account_sid: None,
-                tenant_id: None,
-                credential: "primary".into(),
-                algorithm: Algorithm::HmacSha1,
-                url_form: UrlForm::AsReceived,
-                covered: Covered::FormParams,
-                params: Params::default(),
-                idempotency_token: Some(HeaderValue::from_str(token).unwrap()),
-                signature: SignatureBytes::new(SIGNATURE),
-                url: "https://example.com/twilio/voice".to_owned(),
-                client_ip: None,
-            }));
+            request.extensions_mut().insert(VerifiedWebhook::new(
+                Facts {
+                    account_sid: None,
+                    tenant_id: None,
+                    credential: "primary".into(),
+                    algorithm: Algorithm::HmacSha1,
+                    url_form: UrlForm::AsReceived,
+                    covered: Covered::FormParams,
+                    params: Params::default(),
+                    idempotency_token: Some(HeaderValue::from_str(token).unwrap()),
+                    signature: SignatureBytes::new(SIGNATURE),
+                },
+                "https://example.com/twilio/voice".to_owned(),
+                None,
+            ));
             let response = service.clone().oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
         }

@@ -817,19 +817,21 @@ mod tests {
 
     /// A verified webhook as the signature layer leaves it, but without the signature.
     fn webhook_without_signature() -> VerifiedWebhook {
-        VerifiedWebhook::new(Facts {
-            account_sid: None,
-            tenant_id: None,
-            credential: "primary".into(),
-            algorithm: Algorithm::HmacSha1,
-            url_form: UrlForm::AsReceived,
-            covered: Covered::UrlOnly,
-            params: Params::default(),
-            idempotency_token: None,
-            signature: None,
-            url: "https://example.com/sms".to_owned(),
-            client_ip: None,
-        })
+        VerifiedWebhook::new(
+            Facts {
+                account_sid: None,
+                tenant_id: None,
+                credential: "primary".into(),
+                algorithm: Algorithm::HmacSha1,
+                url_form: UrlForm::AsReceived,
+                covered: Covered::UrlOnly,
+                params: Params::default(),
+                idempotency_token: None,
+                signature: None,
+            },
+            "https://example.com/sms".to_owned(),
+            None,
+        )
     }
 
     #[tokio::test]
