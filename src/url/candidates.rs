@@ -123,7 +123,7 @@ impl<'a> Variants<'a> {
             .into_iter()
             .filter_map(|element| ForwardedElement::parse(element.ok()?).ok()?.host);
         for host in parsed {
-            add_host(host.into(), "Forwarded");
+            add_host(host, "Forwarded");
         }
         if let Some(host) = single_text(headers, "x-original-host") {
             add_host(host.into(), "X-Original-Host");

@@ -16,7 +16,7 @@
 //! quoted string does not count), so its cost grows with the length of the lines read, never
 //! with anything more.
 
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -128,21 +128,23 @@ pub(crate) fn forwarded_elements(headers: &HeaderMap) -> (Vec<Result<&str, UrlEr
     (out, false)
 }
 
-/// One element of an RFC 7239 `Forwarded` header: the parameters this crate reads.
+/// One element of an RFC 7239 `Forwarded` header: the parameters this crate reads, borrowed
+/// from the header unless a quoted string had escapes to remove.
 #[derive(Debug, Default)]
-pub(crate) struct ForwardedElement {
+pub(crate) struct ForwardedElement<'h> {
     /// `for=`, when it is an address.
     pub(crate) for_ip: Option<IpAddr>,
     /// `proto=`, unquoted.
-    pub(crate) proto: Option<String>,
+    pub(crate) proto: Option<Cow<'h, str>>,
     /// `host=`, unquoted.
-    pub(crate) host: Option<String>,
+    pub(crate) host: Option<Cow<'h, str>>,
 }
 
-impl ForwardedElement {
+impl<'h> ForwardedElement<'h> {
     /// Parses one element (`for=…;proto=…;host=…`); a pair without `=` or a quoted string left
-    /// open is an error, an unknown parameter is skipped.
-    pub(crate) fn parse(element: &str) -> Result<Self, UrlError> {
+    /// open is an error, an unknown parameter is skipped. Nothing is allocated unless a quoted
+    /// value holds an escape.
+    pub(crate) fn parse(element: &'h str) -> Result<Self, UrlError> {
         let mut out = Self::default();
         for pair in split_unquoted(element, ';') {
             let pair = pair.trim();
@@ -151,11 +153,13 @@ impl ForwardedElement {
             }
             let (name, value) = pair.split_once('=').ok_or(UrlError::InvalidForwarded)?;
             let value = unquote(value.trim()).ok_or(UrlError::InvalidForwarded)?;
-            match name.trim().to_ascii_lowercase().as_str() {
-                "for" => out.for_ip = parse_node(&value),
-                "proto" => out.proto = Some(value),
-                "host" => out.host = Some(value),
-                _ => {}
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("for") {
+                out.for_ip = parse_node(&value);
+            } else if name.eq_ignore_ascii_case("proto") {
+                out.proto = Some(value);
+            } else if name.eq_ignore_ascii_case("host") {
+                out.host = Some(value);
             }
         }
         Ok(out)
@@ -181,19 +185,22 @@ fn split_unquoted(value: &str, separator: char) -> impl Iterator<Item = &str> {
     })
 }
 
-/// A token as it is, or a quoted string without its quotes and escapes; `None` for a quoted
-/// string left open.
-fn unquote(value: &str) -> Option<String> {
+/// A token as it is, or a quoted string without its quotes and escapes (copied only when it
+/// has escapes); `None` for a quoted string left open.
+fn unquote(value: &str) -> Option<Cow<'_, str>> {
     let Some(inner) = value.strip_prefix('"') else {
-        return Some(value.to_owned());
+        return Some(Cow::Borrowed(value));
     };
     let inner = inner.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         out.push(if c == '\\' { chars.next()? } else { c });
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 /// An RFC 7239 node or an `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5`, `[::1]`, `[::1]:5`,
@@ -255,6 +262,27 @@ mod tests {
         // The last value is the nearest proxy's, empty or not.
         assert_eq!(last_value(&map, &X_FORWARDED_PORT), Ok(Some("")));
         assert_eq!(last_value(&map, &X_FORWARDED_PREFIX), Ok(None));
+    }
+
+    #[test]
+    fn an_element_is_read_in_any_case_and_copied_only_to_remove_escapes() {
+        let element =
+            ForwardedElement::parse(r#"For="[2001:db8::1]:4711";PROTO=https;Host="a\.example""#)
+                .unwrap();
+        assert_eq!(element.for_ip, "2001:db8::1".parse().ok());
+        assert!(matches!(element.proto, Some(Cow::Borrowed("https"))));
+        assert!(matches!(element.host.as_deref(), Some("a.example")));
+        assert!(
+            matches!(element.host, Some(Cow::Owned(_))),
+            "an escape was removed"
+        );
+        let quoted = ForwardedElement::parse(r#"host="api.example.com:443""#).unwrap();
+        assert!(matches!(
+            quoted.host,
+            Some(Cow::Borrowed("api.example.com:443"))
+        ));
+        assert!(ForwardedElement::parse(r#"host="open"#).is_err());
+        assert!(ForwardedElement::parse("host").is_err());
     }
 
     #[test]

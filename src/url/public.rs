@@ -436,7 +436,7 @@ impl ForwardedHeaders {
                 if !valid_host(&value) {
                     return Err(UrlError::InvalidForwarded);
                 }
-                host = Some(value);
+                host = Some(value.into_owned());
             }
             if self.reads(F::ForwardedFor) && element.for_ip.is_some() {
                 client_ip = element.for_ip;
@@ -492,10 +492,10 @@ impl ForwardedHeaders {
         })
     }
 
-    fn chosen_forwarded_element(
+    fn chosen_forwarded_element<'h>(
         &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<ForwardedElement>, UrlError> {
+        headers: &'h HeaderMap,
+    ) -> Result<Option<ForwardedElement<'h>>, UrlError> {
         // From the nearest proxy outwards: skip elements added for connections from trusted
         // proxies; the first other one was written by the proxy the client reached.
         let (elements, more) = forwarded_elements(headers);
