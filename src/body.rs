@@ -203,11 +203,12 @@ pin_project! {
         Full {
             data: Full,
         },
-        // What was read of the inner body (and the frame or error that stopped the reading),
+        // What was read of the inner body (and the frame or error that stopped the reading,
+        // boxed: it is rare, and a trailers frame would triple every response body's size),
         // then the rest of it.
         Rest {
             prefix: Option<Bytes>,
-            held: Option<Result<Frame<Bytes>, BoxError>>,
+            held: Option<Box<Result<Frame<Bytes>, BoxError>>>,
             #[pin]
             body: B,
         },
@@ -238,7 +239,7 @@ impl<B> ResponseBody<B> {
         Self {
             kind: Kind::Rest {
                 prefix: (!prefix.is_empty()).then_some(prefix),
-                held,
+                held: held.map(Box::new),
                 body,
             },
         }
@@ -293,7 +294,7 @@ where
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
                 if let Some(held) = held.take() {
-                    return Poll::Ready(Some(held));
+                    return Poll::Ready(Some(*held));
                 }
                 poll_inner(body, cx)
             }
