@@ -315,13 +315,21 @@ where
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::Full { data } => data.size_hint(),
-            Kind::Rest { prefix, body, .. } => {
+            Kind::Rest { prefix, held, body } => {
+                // The prefix and a held data frame come before the rest of the body: a server
+                // takes an exact hint for the `Content-Length` it writes.
                 let mut hint = body.size_hint();
-                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
-                hint.set_lower(hint.lower() + extra);
+                let held = held
+                    .as_deref()
+                    .and_then(|held| held.as_ref().ok())
+                    .and_then(Frame::data_ref)
+                    .map_or(0, Bytes::len);
+                let extra = prefix.as_ref().map_or(0, Bytes::len) as u64 + held as u64;
+                // The upper bound first: a lower bound above it panics.
                 if let Some(upper) = hint.upper() {
                     hint.set_upper(upper + extra);
                 }
+                hint.set_lower(hint.lower() + extra);
                 hint
             }
         }
@@ -390,6 +398,36 @@ mod tests {
             Poll::Ready(result) => result,
             Poll::Pending => panic!("a ready body collects at once"),
         }
+    }
+
+    #[test]
+    fn a_first_answer_handed_on_gives_its_prefix_its_held_frame_then_the_rest() {
+        // The body's size hint counts every byte it will give: a server writes an exact hint
+        // as the `Content-Length`, and one short of the held frame sent an empty answer.
+        let rest = || Frames(VecDeque::from([data("ef")]));
+        let mut body = ResponseBody::rest(Bytes::from_static(b"ab"), Some(data("cd")), rest());
+        // (The rest gives no hint of its own.)
+        assert_eq!(body.size_hint().lower(), 4);
+        assert!(!body.is_end_stream());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut given = Vec::new();
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut body).poll_frame(&mut cx) {
+            given.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(given, ["ab", "cd", "ef"]);
+
+        // A held error comes after the prefix, and nothing is counted for it.
+        let error = Err(BoxError::from("cut"));
+        let mut body = ResponseBody::rest(Bytes::from_static(b"ab"), Some(error), rest());
+        assert_eq!(body.size_hint().lower(), 2);
+        let first = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(first, Poll::Ready(Some(Ok(_)))));
+        let second = Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(matches!(second, Poll::Ready(Some(Err(_)))));
+
+        // Held in full: exact.
+        let full = ResponseBody::<Frames>::full(Bytes::from_static(b"<Response/>"));
+        assert_eq!(full.size_hint().exact(), Some(11));
     }
 
     #[test]

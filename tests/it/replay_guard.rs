@@ -140,10 +140,19 @@ async fn answer(response: Response<UnsyncBoxBody<Bytes, BoxError>>) -> Answer {
         .get::<Rejection>()
         .map(Rejection::kind);
     let (parts, body) = response.into_parts();
+    // A server takes an exact size hint for the `Content-Length` it writes (hyper does): every
+    // answer's hint must hold the bytes it gives.
+    let hint = http_body::Body::size_hint(&body);
+    let body = body.collect().await.unwrap().to_bytes();
+    let len = body.len() as u64;
+    assert!(
+        hint.lower() <= len && hint.upper().is_none_or(|upper| len <= upper),
+        "size hint {hint:?} for a body of {len} bytes"
+    );
     Answer {
         status: parts.status,
         content_type: parts.headers.get(header::CONTENT_TYPE).cloned(),
-        body: body.collect().await.unwrap().to_bytes(),
+        body,
         kind,
     }
 }
