@@ -12,6 +12,7 @@ use std::{
 
 use http::{Method, StatusCode, header, request::Parts};
 
+use super::{MAX_EVENT_URL, bounded, bounded_text};
 use crate::{
     doctor::Diagnosis, rejection::RejectionKind, url::redact::redact_query,
     verified_webhook::VerifiedWebhook,
@@ -114,11 +115,14 @@ pub struct WebhookLogEntry {
     pub outcome: WebhookOutcome,
     /// The request method.
     pub method: Method,
-    /// The request path (without the query), as received: still percent-encoded.
+    /// The request path (without the query), as received: still percent-encoded; at most
+    /// 2048 bytes of it, ending in `…` when cut (the verified URL is whole in
+    /// [`webhook`](Self::webhook)).
     pub path: String,
-    /// The query, if any: with its values redacted (`From=[redacted]&Body=[redacted]`) until
-    /// the `Verified` outcome, which carries it as received. An unverified request's parameters
-    /// are whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
+    /// The query, if any: with its values redacted (`From=[redacted]&Body=[redacted]`) and at
+    /// most 2048 bytes of it, ending in `…` when cut, until the `Verified` outcome, which
+    /// carries it as received (signed, so Twilio's). An unverified request's parameters are
+    /// whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
     /// personal data: neither is logged.
     pub query: Option<String>,
     /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`): at most 256 bytes of it,
@@ -197,8 +201,11 @@ impl Lifecycle {
                 id: next_id(),
                 outcome: WebhookOutcome::Received,
                 method: parts.method.clone(),
-                path: parts.uri.path().to_owned(),
-                query: parts.uri.query().map(|q| redact_query(q).into_owned()),
+                path: bounded_text(parts.uri.path(), MAX_EVENT_URL),
+                query: parts
+                    .uri
+                    .query()
+                    .map(|q| bounded(redact_query(q).into_owned(), MAX_EVENT_URL)),
                 user_agent: super::header_text(&parts.headers, &header::USER_AGENT),
                 received_at: SystemTime::now(),
                 client_ip,

@@ -145,12 +145,27 @@ impl SecurityEvent {
 /// A header's value as text (invalid UTF-8 replaced), for events and the webhook log.
 pub(crate) fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let value = headers.get(name)?.as_bytes();
+    // Decoded from no more bytes than are kept; a byte that is not UTF-8 becomes three
+    // (U+FFFD), so the text is cut again after decoding.
     let kept = &value[..value.len().min(MAX_HEADER_TEXT)];
-    let mut text = String::from_utf8_lossy(kept).into_owned();
-    if kept.len() < value.len() {
+    let mut text = bounded(String::from_utf8_lossy(kept).into_owned(), MAX_HEADER_TEXT);
+    if kept.len() < value.len() && !text.ends_with(CUT) {
         text.push(CUT);
     }
     Some(text)
+}
+
+/// The first `max` bytes of `text` (see [`bounded`]), copied.
+pub(crate) fn bounded_text(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = text[..end].to_owned();
+    if end < text.len() {
+        out.push(CUT);
+    }
+    out
 }
 
 /// The most bytes of a header's value an event or a webhook log entry keeps: a `User-Agent`
@@ -167,7 +182,7 @@ pub(crate) const CUT: char = '…';
 
 /// `text`, cut to at most `max` bytes (at a character boundary) and marked with [`CUT`] when it
 /// was longer.
-fn bounded(mut text: String, max: usize) -> String {
+pub(crate) fn bounded(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {

@@ -1141,3 +1141,63 @@ async fn raw_non_ascii_in_the_request_target_never_reaches_the_layer() {
     assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
     assert!(sink.events().is_empty(), "hyper refused it first");
 }
+
+/// A forged request with a 20 KB path and a 30 KB query: the webhook log's entries (handed to
+/// every `OnWebhook`, which may store or ship them) keep a bounded part of each, as the event
+/// does of the URL.
+#[tokio::test]
+async fn webhook_log_keeps_a_bounded_part_of_a_long_path_and_query() {
+    use std::sync::{Arc, Mutex};
+    use tower_twilio::events::log::WebhookLogEntry;
+
+    let entries: Arc<Mutex<Vec<WebhookLogEntry>>> = Arc::default();
+    let record = Arc::clone(&entries);
+    let sink = RecordingSink::default();
+    let layer = fixed(&sink)
+        .on_webhook(move |entry: &WebhookLogEntry| record.lock().unwrap().push(entry.clone()));
+    let names: Vec<_> = (0..5_000).map(|i| format!("n{i}")).collect();
+    let target = format!("/twilio/{}?{}", "p".repeat(20_000), names.join("&"));
+    let response = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(echo)
+        .oneshot(post(&target, "Body=hi", &[b"forged"]))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let bound = 2048 + '…'.len_utf8();
+    assert!(sink.events()[0].url.len() <= bound);
+    let entries = entries.lock().unwrap();
+    assert!(entries.len() >= 2, "received and rejected");
+    for entry in entries.iter() {
+        assert!(
+            entry.path.len() <= bound,
+            "path: {} bytes",
+            entry.path.len()
+        );
+        assert!(entry.path.starts_with("/twilio/ppp") && entry.path.ends_with('…'));
+        let query = entry.query.as_deref().unwrap();
+        assert!(query.len() <= bound, "query: {} bytes", query.len());
+    }
+}
+
+/// A `User-Agent` of bytes that are not UTF-8: each becomes U+FFFD, three bytes, and the event
+/// still keeps at most 256 bytes of text.
+#[tokio::test]
+async fn a_user_agent_of_invalid_bytes_is_kept_to_256_bytes() {
+    let sink = RecordingSink::default();
+    let request = with_header(
+        without_header(post("/twilio/sms", "Body=hi", &[b"forged"]), "user-agent"),
+        "user-agent",
+        &[0xff; 300],
+    );
+    let response = ServiceBuilder::new()
+        .layer(fixed(&sink))
+        .service_fn(echo)
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let agent = sink.events()[0].user_agent.clone().unwrap();
+    assert!(agent.len() <= 256 + '…'.len_utf8(), "{} bytes", agent.len());
+    assert!(agent.starts_with('\u{fffd}') && agent.ends_with('…'));
+}
