@@ -75,7 +75,7 @@ fn done(window: Duration) -> Record {
         Some(http::HeaderValue::from_static("text/xml")),
         bytes::Bytes::from_static(b"<Response><Message>hi</Message></Response>"),
     );
-    Record { answer, window }
+    Record::new(answer, window)
 }
 
 fn memory(c: &mut Criterion) {

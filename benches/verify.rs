@@ -149,7 +149,8 @@ impl ReplayStore for Forgetful {
     }
     fn complete(&self, key: &ReplayKey, token: ClaimToken, record: Record) -> Self::CompleteFuture {
         let window = Duration::ZERO;
-        self.0.complete(key, token, Record { window, ..record })
+        self.0
+            .complete(key, token, Record::new(record.answer, window))
     }
     fn release(&self, key: &ReplayKey, token: ClaimToken) -> Self::ReleaseFuture {
         self.0.release(key, token)

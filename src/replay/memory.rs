@@ -76,7 +76,7 @@ use super::{
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::InFlight);
 /// let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(b"<Response/>"));
 /// let window = Duration::from_secs(24 * 3600);
-/// store.complete(&key, token, Record { answer: answer.clone(), window }).await?;
+/// store.complete(&key, token, Record::new(answer.clone(), window)).await?;
 /// assert_eq!(store.claim(&key, Duration::from_secs(60)).await?, Claim::Done(answer));
 /// # Ok(())
 /// # }
@@ -873,7 +873,7 @@ mod tests {
         window: Duration,
     ) {
         let answer = answer.clone();
-        let record = Record { answer, window };
+        let record = Record::new(answer, window);
         store.lock().complete(key, token, &record).unwrap();
     }
 

@@ -29,7 +29,7 @@
 //! };
 //! let answer = StoredAnswer::new(StatusCode::OK, None, Bytes::from_static(b"<Response/>"));
 //! let window = Duration::from_secs(3600);
-//! store.complete(&key, token, Record { answer: answer.clone(), window }).await?;
+//! store.complete(&key, token, Record::new(answer.clone(), window)).await?;
 //! assert_eq!(store.claim(&key, Duration::from_secs(5)).await?, Claim::Done(answer));
 //! # Ok(())
 //! # }

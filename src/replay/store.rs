@@ -53,6 +53,7 @@ impl ClaimToken {
 /// [`ReplayStore::claim_delivery`] is asked. The guard makes one per delivery in the
 /// [delivery scope](crate::replay_guard::Scope::Delivery) from its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeliveryClaim {
     /// The delivery's own key: the signature and the idempotency token
     /// ([`ReplayKey::for_delivery`]).
@@ -67,15 +68,43 @@ pub struct DeliveryClaim {
     pub lease: Duration,
 }
 
+impl DeliveryClaim {
+    /// The claim of delivery `key`, counted under `deliveries`: at most `max` deliveries told
+    /// apart per `period`, the claim held for `lease` without renewal.
+    pub fn new(
+        key: ReplayKey,
+        deliveries: ReplayKey,
+        max: u32,
+        period: Duration,
+        lease: Duration,
+    ) -> Self {
+        Self {
+            key,
+            deliveries,
+            max,
+            period,
+            lease,
+        }
+    }
+}
+
 /// What [`ReplayStore::complete`] records for a processed webhook: its first answer, and how
 /// long it is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// The answer every copy gets.
     pub answer: StoredAnswer,
     /// How long the webhook is known as done: the guard's window (its delivery window for one
     /// delivery).
     pub window: Duration,
+}
+
+impl Record {
+    /// `answer`, kept for `window`.
+    pub fn new(answer: StoredAnswer, window: Duration) -> Self {
+        Self { answer, window }
+    }
 }
 
 /// Keeps which webhooks are in flight and which were processed, with the first answer to

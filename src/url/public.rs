@@ -255,7 +255,13 @@ fn request_authority<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str
 ///   `host=` ([`ForwardedField::ForwardedHost`]) and `for=` (the client address,
 ///   [`ForwardedField::ForwardedFor`]).
 /// - `X-Forwarded-Proto`, `-Host`, `-Port`, `-Prefix`: the last value (set or appended by the
-///   nearest proxy). `X-Forwarded-For`: the last address that is not a trusted proxy.
+///   nearest proxy). `X-Forwarded-For`: the last address that is not a trusted proxy; when
+///   every address is a trusted proxy's, the farthest (the header's first).
+/// - At most 16 values of each header are read, from its end. Past 16 trusted hops the client
+///   cannot be told: a `Forwarded` chain refuses the request
+///   ([`RejectionKind::UnresolvableUrl`](crate::RejectionKind::UnresolvableUrl)), since its
+///   element also names the scheme and host; an `X-Forwarded-For` chain names no client, and
+///   the peer's address stands.
 /// - Where both name a scheme, host or client, `Forwarded` wins.
 /// - A value read that cannot stand in the URL refuses the request
 ///   ([`RejectionKind::UnresolvableUrl`](crate::RejectionKind::UnresolvableUrl)): a scheme

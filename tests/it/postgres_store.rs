@@ -87,7 +87,7 @@ fn key(n: u64) -> ReplayKey {
 /// [`answer`], kept for `window`.
 fn kept(window: Duration) -> Record {
     let answer = answer();
-    Record { answer, window }
+    Record::new(answer, window)
 }
 
 fn answer() -> StoredAnswer {

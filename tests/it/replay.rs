@@ -27,7 +27,7 @@ fn done() -> StoredAnswer {
 /// [`done`], kept for `window`.
 fn kept(window: Duration) -> Record {
     let answer = done();
-    Record { answer, window }
+    Record::new(answer, window)
 }
 
 /// Records `count` distinct verified webhooks (claim, then complete) in `store`.

@@ -588,7 +588,7 @@ pub(crate) mod contract {
     /// `answer`, kept for a minute.
     fn kept(answer: StoredAnswer) -> Record {
         let window = Duration::from_secs(60);
-        Record { answer, window }
+        Record::new(answer, window)
     }
 
     fn key(n: u8) -> ReplayKey {
@@ -668,12 +668,14 @@ pub(crate) mod contract {
     pub(crate) async fn run_deliveries<St: ReplayStore>(store: &St) {
         let period = Duration::from_secs(2);
         // The `n`th delivery of the webhook signed with `signature`.
-        let nth = |signature: u8, n: u8| DeliveryClaim {
-            key: ReplayKey::for_delivery(Algorithm::HmacSha1, &[signature; 28], &[n]),
-            deliveries: ReplayKey::deliveries(Algorithm::HmacSha1, &[signature; 28]),
-            max: 2,
-            period,
-            lease: LEASE,
+        let nth = |signature: u8, n: u8| {
+            DeliveryClaim::new(
+                ReplayKey::for_delivery(Algorithm::HmacSha1, &[signature; 28], &[n]),
+                ReplayKey::deliveries(Algorithm::HmacSha1, &[signature; 28]),
+                2,
+                period,
+                LEASE,
+            )
         };
         let delivery = |n: u8| nth(9, n).key;
         let claim = |n: u8| store.claim_delivery(&nth(9, n));
@@ -894,10 +896,7 @@ fn memory_store_with_answers_stays_within_its_bytes_under_100_000_webhooks() {
     let key = |n: usize| ReplayKey::new(Algorithm::HmacSha1, format!("{n:027}=").as_bytes());
     let lease = Duration::from_secs(5);
     let window = Duration::from_secs(3600);
-    let kept = Record {
-        answer: answer.clone(),
-        window,
-    };
+    let kept = Record::new(answer.clone(), window);
     let info = allocation_counter::measure(|| {
         for n in 0..WEBHOOKS {
             let Ok(Claim::Claimed(token)) = store.claim(&key(n), lease).into_inner() else {
