@@ -216,6 +216,31 @@ impl VerifiedWebhook {
     }
 }
 
+/// A verified webhook as the signature layer leaves one, built by hand for the unit tests of
+/// what reads it (the replay guard, the stores).
+#[cfg(test)]
+impl VerifiedWebhook {
+    pub(crate) fn for_tests(
+        url: &str,
+        covered: Covered,
+        signature: Option<&[u8]>,
+        idempotency_token: Option<HeaderValue>,
+    ) -> Self {
+        let facts = Facts {
+            account_sid: None,
+            tenant_id: None,
+            credential: "primary".into(),
+            algorithm: Algorithm::HmacSha1,
+            url_form: UrlForm::AsReceived,
+            covered,
+            params: Params::default(),
+            idempotency_token,
+            signature: signature.and_then(SignatureBytes::new),
+        };
+        Self::new(facts, url.to_owned(), None)
+    }
+}
+
 impl fmt::Debug for VerifiedWebhook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedWebhook")

@@ -1021,10 +1021,8 @@ mod tests {
 
         use crate::{
             VerifiedWebhook,
-            form::Params,
             replay_guard::{ReplayGuardLayer, Scope},
-            verified_webhook::{Facts, SignatureBytes},
-            verify::{Covered, UrlForm},
+            verify::Covered,
         };
 
         const SIGNATURE: &[u8] = b"RSOYDt4T1cUTdK1PDd93/VVr8B8=";
@@ -1056,20 +1054,11 @@ mod tests {
             });
         for token in &ground {
             let mut request = Request::new(());
-            request.extensions_mut().insert(VerifiedWebhook::new(
-                Facts {
-                    account_sid: None,
-                    tenant_id: None,
-                    credential: "primary".into(),
-                    algorithm: Algorithm::HmacSha1,
-                    url_form: UrlForm::AsReceived,
-                    covered: Covered::FormParams,
-                    params: Params::default(),
-                    idempotency_token: Some(HeaderValue::from_str(token).unwrap()),
-                    signature: SignatureBytes::new(SIGNATURE),
-                },
-                "https://example.com/twilio/voice".to_owned(),
-                None,
+            request.extensions_mut().insert(VerifiedWebhook::for_tests(
+                "https://example.com/twilio/voice",
+                Covered::FormParams,
+                Some(SIGNATURE),
+                Some(HeaderValue::from_str(token).unwrap()),
             ));
             let response = service.clone().oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);

@@ -810,28 +810,11 @@ mod tests {
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::*;
-    use crate::{
-        form::Params, replay::MemoryStore, replay_guard::ReplayGuardLayer, signature::Algorithm,
-        verified_webhook::Facts, verify::UrlForm,
-    };
+    use crate::{replay::MemoryStore, replay_guard::ReplayGuardLayer};
 
     /// A verified webhook as the signature layer leaves it, but without the signature.
     fn webhook_without_signature() -> VerifiedWebhook {
-        VerifiedWebhook::new(
-            Facts {
-                account_sid: None,
-                tenant_id: None,
-                credential: "primary".into(),
-                algorithm: Algorithm::HmacSha1,
-                url_form: UrlForm::AsReceived,
-                covered: Covered::UrlOnly,
-                params: Params::default(),
-                idempotency_token: None,
-                signature: None,
-            },
-            "https://example.com/sms".to_owned(),
-            None,
-        )
+        VerifiedWebhook::for_tests("https://example.com/sms", Covered::UrlOnly, None, None)
     }
 
     #[tokio::test]
