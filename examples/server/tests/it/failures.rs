@@ -16,6 +16,22 @@ use crate::support::{
     statuses,
 };
 
+/// Makes every insert into `call_history` fail.
+fn refuse_call_writes(db: &TestDb) -> &'static [&'static str] {
+    match db.location {
+        Location::Sqlite(_) => &[
+            "CREATE TRIGGER refuse_for_the_test BEFORE INSERT ON call_history
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        ],
+        Location::Postgres(_) => &[
+            "CREATE FUNCTION refuse_for_the_test() RETURNS trigger LANGUAGE plpgsql
+             AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER refuse_for_the_test BEFORE INSERT ON call_history
+             FOR EACH ROW EXECUTE FUNCTION refuse_for_the_test()",
+        ],
+    }
+}
+
 /// Makes every insert into `message_history` fail, as a database that refuses a write does.
 fn refuse_status_writes(db: &TestDb) -> &'static [&'static str] {
     match db.location {
@@ -47,6 +63,10 @@ on_both_databases! {
     /// again (Twilio's retry, when the callback URL has `#rp=5xx`) runs the handler and is
     /// recorded, once.
     a_status_callback_that_cannot_be_recorded_fails_and_its_retry_is_recorded;
+
+    /// The same for a call's status callback and a recording's: each is answered `500`, and
+    /// its webhook log row says `failed`.
+    a_call_or_recording_callback_that_cannot_be_recorded_fails;
 
     /// A row that does not decode is a fault of the server: `500`, with a message that shows
     /// nothing of the row. A database that cannot be reached is `503`.
@@ -85,6 +105,32 @@ async fn a_status_callback_that_cannot_be_recorded_fails_and_its_retry_is_record
     assert_eq!(statuses(&record), [("delivered".to_owned(), None)]);
     let log = server.webhooks(1).await;
     assert_eq!(log[0]["outcome"], "processed", "{log:?}");
+    server.stop().await;
+    db.drop_database().await;
+}
+
+async fn a_call_or_recording_callback_that_cannot_be_recorded_fails(db: TestDb) {
+    let server = Server::start(db.config_with_account()).await;
+    db.execute(refuse_call_writes(&db)).await;
+    for (n, preset) in [
+        Preset::CallStatus("completed".to_owned()),
+        Preset::Recording("completed".to_owned()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let callback = server.webhook(&preset, ACCOUNT, TOKEN, &[]);
+        let (code, body, _) = server.send(&callback).await;
+        assert_eq!(
+            code,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{preset:?}: {body}"
+        );
+        assert!(!body.contains("refused by the test"), "{body}");
+        let log = server.webhooks(n + 1).await;
+        assert_eq!(log[0]["outcome"], "failed", "{preset:?}: {log:?}");
+        assert_eq!(log[0]["status_code"], 500);
+    }
     server.stop().await;
     db.drop_database().await;
 }
