@@ -204,7 +204,7 @@ pin_project! {
             data: Full,
         },
         // What was read of the inner body (and the frame or error that stopped the reading,
-        // boxed: it is rare, and a trailers frame would triple every response body's size),
+        // boxed: it is rare, and held inline it more than doubled every response body's size),
         // then the rest of it.
         Rest {
             prefix: Option<Bytes>,

@@ -235,7 +235,8 @@ impl VerifiedWebhook {
             covered,
             params: Params::default(),
             idempotency_token,
-            signature: signature.and_then(SignatureBytes::new),
+            signature: signature
+                .map(|signature| SignatureBytes::new(signature).expect("at most 64 bytes")),
         };
         Self::new(facts, url.to_owned(), None)
     }

@@ -121,8 +121,8 @@ pub struct WebhookLogEntry {
     pub path: String,
     /// The query, if any: with its values redacted (`From=[redacted]&Body=[redacted]`) and at
     /// most 2048 bytes of it, ending in `…` when cut, until the `Verified` outcome, which
-    /// carries it as received (signed, so Twilio's). An unverified request's parameters are
-    /// whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
+    /// carries it whole, as received (signed, so Twilio's). An unverified request's parameters
+    /// are whatever the sender put there, and a genuine one refused (a misconfigured URL) holds
     /// personal data: neither is logged.
     pub query: Option<String>,
     /// The `User-Agent` header (Twilio sends `TwilioProxy/1.1`): at most 256 bytes of it,
