@@ -157,10 +157,7 @@ pub(crate) fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<Stri
 
 /// The first `max` bytes of `text` (see [`bounded`]), copied.
 pub(crate) fn bounded_text(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = cut_point(text, max);
     let mut out = text[..end].to_owned();
     if end < text.len() {
         out.push(CUT);
@@ -183,15 +180,22 @@ pub(crate) const CUT: char = '…';
 /// `text`, cut to at most `max` bytes (at a character boundary) and marked with [`CUT`] when it
 /// was longer.
 pub(crate) fn bounded(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
+    let end = cut_point(&text, max);
+    if end < text.len() {
         text.truncate(end);
         text.push(CUT);
     }
     text
+}
+
+/// Where `text` is cut to keep at most `max` bytes: its length, or the last character boundary
+/// at or before `max`.
+fn cut_point(text: &str, max: usize) -> usize {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 /// What happened to the request an event is about.
