@@ -29,8 +29,10 @@
 //! changes), to a hyper client on the same thread. After the warm-up requests, every poll of
 //! the server's connection goes through [`server_poll`], the function the gate counts: HTTP
 //! parsing and writing, routing, the layer and the handler, without the client and the
-//! runtime's scheduling. The one clock-driven work left is hyper rendering its `Date` header
-//! again when a second has passed; the gate subtracts it.
+//! runtime's scheduling. MODE `server-floor` serves the same app behind the least any
+//! verifying layer does (see [`floor`]), for what the layer's own work adds beyond it. The one
+//! clock-driven work left is hyper rendering its `Date` header again when a second has passed;
+//! the gate subtracts it.
 #![allow(missing_docs)]
 
 use std::{
@@ -161,6 +163,114 @@ fn serve(runtime: &tokio::runtime::Runtime, app: Router, payload: &'static Paylo
     });
 }
 
+/// The least any verifying layer does in this server, to show what the layer's own work is:
+/// it reads the body whole, hands the handler the bytes in another body type and puts one
+/// shared context into the request's extensions, and hands the response back as it is. It parses,
+/// looks up and verifies nothing. MODE `server-floor` serves the app with it.
+mod floor {
+    use std::{
+        future::Future,
+        pin::Pin,
+        sync::Arc,
+        task::{Context, Poll, ready},
+    };
+
+    use bytes::Bytes;
+    use http::{Request, Response, request::Parts};
+    use http_body_util::{BodyExt, Full, combinators::Collect};
+    use pin_project_lite::pin_project;
+    use tower::{Layer, Service};
+
+    /// What the handler gets in the extensions.
+    #[derive(Clone)]
+    pub(crate) struct Context_(#[allow(dead_code)] Arc<u64>);
+
+    #[derive(Clone, Copy)]
+    pub(crate) struct FloorLayer;
+
+    impl<S> Layer<S> for FloorLayer {
+        type Service = Floor<S>;
+        fn layer(&self, inner: S) -> Floor<S> {
+            Floor(inner)
+        }
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Floor<S>(S);
+
+    impl<S, B, ResBody> Service<Request<B>> for Floor<S>
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
+        B: http_body::Body,
+    {
+        type Response = Response<ResBody>;
+        type Error = S::Error;
+        type Future = FloorFuture<S, B>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request<B>) -> Self::Future {
+            let clone = self.0.clone();
+            let inner = std::mem::replace(&mut self.0, clone);
+            let (parts, body) = request.into_parts();
+            FloorFuture {
+                state: State::Collecting {
+                    body: body.collect(),
+                    parts: Some(parts),
+                    inner: Some(inner),
+                },
+            }
+        }
+    }
+
+    pin_project! {
+        pub struct FloorFuture<S: Service<Request<Full<Bytes>>>, B: http_body::Body> {
+            #[pin]
+            state: State<S, B>,
+        }
+    }
+
+    pin_project! {
+        #[project = StateProj]
+        enum State<S: Service<Request<Full<Bytes>>>, B: http_body::Body> {
+            Collecting { #[pin] body: Collect<B>, parts: Option<Parts>, inner: Option<S> },
+            Inner { #[pin] future: S::Future },
+        }
+    }
+
+    impl<S, B, ResBody> Future for FloorFuture<S, B>
+    where
+        S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
+        B: http_body::Body,
+    {
+        type Output = Result<Response<ResBody>, S::Error>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let mut this = self.project();
+            loop {
+                match this.state.as_mut().project() {
+                    StateProj::Collecting { body, parts, inner } => {
+                        let Ok(collected) = ready!(body.poll(cx)) else {
+                            panic!("the probe's bodies do not fail");
+                        };
+                        let mut parts = parts.take().expect("polled once");
+                        parts.extensions.insert(Context_(Arc::new(7)));
+                        let request = Request::from_parts(parts, Full::new(collected.to_bytes()));
+                        let future = inner.take().expect("polled once").call(request);
+                        this.state.set(State::Inner { future });
+                    }
+                    StateProj::Inner { future } => {
+                        let response = ready!(future.poll(cx))?;
+                        return Poll::Ready(Ok(response));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `verify` on a generated body of `benches/growth` (`kind` `params` or `body_bytes`, as the
 /// criterion groups `growth/KIND/SIZE`), `count` times after the warm-up.
 fn growth_mode(kind: &str, size: &str, count: usize) {
@@ -248,6 +358,14 @@ fn main() {
     let body: &dyn Fn() = match mode.as_str() {
         "server-with" => return serve(&runtime, app().route_layer(twilio()), payload, count),
         "server-without" => return serve(&runtime, app(), payload, count),
+        "server-floor" => {
+            return serve(
+                &runtime,
+                app().route_layer(floor::FloorLayer),
+                payload,
+                count,
+            );
+        }
         "with" => &with,
         "without" => &without,
         "verify" => &verify,
@@ -255,7 +373,7 @@ fn main() {
         "hash" => &hash,
         other => {
             panic!(
-                "unknown mode {other:?}: with, without, verify, floor, hash, server-with or server-without"
+                "unknown mode {other:?}: with, without, verify, floor, hash, server-with, server-without or server-floor"
             )
         }
     };
