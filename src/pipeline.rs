@@ -325,26 +325,28 @@ pub(crate) fn complete(
     } else {
         RejectionKind::UnknownAccount
     };
-    let (credentials, known) = match resolution {
-        Ok(Some(credentials)) => (credentials, true),
-        Ok(None) => (Credentials::new(), false),
+    let resolved = match resolution {
+        Ok(resolved) => resolved,
         Err(error) => {
             let refusal = Refusal::with_source(RejectionKind::ResolverFailed, error);
             return Err(refusal.about(None, account_sid.as_ref()));
         }
     };
     let refuse =
-        |kind: RejectionKind| Refusal::new(kind).about(Some(&credentials), account_sid.as_ref());
+        |kind: RejectionKind| Refusal::new(kind).about(resolved.as_ref(), account_sid.as_ref());
     let key_id = shared_key_id.as_deref();
-    let known = known && credentials.iter().any(|c| c.applies_to(key_id));
     // Equal work: an unknown account or SharedKey goes through the same verification as a
-    // known one, with a key nobody holds, and is refused whatever that gives.
+    // known one, with a key nobody holds, and is refused whatever that gives. Nothing is
+    // built for it that a known one does not build (not even empty credentials).
     let dummy;
-    let verifying = if known {
-        &credentials
-    } else {
-        dummy = dummy_credentials(key_id);
-        &dummy
+    let (verifying, known) = match &resolved {
+        Some(credentials) if credentials.iter().any(|c| c.applies_to(key_id)) => {
+            (credentials, true)
+        }
+        _ => {
+            dummy = dummy_credentials(key_id);
+            (&dummy, false)
+        }
     };
     // No allocation: the filter is run again to name the one that matched.
     let applicable = || verifying.iter().filter(move |c| c.applies_to(key_id));
@@ -379,16 +381,16 @@ pub(crate) fn complete(
         .map(|c| Arc::clone(c.label_arc()))
         .ok_or_else(|| refuse(RejectionKind::SignatureMismatch))?;
     account::bind_account(
-        credentials.account_sid(),
+        verifying.account_sid(),
         account_sid.as_deref(),
         key_id.is_some(),
     )
     .map_err(|error| refuse(error.into()))?;
     // What `bind_account` answered: the owner when the resolver named one, else the named.
-    let account_sid = credentials.account_arc().cloned().or(account_sid);
+    let account_sid = verifying.account_arc().cloned().or(account_sid);
     let facts = Facts {
         account_sid,
-        tenant_id: credentials.tenant_arc().cloned(),
+        tenant_id: verifying.tenant_arc().cloned(),
         credential,
         algorithm: verified.algorithm,
         url_form: verified.url_form,

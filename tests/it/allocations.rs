@@ -263,11 +263,13 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    // No tenant: with the `metrics` feature a refused request's tenant becomes a label (one
+    // allocation), which reports the resolver's answer rather than costs the lookup; with it,
+    // a known account's label hid an allocation only an unknown account made (empty
+    // credentials), in the default build.
     let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
         KNOWN,
-        Credentials::new()
-            .tenant("acme")
-            .auth_token("primary", Secret::new(TOKEN).unwrap()),
+        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
     );
     // With the mismatch doctor on too (issue 19): it ran on the request path, for a known
     // account only, so a known account's forgery cost its whole diagnosis more. Now the doctor
@@ -298,6 +300,9 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
                 assert_eq!(response.status(), StatusCode::FORBIDDEN);
             })
         };
+        // Once each first: the first unknown account builds the key nobody holds, once per
+        // process (a `OnceLock`), which is not a cost of the request.
+        let _ = (count(KNOWN), count(UNKNOWN));
         let (known, unknown) = (count(KNOWN), count(UNKNOWN));
         println!(
             "allocations of a forged request, doctor {}: known account {known}, unknown \
