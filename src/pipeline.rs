@@ -142,7 +142,7 @@ pub(crate) fn check_head(parts: &Parts, body_size: &SizeHint, config: &Config) -
         && !config.report_only
     {
         Err(Refusal::new(error.into()))
-    } else if !config.report_only && !TwilioHeaders::read(&parts.headers).has_signature() {
+    } else if !config.report_only && !TwilioHeaders::has_signature(&parts.headers) {
         Err(Refusal::new(RejectionKind::MissingSignature))
     } else if body_size.lower() > config.max_body_size as u64 {
         Err(Refusal::new(RejectionKind::BodyTooLarge))
