@@ -226,7 +226,7 @@ where
     /// [`VerifiedWebhook`]: crate::VerifiedWebhook
     fn pass<B>(&mut self, mut parts: Parts, body: Bytes, facts: Facts) -> StateOf<S, R, B> {
         // Nothing is refused from here on: the URL moves into the context.
-        let url = std::mem::take(&mut self.url.url);
+        let url = self.url.take_without_userinfo();
         let webhook = VerifiedWebhook::new(facts, url, self.url.client_ip);
         self.observer.verified(&webhook);
         parts.extensions.insert(webhook);

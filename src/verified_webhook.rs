@@ -1,13 +1,12 @@
 //! [`VerifiedWebhook`]: what the inner service learns about a verified request.
 
-use std::{borrow::Cow, fmt, net::IpAddr, sync::Arc};
+use std::{fmt, net::IpAddr, sync::Arc};
 
 use http::HeaderValue;
 
 use crate::{
     form::Params,
     signature::Algorithm,
-    url::redact::redact_userinfo,
     verify::{Covered, UrlForm},
 };
 
@@ -96,12 +95,11 @@ impl fmt::Debug for SignatureBytes {
 
 impl VerifiedWebhook {
     /// The context for the inner service: `facts`, with `url` (the one verification used,
-    /// kept without its userinfo) and the real client's address.
+    /// without its userinfo: see [`RebuiltUrl::take_without_userinfo`]) and the real client's
+    /// address.
+    ///
+    /// [`RebuiltUrl::take_without_userinfo`]: crate::url::rebuilt::RebuiltUrl::take_without_userinfo
     pub(crate) fn new(facts: Facts, url: String, client_ip: Option<IpAddr>) -> Self {
-        let url = match redact_userinfo(&url) {
-            Cow::Borrowed(_) => url,
-            Cow::Owned(redacted) => redacted,
-        };
         Self {
             inner: Arc::new(Context {
                 facts,

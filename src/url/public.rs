@@ -53,8 +53,14 @@ pub struct PublicUrl {
 
 #[derive(Clone)]
 enum Source {
-    Fixed { base: Arc<str> },
-    RequestHost { scheme: Scheme },
+    Fixed {
+        base: Arc<str>,
+        /// Whether `base` may hold userinfo (it has an `@`).
+        userinfo: bool,
+    },
+    RequestHost {
+        scheme: Scheme,
+    },
     Forwarded(Arc<ForwardedHeaders>),
 }
 
@@ -134,6 +140,7 @@ impl PublicUrl {
         Ok(Self {
             source: Source::Fixed {
                 base: base.trim_end_matches('/').into(),
+                userinfo: base.contains('@'),
             },
         })
     }
@@ -178,15 +185,17 @@ impl PublicUrl {
             .filter(|pq| pq.starts_with('/'))
             .ok_or(UrlError::NoPath)?;
         match &self.source {
-            Source::Fixed { base } => Ok(RebuiltUrl {
+            Source::Fixed { base, userinfo } => Ok(RebuiltUrl {
                 url: join(&[base, path]),
                 client_ip: peer,
+                userinfo: *userinfo,
             }),
             Source::RequestHost { scheme } => {
                 let host = request_authority(&parts.uri, &parts.headers)?;
                 Ok(RebuiltUrl {
                     url: join(&[scheme.as_str(), "://", host, path]),
                     client_ip: peer,
+                    userinfo: false,
                 })
             }
             Source::Forwarded(config) => config.reconstruct(parts, path, peer),
@@ -197,7 +206,7 @@ impl PublicUrl {
 impl fmt::Debug for PublicUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
-            Source::Fixed { base } => f.debug_tuple("Fixed").field(base).finish(),
+            Source::Fixed { base, .. } => f.debug_tuple("Fixed").field(base).finish(),
             Source::RequestHost { scheme } => f.debug_tuple("RequestHost").field(scheme).finish(),
             Source::Forwarded(config) => f.debug_tuple("TrustForwarded").field(config).finish(),
         }
@@ -419,6 +428,7 @@ impl ForwardedHeaders {
             return Ok(RebuiltUrl {
                 url: join(&[self.default_scheme.as_str(), "://", host, path]),
                 client_ip: peer,
+                userinfo: false,
             });
         }
 
@@ -495,6 +505,7 @@ impl ForwardedHeaders {
         Ok(RebuiltUrl {
             url: join(&[scheme.as_str(), "://", &host, prefix, path]),
             client_ip,
+            userinfo: false,
         })
     }
 

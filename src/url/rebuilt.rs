@@ -2,7 +2,9 @@
 //! ([`UrlError`]). Crate-internal; reachable from outside only through
 //! [`__private`](crate::__private), for the fuzz targets and property tests.
 
-use std::{fmt, net::IpAddr};
+use std::{borrow::Cow, fmt, net::IpAddr};
+
+use super::redact::redact_userinfo;
 
 /// A rebuilt public URL and the client address that came with it: what rebuilding the URL
 /// with a [`PublicUrl`](crate::PublicUrl) gives.
@@ -13,11 +15,33 @@ pub struct RebuiltUrl {
     pub url: String,
     /// The real client's address: from the trusted forwarding chain, else the peer's.
     pub client_ip: Option<IpAddr>,
+    /// Whether `url` may hold userinfo (`user:password@`): only a fixed base URL gives it (a
+    /// request's host never does), or a request target taken as it came.
+    pub(crate) userinfo: bool,
 }
 
 impl RebuiltUrl {
+    /// `url` as it is, which may hold userinfo.
     pub(crate) fn new(url: String, client_ip: Option<IpAddr>) -> Self {
-        Self { url, client_ip }
+        let userinfo = url.contains('@');
+        Self {
+            url,
+            client_ip,
+            userinfo,
+        }
+    }
+
+    /// Takes the URL out without its userinfo (see [`redact_userinfo`]), leaving it empty: for
+    /// the verified context, once nothing more is refused. A URL without userinfo is moved.
+    pub(crate) fn take_without_userinfo(&mut self) -> String {
+        let url = std::mem::take(&mut self.url);
+        if !self.userinfo {
+            return url;
+        }
+        match redact_userinfo(&url) {
+            Cow::Borrowed(_) => url,
+            Cow::Owned(redacted) => redacted,
+        }
     }
 }
 

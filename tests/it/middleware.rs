@@ -88,6 +88,35 @@ async fn signed_request_reaches_the_handler_with_the_same_bytes() {
     assert!(sink.events().is_empty());
 }
 
+/// Twilio signs a URL with its basic-auth credentials in it: the layer verifies against them,
+/// and the handler's context never shows them.
+#[tokio::test]
+async fn a_base_url_with_userinfo_verifies_and_the_context_hides_it() {
+    let base = "https://twilio:hunter2@api.example.com";
+    let body = SMS_BODY;
+    let signature = twilio_signature(TOKEN, Algorithm::HmacSha1, &format!("{base}/sms"), body);
+    let request = Request::post("/sms")
+        .header("host", "internal:3000")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", signature)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let sink = RecordingSink::default();
+    let with_userinfo = layer(&sink).public_url(PublicUrl::fixed(base).unwrap());
+    let response = send(with_userinfo, request).await;
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", sink.events());
+    let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
+    assert_eq!(webhook.url(), "https://[redacted]@api.example.com/sms");
+    // A host that is not the base's brings no userinfo: the URL is kept as it is.
+    let (response, sink) = {
+        let sink = RecordingSink::default();
+        (send(layer(&sink), signed_post("/a@b", body)).await, sink)
+    };
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", sink.events());
+    let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
+    assert_eq!(webhook.url(), format!("{PUBLIC}/a@b"));
+}
+
 #[tokio::test]
 async fn any_changed_byte_is_refused() {
     let good = signed_post("/twilio/sms", SMS_BODY);
