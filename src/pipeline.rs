@@ -338,18 +338,18 @@ pub(crate) fn complete(
     // Equal work: an unknown account or SharedKey goes through the same verification as a
     // known one, with a key nobody holds, and is refused whatever that gives. Nothing is
     // built for it that a known one does not build (not even empty credentials).
-    let dummy;
-    let (verifying, known) = match &resolved {
+    // The dummy answers to its own SharedKey id, not the request's: it is built once.
+    let (verifying, known, applies_to) = match &resolved {
         Some(credentials) if credentials.iter().any(|c| c.applies_to(key_id)) => {
-            (credentials, true)
+            (credentials, true, key_id)
         }
         _ => {
-            dummy = dummy_credentials(key_id);
-            (&dummy, false)
+            let (dummy, dummy_key_id) = dummy_credentials(key_id.is_some());
+            (dummy, false, dummy_key_id)
         }
     };
     // No allocation: the filter is run again to name the one that matched.
-    let applicable = || verifying.iter().filter(move |c| c.applies_to(key_id));
+    let applicable = || verifying.iter().filter(move |c| c.applies_to(applies_to));
     // The headers were read by `prepare`: only the URL and the body are needed now.
     let request = WebhookRequest::new(&inbound.parts.method, &inbound.url.url, inbound.body)
         .exact_urls_only(config.exact_urls_only);
@@ -404,16 +404,23 @@ pub(crate) fn complete(
 
 /// What an unknown account or SharedKey is verified with, so that it costs the same HMAC work
 /// as a known one with a wrong signature and the response time does not tell which exist: one
-/// secret nobody holds ([`crate::secret::dummy`]), of the kind the request asks for.
-fn dummy_credentials(shared_key_id: Option<&str>) -> Credentials {
-    static AUTH_TOKEN: std::sync::OnceLock<Credentials> = std::sync::OnceLock::new();
-    match shared_key_id {
-        None => AUTH_TOKEN
-            .get_or_init(|| {
-                Credentials::new().auth_token("equal-work", crate::secret::dummy().clone())
-            })
-            .clone(),
-        Some(key_id) => Credentials::new().shared_key(key_id, crate::secret::dummy().clone()),
+/// secret nobody holds ([`crate::secret::dummy`]), of the kind the request asks for (a
+/// SharedKey for a request that names one), and the SharedKey id it answers to. Built once per
+/// process: a request for an unknown account allocates nothing a known one does not.
+fn dummy_credentials(shared_key: bool) -> (&'static Credentials, Option<&'static str>) {
+    use std::sync::OnceLock;
+    const KEY_ID: &str = "equal-work";
+    static AUTH_TOKEN: OnceLock<Credentials> = OnceLock::new();
+    static SHARED_KEY: OnceLock<Credentials> = OnceLock::new();
+    let dummy = crate::secret::dummy;
+    if shared_key {
+        let credentials =
+            SHARED_KEY.get_or_init(|| Credentials::new().shared_key(KEY_ID, dummy().clone()));
+        (credentials, Some(KEY_ID))
+    } else {
+        let credentials =
+            AUTH_TOKEN.get_or_init(|| Credentials::new().auth_token(KEY_ID, dummy().clone()));
+        (credentials, None)
     }
 }
 

@@ -320,6 +320,59 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
     );
 }
 
+/// The same for SharedKey ids: a forged request naming a SharedKey nobody holds made six
+/// allocations more than one naming a known key (44 against 38: the key nobody holds was built
+/// for each request), which told the ids that exist from the ones that do not.
+#[test]
+fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
+    const ACCOUNT: &str = "AC0123ffffffffffffffffffffffffffff";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
+        ACCOUNT,
+        Credentials::new().shared_key("webhooks_sharedkey_known", Secret::new(TOKEN).unwrap()),
+    );
+    let layer =
+        TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
+    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let forged = |key_id: &str| {
+        let body = format!("AccountSid={ACCOUNT}&Body=hi");
+        let url = format!("{PUBLIC_BASE}/twilio/sms");
+        let signature = twilio_signature("not-the-key", Algorithm::HmacSha256, &url, &body);
+        Request::post("/twilio/sms")
+            .header("host", "example.com")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-twilio-signature", signature)
+            .header(
+                "x-twilio-webhooks-signature-settings",
+                format!("key={key_id},algorithm=HMAC_SHA256"),
+            )
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let count = |key_id: &str| {
+        allocations(|| {
+            let response = runtime
+                .block_on(service.clone().oneshot(forged(key_id)))
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        })
+    };
+    // Once each first: one-time set-up (a `OnceLock`) is not a cost of the request.
+    let _ = (
+        count("webhooks_sharedkey_known"),
+        count("webhooks_sharedkey_other"),
+    );
+    let known = count("webhooks_sharedkey_known");
+    let unknown = count("webhooks_sharedkey_other");
+    println!("allocations of a forged SharedKey request: known key {known}, unknown key {unknown}");
+    assert_eq!(known, unknown);
+}
+
 /// Allocations of rebuilding the public URL of a request from a trusted proxy whose
 /// forwarding headers hold `count` values each.
 fn reconstruct_allocations(count: usize) -> u64 {
