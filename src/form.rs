@@ -40,6 +40,10 @@ pub fn is_form_urlencoded(content_type: &[u8]) -> bool {
 /// assert!(!is_json(b"text/plain; note=json"));
 /// ```
 pub fn is_json(content_type: &[u8]) -> bool {
+    // The spelling Twilio sends is one comparison; any other goes by the rules above.
+    if content_type == b"application/json" {
+        return true;
+    }
     let essence = essence(content_type);
     essence.eq_ignore_ascii_case(b"application/json")
         || (essence.len() > 5
