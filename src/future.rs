@@ -23,7 +23,7 @@ use crate::{
     observe::Observer,
     pipeline::{self, Inbound, Prepared, Refusal},
     rejection::{Rejection, RejectionResponse},
-    resolver::ResolveRequest,
+    resolver::{Resolution, ResolveRequest},
     url::rebuilt::RebuiltUrl,
     verified_webhook::{Facts, VerifiedWebhook},
 };
@@ -168,18 +168,8 @@ where
                     let future = resolution.as_mut().as_pin_mut();
                     let answer = ready!(future.expect(POLLED_AFTER_COMPLETION).poll(cx));
                     resolution.set(None);
-                    request.observer.resolved(&answer);
                     let (view, prepared, body) = asked.take().expect(POLLED_AFTER_COMPLETION);
-                    let parts = view.into_parts();
-                    let inbound = Inbound {
-                        parts: &parts,
-                        body: &body,
-                        url: &request.url,
-                    };
-                    match pipeline::complete(inbound, prepared, answer, &request.shared.config) {
-                        Ok(verified) => Ok(request.pass(parts, body, verified)),
-                        Err(refusal) => request.fail(parts, body, refusal),
-                    }
+                    request.complete(view.into_parts(), body, prepared, answer)
                 }
                 StateProj::Inner { future } => {
                     let result = ready!(future.poll(cx));
@@ -211,12 +201,38 @@ where
         match pipeline::prepare(inbound, &self.shared.config) {
             Ok(prepared) => {
                 self.observer.asking();
+                // A resolver whose answer never depends on the request answers now: no view
+                // of the request is built and nothing is awaited.
+                if let Some(credentials) = self.resolver.fixed_credentials() {
+                    let answer = Ok(Some(credentials.clone()));
+                    return self.complete(parts, body, prepared, answer);
+                }
                 let view = prepared.resolve_request(parts);
                 Ok(State::Resolving {
                     resolution: Some(self.resolver.resolve(view.clone())),
                     asked: Some((view, prepared, body)),
                 })
             }
+            Err(refusal) => self.fail(parts, body, refusal),
+        }
+    }
+
+    /// The resolver answered: verify with its answer, then pass the request on or refuse it.
+    fn complete<B>(
+        &mut self,
+        parts: Parts,
+        body: Bytes,
+        prepared: Prepared,
+        answer: Resolution,
+    ) -> Step<S, R, B> {
+        self.observer.resolved(&answer);
+        let inbound = Inbound {
+            parts: &parts,
+            body: &body,
+            url: &self.url,
+        };
+        match pipeline::complete(inbound, prepared, answer, &self.shared.config) {
+            Ok(verified) => Ok(self.pass(parts, body, verified)),
             Err(refusal) => self.fail(parts, body, refusal),
         }
     }

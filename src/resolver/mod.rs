@@ -45,7 +45,7 @@
 //!
 //! | type | what it does |
 //! | --- | --- |
-//! | [`Credentials`] | one fixed set of secrets for every request (a single account) |
+//! | [`Credentials`] | one fixed set of secrets for every request (a single account): answered at once, see [`ResolveCredentials::fixed_credentials`] |
 //! | [`AccountMap`] | an in-memory map by `AccountSid` and by SharedKey id |
 //! | [`Fallback`] (`.or(legacy)`) | asks a preferred resolver, then a legacy one for accounts the first does not know; an error is returned, never passed to the legacy one |
 //! | [`Timeout`] (`.timeout(d)`) | fails a lookup that takes longer than `d` with [`ResolveTimeout`] |
@@ -131,6 +131,18 @@ pub trait ResolveCredentials {
 
     /// Looks up the credentials for `request`.
     fn resolve(&mut self, request: ResolveRequest) -> Self::Future;
+
+    /// The credentials this resolver answers every request with, when its answer never
+    /// depends on the request: the middleware then verifies with them at once, without
+    /// building a view of the request or awaiting a future. `None` (the default) asks
+    /// [`resolve`](Self::resolve) for each request; [`Credentials`] (a single account) answers
+    /// with itself.
+    ///
+    /// A resolver that returns `Some` must answer [`resolve`](Self::resolve) with
+    /// `Ok(Some(..))` of the same credentials.
+    fn fixed_credentials(&self) -> Option<&Credentials> {
+        None
+    }
 }
 
 impl<F, Fut> ResolveCredentials for F
@@ -161,6 +173,10 @@ impl ResolveCredentials for Credentials {
 
     fn resolve(&mut self, _request: ResolveRequest) -> Self::Future {
         std::future::ready(Ok(Some(self.clone())))
+    }
+
+    fn fixed_credentials(&self) -> Option<&Credentials> {
+        Some(self)
     }
 }
 

@@ -14,11 +14,11 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_twilio::{
-    Credentials, PublicUrl, Rejection, RejectionKind, TwilioSignatureLayer, VerifiedBody,
+    Credentials, PublicUrl, Rejection, RejectionKind, Secret, TwilioSignatureLayer, VerifiedBody,
     VerifiedWebhook,
     events::Outcome,
     public_url::{ForwardedField, ForwardedHeaders},
-    resolver::ResolveRequest,
+    resolver::{ResolveCredentials, ResolveRequest},
     signature::{Algorithm, url_with_body_sha256},
 };
 
@@ -86,6 +86,86 @@ async fn signed_request_reaches_the_handler_with_the_same_bytes() {
     assert_eq!(webhook.url(), "https://api.example.com/twilio/sms");
     assert_eq!(body_string(response).await, SMS_BODY);
     assert!(sink.events().is_empty());
+}
+
+/// Fixed credentials answer at once (no view of the request, nothing awaited); a resolver that
+/// answers every request with the same credentials through a future must reach the same
+/// verdicts and the same context.
+#[tokio::test]
+async fn fixed_credentials_and_a_resolver_answering_them_agree() {
+    let credentials = Credentials::new()
+        .tenant("acme")
+        .auth_token("new", Secret::new("another-token").unwrap())
+        .auth_token("primary", token());
+    let owned = credentials
+        .clone()
+        .account("AC0123ffffffffffffffffffffffffffff");
+    let other = credentials
+        .clone()
+        .account("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    let forged = {
+        let mut request = signed_post("/twilio/sms", SMS_BODY);
+        *request.body_mut() = Full::new(Bytes::from(SMS_BODY.replace("Hello", "Hallo")));
+        request
+    };
+    let requests = || {
+        [
+            signed_post("/twilio/sms", SMS_BODY),
+            signed_post("/twilio/sms", "Body=no+account"),
+            signed_post("/elsewhere", SMS_BODY),
+        ]
+    };
+    for credentials in [credentials, owned, other] {
+        assert!(credentials.fixed_credentials().is_some());
+        let mut cases: Vec<Request<Full<Bytes>>> = requests().into();
+        cases.push(Request::from_parts(
+            forged.clone().into_parts().0,
+            forged.body().clone(),
+        ));
+        for request in cases {
+            let (parts, body) = request.into_parts();
+            let copy = || Request::from_parts(parts.clone(), body.clone());
+            let outcome = |response: Response<tower_twilio::ResponseBody<Full<Bytes>>>| {
+                let webhook = response.extensions().get::<VerifiedWebhook>().map(|w| {
+                    let parts = (w.account_sid(), w.tenant_id(), w.credential(), w.url());
+                    format!("{parts:?}")
+                });
+                let kind = response
+                    .extensions()
+                    .get::<Rejection>()
+                    .map(Rejection::kind);
+                (response.status(), kind, webhook)
+            };
+            let fixed_sink = RecordingSink::default();
+            let fixed = send(layer_with(credentials.clone(), &fixed_sink), copy()).await;
+            let answering_sink = RecordingSink::default();
+            let answering = {
+                let credentials = credentials.clone();
+                let resolver = move |_: ResolveRequest| {
+                    std::future::ready(Ok::<_, tower_twilio::BoxError>(Some(credentials.clone())))
+                };
+                let layer = TwilioSignatureLayer::new(resolver)
+                    .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+                    .on_security_event(answering_sink.clone());
+                ServiceBuilder::new()
+                    .layer(layer)
+                    .service_fn(echo)
+                    .oneshot(copy())
+                    .await
+                    .unwrap()
+            };
+            let what = format!("{} {:?}", parts.uri, credentials.account_sid());
+            assert_eq!(outcome(fixed), outcome(answering), "{what}");
+            let reasons = |sink: &RecordingSink| {
+                let events = sink.events();
+                events
+                    .iter()
+                    .map(|e| (e.reason, e.tenant_id.clone(), e.account_sid.clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(reasons(&fixed_sink), reasons(&answering_sink), "{what}");
+        }
+    }
 }
 
 /// Twilio signs a URL with its basic-auth credentials in it: the layer verifies against them,
