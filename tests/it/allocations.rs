@@ -252,6 +252,38 @@ fn a_body_over_the_parameter_limit_is_refused_holding_next_to_nothing() {
     assert!(peak <= 2 * size + 48 * 1024, "{peak}");
 }
 
+/// A forged request to `/twilio/sms?{query}`, with the webhook log on: the peak heap bytes
+/// the layer holds while refusing it.
+fn forged_query_peak(query: &str) -> u64 {
+    let layer = TwilioSignatureLayer::new(
+        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
+    )
+    .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
+    .on_webhook(|entry: &tower_twilio::events::log::WebhookLogEntry| {
+        std::hint::black_box(entry);
+    });
+    let mut request = form_request(b"Body=hi".to_vec(), "not-the-token-at-all");
+    *request.uri_mut() = format!("/twilio/sms?{query}").parse().unwrap();
+    let (peak, status) = layer_peak(layer, request);
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    peak
+}
+
+// The security event and the webhook log entry keep the first 2 KB of the URL and the query,
+// with the query's values redacted; they redacted all of it first. A query of one-byte pieces
+// (`a&a&…`) redacts to five times its length (`[redacted]&…`): a forged 60 KB query made the
+// layer hold 1.41 MB, where one piece of the same length held 240 KB. What is kept of the query
+// is bounded, and so is what is built of it.
+#[test]
+fn a_query_of_tiny_pieces_costs_what_one_long_piece_does() {
+    const SIZE: usize = 60_000;
+    let pieces = "a&".repeat(SIZE / 2);
+    let one = "x".repeat(SIZE);
+    let (pieces, one) = (forged_query_peak(&pieces), forged_query_peak(&one));
+    println!("peak bytes of a forged 60 KB query: 'a&' pieces {pieces}, one piece {one}");
+    assert!(pieces <= one + 16 * 1024, "{pieces} against {one}");
+}
+
 // Equal work reaches the allocator too: a forged request for a known account and the same
 // request for an unknown one make the same allocations (the doctor's list of secrets was
 // collected for a known account's mismatch even with the doctor off: one allocation, which
