@@ -352,6 +352,43 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
     );
 }
 
+/// The same for an account the resolver names a tenant for, which is how a multi-tenant
+/// application answers: with the `metrics` feature, the refusal of a known tenant's forged
+/// request copied the tenant id into a metric label (one allocation an unknown account, which
+/// has no tenant, did not make).
+#[test]
+fn a_known_tenant_and_an_unknown_account_allocate_alike_when_forged() {
+    const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
+    const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
+        KNOWN,
+        Credentials::new()
+            .tenant("acme-corporation")
+            .auth_token("primary", Secret::new(TOKEN).unwrap()),
+    );
+    let layer =
+        TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
+    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let count = |account: &str| {
+        let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
+        allocations(|| {
+            let request = form_request(body.clone().into_bytes(), "not-the-token-at-all");
+            let response = runtime.block_on(service.clone().oneshot(request)).unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        })
+    };
+    let _ = (count(KNOWN), count(UNKNOWN));
+    let (known, unknown) = (count(KNOWN), count(UNKNOWN));
+    println!("allocations of a forged request: known tenant {known}, unknown account {unknown}");
+    assert_eq!(known, unknown);
+}
+
 /// The same for SharedKey ids: a forged request naming a SharedKey nobody holds made six
 /// allocations more than one naming a known key (44 against 38: the key nobody holds was built
 /// for each request), which told the ids that exist from the ones that do not.
