@@ -14,7 +14,9 @@ use http::{Method, StatusCode, header, request::Parts};
 
 use super::{MAX_EVENT_URL, bounded_cow, bounded_text};
 use crate::{
-    doctor::Diagnosis, rejection::RejectionKind, url::redact::{redact_query, redact_query_within},
+    doctor::Diagnosis,
+    rejection::RejectionKind,
+    url::redact::{redact_query, redact_query_within},
     verified_webhook::VerifiedWebhook,
 };
 

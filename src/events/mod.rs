@@ -27,7 +27,8 @@ use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::{
-    doctor::Diagnosis, rejection::RejectionKind, url::rebuilt::RebuiltUrl, url::redact::redact_url_within,
+    doctor::Diagnosis, rejection::RejectionKind, url::rebuilt::RebuiltUrl,
+    url::redact::redact_url_within,
 };
 
 /// The `tracing` target of every security event and of the report-only warning, and the

@@ -295,10 +295,9 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    // No tenant: with the `metrics` feature a refused request's tenant becomes a label (one
-    // allocation), which reports the resolver's answer rather than costs the lookup; with it,
-    // a known account's label hid an allocation only an unknown account made (empty
-    // credentials), in the default build.
+    // No tenant (a tenant has a test of its own, below): a known tenant's metric label once
+    // hid an allocation only an unknown account made (empty credentials), in the default
+    // build.
     let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
         KNOWN,
         Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
