@@ -48,28 +48,39 @@ pub fn is_json(content_type: &[u8]) -> bool {
 }
 
 /// Every value of `name` in `input` (a query string or form body), in order, decoded as
-/// [`Params::parse`] decodes. Without a `%` or `+` in `input` nothing needs decoding, and the
-/// values are found by splitting alone; either way nothing is allocated unless a value needs
-/// decoding.
+/// [`Params::parse`] decodes. Names are compared as they decode, without building them, and
+/// only a value of `name` is decoded: nothing is allocated but for a value of `name` that
+/// needs decoding, however many other pairs `input` holds. `name` is ASCII.
 pub(crate) fn values<'a>(input: &'a str, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> {
-    let decode = input.bytes().any(|b| b == b'%' || b == b'+');
-    let decoded = decode.then(|| {
-        form_urlencoded::parse(input.as_bytes())
-            .filter(move |(n, _)| n == name)
-            .map(|(_, value)| value)
-    });
-    let split = (!decode).then(|| {
-        input
-            .split('&')
-            .filter(|piece| !piece.is_empty())
-            .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, value)| Cow::Borrowed(value))
-    });
-    decoded
-        .into_iter()
-        .flatten()
-        .chain(split.into_iter().flatten())
+    debug_assert!(name.is_ascii());
+    input
+        .split('&')
+        .filter(|piece| !piece.is_empty())
+        .filter(move |piece| decodes_to(piece.split_once('=').map_or(*piece, |(n, _)| n), name))
+        .map(|piece| {
+            form_urlencoded::parse(piece.as_bytes())
+                .next()
+                .map_or(Cow::Borrowed(""), |(_, value)| value)
+        })
+}
+
+/// Whether the raw form-encoded `raw` decodes to the ASCII `name`: `+` is a space, `%XX` a
+/// byte, a malformed escape itself (as [`Params::parse`] decodes, which then replaces bytes
+/// that are not UTF-8; decoded bytes equal to ASCII are UTF-8 already). An escape never spans
+/// a `+` (it is not a hex digit), so the pieces between them decode on their own.
+pub(crate) fn decodes_to(raw: &str, name: &str) -> bool {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return raw == name;
+    }
+    raw.split('+')
+        .enumerate()
+        .flat_map(|(i, piece)| {
+            (i > 0)
+                .then_some(b' ')
+                .into_iter()
+                .chain(percent_encoding::percent_decode_str(piece))
+        })
+        .eq(name.bytes())
 }
 
 /// Decoded form parameters, in the order they were received, repeats kept.
@@ -758,12 +769,22 @@ mod tests {
             "AccountSid==x",
             "bodySHA256=abc",
             "",
+            "Account+Sid=AC1&Account%20Sid=AC2&Account%2BSid=AC3&AccountSid%=AC4",
+            "%41ccount%53i%64=AC%25%2&Accoun%74Sid=%FF+x&%41ccountSid&AccountSi%6=AC5",
+            "AccountSid%00=AC1&%00AccountSid=AC2&AccountSid=%",
         ] {
             let expected: Vec<String> = Params::parse(input.as_bytes())
                 .get_all("AccountSid")
                 .map(str::to_owned)
                 .collect();
             let found: Vec<String> = values(input, "AccountSid").map(Cow::into_owned).collect();
+            assert_eq!(found, expected, "{input:?}");
+            // A name with a space, spelled with `+` or `%20`.
+            let expected: Vec<String> = Params::parse(input.as_bytes())
+                .get_all("Account Sid")
+                .map(str::to_owned)
+                .collect();
+            let found: Vec<String> = values(input, "Account Sid").map(Cow::into_owned).collect();
             assert_eq!(found, expected, "{input:?}");
         }
         let found: Vec<_> = values("AccountSid=AC1&AccountSid=AC2", "AccountSid").collect();
