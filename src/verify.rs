@@ -1257,8 +1257,14 @@ mod tests {
             ("https://e.com/h?&&bodySHA256", Some("")),
             ("https://e.com/h?bodySHA256=a+b%2B", Some("a b+")),
             ("https://e.com/h?x=%3D&bodySHA256==", Some("=")),
-            ("https://e.com/h?body+SHA256=x&bodySHA256%=y&%62ody%53HA256=%FF", Some("\u{fffd}")),
-            ("https://e.com/h?%62odySHA256%3=x&bodySHA256%2B=y&bodySHA25%36", Some("")),
+            (
+                "https://e.com/h?body+SHA256=x&bodySHA256%=y&%62ody%53HA256=%FF",
+                Some("\u{fffd}"),
+            ),
+            (
+                "https://e.com/h?%62odySHA256%3=x&bodySHA256%2B=y&bodySHA25%36",
+                Some(""),
+            ),
             ("https://e.com/h", None),
         ];
         for (url, expected) in rows {
