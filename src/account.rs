@@ -175,14 +175,16 @@ struct JsonSids<'de> {
 }
 
 impl<'de> JsonSids<'de> {
-    fn add(&mut self, sid: Cow<'de, str>) {
+    /// One more `AccountSid` value, `sid`; `keep` gives it to keep when it is the first, so
+    /// that a later one is compared, never copied.
+    fn add(&mut self, sid: &str, keep: impl FnOnce() -> Cow<'de, str>) {
         if self.later.is_some() {
             return;
         }
         match &self.first {
-            None => self.first = Some(sid),
-            Some(_) if !is_account_sid(&sid) => self.later = Some(AccountError::Invalid),
-            Some(first) if *first != sid => self.later = Some(AccountError::Conflicting),
+            None => self.first = Some(keep()),
+            Some(_) if !is_account_sid(sid) => self.later = Some(AccountError::Invalid),
+            Some(first) if **first != *sid => self.later = Some(AccountError::Conflicting),
             Some(_) => {}
         }
     }
@@ -234,12 +236,12 @@ fn json_account_sids(json: &[u8]) -> Result<JsonSids<'_>, AccountError> {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel<'de>, A::Error> {
             let mut sids = JsonSids::default();
             let mut invalid = false;
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                if key == ACCOUNT_SID_PARAM {
-                    match map.next_value::<SidValue<'de>>()?.0 {
-                        Some(sid) => sids.add(sid),
-                        None => invalid = true,
-                    }
+            // The names are compared as they are read and the values looked at in place: a
+            // `Cow<str>` key is always built (serde does not borrow it), one allocation for
+            // every member of a forged body.
+            while let Some(IsAccountSid(is_account_sid)) = map.next_key()? {
+                if is_account_sid {
+                    invalid |= !map.next_value_seed(SidValue(&mut sids))?;
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -276,53 +278,79 @@ fn json_account_sids(json: &[u8]) -> Result<JsonSids<'_>, AccountError> {
         }
     }
 
-    /// An `AccountSid` member's value: the string (borrowed unless escaped), or `None` for any
-    /// other JSON value.
-    struct SidValue<'de>(Option<Cow<'de, str>>);
+    /// Whether a member's name is `AccountSid`, compared as it is read.
+    struct IsAccountSid(bool);
 
-    impl<'de> de::Deserialize<'de> for SidValue<'de> {
+    impl<'de> de::Deserialize<'de> for IsAccountSid {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            deserializer.deserialize_any(SidValueVisitor)
+            deserializer.deserialize_str(IsAccountSidVisitor)
         }
     }
 
-    struct SidValueVisitor;
+    struct IsAccountSidVisitor;
 
-    impl<'de> Visitor<'de> for SidValueVisitor {
-        type Value = SidValue<'de>;
+    impl Visitor<'_> for IsAccountSidVisitor {
+        type Value = IsAccountSid;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a member name")
+        }
+
+        fn visit_str<E>(self, name: &str) -> Result<IsAccountSid, E> {
+            Ok(IsAccountSid(name == ACCOUNT_SID_PARAM))
+        }
+    }
+
+    /// An `AccountSid` member's value, added to the `JsonSids` it holds when it is a string
+    /// (borrowed unless escaped, and copied only when it is the first); `false` for any other
+    /// JSON value.
+    struct SidValue<'a, 'de>(&'a mut JsonSids<'de>);
+
+    impl<'de> de::DeserializeSeed<'de> for SidValue<'_, 'de> {
+        type Value = bool;
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for SidValue<'_, 'de> {
+        type Value = bool;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("any JSON value")
         }
 
-        fn visit_borrowed_str<E>(self, sid: &'de str) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(Some(Cow::Borrowed(sid))))
+        fn visit_borrowed_str<E>(self, sid: &'de str) -> Result<bool, E> {
+            self.0.add(sid, || Cow::Borrowed(sid));
+            Ok(true)
         }
-        fn visit_str<E>(self, sid: &str) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(Some(Cow::Owned(sid.to_owned()))))
+        fn visit_str<E>(self, sid: &str) -> Result<bool, E> {
+            self.0.add(sid, || Cow::Owned(sid.to_owned()));
+            Ok(true)
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SidValue<'de>, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
             while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(SidValue(None))
+            Ok(false)
         }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<SidValue<'de>, A::Error> {
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(SidValue(None))
+            Ok(false)
         }
-        fn visit_bool<E>(self, _: bool) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(None))
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
         }
-        fn visit_i64<E>(self, _: i64) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(None))
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
         }
-        fn visit_u64<E>(self, _: u64) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(None))
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
         }
-        fn visit_f64<E>(self, _: f64) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(None))
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
         }
-        fn visit_unit<E>(self) -> Result<SidValue<'de>, E> {
-            Ok(SidValue(None))
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
         }
     }
 

@@ -2,6 +2,8 @@
 //! it, doing nothing, so that the code that records stays free of `cfg` (the feature's only
 //! switch is where `lib.rs` picks this file or `metrics.rs`).
 
+use std::sync::Arc;
+
 use crate::{RejectionKind, resolver::Resolution};
 
 /// Empty: nothing is timed.
@@ -18,9 +20,9 @@ impl LookupTimer {
     pub(crate) fn stop(&mut self, _answer: &Resolution) {}
 }
 
-pub(crate) fn verified(_tenant: Option<&str>) {}
+pub(crate) fn verified(_tenant: Option<&Arc<str>>) {}
 
-pub(crate) fn refused(_reason: RejectionKind, _tenant: Option<&str>) {}
+pub(crate) fn refused(_reason: RejectionKind, _tenant: Option<&Arc<str>>) {}
 
 pub(crate) fn diagnosis(_matched: bool) {}
 

@@ -85,7 +85,7 @@ impl Observer {
 
     /// Verified: `webhook` is what the inner service is about to get.
     pub(crate) fn verified(&mut self, webhook: &VerifiedWebhook) {
-        metrics::verified(webhook.tenant_id());
+        metrics::verified(webhook.tenant_id_arc());
         self.lifecycle.verified(webhook);
     }
 
@@ -174,7 +174,7 @@ impl Observer {
         } else {
             (Outcome::Rejected, WebhookOutcome::Rejected(kind))
         };
-        metrics::refused(kind, refusal.tenant_id.as_deref());
+        metrics::refused(kind, refusal.tenant_id.as_ref());
         let (tenant_id, account_sid) = (refusal.tenant_id.as_ref(), refusal.account_sid.as_ref());
         let event = SecurityEvent::new(
             kind,

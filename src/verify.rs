@@ -613,21 +613,21 @@ fn body_sha256_param(url: &str) -> Option<Cow<'_, str>> {
     // `memchr` rather than `str::find`, which costs more than a short URL's search.
     let query = &url[memchr::memchr(b'?', url.as_bytes())? + 1..];
     let query = query.split('#').next().unwrap_or_default();
-    // What `form_urlencoded` would find, without decoding what needs no decoding: a name or
-    // value without `%` or `+` is its own decoded form (and the URL is UTF-8 already).
+    // What `form_urlencoded` would find, without decoding what needs no decoding: a name is
+    // compared as it decodes (a query of escaped names costs no allocation), and a value
+    // without `%` or `+` is its own decoded form (and the URL is UTF-8 already).
     let plain = |text: &str| !text.bytes().any(|b| b == b'%' || b == b'+');
     query.split('&').find_map(|piece| {
         let (raw_name, raw_value) = piece.split_once('=').unwrap_or((piece, ""));
-        if plain(raw_name) {
-            if raw_name != BODY_SHA256_PARAM {
-                return None;
-            }
-            if plain(raw_value) {
-                return Some(Cow::Borrowed(raw_value));
-            }
+        if !crate::form::decodes_to(raw_name, BODY_SHA256_PARAM) {
+            return None;
         }
-        let (name, value) = form_urlencoded::parse(piece.as_bytes()).next()?;
-        (name == BODY_SHA256_PARAM).then_some(value)
+        if plain(raw_value) {
+            return Some(Cow::Borrowed(raw_value));
+        }
+        form_urlencoded::parse(piece.as_bytes())
+            .next()
+            .map(|(_, value)| value)
     })
 }
 
@@ -1257,6 +1257,14 @@ mod tests {
             ("https://e.com/h?&&bodySHA256", Some("")),
             ("https://e.com/h?bodySHA256=a+b%2B", Some("a b+")),
             ("https://e.com/h?x=%3D&bodySHA256==", Some("=")),
+            (
+                "https://e.com/h?body+SHA256=x&bodySHA256%=y&%62ody%53HA256=%FF",
+                Some("\u{fffd}"),
+            ),
+            (
+                "https://e.com/h?%62odySHA256%3=x&bodySHA256%2B=y&bodySHA25%36",
+                Some(""),
+            ),
             ("https://e.com/h", None),
         ];
         for (url, expected) in rows {

@@ -12,9 +12,11 @@ use std::{
 
 use http::{Method, StatusCode, header, request::Parts};
 
-use super::{MAX_EVENT_URL, bounded, bounded_text};
+use super::{MAX_EVENT_URL, bounded_cow, bounded_text};
 use crate::{
-    doctor::Diagnosis, rejection::RejectionKind, url::redact::redact_query,
+    doctor::Diagnosis,
+    rejection::RejectionKind,
+    url::redact::{redact_query, redact_query_within},
     verified_webhook::VerifiedWebhook,
 };
 
@@ -205,7 +207,7 @@ impl Lifecycle {
                 query: parts
                     .uri
                     .query()
-                    .map(|q| bounded(redact_query(q).into_owned(), MAX_EVENT_URL)),
+                    .map(|q| bounded_cow(redact_query_within(q, MAX_EVENT_URL), MAX_EVENT_URL)),
                 user_agent: super::header_text(&parts.headers, &header::USER_AGENT),
                 received_at: SystemTime::now(),
                 client_ip,

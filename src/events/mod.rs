@@ -18,7 +18,7 @@ pub mod log;
 mod sentry;
 mod tracing_sink;
 
-use std::{net::IpAddr, sync::Arc, time::SystemTime};
+use std::{borrow::Cow, net::IpAddr, sync::Arc, time::SystemTime};
 
 use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 
@@ -27,7 +27,8 @@ use http::{HeaderMap, HeaderName, Method, header, request::Parts};
 pub use self::sentry::SentrySink;
 pub use self::tracing_sink::TracingSink;
 use crate::{
-    doctor::Diagnosis, rejection::RejectionKind, url::rebuilt::RebuiltUrl, url::redact::redact_url,
+    doctor::Diagnosis, rejection::RejectionKind, url::rebuilt::RebuiltUrl,
+    url::redact::redact_url_within,
 };
 
 /// The `tracing` target of every security event and of the report-only warning, and the
@@ -110,7 +111,7 @@ impl SecurityEvent {
             tenant_id,
             account_sid,
             client_ip,
-            url: bounded(redact_url(url).into_owned(), MAX_EVENT_URL),
+            url: bounded_cow(redact_url_within(url, MAX_EVENT_URL), MAX_EVENT_URL),
             method: method.clone(),
             user_agent: header_text(headers, &header::USER_AGENT),
             request_id: header_text(headers, &REQUEST_ID_HEADER),
@@ -163,6 +164,14 @@ pub(crate) fn bounded_text(text: &str, max: usize) -> String {
         out.push(CUT);
     }
     out
+}
+
+/// `text` cut to `max` bytes (see [`bounded`]), copying no more of it than is kept.
+pub(crate) fn bounded_cow(text: Cow<'_, str>, max: usize) -> String {
+    match text {
+        Cow::Borrowed(text) => bounded_text(text, max),
+        Cow::Owned(text) => bounded(text, max),
+    }
 }
 
 /// The most bytes of a header's value an event or a webhook log entry keeps: a `User-Agent`
@@ -417,6 +426,30 @@ mod tests {
             header_text(&short.headers, &header::USER_AGENT).unwrap(),
             "TwilioProxy/1.1"
         );
+    }
+
+    #[test]
+    fn a_url_redacted_within_the_bound_is_cut_as_the_whole_redaction_would_be() {
+        use crate::url::redact::{redact_query, redact_query_within, redact_url};
+        let urls = [
+            "https://a.example/sms".to_owned(),
+            "https://u:p@a.example/sms?From=%2B1&Body=Hi&Empty=&&flag#frag".to_owned(),
+            format!("https://a.example/sms?{}", "a&".repeat(300)),
+            format!("https://a.example/sms?{}#f", "é=ü&".repeat(200)),
+            format!("https://a.example/{}?x=1", "p".repeat(90)),
+            format!("https://a.example/sms?{}", "n=&".repeat(100)),
+        ];
+        for url in &urls {
+            for max in [0, 1, 20, 21, 22, 33, 64, 100, 101, 255, 4096] {
+                let whole = bounded(redact_url(url).into_owned(), max);
+                let within = bounded_cow(redact_url_within(url, max), max);
+                assert_eq!(within, whole, "{url} within {max}");
+                let query = url.split_once('?').map_or("", |(_, query)| query);
+                let whole = bounded(redact_query(query).into_owned(), max);
+                let within = bounded_cow(redact_query_within(query, max), max);
+                assert_eq!(within, whole, "{query} within {max}");
+            }
+        }
     }
 
     fn parts_with_agent(agent: &str) -> Parts {

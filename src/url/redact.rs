@@ -30,14 +30,25 @@ const REDACTED_VALUE: &str = "[redacted]";
 /// `From=%2B1415…&Body=Hi` becomes `From=[redacted]&Body=[redacted]`. A piece without `=`
 /// could be a value of its own and is redacted whole; an empty value stays empty.
 pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
+    redact_query_within(query, usize::MAX)
+}
+
+/// [`redact_query`], built only until it is longer than `max` bytes: what it gives starts
+/// with the whole redacted query's first `max + 1` bytes (or is all of it), for a text that
+/// keeps at most `max` (see `events::bounded`). A query of one-byte pieces (`a&a&…`) redacts
+/// to five times its length, which is never built whole for a few kilobytes of it.
+pub(crate) fn redact_query_within(query: &str, max: usize) -> Cow<'_, str> {
     // Kept as it is: nothing, or a name with an empty value (its only `=` is its last byte; a
     // value may itself end in `=`, as base64 does).
     let keeps = |piece: &str| piece.is_empty() || piece.find('=') == Some(piece.len() - 1);
     if query.split('&').all(keeps) {
         return Cow::Borrowed(query);
     }
-    let mut out = String::with_capacity(query.len());
+    let mut out = String::with_capacity(query.len().min(max.saturating_add(1)));
     for (i, piece) in query.split('&').enumerate() {
+        if out.len() > max {
+            break;
+        }
         if i > 0 {
             out.push('&');
         }
@@ -58,6 +69,12 @@ pub(crate) fn redact_query(query: &str) -> Cow<'_, str> {
 /// [`redact_userinfo`]) and with the values of its query redacted (see [`redact_query`]); a
 /// fragment, which no request target has, is redacted whole.
 pub(crate) fn redact_url(url: &str) -> Cow<'_, str> {
+    redact_url_within(url, usize::MAX)
+}
+
+/// [`redact_url`], built only until it is longer than `max` bytes (as
+/// [`redact_query_within`]): for a text that keeps at most `max` of it.
+pub(crate) fn redact_url_within(url: &str, max: usize) -> Cow<'_, str> {
     let without_userinfo = redact_userinfo(url);
     let Some(start) = without_userinfo.find(['?', '#']) else {
         return without_userinfo;
@@ -70,11 +87,11 @@ pub(crate) fn redact_url(url: &str) -> Cow<'_, str> {
         },
         None => (None, true),
     };
-    let query = query.map(redact_query);
+    let query = query.map(|query| redact_query_within(query, max.saturating_sub(head.len())));
     if !fragment && matches!(query, Some(Cow::Borrowed(_))) {
         return without_userinfo;
     }
-    let mut out = String::with_capacity(url.len());
+    let mut out = String::with_capacity(url.len().min(max.saturating_add(1)));
     out.push_str(head);
     if let Some(query) = query {
         out.push('?');
