@@ -7,7 +7,8 @@ use std::{
 
 use sentry_core::protocol::{Event, Level, Value};
 
-use super::{OnSecurityEvent, SecurityEvent, Severity};
+use super::{OnSecurityEvent, Outcome, SecurityEvent, Severity};
+use crate::rejection::RejectionKind;
 
 /// Captures security events in Sentry, with flood control.
 ///
@@ -27,9 +28,17 @@ use super::{OnSecurityEvent, SecurityEvent, Severity};
 ///
 /// A burst of forged requests must not become thousands of Sentry events. At most
 /// `max_events` events are captured per event type and tenant in each `period` (default: 10
-/// per minute); the rest are counted, and the next event captured for the same type and tenant
-/// carries the count in the extra field `suppressed_since_last`. The counters are bounded in
-/// number: idle ones are dropped.
+/// per minute); the rest are counted, and the next event captured in the same window carries
+/// the count in the extra field `suppressed_since_last`. The counters are bounded in number:
+/// idle ones are dropped.
+///
+/// One exception: the refusals that tell a forger's guesses apart (an unknown account or
+/// SharedKey id, against a signature or body hash that does not match, or another account's
+/// SharedKey, for one that exists) share one window, whatever their tenant. With a window each,
+/// once a flood of made-up accounts had used up the unknown-account window, a forged request
+/// for a made-up account was dropped while one for a real account still became a Sentry event,
+/// which took measurably longer: whether an event is captured must not tell which accounts
+/// exist.
 ///
 /// ```
 /// use std::time::Duration;
@@ -62,7 +71,8 @@ impl SentrySink {
         self
     }
 
-    /// Captures at most `max_events` per event type and tenant in each `period`.
+    /// Captures at most `max_events` per event type and tenant in each `period` (the refusals
+    /// of forged requests share one window: see [flood control](Self#flood-control)).
     #[must_use]
     pub fn rate_limit(mut self, max_events: u32, period: Duration) -> Self {
         self.flood = Arc::new(FloodControl::new(max_events, period));
@@ -91,10 +101,8 @@ impl OnSecurityEvent for SentrySink {
         if event.severity < self.min_severity {
             return;
         }
-        let Some(suppressed) = self
-            .flood
-            .try_take(event.event_type(), event.tenant_id.as_ref())
-        else {
+        let (window, tenant) = flood_window(event);
+        let Some(suppressed) = self.flood.try_take(window, tenant) else {
             return;
         };
         let mut tags = BTreeMap::new();
@@ -144,6 +152,31 @@ impl OnSecurityEvent for SentrySink {
         sentry_core::capture_event(sentry_event);
     }
 }
+
+/// The flood-control window `event` counts against: its type and tenant, except for the
+/// refusals a forger's guess at an account decides (see [flood control](SentrySink#flood-control)),
+/// which share one window named [`FORGED`].
+fn flood_window(event: &SecurityEvent) -> (&'static str, Option<&Arc<str>>) {
+    use RejectionKind::{
+        AccountMismatch, BodyHashMismatch, SignatureMismatch, UnknownAccount, UnknownSharedKey,
+    };
+    let refused = matches!(
+        event.outcome,
+        Outcome::Rejected | Outcome::PassedInReportOnlyMode
+    );
+    match event.reason {
+        SignatureMismatch | BodyHashMismatch | UnknownAccount | UnknownSharedKey
+        | AccountMismatch
+            if refused =>
+        {
+            (FORGED, None)
+        }
+        _ => (event.event_type(), event.tenant_id.as_ref()),
+    }
+}
+
+/// The window the refusals of forged requests share.
+const FORGED: &str = "forged";
 
 /// Fixed-window rate limit per (event type, tenant), counting what it drops.
 struct FloodControl {
@@ -203,6 +236,37 @@ impl FloodControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refusals_a_guessed_account_decides_share_one_window_whatever_the_tenant() {
+        use http::{HeaderMap, Method};
+        let event = |reason: RejectionKind, outcome: Outcome, tenant: Option<&str>| {
+            let request = (&Method::POST, &HeaderMap::new());
+            let about = (tenant.map(Arc::from), None);
+            SecurityEvent::about(reason, outcome, request, "https://a.example/", None, about)
+        };
+        let unknown = event(RejectionKind::UnknownAccount, Outcome::Rejected, None);
+        let forged = event(
+            RejectionKind::SignatureMismatch,
+            Outcome::Rejected,
+            Some("acme"),
+        );
+        let passed = event(
+            RejectionKind::UnknownSharedKey,
+            Outcome::PassedInReportOnlyMode,
+            None,
+        );
+        assert_eq!(flood_window(&unknown), (FORGED, None));
+        assert_eq!(flood_window(&forged), (FORGED, None));
+        assert_eq!(flood_window(&passed), (FORGED, None));
+        // Any other event keeps its type's window, per tenant.
+        let large = event(RejectionKind::BodyTooLarge, Outcome::Rejected, Some("acme"));
+        let (window, tenant) = flood_window(&large);
+        assert_eq!(
+            (window, tenant.map(|t| &**t)),
+            ("body_too_large", Some("acme"))
+        );
+    }
 
     #[test]
     fn flood_control_caps_each_window_and_counts_the_rest() {

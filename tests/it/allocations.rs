@@ -591,6 +591,46 @@ fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
     assert_eq!(known, unknown);
 }
 
+/// The same with Sentry reporting: flood control kept a window per event type and tenant, so
+/// once a flood of made-up accounts had used up the `unknown_account` window, a forged request
+/// for a made-up account was dropped (15 allocations) while one for a real account still built
+/// a Sentry event (35), and took measurably longer. Forgeries now share one window.
+#[cfg(feature = "sentry")]
+#[test]
+fn sentry_reporting_does_not_tell_a_known_account_from_an_unknown_one() {
+    const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
+    const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
+        KNOWN,
+        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
+    );
+    let layer = TwilioSignatureLayer::new(resolver)
+        .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
+        .on_security_event(tower_twilio::events::SentrySink::new());
+    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let count = |account: &str| {
+        allocations(|| {
+            let body = format!("AccountSid={account}&Body=hi");
+            let forged = form_request(body.into_bytes(), "not-the-token-at-all");
+            let response = runtime.block_on(service.clone().oneshot(forged)).unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        })
+    };
+    // A flood of made-up accounts: ten a minute become Sentry events, the rest are counted.
+    for _ in 0..6 {
+        count(UNKNOWN);
+    }
+    let (unknown, known) = (count(UNKNOWN), count(KNOWN));
+    println!("allocations of a forged request with Sentry: known {known}, unknown {unknown}");
+    assert_eq!(known, unknown);
+}
+
 /// Allocations of rebuilding the public URL of a request from a trusted proxy whose
 /// forwarding headers hold `count` values each.
 fn reconstruct_allocations(count: usize) -> u64 {
