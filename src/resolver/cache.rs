@@ -13,9 +13,11 @@ use super::{Credentials, Resolution, ResolveCredentials, ResolveRequest, Resolve
 use crate::BoxError;
 
 const DEFAULT_MAX_BYTES: u64 = 16 * 1024 * 1024;
-/// What one entry costs besides its key and answer: moka's bookkeeping, the `Arc`s and the
-/// `Option`, rounded up.
-const ENTRY_OVERHEAD: usize = 256;
+/// What one entry costs besides its key and answer: moka's bookkeeping (its entry, its places
+/// in the access and expiry orders, its share of the table), the `Arc`s and the `Option`,
+/// rounded up. One more negative entry for a 34-byte `AccountSid` holds 331 bytes on the heap
+/// (the test `an_entry_weighs_at_least_the_memory_it_holds`): 256 left it weighing 290.
+const ENTRY_OVERHEAD: usize = 320;
 const DEFAULT_TTL: Duration = Duration::from_secs(60);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
@@ -611,6 +613,40 @@ mod tests {
             cache.store.entry_count() > 1000,
             "{}",
             cache.store.entry_count()
+        );
+    }
+
+    #[test]
+    fn an_entry_weighs_at_least_the_memory_it_holds() {
+        // A flood of made-up accounts leaves one negative entry each: what one more entry
+        // holds on the heap must not exceed what it weighs, or `max_bytes` would understate
+        // the memory. Measured as the difference between two floods, so that what the cache
+        // sets up once is left out.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let unknown = |_: ResolveRequest| std::future::ready(Ok(None));
+        let held = |entries: u32| {
+            let mut cache = Cache::new(unknown).max_bytes(64 * 1024 * 1024);
+            let held = allocation_counter::measure(|| {
+                runtime.block_on(async {
+                    for i in 0..entries {
+                        let sid = format!("AC{i:032x}");
+                        cache.resolve(for_account(&sid)).await.unwrap();
+                    }
+                    cache.store.run_pending_tasks().await;
+                });
+            })
+            .bytes_current;
+            assert_eq!(cache.store.entry_count(), u64::from(entries));
+            u64::try_from(held).unwrap()
+        };
+        let (few, many) = (held(2048), held(4096));
+        let per_entry = (many - few) / 2048;
+        let weighed = weight(&Key::AccountSid(format!("AC{:032x}", 0).into()), &None);
+        assert!(
+            per_entry <= u64::from(weighed),
+            "an entry holds {per_entry} bytes and weighs {weighed}"
         );
     }
 
