@@ -128,34 +128,42 @@ pub fn named_account_sid<'a>(
     query: Option<&'a str>,
     json: Option<&'a [u8]>,
 ) -> Result<Option<Cow<'a, str>>, AccountError> {
-    let mut found: Option<Cow<'a, str>> = None;
-    let mut add = |sid: Cow<'a, str>| -> Result<(), AccountError> {
+    /// One more value: kept when it is the first, refused when malformed or another account.
+    fn add<'a>(found: &mut Option<Cow<'a, str>>, sid: Cow<'a, str>) -> Result<(), AccountError> {
         if !is_account_sid(&sid) {
             return Err(AccountError::Invalid);
         }
-        match &found {
+        match found {
             Some(earlier) if *earlier != sid => Err(AccountError::Conflicting),
             Some(_) => Ok(()),
             None => {
-                found = Some(sid);
+                *found = Some(sid);
                 Ok(())
             }
         }
-    };
+    }
+    let mut found: Option<Cow<'a, str>> = None;
     if let Some(params) = params {
         for sid in params.get_all(ACCOUNT_SID_PARAM) {
-            add(Cow::Borrowed(sid))?;
+            add(&mut found, Cow::Borrowed(sid))?;
         }
     }
     if let Some(query) = query.filter(|query| query_may_name_account_sid(query.as_bytes())) {
-        for sid in form::values(query, ACCOUNT_SID_PARAM) {
-            add(sid)?;
+        for raw in form::raw_values(query, ACCOUNT_SID_PARAM) {
+            // A repeat of the account found is compared as it decodes: only a value that
+            // differs is decoded, and refused, so a query of escaped repeats costs nothing each.
+            let repeat = found
+                .as_deref()
+                .is_some_and(|sid| form::decodes_to(raw, sid));
+            if !repeat {
+                add(&mut found, form::decode_value(raw))?;
+            }
         }
     }
     if let Some(json) = json {
         let JsonSids { first, later } = json_account_sids(json)?;
         if let Some(first) = first {
-            add(first)?;
+            add(&mut found, first)?;
         }
         if let Some(error) = later {
             return Err(error);

@@ -52,39 +52,59 @@ pub fn is_json(content_type: &[u8]) -> bool {
 }
 
 /// Every value of `name` in `input` (a query string or form body), in order, decoded as
-/// [`Params::parse`] decodes. Names are compared as they decode, without building them, and
-/// only a value of `name` is decoded: nothing is allocated but for a value of `name` that
-/// needs decoding, however many other pairs `input` holds. `name` is ASCII.
+/// [`Params::parse`] decodes (see [`raw_values`] and [`decode_value`]).
+#[cfg(test)]
 pub(crate) fn values<'a>(input: &'a str, name: &'a str) -> impl Iterator<Item = Cow<'a, str>> {
+    raw_values(input, name).map(decode_value)
+}
+
+/// Every value of `name` in `input` (a query string or form body), in order, as it is spelled
+/// there. Names are compared as they decode, without building them: nothing is allocated,
+/// however many pairs `input` holds. `name` is ASCII.
+pub(crate) fn raw_values<'a>(input: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
     debug_assert!(name.is_ascii());
     input
         .split('&')
         .filter(|piece| !piece.is_empty())
-        .filter(move |piece| decodes_to(piece.split_once('=').map_or(*piece, |(n, _)| n), name))
-        .map(|piece| {
-            form_urlencoded::parse(piece.as_bytes())
-                .next()
-                .map_or(Cow::Borrowed(""), |(_, value)| value)
-        })
+        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
+        .filter(move |(raw_name, _)| decodes_to(raw_name, name))
+        .map(|(_, raw_value)| raw_value)
 }
 
-/// Whether the raw form-encoded `raw` decodes to the ASCII `name`: `+` is a space, `%XX` a
-/// byte, a malformed escape itself (as [`Params::parse`] decodes, which then replaces bytes
-/// that are not UTF-8; decoded bytes equal to ASCII are UTF-8 already). An escape never spans
-/// a `+` (it is not a hex digit), so the pieces between them decode on their own.
+/// The form-encoded `raw` decoded as [`Params::parse`] decodes a name or value: `+` is a
+/// space, `%XX` a byte, a malformed escape itself, and bytes that are not UTF-8 replaced.
+/// Borrowed unless something needed decoding.
+pub(crate) fn decode_value(raw: &str) -> Cow<'_, str> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(raw);
+    }
+    let bytes: Vec<u8> = decoded_bytes(raw).collect();
+    match String::from_utf8(bytes) {
+        Ok(text) => Cow::Owned(text),
+        Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
+    }
+}
+
+/// Whether the raw form-encoded `raw` decodes to the ASCII `name` (as [`decode_value`] decodes;
+/// decoded bytes equal to ASCII are UTF-8 already, so nothing is replaced in them), compared
+/// as it decodes, without building it.
 pub(crate) fn decodes_to(raw: &str, name: &str) -> bool {
     if !raw.bytes().any(|b| b == b'%' || b == b'+') {
         return raw == name;
     }
-    raw.split('+')
-        .enumerate()
-        .flat_map(|(i, piece)| {
-            (i > 0)
-                .then_some(b' ')
-                .into_iter()
-                .chain(percent_encoding::percent_decode_str(piece))
-        })
-        .eq(name.bytes())
+    decoded_bytes(raw).eq(name.bytes())
+}
+
+/// The bytes the form-encoded `raw` decodes to: `+` is a space, `%XX` a byte, a malformed
+/// escape itself. An escape never spans a `+` (it is not a hex digit), so the pieces between
+/// them decode on their own.
+fn decoded_bytes(raw: &str) -> impl Iterator<Item = u8> + '_ {
+    raw.split('+').enumerate().flat_map(|(i, piece)| {
+        (i > 0)
+            .then_some(b' ')
+            .into_iter()
+            .chain(percent_encoding::percent_decode_str(piece))
+    })
 }
 
 /// Decoded form parameters, in the order they were received, repeats kept.

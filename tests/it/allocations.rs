@@ -326,6 +326,23 @@ fn a_post_query_costs_no_allocation_per_pair() {
     );
     assert!(escaped <= plain + 2, "{escaped} against {plain}");
     assert!(names <= plain + 2, "{names} against {plain}");
+    // Every pair an `AccountSid`, its name or its value escaped: repeats of one account are
+    // compared as they decode, and only the first is decoded, so 1000 of them cost what 500 do (both past the
+    // 8 KiB of URL that gets lenient spellings).
+    let sid = "AC0123ffffffffffffffffffffffffffff";
+    let repeats =
+        |count: usize, pair: String| forged_query_allocations(&vec![pair; count].join("&"));
+    for pair in [
+        format!("AccountSid={sid}"),
+        format!("%41ccountSid={sid}"),
+        format!("AccountSid=%41C{}", &sid[2..]),
+    ] {
+        let (few, many) = (repeats(500, pair.clone()), repeats(1000, pair.clone()));
+        println!(
+            "allocations of a forged POST with {pair} in its query 500 times {few}, 1000 times {many}"
+        );
+        assert_eq!(many, few, "{pair}");
+    }
 }
 
 /// Allocations of refusing a forged form `POST` with this body.
