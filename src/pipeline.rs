@@ -341,28 +341,34 @@ pub(crate) fn complete(
     // The dummy answers to its own SharedKey id, not the request's: it is built once.
     let (verifying, known, applies_to) = match &resolved {
         Some(credentials) if credentials.iter().any(|c| c.applies_to(key_id)) => {
-            (credentials, true, key_id)
+            (credentials, true, shared_key_id.as_ref())
         }
         _ => {
             let (dummy, dummy_key_id) = dummy_credentials(key_id.is_some());
             (dummy, false, dummy_key_id)
         }
     };
+    let applies_to_id = applies_to.map(|id| &**id);
     // No allocation: the filter is run again to name the one that matched.
-    let applicable = || verifying.iter().filter(move |c| c.applies_to(applies_to));
+    let applicable = || {
+        verifying
+            .iter()
+            .filter(move |c| c.applies_to(applies_to_id))
+    };
     // The headers were read by `prepare`: only the URL and the body are needed now.
     let request = WebhookRequest::new(&inbound.parts.method, &inbound.url.url, inbound.body)
         .exact_urls_only(config.exact_urls_only);
     let form = params.as_ref().filter(|_| prechecked.is_form());
     let verdict = request.verify_prechecked(prechecked, form, applicable().map(|c| c.secret()));
-    // A mismatch goes to the doctor, when it is on, with the credentials it was verified with:
-    // for an unknown account too (its dummy key explains nothing), so that the request path
-    // does the same work either way. Cloning credentials copies pointers.
+    // A mismatch goes to the doctor, when it is on, with the credentials it was verified with
+    // and the SharedKey id they answer to: for an unknown account too (its dummy key explains
+    // nothing), so that the request path and the doctor do the same work either way. Cloning
+    // credentials copies pointers.
     let mismatch = matches!(verdict, Err(VerifyError::SignatureMismatch));
     let consult = || {
         (mismatch && config.diagnoses.is_some()).then(|| Consult {
             credentials: verifying.clone(),
-            shared_key_id: shared_key_id.clone(),
+            shared_key_id: applies_to.cloned(),
         })
     };
     if !known {
@@ -407,16 +413,18 @@ pub(crate) fn complete(
 /// secret nobody holds ([`crate::secret::dummy`]), of the kind the request asks for (a
 /// SharedKey for a request that names one), and the SharedKey id it answers to. Built once per
 /// process: a request for an unknown account allocates nothing a known one does not.
-fn dummy_credentials(shared_key: bool) -> (&'static Credentials, Option<&'static str>) {
+fn dummy_credentials(shared_key: bool) -> (&'static Credentials, Option<&'static Arc<str>>) {
     use std::sync::OnceLock;
     const KEY_ID: &str = "equal-work";
     static AUTH_TOKEN: OnceLock<Credentials> = OnceLock::new();
-    static SHARED_KEY: OnceLock<Credentials> = OnceLock::new();
+    static SHARED_KEY: OnceLock<(Credentials, Arc<str>)> = OnceLock::new();
     let dummy = crate::secret::dummy;
     if shared_key {
-        let credentials =
-            SHARED_KEY.get_or_init(|| Credentials::new().shared_key(KEY_ID, dummy().clone()));
-        (credentials, Some(KEY_ID))
+        let (credentials, key_id) = SHARED_KEY.get_or_init(|| {
+            let credentials = Credentials::new().shared_key(KEY_ID, dummy().clone());
+            (credentials, Arc::from(KEY_ID))
+        });
+        (credentials, Some(key_id))
     } else {
         let credentials =
             AUTH_TOKEN.get_or_init(|| Credentials::new().auth_token(KEY_ID, dummy().clone()));
@@ -927,6 +935,43 @@ mod tests {
             run(SMS, Ok(Some(shared_only))).kind,
             RejectionKind::UnknownAccount
         );
+    }
+
+    #[test]
+    fn the_doctor_gets_as_many_secrets_for_an_unknown_shared_key_as_for_a_known_one() {
+        // With the doctor on, a mismatch hands it the credentials verified with and the key id
+        // they answer to: an unknown id's dummy answers to its own, not the request's (the
+        // doctor found no secret for it, and did no HMAC work at all).
+        let settings = "key=k1,algorithm=HMAC_SHA256";
+        let (parts, url) = request(
+            Method::POST,
+            "/sms",
+            &[
+                ("content-type", FORM),
+                (
+                    "x-twilio-signature",
+                    &signature(Algorithm::HmacSha256, "/elsewhere", SMS),
+                ),
+                ("x-twilio-webhooks-signature-settings", settings),
+            ],
+        );
+        let config = Config {
+            diagnoses: Some(Arc::new(crate::diagnoses::Doctor::new(1))),
+            ..config()
+        };
+        let secrets = |resolution: Resolution| {
+            let refusal = verify(&parts, SMS, &url, resolution, &config).expect_err("forged");
+            let consult = refusal.consult.expect("handed to the doctor");
+            let key_id = consult.shared_key_id.as_deref();
+            consult
+                .credentials
+                .iter()
+                .filter(|c| c.applies_to(key_id))
+                .count()
+        };
+        let known = Credentials::new().account(SID).shared_key("k1", token());
+        assert_eq!(secrets(Ok(Some(known))), 1);
+        assert_eq!(secrets(Ok(None)), 1);
     }
 
     #[test]
