@@ -14,7 +14,9 @@ use crate::rejection::RejectionKind;
 ///
 /// Events at or above a severity (default: critical) become Sentry events on the current hub,
 /// so under `sentry-tower`'s per-request hub they join the request's scope. Each carries the
-/// tags `provider`, `event_type`, `severity` and, when known, `tenant_id`, and the rest of the
+/// tags `provider`, `event_type`, `severity` and `tenant_id` (`none` when no tenant is known, as
+/// the metrics' label: an event for a made-up account costs what one for a tenant's does), and
+/// the rest of the
 /// context (URL, method, client IP, user agent, request id, account SID, and the mismatch
 /// doctor's `diagnosis_matched_url` and `diagnosis_fix` on its follow-up event) as extra data.
 /// Never a secret, a signature, a body or a webhook parameter's value: URLs keep their query's
@@ -38,7 +40,10 @@ use crate::rejection::RejectionKind;
 /// once a flood of made-up accounts had used up the unknown-account window, a forged request
 /// for a made-up account was dropped while one for a real account still became a Sentry event,
 /// which took measurably longer: whether an event is captured must not tell which accounts
-/// exist.
+/// exist. The price: a flood of forgeries against one tenant uses up the window for every
+/// tenant's forgeries (their count rides on the next event captured), where it used to leave
+/// the other tenants' windows alone. The first events of a flood, and every other kind of
+/// event, are still captured per tenant.
 ///
 /// ```
 /// use std::time::Duration;
@@ -56,7 +61,8 @@ pub struct SentrySink {
 }
 
 impl SentrySink {
-    /// Critical events only, at most 10 per event type and tenant per minute.
+    /// Critical events only, at most 10 per event type and tenant per minute (the refusals of
+    /// forged requests share one window: see [flood control](Self#flood-control)).
     pub fn new() -> Self {
         Self {
             min_severity: Severity::Critical,
@@ -109,9 +115,8 @@ impl OnSecurityEvent for SentrySink {
         tags.insert("provider".to_owned(), event.provider.to_owned());
         tags.insert("event_type".to_owned(), event.event_type().to_owned());
         tags.insert("severity".to_owned(), event.severity.as_str().to_owned());
-        if let Some(tenant) = &event.tenant_id {
-            tags.insert("tenant_id".to_owned(), tenant.to_string());
-        }
+        let tenant = event.tenant_id.as_deref().unwrap_or("none");
+        tags.insert("tenant_id".to_owned(), tenant.to_owned());
         let mut extra = BTreeMap::new();
         let mut put = |name: &str, value: Option<String>| {
             if let Some(value) = value {
@@ -144,7 +149,9 @@ impl OnSecurityEvent for SentrySink {
                 Severity::Info => Level::Info,
             },
             logger: Some(super::TRACING_TARGET.to_owned()),
-            message: Some(format!("Twilio webhook {}", event.event_type())),
+            // Sized exactly: `format!` grew the text of a longer event type once more, an
+            // allocation that told a signature mismatch from an unknown account.
+            message: Some(["Twilio webhook ", event.event_type()].concat()),
             tags,
             extra,
             ..Event::default()
