@@ -29,8 +29,8 @@
 //! changes), to a hyper client on the same thread. After the warm-up requests, every poll of
 //! the server's connection goes through [`server_poll`], the function the gate counts: HTTP
 //! parsing and writing, routing, the layer and the handler, without the client and the
-//! runtime's scheduling. MODE `server-floor` serves the same app behind the least any
-//! verifying layer does (see [`floor`]), for what the layer's own work adds beyond it. The one
+//! runtime's scheduling. MODE `server-minimal` serves the same app behind the least any
+//! verifying layer does (see [`minimal_layer`]), for what the layer's own work adds beyond it. The one
 //! clock-driven work left is hyper rendering its `Date` header again when a second has passed;
 //! the gate subtracts it.
 #![allow(missing_docs)]
@@ -166,8 +166,8 @@ fn serve(runtime: &tokio::runtime::Runtime, app: Router, payload: &'static Paylo
 /// The least any verifying layer does in this server, to show what the layer's own work is:
 /// it reads the body whole, hands the handler the bytes in another body type and puts one
 /// shared context into the request's extensions, and hands the response back as it is. It parses,
-/// looks up and verifies nothing. MODE `server-floor` serves the app with it.
-mod floor {
+/// looks up and verifies nothing. MODE `server-minimal` serves the app with it.
+mod minimal_layer {
     use std::{
         future::Future,
         pin::Pin,
@@ -181,31 +181,31 @@ mod floor {
     use pin_project_lite::pin_project;
     use tower::{Layer, Service};
 
-    /// What the handler gets in the extensions.
+    /// What the handler gets in the extensions: a shared context, as the layer's.
     #[derive(Clone)]
-    pub(crate) struct Context_(#[allow(dead_code)] Arc<u64>);
+    pub(crate) struct MinimalContext(#[allow(dead_code)] Arc<u64>);
 
     #[derive(Clone, Copy)]
-    pub(crate) struct FloorLayer;
+    pub(crate) struct MinimalLayer;
 
-    impl<S> Layer<S> for FloorLayer {
-        type Service = Floor<S>;
-        fn layer(&self, inner: S) -> Floor<S> {
-            Floor(inner)
+    impl<S> Layer<S> for MinimalLayer {
+        type Service = Minimal<S>;
+        fn layer(&self, inner: S) -> Minimal<S> {
+            Minimal(inner)
         }
     }
 
     #[derive(Clone)]
-    pub(crate) struct Floor<S>(S);
+    pub(crate) struct Minimal<S>(S);
 
-    impl<S, B, ResBody> Service<Request<B>> for Floor<S>
+    impl<S, B, ResBody> Service<Request<B>> for Minimal<S>
     where
         S: Service<Request<Full<Bytes>>, Response = Response<ResBody>> + Clone,
         B: http_body::Body,
     {
         type Response = Response<ResBody>;
         type Error = S::Error;
-        type Future = FloorFuture<S, B>;
+        type Future = MinimalFuture<S, B>;
 
         fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
             self.0.poll_ready(cx)
@@ -215,7 +215,7 @@ mod floor {
             let clone = self.0.clone();
             let inner = std::mem::replace(&mut self.0, clone);
             let (parts, body) = request.into_parts();
-            FloorFuture {
+            MinimalFuture {
                 state: State::Collecting {
                     body: body.collect(),
                     parts: Some(parts),
@@ -226,7 +226,7 @@ mod floor {
     }
 
     pin_project! {
-        pub struct FloorFuture<S: Service<Request<Full<Bytes>>>, B: http_body::Body> {
+        pub struct MinimalFuture<S: Service<Request<Full<Bytes>>>, B: http_body::Body> {
             #[pin]
             state: State<S, B>,
         }
@@ -240,7 +240,7 @@ mod floor {
         }
     }
 
-    impl<S, B, ResBody> Future for FloorFuture<S, B>
+    impl<S, B, ResBody> Future for MinimalFuture<S, B>
     where
         S: Service<Request<Full<Bytes>>, Response = Response<ResBody>>,
         B: http_body::Body,
@@ -256,7 +256,7 @@ mod floor {
                             panic!("the probe's bodies do not fail");
                         };
                         let mut parts = parts.take().expect("polled once");
-                        parts.extensions.insert(Context_(Arc::new(7)));
+                        parts.extensions.insert(MinimalContext(Arc::new(7)));
                         let request = Request::from_parts(parts, Full::new(collected.to_bytes()));
                         let future = inner.take().expect("polled once").call(request);
                         this.state.set(State::Inner { future });
@@ -358,10 +358,10 @@ fn main() {
     let body: &dyn Fn() = match mode.as_str() {
         "server-with" => return serve(&runtime, app().route_layer(twilio()), payload, count),
         "server-without" => return serve(&runtime, app(), payload, count),
-        "server-floor" => {
+        "server-minimal" => {
             return serve(
                 &runtime,
-                app().route_layer(floor::FloorLayer),
+                app().route_layer(minimal_layer::MinimalLayer),
                 payload,
                 count,
             );
@@ -373,7 +373,7 @@ fn main() {
         "hash" => &hash,
         other => {
             panic!(
-                "unknown mode {other:?}: with, without, verify, floor, hash, server-with, server-without or server-floor"
+                "unknown mode {other:?}: with, without, verify, floor, hash, server-with, server-without or server-minimal"
             )
         }
     };

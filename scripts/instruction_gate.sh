@@ -20,10 +20,10 @@
 # warm-up, the client and the runtime's scheduling are not, nor hyper's once-a-second `Date`
 # rendering (below): every run counts the same figures.
 # `without` and `server-without` (the same without the layer) are measured and printed, not
-# gated: what the layer adds is the difference. So is `server-floor`: the server with the least
+# gated: what the layer adds is the difference. So is `server-minimal`: the server with the least
 # any verifying layer does there (read the body, hand it on in another body type, put one
 # shared context into the extensions; nothing parsed or verified), so that what the layer's
-# own work adds, beyond verification and that floor, is printed too.
+# own work adds, beyond verification and that minimal layer, is printed too.
 #
 # A figure more than 3 % above its record fails. A figure more than 3 % below it fails too,
 # with the command that records it: a record left above the real cost would let a later
@@ -136,7 +136,7 @@ fi
 measured="$work/measured"
 echo "==> counting (callgrind, N = $N per figure)" >&2
 for name in "${payloads[@]}"; do
-  for mode in verify with without server-with server-without server-floor; do
+  for mode in verify with without server-with server-without server-minimal; do
     # Not `|| die`: in the left of `||`, bash would run `count` without `set -e`.
     figure=$(count "$mode" "$name")
     [[ "$figure" =~ ^[1-9][0-9]*$ ]] || die "counting $mode $name gave \"$figure\", not a positive number"
@@ -213,15 +213,16 @@ for name in names:
 
 print()
 print("what the layer adds, not gated (a = with - without - verify, b = server-with - server-without,")
-print("floor = server-floor - server-without: the least any verifying layer adds to this server)")
-print(f"{'payload':<9} {'without':>8} {'server-without':>15} {'a':>7} {'b':>8} {'b - verify':>11} {'floor':>6} {'b - verify - floor':>19}")
+print("minimal = server-minimal - server-without: the least any verifying layer adds to this server;")
+print("issue 23's target of at most 3 000 is on b - verify, not on the layer's own work beyond the minimal)")
+print(f"{'payload':<9} {'without':>8} {'server-without':>15} {'a':>7} {'b':>8} {'b - verify':>11} {'minimal':>8} {'b - verify - minimal':>21}")
 for name in names:
     m = lambda mode: measured[name, mode]
     plumbing = m("with") - m("without") - m("verify")
     added = m("server-with") - m("server-without")
-    floor = m("server-floor") - m("server-without")
+    minimal = m("server-minimal") - m("server-without")
     print(f"{name:<9} {m('without'):>8} {m('server-without'):>15} {plumbing:>7} {added:>8} "
-          f"{added - m('verify'):>11} {floor:>6} {added - m('verify') - floor:>19}")
+          f"{added - m('verify'):>11} {minimal:>8} {added - m('verify') - minimal:>21}")
 print()
 
 if recorded_toolchain and recorded_toolchain != toolchain:
