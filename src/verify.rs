@@ -116,8 +116,9 @@ impl<'a> Header<'a> {
     }
 }
 
-/// Up to this many header values, [`TwilioHeaders::read`] finds its headers in one pass over
-/// the map; past it, by one lookup each. A lookup hashes the name (about 200 instructions for
+/// Up to this many header values, [`TwilioHeaders::read`] finds its headers (and
+/// [`TwilioHeaders::has_signature`] the signature's name) in one pass over the map; past it,
+/// by one lookup each. A lookup hashes the name (about 200 instructions for
 /// a Twilio header), a pass costs a few instructions a value: the pass is cheaper for the
 /// headers a webhook carries, the lookups bound the cost of a request with thousands.
 const SCAN_AT_MOST: usize = 32;

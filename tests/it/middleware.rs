@@ -103,9 +103,28 @@ async fn fixed_credentials_and_a_resolver_answering_them_agree() {
     let other = credentials
         .clone()
         .account("ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    // The same tenant with a SharedKey of its account instead.
+    let shared = Credentials::new()
+        .tenant("acme")
+        .account("AC0123ffffffffffffffffffffffffffff")
+        .shared_key("k1", token());
     let forged = {
         let mut request = signed_post("/twilio/sms", SMS_BODY);
         *request.body_mut() = Full::new(Bytes::from(SMS_BODY.replace("Hello", "Hallo")));
+        request
+    };
+    // Signed with the SharedKey `key_id` names (as `TOKEN`).
+    let shared_key_signed = |key_id: &str| {
+        let url = format!("{PUBLIC}/twilio/sms");
+        let signature = twilio_signature(TOKEN, Algorithm::HmacSha256, &url, SMS_BODY);
+        let mut request = signed_post("/twilio/sms", SMS_BODY);
+        let headers = request.headers_mut();
+        headers.insert("x-twilio-signature", signature.parse().unwrap());
+        let settings = format!("key={key_id},algorithm=HMAC_SHA256");
+        headers.insert(
+            "x-twilio-webhooks-signature-settings",
+            settings.parse().unwrap(),
+        );
         request
     };
     let requests = || {
@@ -113,16 +132,17 @@ async fn fixed_credentials_and_a_resolver_answering_them_agree() {
             signed_post("/twilio/sms", SMS_BODY),
             signed_post("/twilio/sms", "Body=no+account"),
             signed_post("/elsewhere", SMS_BODY),
+            forged.clone(),
+            shared_key_signed("k1"),
+            shared_key_signed("k2"),
         ]
     };
-    for credentials in [credentials, owned, other] {
+    let cases = [credentials, owned, other, shared]
+        .into_iter()
+        .flat_map(|credentials| [(credentials.clone(), false), (credentials, true)]);
+    for (credentials, report_only) in cases {
         assert!(credentials.fixed_credentials().is_some());
-        let mut cases: Vec<Request<Full<Bytes>>> = requests().into();
-        cases.push(Request::from_parts(
-            forged.clone().into_parts().0,
-            forged.body().clone(),
-        ));
-        for request in cases {
+        for request in requests() {
             let (parts, body) = request.into_parts();
             let copy = || Request::from_parts(parts.clone(), body.clone());
             let outcome = |response: Response<tower_twilio::ResponseBody<Full<Bytes>>>| {
@@ -137,7 +157,8 @@ async fn fixed_credentials_and_a_resolver_answering_them_agree() {
                 (response.status(), kind, webhook)
             };
             let fixed_sink = RecordingSink::default();
-            let fixed = send(layer_with(credentials.clone(), &fixed_sink), copy()).await;
+            let fixed = layer_with(credentials.clone(), &fixed_sink).report_only(report_only);
+            let fixed = send(fixed, copy()).await;
             let answering_sink = RecordingSink::default();
             let answering = {
                 let credentials = credentials.clone();
@@ -146,6 +167,7 @@ async fn fixed_credentials_and_a_resolver_answering_them_agree() {
                 };
                 let layer = TwilioSignatureLayer::new(resolver)
                     .public_url(PublicUrl::fixed(PUBLIC).unwrap())
+                    .report_only(report_only)
                     .on_security_event(answering_sink.clone());
                 ServiceBuilder::new()
                     .layer(layer)
@@ -154,13 +176,25 @@ async fn fixed_credentials_and_a_resolver_answering_them_agree() {
                     .await
                     .unwrap()
             };
-            let what = format!("{} {:?}", parts.uri, credentials.account_sid());
+            let what = format!(
+                "{} {:?} {:?} report-only {report_only}",
+                parts.uri,
+                parts.headers.get("x-twilio-webhooks-signature-settings"),
+                credentials.account_sid()
+            );
             assert_eq!(outcome(fixed), outcome(answering), "{what}");
             let reasons = |sink: &RecordingSink| {
                 let events = sink.events();
                 events
                     .iter()
-                    .map(|e| (e.reason, e.tenant_id.clone(), e.account_sid.clone()))
+                    .map(|e| {
+                        (
+                            e.reason,
+                            e.outcome,
+                            e.tenant_id.clone(),
+                            e.account_sid.clone(),
+                        )
+                    })
                     .collect::<Vec<_>>()
             };
             assert_eq!(reasons(&fixed_sink), reasons(&answering_sink), "{what}");
@@ -187,7 +221,8 @@ async fn a_base_url_with_userinfo_verifies_and_the_context_hides_it() {
     assert_eq!(response.status(), StatusCode::OK, "{:?}", sink.events());
     let webhook = response.extensions().get::<VerifiedWebhook>().unwrap();
     assert_eq!(webhook.url(), "https://[redacted]@api.example.com/sms");
-    // A host that is not the base's brings no userinfo: the URL is kept as it is.
+    // Under a base without userinfo, an `@` in the path is not userinfo: the URL is kept as it
+    // is.
     let (response, sink) = {
         let sink = RecordingSink::default();
         (send(layer(&sink), signed_post("/a@b", body)).await, sink)
