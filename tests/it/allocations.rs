@@ -203,6 +203,51 @@ fn layer_peak(
     (peak, status.unwrap())
 }
 
+/// A layer in front of a handler that answers 200, on a runtime of its own: counts what
+/// refusing a forged request costs. One per test, so that its state (a cache, Sentry's flood
+/// control) carries from request to request as in a server.
+struct Refusals {
+    send: Box<dyn Fn(Request<Full<Bytes>>) -> StatusCode>,
+}
+
+impl Refusals {
+    fn new<R, E>(layer: TwilioSignatureLayer<R, E>) -> Self
+    where
+        R: tower_twilio::ResolveCredentials + Clone + Send + 'static,
+        E: tower_twilio::events::OnSecurityEvent + Clone + Send + Sync + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+        let send = move |request| {
+            let response = runtime.block_on(service.clone().oneshot(request)).unwrap();
+            response.status()
+        };
+        Self {
+            send: Box::new(send),
+        }
+    }
+
+    /// Allocations of refusing `request()` (403), after refusing it once uncounted; building
+    /// the request is not counted.
+    fn count(&self, request: impl Fn() -> Request<Full<Bytes>>) -> u64 {
+        assert_eq!((self.send)(request()), StatusCode::FORBIDDEN);
+        let request = request();
+        allocation_counter::measure(|| assert_eq!((self.send)(request), StatusCode::FORBIDDEN))
+            .count_total
+    }
+}
+
+/// The layer of most allocation tests: `TOKEN` as the one auth token, the fixed public URL.
+fn single_account_layer() -> TwilioSignatureLayer<Credentials> {
+    TwilioSignatureLayer::new(Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()))
+        .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
+}
+
 /// A form request for `/twilio/sms` with this body and a signature made by `token`.
 fn form_request(body: Vec<u8>, token: &str) -> Request<Full<Bytes>> {
     let url = format!("{PUBLIC_BASE}/twilio/sms");
@@ -286,29 +331,11 @@ fn a_query_of_tiny_pieces_costs_what_one_long_piece_does() {
 
 /// Allocations of refusing a forged form `POST` to `/twilio/sms?{query}`.
 fn forged_query_allocations(query: &str) -> u64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let layer = TwilioSignatureLayer::new(
-        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
-    )
-    .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
-    let request = || {
+    Refusals::new(single_account_layer()).count(|| {
         let mut request = form_request(b"Body=hi".to_vec(), "not-the-token-at-all");
         *request.uri_mut() = format!("/twilio/sms?{query}").parse().unwrap();
         request
-    };
-    let refuse = |request| {
-        let response = runtime.block_on(service.clone().oneshot(request)).unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    };
-    refuse(request());
-    let request = request();
-    allocation_counter::measure(|| refuse(request)).count_total
+    })
 }
 
 // A `POST`'s query is searched for an `AccountSid` (a query naming another account than the
@@ -347,25 +374,8 @@ fn a_post_query_costs_no_allocation_per_pair() {
 
 /// Allocations of refusing a forged form `POST` with this body.
 fn forged_body_allocations(body: &str) -> u64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let layer = TwilioSignatureLayer::new(
-        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
-    )
-    .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
-    let refuse = |request| {
-        let response = runtime.block_on(service.clone().oneshot(request)).unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    };
-    let request = || form_request(body.as_bytes().to_vec(), "not-the-token-at-all");
-    refuse(request());
-    let request = request();
-    allocation_counter::measure(|| refuse(request)).count_total
+    Refusals::new(single_account_layer())
+        .count(|| form_request(body.as_bytes().to_vec(), "not-the-token-at-all"))
 }
 
 // A form body whose values decode to bytes that are not UTF-8 (`%FF`) was parsed again by the
@@ -391,35 +401,17 @@ fn a_body_of_bytes_that_are_not_utf8_costs_no_allocation_per_parameter() {
 /// Allocations of refusing a forged JSON `POST` (signed, falsely, through `bodySHA256`) with
 /// this body.
 fn forged_json_allocations(body: &str) -> u64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let layer = TwilioSignatureLayer::new(
-        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
-    )
-    .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
     let path = tower_twilio::signature::url_with_body_sha256("/twilio/events", body.as_bytes());
     let url = format!("{PUBLIC_BASE}{path}");
     let signature = twilio_signature("not-the-token-at-all", Algorithm::HmacSha1, &url, "");
-    let request = || {
+    Refusals::new(single_account_layer()).count(|| {
         Request::post(path.as_str())
             .header("host", "example.com")
             .header("content-type", "application/json")
             .header("x-twilio-signature", signature.as_str())
             .body(Full::new(Bytes::from(body.to_owned())))
             .unwrap()
-    };
-    let refuse = |request| {
-        let response = runtime.block_on(service.clone().oneshot(request)).unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    };
-    refuse(request());
-    let request = request();
-    allocation_counter::measure(|| refuse(request)).count_total
+    })
 }
 
 // A JSON body's top-level `AccountSid`s are read before any lookup. Every member name was
@@ -459,9 +451,6 @@ fn a_json_body_costs_no_allocation_per_member() {
 fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
     const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
     const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     // No tenant (a tenant has a test of its own, below): a known tenant's metric label once
     // hid an allocation only an unknown account made (empty credentials), in the default
     // build.
@@ -469,6 +458,15 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
         KNOWN,
         Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
     );
+    let forged = |account: &str| {
+        let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
+        let mut request = form_request(body.into_bytes(), "not-the-token-at-all");
+        request.headers_mut().insert(
+            "x-forwarded-host",
+            http::HeaderValue::from_static("a.example, b.example, c.example"),
+        );
+        request
+    };
     // With the mismatch doctor on too (issue 19): it ran on the request path, for a known
     // account only, so a known account's forgery cost its whole diagnosis more. Now the doctor
     // adds one allocation to either (the job handed to its thread).
@@ -477,31 +475,11 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
         let layer = TwilioSignatureLayer::new(resolver.clone())
             .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
             .diagnose_mismatches_per_second(if doctor { 1_000_000 } else { 0 });
-        let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-        let service = ServiceBuilder::new()
-            .layer(layer)
-            .service(service_fn(move |_: Request<VerifiedBody>| ok()));
-        let forged = |account: &str| {
-            let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
-            let mut request = form_request(body.into_bytes(), "not-the-token-at-all");
-            request.headers_mut().insert(
-                "x-forwarded-host",
-                http::HeaderValue::from_static("a.example, b.example, c.example"),
-            );
-            request
-        };
-        let count = |account: &str| {
-            allocations(|| {
-                let response = runtime
-                    .block_on(service.clone().oneshot(forged(account)))
-                    .unwrap();
-                assert_eq!(response.status(), StatusCode::FORBIDDEN);
-            })
-        };
-        // Once each first: the first unknown account builds the key nobody holds, once per
-        // process (a `OnceLock`), which is not a cost of the request.
-        let _ = (count(KNOWN), count(UNKNOWN));
-        let (known, unknown) = (count(KNOWN), count(UNKNOWN));
+        let refusals = Refusals::new(layer);
+        let (known, unknown) = (
+            refusals.count(|| forged(KNOWN)),
+            refusals.count(|| forged(UNKNOWN)),
+        );
         println!(
             "allocations of a forged request, doctor {}: known account {known}, unknown \
              account {unknown}",
@@ -526,9 +504,6 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
 fn a_known_tenant_and_an_unknown_account_allocate_alike_when_forged() {
     const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
     const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
         KNOWN,
         Credentials::new()
@@ -537,19 +512,11 @@ fn a_known_tenant_and_an_unknown_account_allocate_alike_when_forged() {
     );
     let layer =
         TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let refusals = Refusals::new(layer);
     let count = |account: &str| {
         let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
-        allocations(|| {
-            let request = form_request(body.clone().into_bytes(), "not-the-token-at-all");
-            let response = runtime.block_on(service.clone().oneshot(request)).unwrap();
-            assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        })
+        refusals.count(|| form_request(body.clone().into_bytes(), "not-the-token-at-all"))
     };
-    let _ = (count(KNOWN), count(UNKNOWN));
     let (known, unknown) = (count(KNOWN), count(UNKNOWN));
     println!("allocations of a forged request: known tenant {known}, unknown account {unknown}");
     assert_eq!(known, unknown);
@@ -561,19 +528,13 @@ fn a_known_tenant_and_an_unknown_account_allocate_alike_when_forged() {
 #[test]
 fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
     const ACCOUNT: &str = "AC0123ffffffffffffffffffffffffffff";
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
         ACCOUNT,
         Credentials::new().shared_key("webhooks_sharedkey_known", Secret::new(TOKEN).unwrap()),
     );
-    let layer =
-        TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let refusals = Refusals::new(
+        TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap()),
+    );
     let forged = |key_id: &str| {
         let body = format!("AccountSid={ACCOUNT}&Body=hi");
         let url = format!("{PUBLIC_BASE}/twilio/sms");
@@ -589,19 +550,7 @@ fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
             .body(Full::new(Bytes::from(body)))
             .unwrap()
     };
-    let count = |key_id: &str| {
-        allocations(|| {
-            let response = runtime
-                .block_on(service.clone().oneshot(forged(key_id)))
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        })
-    };
-    // Once each first: one-time set-up (a `OnceLock`) is not a cost of the request.
-    let _ = (
-        count("webhooks_sharedkey_known"),
-        count("webhooks_sharedkey_other"),
-    );
+    let count = |key_id: &str| refusals.count(|| forged(key_id));
     let known = count("webhooks_sharedkey_known");
     let unknown = count("webhooks_sharedkey_other");
     println!("allocations of a forged SharedKey request: known key {known}, unknown key {unknown}");
@@ -618,29 +567,21 @@ fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
 fn sentry_reporting_does_not_tell_a_known_account_from_an_unknown_one() {
     const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
     const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
     let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
         KNOWN,
         Credentials::new()
             .tenant("acme")
             .auth_token("primary", Secret::new(TOKEN).unwrap()),
     );
-    let layer = TwilioSignatureLayer::new(resolver)
-        .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
-        .on_security_event(tower_twilio::events::SentrySink::new());
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
+    let refusals = Refusals::new(
+        TwilioSignatureLayer::new(resolver)
+            .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
+            .on_security_event(tower_twilio::events::SentrySink::new()),
+    );
+    // Each count is two requests (one uncounted first).
     let count = |account: &str| {
-        allocations(|| {
-            let body = format!("AccountSid={account}&Body=hi");
-            let forged = form_request(body.into_bytes(), "not-the-token-at-all");
-            let response = runtime.block_on(service.clone().oneshot(forged)).unwrap();
-            assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        })
+        let body = format!("AccountSid={account}&Body=hi");
+        refusals.count(|| form_request(body.clone().into_bytes(), "not-the-token-at-all"))
     };
     // While the window has room (ten a minute), both become Sentry events.
     let (unknown, known) = (count(UNKNOWN), count(KNOWN));
