@@ -242,6 +242,15 @@ impl Refusals {
     }
 }
 
+/// An account the resolvers of the equal-work tests know, and one they do not.
+const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
+const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+
+/// A resolver that knows [`KNOWN`], with `credentials`.
+fn knowing(credentials: Credentials) -> tower_twilio::resolver::AccountMap {
+    tower_twilio::resolver::AccountMap::new().insert_account(KNOWN, credentials)
+}
+
 /// The layer of most allocation tests: `TOKEN` as the one auth token, the fixed public URL.
 fn single_account_layer() -> TwilioSignatureLayer<Credentials> {
     TwilioSignatureLayer::new(Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()))
@@ -449,15 +458,10 @@ fn a_json_body_costs_no_allocation_per_member() {
 // dudect measured as a known account answering up to 55 ns later).
 #[test]
 fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
-    const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
-    const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
     // No tenant (a tenant has a test of its own, below): a known tenant's metric label once
     // hid an allocation only an unknown account made (empty credentials), in the default
     // build.
-    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
-        KNOWN,
-        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
-    );
+    let resolver = knowing(Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()));
     let forged = |account: &str| {
         let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
         let mut request = form_request(body.into_bytes(), "not-the-token-at-all");
@@ -502,10 +506,7 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
 /// has no tenant, did not make).
 #[test]
 fn a_known_tenant_and_an_unknown_account_allocate_alike_when_forged() {
-    const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
-    const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
-        KNOWN,
+    let resolver = knowing(
         Credentials::new()
             .tenant("acme-corporation")
             .auth_token("primary", Secret::new(TOKEN).unwrap()),
@@ -565,10 +566,7 @@ fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
 #[cfg(feature = "sentry")]
 #[test]
 fn sentry_reporting_does_not_tell_a_known_account_from_an_unknown_one() {
-    const KNOWN: &str = "AC0123ffffffffffffffffffffffffffff";
-    const UNKNOWN: &str = "ACeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
-    let resolver = tower_twilio::resolver::AccountMap::new().insert_account(
-        KNOWN,
+    let resolver = knowing(
         Credentials::new()
             .tenant("acme")
             .auth_token("primary", Secret::new(TOKEN).unwrap()),
