@@ -182,35 +182,14 @@ fn parsing_a_form_holds_at_most_about_twice_the_body() {
     assert!(peak <= 9 * SIZE as u64 + 1024, "{peak}");
 }
 
-/// Peak heap bytes, above what was held before, while the layer answers `request`.
-fn layer_peak(
-    layer: TwilioSignatureLayer<Credentials>,
-    request: Request<Full<Bytes>>,
-) -> (u64, StatusCode) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let ok = || async { Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())) };
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(service_fn(move |_: Request<VerifiedBody>| ok()));
-    let mut status = None;
-    let peak = allocation_counter::measure(|| {
-        let response = runtime.block_on(service.oneshot(request)).unwrap();
-        status = Some(response.status());
-    })
-    .bytes_max;
-    (peak, status.unwrap())
-}
-
-/// A layer in front of a handler that answers 200, on a runtime of its own: counts what
-/// refusing a forged request costs. One per test, so that its state (a cache, Sentry's flood
+/// A layer in front of a handler that answers 200, on a runtime of its own: measures what a
+/// request through it costs. One per test, so that its state (a cache, Sentry's flood
 /// control) carries from request to request as in a server.
-struct Refusals {
+struct Layered {
     send: Box<dyn Fn(Request<Full<Bytes>>) -> StatusCode>,
 }
 
-impl Refusals {
+impl Layered {
     fn new<R, E>(layer: TwilioSignatureLayer<R, E>) -> Self
     where
         R: tower_twilio::ResolveCredentials + Clone + Send + 'static,
@@ -232,9 +211,17 @@ impl Refusals {
         }
     }
 
+    /// Peak heap bytes, above what was held before, while the layer answers `request`, and
+    /// its status.
+    fn peak(&self, request: Request<Full<Bytes>>) -> (u64, StatusCode) {
+        let mut status = None;
+        let peak = allocation_counter::measure(|| status = Some((self.send)(request))).bytes_max;
+        (peak, status.unwrap())
+    }
+
     /// Allocations of refusing `request()` (403), after refusing it once uncounted; building
     /// the request is not counted.
-    fn count(&self, request: impl Fn() -> Request<Full<Bytes>>) -> u64 {
+    fn refusal_allocations(&self, request: impl Fn() -> Request<Full<Bytes>>) -> u64 {
         assert_eq!((self.send)(request()), StatusCode::FORBIDDEN);
         let request = request();
         allocation_counter::measure(|| assert_eq!((self.send)(request), StatusCode::FORBIDDEN))
@@ -279,14 +266,9 @@ fn form_request(body: Vec<u8>, token: &str) -> Request<Full<Bytes>> {
 fn a_body_over_the_parameter_limit_is_refused_holding_next_to_nothing() {
     const SIZE: usize = 64 * 1024;
     let tiny: Vec<u8> = b"a&".iter().copied().cycle().take(SIZE - 1).collect();
-    let layer = || {
-        TwilioSignatureLayer::new(
-            Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
-        )
-        .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
-    };
+    let layered = Layered::new(single_account_layer());
     for (token, what) in [(TOKEN, "signed"), ("not-the-token-at-all", "forged")] {
-        let (peak, status) = layer_peak(layer(), form_request(tiny.clone(), token));
+        let (peak, status) = layered.peak(form_request(tiny.clone(), token));
         println!("peak bytes through the layer, 64 KiB of 'a&', {what}: {peak} ({status})");
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{what}");
         // Not the decoded text (64 KiB), nor any of its index: only the refusal's own bits.
@@ -300,7 +282,7 @@ fn a_body_over_the_parameter_limit_is_refused_holding_next_to_nothing() {
         .join("&")
         .into_bytes();
     let size = thousand.len() as u64;
-    let (peak, status) = layer_peak(layer(), form_request(thousand, TOKEN));
+    let (peak, status) = layered.peak(form_request(thousand, TOKEN));
     println!("peak bytes through the layer, 1000 pairs ({size} bytes), signed: {peak} ({status})");
     assert_eq!(status, StatusCode::OK);
     assert!(peak <= 2 * size + 48 * 1024, "{peak}");
@@ -309,16 +291,13 @@ fn a_body_over_the_parameter_limit_is_refused_holding_next_to_nothing() {
 /// A forged request to `/twilio/sms?{query}`, with the webhook log on: the peak heap bytes
 /// the layer holds while refusing it.
 fn forged_query_peak(query: &str) -> u64 {
-    let layer = TwilioSignatureLayer::new(
-        Credentials::new().auth_token("primary", Secret::new(TOKEN).unwrap()),
-    )
-    .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
-    .on_webhook(|entry: &tower_twilio::events::log::WebhookLogEntry| {
-        std::hint::black_box(entry);
-    });
+    let layer =
+        single_account_layer().on_webhook(|entry: &tower_twilio::events::log::WebhookLogEntry| {
+            std::hint::black_box(entry);
+        });
     let mut request = form_request(b"Body=hi".to_vec(), "not-the-token-at-all");
     *request.uri_mut() = format!("/twilio/sms?{query}").parse().unwrap();
-    let (peak, status) = layer_peak(layer, request);
+    let (peak, status) = Layered::new(layer).peak(request);
     assert_eq!(status, StatusCode::FORBIDDEN);
     peak
 }
@@ -340,7 +319,7 @@ fn a_query_of_tiny_pieces_costs_what_one_long_piece_does() {
 
 /// Allocations of refusing a forged form `POST` to `/twilio/sms?{query}`.
 fn forged_query_allocations(query: &str) -> u64 {
-    Refusals::new(single_account_layer()).count(|| {
+    Layered::new(single_account_layer()).refusal_allocations(|| {
         let mut request = form_request(b"Body=hi".to_vec(), "not-the-token-at-all");
         *request.uri_mut() = format!("/twilio/sms?{query}").parse().unwrap();
         request
@@ -383,8 +362,8 @@ fn a_post_query_costs_no_allocation_per_pair() {
 
 /// Allocations of refusing a forged form `POST` with this body.
 fn forged_body_allocations(body: &str) -> u64 {
-    Refusals::new(single_account_layer())
-        .count(|| form_request(body.as_bytes().to_vec(), "not-the-token-at-all"))
+    Layered::new(single_account_layer())
+        .refusal_allocations(|| form_request(body.as_bytes().to_vec(), "not-the-token-at-all"))
 }
 
 // A form body whose values decode to bytes that are not UTF-8 (`%FF`) was parsed again by the
@@ -413,7 +392,7 @@ fn forged_json_allocations(body: &str) -> u64 {
     let path = tower_twilio::signature::url_with_body_sha256("/twilio/events", body.as_bytes());
     let url = format!("{PUBLIC_BASE}{path}");
     let signature = twilio_signature("not-the-token-at-all", Algorithm::HmacSha1, &url, "");
-    Refusals::new(single_account_layer()).count(|| {
+    Layered::new(single_account_layer()).refusal_allocations(|| {
         Request::post(path.as_str())
             .header("host", "example.com")
             .header("content-type", "application/json")
@@ -479,10 +458,10 @@ fn a_known_and_an_unknown_account_allocate_alike_when_forged() {
         let layer = TwilioSignatureLayer::new(resolver.clone())
             .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
             .diagnose_mismatches_per_second(if doctor { 1_000_000 } else { 0 });
-        let refusals = Refusals::new(layer);
+        let layered = Layered::new(layer);
         let (known, unknown) = (
-            refusals.count(|| forged(KNOWN)),
-            refusals.count(|| forged(UNKNOWN)),
+            layered.refusal_allocations(|| forged(KNOWN)),
+            layered.refusal_allocations(|| forged(UNKNOWN)),
         );
         println!(
             "allocations of a forged request, doctor {}: known account {known}, unknown \
@@ -513,10 +492,11 @@ fn a_known_tenant_and_an_unknown_account_allocate_alike_when_forged() {
     );
     let layer =
         TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap());
-    let refusals = Refusals::new(layer);
+    let layered = Layered::new(layer);
     let count = |account: &str| {
         let body = format!("AccountSid={account}&Body=hi&From=%2B14155550100");
-        refusals.count(|| form_request(body.clone().into_bytes(), "not-the-token-at-all"))
+        layered
+            .refusal_allocations(|| form_request(body.clone().into_bytes(), "not-the-token-at-all"))
     };
     let (known, unknown) = (count(KNOWN), count(UNKNOWN));
     println!("allocations of a forged request: known tenant {known}, unknown account {unknown}");
@@ -533,7 +513,7 @@ fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
         ACCOUNT,
         Credentials::new().shared_key("webhooks_sharedkey_known", Secret::new(TOKEN).unwrap()),
     );
-    let refusals = Refusals::new(
+    let layered = Layered::new(
         TwilioSignatureLayer::new(resolver).public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap()),
     );
     let forged = |key_id: &str| {
@@ -551,7 +531,7 @@ fn a_known_and_an_unknown_shared_key_allocate_alike_when_forged() {
             .body(Full::new(Bytes::from(body)))
             .unwrap()
     };
-    let count = |key_id: &str| refusals.count(|| forged(key_id));
+    let count = |key_id: &str| layered.refusal_allocations(|| forged(key_id));
     let known = count("webhooks_sharedkey_known");
     let unknown = count("webhooks_sharedkey_other");
     println!("allocations of a forged SharedKey request: known key {known}, unknown key {unknown}");
@@ -571,7 +551,7 @@ fn sentry_reporting_does_not_tell_a_known_account_from_an_unknown_one() {
             .tenant("acme")
             .auth_token("primary", Secret::new(TOKEN).unwrap()),
     );
-    let refusals = Refusals::new(
+    let layered = Layered::new(
         TwilioSignatureLayer::new(resolver)
             .public_url(PublicUrl::fixed(PUBLIC_BASE).unwrap())
             .on_security_event(tower_twilio::events::SentrySink::new()),
@@ -579,7 +559,8 @@ fn sentry_reporting_does_not_tell_a_known_account_from_an_unknown_one() {
     // Each count is two requests (one uncounted first).
     let count = |account: &str| {
         let body = format!("AccountSid={account}&Body=hi");
-        refusals.count(|| form_request(body.clone().into_bytes(), "not-the-token-at-all"))
+        layered
+            .refusal_allocations(|| form_request(body.clone().into_bytes(), "not-the-token-at-all"))
     };
     // While the window has room (ten a minute), both become Sentry events.
     let (unknown, known) = (count(UNKNOWN), count(KNOWN));
